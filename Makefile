@@ -1,0 +1,57 @@
+# pixelhouse — the two commands a fresh machine needs:
+#   make run    install, migrate, seed demo data, start sandbox + web + worker + beat
+#   make test   run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PATH := $(BIN):$(PATH)
+
+WEB_PORT     ?= 8000
+SANDBOX_PORT ?= 8765
+export SANDBOX_PORT WEB_PORT
+
+.PHONY: install run test check lint typecheck bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	@mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py createcachetable
+	$(BIN)/python manage.py seed_demo
+	@echo ""
+	@echo "  web      http://127.0.0.1:$(WEB_PORT)/          (admin: /admin/)"
+	@echo "  sandbox  http://127.0.0.1:$(SANDBOX_PORT)/      (stands in for pymthouse + Livepeer)"
+	@echo "  logins   admin@example.com (staff), alice@example.com, bob@example.com — password pixelhouse-demo"
+	@echo ""
+	$(BIN)/honcho start -f Procfile
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+check: lint typecheck
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	DJANGO_DEBUG=false DJANGO_SECRET_KEY=check-only-$$(date +%s)-not-a-secret-0123456789abcdefghijklmnop \
+	  PYMTHOUSE_URL=https://pymthouse.example PYMTHOUSE_PUBLIC_CLIENT_ID=app_b50c8e3d43c6d3641cae2e66 \
+	  PYMTHOUSE_M2M_CLIENT_ID=m2m_b50c8e3d43c6d3641cae2e66 PYMTHOUSE_M2M_CLIENT_SECRET=pmth_cs_check \
+	  DJANGO_ALLOWED_HOSTS=app.example $(BIN)/python manage.py check --deploy --fail-level WARNING
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy .
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf var/test var/celery

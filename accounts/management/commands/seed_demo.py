@@ -1,0 +1,50 @@
+"""Create the demo logins and (re)schedule their provisioning at pymthouse.
+
+Idempotent: existing users are kept and only re-provisioned (the sandbox keeps
+its state in memory, so a restarted sandbox forgets them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from accounts.models import User
+from accounts.services import user_create, user_provision_schedule
+
+DEMO_PASSWORD = "pixelhouse-demo"  # noqa: S105  (a published demo login)
+DEMO_USERS = (
+    # email, external user id (the tutorial's two end users), staff
+    ("admin@example.com", None, True),
+    ("alice@example.com", "py-user-001", False),
+    ("bob@example.com", "py-user-002", False),
+)
+
+
+class Command(BaseCommand):
+    help = "Create the demo staff user and two end users, and provision them at pymthouse."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with transaction.atomic():
+            for email, external_user_id, is_staff in DEMO_USERS:
+                user = User.objects.filter(email=email).first()
+                if user is None:
+                    user_create(
+                        email=email,
+                        password=DEMO_PASSWORD,
+                        external_user_id=external_user_id,
+                        is_staff=is_staff,
+                        is_superuser=is_staff,
+                    )
+                    self.stdout.write(f"created {email}")
+                else:
+                    user_provision_schedule(user=user)
+                    self.stdout.write(f"kept {email}; provisioning rescheduled")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo logins (password {DEMO_PASSWORD!r}): "
+                + ", ".join(email for email, _, _ in DEMO_USERS)
+            )
+        )

@@ -1,0 +1,119 @@
+"""Local users and the pymthouse identity each of them maps to.
+
+Every user gets an ``external_user_id`` when created. It is the key pymthouse
+knows the user by (``externalUserId`` in its Builder API and usage rows), it is
+never an e-mail address, and it never changes: usage already metered upstream
+under one id could not be joined back to the user under another.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from accounts.validators import validate_external_user_id
+
+
+def generate_external_user_id() -> str:
+    """``usr_`` + 32 hex: opaque, stable, and within pymthouse's id grammar."""
+    return f"usr_{uuid.uuid4().hex}"
+
+
+class ProvisioningStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROVISIONED = "provisioned", "Provisioned"
+    FAILED = "failed", "Failed"
+
+
+class UserManager(BaseUserManager["User"]):
+    """Creates users through the service layer so provisioning is scheduled."""
+
+    use_in_migrations = True
+
+    def create_user(
+        self, email: str, password: str | None = None, **extra_fields: Any
+    ) -> User:
+        from accounts.services import user_create
+
+        return user_create(email=email, password=password, **extra_fields)
+
+    def create_superuser(
+        self, email: str, password: str | None = None, **extra_fields: Any
+    ) -> User:
+        from accounts.services import user_create
+
+        extra_fields["is_staff"] = True
+        extra_fields["is_superuser"] = True
+        return user_create(email=email, password=password, **extra_fields)
+
+
+class User(AbstractUser):
+    username = None  # type: ignore[assignment]
+    email = models.EmailField("email address", unique=True)
+    external_user_id = models.CharField(
+        "pymthouse external user id",
+        max_length=128,
+        unique=True,
+        editable=False,
+        default=generate_external_user_id,
+        validators=[validate_external_user_id],
+        help_text="Immutable key of this user at pymthouse (externalUserId).",
+    )
+    provisioning_status = models.CharField(
+        max_length=16,
+        choices=ProvisioningStatus.choices,
+        default=ProvisioningStatus.PENDING,
+        db_index=True,
+    )
+    provisioning_error = models.TextField(blank=True, default="")
+    provisioning_attempts = models.PositiveIntegerField(default=0)
+    provisioned_at = models.DateTimeField(null=True, blank=True)
+    pymthouse_user_id = models.UUIDField(
+        "pymthouse user id",
+        null=True,
+        blank=True,
+        help_text="pymthouse's internal id (app_users.id); informational only.",
+    )
+    pymthouse_active = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Status last confirmed at pymthouse (None until provisioned).",
+    )
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(external_user_id__regex=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+                & ~models.Q(external_user_id__startswith="owner:")
+                & ~models.Q(external_user_id__startswith="user:"),
+                name="accounts_user_external_user_id_grammar",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> User:
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_external_user_id = instance.__dict__.get("external_user_id")
+        return instance
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Invariant guard, not business logic: the upstream key is write-once.
+        loaded = getattr(self, "_loaded_external_user_id", None)
+        if loaded is not None and loaded != self.external_user_id:
+            raise ValidationError(
+                {"external_user_id": "The pymthouse external user id cannot change."}
+            )
+        super().save(*args, **kwargs)
+        self._loaded_external_user_id = self.external_user_id

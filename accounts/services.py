@@ -1,0 +1,154 @@
+"""Writes and workflows for users and their pymthouse identity.
+
+Provisioning converges pymthouse to the local state: the task upserts the user
+with ``status`` = active/inactive from ``User.is_active``. The upsert is
+idempotent at pymthouse (keyed by externalUserId), so retries, redeliveries and
+the periodic sweep are all safe to repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import ProvisioningStatus, User
+from accounts.tasks import provision_user_task
+from integrations.pymthouse import PymthouseError, get_client
+
+logger = logging.getLogger(__name__)
+
+# A sync that sees the local state change under it runs again, at most this often.
+_MAX_CONVERGENCE_ROUNDS = 3
+
+
+@transaction.atomic
+def user_create(
+    *,
+    email: str,
+    password: str | None = None,
+    external_user_id: str | None = None,
+    **extra_fields: Any,
+) -> User:
+    """Create a user and schedule its provisioning at pymthouse after commit."""
+    user = User(email=User.objects.normalize_email(email), **extra_fields)
+    if external_user_id is not None:
+        user.external_user_id = external_user_id
+    if password:
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
+    user.full_clean(exclude=["password"])
+    user.save()
+    user_provision_schedule(user=user)
+    return user
+
+
+def user_provision_schedule(*, user: User) -> None:
+    """Enqueue the pymthouse sync for ``user`` once the current transaction commits."""
+    user_id = user.pk
+    transaction.on_commit(lambda: provision_user_task.delay(user_id))
+
+
+@transaction.atomic
+def user_set_active(*, user: User, is_active: bool, acting_user: User | None) -> User:
+    """Activate or deactivate a local user; pymthouse follows after commit.
+
+    Deactivation also ends the user's sessions: Django's ModelBackend refuses
+    inactive users on their next request.
+    """
+    if user.is_active != is_active:
+        user.is_active = is_active
+        user.provisioning_status = ProvisioningStatus.PENDING
+        user.save(update_fields=["is_active", "provisioning_status"])
+        logger.info(
+            "user %s set active=%s by %s",
+            user.pk,
+            is_active,
+            acting_user.pk if acting_user else "system",
+        )
+    user_provision_schedule(user=user)
+    return user
+
+
+def user_provision(*, user_id: int) -> User | None:
+    """Upsert ``user_id`` at pymthouse with its current local status.
+
+    Raises the client's retryable errors (the task retries them); terminal
+    errors are recorded by the task through :func:`user_provision_fail`.
+    Returns None when the user no longer exists.
+    """
+    client = get_client()
+    for _ in range(_MAX_CONVERGENCE_ROUNDS):
+        user = User.objects.filter(pk=user_id).first()
+        if user is None:
+            return None
+        sent_active = user.is_active
+        User.objects.filter(pk=user_id).update(
+            provisioning_attempts=F("provisioning_attempts") + 1
+        )
+        result = client.upsert_user(
+            external_user_id=user.external_user_id,
+            email=user.email,
+            status="active" if sent_active else "inactive",
+        )
+        with transaction.atomic():
+            user = User.objects.select_for_update().get(pk=user_id)
+            user.pymthouse_user_id = result.user.id
+            user.pymthouse_active = result.user.status == "active"
+            user.provisioned_at = user.provisioned_at or timezone.now()
+            user.provisioning_error = ""
+            converged = user.is_active == sent_active
+            user.provisioning_status = (
+                ProvisioningStatus.PROVISIONED if converged else ProvisioningStatus.PENDING
+            )
+            user.save(
+                update_fields=[
+                    "pymthouse_user_id",
+                    "pymthouse_active",
+                    "provisioned_at",
+                    "provisioning_error",
+                    "provisioning_status",
+                ]
+            )
+        logger.info(
+            "pymthouse user %s %s (active=%s)",
+            user.external_user_id,
+            "created" if result.created else "updated",
+            sent_active,
+        )
+        if converged:
+            return user
+    return user
+
+
+def user_provision_fail(*, user_id: int, error: PymthouseError | str) -> None:
+    """Record a provisioning failure that will not be retried automatically."""
+    message = str(error)[:2000]
+    User.objects.filter(pk=user_id).update(
+        provisioning_status=ProvisioningStatus.FAILED,
+        provisioning_error=message,
+    )
+    logger.warning("pymthouse provisioning of user %s failed: %s", user_id, message)
+
+
+def users_provision_pending(*, older_than: timedelta = timedelta(minutes=5)) -> int:
+    """Re-enqueue users stuck in ``pending`` (lost message, crashed worker).
+
+    Users that joined within ``older_than`` are left alone: their first task is
+    most likely still in flight.
+    """
+    cutoff = timezone.now() - older_than
+    user_ids = list(
+        User.objects.filter(
+            provisioning_status=ProvisioningStatus.PENDING, date_joined__lt=cutoff
+        ).values_list("pk", flat=True)[:500]
+    )
+    for user_id in user_ids:
+        provision_user_task.delay(user_id)
+    return len(user_ids)
+

@@ -1,0 +1,67 @@
+"""Celery tasks of the accounts app: thin wrappers over accounts.services."""
+
+from __future__ import annotations
+
+import logging
+
+import random
+
+from celery import Task, shared_task
+from django.conf import settings
+
+from integrations.pymthouse import PymthouseError
+
+logger = logging.getLogger("tasks." + __name__)
+
+PROVISION_MAX_RETRIES = 5
+
+
+def retry_countdown(*, retries: int, retry_after: float | None) -> float:
+    """Seconds before the next attempt.
+
+    Exponential backoff (TASK_RETRY_BACKOFF_SECONDS × 2^retries, capped at
+    TASK_RETRY_BACKOFF_MAX_SECONDS) with "equal jitter" (half fixed, half
+    random), and never earlier than the upstream's Retry-After.
+    """
+    base = min(
+        settings.TASK_RETRY_BACKOFF_MAX_SECONDS,
+        settings.TASK_RETRY_BACKOFF_SECONDS * (2**retries),
+    )
+    countdown = base / 2 + random.uniform(0, base / 2)  # noqa: S311 (jitter, not crypto)
+    if retry_after is not None:
+        countdown = max(countdown, retry_after)
+    return round(countdown, 3)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,  # user_provision is an idempotent upsert
+    reject_on_worker_lost=True,
+    max_retries=PROVISION_MAX_RETRIES,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def provision_user_task(self: Task, user_id: int) -> None:  # type: ignore[type-arg]
+    from accounts.services import user_provision, user_provision_fail
+
+    try:
+        user_provision(user_id=user_id)
+    except PymthouseError as exc:
+        if exc.retryable and self.request.retries < PROVISION_MAX_RETRIES:
+            countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after)
+            logger.info(
+                "provisioning user %s: %s; retry %d in %.1fs",
+                user_id,
+                type(exc).__name__,
+                self.request.retries + 1,
+                countdown,
+            )
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        user_provision_fail(user_id=user_id, error=exc)
+
+
+@shared_task(expires=240)
+def provision_pending_users_task() -> int:
+    from accounts.services import users_provision_pending
+
+    return users_provision_pending()

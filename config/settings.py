@@ -1,0 +1,352 @@
+"""Settings for pixelhouse: one env-driven module.
+
+With no environment at all the product runs on embedded defaults: SQLite, a
+filesystem Celery broker, a database cache shared by web and worker processes,
+and the local sandbox (``python -m sandbox``) standing in for pymthouse.
+
+With ``DATABASE_URL`` (Postgres) and ``REDIS_URL`` it runs on Postgres and
+Redis (Celery broker and Django cache). With ``DJANGO_DEBUG=false`` every
+secret must come from the environment; a missing one stops the process at
+start-up with a message naming it.
+
+Every setting is listed in README.md ("Settings").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import django_stubs_ext
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+# Lets Django's generic classes be subscripted at runtime (QuerySet[User] …).
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("PIXELHOUSE_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+
+DEBUG: bool = env.bool("DJANGO_DEBUG", default=True)
+
+# Demo credentials of the local sandbox (sandbox/config.py seeds the same app).
+# They are only used when DEBUG is on; production must set real values.
+SANDBOX_DEMO_PUBLIC_CLIENT_ID = "app_b50c8e3d43c6d3641cae2e66"
+SANDBOX_DEMO_M2M_CLIENT_ID = "m2m_b50c8e3d43c6d3641cae2e66"
+SANDBOX_DEMO_M2M_CLIENT_SECRET = (
+    "pmth_cs_d219242171aaac09ef84f4b5af2f26e2abf754b68d78b9462ca567a2e8a0cbfe"
+)
+
+
+def _secret(name: str, debug_default: str) -> str:
+    """A secret: defaulted only while DEBUG is on, otherwise required."""
+    value: str = env.str(name, default="")
+    if value:
+        return value
+    if DEBUG:
+        return debug_default
+    raise ImproperlyConfigured(
+        f"{name} must be set when DJANGO_DEBUG is off (see README.md, 'Settings')."
+    )
+
+
+SECRET_KEY = _secret("DJANGO_SECRET_KEY", "django-insecure-local-development-only")
+ALLOWED_HOSTS: list[str] = env.list(
+    "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "ninja",
+    "accounts",
+    "billing",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+DATABASES = {
+    "default": env.db_url(
+        "DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+    ),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share this file: wait for locks instead of failing,
+    # and take the write lock up front so transactions never deadlock-upgrade.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (shared by web and worker processes) -----------------------------
+REDIS_URL: str = env.str("REDIS_URL", default="")
+CACHES: dict[str, dict[str, Any]]
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "pixelhouse",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "pixelhouse_cache",
+        }
+    }
+
+# --- Auth -------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+# django-allauth: https://docs.allauth.org/en/latest/account/configuration.html
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="optional")
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGOUT_ON_GET = False
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
+SOCIALACCOUNT_REQUESTS_TIMEOUT = env.int("SOCIALACCOUNT_REQUESTS_TIMEOUT", default=10)
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # never log into an account by e-mail alone
+SOCIALACCOUNT_PROVIDERS: dict[str, Any] = {"openid_connect": {"APPS": []}}
+
+EMAIL_BACKEND = env.str(
+    "DJANGO_EMAIL_BACKEND",
+    default="django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="pixelhouse <noreply@localhost>")
+
+# --- I18N / static / media --------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env.str("DJANGO_MEDIA_ROOT", default=str(VAR_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# --- Security (effective when DEBUG is off) ---------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 365)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+# --- Celery -----------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = VAR_DIR / "celery" / "queue"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.25,
+    }
+else:
+    # Redis redelivers an unacknowledged message after this many seconds; it
+    # must exceed the longest task hard time limit (tests assert the order).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SOFT_TIME_LIMIT = 120
+CELERY_TASK_TIME_LIMIT = 180
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TASK_ACKS_LATE = False  # opted into per task, only where the task is idempotent
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Task retries: exponential backoff base and cap (seconds), jittered.
+TASK_RETRY_BACKOFF_SECONDS: float = env.float("TASK_RETRY_BACKOFF_SECONDS", default=5.0)
+TASK_RETRY_BACKOFF_MAX_SECONDS: float = env.float("TASK_RETRY_BACKOFF_MAX_SECONDS", default=300.0)
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    # Every 5 minutes: re-enqueue users whose pymthouse provisioning is still
+    # pending (a lost broker message or a crashed worker must not strand them).
+    # Every minute: re-enqueue generations whose message was lost, fail the
+    # ones a dead worker left running past the hard time limit.
+    "inference-reconcile-generations": {
+        "task": "inference.tasks.generations_reconcile_task",
+        "schedule": 60.0,
+        "options": {"expires": 50},
+    },
+    "accounts-provision-pending-users": {
+        "task": "accounts.tasks.provision_pending_users_task",
+        "schedule": 300.0,
+        "options": {"expires": 240},
+    },
+}
+
+# --- pymthouse --------------------------------------------------------------
+# Contract: shared/reference/pymthouse-api.md. Credentials are NOT Livepeer
+# Studio API keys: they are a pymthouse Builder app's public id (app_…) and
+# its machine-to-machine sibling (m2m_… + pmth_cs_… secret).
+PYMTHOUSE_URL: str = env.str("PYMTHOUSE_URL", default="http://127.0.0.1:8765").rstrip("/")
+PYMTHOUSE_ISSUER: str = env.str(
+    "PYMTHOUSE_ISSUER", default=f"{PYMTHOUSE_URL}/api/v1/oidc"
+).rstrip("/")
+PYMTHOUSE_PUBLIC_CLIENT_ID: str = env.str(
+    "PYMTHOUSE_PUBLIC_CLIENT_ID", default=SANDBOX_DEMO_PUBLIC_CLIENT_ID if DEBUG else ""
+)
+PYMTHOUSE_M2M_CLIENT_ID: str = env.str(
+    "PYMTHOUSE_M2M_CLIENT_ID", default=SANDBOX_DEMO_M2M_CLIENT_ID if DEBUG else ""
+)
+PYMTHOUSE_M2M_CLIENT_SECRET: str = _secret(
+    "PYMTHOUSE_M2M_CLIENT_SECRET", SANDBOX_DEMO_M2M_CLIENT_SECRET
+)
+if not DEBUG and not (PYMTHOUSE_PUBLIC_CLIENT_ID and PYMTHOUSE_M2M_CLIENT_ID):
+    raise ImproperlyConfigured(
+        "PYMTHOUSE_PUBLIC_CLIENT_ID and PYMTHOUSE_M2M_CLIENT_ID must be set when "
+        "DJANGO_DEBUG is off (see README.md, 'Settings')."
+    )
+PYMTHOUSE_CONNECT_TIMEOUT: float = env.float("PYMTHOUSE_CONNECT_TIMEOUT", default=3.05)
+PYMTHOUSE_READ_TIMEOUT: float = env.float("PYMTHOUSE_READ_TIMEOUT", default=15.0)
+PYMTHOUSE_TOKEN_EXPIRY_SKEW_SECONDS: int = env.int(
+    "PYMTHOUSE_TOKEN_EXPIRY_SKEW_SECONDS", default=60
+)
+PYMTHOUSE_DISCOVERY_CACHE_SECONDS: int = env.int(
+    "PYMTHOUSE_DISCOVERY_CACHE_SECONDS", default=300
+)
+PYMTHOUSE_MAX_RETRIES: int = env.int("PYMTHOUSE_MAX_RETRIES", default=2)
+
+# --- Image generation (Livepeer) -------------------------------------------
+# "live-runner": pay Livepeer runners with tickets from pymthouse's remote
+# signer (pymthouse-api.md §9.3). "ai-gateway": a go-livepeer AI gateway's
+# batch API with a per-request pymthouse user token as bearer.
+INFERENCE_BACKEND: str = env.str("INFERENCE_BACKEND", default="live-runner")
+LIVEPEER_GATEWAY_URL: str = env.str("LIVEPEER_GATEWAY_URL", default=PYMTHOUSE_URL).rstrip("/")
+LIVEPEER_CONNECT_TIMEOUT: float = env.float("LIVEPEER_CONNECT_TIMEOUT", default=3.05)
+LIVEPEER_READ_TIMEOUT: float = env.float("LIVEPEER_READ_TIMEOUT", default=120.0)
+LIVEPEER_SIGNER_READ_TIMEOUT: float = env.float("LIVEPEER_SIGNER_READ_TIMEOUT", default=15.0)
+LIVEPEER_QUEUE_POLL_INTERVAL: float = env.float("LIVEPEER_QUEUE_POLL_INTERVAL", default=1.0)
+LIVEPEER_QUEUE_TIMEOUT: float = env.float("LIVEPEER_QUEUE_TIMEOUT", default=120.0)
+LIVEPEER_MAX_IMAGE_BYTES: int = env.int("LIVEPEER_MAX_IMAGE_BYTES", default=20_000_000)
+LIVEPEER_MAX_PRICE_MARKUP: str = env.str("LIVEPEER_MAX_PRICE_MARKUP", default="1.012")
+
+INFERENCE_MODELS: list[str] = env.list(
+    "INFERENCE_MODELS",
+    default=["ByteDance/SDXL-Lightning", "black-forest-labs/FLUX.1-schnell"],
+)
+INFERENCE_MAX_PROMPT_LENGTH: int = env.int("INFERENCE_MAX_PROMPT_LENGTH", default=1000)
+INFERENCE_MIN_SIZE: int = env.int("INFERENCE_MIN_SIZE", default=256)
+INFERENCE_MAX_SIZE: int = env.int("INFERENCE_MAX_SIZE", default=1536)
+INFERENCE_RATE_LIMIT_COUNT: int = env.int("INFERENCE_RATE_LIMIT_COUNT", default=10)
+INFERENCE_RATE_LIMIT_WINDOW_SECONDS: int = env.int(
+    "INFERENCE_RATE_LIMIT_WINDOW_SECONDS", default=60
+)
+INFERENCE_MAX_ACTIVE_PER_USER: int = env.int("INFERENCE_MAX_ACTIVE_PER_USER", default=4)
+INFERENCE_MAX_RETRIES: int = env.int("INFERENCE_MAX_RETRIES", default=4)
+# Ordering that keeps redelivery sane (asserted by a test):
+# broker visibility timeout > hard limit > soft limit > any single HTTP timeout.
+INFERENCE_SOFT_TIME_LIMIT: int = env.int("INFERENCE_SOFT_TIME_LIMIT", default=300)
+INFERENCE_TIME_LIMIT: int = env.int("INFERENCE_TIME_LIMIT", default=330)
+
+# --- Logging ----------------------------------------------------------------
+LOG_LEVEL: str = env.str("DJANGO_LOG_LEVEL", default="INFO")
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

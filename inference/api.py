@@ -1,0 +1,224 @@
+"""JSON API for generations, mounted at /api/v1/ (django-ninja).
+
+Session auth (with CSRF) for the browser; bearer auth arrives with the
+identity work. Every read is owner-scoped: another user's generation is a 404.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from ninja import Field, Router, Schema
+from ninja.security import django_auth
+
+from inference import selectors, services
+from inference.errors import (
+    GenerationConflictError,
+    GenerationRateLimitedError,
+    GenerationValidationError,
+)
+from inference.models import Generation, GenerationStatus
+
+router = Router(auth=django_auth, tags=["generations"])
+
+STAGE_PROGRESS = {
+    "": 5,
+    "retrying": 10,
+    "authorizing": 15,
+    "connecting": 30,
+    "paying": 45,
+    "generating": 65,
+    "saving": 90,
+    "done": 100,
+}
+
+
+class ErrorOut(Schema):
+    code: str
+    message: str
+
+
+class CostOut(Schema):
+    usd_micros: str | None = Field(description="Integer USD micros as a string (1 USD = 1,000,000)")
+    wei: str | None = Field(description="Exact network fee in wei as a decimal string")
+
+
+class GenerationIn(Schema):
+    prompt: str = Field(max_length=10_000)
+    negative_prompt: str = Field("", max_length=10_000)
+    model_id: str | None = None
+    width: int
+    height: int
+    seed: int | None = None
+
+
+class GenerationOut(Schema):
+    id: UUID
+    status: str
+    stage: str
+    progress: int = Field(description="0-100, coarse progress derived from the stage")
+    prompt: str
+    negative_prompt: str
+    model_id: str
+    width: int
+    height: int
+    seed: int | None
+    image_seed: int | None
+    error: ErrorOut | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    image_url: str | None
+    detail_url: str
+    cost: CostOut
+
+
+class GenerationPageOut(Schema):
+    items: list[GenerationOut]
+    count: int
+    page: int
+    page_size: int
+    next_page: int | None
+    previous_page: int | None
+
+
+class ModelsOut(Schema):
+    models: list[str]
+    default_model: str
+    sizes: list[dict[str, Any]]
+
+
+class MessageOut(Schema):
+    detail: str
+    errors: dict[str, str] | None = None
+
+
+def generation_out(generation: Generation) -> dict[str, Any]:
+    succeeded = generation.status == GenerationStatus.SUCCEEDED and bool(generation.image)
+    progress = 100 if generation.is_finished else STAGE_PROGRESS.get(generation.stage, 5)
+    if generation.status == GenerationStatus.QUEUED:
+        progress = min(progress, 10)
+    return {
+        "id": generation.pk,
+        "status": generation.status,
+        "stage": generation.stage,
+        "progress": progress,
+        "prompt": generation.prompt,
+        "negative_prompt": generation.negative_prompt,
+        "model_id": generation.model_id,
+        "width": generation.width,
+        "height": generation.height,
+        "seed": generation.seed,
+        "image_seed": generation.image_seed,
+        "error": (
+            {"code": generation.error_code, "message": generation.error_message}
+            if generation.status == GenerationStatus.FAILED
+            else None
+        ),
+        "created_at": generation.created_at,
+        "started_at": generation.started_at,
+        "finished_at": generation.finished_at,
+        "image_url": (
+            reverse("inference:image", kwargs={"generation_id": generation.pk})
+            if succeeded
+            else None
+        ),
+        "detail_url": reverse("inference:detail", kwargs={"generation_id": generation.pk}),
+        "cost": {
+            "usd_micros": (
+                str(generation.cost_usd_micros) if generation.cost_usd_micros is not None else None
+            ),
+            "wei": str(generation.cost_wei) if generation.cost_wei is not None else None,
+        },
+    }
+
+
+def _user_id(request: HttpRequest) -> int:
+    return int(request.user.pk)  # type: ignore[arg-type]
+
+
+@router.post(
+    "/generations",
+    response={201: GenerationOut, 400: MessageOut, 429: MessageOut},
+    summary="Queue an image generation",
+)
+def create_generation(request: HttpRequest, response: HttpResponse, payload: GenerationIn) -> Any:
+    try:
+        generation = services.generation_create(
+            owner=request.user,  # type: ignore[arg-type]
+            prompt=payload.prompt,
+            negative_prompt=payload.negative_prompt,
+            model_id=payload.model_id,
+            width=payload.width,
+            height=payload.height,
+            seed=payload.seed,
+        )
+    except GenerationValidationError as exc:
+        return 400, {"detail": exc.message, "errors": exc.field_errors}
+    except GenerationRateLimitedError as exc:
+        response["Retry-After"] = str(exc.retry_after)
+        return 429, {"detail": exc.message}
+    return 201, generation_out(generation)
+
+
+@router.get("/generations", response=GenerationPageOut, summary="List your generations")
+def list_generations(request: HttpRequest, page: int = 1, page_size: int = 20) -> Any:
+    page = max(1, page)
+    page_size = min(max(1, page_size), 100)
+    queryset = selectors.generation_list(owner_id=_user_id(request))
+    count = queryset.count()
+    offset = (page - 1) * page_size
+    items = list(queryset[offset : offset + page_size])
+    return {
+        "items": [generation_out(generation) for generation in items],
+        "count": count,
+        "page": page,
+        "page_size": page_size,
+        "next_page": page + 1 if offset + page_size < count else None,
+        "previous_page": page - 1 if page > 1 else None,
+    }
+
+
+@router.get(
+    "/generations/{generation_id}",
+    response={200: GenerationOut, 404: MessageOut},
+    summary="Get one generation",
+)
+def get_generation(request: HttpRequest, generation_id: str) -> Any:
+    generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
+    if generation is None:
+        return 404, {"detail": "Not found."}
+    return 200, generation_out(generation)
+
+
+@router.delete(
+    "/generations/{generation_id}",
+    response={204: None, 404: MessageOut, 409: MessageOut},
+    summary="Delete a generation and its image",
+)
+def delete_generation(request: HttpRequest, generation_id: str) -> Any:
+    generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
+    if generation is None:
+        return 404, {"detail": "Not found."}
+    try:
+        services.generation_delete(generation=generation, acting_user=request.user)  # type: ignore[arg-type]
+    except GenerationConflictError as exc:
+        return 409, {"detail": exc.message}
+    return 204, None
+
+
+@router.get("/models", response=ModelsOut, summary="Models and size presets you can use")
+def list_models(request: HttpRequest) -> Any:
+    models = selectors.model_choices()
+    return {
+        "models": models,
+        "default_model": models[0],
+        "sizes": [
+            {"label": label, "width": width, "height": height}
+            for label, width, height in selectors.size_presets()
+        ],
+    }

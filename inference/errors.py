@@ -1,0 +1,55 @@
+"""Domain errors of the inference app, each with a stable machine code.
+
+Views, the API and tasks turn them into responses or failure records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GenerationError(Exception):
+    code = "generation_error"
+
+    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+
+
+class GenerationValidationError(GenerationError):
+    """Bad input; ``field_errors`` maps field names to messages."""
+
+    code = "invalid_input"
+
+    def __init__(self, field_errors: dict[str, str]) -> None:
+        super().__init__("Please correct the highlighted fields.", extra=field_errors)
+        self.field_errors = field_errors
+
+
+class GenerationRateLimitedError(GenerationError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, extra={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
+class GenerationConflictError(GenerationError):
+    code = "conflict"
+
+
+class GenerationRetryableError(GenerationError):
+    """An upstream hiccup before any money moved: the task may run it again."""
+
+    code = "upstream_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PaymentAlreadyClaimedError(GenerationError):
+    """Another attempt already claimed (and may have spent) this generation's payment."""
+
+    code = "payment_already_claimed"

@@ -1,0 +1,129 @@
+"""Image generations.
+
+A ``Generation`` is one prompt → one image, paid for on the Livepeer network
+with a ticket from pymthouse's remote signer. Its ``id`` doubles as the
+``gatewayRequestId`` sent with the payment, so metered usage can be joined
+back to it.
+
+Payment invariant: ``payment_claimed_at`` is set by a conditional UPDATE right
+before a ticket is requested and only cleared when the signer definitely
+refused. A retry or redelivery that finds it set never requests another ticket.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from billing.fields import WeiField
+
+
+class GenerationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+FINISHED_STATUSES = frozenset(
+    {GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELED}
+)
+
+
+class GenerationQuerySet(models.QuerySet["Generation"]):
+    def for_owner(self, owner_id: int) -> GenerationQuerySet:
+        return self.filter(owner_id=owner_id)
+
+    def unfinished(self) -> GenerationQuerySet:
+        return self.filter(status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING])
+
+
+def generation_image_path(instance: Generation, filename: str) -> str:
+    return f"generations/{instance.owner_id}/{instance.id}.png"
+
+
+class Generation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations"
+    )
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True, default="")
+    model_id = models.CharField(max_length=200)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    seed = models.BigIntegerField(null=True, blank=True)
+
+    status = models.CharField(
+        max_length=16,
+        choices=GenerationStatus.choices,
+        default=GenerationStatus.QUEUED,
+        db_index=True,
+    )
+    stage = models.CharField(max_length=32, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.CharField(max_length=500, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    backend = models.CharField(max_length=32, blank=True, default="")
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    attempt_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # Upstream references (never credentials).
+    payment_claimed_at = models.DateTimeField(null=True, blank=True)
+    tickets_paid = models.PositiveIntegerField(default=0)
+    manifest_id = models.CharField(max_length=200, blank=True, default="")
+    runner_url = models.URLField(max_length=500, blank=True, default="")
+    upstream_request_id = models.CharField(max_length=200, blank=True, default="")
+
+    image = models.FileField(upload_to=generation_image_path, blank=True, default="")
+    image_seed = models.BigIntegerField(null=True, blank=True)
+    nsfw = models.BooleanField(default=False)
+
+    # Filled by billing once the usage for this generation is metered.
+    cost_wei = WeiField(null=True, blank=True)
+    cost_usd_micros = models.BigIntegerField(null=True, blank=True)
+
+    objects = GenerationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["owner", "-created_at"], name="generation_owner_recent")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(width__gte=64, width__lte=2048, height__gte=64, height__lte=2048),
+                name="generation_size_bounds",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(cost_usd_micros__isnull=True) | models.Q(cost_usd_micros__gte=0),
+                name="generation_cost_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def gateway_request_id(self) -> str:
+        return str(self.id)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    @property
+    def queue_seconds(self) -> float | None:
+        if self.started_at:
+            return (self.started_at - self.created_at).total_seconds()
+        return None

@@ -1,0 +1,160 @@
+"""The one ``requests.Session`` that talks to signers, runners and AI gateways.
+
+Invariants (house style R8, adapted for money-moving calls):
+
+* every request gets the default ``(connect, read)`` timeout unless the caller passes one;
+* redirects are never followed by requests (a redirect would re-send ``Authorization``
+  or payment headers to wherever ``Location`` points); image downloads follow a few
+  http(s) redirects by hand, without credentials;
+* cookies are never stored;
+* **no urllib3 retries at all**, not even for GET or connect errors: every repeat of a
+  request here is a decision about money, made explicitly by the backend code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+from requests.adapters import HTTPAdapter  # noqa: TID251
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
+from urllib3.util.retry import Retry
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "pixelhouse/0.1 (+livepeer client)"
+
+NO_RETRIES = Retry(
+    total=0,
+    connect=0,
+    read=False,
+    redirect=0,
+    status=0,
+    other=0,
+    raise_on_redirect=False,
+    raise_on_status=False,
+)
+
+
+class LivepeerSession(requests.Session):
+    """Session with default timeouts, a user agent, no redirects, no cookies, no retries."""
+
+    def __init__(self, *, default_timeout: tuple[float, float], pool_maxsize: int = 4) -> None:
+        super().__init__()
+        self.default_timeout = default_timeout
+        self.max_redirects = 0
+        self.headers["User-Agent"] = USER_AGENT
+        self.headers["Accept"] = "application/json"
+        self.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        # Proxies/netrc from the environment could re-route or add credentials.
+        self.trust_env = False
+        adapter = HTTPAdapter(max_retries=NO_RETRIES, pool_maxsize=pool_maxsize)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def request(  # type: ignore[override]
+        self,
+        method: str | bytes,
+        url: str | bytes,
+        *args: Any,
+        **kwargs: Any,
+    ) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+        # Forced, not defaulted: a caller cannot opt back into following redirects.
+        kwargs["allow_redirects"] = False
+        return super().request(method, url, *args, **kwargs)
+
+
+def url_path(url: str) -> str:
+    """The path of ``url`` for logs and messages (never the query or the host's userinfo)."""
+    return urlsplit(url).path or "/"
+
+
+def was_not_sent(exc: requests.RequestException) -> bool:
+    """True when ``exc`` proves the request never reached the server.
+
+    Only a refused/unresolvable connection or a connect timeout qualifies. A read
+    timeout, a reset or a closed connection after the request went out (and anything
+    unrecognised) may have reached the server, so it counts as sent.
+    """
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
+        reason: object = exc.args[0] if exc.args else None
+        if isinstance(reason, MaxRetryError):
+            reason = reason.reason
+        return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+    return isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema)
+
+
+def is_timeout(exc: requests.RequestException) -> bool:
+    """A read timeout, including one raised while streaming the body."""
+    if isinstance(exc, requests.Timeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    return isinstance(reason, ReadTimeoutError)
+
+
+def transport_failure(exc: requests.RequestException) -> str:
+    """A short, secret-free description of a transport error for messages."""
+    if was_not_sent(exc):
+        return "connection failed before the request was sent"
+    if is_timeout(exc):
+        return "timed out waiting for the response"
+    return "connection dropped before a response arrived"
+
+
+def send(
+    http: LivepeerSession,
+    method: str,
+    url: str,
+    *,
+    step: str,
+    request_id: str,
+    **kwargs: Any,
+) -> requests.Response:
+    """Send one request, logging step, request id, path, status and elapsed ms.
+
+    Transport errors are logged and re-raised unchanged for the caller to classify.
+    Headers and bodies are never logged.
+    """
+    started = time.monotonic()
+    path = url_path(url)
+    try:
+        response = http.request(method, url, **kwargs)
+    except requests.RequestException as exc:
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        logger.warning(
+            "livepeer %s [%s] %s %s failed after %d ms: %s (%s)",
+            step,
+            request_id,
+            method,
+            path,
+            elapsed_ms,
+            type(exc).__name__,
+            transport_failure(exc),
+        )
+        raise
+    elapsed_ms = int((time.monotonic() - started) * 1000)
+    level = logging.INFO if response.status_code < 500 else logging.WARNING
+    logger.log(
+        level,
+        "livepeer %s [%s] %s %s -> %d in %d ms",
+        step,
+        request_id,
+        method,
+        path,
+        response.status_code,
+        elapsed_ms,
+    )
+    return response

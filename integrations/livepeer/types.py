@@ -1,0 +1,190 @@
+"""The public value types of the Livepeer client (house style R10).
+
+Everything the inference service hands in or gets back is a frozen dataclass. Tokens
+are accepted either as a plain ``str`` or as any object with a ``reveal()`` method
+(the pymthouse client's ``SecretToken``); they are excluded from ``repr`` and only
+unwrapped, through :func:`raw_token`, where they are put on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias, runtime_checkable
+from urllib.parse import urlsplit
+
+from integrations.livepeer.images import image_dimensions
+
+
+@runtime_checkable
+class RevealsSecret(Protocol):
+    """A secret wrapper such as ``integrations.pymthouse.types.SecretToken``."""
+
+    def reveal(self) -> str: ...
+
+
+Token: TypeAlias = "str | RevealsSecret"
+
+
+def raw_token(token: Token) -> str:
+    """The raw bearer value of ``token``. Call only where it is sent over the wire."""
+    value = token if isinstance(token, str) else token.reveal()
+    if not isinstance(value, str) or not value:
+        raise ValueError("a bearer token must be a non-empty string")
+    return value
+
+
+def _check_http_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{name} must be an absolute http(s) URL")
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One text-to-image generation.
+
+    ``request_id`` is our generation id. It is sent as ``gatewayRequestId`` with every
+    signer payment (so usage events join back to it) and as ``X-Request-Id`` to AI
+    gateways.
+    """
+
+    request_id: str
+    model_id: str
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    seed: int | None
+
+    def __post_init__(self) -> None:
+        if not self.request_id:
+            raise ValueError("request_id is required")
+        if not self.model_id:
+            raise ValueError("model_id is required")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError("seed must be an integer or None")
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One image's bytes. ``content_type`` comes from the magic bytes, not a header."""
+
+    content: bytes = field(repr=False)
+    content_type: str
+    seed: int | None
+    nsfw: bool
+
+    @property
+    def dimensions(self) -> tuple[int, int] | None:
+        """``(width, height)`` read from the PNG IHDR / JPEG SOF header, if present."""
+        return image_dimensions(self.content)
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """What one successful ``generate`` produced.
+
+    ``tickets_paid`` counts the payments this call obtained from the signer (0 on the
+    ai-gateway backend, which pays orchestrators itself, and 0 when a runner served
+    the call from an already funded balance).
+    """
+
+    images: tuple[GeneratedImage, ...]
+    runner_url: str | None
+    manifest_id: str | None
+    upstream_request_id: str | None
+    tickets_paid: int
+
+
+class PaymentGuard(Protocol):
+    """Lets the caller make "never pay twice for one generation" hold across processes.
+
+    The backend calls ``claim()`` immediately before every request that may spend money
+    (a signer ticket request, an AI-gateway POST). ``claim()`` may raise to abort; the
+    exception propagates unchanged and nothing is sent. Each claim is followed by
+    exactly one of:
+
+    * ``release()``: that request definitely spent nothing (an error status from the
+      signer/gateway, or the connection failed before the request was sent);
+    * ``confirm(...)``: money was, or may have been, spent (signer 200; gateway 200).
+
+    A claim followed by neither (``generate`` raised ``LivepeerOutcomeUnknownError``, or
+    the process died) means the outcome is unknown: do not pay again for this request.
+    """
+
+    def claim(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def confirm(self, *, manifest_id: str | None, runner_url: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class SignerCredentials:
+    """Where and how to buy tickets: from pymthouse's ``SignerSession``."""
+
+    signer_url: str
+    discovery_url: str
+    access_token: Token = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_http_url("signer_url", self.signer_url)
+        _check_http_url("discovery_url", self.discovery_url)
+        raw_token(self.access_token)
+
+    @classmethod
+    def from_signer_session(cls, session: _SignerSessionLike) -> SignerCredentials:
+        """Build from ``integrations.pymthouse.types.SignerSession`` (or anything alike)."""
+        return cls(
+            signer_url=session.signer_url.rstrip("/"),
+            discovery_url=session.discovery_url,
+            access_token=session.access_token,
+        )
+
+
+@dataclass(frozen=True)
+class GatewayCredentials:
+    """An AI gateway and the user JWT it accepts as ``Authorization: Bearer``."""
+
+    gateway_url: str
+    bearer_token: Token = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_http_url("gateway_url", self.gateway_url)
+        raw_token(self.bearer_token)
+
+
+class _SignerSessionLike(Protocol):
+    @property
+    def signer_url(self) -> str: ...
+
+    @property
+    def discovery_url(self) -> str: ...
+
+    @property
+    def access_token(self) -> Token: ...
+
+
+Credentials: TypeAlias = "SignerCredentials | GatewayCredentials"
+
+
+class InferenceBackend(Protocol):
+    """One way of turning an :class:`ImageRequest` into images (see ``backends.py``)."""
+
+    name: str
+
+    def generate(
+        self,
+        request: ImageRequest,
+        *,
+        credentials: SignerCredentials | GatewayCredentials,
+        guard: PaymentGuard,
+    ) -> InferenceResult: ...

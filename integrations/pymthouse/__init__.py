@@ -1,0 +1,91 @@
+"""The pymthouse client: the project's only HTTP caller of pymthouse.
+
+Use ``get_client()`` (built from ``PYMTHOUSE_*`` settings) and catch the narrowest
+``PymthouseError`` subclass. Contract: shared/reference/pymthouse-api.md.
+"""
+
+from __future__ import annotations
+
+from integrations.pymthouse.client import MACHINE_TOKEN_SCOPES, PymthouseClient, get_client
+from integrations.pymthouse.config import PymthouseConfig
+from integrations.pymthouse.errors import (
+    PymthouseAuthError,
+    PymthouseBadRequestError,
+    PymthouseConfigurationError,
+    PymthouseError,
+    PymthouseInsufficientFundsError,
+    PymthouseNotFoundError,
+    PymthouseProtocolError,
+    PymthouseRateLimitedError,
+    PymthouseTimeoutError,
+    PymthouseUnavailableError,
+)
+from integrations.pymthouse.identifiers import validate_external_user_id
+from integrations.pymthouse.money import (
+    MoneyParseError,
+    parse_signed_usd_micros,
+    parse_usd_micros,
+    parse_wei,
+)
+from integrations.pymthouse.types import (
+    CredentialCheck,
+    GroupBy,
+    HealthStatus,
+    IdentitiesReport,
+    Identity,
+    MachineToken,
+    ProviderMetadata,
+    PymthouseUser,
+    SecretToken,
+    SignerSession,
+    UsageBalance,
+    UsageByManifest,
+    UsageByPipelineModel,
+    UsageByUser,
+    UsageReport,
+    UsageTotals,
+    UserStatus,
+    UserToken,
+    UserUpsert,
+)
+
+__all__ = [
+    "MACHINE_TOKEN_SCOPES",
+    "CredentialCheck",
+    "GroupBy",
+    "HealthStatus",
+    "IdentitiesReport",
+    "Identity",
+    "MachineToken",
+    "MoneyParseError",
+    "ProviderMetadata",
+    "PymthouseAuthError",
+    "PymthouseBadRequestError",
+    "PymthouseClient",
+    "PymthouseConfig",
+    "PymthouseConfigurationError",
+    "PymthouseError",
+    "PymthouseInsufficientFundsError",
+    "PymthouseNotFoundError",
+    "PymthouseProtocolError",
+    "PymthouseRateLimitedError",
+    "PymthouseTimeoutError",
+    "PymthouseUnavailableError",
+    "PymthouseUser",
+    "SecretToken",
+    "SignerSession",
+    "UsageBalance",
+    "UsageByManifest",
+    "UsageByPipelineModel",
+    "UsageByUser",
+    "UsageReport",
+    "UsageTotals",
+    "UserStatus",
+    "UserToken",
+    "UserUpsert",
+    "get_client",
+    "parse_signed_usd_micros",
+    "parse_usd_micros",
+    "parse_wei",
+    "validate_external_user_id",
+]

@@ -1,0 +1,442 @@
+"""``PymthouseClient``: the only code in the project that calls pymthouse over HTTP.
+
+Authentication follows the real server, not its docs (pymthouse-api.md §1, §4.1, §14):
+every Builder, user-token, signer-mint and usage call sends HTTP Basic with the
+``m2m_…`` client id and ``pmth_cs_…`` secret, while paths carry the public ``app_…`` id.
+A ``client_credentials`` machine token is *not* accepted on those routes (its
+``client_id`` is ``m2m_…``, the path is ``app_…``: 401 on ``/users``, 404 on usage), so
+it is only fetched by :meth:`PymthouseClient.machine_token` and used by
+:meth:`PymthouseClient.verify_credentials`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar, get_args
+from urllib.parse import quote, urlsplit
+
+from integrations.pymthouse.config import PymthouseConfig
+from integrations.pymthouse.discovery import Discovery
+from integrations.pymthouse.errors import PymthouseAuthError, PymthouseProtocolError, describe
+from integrations.pymthouse.identifiers import validate_external_user_id
+from integrations.pymthouse.session import PymthouseSession
+from integrations.pymthouse.tokens import DEFAULT_TTL_SECONDS, MachineTokenCache
+from integrations.pymthouse.transport import ClientSecretBasic, Transport, parse_model
+from integrations.pymthouse.types import (
+    CredentialCheck,
+    GroupBy,
+    HealthStatus,
+    IdentitiesReport,
+    MachineToken,
+    MachineTokenResponse,
+    ProviderMetadata,
+    PymthouseUser,
+    SecretToken,
+    SignerSession,
+    SignerSessionResponse,
+    UsageBalance,
+    UsageReport,
+    UsersList,
+    UserStatus,
+    UserToken,
+    UserTokenResponse,
+    UserUpsert,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Scopes of the machine token (pymthouse-api.md §4.1). ``sign:job`` may not be mixed in.
+MACHINE_TOKEN_SCOPES = ("users:read", "users:write", "users:token")
+#: The tutorial's user-token scope, which pymthouse rejects (400 invalid_scope).
+_USER_SCOPE_ALIASES = {"inference": "sign:job"}
+_FORBIDDEN_USER_SCOPES = frozenset({"admin"})
+_ROWS_FOR_GROUP_BY = {
+    "user": "byUser",
+    "pipeline_model": "byPipelineModel",
+    "manifest": "byManifest",
+}
+
+
+def _map_user_scope(scope: str) -> str:
+    """``"inference"`` → ``"sign:job"``; ``admin`` is refused before it leaves the process."""
+    mapped: list[str] = []
+    for item in scope.split():
+        item = _USER_SCOPE_ALIASES.get(item, item)
+        if item in _FORBIDDEN_USER_SCOPES:
+            raise ValueError(f"scope {item!r} must never be requested for a user token")
+        if item not in mapped:
+            mapped.append(item)
+    if not mapped:
+        raise ValueError("scope must name at least one scope")
+    return " ".join(mapped)
+
+
+def _format_instant(value: date | datetime) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("datetimes sent to pymthouse must be timezone-aware")
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value.isoformat()
+
+
+def _date_params(start: date | datetime | None, end: date | datetime | None) -> dict[str, str]:
+    params = {}
+    if start is not None:
+        params["startDate"] = _format_instant(start)
+    if end is not None:
+        params["endDate"] = _format_instant(end)
+    return params
+
+
+def _require_bearer(token_type: str, *, method: str, path: str) -> None:
+    if token_type.lower() != "bearer":
+        raise PymthouseProtocolError(
+            describe(method=method, path=path, status=None, detail="token_type is not Bearer"),
+            method=method,
+            path=path,
+        )
+
+
+class PymthouseClient:
+    """Typed operations on one pymthouse Builder app. Every argument is keyword-only.
+
+    Raises ``PymthouseError`` subclasses (see ``errors.py``) for upstream failures and
+    ``ValueError`` for arguments that fail client-side validation (nothing is sent).
+    """
+
+    def __init__(self, config: PymthouseConfig, *, session: PymthouseSession | None = None) -> None:
+        self.config = config
+        self._session = session or PymthouseSession(
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            max_retries=config.max_retries,
+        )
+        self._transport = Transport(self._session)
+        self._discovery = Discovery(config=config, transport=self._transport)
+        self._basic = ClientSecretBasic(config.m2m_client_id, config.m2m_client_secret)
+        self._machine_tokens = MachineTokenCache(
+            # The secret is part of the (hashed) key so that a rotated secret never
+            # reuses a token minted with the old one.
+            fingerprint="|".join(
+                (
+                    config.issuer,
+                    config.m2m_client_id,
+                    config.m2m_client_secret.reveal(),
+                    " ".join(MACHINE_TOKEN_SCOPES),
+                )
+            ),
+            fetch=self._fetch_machine_token,
+            skew_seconds=config.token_expiry_skew_seconds,
+            lock_seconds=config.connect_timeout + config.read_timeout + 1,
+        )
+
+    @classmethod
+    def from_settings(cls) -> PymthouseClient:
+        return cls(PymthouseConfig.from_settings())
+
+    def __repr__(self) -> str:
+        return (
+            f"PymthouseClient(base_url={self.config.base_url!r}, "
+            f"app={self.config.public_client_id!r}, m2m={self.config.m2m_client_id!r})"
+        )
+
+    def close(self) -> None:
+        self._session.close()
+
+    # --- paths ----------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self.config.base_url + path
+
+    @property
+    def _app_path(self) -> str:
+        return f"/api/v1/apps/{self.config.public_client_id}"
+
+    @property
+    def _builder_app_path(self) -> str:
+        return f"/api/v1/builder/apps/{self.config.public_client_id}"
+
+    # --- discovery and machine token -------------------------------------------------------
+
+    def discovery(self) -> ProviderMetadata:
+        """OIDC metadata (cached in the Django cache for PYMTHOUSE_DISCOVERY_CACHE_SECONDS)."""
+        return self._discovery.metadata()
+
+    def machine_token(self) -> MachineToken:
+        """The m2m ``client_credentials`` token, shared by all processes through the cache."""
+        return self._machine_tokens.get()
+
+    def _fetch_machine_token(self) -> MachineToken:
+        url = self.discovery().token_endpoint
+        form = {"grant_type": "client_credentials", "scope": " ".join(MACHINE_TOKEN_SCOPES)}
+        _, payload = self._transport.request_json("POST", url, auth=self._basic, form=form)
+        path = urlsplit(url).path
+        response = parse_model(MachineTokenResponse, payload, method="POST", path=path)
+        _require_bearer(response.token_type, method="POST", path=path)
+        lifetime = response.expires_in if response.expires_in is not None else DEFAULT_TTL_SECONDS
+        return MachineToken(
+            access_token=SecretToken(response.access_token),
+            token_type=response.token_type,
+            scope=tuple((response.scope or "").split()),
+            expires_in=response.expires_in,
+            expires_at=time.time() + lifetime,
+        )
+
+    def _call_with_machine_token(self, fn: Callable[[MachineToken], T]) -> T:
+        """Run ``fn(token)``; on an upstream 401 flush the cached token and retry once.
+
+        A 401 means the token was revoked or the signing keys rotated before ``exp``;
+        one fresh token settles that. A second 401 is a real credential problem and
+        propagates (no retry storm). 403 and everything else propagate at once.
+        """
+        token = self.machine_token()
+        try:
+            return fn(token)
+        except PymthouseAuthError as exc:
+            if exc.status != 401:
+                raise
+            self._machine_tokens.invalidate(token)
+        return fn(self.machine_token())
+
+    def verify_credentials(self) -> CredentialCheck:
+        """Diagnostic: the token endpoint accepts our secret and Basic works on our app.
+
+        Fetches the machine token (``client_credentials``), then lists users with HTTP
+        Basic (``users:read`` on the ``app_…`` path). Builder routes use Basic, not the
+        machine token, because that is what the real server accepts.
+        """
+
+        def check(token: MachineToken) -> CredentialCheck:
+            return CredentialCheck(
+                machine_token_scope=token.scope, user_count=len(self.list_users())
+            )
+
+        return self._call_with_machine_token(check)
+
+    # --- users ----------------------------------------------------------------------------
+
+    def upsert_user(
+        self,
+        *,
+        external_user_id: str,
+        email: str | None = None,
+        status: UserStatus | None = None,
+    ) -> UserUpsert:
+        """Idempotent on ``external_user_id``: 201 → ``created=True``, 200 → ``False``.
+
+        ``email``/``status`` are only sent when given; an omitted status leaves an
+        inactive user inactive.
+        """
+        body = self._user_body(external_user_id=external_user_id, email=email, status=status)
+        path = f"{self._app_path}/users"
+        status_code, payload = self._transport.request_json(
+            "POST", self._url(path), auth=self._basic, json_body=body, expected=(200, 201)
+        )
+        user = parse_model(PymthouseUser, payload, method="POST", path=path)
+        return UserUpsert(user=user, created=status_code == 201)
+
+    def list_users(self) -> list[PymthouseUser]:
+        """Every user of the app, active and inactive (no pagination upstream)."""
+        path = f"{self._app_path}/users"
+        _, payload = self._transport.request_json("GET", self._url(path), auth=self._basic)
+        return list(parse_model(UsersList, payload, method="GET", path=path).users)
+
+    def update_user(
+        self,
+        *,
+        external_user_id: str,
+        email: str | None = None,
+        status: UserStatus | None = None,
+    ) -> None:
+        """PUT; ``None`` fields are left unchanged. 404 → ``PymthouseNotFoundError``."""
+        body = self._user_body(external_user_id=external_user_id, email=email, status=status)
+        path = f"{self._app_path}/users"
+        _, payload = self._transport.request_json(
+            "PUT", self._url(path), auth=self._basic, json_body=body
+        )
+        self._require_success(payload, method="PUT", path=path)
+
+    def deactivate_user(self, *, external_user_id: str) -> None:
+        """Soft delete (``status=inactive``): the user can no longer mint user tokens."""
+        params = {"externalUserId": validate_external_user_id(external_user_id)}
+        path = f"{self._app_path}/users"
+        _, payload = self._transport.request_json(
+            "DELETE", self._url(path), auth=self._basic, params=params
+        )
+        self._require_success(payload, method="DELETE", path=path)
+
+    def reactivate_user(self, *, external_user_id: str) -> None:
+        self.update_user(external_user_id=external_user_id, status="active")
+
+    @staticmethod
+    def _user_body(
+        *, external_user_id: str, email: str | None, status: UserStatus | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"externalUserId": validate_external_user_id(external_user_id)}
+        if email is not None:
+            body["email"] = email
+        if status is not None:
+            if status not in get_args(UserStatus):
+                raise ValueError("status must be 'active' or 'inactive'")
+            body["status"] = status
+        return body
+
+    @staticmethod
+    def _require_success(payload: dict[str, Any], *, method: str, path: str) -> None:
+        if payload.get("success") is not True:
+            raise PymthouseProtocolError(
+                describe(method=method, path=path, status=None, detail="success is not true"),
+                method=method,
+                path=path,
+            )
+
+    # --- tokens for end users ---------------------------------------------------------------
+
+    def mint_user_token(self, *, external_user_id: str, scope: str = "sign:job") -> UserToken:
+        """A 900 s user JWT (Basic only). ``"inference"`` is sent as ``"sign:job"``.
+
+        404 ``PymthouseNotFoundError``: user missing or inactive. No balance check here.
+        """
+        external_user_id = validate_external_user_id(external_user_id)
+        path = f"{self._app_path}/users/{quote(external_user_id, safe='')}/token"
+        _, payload = self._transport.request_json(
+            "POST", self._url(path), auth=self._basic, json_body={"scope": _map_user_scope(scope)}
+        )
+        response = parse_model(UserTokenResponse, payload, method="POST", path=path)
+        _require_bearer(response.token_type, method="POST", path=path)
+        return UserToken(
+            access_token=SecretToken(response.access_token),
+            refresh_token=SecretToken(response.refresh_token) if response.refresh_token else None,
+            token_type=response.token_type,
+            expires_in=response.expires_in,
+            expires_at=datetime.now(tz=UTC) + timedelta(seconds=response.expires_in),
+            scope=response.scope,
+            subject_type=response.subject_type,
+            correlation_id=response.correlation_id,
+        )
+
+    def mint_signer_session(self, *, external_user_id: str) -> SignerSession:
+        """A 300 s signer JWT for one end user (``sign:mint_user_token``; auto-provisions).
+
+        402 ``PymthouseInsufficientFundsError`` (``reason`` e.g. ``no_payment_method``)
+        when the user cannot spend.
+        """
+        form = {
+            "grant_type": "client_credentials",
+            "scope": "sign:mint_user_token",
+            "external_user_id": validate_external_user_id(external_user_id),
+        }
+        url = self.discovery().token_endpoint
+        path = urlsplit(url).path
+        _, payload = self._transport.request_json("POST", url, auth=self._basic, form=form)
+        response = parse_model(SignerSessionResponse, payload, method="POST", path=path)
+        _require_bearer(response.token_type, method="POST", path=path)
+        return SignerSession(
+            access_token=SecretToken(response.access_token),
+            token_type=response.token_type,
+            expires_in=response.expires_in,
+            expires_at=datetime.now(tz=UTC) + timedelta(seconds=response.expires_in),
+            scope=response.scope,
+            signer_url=response.signer_url,
+            discovery_url=response.discovery_url,
+            balance_usd_micros=response.balance_usd_micros,
+            lifetime_granted_usd_micros=response.lifetime_granted_usd_micros,
+            issued_token_type=response.issued_token_type,
+            correlation_id=response.correlation_id,
+        )
+
+    # --- usage ----------------------------------------------------------------------------
+
+    def usage(
+        self,
+        *,
+        group_by: GroupBy = "none",
+        user_id: str | None = None,
+        start: date | datetime | None = None,
+        end: date | datetime | None = None,
+    ) -> UsageReport:
+        """Usage for the app, in USD micros (``fee_wei`` only on manifest rows).
+
+        ``request_count`` counts signed payment tickets, not inference calls. ``user_id``
+        is an ``externalUserId``. Any 404 here is ``PymthouseAuthError`` (the route hides
+        auth failures as 404); 503 (OpenMeter absent) is ``PymthouseUnavailableError``.
+        """
+        if group_by not in get_args(GroupBy):
+            raise ValueError(f"group_by must be one of {get_args(GroupBy)}")
+        params = {"groupBy": group_by, **_date_params(start, end)}
+        if user_id is not None:
+            params["userId"] = validate_external_user_id(user_id)
+        path = f"{self._builder_app_path}/usage"
+        _, payload = self._transport.request_json(
+            "GET", self._url(path), auth=self._basic, params=params, not_found_is_auth=True
+        )
+        report = parse_model(UsageReport, payload, method="GET", path=path)
+        rows_key = _ROWS_FOR_GROUP_BY.get(group_by)
+        if rows_key is not None and rows_key not in payload:
+            raise PymthouseProtocolError(
+                describe(method="GET", path=path, status=None, detail=f"{rows_key} missing"),
+                method="GET",
+                path=path,
+            )
+        return report
+
+    def balance(self, *, external_user_id: str) -> UsageBalance:
+        """Spendable balance of one end user (USD micros). 404 → ``PymthouseAuthError``."""
+        params = {"externalUserId": validate_external_user_id(external_user_id)}
+        path = f"{self._builder_app_path}/usage/balance"
+        _, payload = self._transport.request_json(
+            "GET", self._url(path), auth=self._basic, params=params, not_found_is_auth=True
+        )
+        return parse_model(UsageBalance, payload, method="GET", path=path)
+
+    def identities(
+        self,
+        *,
+        start: date | datetime | None = None,
+        end: date | datetime | None = None,
+    ) -> IdentitiesReport:
+        """Per-identity rollup (email, status, lastActiveDate). Default: this UTC month."""
+        path = f"{self._app_path}/identities"
+        _, payload = self._transport.request_json(
+            "GET",
+            self._url(path),
+            auth=self._basic,
+            params=_date_params(start, end),
+            not_found_is_auth=True,
+        )
+        return parse_model(IdentitiesReport, payload, method="GET", path=path)
+
+    def health(self) -> HealthStatus:
+        """``GET /api/v1/health`` (no auth). A 503 "status: error" raises Unavailable."""
+        path = "/api/v1/health"
+        _, payload = self._transport.request_json("GET", self._url(path))
+        return parse_model(HealthStatus, payload, method="GET", path=path)
+
+
+_clients: dict[tuple[int, PymthouseConfig], PymthouseClient] = {}
+_clients_lock = threading.Lock()
+_MAX_CACHED_CLIENTS = 4
+
+
+def get_client() -> PymthouseClient:
+    """The client for the current settings (one per process and settings combination).
+
+    Settings are re-read on every call, so ``override_settings`` gets a fresh client; the
+    process id is part of the key so that a forked worker never shares a parent's
+    connection pool.
+    """
+    key = (os.getpid(), PymthouseConfig.from_settings())
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            if len(_clients) >= _MAX_CACHED_CLIENTS:
+                _clients.clear()
+            client = _clients[key] = PymthouseClient(key[1])
+        return client

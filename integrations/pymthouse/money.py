@@ -1,0 +1,88 @@
+"""Exact parsing of pymthouse money and counts. The only place unit strings become ints.
+
+pymthouse sends USD micros (1 USD = 1,000,000) as integer strings (``"4780000"``) and wei
+as decimal strings (``"1000000000000000000"``). Both are parsed to ``int``, never to
+``float`` (house style R4/R10). The accepted grammar is deliberately narrow, because
+Python's ``int()`` is not: it accepts ``" 12 "``, ``"1_000"``, ``"+5"`` and full-width
+digits such as ``"１２３"``. Here the only accepted text is ASCII ``0`` or ``[1-9][0-9]*``
+(optionally with a leading ``-`` where a signed amount is allowed), with at most 78 digits
+and a magnitude of at most ``2**256 - 1`` (the EVM word, the largest wei amount).
+
+A JSON *integer* is accepted only up to ``2**53 - 1``: pymthouse is written in
+JavaScript, and a larger JSON number has already been rounded to a double before it
+reached us. JSON floats (``1.5``, ``1e21``), ``Decimal``, booleans and ``None`` are
+rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+MAX_UINT256 = 2**256 - 1
+MAX_SAFE_JSON_INTEGER = 2**53 - 1
+_UNSIGNED = re.compile(r"0|[1-9][0-9]{0,77}", re.ASCII)
+_SIGNED = re.compile(r"0|-?[1-9][0-9]{0,77}", re.ASCII)
+
+
+class MoneyParseError(ValueError):
+    """The value is not an exact integer amount in the accepted grammar."""
+
+
+def _parse(value: object, *, what: str, signed: bool) -> int:
+    if isinstance(value, bool):
+        raise MoneyParseError(f"{what} must be an integer string, got a boolean")
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_JSON_INTEGER:
+            raise MoneyParseError(f"{what} JSON number exceeds 2**53-1 and may be rounded")
+        parsed = value
+    elif isinstance(value, str):
+        pattern = _SIGNED if signed else _UNSIGNED
+        if not pattern.fullmatch(value):
+            # Do not echo the value: it may be long, and it is upstream data.
+            raise MoneyParseError(
+                f"{what} must be a canonical {'signed ' if signed else ''}integer string "
+                f"(ASCII digits, no sign/space/exponent/point), got {len(value)} chars"
+            )
+        parsed = int(value)
+    else:
+        raise MoneyParseError(f"{what} must be an integer string, got {type(value).__name__}")
+    if not signed and parsed < 0:
+        raise MoneyParseError(f"{what} must not be negative")
+    if abs(parsed) > MAX_UINT256:
+        raise MoneyParseError(f"{what} exceeds 2**256-1")
+    return parsed
+
+
+def parse_usd_micros(value: object) -> int:
+    """Non-negative USD micros (fees, charges, grants): ``"3500010"`` → ``3500010``."""
+    return _parse(value, what="USD micros", signed=False)
+
+
+def parse_signed_usd_micros(value: object) -> int:
+    """USD micros that may go negative (balances in overage): ``"-120000"`` → ``-120000``."""
+    return _parse(value, what="USD micros", signed=True)
+
+
+def parse_wei(value: object) -> int:
+    """Non-negative wei, up to ``2**256 - 1``: ``"1000000000000000000"`` → ``10**18``."""
+    return _parse(value, what="wei", signed=False)
+
+
+def parse_count(value: object) -> int:
+    """A non-negative count (``requestCount``), sent as a JSON integer or integer string."""
+    return _parse(value, what="count", signed=False)
+
+
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,77})(?:\.[0-9]{1,78})?", re.ASCII)
+
+
+def parse_decimal(value: object) -> Decimal:
+    """An exact decimal string (``"12.5"``, ``"0.000123"``) to ``Decimal``; no floats."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise MoneyParseError(f"decimal must be a decimal string, got {type(value).__name__}")
+    if isinstance(value, int):
+        return Decimal(_parse(value, what="decimal", signed=True))
+    if not _DECIMAL.fullmatch(value):
+        raise MoneyParseError(f"decimal must be a plain decimal string, got {len(value)} chars")
+    return Decimal(value)

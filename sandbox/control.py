@@ -1,0 +1,211 @@
+"""The sandbox control API under ``/__sandbox/`` (JSON, no auth, loopback callers only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sandbox.config import ConfigError, parse_integer, parse_seconds
+from sandbox.state import AppUser, Fault, SandboxState, iso_millis
+from sandbox.web import get_state, json_response
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
+
+
+class ControlError(ValueError):
+    pass
+
+
+def _is_loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    return host in LOOPBACK_HOSTS or host.startswith("127.") or host.startswith("::ffff:127.")
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        # Decimals, not floats: ethUsd and money must stay exact.
+        return json.loads(raw, parse_float=Decimal)
+    except ValueError as exc:
+        raise ControlError(f"invalid JSON: {exc}") from exc
+
+
+def _bad_request(message: str) -> Response:
+    return json_response({"error": message}, 400)
+
+
+def user_json(state: SandboxState, user: AppUser) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "externalUserId": user.external_user_id,
+        "status": user.status,
+        "email": user.email,
+        "balanceUsdMicros": str(user.balance_usd_micros),
+        "lifetimeGrantedUsdMicros": str(user.lifetime_granted_usd_micros),
+        "consumedUsdMicros": str(state.consumed_usd_micros(user)),
+        "createdAt": iso_millis(user.created_at),
+    }
+
+
+async def reset(request: Request) -> Response:
+    get_state(request).reset()
+    logger.info("sandbox state reset")
+    return json_response({"ok": True})
+
+
+async def list_users(request: Request) -> Response:
+    state = get_state(request)
+    return json_response([user_json(state, user) for user in state.users.values()])
+
+
+async def set_balance(request: Request) -> Response:
+    state = get_state(request)
+    try:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or "balanceUsdMicros" not in body:
+            raise ControlError("balanceUsdMicros is required")
+        micros = parse_integer(body["balanceUsdMicros"], "balanceUsdMicros")
+    except (ControlError, ConfigError) as exc:
+        return _bad_request(str(exc))
+    user = state.set_balance(request.path_params["ext"], micros)
+    return json_response(user_json(state, user))
+
+
+def parse_fault(body: Any) -> Fault:
+    if not isinstance(body, dict):
+        raise ControlError("fault must be a JSON object")
+    unknown = set(body) - {"method", "path", "status", "body", "headers", "delay", "drop", "times"}
+    if unknown:
+        raise ControlError(f"unknown fault keys: {', '.join(sorted(unknown))}")
+    method = body.get("method", "*")
+    path = body.get("path")
+    if not isinstance(method, str) or not method:
+        raise ControlError("method must be an HTTP method or *")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ControlError("path must start with / (a trailing * makes it a prefix)")
+    status = body.get("status")
+    if status is not None and (
+        isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599
+    ):
+        raise ControlError("status must be an integer HTTP status")
+    headers = body.get("headers") or {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in headers.items()
+    ):
+        raise ControlError("headers must map strings to strings")
+    delay = parse_seconds(body.get("delay") or 0, "delay")
+    drop = body.get("drop", False)
+    if not isinstance(drop, bool):
+        raise ControlError("drop must be a boolean")
+    times = body.get("times")
+    if times is not None:
+        times = parse_integer(times, "times", minimum=1)
+    if status is None and not drop and delay <= 0:
+        raise ControlError("a fault needs a status, a delay or drop")
+    return Fault(
+        id=uuid.uuid4().hex[:12],
+        method=method.upper() if method != "*" else "*",
+        path=path,
+        status=status,
+        body=_plain_json(body.get("body")),
+        headers=headers,
+        delay=delay,
+        drop=drop,
+        times=times,
+    )
+
+
+def _plain_json(value: Any) -> Any:
+    """Turn Decimals from the control parser back into JSON numbers for fault bodies."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _plain_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain_json(item) for item in value]
+    return value
+
+
+async def faults(request: Request) -> Response:
+    state = get_state(request)
+    if request.method == "GET":
+        return json_response([fault.as_json() for fault in state.faults])
+    if request.method == "DELETE":
+        state.faults.clear()
+        return json_response({"ok": True})
+    try:
+        fault = parse_fault(await _json_body(request))
+    except (ControlError, ConfigError) as exc:
+        return _bad_request(str(exc))
+    state.faults.append(fault)
+    logger.info("fault %s added for %s %s", fault.id, fault.method, fault.path)
+    return json_response({"id": fault.id}, 201)
+
+
+async def config(request: Request) -> Response:
+    state = get_state(request)
+    if request.method == "PUT":
+        try:
+            body = await _json_body(request)
+            if not isinstance(body, dict):
+                raise ControlError("config must be a JSON object")
+            state.config.update_from_json(body)
+        except (ControlError, ConfigError) as exc:
+            return _bad_request(str(exc))
+    settings = state.settings
+    return json_response(
+        {
+            **state.config.as_json(),
+            "publicUrl": settings.public_url,
+            "issuer": settings.issuer,
+            "appId": settings.app_id,
+            "m2mClientId": settings.m2m_client_id,
+            "models": list(settings.models),
+        }
+    )
+
+
+async def requests_log(request: Request) -> Response:
+    state = get_state(request)
+    if request.method == "DELETE":
+        state.request_log.clear()
+        return json_response({"ok": True})
+    prefix = request.query_params.get("path")
+    records = [r for r in state.request_log if prefix is None or r["path"].startswith(prefix)]
+    return json_response(records)
+
+
+async def events(request: Request) -> Response:
+    return json_response([event.as_json() for event in get_state(request).events])
+
+
+def _loopback_only(endpoint: Any) -> Any:
+    async def guarded(request: Request) -> Response:
+        if not _is_loopback(request):
+            return json_response({"error": "control API is loopback-only"}, 403)
+        response: Response = await endpoint(request)
+        return response
+
+    return guarded
+
+
+routes = [
+    Route("/__sandbox/reset", _loopback_only(reset), methods=["POST"]),
+    Route("/__sandbox/users", _loopback_only(list_users), methods=["GET"]),
+    Route("/__sandbox/users/{ext}/balance", _loopback_only(set_balance), methods=["PUT"]),
+    Route("/__sandbox/faults", _loopback_only(faults), methods=["GET", "POST", "DELETE"]),
+    Route("/__sandbox/config", _loopback_only(config), methods=["GET", "PUT"]),
+    Route("/__sandbox/requests", _loopback_only(requests_log), methods=["GET", "DELETE"]),
+    Route("/__sandbox/events", _loopback_only(events), methods=["GET"]),
+]

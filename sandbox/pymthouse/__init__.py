@@ -1,0 +1,11 @@
+"""The pymthouse billing-server surface (pymthouse-api.md §13.2)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from sandbox.pymthouse import exchange, oidc, usage, users
+
+routes: list[BaseRoute] = [*oidc.routes, *exchange.routes, *users.routes, *usage.routes]
+
+__all__ = ["routes"]

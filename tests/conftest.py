@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.core.management import call_command
+
+from tests.sandbox_server import SandboxControl, SandboxProcess
+from tests.worker import WorkerProcess, purge_broker
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> None:
+    # The database cache table is not a model, so migrations do not create it.
+    with django_db_blocker.unblock():
+        call_command("createcachetable", verbosity=0)
+
+
+def clear_cache() -> None:
+    """Empty the shared cache without touching anything else in Redis (the broker)."""
+    if settings.REDIS_URL:
+        client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+        prefix = settings.CACHES["default"]["KEY_PREFIX"]
+        for key in client.scan_iter(match=f"{prefix}:*"):
+            client.delete(key)
+    else:
+        cache.clear()
+
+
+@pytest.fixture(scope="session")
+def sandbox_process() -> Iterator[SandboxProcess]:
+    process = SandboxProcess(
+        port=int(os.environ["TEST_SANDBOX_PORT"]),
+        env={
+            "PYMTHOUSE_PUBLIC_CLIENT_ID": settings.PYMTHOUSE_PUBLIC_CLIENT_ID,
+            "PYMTHOUSE_M2M_CLIENT_ID": settings.PYMTHOUSE_M2M_CLIENT_ID,
+            "PYMTHOUSE_M2M_CLIENT_SECRET": settings.PYMTHOUSE_M2M_CLIENT_SECRET,
+        },
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def sandbox(
+    sandbox_process: SandboxProcess, request: pytest.FixtureRequest, django_db_blocker: Any
+) -> SandboxControl:
+    """The running sandbox, reset, with the shared cache emptied (for database tests)."""
+    control = SandboxControl(sandbox_process.url)
+    control.reset()
+    uses_db = request.node.get_closest_marker("django_db") is not None or any(
+        name in request.fixturenames for name in ("db", "transactional_db")
+    )
+    if uses_db or settings.REDIS_URL:
+        with django_db_blocker.unblock():
+            clear_cache()
+    return control
+
+
+@pytest.fixture
+def worker_process(
+    transactional_db: Any, sandbox: SandboxControl
+) -> Iterator[WorkerProcess]:
+    """A real Celery worker process on the test database, for this test only.
+
+    While it runs, this process sends tasks to the broker instead of running
+    them inline.
+    """
+    from config.celery import app
+
+    purge_broker()
+    worker = WorkerProcess().start()
+    app.conf.task_always_eager = False
+    try:
+        yield worker
+    finally:
+        app.conf.task_always_eager = True
+        worker.stop()
+        purge_broker()

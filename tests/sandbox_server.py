@@ -1,0 +1,209 @@
+"""Start the sandbox (``python -m sandbox``) from tests and drive its control API.
+
+Stdlib only (no Django, no requests) so settings modules can import ``free_port``
+cheaply. Usage::
+
+    process = SandboxProcess(port=free_port())
+    process.start()
+    control = SandboxControl(process.url)
+    control.reset()
+    control.set_balance("user-1", 0)
+    fault_id = control.add_fault("POST", "/api/v1/oidc/token", status=503, times=1)
+    ...
+    process.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Never route loopback calls through an HTTP(S)_PROXY from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Inherited variables that would point the child somewhere other than this port.
+_LOCATION_VARIABLES = ("SANDBOX_HOST", "SANDBOX_PORT", "SANDBOX_PUBLIC_URL")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+class SandboxProcess:
+    """The sandbox as a child process on 127.0.0.1:``port``."""
+
+    def __init__(self, port: int, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.env = dict(env or {})
+        self.url = f"http://127.0.0.1:{port}"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stdout: IO[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    def start(self, timeout: float = 20) -> None:
+        """Spawn ``python -m sandbox --port N`` and wait until /api/v1/health answers 200."""
+        if self._process is not None:
+            raise SandboxError("sandbox already started")
+        inherited = {k: v for k, v in os.environ.items() if k not in _LOCATION_VARIABLES}
+        environment = {**inherited, **self.env}
+        environment.setdefault("SANDBOX_LOG_LEVEL", "warning")
+        # Files, not pipes: a chatty child can never block on a full pipe.
+        self._stdout = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=self._stdout,
+            stderr=self._stderr,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                stderr = self.stderr()
+                self._cleanup()
+                raise SandboxError(
+                    f"sandbox exited with code {self._process.returncode}:\n{stderr}"
+                )
+            try:
+                with _OPENER.open(f"{self.url}/api/v1/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+        stderr = self.stderr()
+        self.stop()
+        raise SandboxError(f"sandbox did not become healthy within {timeout}s:\n{stderr}")
+
+    def stderr(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        self._cleanup()
+        self._process = None
+
+    def _cleanup(self) -> None:
+        for handle in (self._stdout, self._stderr):
+            if handle is not None:
+                handle.close()
+        self._stdout = self._stderr = None
+
+    def __enter__(self) -> SandboxProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class SandboxControl:
+    """Client of the sandbox's ``/__sandbox/`` control API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}/__sandbox{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data is not None else {},
+        )
+        try:
+            with _OPENER.open(request, timeout=10) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")
+            raise SandboxError(f"{method} /__sandbox{path} -> {exc.code}: {detail}") from exc
+
+    def reset(self) -> None:
+        self._call("POST", "/reset")
+
+    def set_balance(self, external_user_id: str, usd_micros: int) -> dict[str, Any]:
+        path = f"/users/{urllib.parse.quote(external_user_id, safe='')}/balance"
+        result: dict[str, Any] = self._call("PUT", path, {"balanceUsdMicros": str(usd_micros)})
+        return result
+
+    def add_fault(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        delay: float | None = None,
+        drop: bool = False,
+        times: int | None = None,
+    ) -> str:
+        spec: dict[str, Any] = {"method": method, "path": path, "drop": drop}
+        for key, value in (
+            ("status", status),
+            ("body", body),
+            ("headers", headers),
+            ("delay", delay),
+            ("times", times),
+        ):
+            if value is not None:
+                spec[key] = value
+        fault_id: str = self._call("POST", "/faults", spec)["id"]
+        return fault_id
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def set_config(self, **kwargs: Any) -> dict[str, Any]:
+        """camelCase keys, e.g. ``set_config(usageLagSeconds=5, runnerMode="queue")``."""
+        result: dict[str, Any] = self._call("PUT", "/config", kwargs)
+        return result
+
+    def config(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/config")
+        return result
+
+    def users(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/users")
+        return result
+
+    def events(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/events")
+        return result
+
+    def requests(self, path: str | None = None) -> list[dict[str, Any]]:
+        query = "" if path is None else "?" + urllib.parse.urlencode({"path": path})
+        result: list[dict[str, Any]] = self._call("GET", f"/requests{query}")
+        return result
+
+    def clear_requests(self) -> None:
+        self._call("DELETE", "/requests")

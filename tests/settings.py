@@ -1,0 +1,82 @@
+"""Test settings: config.settings plus test-only concerns.
+
+The sandbox runs on a free loopback port chosen once per test session and
+exported as TEST_SANDBOX_PORT so worker subprocesses (which import these
+settings too) point at the same sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+
+from config.settings import *  # noqa: F403
+from config.settings import (
+    BASE_DIR,
+    CACHES,
+    DATABASES,
+    REDIS_URL,
+    SANDBOX_DEMO_M2M_CLIENT_ID,
+    SANDBOX_DEMO_M2M_CLIENT_SECRET,
+    SANDBOX_DEMO_PUBLIC_CLIENT_ID,
+    VAR_DIR,
+    env,
+)
+from tests.sandbox_server import free_port
+
+TEST_SANDBOX_PORT = os.environ.get("TEST_SANDBOX_PORT") or str(free_port())
+os.environ["TEST_SANDBOX_PORT"] = TEST_SANDBOX_PORT
+
+TEST_VAR_DIR = VAR_DIR / "test"
+
+PYMTHOUSE_URL = f"http://127.0.0.1:{TEST_SANDBOX_PORT}"
+PYMTHOUSE_ISSUER = f"{PYMTHOUSE_URL}/api/v1/oidc"
+PYMTHOUSE_PUBLIC_CLIENT_ID = SANDBOX_DEMO_PUBLIC_CLIENT_ID
+PYMTHOUSE_M2M_CLIENT_ID = SANDBOX_DEMO_M2M_CLIENT_ID
+PYMTHOUSE_M2M_CLIENT_SECRET = SANDBOX_DEMO_M2M_CLIENT_SECRET
+PYMTHOUSE_CONNECT_TIMEOUT = 2.0
+PYMTHOUSE_READ_TIMEOUT = 5.0
+PYMTHOUSE_MAX_RETRIES = 2
+
+if os.environ.get("TEST_DATABASE_NAME"):
+    # A worker subprocess started by the tests: use the test database itself.
+    DATABASES["default"]["NAME"] = os.environ["TEST_DATABASE_NAME"]
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not :memory:, so subprocesses (workers, cache-sharing tests)
+    # can open the same test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(TEST_VAR_DIR / "test.sqlite3")}
+
+if REDIS_URL:
+    CACHES["default"]["KEY_PREFIX"] = "pixelhouse-test"
+else:
+    CACHES["default"]["LOCATION"] = "pixelhouse_cache"
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = TEST_VAR_DIR / "media"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+# Tasks run inline unless a test starts a real worker (those set this to false
+# in the worker's environment).
+TASK_RETRY_BACKOFF_SECONDS = 0.2
+TASK_RETRY_BACKOFF_MAX_SECONDS = 1.0
+CELERY_TASK_ALWAYS_EAGER = env.bool("TEST_CELERY_EAGER", default=True)
+if not REDIS_URL:
+    _broker_dir = TEST_VAR_DIR / "celery" / "queue"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(TEST_VAR_DIR / "celery" / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "WARNING"},
+}
+
+STATICFILES_DIRS = [BASE_DIR / "static"]
