@@ -49,7 +49,8 @@ def check_pymthouse_settings(
     messages += _check_url("PYMTHOUSE_ISSUER", settings.PYMTHOUSE_ISSUER)
 
     public_id = settings.PYMTHOUSE_PUBLIC_CLIENT_ID
-    if not isinstance(public_id, str) or not PUBLIC_CLIENT_ID_RE.match(public_id):
+    public_ok = isinstance(public_id, str) and bool(PUBLIC_CLIENT_ID_RE.match(public_id))
+    if not public_ok:
         messages.append(
             Error(
                 f"PYMTHOUSE_PUBLIC_CLIENT_ID must look like app_<hex>, got {public_id!r}.",
@@ -66,7 +67,7 @@ def check_pymthouse_settings(
                 id="accounts.E005",
             )
         )
-    elif isinstance(public_id, str) and public_id[4:] and m2m_id[4:] != public_id[4:]:
+    elif public_ok and m2m_id[4:] != public_id[4:]:
         messages.append(
             Warning(
                 "PYMTHOUSE_M2M_CLIENT_ID and PYMTHOUSE_PUBLIC_CLIENT_ID have different suffixes.",

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 from ninja.security import django_auth
 
 from inference import selectors, services
@@ -94,7 +94,11 @@ class ModelsOut(Schema):
 
 class MessageOut(Schema):
     detail: str
-    errors: dict[str, str] | None = None
+
+
+class InvalidOut(Schema):
+    detail: str
+    errors: dict[str, str]
 
 
 def generation_out(generation: Generation) -> dict[str, Any]:
@@ -143,7 +147,7 @@ def _user_id(request: HttpRequest) -> int:
 
 @router.post(
     "/generations",
-    response={201: GenerationOut, 400: MessageOut, 429: MessageOut},
+    response={201: GenerationOut, 400: InvalidOut, 429: MessageOut},
     summary="Queue an image generation",
 )
 def create_generation(request: HttpRequest, response: HttpResponse, payload: GenerationIn) -> Any:
@@ -158,11 +162,11 @@ def create_generation(request: HttpRequest, response: HttpResponse, payload: Gen
             seed=payload.seed,
         )
     except GenerationValidationError as exc:
-        return 400, {"detail": exc.message, "errors": exc.field_errors}
+        return Status(400, {"detail": exc.message, "errors": exc.field_errors})
     except GenerationRateLimitedError as exc:
         response["Retry-After"] = str(exc.retry_after)
-        return 429, {"detail": exc.message}
-    return 201, generation_out(generation)
+        return Status(429, {"detail": exc.message})
+    return Status(201, generation_out(generation))
 
 
 @router.get("/generations", response=GenerationPageOut, summary="List your generations")
@@ -191,8 +195,8 @@ def list_generations(request: HttpRequest, page: int = 1, page_size: int = 20) -
 def get_generation(request: HttpRequest, generation_id: str) -> Any:
     generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
     if generation is None:
-        return 404, {"detail": "Not found."}
-    return 200, generation_out(generation)
+        return Status(404, {"detail": "Not found."})
+    return Status(200, generation_out(generation))
 
 
 @router.delete(
@@ -203,12 +207,12 @@ def get_generation(request: HttpRequest, generation_id: str) -> Any:
 def delete_generation(request: HttpRequest, generation_id: str) -> Any:
     generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
     if generation is None:
-        return 404, {"detail": "Not found."}
+        return Status(404, {"detail": "Not found."})
     try:
         services.generation_delete(generation=generation, acting_user=request.user)  # type: ignore[arg-type]
     except GenerationConflictError as exc:
-        return 409, {"detail": exc.message}
-    return 204, None
+        return Status(409, {"detail": exc.message})
+    return Status(204, None)
 
 
 @router.get("/models", response=ModelsOut, summary="Models and size presets you can use")

@@ -144,8 +144,13 @@ def generation_create(
     negative_prompt: str = "",
     model_id: str | None = None,
     seed: Any = None,
+    enqueue: bool = True,
 ) -> Generation:
-    """Validate, apply the per-user limits, store, and enqueue after commit."""
+    """Validate, apply the per-user limits, store, and enqueue after commit.
+
+    ``enqueue=False`` leaves running to the caller (the verification command
+    runs it inline).
+    """
     prompt = (prompt or "").strip()
     negative_prompt = (negative_prompt or "").strip()
     model_id = model_id or settings.INFERENCE_MODELS[0]
@@ -174,7 +179,8 @@ def generation_create(
         generation.full_clean()
         generation.save()
         generation_id = str(generation.pk)
-        transaction.on_commit(lambda: generation_run_task.delay(generation_id))
+        if enqueue:
+            transaction.on_commit(lambda: generation_run_task.delay(generation_id))
     logger.info("generation %s queued for user %s", generation_id, owner.pk)
     return generation
 
@@ -299,7 +305,7 @@ def _credentials(
     )
 
 
-def generation_run(*, generation_id: str) -> Generation | None:
+def generation_run(*, generation_id: str, backend_name: str | None = None) -> Generation | None:
     """Run one generation. Idempotent: finished generations are left alone.
 
     Raises :class:`GenerationRetryableError` for upstream hiccups that happened
@@ -308,7 +314,8 @@ def generation_run(*, generation_id: str) -> Generation | None:
     generation = _generation_start(generation_id)
     if generation is None:
         return None
-    backend = livepeer.get_backend()
+    backend = livepeer.get_backend(backend_name)
+    Generation.objects.filter(pk=generation.pk).update(backend=backend.name)
     request = ImageRequest(
         request_id=generation.gateway_request_id,
         model_id=generation.model_id,

@@ -24,7 +24,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods answer JSON (the real Next.js 404 is an HTML page)."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 405:
-        headers = exc.headers if isinstance(exc, HTTPException) else None
+        headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None
         return json_response({"error": "Method not allowed"}, 405, headers=headers)
     return json_response({"error": "Not found"}, status)
 

@@ -197,7 +197,9 @@ def load_settings(
     env = os.environ if environ is None else environ
     resolved_host = host or env.get("SANDBOX_HOST") or DEFAULT_HOST
     resolved_port = (
-        port if port is not None else parse_integer(env.get("SANDBOX_PORT", DEFAULT_PORT), "SANDBOX_PORT", minimum=0)
+        port
+        if port is not None
+        else parse_integer(env.get("SANDBOX_PORT", DEFAULT_PORT), "SANDBOX_PORT", minimum=0)
     )
     resolved_public_url = (
         public_url or env.get("SANDBOX_PUBLIC_URL") or f"http://{resolved_host}:{resolved_port}"

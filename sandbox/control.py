@@ -73,10 +73,13 @@ async def set_balance(request: Request) -> Response:
     state = get_state(request)
     try:
         body = await _json_body(request)
-        if not isinstance(body, dict) or "balanceUsdMicros" not in body:
-            raise ControlError("balanceUsdMicros is required")
+    except ControlError as exc:
+        return _bad_request(str(exc))
+    if not isinstance(body, dict) or "balanceUsdMicros" not in body:
+        return _bad_request("balanceUsdMicros is required")
+    try:
         micros = parse_integer(body["balanceUsdMicros"], "balanceUsdMicros")
-    except (ControlError, ConfigError) as exc:
+    except ConfigError as exc:
         return _bad_request(str(exc))
     user = state.set_balance(request.path_params["ext"], micros)
     return json_response(user_json(state, user))
@@ -158,10 +161,13 @@ async def config(request: Request) -> Response:
     if request.method == "PUT":
         try:
             body = await _json_body(request)
-            if not isinstance(body, dict):
-                raise ControlError("config must be a JSON object")
+        except ControlError as exc:
+            return _bad_request(str(exc))
+        if not isinstance(body, dict):
+            return _bad_request("config must be a JSON object")
+        try:
             state.config.update_from_json(body)
-        except (ControlError, ConfigError) as exc:
+        except ConfigError as exc:
             return _bad_request(str(exc))
     settings = state.settings
     return json_response(
@@ -203,7 +209,7 @@ def _loopback_only(endpoint: Any) -> Any:
 routes = [
     Route("/__sandbox/reset", _loopback_only(reset), methods=["POST"]),
     Route("/__sandbox/users", _loopback_only(list_users), methods=["GET"]),
-    Route("/__sandbox/users/{ext}/balance", _loopback_only(set_balance), methods=["PUT"]),
+    Route("/__sandbox/users/{ext:path}/balance", _loopback_only(set_balance), methods=["PUT"]),
     Route("/__sandbox/faults", _loopback_only(faults), methods=["GET", "POST", "DELETE"]),
     Route("/__sandbox/config", _loopback_only(config), methods=["GET", "PUT"]),
     Route("/__sandbox/requests", _loopback_only(requests_log), methods=["GET", "DELETE"]),

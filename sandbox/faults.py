@@ -30,7 +30,7 @@ CONTROL_PREFIX = "/__sandbox"
 def describe_caller(credentials: Credentials) -> dict[str, Any]:
     """Who called, for the request log: ids and claims only, never a secret or token."""
     if credentials.scheme == "basic":
-        return {"auth": "basic", "clientId": credentials.client_id}
+        return {"auth": "basic", "clientId": credentials.client_id, "externalUserId": None}
     if credentials.scheme == "bearer":
         claims = unverified_claims(credentials.token or "")
         client_id = claims.get("client_id")
@@ -40,7 +40,7 @@ def describe_caller(credentials: Credentials) -> dict[str, Any]:
             "clientId": client_id if isinstance(client_id, str) else None,
             "externalUserId": external_user_id if isinstance(external_user_id, str) else None,
         }
-    return {"auth": None, "clientId": None}
+    return {"auth": None, "clientId": None, "externalUserId": None}
 
 
 def fault_response(fault: Fault) -> Response:
@@ -81,6 +81,8 @@ class SandboxMiddleware:
             **describe_caller(credentials),
             "status": None,
             "time": iso_millis(datetime.now(UTC)),
+            "faultId": None,
+            "dropped": False,
         }
         state.request_log.append(record)
 
@@ -105,4 +107,5 @@ class SandboxMiddleware:
                 return
         await self.app(scope, receive, send_and_record)
         if (scope.get("extensions") or {}).get(DROPPED_EXTENSION):
+            record["status"] = None
             record["dropped"] = True

@@ -15,7 +15,7 @@ WEI_USD_TO_MICROS_DIVISOR = WEI_PER_ETH // MICROS_PER_USD
 
 
 def fee_wei_for_pixels(pixels: int, price_per_pixel_wei: int) -> int:
-    """The fee for ``pixels`` output pixels: ``pixels * price_per_pixel_wei`` (pixels_per_unit 1)."""
+    """The fee for ``pixels`` output pixels (pixels_per_unit is 1): pixels * price."""
     return pixels * price_per_pixel_wei
 
 

@@ -30,7 +30,9 @@ STREAM_REQUEST_LIMIT = 2_000
 
 def iso_millis(moment: datetime) -> str:
     """``2026-11-26T19:22:47.123Z``: UTC, milliseconds, Z (JavaScript's toISOString)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def utc_from_timestamp(timestamp: float) -> datetime:
@@ -225,6 +227,7 @@ class SandboxState:
         gateway_request_id: str | None,
         source: str,
         pipeline: str = "text-to-image",
+        price_per_pixel_wei: int | None = None,
         enforce_balance: bool = True,
     ) -> UsageEvent:
         """Gate on balance, record one usage event and debit it, atomically (no awaits).
@@ -235,7 +238,10 @@ class SandboxState:
         user = self.resolve_or_create_user(external_user_id)
         if enforce_balance and user.balance_usd_micros <= 0:
             raise InsufficientBalanceError(external_user_id)
-        fee_wei = fee_wei_for_pixels(pixels, self.config.price_per_pixel_wei)
+        price = (
+            self.config.price_per_pixel_wei if price_per_pixel_wei is None else price_per_pixel_wei
+        )
+        fee_wei = fee_wei_for_pixels(pixels, price)
         eth_usd: Decimal = self.config.eth_usd
         event = UsageEvent(
             event_id=str(uuid.uuid4()),

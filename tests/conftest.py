@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,16 @@ from django.core.management import call_command
 
 from tests.sandbox_server import SandboxControl, SandboxProcess
 from tests.worker import WorkerProcess, purge_broker
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_run_directory() -> Iterator[None]:
+    """This run's private var directory; removed at the end unless KEEP_TEST_VAR is set."""
+    path = Path(settings.TEST_VAR_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    yield
+    if not os.environ.get("KEEP_TEST_VAR"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

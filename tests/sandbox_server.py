@@ -78,11 +78,10 @@ class SandboxProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                stderr = self.stderr()
+                stderr, code = self.stderr(), self._process.returncode
                 self._cleanup()
-                raise SandboxError(
-                    f"sandbox exited with code {self._process.returncode}:\n{stderr}"
-                )
+                self._process = None
+                raise SandboxError(f"sandbox exited with code {code}:\n{stderr}")
             try:
                 with _OPENER.open(f"{self.url}/api/v1/health", timeout=1) as response:
                     if response.status == 200:

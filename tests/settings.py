@@ -26,7 +26,12 @@ from tests.sandbox_server import free_port
 TEST_SANDBOX_PORT = os.environ.get("TEST_SANDBOX_PORT") or str(free_port())
 os.environ["TEST_SANDBOX_PORT"] = TEST_SANDBOX_PORT
 
-TEST_VAR_DIR = VAR_DIR / "test"
+# One directory (SQLite file, broker folder, media) and one queue per test
+# run, so concurrent runs on one machine never share state. Subprocesses
+# inherit TEST_RUN_ID and land in the same place.
+TEST_RUN_ID = os.environ.setdefault("TEST_RUN_ID", f"{os.getpid()}")
+TEST_VAR_DIR = VAR_DIR / "test" / TEST_RUN_ID
+CELERY_TASK_DEFAULT_QUEUE = f"test-{TEST_RUN_ID}"
 
 PYMTHOUSE_URL = f"http://127.0.0.1:{TEST_SANDBOX_PORT}"
 PYMTHOUSE_ISSUER = f"{PYMTHOUSE_URL}/api/v1/oidc"
@@ -44,9 +49,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so subprocesses (workers, cache-sharing tests)
     # can open the same test database.
     DATABASES["default"]["TEST"] = {"NAME": str(TEST_VAR_DIR / "test.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_pixelhouse_{TEST_RUN_ID}"}
 
 if REDIS_URL:
-    CACHES["default"]["KEY_PREFIX"] = "pixelhouse-test"
+    CACHES["default"]["KEY_PREFIX"] = f"pixelhouse-test-{TEST_RUN_ID}"
 else:
     CACHES["default"]["LOCATION"] = "pixelhouse_cache"
 

@@ -77,7 +77,9 @@ class LivepeerConfig:
                 connect_timeout=float(
                     getattr(settings, "LIVEPEER_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
                 ),
-                read_timeout=float(getattr(settings, "LIVEPEER_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)),
+                read_timeout=float(
+                    getattr(settings, "LIVEPEER_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)
+                ),
                 signer_read_timeout=float(
                     getattr(settings, "LIVEPEER_SIGNER_READ_TIMEOUT", DEFAULT_SIGNER_READ_TIMEOUT)
                 ),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool
 def _parse_price(value: object) -> Decimal:
     """A non-negative price from a JSON integer or a decimal string (wei are integers)."""
     if isinstance(value, bool):
-        raise ValueError("price must be a number or a decimal string")
+        raise ValueError("price must be a number or a decimal string")  # noqa: TRY004 -- pydantic wants ValueError
     if isinstance(value, int):
         price = Decimal(value)
     elif isinstance(value, str | float):
@@ -25,7 +25,7 @@ def _parse_price(value: object) -> Decimal:
         except InvalidOperation as exc:
             raise ValueError("price must be a decimal") from exc
     else:
-        raise ValueError("price must be a number or a decimal string")
+        raise ValueError("price must be a number or a decimal string")  # noqa: TRY004 -- pydantic wants ValueError
     if not price.is_finite() or price < 0:
         raise ValueError("price must be a finite, non-negative decimal")
     return price
@@ -35,14 +35,14 @@ def _parse_optional_int(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError("expected an integer")
+        raise ValueError("expected an integer")  # noqa: TRY004 -- pydantic wants ValueError
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value.strip())
-    raise ValueError("expected an integer")
+    raise ValueError("expected an integer")  # noqa: TRY004 -- pydantic wants ValueError
 
 
 Price = Annotated[Decimal, PlainValidator(_parse_price)]

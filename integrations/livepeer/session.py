@@ -61,7 +61,7 @@ class LivepeerSession(requests.Session):
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
-    def request(  # type: ignore[override]
+    def request(
         self,
         method: str | bytes,
         url: str | bytes,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias, runtime_checkable
 from urllib.parse import urlsplit
 
-from integrations.livepeer.images import image_dimensions
+from integrations.livepeer.imageformat import image_dimensions
 
 
 @runtime_checkable
@@ -22,7 +22,7 @@ class RevealsSecret(Protocol):
     def reveal(self) -> str: ...
 
 
-Token: TypeAlias = "str | RevealsSecret"
+Token: TypeAlias = "str | RevealsSecret"  # noqa: S105 -- a type, not a secret
 
 
 def raw_token(token: Token) -> str:
@@ -65,7 +65,9 @@ class ImageRequest:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
             raise ValueError("seed must be an integer or None")
 
     @property

@@ -120,7 +120,6 @@ class PymthouseSession(requests.Session):
     ) -> None:
         super().__init__()
         self.default_timeout: tuple[float, float] = (connect_timeout, read_timeout)
-        self.max_redirects = 0
         self.headers["User-Agent"] = USER_AGENT
         self.headers["Accept"] = "application/json"
         # Never keep cookies: no request may depend on state left by an earlier one.

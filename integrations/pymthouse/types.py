@@ -310,14 +310,18 @@ class UsageReport(_CamelModel):
 
 
 class UsageBalance(_CamelModel):
-    """``GET /builder/apps/{app}/usage/balance``. Balances may be negative (overage)."""
+    """``GET /builder/apps/{app}/usage/balance``.
+
+    All amounts are signed: balances go negative in overage, and the grant/consumed pair
+    is derived from OpenMeter entitlements that we do not want to second-guess here.
+    """
 
     external_user_id: str
     balance_usd_micros: SignedUsdMicros
     has_access: StrictBool
     remaining_usd_micros: SignedUsdMicros | None = None
-    lifetime_granted_usd_micros: UsdMicros | None = None
-    consumed_usd_micros: UsdMicros | None = None
+    lifetime_granted_usd_micros: SignedUsdMicros | None = None
+    consumed_usd_micros: SignedUsdMicros | None = None
 
 
 class Identity(_CamelModel):

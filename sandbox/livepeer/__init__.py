@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-routes: list[BaseRoute] = []
+from sandbox.livepeer import gateway, runner, signer
+
+routes: list[BaseRoute] = [*signer.routes, *runner.routes, *gateway.routes]
 
 __all__ = ["routes"]

@@ -53,8 +53,15 @@ def root_discovery(request: Request) -> Response:
         "revocation_endpoint": f"{issuer}/token/revocation",
         "end_session_endpoint": f"{issuer}/session/end",
         "scopes_supported": [
-            "openid", "profile", "email", "sign:job", "users:read", "users:write",
-            "users:token", "admin", "offline_access",
+            "openid",
+            "profile",
+            "email",
+            "sign:job",
+            "users:read",
+            "users:write",
+            "users:token",
+            "admin",
+            "offline_access",
         ],  # fmt: skip
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -73,7 +80,15 @@ def root_discovery(request: Request) -> Response:
             "client_secret_basic",
         ],
         "claims_supported": [
-            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "email", "name",
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "email",
+            "name",
         ],  # fmt: skip
         "code_challenge_methods_supported": ["S256"],
         "service_documentation": "https://docs.pymthouse.com/api-reference/introduction",
@@ -103,8 +118,15 @@ def issuer_discovery(request: Request) -> Response:
         "response_modes_supported": ["form_post", "fragment", "query"],
         "response_types_supported": ["code"],
         "scopes_supported": [
-            "openid", "email", "profile", "sign:job", "users:read", "users:write",
-            "users:token", "device:approve", "admin",
+            "openid",
+            "email",
+            "profile",
+            "sign:job",
+            "users:read",
+            "users:write",
+            "users:token",
+            "device:approve",
+            "admin",
         ],  # fmt: skip
         "subject_types_supported": ["public"],
         "token_endpoint_auth_methods_supported": [
@@ -171,7 +193,8 @@ async def token_endpoint(request: Request) -> Response:
         return _library_error(
             400,
             "invalid_request",
-            "only application/x-www-form-urlencoded content-type bodies are supported on POST /token",
+            "only application/x-www-form-urlencoded content-type bodies are supported "
+            "on POST /token",
         )
     pairs = await read_form(request)
     credentials = parse_authorization(request)
@@ -235,9 +258,7 @@ def _client_credentials(
         return signer_session_response(state, external_user_id)
 
     if not has_auth:
-        return _library_error(
-            400, "invalid_request", "no client authentication mechanism provided"
-        )
+        return _library_error(400, "invalid_request", "no client authentication mechanism provided")
     if not authenticated:
         return _library_error(
             401, "invalid_client", "client authentication failed", issuer=settings.issuer

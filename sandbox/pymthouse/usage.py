@@ -160,8 +160,8 @@ async def usage(request: Request) -> Response:
             )
         ]
     elif group_by == "manifest":
-        body["byManifest"] = [_manifest_row(manifest_id, group) for (manifest_id,), group in
-                              _group(events, lambda event: (event.manifest_id,)).items()]  # fmt: skip
+        by_manifest = _group(events, lambda event: (event.manifest_id,))
+        body["byManifest"] = [_manifest_row(key[0], group) for key, group in by_manifest.items()]
     return json_response(body)
 
 
@@ -254,7 +254,7 @@ async def identities(request: Request) -> Response:
                 "createdAt": iso_millis(user.created_at) if user else None,
             }
         )
-    rows.sort(key=lambda row: (-int(row["networkFeeUsdMicros"]), row["externalUserId"]))
+    rows.sort(key=lambda row: (-int(str(row["networkFeeUsdMicros"])), str(row["externalUserId"])))
     return json_response(
         {
             "appId": state.settings.app_id,

@@ -7,9 +7,17 @@ from integrations.pymthouse import validate_external_user_id
 
 @pytest.mark.parametrize(
     "value",
-    ["a", "user-123", "py-user-001", "A.b_c:d-e", "0", "x" * 128, "7f0c2a9e-1b2c-4d5e-8f90-a1b2c3d4e5f6",
-     "tenant:42"],
-)  # fmt: skip
+    [
+        "a",
+        "user-123",
+        "py-user-001",
+        "A.b_c:d-e",
+        "0",
+        "x" * 128,
+        "7f0c2a9e-1b2c-4d5e-8f90-a1b2c3d4e5f6",
+        "tenant:42",
+    ],
+)
 def test_valid_external_user_ids_are_returned_unchanged(value: str) -> None:
     assert validate_external_user_id(value) == value
 

@@ -72,7 +72,9 @@ def test_parse_wei_rejects_non_canonical_text(text: str) -> None:
         parse_wei(text)
 
 
-@pytest.mark.parametrize("value", [1.5, 1e21, 3.0, Decimal("1"), Decimal("1e30"), None, True, False, [], {}])
+@pytest.mark.parametrize(
+    "value", [1.5, 1e21, 3.0, Decimal("1"), Decimal("1e30"), None, True, False, [], {}]
+)
 def test_parse_wei_rejects_non_strings_and_non_ints(value: object) -> None:
     with pytest.raises(MoneyParseError):
         parse_wei(value)
@@ -135,7 +137,9 @@ def test_parse_decimal_is_exact(text: str, expected: Decimal) -> None:
     assert str(parsed) == text
 
 
-@pytest.mark.parametrize("value", ["1e3", "1.", ".5", " 1.5", "1,5", "NaN", "１.５", 1.5, None, True])
+@pytest.mark.parametrize(
+    "value", ["1e3", "1.", ".5", " 1.5", "1,5", "NaN", "１.５", 1.5, None, True]
+)
 def test_parse_decimal_rejects_floats_and_exponents(value: object) -> None:
     with pytest.raises(MoneyParseError):
         parse_decimal(value)

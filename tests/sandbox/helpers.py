@@ -19,7 +19,9 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 def jose_header(token: str) -> dict[str, Any]:
     segment = token.split(".")[0]
-    header: dict[str, Any] = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    header: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    )
     return header
 
 
@@ -43,7 +45,9 @@ def signer_session(http: requests.Session, base: str, external_user_id: str) -> 
     return body
 
 
-def provision(http: requests.Session, base: str, external_user_id: str, **fields: Any) -> dict[str, Any]:
+def provision(
+    http: requests.Session, base: str, external_user_id: str, **fields: Any
+) -> dict[str, Any]:
     response = http.post(
         f"{base}/api/v1/apps/{APP_ID}/users",
         auth=BASIC,

@@ -173,7 +173,9 @@ def test_sign_job_mixed_with_admin_scopes(http: requests.Session, base: str) -> 
     assert response.status_code == 400
     assert response.json() == {
         "error": "invalid_scope",
-        "error_description": "sign:job cannot be combined with administrative scopes in the same token",
+        "error_description": (
+            "sign:job cannot be combined with administrative scopes in the same token"
+        ),
     }
 
 
@@ -352,9 +354,7 @@ def test_signer_mint_errors(http: requests.Session, base: str) -> None:
         "error": "invalid_request",
         "error_description": "external_user_id is required",
     }
-    response = token_request(
-        http, base, {**data, "external_user_id": "x"}, auth=(M2M_ID, "wrong")
-    )
+    response = token_request(http, base, {**data, "external_user_id": "x"}, auth=(M2M_ID, "wrong"))
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
 

@@ -34,7 +34,11 @@ def m2m_access_token(http: requests.Session, base: str) -> str:
 def test_upsert_is_201_then_200_with_the_same_row(
     http: requests.Session, base: str, control: SandboxControl
 ) -> None:
-    payload = {"externalUserId": "py-user-001", "email": "py-user-001@example.test", "status": "active"}
+    payload = {
+        "externalUserId": "py-user-001",
+        "email": "py-user-001@example.test",
+        "status": "active",
+    }
     first = http.post(users_url(base), auth=BASIC, json=payload)
     assert first.status_code == 201
     assert first.headers["content-type"] == "application/json"
@@ -61,7 +65,9 @@ def test_upsert_updates_email_only_when_a_string_and_keeps_status(
     http: requests.Session, base: str
 ) -> None:
     provision(http, base, "u1", email="a@example.test")
-    changed = http.post(users_url(base), auth=BASIC, json={"externalUserId": "u1", "email": "b@x.test"})
+    changed = http.post(
+        users_url(base), auth=BASIC, json={"externalUserId": "u1", "email": "b@x.test"}
+    )
     assert (changed.status_code, changed.json()["email"]) == (200, "b@x.test")
     kept = http.post(users_url(base), auth=BASIC, json={"externalUserId": "u1", "email": None})
     assert kept.json()["email"] == "b@x.test"
@@ -69,12 +75,16 @@ def test_upsert_updates_email_only_when_a_string_and_keeps_status(
     http.delete(users_url(base), auth=BASIC, params={"externalUserId": "u1"})
     still_inactive = http.post(users_url(base), auth=BASIC, json={"externalUserId": "  u1  "})
     assert (still_inactive.status_code, still_inactive.json()["status"]) == (200, "inactive")
-    reactivated = http.post(users_url(base), auth=BASIC, json={"externalUserId": "u1", "status": "active"})
+    reactivated = http.post(
+        users_url(base), auth=BASIC, json={"externalUserId": "u1", "status": "active"}
+    )
     assert reactivated.json()["status"] == "active"
 
 
 def test_email_shaped_external_id_is_accepted(http: requests.Session, base: str) -> None:
-    response = http.post(users_url(base), auth=BASIC, json={"externalUserId": "someone@example.test"})
+    response = http.post(
+        users_url(base), auth=BASIC, json={"externalUserId": "someone@example.test"}
+    )
     assert response.status_code == 201
     assert response.json()["email"] is None
 
@@ -110,7 +120,10 @@ def test_list_put_delete(http: requests.Session, base: str) -> None:
     assert list(body) == ["success", "status", "correlation_id"]
     assert (body["success"], body["status"]) == (True, "inactive")
     assert uuid.UUID(body["correlation_id"])
-    statuses = {row["externalUserId"]: row["status"] for row in http.get(users_url(base), auth=BASIC).json()["users"]}
+    statuses = {
+        row["externalUserId"]: row["status"]
+        for row in http.get(users_url(base), auth=BASIC).json()["users"]
+    }
     assert statuses == {"u1": "active", "u2": "inactive"}
 
     put = http.put(users_url(base), auth=BASIC, json={"externalUserId": "u2", "status": "active"})
@@ -180,7 +193,10 @@ def test_user_token_default_scope(http: requests.Session, base: str) -> None:
 @pytest.mark.parametrize(
     ("scope", "description"),
     [
-        ("sign:job users:read", "sign:job cannot be combined with administrative scopes in the same token"),
+        (
+            "sign:job users:read",
+            "sign:job cannot be combined with administrative scopes in the same token",
+        ),
         ("admin", "requested scope is not allowed for this client"),
         ("inference", "requested scope is not allowed for this client"),
     ],

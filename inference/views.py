@@ -1,0 +1,226 @@
+"""Server-rendered pages for generating and browsing images.
+
+Views read through ``inference.selectors`` and write through
+``inference.services``; domain errors are turned into messages and status codes
+here. Another user's generation is a 404 everywhere (never a 403), exactly like
+one that does not exist.
+
+The generate page works without JavaScript (a plain POST); static/js/generate.js
+upgrades it to the no-reload flow over the JSON API.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from accounts.models import User
+from inference.api import generation_out
+from inference.errors import (
+    GenerationConflictError,
+    GenerationRateLimitedError,
+    GenerationValidationError,
+)
+from inference.forms import SEED_INVALID_MESSAGE, GenerationForm, size_value
+from inference.models import Generation, GenerationStatus
+from inference.selectors import generation_get, generation_list, model_choices, size_presets
+from inference.services import SEED_MAX, generation_create, generation_delete
+from inference.templatetags.inference_extras import STAGE_LABELS
+
+logger = logging.getLogger(__name__)
+
+GENERATIONS_API_URL = "/api/v1/generations"
+GALLERY_PAGE_SIZE = 24
+RECENT_COUNT = 6
+IMAGE_CACHE_CONTROL = "private, max-age=3600"
+
+# Extra guidance shown next to a failure message, by error code.
+FAILURE_HINTS: dict[str, str] = {
+    "insufficient_credit": (
+        "Nothing was charged for this image. Top up your pymthouse balance, "
+        "then use “Generate similar” to try again."
+    ),
+    "upstream_unavailable": "This is on the network's side, not yours; your prompt is fine.",
+    "model_unavailable": "Pick another model with “Generate similar”.",
+}
+
+
+def _owner(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)  # guaranteed by @login_required  # noqa: S101
+    return user
+
+
+def _get_owned_or_404(request: HttpRequest, generation_id: uuid.UUID) -> Generation:
+    generation = generation_get(owner_id=_owner(request).pk, generation_id=generation_id)
+    if generation is None:
+        raise Http404("No such generation.")
+    return generation
+
+
+def _progress(generation: Generation) -> int:
+    """The same 0-100 figure the JSON API reports, for the first server render."""
+    progress: int = generation_out(generation)["progress"]
+    return progress
+
+
+def _initial_from_query(request: HttpRequest) -> dict[str, Any]:
+    """Prefill from "Generate similar" links.
+
+    Query: ``prompt``, ``negative_prompt``, ``model_id``, ``width``, ``height``, ``seed``.
+    """
+    query = request.GET
+    initial: dict[str, Any] = {"model_id": model_choices()[0]}
+    presets = size_presets()
+    if presets:
+        initial["size"] = size_value(presets[0][1], presets[0][2])
+    for name in ("prompt", "negative_prompt", "model_id", "seed"):
+        if query.get(name):
+            initial[name] = query[name]
+    width, height = query.get("width", ""), query.get("height", "")
+    if width.isdigit() and height.isdigit():
+        initial["size"] = size_value(int(width), int(height))
+    return initial
+
+
+def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, Any]:
+    owner = _owner(request)
+    advanced_open = bool(
+        form["negative_prompt"].value()
+        or form["seed"].value()
+        or form.errors.keys() & {"negative_prompt", "seed"}
+    )
+    return {
+        "form": form,
+        "models": model_choices(),
+        "selected_model": form["model_id"].value() or model_choices()[0],
+        "size_options": form.size_options(size_presets()),
+        "advanced_open": advanced_open,
+        "recent_generations": generation_list(owner_id=owner.pk)[:RECENT_COUNT],
+        "api_url": GENERATIONS_API_URL,
+        "stage_labels": STAGE_LABELS,
+        "max_prompt_length": settings.INFERENCE_MAX_PROMPT_LENGTH,
+        "seed_max": SEED_MAX,
+        "seed_invalid_message": SEED_INVALID_MESSAGE,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def generate(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        form = GenerationForm(initial=_initial_from_query(request))
+        return render(request, "inference/generate.html", _generate_context(request, form))
+
+    form = GenerationForm(request.POST)
+    status = 200
+    response_headers: dict[str, str] = {}
+    if form.is_valid():
+        try:
+            generation = generation_create(owner=_owner(request), **form.service_arguments())
+        except GenerationValidationError as exc:
+            form.add_service_errors(exc.field_errors)
+            status = 400
+        except GenerationRateLimitedError as exc:
+            messages.error(
+                request, f"{exc.message} You can try again in {exc.retry_after} seconds."
+            )
+            status = 429
+            response_headers["Retry-After"] = str(exc.retry_after)
+        else:
+            messages.success(request, "Your image is on its way.")
+            return redirect("inference:detail", generation_id=generation.pk)
+    else:
+        status = 400
+    if status == 400:
+        messages.error(request, "Please correct the highlighted fields.")
+    response = render(
+        request, "inference/generate.html", _generate_context(request, form), status=status
+    )
+    for name, value in response_headers.items():
+        response[name] = value
+    return response
+
+
+@login_required
+@require_safe
+def gallery(request: HttpRequest) -> HttpResponse:
+    paginator = Paginator(generation_list(owner_id=_owner(request).pk), GALLERY_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    return render(request, "inference/gallery.html", {"page": page, "paginator": paginator})
+
+
+@login_required
+@require_safe
+def detail(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
+    generation = _get_owned_or_404(request, generation_id)
+    similar_query = {
+        "prompt": generation.prompt,
+        "negative_prompt": generation.negative_prompt,
+        "model_id": generation.model_id,
+        "width": generation.width,
+        "height": generation.height,
+    }
+    if generation.seed is not None:  # only a seed the user chose; a random one stays random
+        similar_query["seed"] = generation.seed
+    seed_used = generation.image_seed if generation.image_seed is not None else generation.seed
+    context = {
+        "generation": generation,
+        "seed_used": seed_used,
+        "progress": _progress(generation),
+        "similar_url": f"{reverse('inference:generate')}?{urlencode(similar_query)}",
+        "failure_hint": FAILURE_HINTS.get(generation.error_code, ""),
+        "is_succeeded": generation.status == GenerationStatus.SUCCEEDED,
+        "is_failed": generation.status in (GenerationStatus.FAILED, GenerationStatus.CANCELED),
+        "is_running": generation.status == GenerationStatus.RUNNING,
+        "api_url": GENERATIONS_API_URL,
+        "stage_labels": STAGE_LABELS,
+    }
+    return render(request, "inference/detail.html", context)
+
+
+@login_required
+@require_safe
+def image(request: HttpRequest, generation_id: uuid.UUID) -> FileResponse:
+    generation = _get_owned_or_404(request, generation_id)
+    if generation.status != GenerationStatus.SUCCEEDED or not generation.image:
+        raise Http404("No image for this generation.")
+    try:
+        handle = generation.image.storage.open(generation.image.name, "rb")
+    except FileNotFoundError as exc:
+        logger.warning("generation %s: image file is missing", generation.pk)
+        raise Http404("No image for this generation.") from exc
+    download = request.GET.get("download") == "1"
+    response = FileResponse(
+        handle,
+        content_type="image/png",
+        as_attachment=download,
+        filename=f"pixelhouse-{generation.pk.hex[:8]}.png",
+    )
+    response["Cache-Control"] = IMAGE_CACHE_CONTROL
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_POST
+def delete(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
+    generation = _get_owned_or_404(request, generation_id)
+    try:
+        generation_delete(generation=generation, acting_user=_owner(request))
+    except GenerationConflictError as exc:
+        messages.error(request, exc.message)
+        return redirect("inference:detail", generation_id=generation.pk)
+    messages.success(request, "Image deleted.")
+    return redirect("inference:gallery")

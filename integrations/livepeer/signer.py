@@ -1,0 +1,170 @@
+"""Read-only signer calls: orchestrator discovery and the payer address.
+
+Neither spends money, so both may be repeated freely by the caller; the paying call
+(``generate-live-payment``) lives in ``live_runner.py`` next to its guard handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+from pydantic import ValidationError
+
+from integrations.livepeer.config import LivepeerConfig
+from integrations.livepeer.errors import (
+    LivepeerError,
+    LivepeerProtocolError,
+    LivepeerUnavailableError,
+    describe,
+    error_for_status,
+)
+from integrations.livepeer.schemas import Discovery, SignerInfo
+from integrations.livepeer.session import LivepeerSession, send, transport_failure, url_path
+from integrations.livepeer.types import SignerCredentials, raw_token
+
+logger = logging.getLogger(__name__)
+
+PAYER_ADDRESS_TTL_SECONDS = 300.0
+
+_payer_addresses: dict[str, tuple[str, float]] = {}
+_payer_lock = threading.Lock()
+
+
+def clear_payer_address_cache() -> None:
+    """Forget cached payer addresses (tests; a signer key rotation)."""
+    with _payer_lock:
+        _payer_addresses.clear()
+
+
+def parse_json(response: requests.Response, *, what: str, request_id: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise LivepeerProtocolError(
+            f"livepeer {what}: HTTP {response.status_code} body is not JSON",
+            status=response.status_code,
+            request_id=request_id,
+        ) from exc
+
+
+class SignerClient:
+    """The signer endpoints for one ``generate`` call (one user's credentials)."""
+
+    def __init__(
+        self,
+        *,
+        http: LivepeerSession,
+        config: LivepeerConfig,
+        credentials: SignerCredentials,
+        request_id: str,
+    ) -> None:
+        self.http = http
+        self.config = config
+        self.credentials = credentials
+        self.request_id = request_id
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {raw_token(self.credentials.access_token)}"}
+
+    def url(self, endpoint: str) -> str:
+        return f"{self.credentials.signer_url.rstrip('/')}/{endpoint}"
+
+    def discover(self) -> Discovery:
+        """``GET {discovery_url}``: every orchestrator and its runners."""
+        url = self.credentials.discovery_url
+        try:
+            response = send(
+                self.http,
+                "GET",
+                url,
+                step="discover",
+                request_id=self.request_id,
+                headers=self.auth_headers(),
+                timeout=self.config.signer_timeout,
+            )
+        except requests.RequestException as exc:
+            raise LivepeerUnavailableError(
+                describe(
+                    upstream="signer",
+                    method="GET",
+                    path=url_path(url),
+                    status=None,
+                    detail=transport_failure(exc),
+                ),
+                request_id=self.request_id,
+            ) from exc
+        if response.status_code != 200:
+            raise self._error(response, "GET", url)
+        payload = parse_json(response, what="discovery", request_id=self.request_id)
+        if isinstance(payload, dict) and "orchestrators" in payload:
+            payload = payload["orchestrators"]
+        if payload is None:
+            payload = []
+        try:
+            return Discovery.model_validate({"orchestrators": payload})
+        except ValidationError as exc:
+            raise LivepeerProtocolError(
+                f"livepeer signer GET {url_path(url)}: unexpected discovery body"
+                f" ({exc.error_count()} errors)",
+                status=response.status_code,
+                request_id=self.request_id,
+            ) from exc
+
+    def payer_address(self) -> str:
+        """The signer's payer address (``sign-orchestrator-info``), cached per signer URL."""
+        key = self.credentials.signer_url.rstrip("/")
+        now = time.monotonic()
+        with _payer_lock:
+            cached = _payer_addresses.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        url = self.url("sign-orchestrator-info")
+        try:
+            response = send(
+                self.http,
+                "POST",
+                url,
+                step="signer-info",
+                request_id=self.request_id,
+                headers=self.auth_headers(),
+                json={},
+                timeout=self.config.signer_timeout,
+            )
+        except requests.RequestException as exc:
+            raise LivepeerUnavailableError(
+                describe(
+                    upstream="signer",
+                    method="POST",
+                    path=url_path(url),
+                    status=None,
+                    detail=transport_failure(exc),
+                ),
+                request_id=self.request_id,
+            ) from exc
+        if response.status_code != 200:
+            raise self._error(response, "POST", url)
+        payload = parse_json(response, what="sign-orchestrator-info", request_id=self.request_id)
+        try:
+            info = SignerInfo.model_validate(payload)
+        except ValidationError as exc:
+            raise LivepeerProtocolError(
+                f"livepeer signer POST {url_path(url)}: no address in the response",
+                status=response.status_code,
+                request_id=self.request_id,
+            ) from exc
+        with _payer_lock:
+            _payer_addresses[key] = (info.address, now + PAYER_ADDRESS_TTL_SECONDS)
+        return info.address
+
+    def _error(self, response: requests.Response, method: str, url: str) -> LivepeerError:
+        return error_for_status(
+            response,
+            upstream="signer",
+            method=method,
+            path=url_path(url),
+            request_id=self.request_id,
+        )

@@ -1,0 +1,525 @@
+/*
+ * pixelhouse: the no-reload generate flow and live status on the detail page.
+ *
+ * Vanilla JS, no build step. Talks to the JSON API with the session cookie and
+ * the CSRF token from the page's form (X-CSRFToken header):
+ *   POST /api/v1/generations        -> 201 generation | 400 {detail, errors} | 429 (Retry-After)
+ *   GET  /api/v1/generations/{id}   -> generation {status, stage, progress, error, image_url, ...}
+ * Without JavaScript the form posts to /generate/ and the server does the same work.
+ */
+(function () {
+  "use strict";
+
+  var FINISHED = { succeeded: true, failed: true, canceled: true };
+  var STATUS_LABELS = {
+    queued: "Queued",
+    running: "Running",
+    succeeded: "Succeeded",
+    failed: "Failed",
+    canceled: "Canceled",
+  };
+  var FAST_POLL_MS = 1000;
+  var SLOW_POLL_MS = 3000;
+  var SLOW_AFTER_MS = 60000;
+  var FIELD_ALIASES = { width: "size", height: "size" };
+
+  function readJsonScript(id) {
+    var node = document.getElementById(id);
+    if (!node) return {};
+    try {
+      return JSON.parse(node.textContent);
+    } catch (e) {
+      return {};
+    }
+  }
+
+  var STAGE_LABELS = readJsonScript("stage-labels");
+
+  function elapsedSeconds(data) {
+    var started = Date.parse(data.started_at || "");
+    var finished = Date.parse(data.finished_at || "");
+    if (isNaN(started) || isNaN(finished) || finished < started) return null;
+    return (finished - started) / 1000;
+  }
+
+  function stageText(data) {
+    if (data.status === "succeeded") {
+      var seconds = elapsedSeconds(data);
+      return seconds === null ? "Done" : "Done in " + seconds.toFixed(1) + " s";
+    }
+    if (data.status === "failed") return "Failed";
+    if (data.status === "canceled") return "Canceled";
+    if (data.status === "queued" && data.stage !== "retrying") return STAGE_LABELS.queued || "Waiting in the queue…";
+    return STAGE_LABELS[data.stage] || STAGE_LABELS.queued || "Working…";
+  }
+
+  function csrfToken() {
+    var input = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+
+  function readJson(response) {
+    return response
+      .json()
+      .catch(function () {
+        return {};
+      });
+  }
+
+  /* django-ninja's 422 body: {detail: [{loc: ["body", "payload", "seed"], msg}]} -> {seed: msg}. */
+  function schemaErrors(detail) {
+    var errors = {};
+    if (!Array.isArray(detail)) return errors;
+    for (var i = 0; i < detail.length; i++) {
+      var loc = detail[i] && detail[i].loc;
+      if (Array.isArray(loc) && loc.length) errors[String(loc[loc.length - 1])] = String(detail[i].msg || "Invalid value.");
+    }
+    return errors;
+  }
+
+  /* ---- Progress rendering (shared by both pages) -------------------------- */
+
+  function renderProgress(root, data) {
+    var badge = root.querySelector("[data-status-badge]");
+    if (badge) {
+      badge.className = "badge " + data.status;
+      badge.textContent = STATUS_LABELS[data.status] || data.status;
+    }
+    var stage = root.querySelector("[data-progress-stage]");
+    if (stage) stage.textContent = stageText(data);
+    var bar = root.querySelector("[data-progress-bar]");
+    var fill = root.querySelector("[data-progress-fill]");
+    var progress = Math.max(0, Math.min(100, parseInt(data.progress, 10) || 0));
+    if (data.status === "succeeded") progress = 100;
+    if (bar) {
+      bar.setAttribute("aria-valuenow", String(progress));
+      bar.classList.toggle("running", !FINISHED[data.status]);
+      bar.classList.toggle("failed", data.status === "failed" || data.status === "canceled");
+      bar.classList.toggle("done", data.status === "succeeded");
+    }
+    if (fill) fill.style.width = progress + "%";
+  }
+
+  function showError(node, message) {
+    if (!node) return;
+    node.textContent = message;
+    node.hidden = !message;
+  }
+
+  /* ---- Polling -------------------------------------------------------------- */
+
+  /*
+   * Poll url every second, every 3 s after the first minute, until the
+   * generation finishes. Network hiccups keep polling; a 404 stops.
+   */
+  function poll(url, handlers) {
+    var started = Date.now();
+    var stopped = false;
+    function schedule() {
+      if (stopped) return;
+      var delay = Date.now() - started < SLOW_AFTER_MS ? FAST_POLL_MS : SLOW_POLL_MS;
+      window.setTimeout(tick, delay);
+    }
+    function tick() {
+      fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" })
+        .then(function (response) {
+          if (response.status === 404) {
+            stopped = true;
+            handlers.onGone();
+            return null;
+          }
+          if (response.status === 401 || response.status === 403) {
+            stopped = true;
+            handlers.onTransient("Your session has ended. Sign in again to see this image.", true);
+            return null;
+          }
+          if (!response.ok) {
+            handlers.onTransient("Still working; the status is taking a moment to load…", false);
+            return null;
+          }
+          return response.json();
+        })
+        .then(function (data) {
+          if (!data) return;
+          handlers.onTransient("", false);
+          handlers.onUpdate(data);
+          if (FINISHED[data.status]) {
+            stopped = true;
+            handlers.onFinished(data);
+          }
+        })
+        .catch(function () {
+          handlers.onTransient("Connection lost; retrying…", false);
+        })
+        .then(schedule);
+    }
+    tick();
+    return {
+      stop: function () {
+        stopped = true;
+      },
+    };
+  }
+
+  /* ---- The generate page ---------------------------------------------------- */
+
+  function GeneratePage(form) {
+    this.form = form;
+    this.apiUrl = form.getAttribute("data-api-url");
+    this.submitButton = form.querySelector("[data-submit]");
+    this.submitLabel = this.submitButton.textContent;
+    this.submitNote = form.querySelector("[data-submit-note]");
+    this.formAlert = form.querySelector("[data-form-alert]");
+    this.idle = document.querySelector("[data-preview-idle]");
+    this.card = document.querySelector("[data-progress-card]");
+    this.busy = false;
+    this.cooldownTimer = null;
+    this.poller = null;
+    var self = this;
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      self.submit();
+    });
+    form.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        if (!self.submitButton.disabled) self.submit();
+      }
+    });
+  }
+
+  GeneratePage.prototype.payload = function () {
+    var form = this.form;
+    var size = form.querySelector("input[name=size]:checked");
+    var seedText = form.elements.seed.value.trim();
+    var body = {
+      prompt: form.elements.prompt.value,
+      negative_prompt: form.elements.negative_prompt.value,
+      model_id: form.elements.model_id.value,
+      width: size ? parseInt(size.getAttribute("data-width"), 10) : null,
+      height: size ? parseInt(size.getAttribute("data-height"), 10) : null,
+    };
+    if (seedText !== "") body.seed = Number(seedText);
+    return body;
+  };
+
+  GeneratePage.prototype.clearErrors = function () {
+    var lists = this.form.querySelectorAll("[data-error-for]");
+    for (var i = 0; i < lists.length; i++) {
+      lists[i].innerHTML = "";
+      lists[i].hidden = true;
+    }
+    var invalid = this.form.querySelectorAll("[aria-invalid]");
+    for (var j = 0; j < invalid.length; j++) invalid[j].removeAttribute("aria-invalid");
+    showError(this.formAlert, "");
+  };
+
+  GeneratePage.prototype.showFieldErrors = function (errors) {
+    var first = null;
+    var leftovers = [];
+    for (var name in errors) {
+      if (!Object.prototype.hasOwnProperty.call(errors, name)) continue;
+      var field = FIELD_ALIASES[name] || name;
+      var list = this.form.querySelector('[data-error-for="' + field + '"]');
+      if (!list) {
+        leftovers.push(errors[name]);
+        continue;
+      }
+      var already = false;
+      for (var k = 0; k < list.children.length; k++) {
+        if (list.children[k].textContent === errors[name]) already = true;
+      }
+      if (!already) {
+        var item = document.createElement("li");
+        item.textContent = errors[name];
+        list.appendChild(item);
+      }
+      list.hidden = false;
+      var control = this.form.elements[field];
+      if (control && control.setAttribute) control.setAttribute("aria-invalid", "true");
+      if (field === "negative_prompt" || field === "seed") {
+        var details = this.form.querySelector("details.advanced");
+        if (details) details.open = true;
+      }
+      if (!first) first = control && control.focus ? control : null;
+    }
+    if (leftovers.length) showError(this.formAlert, leftovers.join(" "));
+    if (first) first.focus();
+  };
+
+  GeneratePage.prototype.setBusy = function (busy, label) {
+    this.busy = busy;
+    this.submitButton.disabled = busy;
+    this.submitButton.textContent = label || this.submitLabel;
+    this.submitButton.classList.toggle("is-busy", busy);
+  };
+
+  GeneratePage.prototype.cooldown = function (seconds, message) {
+    var self = this;
+    var remaining = Math.max(1, seconds);
+    window.clearInterval(this.cooldownTimer);
+    function render() {
+      self.submitButton.disabled = true;
+      self.submitButton.textContent = "Wait " + remaining + " s";
+      showError(self.formAlert, message + " Please wait " + remaining + " second" + (remaining === 1 ? "" : "s") + ".");
+    }
+    render();
+    this.cooldownTimer = window.setInterval(function () {
+      remaining -= 1;
+      if (remaining <= 0) {
+        window.clearInterval(self.cooldownTimer);
+        self.cooldownTimer = null;
+        showError(self.formAlert, "");
+        self.setBusy(false);
+        return;
+      }
+      render();
+    }, 1000);
+  };
+
+  GeneratePage.prototype.submit = function () {
+    if (this.busy || this.cooldownTimer) return;
+    var self = this;
+    this.clearErrors();
+    var seed = this.form.elements.seed;
+    if (seed.value.trim() !== "" && !/^\d+$/.test(seed.value.trim())) {
+      this.showFieldErrors({ seed: seed.getAttribute("data-invalid-message") || "Enter a whole number." });
+      return;
+    }
+    this.setBusy(true, "Starting…");
+    fetch(this.apiUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json",
+        "X-CSRFToken": csrfToken(),
+      },
+      body: JSON.stringify(this.payload()),
+    })
+      .then(function (response) {
+        return readJson(response).then(function (data) {
+          self.handleCreate(response, data);
+        });
+      })
+      .catch(function () {
+        self.setBusy(false);
+        showError(self.formAlert, "We couldn't reach pixelhouse. Check your connection and try again.");
+      });
+  };
+
+  GeneratePage.prototype.handleCreate = function (response, data) {
+    if (response.status === 201 || response.status === 200) {
+      this.start(data);
+      return;
+    }
+    this.setBusy(false);
+    var detail = typeof data.detail === "string" ? data.detail : "";
+    if (response.status === 400 || response.status === 422) {
+      var errors = data.errors && typeof data.errors === "object" ? data.errors : schemaErrors(data.detail);
+      this.showFieldErrors(errors);
+      if (!Object.keys(errors).length) {
+        showError(this.formAlert, detail || "Please check the form and try again.");
+      }
+      return;
+    }
+    if (response.status === 429) {
+      var retryAfter = parseInt(response.headers.get("Retry-After"), 10);
+      this.cooldown(isNaN(retryAfter) ? 5 : retryAfter, detail || "You're generating too fast.");
+      return;
+    }
+    if (response.status === 401 || response.status === 403) {
+      showError(this.formAlert, "Your session has ended. Reload the page and sign in again.");
+      return;
+    }
+    showError(this.formAlert, detail || "Something went wrong on our side. Please try again.");
+  };
+
+  GeneratePage.prototype.start = function (data) {
+    var self = this;
+    var card = this.card;
+    if (this.poller) this.poller.stop();
+    if (this.idle) this.idle.hidden = true;
+    card.hidden = false;
+    card.setAttribute("data-generation-id", data.id);
+    card.querySelector("[data-result]").hidden = true;
+    showError(card.querySelector("[data-progress-error]"), "");
+    card.querySelector("[data-progress-prompt]").textContent = data.prompt || "";
+    var skeleton = card.querySelector("[data-result-skeleton]");
+    skeleton.style.aspectRatio = data.width + " / " + data.height;
+    skeleton.hidden = false;
+    renderProgress(card, data);
+    this.setBusy(true, "Generating…");
+    if (FINISHED[data.status]) {
+      this.finish(data);
+      return;
+    }
+    var transient = "";
+    this.poller = poll(this.apiUrl + "/" + encodeURIComponent(data.id), {
+      onUpdate: function (update) {
+        renderProgress(card, update);
+      },
+      onFinished: function (update) {
+        self.finish(update);
+      },
+      onTransient: function (message, fatal) {
+        if (message === transient) return;
+        transient = message;
+        var note = card.querySelector("[data-progress-error]");
+        showError(note, message);
+        if (fatal) self.setBusy(false);
+      },
+      onGone: function () {
+        showError(card.querySelector("[data-progress-error]"), "This image was deleted.");
+        self.setBusy(false);
+      },
+    });
+  };
+
+  GeneratePage.prototype.finish = function (data) {
+    var card = this.card;
+    renderProgress(card, data);
+    this.setBusy(false);
+    card.querySelector("[data-result-skeleton]").hidden = true;
+    if (data.status === "succeeded" && data.image_url) {
+      var figure = card.querySelector("[data-result]");
+      var img = card.querySelector("[data-result-image]");
+      img.width = data.width;
+      img.height = data.height;
+      img.alt = data.prompt || "Generated image";
+      img.src = data.image_url;
+      card.querySelector("[data-result-detail-image]").href = data.detail_url;
+      card.querySelector("[data-result-detail]").href = data.detail_url;
+      card.querySelector("[data-result-download]").href = data.image_url + "?download=1";
+      figure.hidden = false;
+      this.addRecent(data);
+      return;
+    }
+    var message = (data.error && data.error.message) || "This image could not be generated. Please try again.";
+    showError(card.querySelector("[data-progress-error]"), message);
+    if (data.detail_url) this.addRecent(data);
+  };
+
+  /* Put the new image first in "Recent" (same markup as templates/inference/_card.html). */
+  GeneratePage.prototype.addRecent = function (data) {
+    var grid = document.querySelector("[data-recent-grid]");
+    if (!grid || !data.detail_url) return;
+    var empty = document.querySelector("[data-recent-empty]");
+    if (empty) empty.remove();
+    grid.hidden = false;
+
+    var item = document.createElement("li");
+    item.className = "gen-card is-new";
+    var link = document.createElement("a");
+    link.className = "gen-card-link";
+    link.href = data.detail_url;
+    var thumb = document.createElement("div");
+    thumb.className = "gen-thumb";
+    thumb.style.aspectRatio = data.width + " / " + data.height;
+    if (data.status === "succeeded" && data.image_url) {
+      var img = document.createElement("img");
+      img.src = data.image_url;
+      img.alt = (data.prompt || "").slice(0, 120);
+      img.loading = "lazy";
+      img.width = data.width;
+      img.height = data.height;
+      thumb.appendChild(img);
+    } else {
+      var placeholder = document.createElement("div");
+      placeholder.className = "gen-placeholder " + data.status;
+      var badge = document.createElement("span");
+      badge.className = "badge " + data.status;
+      badge.textContent = STATUS_LABELS[data.status] || data.status;
+      placeholder.appendChild(badge);
+      thumb.appendChild(placeholder);
+    }
+    var body = document.createElement("div");
+    body.className = "gen-card-body";
+    var prompt = document.createElement("p");
+    prompt.className = "gen-card-prompt";
+    prompt.textContent = data.prompt || "";
+    var meta = document.createElement("p");
+    meta.className = "gen-card-meta muted";
+    var dims = document.createElement("span");
+    dims.textContent = data.width + "×" + data.height;
+    var model = document.createElement("span");
+    model.textContent = String(data.model_id || "").split("/").pop();
+    var when = document.createElement("span");
+    when.textContent = "just now";
+    meta.appendChild(dims);
+    meta.appendChild(model);
+    meta.appendChild(when);
+    body.appendChild(prompt);
+    body.appendChild(meta);
+    link.appendChild(thumb);
+    link.appendChild(body);
+    item.appendChild(link);
+
+    var existing = grid.querySelector('a[href="' + data.detail_url + '"]');
+    if (existing) existing.closest("li").remove();
+    grid.insertBefore(item, grid.firstChild);
+    while (grid.children.length > 6) grid.removeChild(grid.lastElementChild);
+  };
+
+  /* ---- The detail page: watch an unfinished generation ---------------------- */
+
+  function watchDetail(container) {
+    var url = container.getAttribute("data-watch");
+    poll(url, {
+      onUpdate: function (data) {
+        renderProgress(container, data);
+      },
+      onFinished: function () {
+        refreshDetail(container);
+      },
+      onTransient: function (message) {
+        showError(container.querySelector("[data-progress-error]"), message);
+      },
+      onGone: function () {
+        showError(container.querySelector("[data-progress-error]"), "This image was deleted.");
+      },
+    });
+  }
+
+  /* Swap in the server-rendered block (image, timings, cost) without a full reload. */
+  function refreshDetail(container) {
+    fetch(window.location.href, { credentials: "same-origin", cache: "no-store", headers: { Accept: "text/html" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.querySelector("[data-generation-detail]");
+        if (!fresh) throw new Error("no detail block");
+        var adopted = document.importNode(fresh, true);
+        container.replaceWith(adopted);
+        bindConfirms(adopted);
+      })
+      .catch(function () {
+        window.location.reload();
+      });
+  }
+
+  /* ---- Confirmations (delete) ------------------------------------------------ */
+
+  function bindConfirms(root) {
+    var forms = root.querySelectorAll("form[data-confirm]");
+    for (var i = 0; i < forms.length; i++) {
+      forms[i].addEventListener("submit", function (event) {
+        if (!window.confirm(this.getAttribute("data-confirm"))) event.preventDefault();
+      });
+    }
+  }
+
+  function init() {
+    var form = document.querySelector("[data-generate-form]");
+    if (form && window.fetch) new GeneratePage(form);
+    var watched = document.querySelector("[data-generation-detail][data-watch]");
+    if (watched && window.fetch) watchDetail(watched);
+    bindConfirms(document);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

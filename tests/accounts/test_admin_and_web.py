@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from accounts.models import ProvisioningStatus, User
+from tests.factories import UserFactory
+from tests.sandbox_server import SandboxControl
+
+pytestmark = pytest.mark.django_db
+
+
+def test_web_root_and_health_answer_200(client) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert b"Create an account" in response.content
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok"}
+
+
+def test_signup_through_allauth_provisions_the_user(
+    client, sandbox: SandboxControl, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("account_signup"),
+            {"email": "new@example.com", "password1": "a-Long-pass-123", "password2": "a-Long-pass-123"},
+        )
+    assert response.status_code == 302
+    user = User.objects.get(email="new@example.com")
+    assert user.provisioning_status == ProvisioningStatus.PROVISIONED
+    assert [u["externalUserId"] for u in sandbox.users()] == [user.external_user_id]
+    home = client.get("/")
+    assert user.external_user_id.encode() in home.content
+
+
+def test_admin_shows_provisioning_state_and_deactivates_upstream(
+    client, sandbox: SandboxControl, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        staff = User.objects.create_superuser(email="staff@example.com", password="pw-staff-123")
+        user = UserFactory(email="member@example.com")
+    client.force_login(staff)
+
+    changelist = client.get(reverse("admin:accounts_user_changelist"))
+    assert changelist.status_code == 200
+    assert user.external_user_id.encode() in changelist.content
+    assert b"Provisioned" in changelist.content
+
+    change = client.get(reverse("admin:accounts_user_change", args=[user.pk]))
+    assert change.status_code == 200
+    assert b"Provisioning status" in change.content
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:accounts_user_changelist"),
+            {"action": "deactivate_users", "_selected_action": [user.pk]},
+        )
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.is_active is False
+    upstream = {u["externalUserId"]: u["status"] for u in sandbox.users()}
+    assert upstream[user.external_user_id] == "inactive"
+
+
+def test_deactivated_user_loses_their_session(client, django_capture_on_commit_callbacks) -> None:
+    from accounts.services import user_set_active
+
+    with django_capture_on_commit_callbacks():
+        user = UserFactory()
+        client.force_login(user)
+        assert client.get("/").context["user"].is_authenticated
+        user_set_active(user=user, is_active=False, acting_user=None)
+    assert not client.get("/").context["user"].is_authenticated
+
+
+def test_seed_demo_creates_the_demo_users_and_provisions_them(
+    sandbox: SandboxControl, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    users = {u.email: u for u in User.objects.all()}
+    assert set(users) == {"admin@example.com", "alice@example.com", "bob@example.com"}
+    assert users["alice@example.com"].external_user_id == "py-user-001"
+    assert users["bob@example.com"].external_user_id == "py-user-002"
+    assert users["admin@example.com"].is_staff is True
+    assert all(u.provisioning_status == ProvisioningStatus.PROVISIONED for u in users.values())
+    assert {u["externalUserId"] for u in sandbox.users()} == {
+        u.external_user_id for u in users.values()
+    }
+
+    # Running it again keeps the users and re-provisions them (the sandbox forgets on restart).
+    sandbox.reset()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    assert User.objects.count() == 3
+    assert len(sandbox.users()) == 3

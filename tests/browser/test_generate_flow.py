@@ -1,0 +1,171 @@
+"""The generate page in a real Chromium: submit, watch progress, see the image.
+
+Runs the whole stack on loopback: the live server (this process), a real Celery
+worker process and the sandbox standing in for pymthouse and Livepeer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from accounts.models import ProvisioningStatus, User
+from inference.models import Generation, GenerationStatus
+from tests.inference.helpers import wait_for
+from tests.sandbox_server import SandboxControl
+from tests.worker import WorkerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # Nothing but loopback: every other host name fails to resolve.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+]
+SCREENSHOT_DIR = Path(settings.BASE_DIR) / "var" / "test"
+EMAIL = "e2e@example.com"
+PASSWORD = "pw-e2e-12345"  # noqa: S105
+PROMPT = "A lighthouse on a cliff at dusk, volumetric light, oil painting"
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an asyncio loop in this thread; the ORM calls
+    # this test makes between browser steps are still plain synchronous calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+def test_generate_without_reload_then_find_it_in_the_gallery(
+    live_server, sandbox: SandboxControl, worker_process: WorkerProcess, browser_page
+) -> None:
+    sandbox.set_config(runnerLatencySeconds=2.0)  # long enough to watch it run
+    user = User.objects.create_user(email=EMAIL, password=PASSWORD)
+    wait_for(
+        lambda: User.objects.get(pk=user.pk).provisioning_status
+        == ProvisioningStatus.PROVISIONED,
+        timeout=30,
+    )
+    page = browser_page
+    console_errors: list[str] = []
+    page.on(
+        "console",
+        lambda m: console_errors.append(f"{m.text} {m.location.get('url', '')}")
+        if m.type == "error" and not m.location.get("url", "").endswith("/favicon.ico")
+        else None,
+    )
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+
+    # Sign in through the allauth form.
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=login]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("form button[type=submit]")
+    assert "/accounts/login/" not in page.url
+
+    # Generate.
+    generate_url = f"{live_server.url}/generate/"
+    page.goto(generate_url)
+    page.fill("#id_prompt", PROMPT)
+    page.click("label.chip:has-text('Square (small)')")
+    assert page.is_checked("input[name=size][value='512x512']")
+    # Record every status and stage the page shows, to check what was displayed.
+    page.evaluate(
+        """() => {
+            window.__seen = [];
+            const card = document.querySelector('[data-progress-card]');
+            const record = () => {
+                const badge = card.querySelector('[data-status-badge]').textContent;
+                const stage = card.querySelector('[data-progress-stage]').textContent;
+                const value = card.querySelector('[data-progress-bar]').getAttribute('aria-valuenow');
+                window.__seen.push(badge + '|' + stage + '|' + value);
+            };
+            new MutationObserver(record).observe(card, {subtree: true, childList: true, characterData: true, attributes: true});
+        }"""
+    )
+    page.click("[data-submit]")
+
+    card = page.locator("[data-progress-card]")
+    card.wait_for(state="visible")
+    assert page.locator("[data-submit]").is_disabled()
+    page.locator("[data-status-badge].running").wait_for(timeout=60_000)
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "browser-generate-running.png"))
+    page.locator("[data-status-badge].succeeded").wait_for(timeout=90_000)
+    assert page.url == generate_url  # no navigation happened
+
+    generation = Generation.objects.get(owner=user)
+    assert generation.status == GenerationStatus.SUCCEEDED
+    assert card.locator("[data-progress-stage]").inner_text().startswith("Done in ")
+    assert card.locator("[data-progress-bar]").get_attribute("aria-valuenow") == "100"
+    seen = page.evaluate("window.__seen")
+    assert any(entry.startswith("Running|") for entry in seen), seen
+    assert any(entry.startswith("Succeeded|Done in ") for entry in seen), seen
+    assert page.get_attribute("[data-progress-card] .progress-status", "aria-live") == "polite"
+
+    image = page.locator("[data-result-image]")
+    image.wait_for(state="visible")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-result-image]');"
+        " return i.complete && i.naturalWidth > 0; }"
+    )
+    natural = page.evaluate(
+        "() => { const i = document.querySelector('[data-result-image]');"
+        " return [i.naturalWidth, i.naturalHeight]; }"
+    )
+    assert natural == [512, 512]
+    assert page.get_attribute("[data-result-detail]", "href") == f"/generations/{generation.pk}/"
+    assert page.get_attribute("[data-result-download]", "href") == (
+        f"/generations/{generation.pk}/image?download=1"
+    )
+    # The new image also leads the "Recent" strip.
+    first_recent = page.locator("[data-recent-grid] .gen-card-link").first
+    assert first_recent.get_attribute("href") == f"/generations/{generation.pk}/"
+    assert not page.locator("[data-submit]").is_disabled()
+
+    page.wait_for_timeout(800)  # let the progress bar finish its transition
+    page.screenshot(path=str(SCREENSHOT_DIR / "browser-generate.png"), full_page=True)
+
+    # The detail page renders the finished image and its facts.
+    page.goto(f"{live_server.url}/generations/{generation.pk}/")
+    page.wait_for_function("() => document.querySelector('.detail-image').naturalWidth === 512")
+    assert page.locator("[data-status-badge]").inner_text() == "Succeeded"
+    page.screenshot(path=str(SCREENSHOT_DIR / "browser-detail.png"), full_page=True)
+
+    # And the gallery lists it.
+    page.goto(f"{live_server.url}/gallery/")
+    card_link = page.locator(f"a.gen-card-link[href='/generations/{generation.pk}/']")
+    card_link.wait_for(state="visible")
+    gallery_image = card_link.locator("img")
+    assert gallery_image.get_attribute("loading") == "lazy"
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gen-thumb img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    page.screenshot(path=str(SCREENSHOT_DIR / "browser-gallery.png"), full_page=True)
+
+    assert console_errors == []

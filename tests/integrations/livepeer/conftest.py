@@ -1,0 +1,107 @@
+"""Fixtures for the Livepeer client tests: real credentials from the sandbox, a guard."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from integrations.livepeer import GatewayCredentials, ImageRequest, SignerCredentials
+from integrations.livepeer.signer import clear_payer_address_cache
+from integrations.pymthouse import PymthouseClient
+from tests.sandbox_server import SandboxControl
+
+MODEL = "ByteDance/SDXL-Lightning"
+RUNNER_1 = "/runner/bytedance-sdxl-lightning-1/image"
+RUNNER_2 = "/runner/bytedance-sdxl-lightning-2/image"
+PAYMENT_PATH = "/signer/generate-live-payment"
+SIGNER_INFO_PATH = "/signer/sign-orchestrator-info"
+DISCOVERY_PATH = "/signer/discover-orchestrators"
+GATEWAY_PATH = "/text-to-image"
+
+
+class RecordingGuard:
+    """A PaymentGuard that records the order of calls (and what was confirmed)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.confirmed: list[tuple[str | None, str | None]] = []
+
+    def claim(self) -> None:
+        self.calls.append("claim")
+
+    def release(self) -> None:
+        self.calls.append("release")
+
+    def confirm(self, *, manifest_id: str | None, runner_url: str | None) -> None:
+        self.calls.append("confirm")
+        self.confirmed.append((manifest_id, runner_url))
+
+
+def png_size(content: bytes) -> tuple[int, int]:
+    """Width and height from the IHDR chunk (independent of the client's own parser)."""
+    assert content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert content[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", content[16:24])
+    return width, height
+
+
+def image_request(**overrides: Any) -> ImageRequest:
+    values: dict[str, Any] = {
+        "request_id": f"gen-{uuid.uuid4().hex[:12]}",
+        "model_id": MODEL,
+        "prompt": "a lighthouse at dusk",
+        "negative_prompt": "",
+        "width": 640,
+        "height": 384,
+        "seed": 1234,
+    }
+    values.update(overrides)
+    return ImageRequest(**values)
+
+
+def calls(sandbox: SandboxControl, path: str, method: str = "POST") -> list[dict[str, Any]]:
+    """Requests the sandbox saw with exactly this method and path."""
+    return [r for r in sandbox.requests(path) if r["method"] == method and r["path"] == path]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_payer_cache() -> Iterator[None]:
+    clear_payer_address_cache()
+    yield
+    clear_payer_address_cache()
+
+
+@pytest.fixture
+def guard() -> RecordingGuard:
+    return RecordingGuard()
+
+
+@pytest.fixture
+def external_user_id() -> str:
+    return f"lp-user-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def signer_credentials(
+    client: PymthouseClient, sandbox: SandboxControl, external_user_id: str
+) -> SignerCredentials:
+    """A real 300 s signer session for a fresh user, minted by the pymthouse client."""
+    session = client.mint_signer_session(external_user_id=external_user_id)
+    credentials = SignerCredentials.from_signer_session(session)
+    sandbox.clear_requests()
+    return credentials
+
+
+@pytest.fixture
+def gateway_credentials(
+    client: PymthouseClient, sandbox: SandboxControl, external_user_id: str
+) -> GatewayCredentials:
+    """A real 900 s user JWT (``sign:job``) for a fresh user, against the sandbox gateway."""
+    client.upsert_user(external_user_id=external_user_id)
+    token = client.mint_user_token(external_user_id=external_user_id)
+    sandbox.clear_requests()
+    return GatewayCredentials(gateway_url=sandbox.url, bearer_token=token.access_token)

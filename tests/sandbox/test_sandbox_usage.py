@@ -1,0 +1,264 @@
+"""Usage, balance and identities: shapes, groupings, anti-enumeration 404s, lag, 503."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+
+from tests.sandbox.helpers import APP_ID, BASIC, M2M_ID, provision, signer_session
+from tests.sandbox_server import SandboxControl
+
+SDXL = "ByteDance/SDXL-Lightning"
+FLUX = "black-forest-labs/FLUX.1-schnell"
+PRICE = 4768371
+# 1024x1024: 4_999_999_389_696 wei -> ceil(14999.998169088) = 15000 micros
+# 512x512:   1_249_999_847_424 wei -> ceil(3749.999542272)  = 3750 micros
+FEE_1024, USD_1024 = 1024 * 1024 * PRICE, 15000
+FEE_512, USD_512 = 512 * 512 * PRICE, 3750
+USAGE_PATHS = ["/api/v1/builder/apps/{app}/usage", "/api/v1/apps/{app}/usage"]
+BALANCE_PATHS = ["/api/v1/builder/apps/{app}/usage/balance", "/api/v1/apps/{app}/usage/balance"]
+TODAY = datetime.now(UTC).date().isoformat()
+
+
+def generate(
+    http: requests.Session,
+    base: str,
+    user: str,
+    side: int,
+    model: str = SDXL,
+    request_id: str = "r",
+) -> None:
+    token = signer_session(http, base, user)["access_token"]
+    response = http.post(
+        f"{base}/text-to-image",
+        json={"model_id": model, "prompt": "p", "width": side, "height": side},
+        headers={"Authorization": f"Bearer {token}", "X-Request-Id": request_id},
+    )
+    assert response.status_code == 200, response.text
+
+
+def usage(
+    http: requests.Session, base: str, path: str = USAGE_PATHS[0], **params: str
+) -> requests.Response:
+    return http.get(base + path.format(app=APP_ID), auth=BASIC, params=params)
+
+
+@pytest.fixture
+def two_users(http: requests.Session, base: str) -> None:
+    """alpha: two 1024² SDXL images; beta: one 512² FLUX image."""
+    generate(http, base, "alpha", 1024, request_id="a1")
+    generate(http, base, "alpha", 1024, request_id="a2")
+    generate(http, base, "beta", 512, model=FLUX, request_id="b1")
+
+
+@pytest.mark.parametrize("path", USAGE_PATHS)
+@pytest.mark.usefixtures("two_users")
+def test_totals(http: requests.Session, base: str, path: str) -> None:
+    response = usage(http, base, path)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    total = str(2 * USD_1024 + USD_512)
+    assert response.json() == {
+        "clientId": APP_ID,
+        "source": "openmeter",
+        "period": {"start": None, "end": None},
+        "totals": {
+            "requestCount": 3,
+            "currency": "USD",
+            "networkFeeUsdMicros": total,
+            "ownerChargeUsdMicros": total,
+            "platformFeeUsdMicros": "0",
+        },
+    }
+
+
+@pytest.mark.usefixtures("two_users")
+def test_group_by_user(http: requests.Session, base: str) -> None:
+    body = usage(http, base, groupBy="user").json()
+    assert body["byUser"] == [
+        {"endUserId": "alpha", "externalUserId": "alpha", "userType": "system_managed",
+         "identifier": "alpha", "currency": "USD", "networkFeeUsdMicros": "30000",
+         "ownerChargeUsdMicros": "30000", "requestCount": 2},
+        {"endUserId": "beta", "externalUserId": "beta", "userType": "system_managed",
+         "identifier": "beta", "currency": "USD", "networkFeeUsdMicros": "3750",
+         "ownerChargeUsdMicros": "3750", "requestCount": 1},
+    ]  # fmt: skip
+    filtered = usage(http, base, groupBy="user", userId="beta").json()
+    assert [row["externalUserId"] for row in filtered["byUser"]] == ["beta"]
+    assert filtered["totals"]["networkFeeUsdMicros"] == "3750"
+
+
+@pytest.mark.usefixtures("two_users")
+def test_group_by_pipeline_model_daily_and_manifest(http: requests.Session, base: str) -> None:
+    by_model = usage(http, base, groupBy="pipeline_model").json()["byPipelineModel"]
+    assert by_model == [
+        {"pipeline": "text-to-image", "modelId": SDXL, "currency": "USD", "requestCount": 2,
+         "networkFeeUsdMicros": "30000", "ownerChargeUsdMicros": "30000"},
+        {"pipeline": "text-to-image", "modelId": FLUX, "currency": "USD", "requestCount": 1,
+         "networkFeeUsdMicros": "3750", "ownerChargeUsdMicros": "3750"},
+    ]  # fmt: skip
+
+    response = usage(http, base, groupBy="daily_pipeline")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "userId is required when groupBy=daily_pipeline"},
+    )
+    daily = usage(http, base, groupBy="daily_pipeline", userId="alpha").json()["byDailyPipeline"]
+    assert daily == [
+        {"pipeline": "text-to-image", "modelId": SDXL, "date": TODAY, "requestCount": 2,
+         "currency": "USD", "networkFeeUsdMicros": "30000", "ownerChargeUsdMicros": "30000"}
+    ]  # fmt: skip
+
+    manifests = usage(http, base, groupBy="manifest", userId="alpha").json()["byManifest"]
+    assert len(manifests) == 2
+    assert list(manifests[0]) == [
+        "manifestId", "currency", "networkFeeUsdMicros", "networkFeeUsdExact",
+        "ownerChargeUsdMicros", "feeWei", "billableSecs", "pipeline", "modelId",
+    ]  # fmt: skip
+    assert [row["feeWei"] for row in manifests] == [str(FEE_1024), str(FEE_1024)]
+    assert manifests[0]["networkFeeUsdExact"] == "0.014999998169088"
+    assert manifests[0]["networkFeeUsdMicros"] == "15000"
+    assert sum(int(row["feeWei"]) for row in manifests) == 2 * FEE_1024
+
+    unknown = usage(http, base, groupBy="bogus").json()
+    assert set(unknown) == {"clientId", "source", "period", "totals"}
+
+
+@pytest.mark.usefixtures("two_users")
+def test_date_filters(http: requests.Session, base: str) -> None:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    body = usage(http, base, startDate=TODAY, endDate=tomorrow).json()
+    assert body["period"] == {"start": TODAY, "end": tomorrow}
+    assert body["totals"]["requestCount"] == 3
+    future = usage(http, base, startDate=tomorrow).json()
+    assert future["totals"] == {
+        "requestCount": 0, "currency": "USD", "networkFeeUsdMicros": "0",
+        "ownerChargeUsdMicros": "0", "platformFeeUsdMicros": "0",
+    }  # fmt: skip
+    assert usage(http, base, endDate=TODAY).json()["totals"]["requestCount"] == 0
+
+    response = usage(http, base, startDate="not-a-date")
+    assert (response.status_code, response.json()) == (400, {"error": "Invalid startDate format"})
+    response = usage(http, base, endDate="2026-13-45")
+    assert (response.status_code, response.json()) == (400, {"error": "Invalid endDate format"})
+
+
+def m2m_bearer(http: requests.Session, base: str) -> dict[str, str]:
+    token = http.post(
+        f"{base}/api/v1/oidc/token",
+        auth=BASIC,
+        data={"grant_type": "client_credentials", "scope": "users:read"},
+    ).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("path", [*USAGE_PATHS, *BALANCE_PATHS, "/api/v1/apps/{app}/identities"])
+def test_any_auth_failure_is_404(http: requests.Session, base: str, path: str) -> None:
+    url = base + path.format(app=APP_ID)
+    params = {"externalUserId": "x"}
+    not_found = {"error": "Not found"}
+    attempts = [
+        http.get(url, params=params),
+        http.get(url, params=params, auth=(M2M_ID, "nope")),
+        http.get(url, params=params, auth=(APP_ID, BASIC[1])),
+        http.get(url, params=params, headers=m2m_bearer(http, base)),
+        http.get(base + path.format(app="app_a48e23c27a31a63d0b4996f2"), params=params, auth=BASIC),
+    ]
+    assert [(r.status_code, r.json()) for r in attempts] == [(404, not_found)] * len(attempts)
+
+
+def test_lag_hides_fresh_events(http: requests.Session, base: str, control: SandboxControl) -> None:
+    control.set_config(usageLagSeconds=1.0)
+    generate(http, base, "alpha", 512)
+    assert usage(http, base).json()["totals"]["requestCount"] == 0
+    assert len(control.events()) == 1
+    identities = http.get(f"{base}/api/v1/apps/{APP_ID}/identities", auth=BASIC).json()
+    assert identities["identities"][0]["requestCount"] == 0
+    time.sleep(1.1)
+    assert usage(http, base).json()["totals"]["requestCount"] == 1
+
+
+def test_openmeter_absent_switch(
+    http: requests.Session, base: str, control: SandboxControl
+) -> None:
+    control.set_config(openMeterEnabled=False)
+    absent = {"error": "OpenMeter not configured (OPENMETER_URL required)"}
+    for path in USAGE_PATHS:
+        response = usage(http, base, path, groupBy="user")
+        assert (response.status_code, response.json()) == (503, absent)
+    for path in BALANCE_PATHS:
+        response = usage(http, base, path, externalUserId="alpha")
+        assert (response.status_code, response.json()) == (
+            503,
+            {"error": "OpenMeter not configured"},
+        )
+    response = http.get(f"{base}/api/v1/apps/{APP_ID}/identities", auth=BASIC)
+    assert (response.status_code, response.json()) == (503, absent)
+    control.set_config(openMeterEnabled=True)
+    assert usage(http, base).status_code == 200
+
+
+@pytest.mark.parametrize("path", BALANCE_PATHS)
+def test_balance(http: requests.Session, base: str, control: SandboxControl, path: str) -> None:
+    generate(http, base, "alpha", 1024)
+    response = usage(http, base, path, externalUserId="alpha")
+    assert response.status_code == 200
+    assert response.json() == {
+        "externalUserId": "alpha",
+        "balanceUsdMicros": "4985000",
+        "remainingUsdMicros": "4985000",
+        "lifetimeGrantedUsdMicros": "5000000",
+        "consumedUsdMicros": "15000",
+        "hasAccess": True,
+    }
+    control.set_balance("alpha", 0)
+    drained = usage(http, base, path, externalUserId="alpha").json()
+    assert (drained["balanceUsdMicros"], drained["consumedUsdMicros"], drained["hasAccess"]) == (
+        "0",
+        "15000",
+        False,
+    )
+    missing = usage(http, base, path)
+    assert (missing.status_code, missing.json()) == (400, {"error": "externalUserId is required"})
+    nobody = usage(http, base, path, externalUserId="nobody").json()
+    assert (nobody["balanceUsdMicros"], nobody["hasAccess"]) == ("0", False)
+
+
+@pytest.mark.usefixtures("two_users")
+def test_identities(http: requests.Session, base: str) -> None:
+    provision(http, base, "gamma", email="gamma@example.test")
+    response = http.get(f"{base}/api/v1/apps/{APP_ID}/identities", auth=BASIC)
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == ["appId", "appName", "cycle", "identities"]
+    assert body["appId"] == APP_ID
+    assert body["cycle"]["start"].endswith("-01T00:00:00.000Z")
+    rows = body["identities"]
+    assert [row["externalUserId"] for row in rows] == ["alpha", "beta", "gamma"]
+    alpha = rows[0]
+    assert list(alpha) == [
+        "externalUserId", "appUserId", "label", "email", "status", "provisioned", "apiKey",
+        "apiKeyCount", "requestCount", "networkFeeUsdMicros", "billableSecs", "lastActiveDate",
+        "createdAt",
+    ]  # fmt: skip
+    assert (alpha["requestCount"], alpha["networkFeeUsdMicros"]) == (2, "30000")
+    assert (alpha["status"], alpha["provisioned"], alpha["lastActiveDate"]) == (
+        "active",
+        True,
+        TODAY,
+    )
+    gamma = rows[2]
+    assert (gamma["email"], gamma["requestCount"], gamma["lastActiveDate"]) == (
+        "gamma@example.test",
+        0,
+        None,
+    )
+    response = http.get(
+        f"{base}/api/v1/apps/{APP_ID}/identities",
+        auth=BASIC,
+        params={"startDate": "2026-01-01", "endDate": "2027-06-01"},
+    )
+    assert (response.status_code, response.json()) == (400, {"error": "Invalid date range"})
