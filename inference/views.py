@@ -48,8 +48,7 @@ IMAGE_CACHE_CONTROL = "private, max-age=3600"
 # Extra guidance shown next to a failure message, by error code.
 FAILURE_HINTS: dict[str, str] = {
     "insufficient_credit": (
-        "Nothing was charged for this image. Top up your pymthouse balance, "
-        "then use “Generate similar” to try again."
+        "Top up your pymthouse balance, then use “Generate similar” to try again."
     ),
     "upstream_unavailable": "This is on the network's side, not yours; your prompt is fine.",
     "model_unavailable": "Pick another model with “Generate similar”.",
@@ -194,10 +193,11 @@ def detail(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
 @require_safe
 def image(request: HttpRequest, generation_id: uuid.UUID) -> FileResponse:
     generation = _get_owned_or_404(request, generation_id)
-    if generation.status != GenerationStatus.SUCCEEDED or not generation.image:
+    name = generation.image.name
+    if generation.status != GenerationStatus.SUCCEEDED or not name:
         raise Http404("No image for this generation.")
     try:
-        handle = generation.image.storage.open(generation.image.name, "rb")
+        handle = generation.image.storage.open(name, "rb")
     except FileNotFoundError as exc:
         logger.warning("generation %s: image file is missing", generation.pk)
         raise Http404("No image for this generation.") from exc

@@ -28,6 +28,7 @@ DEFAULT_MODELS = ("ByteDance/SDXL-Lightning", "black-forest-labs/FLUX.1-schnell"
 APP_ALLOWED_SCOPES = ("openid", "sign:job", "users:read", "users:write", "users:token")
 
 RUNNER_MODES = ("sync", "queue")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 class ConfigError(ValueError):
@@ -211,6 +212,10 @@ def load_settings(
     )
     if not models:
         raise ConfigError("SANDBOX_MODELS must name at least one model")
+    resolved_log_level = (log_level or env.get("SANDBOX_LOG_LEVEL") or "info").lower()
+    if resolved_log_level not in LOG_LEVELS:
+        # No "trace": uvicorn's trace level would log ASGI messages, headers included.
+        raise ConfigError(f"SANDBOX_LOG_LEVEL must be one of: {', '.join(LOG_LEVELS)}")
     runtime = RuntimeConfig(
         usage_lag_seconds=parse_seconds(
             env.get("SANDBOX_USAGE_LAG_SECONDS", "0"), "SANDBOX_USAGE_LAG_SECONDS"
@@ -246,6 +251,6 @@ def load_settings(
         m2m_client_id=env.get("PYMTHOUSE_M2M_CLIENT_ID") or DEFAULT_M2M_CLIENT_ID,
         m2m_client_secret=env.get("PYMTHOUSE_M2M_CLIENT_SECRET") or DEFAULT_M2M_CLIENT_SECRET,
         models=models,
-        log_level=(log_level or env.get("SANDBOX_LOG_LEVEL") or "info").lower(),
+        log_level=resolved_log_level,
         runtime_defaults=runtime,
     )

@@ -30,13 +30,17 @@ def _is_loopback(request: Request) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.") or host.startswith("::ffff:127.")
 
 
-async def _json_body(request: Request) -> Any:
+async def _json_body(request: Request, *, decimal_floats: bool = False) -> Any:
+    """The JSON body; ``decimal_floats`` parses fractions as Decimal (config: ethUsd stays exact).
+
+    Fault bodies keep Python's float parsing so a float a test sends (``1e+21``) is served
+    back with the same text.
+    """
     raw = await request.body()
     if not raw.strip():
         return {}
     try:
-        # Decimals, not floats: ethUsd and money must stay exact.
-        return json.loads(raw, parse_float=Decimal)
+        return json.loads(raw, parse_float=Decimal if decimal_floats else float)
     except ValueError as exc:
         raise ControlError(f"invalid JSON: {exc}") from exc
 
@@ -121,23 +125,12 @@ def parse_fault(body: Any) -> Fault:
         method=method.upper() if method != "*" else "*",
         path=path,
         status=status,
-        body=_plain_json(body.get("body")),
+        body=body.get("body"),
         headers=headers,
         delay=delay,
         drop=drop,
         times=times,
     )
-
-
-def _plain_json(value: Any) -> Any:
-    """Turn Decimals from the control parser back into JSON numbers for fault bodies."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _plain_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain_json(item) for item in value]
-    return value
 
 
 async def faults(request: Request) -> Response:
@@ -160,7 +153,7 @@ async def config(request: Request) -> Response:
     state = get_state(request)
     if request.method == "PUT":
         try:
-            body = await _json_body(request)
+            body = await _json_body(request, decimal_floats=True)
         except ControlError as exc:
             return _bad_request(str(exc))
         if not isinstance(body, dict):

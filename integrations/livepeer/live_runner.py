@@ -23,12 +23,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING
-from typing import Any, Literal
+from decimal import ROUND_CEILING, Decimal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from integrations.livepeer.config import LivepeerConfig
 from integrations.livepeer.errors import (
@@ -120,7 +120,10 @@ def payment_type_for_unit(unit: str) -> str | None:
     return None
 
 
-def max_price(price: PriceInfo, markup: Any) -> dict[str, str]:
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def max_price(price: PriceInfo, markup: Decimal) -> dict[str, str]:
     """``maxPrice`` for the signer: the advertised price × markup, rounded up, as a string."""
     ceiling = (price.price * markup).to_integral_value(rounding=ROUND_CEILING)
     return {"price": str(int(ceiling)), "currency": price.currency, "unit": price.unit}
@@ -563,7 +566,7 @@ class _LiveRunnerCall:
             tickets_paid=self.tickets_paid,
         )
 
-    def _parse(self, model: type[Any], payload: Any, *, what: str) -> Any:
+    def _parse(self, model: type[ModelT], payload: object, *, what: str) -> ModelT:
         try:
             return model.model_validate(payload)
         except ValidationError as exc:
@@ -661,12 +664,11 @@ class _LiveRunnerCall:
             return None
         if response.status_code != 200:
             raise self._paid_failure(response, "GET", status_url)
-        parsed: QueueStatus = self._parse(
+        return self._parse(
             QueueStatus,
             parse_json(response, what="queue status", request_id=self.request_id),
             what="queue status",
         )
-        return parsed
 
     def _get_json(self, url: str, *, step: str) -> Any:
         """GET a JSON result, retrying transient failures (a GET spends nothing)."""

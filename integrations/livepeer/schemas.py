@@ -89,9 +89,14 @@ class SignerInfo(_Wire):
     signature: str = Field(min_length=1, repr=False)
 
 
+#: Header values we forward must be visible ASCII (base64 in practice), so an odd value
+#: can never make ``requests`` quote it in an exception.
+HEADER_VALUE = r"^[\x21-\x7e]+$"
+
+
 class PaymentResponse(_Wire):
-    payment: str = Field(min_length=1, repr=False)
-    seg_creds: str | None = Field(default=None, alias="segCreds", repr=False)
+    payment: str = Field(min_length=1, pattern=HEADER_VALUE, repr=False)
+    seg_creds: str | None = Field(default=None, alias="segCreds", pattern=HEADER_VALUE, repr=False)
     state: dict[str, Any] | None = Field(default=None, repr=False)
 
 

@@ -51,7 +51,6 @@ class LivepeerSession(requests.Session):
     def __init__(self, *, default_timeout: tuple[float, float], pool_maxsize: int = 4) -> None:
         super().__init__()
         self.default_timeout = default_timeout
-        self.max_redirects = 0
         self.headers["User-Agent"] = USER_AGENT
         self.headers["Accept"] = "application/json"
         self.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))

@@ -8,6 +8,7 @@ unwrapped, through :func:`raw_token`, where they are put on the wire.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias, runtime_checkable
 from urllib.parse import urlsplit
@@ -25,11 +26,20 @@ class RevealsSecret(Protocol):
 Token: TypeAlias = "str | RevealsSecret"  # noqa: S105 -- a type, not a secret
 
 
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+", re.ASCII)
+
+
 def raw_token(token: Token) -> str:
-    """The raw bearer value of ``token``. Call only where it is sent over the wire."""
+    """The raw bearer value of ``token``. Call only where it is sent over the wire.
+
+    Only visible ASCII is accepted: ``requests`` quotes an invalid header value in its
+    exception text, which would put the token into tracebacks.
+    """
     value = token if isinstance(token, str) else token.reveal()
     if not isinstance(value, str) or not value:
         raise ValueError("a bearer token must be a non-empty string")
+    if not _HEADER_SAFE.fullmatch(value):
+        raise ValueError("a bearer token may only contain visible ASCII characters")
     return value
 
 

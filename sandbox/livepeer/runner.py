@@ -212,6 +212,8 @@ async def payment(request: Request) -> Response:
 routes = [
     Route("/runner/{name}/image", run_image, methods=["POST"]),
     Route("/runner/{name}/refresh-payment", refresh_payment, methods=["POST"]),
+    # Clients that derive it from payment_url ("{payment_url}/refresh-payment") land here.
+    Route("/runner/{name}/payment/refresh-payment", refresh_payment, methods=["POST"]),
     Route("/runner/{name}/payment", payment, methods=["POST"]),
     Route("/runner/{name}/requests/{request_id}/status", queue_status, methods=["GET"]),
     Route("/runner/{name}/requests/{request_id}", queue_response, methods=["GET"]),

@@ -347,6 +347,7 @@
     card.querySelector("[data-progress-prompt]").textContent = data.prompt || "";
     var skeleton = card.querySelector("[data-result-skeleton]");
     skeleton.style.aspectRatio = data.width + " / " + data.height;
+    skeleton.style.width = Math.min(100, (100 * data.width) / data.height) + "%";
     skeleton.hidden = false;
     renderProgress(card, data);
     this.setBusy(true, "Generating…");
@@ -371,6 +372,7 @@
       },
       onGone: function () {
         showError(card.querySelector("[data-progress-error]"), "This image was deleted.");
+        card.querySelector("[data-result-skeleton]").hidden = true;
         self.setBusy(false);
       },
     });
@@ -415,7 +417,6 @@
     link.href = data.detail_url;
     var thumb = document.createElement("div");
     thumb.className = "gen-thumb";
-    thumb.style.aspectRatio = data.width + " / " + data.height;
     if (data.status === "succeeded" && data.image_url) {
       var img = document.createElement("img");
       img.src = data.image_url;

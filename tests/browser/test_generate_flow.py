@@ -66,17 +66,18 @@ def test_generate_without_reload_then_find_it_in_the_gallery(
     sandbox.set_config(runnerLatencySeconds=2.0)  # long enough to watch it run
     user = User.objects.create_user(email=EMAIL, password=PASSWORD)
     wait_for(
-        lambda: User.objects.get(pk=user.pk).provisioning_status
-        == ProvisioningStatus.PROVISIONED,
+        lambda: User.objects.get(pk=user.pk).provisioning_status == ProvisioningStatus.PROVISIONED,
         timeout=30,
     )
     page = browser_page
     console_errors: list[str] = []
     page.on(
         "console",
-        lambda m: console_errors.append(f"{m.text} {m.location.get('url', '')}")
-        if m.type == "error" and not m.location.get("url", "").endswith("/favicon.ico")
-        else None,
+        lambda m: (
+            console_errors.append(f"{m.text} {m.location.get('url', '')}")
+            if m.type == "error" and not m.location.get("url", "").endswith("/favicon.ico")
+            else None
+        ),
     )
     page.on("pageerror", lambda exc: console_errors.append(str(exc)))
 
@@ -102,10 +103,13 @@ def test_generate_without_reload_then_find_it_in_the_gallery(
             const record = () => {
                 const badge = card.querySelector('[data-status-badge]').textContent;
                 const stage = card.querySelector('[data-progress-stage]').textContent;
-                const value = card.querySelector('[data-progress-bar]').getAttribute('aria-valuenow');
+                const bar = card.querySelector('[data-progress-bar]');
+                const value = bar.getAttribute('aria-valuenow');
                 window.__seen.push(badge + '|' + stage + '|' + value);
             };
-            new MutationObserver(record).observe(card, {subtree: true, childList: true, characterData: true, attributes: true});
+            new MutationObserver(record).observe(
+                card, {subtree: true, childList: true, characterData: true, attributes: true}
+            );
         }"""
     )
     page.click("[data-submit]")
@@ -164,8 +168,67 @@ def test_generate_without_reload_then_find_it_in_the_gallery(
     gallery_image = card_link.locator("img")
     assert gallery_image.get_attribute("loading") == "lazy"
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.gen-thumb img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('.gen-thumb img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
     )
     page.screenshot(path=str(SCREENSHOT_DIR / "browser-gallery.png"), full_page=True)
 
     assert console_errors == []
+
+
+def test_detail_page_follows_a_running_generation_until_it_finishes(
+    live_server, sandbox: SandboxControl, browser_page
+) -> None:
+    from django.core.files.base import ContentFile
+    from django.utils import timezone
+
+    from tests.inference.test_views import _png
+
+    user = User.objects.create_user(email=EMAIL, password=PASSWORD)
+    generation = Generation.objects.create(
+        owner=user,
+        prompt=PROMPT,
+        model_id="ByteDance/SDXL-Lightning",
+        width=512,
+        height=512,
+        status=GenerationStatus.RUNNING,
+        stage="paying",
+        started_at=timezone.now(),
+    )
+    page = browser_page
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=login]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("form button[type=submit]")
+    detail_url = f"{live_server.url}/generations/{generation.pk}/"
+    page.goto(detail_url)
+    assert page.locator("[data-progress-stage]").inner_text() == "Paying the runner…"
+
+    Generation.objects.filter(pk=generation.pk).update(stage="generating")
+    page.wait_for_function(
+        "() => document.querySelector('[data-progress-stage]').textContent"
+        " === 'Generating your image…'"
+    )
+    assert page.get_attribute("[data-progress-bar]", "aria-valuenow") == "65"
+
+    generation.image.save(f"{generation.pk}.png", ContentFile(_png(512, 512)), save=False)
+    try:
+        Generation.objects.filter(pk=generation.pk).update(
+            status=GenerationStatus.SUCCEEDED,
+            stage="done",
+            image=generation.image.name,
+            finished_at=timezone.now(),
+        )
+        page.wait_for_function(
+            "() => { const i = document.querySelector('.detail-image');"
+            " return i && i.complete && i.naturalWidth === 512; }"
+        )
+        assert page.url == detail_url  # swapped in place, no navigation
+        assert page.locator("[data-status-badge]").inner_text() == "Succeeded"
+        assert page.locator("[data-progress-bar]").count() == 0
+        assert page.locator("a:has-text('Download')").get_attribute("href") == (
+            f"/generations/{generation.pk}/image?download=1"
+        )
+    finally:
+        Path(generation.image.path).unlink(missing_ok=True)

@@ -210,7 +210,7 @@ def test_generate_page_prefills_from_query(alice_client: Client) -> None:
     assert 'value="42"' in html
     # 640x640 is not a preset: offered as its own chip, checked.
     assert 'name="size" value="640x640" data-width="640" data-height="640" checked' in html
-    assert "<details class=\"advanced\" open>" in html
+    assert '<details class="advanced" open>' in html
 
 
 def test_post_creates_redirects_and_enqueues_exactly_once(
@@ -302,7 +302,9 @@ def test_post_keeps_what_the_user_typed_on_error(alice_client: Client) -> None:
     assert ">fog</textarea>" in html
     assert 'name="size" value="576x1024" data-width="576" data-height="1024" checked' in html
     assert 'value="nope"' in html
-    assert 'id="id_seed"' in html and 'aria-invalid="true"' in html
+    assert 'id="id_seed" autocomplete="off"' in html
+    assert 'data-invalid-message="Seed must be a whole number between 0 and 4294967295."' in html
+    assert html.count('aria-invalid="true"') == 1  # only the seed
 
 
 def test_post_rate_limited_is_a_429_with_message(
@@ -366,7 +368,9 @@ def test_gallery_cards_show_images_or_status_placeholders(
 
     html = alice_client.get(GALLERY_URL).content.decode()
 
-    assert f'<img src="/generations/{done.pk}/image" alt="a lighthouse at dusk" loading="lazy"' in html
+    assert (
+        f'<img src="/generations/{done.pk}/image" alt="a lighthouse at dusk" loading="lazy"' in html
+    )
     assert f'href="/generations/{failed.pk}/"' in html
     assert '<span class="badge failed">Failed</span>' in html
     assert f"/generations/{failed.pk}/image" not in html
@@ -427,7 +431,11 @@ def test_detail_while_running_shows_progress_and_pending_cost(
     alice_client: Client, alice: User
 ) -> None:
     generation = _generation(
-        alice, status=GenerationStatus.RUNNING, stage="generating", seed=9, started_at=timezone.now()
+        alice,
+        status=GenerationStatus.RUNNING,
+        stage="generating",
+        seed=9,
+        started_at=timezone.now(),
     )
 
     html = alice_client.get(f"/generations/{generation.pk}/").content.decode()
@@ -454,7 +462,9 @@ def test_detail_of_failed_generation_shows_message(alice_client: Client, alice: 
 
     html = alice_client.get(f"/generations/{generation.pk}/").content.decode()
 
-    assert "<strong>You&#x27;re out of credit. Add funds to keep generating images.</strong>" in html
+    assert (
+        "<strong>You&#x27;re out of credit. Add funds to keep generating images.</strong>" in html
+    )
     assert "Top up your pymthouse balance" in html
     assert '<span class="badge failed" data-status-badge>Failed</span>' in html
     assert "?download=1" not in html
@@ -608,7 +618,9 @@ def test_usd_micros_filter_is_integer_only(value, expected) -> None:
 
 def test_exact_intcomma_keeps_every_digit() -> None:
     assert exact_intcomma(2**255) == f"{2**255:,}"
-    assert exact_intcomma("123456789012345678901234567890") == "123,456,789,012,345,678,901,234,567,890"
+    assert exact_intcomma("123456789012345678901234567890") == (
+        "123,456,789,012,345,678,901,234,567,890"
+    )
     assert exact_intcomma(1.5) == ""
 
 

@@ -13,7 +13,7 @@ from tests.sandbox_server import SandboxControl
 
 
 @pytest.fixture
-def client(sandbox: SandboxControl, settings: Any) -> Iterator[PymthouseClient]:
+def client(sandbox: SandboxControl) -> Iterator[PymthouseClient]:
     """A client built from the (possibly overridden) settings; closed afterwards.
 
     Tests that override settings build their own with ``PymthouseClient.from_settings()``.

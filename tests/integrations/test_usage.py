@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
+from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -16,6 +19,7 @@ from integrations.pymthouse import (
     PymthouseClient,
     PymthouseProtocolError,
     PymthouseUnavailableError,
+    SecretToken,
     UsageReport,
 )
 from tests.integrations.conftest import app_path, builder_path, calls
@@ -27,6 +31,22 @@ USAGE = builder_path("/usage")
 BALANCE = builder_path("/usage/balance")
 IDENTITIES = app_path("/identities")
 MAX_UINT256 = 2**256 - 1
+
+
+def _generate_image(
+    sandbox: SandboxControl, token: SecretToken, *, model_id: str, side: int = 512
+) -> None:
+    """One paid inference on the sandbox gateway: how usage events come to exist."""
+    request = urllib.request.Request(
+        f"{sandbox.url}/text-to-image",
+        data=json.dumps({"model_id": model_id, "prompt": "a lighthouse", "width": side,
+                         "height": side}).encode(),
+        headers={"Authorization": f"Bearer {token.reveal()}", "Content-Type": "application/json"},
+        method="POST",
+    )  # fmt: skip
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as response:
+        assert response.status == 200
 
 
 def _query(record: dict[str, Any]) -> dict[str, list[str]]:
@@ -201,6 +221,63 @@ def test_identities_join_users_with_their_metadata(
     assert not hasattr(rows["u-1"], "api_key")  # per-user keys are never parsed
     (record,) = calls(sandbox, "GET", IDENTITIES)
     assert _query(record) == {"startDate": ["2026-01-01"], "endDate": ["2026-12-31"]}
+
+
+def test_usage_of_real_inference_for_each_group_by(
+    client: PymthouseClient, sandbox: SandboxControl
+) -> None:
+    # Big enough that fees exceed 2**53 wei (and a float would round them).
+    sandbox.set_config(pricePerPixelWei=str(10**15 + 7))
+    sandbox.set_balance("alice", 10**18)
+    sandbox.set_balance("bob", 10**18)
+    models = sandbox.config()["models"]
+    alice = client.mint_signer_session(external_user_id="alice").access_token
+    bob = client.mint_signer_session(external_user_id="bob").access_token
+    _generate_image(sandbox, alice, model_id=models[0])
+    _generate_image(sandbox, alice, model_id=models[1], side=256)
+    _generate_image(sandbox, bob, model_id=models[0], side=768)
+    events = sandbox.events()
+    assert len(events) == 3
+    micros_by_user: dict[str, int] = defaultdict(int)
+    micros_by_model: dict[str, int] = defaultdict(int)
+    for event in events:
+        micros_by_user[event["externalUserId"]] += int(event["usdMicros"])
+        micros_by_model[event["modelId"]] += int(event["usdMicros"])
+    total = sum(micros_by_user.values())
+
+    flat = client.usage()
+    assert (flat.totals.request_count, flat.totals.network_fee_usd_micros) == (3, total)
+
+    by_user = {row.external_user_id: row for row in client.usage(group_by="user").by_user}
+    assert {user: (row.request_count, row.network_fee_usd_micros)
+            for user, row in by_user.items()} == {
+        "alice": (2, micros_by_user["alice"]),
+        "bob": (1, micros_by_user["bob"]),
+    }  # fmt: skip
+
+    by_model = client.usage(group_by="pipeline_model").by_pipeline_model
+    assert {row.model_id: row.network_fee_usd_micros for row in by_model} == micros_by_model
+    assert {row.pipeline for row in by_model} == {"text-to-image"}
+
+    manifests = client.usage(group_by="manifest", user_id="alice").by_manifest
+    assert {row.manifest_id: row.fee_wei for row in manifests} == {
+        event["manifestId"]: int(event["feeWei"])
+        for event in events
+        if event["externalUserId"] == "alice"
+    }
+    assert all(row.fee_wei > 2**53 for row in manifests)
+    assert sum(row.fee_wei for row in manifests) == (512 * 512 + 256 * 256) * (10**15 + 7)
+
+
+def test_usage_lags_behind_inference(client: PymthouseClient, sandbox: SandboxControl) -> None:
+    sandbox.set_config(usageLagSeconds=60)
+    token = client.mint_signer_session(external_user_id="alice").access_token
+    _generate_image(sandbox, token, model_id=sandbox.config()["models"][0])
+
+    report = client.usage(group_by="user")
+
+    assert len(sandbox.events()) == 1
+    assert (report.totals.request_count, report.by_user) == (0, ())
 
 
 # --- exact money through the parser, over HTTP --------------------------------------------

@@ -222,3 +222,14 @@ def test_balances_users_and_reset(
     assert http.get(f"{base}{HEALTH}").status_code == 200
     with pytest.raises(SandboxError, match="400"):
         control.set_balance("x", 1.5)  # type: ignore[arg-type]
+
+
+def test_fault_bodies_are_served_as_sent(
+    http: requests.Session, base: str, control: SandboxControl
+) -> None:
+    body = {"feeWei": 1e21, "ratio": 0.1, "big": 2**256 - 1, "nested": [{"x": None}]}
+    control.add_fault("GET", "/api/v1/builder/apps/*", status=200, body=body)
+    response = http.get(f"{base}/api/v1/builder/apps/{APP_ID}/usage")
+    assert response.text == (
+        '{"feeWei":1e+21,"ratio":0.1,"big":' + str(2**256 - 1) + ',"nested":[{"x":null}]}'
+    )

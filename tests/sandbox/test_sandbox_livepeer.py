@@ -228,9 +228,10 @@ def test_runner_validation_and_refresh(http: requests.Session, base: str) -> Non
     assert http.post(f"{runner}/image", json={"size": "8x8"}).status_code == 400
     assert http.post(f"{base}/runner/nope/image", json={"prompt": "p"}).status_code == 404
 
-    refreshed = http.post(f"{runner}/refresh-payment", json={"manifest_id": "abc123"})
-    assert refreshed.status_code == 200
-    assert refreshed.json()["manifest_id"] == "abc123"
+    for path in ("refresh-payment", "payment/refresh-payment"):
+        refreshed = http.post(f"{runner}/{path}", json={"manifest_id": "abc123"})
+        assert refreshed.status_code == 200
+        assert refreshed.json()["manifest_id"] == "abc123"
 
 
 def test_runner_latency_and_queue_mode(
@@ -378,5 +379,5 @@ def test_hundreds_of_slow_requests_in_flight(base: str, control: SandboxControl)
         statuses = list(pool.map(one, range(200)))
     elapsed = time.monotonic() - started
     assert statuses == [200] * 200
-    assert elapsed < 6, elapsed
+    assert elapsed < 10, elapsed  # serially this would take 200 s
     assert len(control.events()) == 200

@@ -17,6 +17,7 @@ import pytest
 from integrations.livepeer import (
     LivepeerAuthError,
     LivepeerBadRequestError,
+    LivepeerError,
     LivepeerInsufficientBalanceError,
     LivepeerModelUnavailableError,
     LivepeerOutcomeUnknownError,
@@ -301,6 +302,10 @@ def test_refresh_480_once_then_success_pays_once(
     assert result.tickets_paid == 1
     assert png_size(result.images[0].content) == (640, 384)
     assert [r["status"] for r in calls(sandbox, PAYMENT_PATH)] == [480, 200]
+    # Fresh params came from {payment_url}/refresh-payment, not from a new challenge.
+    refresh = "/runner/bytedance-sdxl-lightning-1/payment/refresh-payment"
+    assert [r["status"] for r in calls(sandbox, refresh)] == [200]
+    assert [r["status"] for r in calls(sandbox, RUNNER_1)] == [402, 200]
     events = sandbox.events()
     assert [e["gatewayRequestId"] for e in events] == [request.request_id]
     assert events[0]["manifestId"] == result.manifest_id
@@ -318,6 +323,8 @@ def test_refresh_480_three_times_gives_up_retryably_without_paying(
     assert error.status == 480
     assert guard.calls == ["claim", "release"] * 3
     assert len(calls(sandbox, PAYMENT_PATH)) == 3
+    refresh = "/runner/bytedance-sdxl-lightning-1/payment/refresh-payment"
+    assert len(calls(sandbox, refresh)) == 2
     assert sandbox.events() == []
     assert [r["status"] for r in calls(sandbox, RUNNER_1)].count(200) == 0
 
@@ -336,7 +343,7 @@ def test_terminal_signer_answers_release_the_claim(
     signer_credentials: SignerCredentials,
     guard: RecordingGuard,
     status: int,
-    error_class: type[Exception],
+    error_class: type[LivepeerError],
     message: str,
 ) -> None:
     sandbox.add_fault("POST", PAYMENT_PATH, status=status, body={"error": {"message": message}})
@@ -436,6 +443,20 @@ def test_signer_dropping_the_connection_is_outcome_unknown(
     assert [r["status"] for r in calls(sandbox, RUNNER_1)] == [402]
 
 
+def test_refresh_endpoint_failing_falls_back_to_a_new_challenge(
+    sandbox: SandboxControl, signer_credentials: SignerCredentials, guard: RecordingGuard
+) -> None:
+    sandbox.add_fault("POST", PAYMENT_PATH, status=480, times=1)
+    sandbox.add_fault("POST", "/runner/bytedance-sdxl-lightning-1/payment/*", status=404)
+
+    request, result = generate(signer_credentials, guard)
+
+    assert guard.calls == ["claim", "release", "claim", "confirm"]
+    assert [r["status"] for r in calls(sandbox, RUNNER_1)] == [402, 402, 200]
+    assert [e["gatewayRequestId"] for e in sandbox.events()] == [request.request_id]
+    assert sandbox.events()[0]["manifestId"] == result.manifest_id
+
+
 def test_signer_504_from_a_proxy_is_outcome_unknown(
     sandbox: SandboxControl, signer_credentials: SignerCredentials, guard: RecordingGuard
 ) -> None:
@@ -445,6 +466,19 @@ def test_signer_504_from_a_proxy_is_outcome_unknown(
 
     assert error.status == 504
     assert guard.calls == ["claim"]
+
+
+def test_signer_200_without_a_usable_payment_is_confirmed_and_never_retried(
+    sandbox: SandboxControl, signer_credentials: SignerCredentials, guard: RecordingGuard
+) -> None:
+    sandbox.add_fault("POST", PAYMENT_PATH, status=200, body={"payment": "", "segCreds": "x"})
+
+    _, error = generate_error(signer_credentials, guard, LivepeerProtocolError)
+
+    assert "without a usable payment" in str(error)
+    assert guard.calls == ["claim", "confirm"]
+    assert len(calls(sandbox, PAYMENT_PATH)) == 1
+    assert [r["status"] for r in calls(sandbox, RUNNER_1)] == [402]
 
 
 def test_guard_refusing_the_claim_sends_nothing(
@@ -493,7 +527,9 @@ def test_paid_call_failing_once_resends_the_same_payment(
     assert len(calls(sandbox, PAYMENT_PATH)) == 1
     assert [e["gatewayRequestId"] for e in sandbox.events()] == [request.request_id]
     statuses = [r["status"] for r in calls(sandbox, RUNNER_1)]
-    assert statuses[0] == 402 and statuses[-1] == 200 and len(statuses) == 3
+    assert len(statuses) == 3
+    assert statuses[0] == 402
+    assert statuses[2] == 200
     assert calls(sandbox, RUNNER_2) == []
 
 
@@ -512,6 +548,25 @@ def test_paid_call_failing_three_times_fails_terminally_without_paying_again(
     assert len(calls(sandbox, PAYMENT_PATH)) == 1
     assert [e["gatewayRequestId"] for e in sandbox.events()] == [request.request_id]
     assert [r["status"] for r in calls(sandbox, RUNNER_1)] == [402, 503, 503, 503]
+    assert calls(sandbox, RUNNER_2) == []
+
+
+def test_paid_call_read_timeout_never_buys_a_second_ticket(
+    sandbox: SandboxControl,
+    signer_credentials: SignerCredentials,
+    guard: RecordingGuard,
+    settings: Any,
+) -> None:
+    settings.LIVEPEER_READ_TIMEOUT = 0.3
+    sandbox.set_config(runnerLatencySeconds=1.0)
+
+    _, error = generate_error(signer_credentials, guard, LivepeerPaidCallFailedError)
+
+    assert error.retryable is False
+    assert "not paying again" in str(error)
+    assert guard.calls == ["claim", "confirm"]
+    assert len(calls(sandbox, PAYMENT_PATH)) == 1
+    assert len(sandbox.events()) == 1
     assert calls(sandbox, RUNNER_2) == []
 
 
@@ -587,11 +642,16 @@ def test_failed_queue_job_is_terminal(
     settings.LIVEPEER_QUEUE_POLL_INTERVAL = 0.05
     sandbox.set_config(runnerMode="queue", runnerLatencySeconds=30)
     sandbox.add_fault(
-        "GET", "/runner/*/status", status=200, body={"status": "FAILED", "error": "OOM"}
+        "GET",
+        "/runner/bytedance-sdxl-lightning-1/requests/*",
+        status=200,
+        body={"status": "FAILED", "error": "OOM"},
     )
 
+    started = time.monotonic()
     _, error = generate_error(signer_credentials, guard, LivepeerPaidCallFailedError)
 
+    assert time.monotonic() - started < 5
     assert "failed" in str(error)
     assert guard.calls == ["claim", "confirm"]
     assert len(calls(sandbox, PAYMENT_PATH)) == 1

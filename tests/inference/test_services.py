@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from inference.models import Generation, GenerationStatus
+from inference.services import generation_delete, generations_reconcile
+from tests.factories import UserFactory
+from tests.inference.helpers import png_size, read
+from tests.sandbox_server import SandboxControl
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def user(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks():
+        return UserFactory(email="verify@example.com")
+
+
+def test_time_limits_are_ordered_for_safe_redelivery() -> None:
+    http_timeouts = [
+        settings.LIVEPEER_READ_TIMEOUT + settings.LIVEPEER_CONNECT_TIMEOUT,
+        settings.LIVEPEER_SIGNER_READ_TIMEOUT + settings.LIVEPEER_CONNECT_TIMEOUT,
+        settings.LIVEPEER_QUEUE_TIMEOUT,
+        settings.PYMTHOUSE_READ_TIMEOUT + settings.PYMTHOUSE_CONNECT_TIMEOUT,
+    ]
+    # the production value of the Redis broker's redelivery timeout
+    from config import settings as production
+
+    visibility_timeout = 3600
+    assert 'visibility_timeout": 3600' in open(production.__file__).read()  # noqa: SIM115
+    assert visibility_timeout > settings.INFERENCE_TIME_LIMIT > settings.INFERENCE_SOFT_TIME_LIMIT
+    assert settings.INFERENCE_SOFT_TIME_LIMIT > max(http_timeouts)
+    from inference.tasks import generation_run_task
+
+    assert generation_run_task.acks_late is True
+    assert generation_run_task.reject_on_worker_lost is True
+    assert generation_run_task.soft_time_limit == settings.INFERENCE_SOFT_TIME_LIMIT
+    assert generation_run_task.time_limit == settings.INFERENCE_TIME_LIMIT
+    assert settings.CELERY_WORKER_PREFETCH_MULTIPLIER == 1
+
+
+def test_verify_inference_command_runs_one_generation(sandbox: SandboxControl, user) -> None:
+    out = io.StringIO()
+    call_command(
+        "verify_inference", email="verify@example.com", size="640x384", seed=11, stdout=out
+    )
+
+    generation = Generation.objects.get()
+    output = out.getvalue()
+    assert generation.status == GenerationStatus.SUCCEEDED
+    assert f"generation id / gatewayRequestId  {generation.pk}" in output
+    assert f"image                             {generation.image.path}" in output
+    assert f"manifest id                       {generation.manifest_id}" in output
+    assert "tickets paid                      1" in output
+    assert png_size(read(generation.image.path)) == (640, 384)
+    (event,) = sandbox.events()
+    assert event["gatewayRequestId"] == str(generation.pk)
+    assert event["externalUserId"] == user.external_user_id
+
+
+def test_verify_inference_command_fails_loudly_when_out_of_credit(
+    sandbox: SandboxControl, user
+) -> None:
+    sandbox.set_balance(user.external_user_id, 0)
+    with pytest.raises(CommandError, match="generation failed: insufficient_credit"):
+        call_command("verify_inference", email="verify@example.com", stdout=io.StringIO())
+    assert sandbox.events() == []
+
+
+def test_verify_inference_command_needs_a_user(sandbox: SandboxControl) -> None:
+    with pytest.raises(CommandError, match="No such user"):
+        call_command("verify_inference", email="nobody@example.com", stdout=io.StringIO())
+    assert sandbox.requests() == []
+
+
+def test_reconcile_requeues_lost_messages_and_fails_abandoned_runs(
+    sandbox: SandboxControl, user, django_capture_on_commit_callbacks
+) -> None:
+    now = timezone.now()
+    base = {"owner": user, "prompt": "p", "model_id": "ByteDance/SDXL-Lightning", "width": 512, "height": 512}
+    lost = Generation.objects.create(**base)
+    fresh = Generation.objects.create(**base)
+    abandoned = Generation.objects.create(
+        **base,
+        status=GenerationStatus.RUNNING,
+        started_at=now - timedelta(hours=1),
+        attempt_started_at=now - timedelta(hours=1),
+        payment_claimed_at=now - timedelta(hours=1),
+    )
+    live = Generation.objects.create(
+        **base, status=GenerationStatus.RUNNING, started_at=now, attempt_started_at=now
+    )
+    Generation.objects.filter(pk=lost.pk).update(created_at=now - timedelta(minutes=20))
+
+    result = generations_reconcile()  # tasks run inline in tests: the lost one completes
+
+    assert result == {"requeued": 1, "interrupted": 1}
+    assert Generation.objects.get(pk=lost.pk).status == GenerationStatus.SUCCEEDED
+    assert Generation.objects.get(pk=fresh.pk).status == GenerationStatus.QUEUED
+    abandoned.refresh_from_db()
+    assert (abandoned.status, abandoned.error_code) == (GenerationStatus.FAILED, "interrupted")
+    assert Generation.objects.get(pk=live.pk).status == GenerationStatus.RUNNING
+    assert [e["gatewayRequestId"] for e in sandbox.events()] == [str(lost.pk)]
+
+
+def test_delete_removes_the_image_file_after_commit(
+    sandbox: SandboxControl, user, django_capture_on_commit_callbacks
+) -> None:
+    call_command("verify_inference", email="verify@example.com", stdout=io.StringIO())
+    generation = Generation.objects.get()
+    path = generation.image.path
+    assert read(path)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        generation_delete(generation=generation, acting_user=user)
+
+    assert not Generation.objects.exists()
+    with pytest.raises(FileNotFoundError):
+        read(path)
