@@ -73,6 +73,7 @@ TASK_RETRY_BACKOFF_MAX_SECONDS = 1.0
 CELERY_TASK_ALWAYS_EAGER = env.bool("TEST_CELERY_EAGER", default=True)
 if not REDIS_URL:
     _broker_dir = TEST_VAR_DIR / "celery" / "queue"
+    _broker_dir.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
