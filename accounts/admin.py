@@ -14,7 +14,7 @@ from accounts.services import user_provision_schedule, user_set_active
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(DjangoUserAdmin[User]):
     ordering = ("-date_joined",)
     list_display = (
         "email",
@@ -61,9 +61,7 @@ class UserAdmin(DjangoUserAdmin):
         ),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )
-    add_fieldsets = (
-        (None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),
-    )
+    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
     actions = ("deactivate_users", "reactivate_users", "retry_provisioning")
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:

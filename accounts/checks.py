@@ -6,6 +6,7 @@ Ids are stable: accounts.E001-E009 are errors, accounts.W001-W009 warnings.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,7 +43,7 @@ def _check_url(name: str, value: Any) -> list[CheckMessage]:
 
 @register(Tags.compatibility, deploy=False)
 def check_pymthouse_settings(
-    app_configs: list[AppConfig] | None = None, **kwargs: Any
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     messages += _check_url("PYMTHOUSE_URL", settings.PYMTHOUSE_URL)

@@ -34,9 +34,7 @@ class UserManager(BaseUserManager["User"]):
 
     use_in_migrations = True
 
-    def create_user(
-        self, email: str, password: str | None = None, **extra_fields: Any
-    ) -> User:
+    def create_user(self, email: str, password: str | None = None, **extra_fields: Any) -> User:
         from accounts.services import user_create
 
         return user_create(email=email, password=password, **extra_fields)
@@ -102,18 +100,17 @@ class User(AbstractUser):
     def __str__(self) -> str:
         return self.email
 
-    @classmethod
-    def from_db(cls, db: str | None, field_names: Any, values: Any) -> User:
-        instance = super().from_db(db, field_names, values)
-        instance._loaded_external_user_id = instance.__dict__.get("external_user_id")
-        return instance
-
     def save(self, *args: Any, **kwargs: Any) -> None:
         # Invariant guard, not business logic: the upstream key is write-once.
-        loaded = getattr(self, "_loaded_external_user_id", None)
-        if loaded is not None and loaded != self.external_user_id:
+        if (
+            self.pk is not None
+            and not self._state.adding
+            and type(self)
+            .objects.filter(pk=self.pk)
+            .exclude(external_user_id=self.external_user_id)
+            .exists()
+        ):
             raise ValidationError(
                 {"external_user_id": "The pymthouse external user id cannot change."}
             )
         super().save(*args, **kwargs)
-        self._loaded_external_user_id = self.external_user_id

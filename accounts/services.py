@@ -88,9 +88,7 @@ def user_provision(*, user_id: int) -> User | None:
         if user is None:
             return None
         sent_active = user.is_active
-        User.objects.filter(pk=user_id).update(
-            provisioning_attempts=F("provisioning_attempts") + 1
-        )
+        User.objects.filter(pk=user_id).update(provisioning_attempts=F("provisioning_attempts") + 1)
         result = client.upsert_user(
             external_user_id=user.external_user_id,
             email=user.email,
@@ -151,4 +149,3 @@ def users_provision_pending(*, older_than: timedelta = timedelta(minutes=5)) -> 
     for user_id in user_ids:
         provision_user_task.delay(user_id)
     return len(user_ids)
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-
 import random
 
 from celery import Task, shared_task
@@ -30,7 +29,7 @@ def retry_countdown(*, retries: int, retry_after: float | None) -> float:
     countdown = base / 2 + random.uniform(0, base / 2)  # noqa: S311 (jitter, not crypto)
     if retry_after is not None:
         countdown = max(countdown, retry_after)
-    return round(countdown, 3)
+    return round(float(countdown), 3)
 
 
 @shared_task(

@@ -28,7 +28,7 @@ def parse_wei(value: object) -> int:
     non-ASCII digits (``"１２３"``), blanks and values over 78 digits.
     """
     if isinstance(value, bool):
-        raise ValueError("wei amount must be an integer, not a boolean")
+        raise ValueError("wei amount must be an integer, not a boolean")  # noqa: TRY004
     if isinstance(value, int):
         number = value
     elif isinstance(value, str):
@@ -36,7 +36,9 @@ def parse_wei(value: object) -> int:
             raise ValueError(f"wei amount must be plain ASCII digits, got {value!r}")
         number = int(value)
     else:
-        raise ValueError(f"wei amount must be an integer or digit string, got {type(value).__name__}")
+        raise ValueError(  # noqa: TRY004  (one error type for every bad amount)
+            f"wei amount must be an integer or digit string, got {type(value).__name__}"
+        )
     if not 0 <= number <= UINT256_MAX:
         raise ValueError("wei amount must be between 0 and 2**256 - 1")
     return number
@@ -53,7 +55,7 @@ class WeiFormField(forms.CharField):
             raise ValidationError(str(exc), code="invalid_wei") from exc
 
 
-class WeiField(models.Field[int, int]):
+class WeiField(models.Field[int | None, int | None]):
     description = "Non-negative integer amount in wei (up to 2**256 - 1)"
 
     def db_type(self, connection: BaseDatabaseWrapper) -> str:
@@ -77,7 +79,9 @@ class WeiField(models.Field[int, int]):
             return value
         return str(value)
 
-    def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> int | None:
+    def from_db_value(
+        self, value: Any, expression: Any, connection: BaseDatabaseWrapper
+    ) -> int | None:
         if value is None:
             return None
         # psycopg returns Decimal for numeric; exact for integers of any size.

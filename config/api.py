@@ -29,11 +29,13 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
     """Input the schema rejects is a 400 with one message per field."""
     errors: dict[str, str] = {}
     for error in exc.errors:
-        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "payload", "query", "path")]
+        location = [
+            str(part)
+            for part in error.get("loc", ())
+            if part not in ("body", "payload", "query", "path")
+        ]
         errors[".".join(location) or "body"] = str(error.get("msg", "Invalid value."))
-    return api.create_response(
-        request, {"detail": "Invalid input.", "errors": errors}, status=400
-    )
+    return api.create_response(request, {"detail": "Invalid input.", "errors": errors}, status=400)
 
 
 @api.exception_handler(AuthenticationError)

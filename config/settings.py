@@ -36,7 +36,7 @@ DEBUG: bool = env.bool("DJANGO_DEBUG", default=True)
 SANDBOX_DEMO_PUBLIC_CLIENT_ID = "app_b50c8e3d43c6d3641cae2e66"
 SANDBOX_DEMO_M2M_CLIENT_ID = "m2m_b50c8e3d43c6d3641cae2e66"
 SANDBOX_DEMO_M2M_CLIENT_SECRET = (
-    "pmth_cs_d219242171aaac09ef84f4b5af2f26e2abf754b68d78b9462ca567a2e8a0cbfe"
+    "pmth_cs_d219242171aaac09ef84f4b5af2f26e2abf754b68d78b9462ca567a2e8a0cbfe"  # noqa: E501, S105  (published sandbox credential)
 )
 
 
@@ -109,9 +109,7 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------
 DATABASES = {
-    "default": env.db_url(
-        "DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
-    ),
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
@@ -278,9 +276,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
 # Studio API keys: they are a pymthouse Builder app's public id (app_…) and
 # its machine-to-machine sibling (m2m_… + pmth_cs_… secret).
 PYMTHOUSE_URL: str = env.str("PYMTHOUSE_URL", default="http://127.0.0.1:8765").rstrip("/")
-PYMTHOUSE_ISSUER: str = env.str(
-    "PYMTHOUSE_ISSUER", default=f"{PYMTHOUSE_URL}/api/v1/oidc"
-).rstrip("/")
+PYMTHOUSE_ISSUER: str = env.str("PYMTHOUSE_ISSUER", default=f"{PYMTHOUSE_URL}/api/v1/oidc").rstrip(
+    "/"
+)
 PYMTHOUSE_PUBLIC_CLIENT_ID: str = env.str(
     "PYMTHOUSE_PUBLIC_CLIENT_ID", default=SANDBOX_DEMO_PUBLIC_CLIENT_ID if DEBUG else ""
 )
@@ -300,9 +298,7 @@ PYMTHOUSE_READ_TIMEOUT: float = env.float("PYMTHOUSE_READ_TIMEOUT", default=15.0
 PYMTHOUSE_TOKEN_EXPIRY_SKEW_SECONDS: int = env.int(
     "PYMTHOUSE_TOKEN_EXPIRY_SKEW_SECONDS", default=60
 )
-PYMTHOUSE_DISCOVERY_CACHE_SECONDS: int = env.int(
-    "PYMTHOUSE_DISCOVERY_CACHE_SECONDS", default=300
-)
+PYMTHOUSE_DISCOVERY_CACHE_SECONDS: int = env.int("PYMTHOUSE_DISCOVERY_CACHE_SECONDS", default=300)
 PYMTHOUSE_MAX_RETRIES: int = env.int("PYMTHOUSE_MAX_RETRIES", default=2)
 
 # --- Image generation (Livepeer) -------------------------------------------

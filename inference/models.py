@@ -96,7 +96,9 @@ class Generation(models.Model):
         indexes = [models.Index(fields=["owner", "-created_at"], name="generation_owner_recent")]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(width__gte=64, width__lte=2048, height__gte=64, height__lte=2048),
+                condition=models.Q(
+                    width__gte=64, width__lte=2048, height__gte=64, height__lte=2048
+                ),
                 name="generation_size_bounds",
             ),
             models.CheckConstraint(

@@ -69,7 +69,9 @@ FAILURE_MESSAGES: dict[str, str] = {
     ),
     "account_unavailable": "Your billing account isn't ready yet. Please try again shortly.",
     "invalid_request": "The image network rejected this request.",
-    "model_unavailable": "Nobody on the network is serving this model right now. Try another model.",
+    "model_unavailable": (
+        "Nobody on the network is serving this model right now. Try another model."
+    ),
     "price_exceeded": "The network's price for this model is above our limit right now.",
     "outcome_unknown": (
         "We lost contact with the network while it was generating. "
@@ -199,7 +201,7 @@ def generation_delete(*, generation: Generation, acting_user: User) -> None:
             raise GenerationConflictError(
                 "This image is still being generated. Delete it once it has finished."
             )
-        image_name = locked.image.name
+        image_name: str = locked.image.name or ""
         storage = locked.image.storage
         locked.delete()
         if image_name:
@@ -368,9 +370,9 @@ def _failure_code(exc: PymthouseError | LivepeerError) -> str:
 
 def _generation_upstream_error(generation: Generation, exc: PymthouseError | LivepeerError) -> None:
     code = _failure_code(exc)
-    payment_claimed = (
-        Generation.objects.filter(pk=generation.pk, payment_claimed_at__isnull=False).exists()
-    )
+    payment_claimed = Generation.objects.filter(
+        pk=generation.pk, payment_claimed_at__isnull=False
+    ).exists()
     if exc.retryable and not payment_claimed:
         Generation.objects.filter(pk=generation.pk, status=GenerationStatus.RUNNING).update(
             status=GenerationStatus.QUEUED, stage="retrying", error_code=code
@@ -412,14 +414,16 @@ def _generation_succeed(generation: Generation, result: InferenceResult) -> Gene
         finished_at=now,
     )
     if not updated:  # deleted or canceled meanwhile: drop the orphan file
-        generation.image.storage.delete(generation.image.name)
+        generation.image.storage.delete(generation.image.name or "")
         return generation
     generation.refresh_from_db()
     logger.info("generation %s succeeded", generation.pk)
     return generation
 
 
-def _generation_fail_locked(generation: Generation, *, code: str, detail: str | None = None) -> None:
+def _generation_fail_locked(
+    generation: Generation, *, code: str, detail: str | None = None
+) -> None:
     message = FAILURE_MESSAGES.get(code, FAILURE_MESSAGES["upstream_failed"])
     if detail:
         message = f"{message} ({detail.strip()[:200]})"
@@ -428,9 +432,7 @@ def _generation_fail_locked(generation: Generation, *, code: str, detail: str | 
     generation.error_code = code
     generation.error_message = message[:500]
     generation.finished_at = timezone.now()
-    generation.save(
-        update_fields=["status", "stage", "error_code", "error_message", "finished_at"]
-    )
+    generation.save(update_fields=["status", "stage", "error_code", "error_message", "finished_at"])
 
 
 def generation_fail(*, generation_id: str, code: str, detail: str | None = None) -> None:

@@ -32,7 +32,12 @@ def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore
     except GenerationRetryableError as exc:
         if self.request.retries < settings.INFERENCE_MAX_RETRIES:
             countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after)
-            logger.info("generation %s: retry %d in %.1fs", generation_id, self.request.retries + 1, countdown)
+            logger.info(
+                "generation %s: retry %d in %.1fs",
+                generation_id,
+                self.request.retries + 1,
+                countdown,
+            )
             raise self.retry(exc=exc, countdown=countdown) from exc
         generation_fail(generation_id=generation_id, code="upstream_unavailable")
     except SoftTimeLimitExceeded:

@@ -75,9 +75,7 @@ def sandbox(
 
 
 @pytest.fixture
-def worker_process(
-    transactional_db: Any, sandbox: SandboxControl
-) -> Iterator[WorkerProcess]:
+def worker_process(transactional_db: Any, sandbox: SandboxControl) -> Iterator[WorkerProcess]:
     """A real Celery worker process on the test database, for this test only.
 
     While it runs, this process sends tasks to the broker instead of running

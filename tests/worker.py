@@ -44,7 +44,9 @@ def purge_broker() -> None:
 
 
 class WorkerProcess:
-    def __init__(self, *, name: str = "test", concurrency: int = 1, env: dict[str, str] | None = None):
+    def __init__(
+        self, *, name: str = "test", concurrency: int = 1, env: dict[str, str] | None = None
+    ):
         self.name = name
         self.concurrency = concurrency
         self.extra_env = env or {}
@@ -56,9 +58,17 @@ class WorkerProcess:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(  # noqa: S603
             [
-                sys.executable, "-m", "celery", "-A", "config", "worker",
-                "--pool=prefork", f"--concurrency={self.concurrency}",
-                "--without-heartbeat", "--without-mingle", "--without-gossip",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=prefork",
+                f"--concurrency={self.concurrency}",
+                "--without-heartbeat",
+                "--without-mingle",
+                "--without-gossip",
                 f"--hostname={self.name}-{os.getpid()}@localhost",
                 "--loglevel=INFO",
             ],

@@ -26,7 +26,11 @@ def test_signup_through_allauth_provisions_the_user(
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
             reverse("account_signup"),
-            {"email": "new@example.com", "password1": "a-Long-pass-123", "password2": "a-Long-pass-123"},
+            {
+                "email": "new@example.com",
+                "password1": "a-Long-pass-123",
+                "password2": "a-Long-pass-123",
+            },
         )
     assert response.status_code == 302
     user = User.objects.get(email="new@example.com")

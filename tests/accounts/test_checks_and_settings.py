@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def _ids() -> list[str]:
     from accounts.checks import check_pymthouse_settings
 
-    return [message.id for message in check_pymthouse_settings()]
+    return [message.id for message in check_pymthouse_settings(None)]
 
 
 def test_demo_settings_pass_the_pymthouse_checks() -> None:

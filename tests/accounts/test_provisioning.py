@@ -45,10 +45,14 @@ def test_rolled_back_creation_enqueues_nothing(
 ) -> None:
     from django.db import transaction
 
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with pytest.raises(RuntimeError), transaction.atomic():
+    def create_then_fail() -> None:
+        with transaction.atomic():
             user_create(email="gone@example.com", password="pw-test-12345")
             raise RuntimeError("roll back")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(RuntimeError):
+            create_then_fail()
 
     assert callbacks == []
     assert not User.objects.filter(email="gone@example.com").exists()
@@ -144,7 +148,12 @@ def test_retryable_error_gives_up_after_max_retries(
 @pytest.mark.worker
 def test_retry_after_is_honoured(sandbox: SandboxControl, worker_process: WorkerProcess) -> None:
     sandbox.add_fault(
-        "POST", USERS_PATH, status=429, body={"error": "slow down"}, headers={"Retry-After": "3"}, times=1
+        "POST",
+        USERS_PATH,
+        status=429,
+        body={"error": "slow down"},
+        headers={"Retry-After": "3"},
+        times=1,
     )
 
     user = UserFactory()

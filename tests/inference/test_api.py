@@ -78,7 +78,9 @@ def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
     assert callbacks == []
 
 
-def test_wrongly_typed_input_is_a_400_not_a_422(api: Client, django_capture_on_commit_callbacks) -> None:
+def test_wrongly_typed_input_is_a_400_not_a_422(
+    api: Client, django_capture_on_commit_callbacks
+) -> None:
     response, callbacks = _create(api, django_capture_on_commit_callbacks, width="wide")
 
     assert response.status_code == 400
@@ -141,7 +143,9 @@ def _generation(owner, **fields) -> Generation:
     return Generation.objects.create(owner=owner, **{**defaults, **fields})
 
 
-def test_get_and_list_are_owner_scoped_and_paginated(api: Client, user, django_capture_on_commit_callbacks) -> None:
+def test_get_and_list_are_owner_scoped_and_paginated(
+    api: Client, user, django_capture_on_commit_callbacks
+) -> None:
     mine = [_generation(user, prompt=f"mine {i}") for i in range(3)]
     with django_capture_on_commit_callbacks():
         stranger = UserFactory()

@@ -63,7 +63,13 @@ def test_generation_succeeds_and_pays_exactly_one_ticket(
 def test_signer_outage_before_payment_is_retried_and_pays_once(
     sandbox: SandboxControl, worker_process: WorkerProcess
 ) -> None:
-    sandbox.add_fault("POST", PAYMENT, status=503, body={"error": {"message": "Service Unavailable Error"}}, times=1)
+    sandbox.add_fault(
+        "POST",
+        PAYMENT,
+        status=503,
+        body={"error": {"message": "Service Unavailable Error"}},
+        times=1,
+    )
     user = UserFactory()
 
     generation = _finished(_create(user))
@@ -96,7 +102,9 @@ def test_out_of_credit_at_mint_fails_cleanly_without_calling_the_network(
 def test_insufficient_balance_at_the_signer_fails_without_a_ticket(
     sandbox: SandboxControl, worker_process: WorkerProcess
 ) -> None:
-    sandbox.add_fault("POST", PAYMENT, status=483, body={"error": {"message": "insufficient balance"}})
+    sandbox.add_fault(
+        "POST", PAYMENT, status=483, body={"error": {"message": "insufficient balance"}}
+    )
     user = UserFactory()
 
     generation = _finished(_create(user))
@@ -236,9 +244,14 @@ def test_rolled_back_creation_never_reaches_the_network(
 
     user = UserFactory()
     wait_for(lambda: User.objects.get(pk=user.pk).provisioning_status == "provisioned")
-    with pytest.raises(RuntimeError), transaction.atomic():
-        _create(user)
-        raise RuntimeError("roll back")
+
+    def create_then_fail() -> None:
+        with transaction.atomic():
+            _create(user)
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        create_then_fail()
 
     import time
 

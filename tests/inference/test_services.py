@@ -84,7 +84,13 @@ def test_reconcile_requeues_lost_messages_and_fails_abandoned_runs(
     sandbox: SandboxControl, user, django_capture_on_commit_callbacks
 ) -> None:
     now = timezone.now()
-    base = {"owner": user, "prompt": "p", "model_id": "ByteDance/SDXL-Lightning", "width": 512, "height": 512}
+    base = {
+        "owner": user,
+        "prompt": "p",
+        "model_id": "ByteDance/SDXL-Lightning",
+        "width": 512,
+        "height": 512,
+    }
     lost = Generation.objects.create(**base)
     fresh = Generation.objects.create(**base)
     abandoned = Generation.objects.create(

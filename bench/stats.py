@@ -1,0 +1,82 @@
+"""Samples of one run and the summary figures computed from them."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+PERCENTILES = (50, 95, 99)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile, interpolating linearly between closest ranks.
+
+    Same definition as numpy's default (``method="linear"``), so p50 is the median.
+    """
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    lower, upper = math.floor(position), math.ceil(position)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generation: client-side end to end, plus named stage durations (seconds)."""
+
+    end_to_end: float
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One batch of N generations at a fixed concurrency (closed loop)."""
+
+    label: str
+    samples: list[Sample]
+    wall_seconds: float
+    runner_latency: float
+    upstream_calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def overheads(self) -> list[float]:
+        return [sample.end_to_end - self.runner_latency for sample in self.samples]
+
+    def overhead_ms(self, q: float) -> float:
+        return percentile(self.overheads, q) * 1000
+
+    @property
+    def mean_end_to_end_ms(self) -> float:
+        return statistics.fmean(sample.end_to_end for sample in self.samples) * 1000
+
+    @property
+    def throughput(self) -> float:
+        """Images per second over the wall clock of the whole batch."""
+        return len(self.samples) / self.wall_seconds
+
+    def stage_ms(self, name: str, q: float = 50) -> float | None:
+        values = [sample.stages[name] for sample in self.samples if name in sample.stages]
+        return percentile(values, q) * 1000 if values else None
+
+    def upstream_calls_per_image(self) -> dict[str, float]:
+        count = len(self.samples)
+        return {key: calls / count for key, calls in sorted(self.upstream_calls.items())}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Platform against floor: how many times worse the platform is (>1 = slower)."""
+
+    platform: RunResult
+    floor: RunResult
+
+    def overhead_ratio(self, q: float) -> float:
+        return self.platform.overhead_ms(q) / self.floor.overhead_ms(q)
+
+    @property
+    def throughput_ratio(self) -> float:
+        """Floor throughput / platform throughput."""
+        return self.floor.throughput / self.platform.throughput
