@@ -40,6 +40,27 @@ class RunResult:
     wall_seconds: float
     runner_latency: float
     upstream_calls: dict[str, int] = field(default_factory=dict)
+    #: CPU seconds each component used during the batch ("bench client" = this process).
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def pooled(cls, label: str, batches: Sequence[RunResult]) -> RunResult:
+        """Several batches as one: samples, wall clock, calls and CPU time add up."""
+        calls: dict[str, int] = {}
+        cpu: dict[str, float] = {}
+        for batch in batches:
+            for key, value in batch.upstream_calls.items():
+                calls[key] = calls.get(key, 0) + value
+            for name, seconds in batch.cpu_seconds.items():
+                cpu[name] = cpu.get(name, 0.0) + seconds
+        return cls(
+            label=label,
+            samples=[sample for batch in batches for sample in batch.samples],
+            wall_seconds=sum(batch.wall_seconds for batch in batches),
+            runner_latency=batches[0].runner_latency,
+            upstream_calls=calls,
+            cpu_seconds=cpu,
+        )
 
     @property
     def overheads(self) -> list[float]:
@@ -57,9 +78,18 @@ class RunResult:
         """Images per second over the wall clock of the whole batch."""
         return len(self.samples) / self.wall_seconds
 
-    def stage_ms(self, name: str, q: float = 50) -> float | None:
+    def stage_value(self, name: str, q: float = 50) -> float | None:
+        """Percentile of a stage in its own unit (seconds, or a count), if recorded."""
         values = [sample.stages[name] for sample in self.samples if name in sample.stages]
-        return percentile(values, q) * 1000 if values else None
+        return percentile(values, q) if values else None
+
+    def stage_ms(self, name: str, q: float = 50) -> float | None:
+        value = self.stage_value(name, q)
+        return None if value is None else value * 1000
+
+    def cpu_ms_per_image(self) -> dict[str, float]:
+        count = len(self.samples)
+        return {name: seconds * 1000 / count for name, seconds in self.cpu_seconds.items()}
 
     def upstream_calls_per_image(self) -> dict[str, float]:
         count = len(self.samples)

@@ -1,0 +1,276 @@
+"""``python -m bench``: platform overhead of image generation against a direct-call floor.
+
+Example::
+
+    .venv/bin/python -m bench --n 100 --concurrency 8 --runner-latency 0.5 \\
+        --workers 2 --worker-concurrency 4 --web-workers 4 --write docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import signal
+import sys
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+
+from bench.batch import GenerationFailedError, ImageClient, run_batch
+from bench.floor_run import FloorClient, FloorOptions
+from bench.platform_run import PlatformClient, PlatformOptions, login
+from bench.report import RunContext, load_average, print_table, write_markdown
+from bench.stack import BENCH_PASSWORD, Stack, StackError, StackOptions
+from bench.stats import Comparison, RunResult
+from tests.sandbox_server import SandboxControl
+
+RUNNER_PATH = re.compile(r"^/runner/[^/]+/")
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "Submit N generations through the JSON API with a fixed sandbox runner latency,"
+            " then make the same upstream calls directly (the floor); report overhead"
+            " percentiles, throughput and their ratios."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--n", type=int, default=60, help="measured generations per side")
+    parser.add_argument("--concurrency", type=int, default=6, help="client threads")
+    parser.add_argument(
+        "--runner-latency", type=float, default=0.5, help="sandbox runner latency (s)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=4, help="prefork children per Celery worker"
+    )
+    parser.add_argument("--web-workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="uncounted generations before each batch (default: workers x worker-concurrency)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="split the N generations into this many alternating platform/floor batches",
+    )
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--model", default="ByteDance/SDXL-Lightning")
+    parser.add_argument(
+        "--poll-interval", type=float, default=0.05, help="client poll interval (s)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="give up on one generation after (s)"
+    )
+    parser.add_argument("--write", type=Path, help="(re)write this markdown file's section")
+    parser.add_argument("--json", type=Path, help="also dump every sample to this JSON file")
+    parser.add_argument(
+        "--keep-var-dir", action="store_true", help="keep the temporary var dir and logs"
+    )
+    arguments = parser.parse_args(argv)
+    for name in ("n", "concurrency", "workers", "worker_concurrency", "web_workers", "rounds"):
+        if getattr(arguments, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if arguments.rounds > arguments.n:
+        parser.error("--rounds must not exceed --n")
+    if arguments.runner_latency < 0 or arguments.poll_interval <= 0:
+        parser.error("--runner-latency must be >= 0 and --poll-interval > 0")
+    return arguments
+
+
+def upstream_calls(control: SandboxControl) -> dict[str, int]:
+    """Requests the sandbox served since the log was last cleared, by route and status."""
+    counts: Counter[str] = Counter()
+    for entry in control.requests():
+        path = RUNNER_PATH.sub("/runner/{name}/", entry["path"])
+        counts[f"{entry['method']} {path} -> {entry['status']}"] += 1
+    return dict(counts)
+
+
+def warm_up(client: ImageClient, *, label: str, arguments: argparse.Namespace, count: int) -> None:
+    if count:
+        print(f"{label}: warm-up, {count} generations (not counted)")
+        run_batch(
+            client,
+            count=count,
+            concurrency=min(count, arguments.concurrency),
+            runner_latency=arguments.runner_latency,
+            label=f"{label}-warmup",
+            first_index=1_000_000,
+        )
+
+
+def measure(
+    client: ImageClient,
+    stack: Stack,
+    *,
+    label: str,
+    arguments: argparse.Namespace,
+    count: int,
+    first_index: int,
+) -> RunResult:
+    """One measured batch, with the upstream calls and CPU time it caused."""
+    stack.control.clear_requests()
+    print(f"{label}: {count} generations, concurrency {arguments.concurrency}")
+    cpu_before = cpu_seconds(stack)
+    result = run_batch(
+        client,
+        count=count,
+        concurrency=arguments.concurrency,
+        runner_latency=arguments.runner_latency,
+        label=label,
+        first_index=first_index,
+    )
+    return RunResult(
+        label=result.label,
+        samples=result.samples,
+        wall_seconds=result.wall_seconds,
+        runner_latency=result.runner_latency,
+        upstream_calls=upstream_calls(stack.control),
+        cpu_seconds={
+            name: used - cpu_before.get(name, 0.0) for name, used in cpu_seconds(stack).items()
+        },
+    )
+
+
+def round_sizes(total: int, rounds: int) -> list[int]:
+    """``total`` split into ``rounds`` batches that differ by at most one."""
+    return [total // rounds + (1 if index < total % rounds else 0) for index in range(rounds)]
+
+
+def run_both(
+    stack: Stack, arguments: argparse.Namespace, warmup: int
+) -> tuple[RunResult, RunResult]:
+    """Platform and floor batches, alternating, on the same sandbox.
+
+    Alternating rounds (platform, floor, platform, floor, …) expose both sides to the
+    same background noise on a shared machine; the samples of each side are pooled.
+    """
+    platform_options = PlatformOptions(
+        web_url=stack.web_url,
+        email=stack.email,
+        password=BENCH_PASSWORD,
+        width=arguments.width,
+        height=arguments.height,
+        model_id=arguments.model,
+        poll_interval=arguments.poll_interval,
+        timeout=arguments.timeout,
+    )
+    clients: dict[str, ImageClient] = {
+        "platform": PlatformClient(platform_options, login(platform_options)),
+        "floor": FloorClient(
+            FloorOptions(
+                pymthouse_url=stack.sandbox_url,
+                m2m_client_id=stack.credentials.m2m_client_id,
+                m2m_client_secret=stack.credentials.m2m_client_secret,
+                external_user_id=stack.external_user_id,
+                model_id=arguments.model,
+                width=arguments.width,
+                height=arguments.height,
+            )
+        ),
+    }
+    for label, client in clients.items():
+        warm_up(client, label=label, arguments=arguments, count=warmup)
+    batches: dict[str, list[RunResult]] = {label: [] for label in clients}
+    first_index = 0
+    sizes = round_sizes(arguments.n, arguments.rounds)
+    for round_number, count in enumerate(sizes, start=1):
+        for label, client in clients.items():
+            batches[label].append(
+                measure(
+                    client,
+                    stack,
+                    label=f"{label} (round {round_number}/{len(sizes)})",
+                    arguments=arguments,
+                    count=count,
+                    first_index=first_index,
+                )
+            )
+        first_index += count
+    return (
+        RunResult.pooled("platform", batches["platform"]),
+        RunResult.pooled("floor", batches["floor"]),
+    )
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of each stack component and of this process (the bench client)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {**stack.cpu_seconds(), "bench client": usage.ru_utime + usage.ru_stime}
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the stack's cleanup
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    warmup = (
+        arguments.warmup
+        if arguments.warmup is not None
+        else arguments.workers * arguments.worker_concurrency
+    )
+    options = StackOptions(
+        runner_latency=arguments.runner_latency,
+        web_workers=arguments.web_workers,
+        workers=arguments.workers,
+        worker_concurrency=arguments.worker_concurrency,
+        keep_var_dir=arguments.keep_var_dir,
+    )
+    load_before = load_average()
+    print("starting sandbox, database, gunicorn and Celery workers …")
+    try:
+        with Stack(options) as stack:
+            print(
+                f"stack up: web {stack.web_url}, sandbox {stack.sandbox_url},"
+                f" var dir {stack.var_dir}, backends {stack.backends}"
+            )
+            try:
+                platform, floor = run_both(stack, arguments, warmup)
+            except GenerationFailedError:
+                print(stack.log_tails(), file=sys.stderr)
+                raise
+            backends = stack.backends
+    except GenerationFailedError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    except StackError as exc:
+        print(f"\nSTACK FAILED: {exc}", file=sys.stderr)
+        return 2
+
+    comparison = Comparison(platform=platform, floor=floor)
+    context = RunContext(
+        arguments=vars(arguments), backends=backends, warmup=warmup, load_before=load_before
+    )
+    print_table(comparison, context)
+    if arguments.write:
+        write_markdown(arguments.write, comparison, context)
+        print(f"wrote section {context.section_key!r} of {arguments.write}")
+    if arguments.json:
+        arguments.json.write_text(
+            json.dumps(
+                {
+                    "arguments": {key: str(value) for key, value in vars(arguments).items()},
+                    "backends": backends,
+                    "runs": [asdict(platform), asdict(floor)],
+                },
+                indent=2,
+            )
+        )
+        print(f"wrote samples to {arguments.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
