@@ -231,6 +231,7 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(VAR_DIR / "celery" / "processed"),
         "store_processed": False,
+        "control_folder": str(VAR_DIR / "celery" / "control"),
         "polling_interval": 0.25,
     }
 else:

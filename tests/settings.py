@@ -81,6 +81,7 @@ if not REDIS_URL:
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(TEST_VAR_DIR / "celery" / "processed"),
         "store_processed": False,
+        "control_folder": str(TEST_VAR_DIR / "celery" / "control"),
         "polling_interval": 0.1,
     }
 
