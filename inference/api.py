@@ -25,17 +25,6 @@ from inference.models import Generation, GenerationStatus
 
 router = Router(auth=django_auth, tags=["generations"])
 
-STAGE_PROGRESS = {
-    "": 5,
-    "retrying": 10,
-    "authorizing": 15,
-    "connecting": 30,
-    "paying": 45,
-    "generating": 65,
-    "saving": 90,
-    "done": 100,
-}
-
 
 class ErrorOut(Schema):
     code: str
@@ -103,14 +92,11 @@ class InvalidOut(Schema):
 
 def generation_out(generation: Generation) -> dict[str, Any]:
     succeeded = generation.status == GenerationStatus.SUCCEEDED and bool(generation.image)
-    progress = 100 if generation.is_finished else STAGE_PROGRESS.get(generation.stage, 5)
-    if generation.status == GenerationStatus.QUEUED:
-        progress = min(progress, 10)
     return {
         "id": generation.pk,
         "status": generation.status,
         "stage": generation.stage,
-        "progress": progress,
+        "progress": generation.progress,
         "prompt": generation.prompt,
         "negative_prompt": generation.negative_prompt,
         "model_id": generation.model_id,

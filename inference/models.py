@@ -28,6 +28,18 @@ class GenerationStatus(models.TextChoices):
     CANCELED = "canceled", "Canceled"
 
 
+# Coarse progress (percent) shown while a generation runs, by stage.
+STAGE_PROGRESS: dict[str, int] = {
+    "": 5,
+    "retrying": 10,
+    "authorizing": 15,
+    "connecting": 30,
+    "paying": 45,
+    "generating": 65,
+    "saving": 90,
+    "done": 100,
+}
+
 FINISHED_STATUSES = frozenset(
     {GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELED}
 )
@@ -117,6 +129,14 @@ class Generation(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+    @property
+    def progress(self) -> int:
+        """0-100 for progress bars: 100 once finished, at most 10 while queued."""
+        if self.is_finished:
+            return 100
+        value = STAGE_PROGRESS.get(self.stage, 5)
+        return min(value, 10) if self.status == GenerationStatus.QUEUED else value
 
     @property
     def duration_seconds(self) -> float | None:

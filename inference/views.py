@@ -26,7 +26,6 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accounts.models import User
-from inference.api import generation_out
 from inference.errors import (
     GenerationConflictError,
     GenerationRateLimitedError,
@@ -40,7 +39,8 @@ from inference.templatetags.inference_extras import STAGE_LABELS
 
 logger = logging.getLogger(__name__)
 
-GENERATIONS_API_URL = "/api/v1/generations"
+# The JSON API (inference/api.py) that static/js/generate.js talks to.
+GENERATIONS_API_URL_NAME = "api-v1:create_generation"
 GALLERY_PAGE_SIZE = 24
 RECENT_COUNT = 6
 IMAGE_CACHE_CONTROL = "private, max-age=3600"
@@ -57,7 +57,7 @@ FAILURE_HINTS: dict[str, str] = {
 
 def _owner(request: HttpRequest) -> User:
     user = request.user
-    assert isinstance(user, User)  # guaranteed by @login_required  # noqa: S101
+    assert isinstance(user, User)  # guaranteed by @login_required
     return user
 
 
@@ -66,12 +66,6 @@ def _get_owned_or_404(request: HttpRequest, generation_id: uuid.UUID) -> Generat
     if generation is None:
         raise Http404("No such generation.")
     return generation
-
-
-def _progress(generation: Generation) -> int:
-    """The same 0-100 figure the JSON API reports, for the first server render."""
-    progress: int = generation_out(generation)["progress"]
-    return progress
 
 
 def _initial_from_query(request: HttpRequest) -> dict[str, Any]:
@@ -106,8 +100,8 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         "selected_model": form["model_id"].value() or model_choices()[0],
         "size_options": form.size_options(size_presets()),
         "advanced_open": advanced_open,
-        "recent_generations": generation_list(owner_id=owner.pk)[:RECENT_COUNT],
-        "api_url": GENERATIONS_API_URL,
+        "recent_generations": list(generation_list(owner_id=owner.pk)[:RECENT_COUNT]),
+        "api_url": reverse(GENERATIONS_API_URL_NAME),
         "stage_labels": STAGE_LABELS,
         "max_prompt_length": settings.INFERENCE_MAX_PROMPT_LENGTH,
         "seed_max": SEED_MAX,
@@ -157,6 +151,7 @@ def generate(request: HttpRequest) -> HttpResponse:
 def gallery(request: HttpRequest) -> HttpResponse:
     paginator = Paginator(generation_list(owner_id=_owner(request).pk), GALLERY_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)  # query here, not while rendering
     return render(request, "inference/gallery.html", {"page": page, "paginator": paginator})
 
 
@@ -177,13 +172,13 @@ def detail(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
     context = {
         "generation": generation,
         "seed_used": seed_used,
-        "progress": _progress(generation),
+        "progress": generation.progress,
         "similar_url": f"{reverse('inference:generate')}?{urlencode(similar_query)}",
         "failure_hint": FAILURE_HINTS.get(generation.error_code, ""),
         "is_succeeded": generation.status == GenerationStatus.SUCCEEDED,
         "is_failed": generation.status in (GenerationStatus.FAILED, GenerationStatus.CANCELED),
         "is_running": generation.status == GenerationStatus.RUNNING,
-        "api_url": GENERATIONS_API_URL,
+        "api_url": reverse(GENERATIONS_API_URL_NAME),
         "stage_labels": STAGE_LABELS,
     }
     return render(request, "inference/detail.html", context)

@@ -53,9 +53,7 @@ def test_the_task_message_carries_only_the_generation_id(sandbox: SandboxControl
     from config.celery import app
 
     user = UserFactory()
-    generation = generation_create(
-        owner=user, prompt="a cat", width=512, height=512, enqueue=False
-    )
+    generation = generation_create(owner=user, prompt="a cat", width=512, height=512, enqueue=False)
     from inference.tasks import generation_run_task
 
     purge_broker()
@@ -85,4 +83,6 @@ def _queued_messages() -> list[str]:
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
         return [item.decode() for item in client.lrange(queue, 0, -1)]
     folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
-    return [path.read_text() for path in sorted(folder.iterdir()) if path.name.endswith(f".{queue}.msg")]
+    return [
+        path.read_text() for path in sorted(folder.iterdir()) if path.name.endswith(f".{queue}.msg")
+    ]
