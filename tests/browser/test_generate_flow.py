@@ -6,6 +6,7 @@ worker process and the sandbox standing in for pymthouse and Livepeer.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,10 @@ PROMPT = "A lighthouse on a cliff at dusk, volumetric light, oil painting"
 @pytest.fixture
 def browser_page(monkeypatch):
     if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+        reason = "Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)"
+        if os.environ.get("REQUIRE_BROWSER"):  # CI installs it: missing means broken
+            pytest.fail(reason)
+        pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an asyncio loop in this thread; the ORM calls
