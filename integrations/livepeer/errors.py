@@ -25,16 +25,14 @@ payment, segment credentials or a header value.
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
 
-_DELTA_SECONDS = re.compile(r"[0-9]{1,10}", re.ASCII)
+from integrations.http import MAX_ERROR_BODY_BYTES, error_repr, printable
+from integrations.http import parse_retry_after as parse_retry_after  # re-exported
+
 _MAX_MESSAGE_CHARS = 300
-_MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
 class LivepeerError(Exception):
@@ -68,8 +66,7 @@ class LivepeerError(Exception):
             "retry_after": self.retry_after,
             "request_id": self.request_id,
         }
-        shown = ", ".join(f"{key}={value!r}" for key, value in fields.items() if value is not None)
-        return f"{type(self).__name__}({self.message!r}{', ' if shown else ''}{shown})"
+        return error_repr(self, self.message, fields)
 
 
 class LivepeerUnavailableError(LivepeerError):
@@ -120,30 +117,14 @@ class LivepeerProtocolError(LivepeerError):
     """A response outside the contract: unparseable body, unexpected status or URL."""
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` value (delta-seconds or HTTP-date); never negative."""
-    if value is None:
-        return None
-    value = value.strip()
-    if _DELTA_SECONDS.fullmatch(value):
-        return float(int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(tz=UTC)).total_seconds())
-
-
 def _clean(value: object) -> str | None:
     if not isinstance(value, str):
         return None
-    printable = "".join(ch if ch.isprintable() else " " for ch in value).strip()
+    text = printable(value).strip()
     # go-livepeer's parseBadRequestError prefixes re-wrapped runner 400s with ": ".
-    while printable.startswith(":"):
-        printable = printable[1:].lstrip()
-    return printable[:_MAX_MESSAGE_CHARS] or None
+    while text.startswith(":"):
+        text = text[1:].lstrip()
+    return text[:_MAX_MESSAGE_CHARS] or None
 
 
 def _describe_item(item: object) -> str | None:
@@ -198,7 +179,7 @@ def envelope_message(body: Any) -> tuple[str | None, str | None]:
 
 def response_message(response: requests.Response) -> tuple[str | None, str | None]:
     """``(code, message)`` of an error response; plain-text bodies give a short message."""
-    content = response.content[:_MAX_ERROR_BODY_BYTES]
+    content = response.content[:MAX_ERROR_BODY_BYTES]
     if not content.strip():
         return None, None
     try:

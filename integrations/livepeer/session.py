@@ -15,63 +15,36 @@ from __future__ import annotations
 
 import logging
 import time
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
-from requests.adapters import HTTPAdapter  # noqa: TID251
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
     NewConnectionError,
     ReadTimeoutError,
 )
-from urllib3.util.retry import Retry
+
+from integrations.http import NO_RETRIES, OutgoingSession
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "pixelhouse/0.1 (+livepeer client)"
 
-NO_RETRIES = Retry(
-    total=0,
-    connect=0,
-    read=False,
-    redirect=0,
-    status=0,
-    other=0,
-    raise_on_redirect=False,
-    raise_on_status=False,
-)
 
-
-class LivepeerSession(requests.Session):
+class LivepeerSession(OutgoingSession):
     """Session with default timeouts, a user agent, no redirects, no cookies, no retries."""
 
     def __init__(self, *, default_timeout: tuple[float, float], pool_maxsize: int = 4) -> None:
-        super().__init__()
-        self.default_timeout = default_timeout
-        self.headers["User-Agent"] = USER_AGENT
-        self.headers["Accept"] = "application/json"
-        self.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        super().__init__(
+            default_timeout=default_timeout,
+            user_agent=USER_AGENT,
+            retry=NO_RETRIES,
+            pool_maxsize=pool_maxsize,
+        )
         # Proxies/netrc from the environment could re-route or add credentials.
         self.trust_env = False
-        adapter = HTTPAdapter(max_retries=NO_RETRIES, pool_maxsize=pool_maxsize)
-        self.mount("http://", adapter)
-        self.mount("https://", adapter)
-
-    def request(
-        self,
-        method: str | bytes,
-        url: str | bytes,
-        *args: Any,
-        **kwargs: Any,
-    ) -> requests.Response:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.default_timeout
-        # Forced, not defaulted: a caller cannot opt back into following redirects.
-        kwargs["allow_redirects"] = False
-        return super().request(method, url, *args, **kwargs)
 
 
 def url_path(url: str) -> str:

@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import ClassVar
 
 import requests  # noqa: TID251 -- this package is the one HTTP client of pymthouse
 
+from integrations.http import MAX_ERROR_BODY_BYTES, error_repr, printable
+from integrations.http import parse_retry_after as parse_retry_after  # re-exported
+
 #: ``error`` values that are machine codes (``invalid_client``), not prose (``Not found``).
 #: Same rule as the official SDK's ``httpError`` (pymthouse-api.md §11).
 _MACHINE_CODE = re.compile(r"[a-z][a-z0-9_]*", re.ASCII)
-_DELTA_SECONDS = re.compile(r"[0-9]{1,10}", re.ASCII)
 _MAX_DESCRIPTION_CHARS = 300
-_MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
 class PymthouseError(Exception):
@@ -77,8 +76,7 @@ class PymthouseError(Exception):
             "correlation_id": self.correlation_id,
             "retry_after": self.retry_after,
         }
-        shown = ", ".join(f"{key}={value!r}" for key, value in fields.items() if value is not None)
-        return f"{type(self).__name__}({self.message!r}{', ' if shown else ''}{shown})"
+        return error_repr(self, self.message, fields)
 
 
 class PymthouseAuthError(PymthouseError):
@@ -123,26 +121,6 @@ class PymthouseProtocolError(PymthouseError):
     """The response does not have the contract's shape (non-JSON, bad money string)."""
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date).
-
-    Returns ``None`` for a missing or unparseable header, and never a negative number.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if _DELTA_SECONDS.fullmatch(value):
-        return float(int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        # RFC 9110 HTTP-dates are always GMT; parsedate returns naive for "-0000".
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(tz=UTC)).total_seconds())
-
-
 def describe(
     *,
     method: str,
@@ -176,14 +154,13 @@ def describe(
 def _clean(value: object) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
-    printable = "".join(ch if ch.isprintable() else " " for ch in value.strip())
-    return printable[:_MAX_DESCRIPTION_CHARS]
+    return printable(value.strip())[:_MAX_DESCRIPTION_CHARS]
 
 
 def _error_body(response: requests.Response) -> dict[str, object]:
     """The error body as a dict, or ``{}`` for HTML pages, empty or malformed bodies."""
     content_type = response.headers.get("Content-Type", "").lower()
-    content = response.content[:_MAX_ERROR_BODY_BYTES]
+    content = response.content[:MAX_ERROR_BODY_BYTES]
     if "json" not in content_type and not content.lstrip().startswith(b"{"):
         return {}
     try:

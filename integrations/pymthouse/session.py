@@ -16,18 +16,15 @@ Invariants (house style R8):
 from __future__ import annotations
 
 import logging
-from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-import requests  # noqa: TID251 -- this package is the one HTTP client of pymthouse
-from requests.adapters import HTTPAdapter  # noqa: TID251
 from urllib3.connectionpool import ConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
-from integrations.pymthouse.errors import parse_retry_after
+from integrations.http import OutgoingSession, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +104,7 @@ def build_retry(max_retries: int) -> IdempotentRetry:
     )
 
 
-class PymthouseSession(requests.Session):
+class PymthouseSession(OutgoingSession):
     """Session with default timeouts, a user agent, no redirects and idempotent retries."""
 
     def __init__(
@@ -118,25 +115,9 @@ class PymthouseSession(requests.Session):
         max_retries: int,
         pool_maxsize: int = 10,
     ) -> None:
-        super().__init__()
-        self.default_timeout: tuple[float, float] = (connect_timeout, read_timeout)
-        self.headers["User-Agent"] = USER_AGENT
-        self.headers["Accept"] = "application/json"
-        # Never keep cookies: no request may depend on state left by an earlier one.
-        self.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        adapter = HTTPAdapter(max_retries=build_retry(max_retries), pool_maxsize=pool_maxsize)
-        self.mount("http://", adapter)
-        self.mount("https://", adapter)
-
-    def request(
-        self,
-        method: str | bytes,
-        url: str | bytes,
-        *args: Any,
-        **kwargs: Any,
-    ) -> requests.Response:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.default_timeout
-        # Forced, not defaulted: a caller cannot opt back into following redirects.
-        kwargs["allow_redirects"] = False
-        return super().request(method, url, *args, **kwargs)
+        super().__init__(
+            default_timeout=(connect_timeout, read_timeout),
+            user_agent=USER_AGENT,
+            retry=build_retry(max_retries),
+            pool_maxsize=pool_maxsize,
+        )

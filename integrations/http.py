@@ -1,0 +1,113 @@
+"""HTTP plumbing shared by the integration clients (house style R8).
+
+Only what is logic-identical between ``integrations.pymthouse`` and
+``integrations.livepeer`` lives here: the outgoing session's invariants, ``Retry-After``
+parsing and small error-message helpers. Each package keeps its own error tree, its own
+retry policy and its own envelope parsing.
+
+:class:`OutgoingSession` invariants:
+
+* every request gets the default ``(connect, read)`` timeout unless the caller passes one;
+* redirects are never followed (a redirect would re-send ``Authorization`` or payment
+  headers to wherever ``Location`` points); a caller cannot opt back in;
+* cookies are never stored (server-to-server clients, no session state);
+* urllib3 retries exactly as the given ``Retry`` says, and not at all without one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+
+import requests  # noqa: TID251 -- integrations/ is the one place that talks HTTP
+from requests.adapters import HTTPAdapter  # noqa: TID251
+from urllib3.util.retry import Retry
+
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}", re.ASCII)
+
+#: Largest prefix of an error response body that is ever parsed.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+#: No urllib3 retries at all, for any method or reason; redirects are returned as is.
+NO_RETRIES = Retry(
+    total=0,
+    connect=0,
+    read=False,
+    redirect=0,
+    status=0,
+    other=0,
+    raise_on_redirect=False,
+    raise_on_status=False,
+)
+
+
+class OutgoingSession(requests.Session):
+    """Session with default timeouts, a user agent, no redirects and no cookies."""
+
+    def __init__(
+        self,
+        *,
+        default_timeout: tuple[float, float],
+        user_agent: str,
+        retry: Retry | None = None,
+        pool_maxsize: int = 10,
+    ) -> None:
+        super().__init__()
+        self.default_timeout: tuple[float, float] = default_timeout
+        self.headers["User-Agent"] = user_agent
+        self.headers["Accept"] = "application/json"
+        # Never keep cookies: no request may depend on state left by an earlier one.
+        self.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        adapter = HTTPAdapter(
+            max_retries=NO_RETRIES if retry is None else retry, pool_maxsize=pool_maxsize
+        )
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def request(
+        self,
+        method: str | bytes,
+        url: str | bytes,
+        *args: Any,
+        **kwargs: Any,
+    ) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+        # Forced, not defaulted: a caller cannot opt back into following redirects.
+        kwargs["allow_redirects"] = False
+        return super().request(method, url, *args, **kwargs)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date).
+
+    Returns ``None`` for a missing or unparseable header, and never a negative number.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        # RFC 9110 HTTP-dates are always GMT; parsedate returns naive for "-0000".
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(tz=UTC)).total_seconds())
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (controls, newlines) made a space."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def error_repr(error: BaseException, message: str, fields: Mapping[str, object]) -> str:
+    """``ClassName('message', key=value, …)``, leaving out the fields that are ``None``."""
+    shown = ", ".join(f"{key}={value!r}" for key, value in fields.items() if value is not None)
+    return f"{type(error).__name__}({message!r}{', ' if shown else ''}{shown})"
