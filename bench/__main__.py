@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import signal
 import sys
 from collections import Counter
@@ -21,9 +20,10 @@ from types import FrameType
 
 from bench.batch import GenerationFailedError, ImageClient, run_batch
 from bench.floor_run import FloorClient, FloorOptions
+from bench.markdown import write_markdown
 from bench.platform_run import PlatformClient, PlatformOptions, login
-from bench.report import RunContext, load_average, print_table, write_markdown
-from bench.stack import BENCH_PASSWORD, Stack, StackError, StackOptions
+from bench.report import RunContext, load_average, print_table
+from bench.stack import BENCH_PASSWORD, Stack, StackError, StackOptions, cpu_used_between
 from bench.stats import Comparison, RunResult
 from tests.sandbox_server import SandboxControl
 
@@ -53,8 +53,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup",
         type=int,
-        default=None,
-        help="uncounted generations before each batch (default: workers x worker-concurrency)",
+        default=argparse.SUPPRESS,
+        help="uncounted generations per side before the first round"
+        " (default: workers x worker-concurrency, one per worker slot)",
     )
     parser.add_argument(
         "--rounds",
@@ -69,7 +70,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--poll-interval", type=float, default=0.05, help="client poll interval (s)"
     )
     parser.add_argument(
-        "--timeout", type=float, default=120.0, help="give up on one generation after (s)"
+        "--timeout", type=float, default=60.0, help="give up on one generation after (s)"
     )
     parser.add_argument("--write", type=Path, help="(re)write this markdown file's section")
     parser.add_argument("--json", type=Path, help="also dump every sample to this JSON file")
@@ -80,6 +81,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("n", "concurrency", "workers", "worker_concurrency", "web_workers", "rounds"):
         if getattr(arguments, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if getattr(arguments, "warmup", 0) < 0:
+        parser.error("--warmup must not be negative")
     if arguments.rounds > arguments.n:
         parser.error("--rounds must not exceed --n")
     if arguments.runner_latency < 0 or arguments.poll_interval <= 0:
@@ -121,7 +124,7 @@ def measure(
     """One measured batch, with the upstream calls and CPU time it caused."""
     stack.control.clear_requests()
     print(f"{label}: {count} generations, concurrency {arguments.concurrency}")
-    cpu_before = cpu_seconds(stack)
+    cpu_before = stack.cpu_snapshot()
     result = run_batch(
         client,
         count=count,
@@ -136,9 +139,7 @@ def measure(
         wall_seconds=result.wall_seconds,
         runner_latency=result.runner_latency,
         upstream_calls=upstream_calls(stack.control),
-        cpu_seconds={
-            name: used - cpu_before.get(name, 0.0) for name, used in cpu_seconds(stack).items()
-        },
+        cpu_seconds=cpu_used_between(cpu_before, stack.cpu_snapshot()),
     )
 
 
@@ -203,12 +204,6 @@ def run_both(
     )
 
 
-def cpu_seconds(stack: Stack) -> dict[str, float]:
-    """CPU seconds so far of each stack component and of this process (the bench client)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {**stack.cpu_seconds(), "bench client": usage.ru_utime + usage.ru_stime}
-
-
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the stack's cleanup
 
@@ -216,11 +211,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    warmup = (
-        arguments.warmup
-        if arguments.warmup is not None
-        else arguments.workers * arguments.worker_concurrency
-    )
+    warmup: int = getattr(arguments, "warmup", arguments.workers * arguments.worker_concurrency)
     options = StackOptions(
         runner_latency=arguments.runner_latency,
         web_workers=arguments.web_workers,
@@ -240,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                 platform, floor = run_both(stack, arguments, warmup)
             except GenerationFailedError:
                 print(stack.log_tails(), file=sys.stderr)
+                for name in stack.exited_processes():
+                    print(f"\n{name} exited during the run; see its log", file=sys.stderr)
+                stack.keep_var_dir = True
                 raise
             backends = stack.backends
     except GenerationFailedError as exc:

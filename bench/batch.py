@@ -35,13 +35,20 @@ def run_batch(
     started = time.monotonic()
     samples: list[Sample] = []
     failures: list[str] = []
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=label) as pool:
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=label)
+    try:
         futures = [pool.submit(client.generate, first_index + index) for index in range(count)]
         for future in futures:
             try:
                 samples.append(future.result())
             except Exception as exc:
                 failures.append(f"{type(exc).__name__}: {exc}")
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): drop the queued generations so the stack's
+        # cleanup runs now; the few in flight fail once the stack is gone.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     wall = time.monotonic() - started
     if failures:
         raise GenerationFailedError(

@@ -129,9 +129,13 @@ class PlatformClient:
                     f"generation {generation_id} failed: {payload['error']}"
                 )
             if time.monotonic() > deadline:
+                hint = ""
+                if payload["status"] == "queued" and not payload["started_at"]:
+                    # No worker ever started it: its broker message never arrived.
+                    hint = " (never started: the broker message was probably lost)"
                 raise GenerationFailedError(
                     f"generation {generation_id} still {payload['status']}/{payload['stage']}"
-                    f" after {options.timeout:.0f} s"
+                    f" after {options.timeout:.0f} s{hint}"
                 )
         finished = time.monotonic()
         stages = {

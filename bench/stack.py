@@ -152,6 +152,8 @@ class Stack:
 
     def __init__(self, options: StackOptions) -> None:
         self.options = options
+        #: Set when a run fails, so the process logs survive for inspection.
+        self.keep_var_dir = options.keep_var_dir
         self.credentials = Credentials()
         self.var_dir = Path(tempfile.mkdtemp(prefix="pixelhouse-bench-"))
         self.sandbox_port = free_port()
@@ -190,7 +192,7 @@ class Stack:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
-        if self.options.keep_var_dir:
+        if self.keep_var_dir:
             print(f"kept {self.var_dir}")
         else:
             shutil.rmtree(self.var_dir, ignore_errors=True)
@@ -340,17 +342,36 @@ class Stack:
         if pending:
             raise StackError(f"{pending[0].name} not ready in 90 s:\n{pending[0].log_tail()}")
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU time (user + system) used so far by each child's process group."""
-        by_group = _cpu_seconds_by_process_group()
-        totals: dict[str, float] = {}
+    def cpu_snapshot(self) -> dict[int, tuple[str, float]]:
+        """CPU seconds (user + system) used so far, per live pid, with its component.
+
+        Components: each child's process group (all Celery workers count as "worker"),
+        this process ("bench client"), and on PostgreSQL the server backends of our
+        database (matched by their process title) and the Redis server process.
+        """
+        groups: dict[int, str] = {}
         for process in self.processes:
-            if process.process is None:
+            if process.process is not None:
+                groups[process.process.pid] = process.name.split("-", 1)[0]
+        database_marker = f" {self.backends.get('database_name')} "
+        snapshot: dict[int, tuple[str, float]] = {}
+        for pid, group, command, used in _process_usage():
+            if pid == os.getpid():
+                component = "bench client"
+            elif group in groups:
+                component = groups[group]
+            elif command.startswith("postgres:") and database_marker in command:
+                component = "postgres"
+            elif command.startswith("redis-server") and self.backends.get("redis_version"):
+                component = "redis"
+            else:
                 continue
-            # Workers 1..n are one component: "worker".
-            name = process.name.split("-", 1)[0]
-            totals[name] = totals.get(name, 0.0) + by_group.get(process.process.pid, 0.0)
-        return totals
+            snapshot[pid] = (component, used)
+        return snapshot
+
+    def exited_processes(self) -> list[str]:
+        """Children that are no longer running (none should be, mid-run)."""
+        return [process.name for process in self.processes if not process.running()]
 
     def log_tails(self) -> str:
         return "\n".join(
@@ -359,23 +380,38 @@ class Stack:
         )
 
 
-def _cpu_seconds_by_process_group() -> dict[int, float]:
-    """Sum of utime + stime (+ reaped children) of every live process, by group id."""
+def cpu_used_between(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds per component between two snapshots.
+
+    Counted per pid, so a process that started in between counts fully and one that
+    exited in between drops out (a small undercount) instead of going negative.
+    """
+    totals: dict[str, float] = {}
+    for pid, (component, used) in after.items():
+        previous = before.get(pid, (component, 0.0))[1]
+        totals[component] = totals.get(component, 0.0) + used - previous
+    return totals
+
+
+def _process_usage() -> list[tuple[int, int, str, float]]:
+    """``(pid, process group, command line, CPU seconds)`` of every live process."""
     ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[int, float] = {}
+    usage: list[tuple[int, int, str, float]] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         # Fields after the command name, which may itself contain spaces or ")".
         fields = stat[stat.rindex(")") + 2 :].split()
-        group = int(fields[2])
-        used = sum(int(value) for value in fields[11:15]) / ticks
-        totals[group] = totals.get(group, 0.0) + used
-    return totals
+        used = sum(int(value) for value in fields[11:13]) / ticks  # utime, stime
+        usage.append((int(entry.name), int(fields[2]), command.strip(), used))
+    return usage
 
 
 def _wait_until_ok(process: ManagedProcess, url: str, *, timeout: float) -> None:
@@ -412,6 +448,7 @@ if connection.vendor == "postgresql":
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         info["database_version"] = cursor.fetchone()[0]
+    info["database_name"] = database["NAME"]
     info["database_location"] = "%%s:%%s/%%s" %% (
         database.get("HOST") or "localhost", database.get("PORT") or 5432, database["NAME"]
     )

@@ -26,10 +26,22 @@ def _test_run_directory() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> None:
+def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
     # The database cache table is not a model, so migrations do not create it.
     with django_db_blocker.unblock():
         call_command("createcachetable", verbosity=0)
+    yield
+    # Worker and live-server connections may outlive their processes' shutdown by a
+    # moment; end them so the test database can be dropped.
+    with django_db_blocker.unblock():
+        from django.db import connection
+
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
 
 
 def clear_cache() -> None:

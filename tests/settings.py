@@ -79,8 +79,6 @@ if not REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
-        "processed_folder": str(TEST_VAR_DIR / "celery" / "processed"),
-        "store_processed": False,
         "control_folder": str(TEST_VAR_DIR / "celery" / "control"),
         "polling_interval": 0.1,
     }
