@@ -103,9 +103,9 @@ pixelhouse_bench`); the bench migrates it and adds a fresh user per run. Options
   `cache.incr`, which on the embedded database cache are SQL statements) and an
   active-job `COUNT`, INSERTs the row and publishes the Celery message after commit.
 - *Broker hand-off*: the embedded filesystem broker is polled: an idle worker looks at the
-  queue directory every `polling_interval` (0.25 s, `config/settings.py`), so a message
-  waits up to 0.25 s (about half of that on average) before any worker sees it. Redis
-  delivers on a blocking pop, without that wait.
+  queue directory every `polling_interval` (see the parameters table; set in
+  `config/settings.py`), so a message waits up to one interval (about half of it on
+  average) before any worker sees it. Redis delivers on a blocking pop, without that wait.
 - *Worker*: `_generation_start` (`SELECT … FOR UPDATE` + UPDATE), then separate UPDATEs for
   the backend, stage `connecting`, the payment claim, the payment confirm and stage
   `saving`, the final UPDATE and a `refresh_from_db`: about seven writes, each its own
@@ -120,17 +120,14 @@ pixelhouse_bench`); the bench migrates it and adds a fresh user per run. Options
   `CONN_MAX_AGE` is forced to 0), so at a 50 ms interval the polls are most of the web
   tier's CPU per image (see the CPU tables) and compete for the cores the workers need.
 
-**Known problem on the embedded broker.** kombu's filesystem transport creates a message
-file before writing its body (`kombu/transport/filesystem.py`, `_put`), and a consumer
-listing the queue directory may move and read the still-empty file in between (`_get`
-takes no lock). The consumer then raises `JSONDecodeError`, which Celery reports as
-`CRITICAL … Unrecoverable error` and the whole worker process shuts down; the message is
-gone, so the generation stays `queued` until beat's reconcile re-enqueues it (after 15
-minutes; the bench runs no beat). The bench then fails with "never started: the broker
-message was probably lost" and keeps the var dir with the logs. While this bench was being
-written it happened twice in about 600 platform generations; a standalone kombu script
-with one producer and two consumers polling without delay lost a third of 3 000 messages.
-Redis is not affected.
+**Fixed: message loss on the embedded broker.** kombu's stock filesystem transport creates
+a message file before writing its body and claims files with `shutil.move`, so a consumer
+could read a still-empty file (`JSONDecodeError`, the worker shut down and the message was
+lost; it happened twice in about 600 generations while this bench was being written). The
+project now uses `config/broker.py`, which publishes with an atomic `os.replace` and claims
+with an atomic `os.rename`; `tests/config/test_broker.py` reproduces the loss against the
+stock transport and shows none with ours. If a message is ever lost anyway, the bench
+fails loudly ("never started: the broker message was probably lost") and keeps the logs.
 """
 
 

@@ -231,7 +231,7 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "control_folder": str(VAR_DIR / "celery" / "control"),
-        "polling_interval": 0.25,
+        "polling_interval": 0.1,
     }
 else:
     # Redis redelivers an unacknowledged message after this many seconds; it
