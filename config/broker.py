@@ -21,13 +21,14 @@ from queue import Empty
 from time import monotonic
 from typing import Any
 
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
 
-class AtomicFilesystemChannel(filesystem.Channel):  # type: ignore[misc]
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+class AtomicFilesystemChannel(filesystem.Channel):
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         # A leading dot keeps the temp file out of every queue's filename match.
         temp = os.path.join(self.data_folder_out, f".{uuid.uuid4().hex}.tmp")
@@ -36,9 +37,9 @@ class AtomicFilesystemChannel(filesystem.Channel):  # type: ignore[misc]
                 handle.write(str_to_bytes(dumps(payload)))
             os.replace(temp, os.path.join(self.data_folder_out, name))
         except OSError as exc:
-            raise filesystem.ChannelError(f"Cannot add message {name!r} to the queue") from exc
+            raise ChannelError(f"Cannot add message {name!r} to the queue") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         wanted = f"{queue}.msg"
         folder = self.data_folder_in
         for filename in sorted(os.listdir(folder)):
@@ -58,5 +59,5 @@ class AtomicFilesystemChannel(filesystem.Channel):  # type: ignore[misc]
         raise Empty()
 
 
-class AtomicFilesystemTransport(filesystem.Transport):  # type: ignore[misc]
+class AtomicFilesystemTransport(filesystem.Transport):
     Channel = AtomicFilesystemChannel
