@@ -259,3 +259,51 @@ def test_rolled_back_creation_never_reaches_the_network(
     assert Generation.objects.count() == 0
     assert sandbox.requests(TOKEN) == []
     assert sandbox.requests("/signer") == []
+
+
+def test_signer_asking_for_fresh_payment_params_is_handled_in_one_run(
+    sandbox: SandboxControl, worker_process: WorkerProcess
+) -> None:
+    sandbox.add_fault(
+        "POST",
+        PAYMENT,
+        status=480,
+        body={"error": {"message": "refresh session"}},
+        times=1,
+    )
+    user = UserFactory()
+
+    generation = _finished(_create(user))
+
+    assert generation.status == GenerationStatus.SUCCEEDED, generation.error_message
+    assert generation.attempts == 1  # refreshed inside the run, no task retry
+    assert generation.tickets_paid == 1
+    assert [r["status"] for r in sandbox.requests(PAYMENT)] == [480, 200]
+    assert len(_events_for(sandbox, generation)) == 1
+
+
+def test_price_above_our_limit_fails_without_a_ticket(
+    sandbox: SandboxControl, worker_process: WorkerProcess
+) -> None:
+    sandbox.add_fault("POST", PAYMENT, status=481, body={"error": {"message": "price exceeded"}})
+    user = UserFactory()
+
+    generation = _finished(_create(user))
+
+    assert (generation.status, generation.error_code) == (GenerationStatus.FAILED, "price_exceeded")
+    assert generation.payment_claimed_at is None
+    assert sandbox.events() == []
+
+
+def test_queued_runner_job_is_polled_to_completion(
+    sandbox: SandboxControl, worker_process: WorkerProcess
+) -> None:
+    sandbox.set_config(runnerMode="queue", runnerLatencySeconds=1.5)
+    user = UserFactory()
+
+    generation = _finished(_create(user, width=256, height=640))
+
+    assert generation.status == GenerationStatus.SUCCEEDED, generation.error_message
+    assert generation.upstream_request_id != ""
+    assert png_size(read(generation.image.path)) == (256, 640)
+    assert len(_events_for(sandbox, generation)) == 1
