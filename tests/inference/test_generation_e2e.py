@@ -307,3 +307,22 @@ def test_queued_runner_job_is_polled_to_completion(
     assert generation.upstream_request_id != ""
     assert png_size(read(generation.image.path)) == (256, 640)
     assert len(_events_for(sandbox, generation)) == 1
+
+
+def test_paid_call_failure_resends_the_same_payment_instead_of_paying_again(
+    sandbox: SandboxControl, worker_process: WorkerProcess
+) -> None:
+    runner = "/runner/bytedance-sdxl-lightning-1/image"
+    sandbox.add_fault("POST", runner, delay=0.001, times=1)  # the unpaid challenge passes through
+    sandbox.add_fault("POST", runner, drop=True, times=1)  # the first paid attempt is cut off
+    user = UserFactory()
+
+    generation = _finished(_create(user))
+
+    assert generation.status == GenerationStatus.SUCCEEDED, generation.error_message
+    assert generation.runner_url.endswith(runner)
+    assert generation.tickets_paid == 1
+    assert len(sandbox.requests(PAYMENT)) == 1
+    assert [r["status"] for r in sandbox.requests(runner)][0] == 402
+    assert len(sandbox.requests(runner)) == 3  # challenge, dropped paid call, resent paid call
+    assert len(_events_for(sandbox, generation)) == 1
