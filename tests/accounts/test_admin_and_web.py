@@ -101,3 +101,28 @@ def test_seed_demo_creates_the_demo_users_and_provisions_them(
         call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
     assert User.objects.count() == 3
     assert len(sandbox.users()) == 3
+
+
+def test_generation_admin_is_read_only(client, django_capture_on_commit_callbacks) -> None:
+    from inference.models import Generation
+
+    with django_capture_on_commit_callbacks():
+        staff = User.objects.create_superuser(email="ops@example.com", password="pw-staff-123")
+        member = UserFactory()
+    generation = Generation.objects.create(
+        owner=member, prompt="p", model_id="ByteDance/SDXL-Lightning", width=512, height=512
+    )
+    client.force_login(staff)
+
+    changelist = client.get(reverse("admin:inference_generation_changelist"))
+    assert changelist.status_code == 200
+    assert str(generation.pk).encode() in changelist.content
+    detail = client.get(reverse("admin:inference_generation_change", args=[generation.pk]))
+    assert detail.status_code == 200
+    assert b'name="prompt"' not in detail.content  # shown, not editable
+    response = client.post(
+        reverse("admin:inference_generation_change", args=[generation.pk]), {"prompt": "changed"}
+    )
+    assert response.status_code == 403
+    assert Generation.objects.get(pk=generation.pk).prompt == "p"
+    assert client.get(reverse("admin:inference_generation_add")).status_code == 403
