@@ -76,29 +76,7 @@ class SignerClient:
     def discover(self) -> Discovery:
         """``GET {discovery_url}``: every orchestrator and its runners."""
         url = self.credentials.discovery_url
-        try:
-            response = send(
-                self.http,
-                "GET",
-                url,
-                step="discover",
-                request_id=self.request_id,
-                headers=self.auth_headers(),
-                timeout=self.config.signer_timeout,
-            )
-        except requests.RequestException as exc:
-            raise LivepeerUnavailableError(
-                describe(
-                    upstream="signer",
-                    method="GET",
-                    path=url_path(url),
-                    status=None,
-                    detail=transport_failure(exc),
-                ),
-                request_id=self.request_id,
-            ) from exc
-        if response.status_code != 200:
-            raise self._error(response, "GET", url)
+        response = self._call("GET", url, step="discover")
         payload = parse_json(response, what="discovery", request_id=self.request_id)
         if isinstance(payload, dict) and "orchestrators" in payload:
             payload = payload["orchestrators"]
@@ -123,30 +101,7 @@ class SignerClient:
         if cached is not None and cached[1] > now:
             return cached[0]
         url = self.url("sign-orchestrator-info")
-        try:
-            response = send(
-                self.http,
-                "POST",
-                url,
-                step="signer-info",
-                request_id=self.request_id,
-                headers=self.auth_headers(),
-                json={},
-                timeout=self.config.signer_timeout,
-            )
-        except requests.RequestException as exc:
-            raise LivepeerUnavailableError(
-                describe(
-                    upstream="signer",
-                    method="POST",
-                    path=url_path(url),
-                    status=None,
-                    detail=transport_failure(exc),
-                ),
-                request_id=self.request_id,
-            ) from exc
-        if response.status_code != 200:
-            raise self._error(response, "POST", url)
+        response = self._call("POST", url, step="signer-info", json={})
         payload = parse_json(response, what="sign-orchestrator-info", request_id=self.request_id)
         try:
             info = SignerInfo.model_validate(payload)
@@ -159,6 +114,34 @@ class SignerClient:
         with _payer_lock:
             _payer_addresses[key] = (info.address, now + PAYER_ADDRESS_TTL_SECONDS)
         return info.address
+
+    def _call(self, method: str, url: str, *, step: str, json: Any = None) -> requests.Response:
+        """An unpaid signer call: transport failures are retryable, non-200 is mapped."""
+        try:
+            response = send(
+                self.http,
+                method,
+                url,
+                step=step,
+                request_id=self.request_id,
+                headers=self.auth_headers(),
+                json=json,
+                timeout=self.config.signer_timeout,
+            )
+        except requests.RequestException as exc:
+            raise LivepeerUnavailableError(
+                describe(
+                    upstream="signer",
+                    method=method,
+                    path=url_path(url),
+                    status=None,
+                    detail=transport_failure(exc),
+                ),
+                request_id=self.request_id,
+            ) from exc
+        if response.status_code != 200:
+            raise self._error(response, method, url)
+        return response
 
     def _error(self, response: requests.Response, method: str, url: str) -> LivepeerError:
         return error_for_status(
