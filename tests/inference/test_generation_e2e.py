@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from accounts.models import User
@@ -252,8 +254,6 @@ def test_rolled_back_creation_never_reaches_the_network(
 
     with pytest.raises(RuntimeError):
         create_then_fail()
-
-    import time
 
     time.sleep(1.5)
     assert Generation.objects.count() == 0
