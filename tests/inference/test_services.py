@@ -130,3 +130,41 @@ def test_delete_removes_the_image_file_after_commit(
     assert not Generation.objects.exists()
     with pytest.raises(FileNotFoundError):
         read(path)
+
+
+def test_rejected_credentials_fail_the_generation_with_a_generic_message(
+    sandbox: SandboxControl, user, settings, caplog, django_capture_on_commit_callbacks
+) -> None:
+    from inference.services import generation_create
+
+    settings.PYMTHOUSE_M2M_CLIENT_SECRET = "pmth_cs_" + "f" * 64
+    with django_capture_on_commit_callbacks(execute=True):
+        generation = generation_create(owner=user, prompt="a cat", width=512, height=512)
+
+    generation.refresh_from_db()
+    assert (generation.status, generation.error_code) == (GenerationStatus.FAILED, "upstream_auth")
+    assert generation.error_message == (
+        "We couldn't authorize this generation with our billing provider. "
+        "Our team has been notified."
+    )
+    assert "check pymthouse settings" in caplog.text  # the operator alert
+    assert "f" * 64 not in caplog.text
+    assert [r["status"] for r in sandbox.requests("/api/v1/oidc/token")] == [401]  # no retry storm
+    assert sandbox.requests("/signer") == []
+    assert sandbox.events() == []
+
+
+def test_a_generation_deleted_while_queued_never_reaches_the_network(
+    sandbox: SandboxControl, user, django_capture_on_commit_callbacks
+) -> None:
+    from inference.services import generation_create
+    from inference.tasks import generation_run_task
+
+    with django_capture_on_commit_callbacks(execute=False):
+        generation = generation_create(owner=user, prompt="a cat", width=512, height=512)
+    generation_delete(generation=generation, acting_user=user)
+
+    generation_run_task.delay(str(generation.pk))  # the message that was already queued
+
+    assert not Generation.objects.exists()
+    assert sandbox.requests() == []
