@@ -14,7 +14,8 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-PUBLIC_CLIENT_ID_RE = re.compile(r"^app_[a-f0-9]+$")
+from integrations.pymthouse.identifiers import is_public_client_id
+
 M2M_CLIENT_ID_RE = re.compile(r"^m2m_[a-f0-9]+$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -50,7 +51,7 @@ def check_pymthouse_settings(
     messages += _check_url("PYMTHOUSE_ISSUER", settings.PYMTHOUSE_ISSUER)
 
     public_id = settings.PYMTHOUSE_PUBLIC_CLIENT_ID
-    public_ok = isinstance(public_id, str) and bool(PUBLIC_CLIENT_ID_RE.match(public_id))
+    public_ok = isinstance(public_id, str) and is_public_client_id(public_id)
     if not public_ok:
         messages.append(
             Error(
