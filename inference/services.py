@@ -46,6 +46,8 @@ from integrations.livepeer import (
     SignerCredentials,
 )
 from integrations.pymthouse import (
+    PymthouseAuthError,
+    PymthouseBadRequestError,
     PymthouseError,
     PymthouseInsufficientFundsError,
     PymthouseNotFoundError,
@@ -243,7 +245,7 @@ def _set_stage(generation_id: uuid.UUID, stage: str) -> None:
     Generation.objects.filter(pk=generation_id).update(stage=stage)
 
 
-def _generation_start(generation_id: str) -> Generation | None:
+def _generation_start(generation_id: str, *, backend_name: str) -> Generation | None:
     """Move queued → running; return None when there is nothing (more) to do."""
     with transaction.atomic():
         generation = (
@@ -264,6 +266,7 @@ def _generation_start(generation_id: str) -> Generation | None:
         generation.started_at = generation.started_at or now
         generation.attempt_started_at = now
         generation.attempts += 1
+        generation.backend = backend_name
         generation.stage = "authorizing"
         generation.error_code = ""
         generation.error_message = ""
@@ -273,6 +276,7 @@ def _generation_start(generation_id: str) -> Generation | None:
                 "started_at",
                 "attempt_started_at",
                 "attempts",
+                "backend",
                 "stage",
                 "error_code",
                 "error_message",
@@ -313,11 +317,10 @@ def generation_run(*, generation_id: str, backend_name: str | None = None) -> Ge
     Raises :class:`GenerationRetryableError` for upstream hiccups that happened
     before any money moved (the generation is back in ``queued``).
     """
-    generation = _generation_start(generation_id)
+    backend = livepeer.get_backend(backend_name)
+    generation = _generation_start(generation_id, backend_name=backend.name)
     if generation is None:
         return None
-    backend = livepeer.get_backend(backend_name)
-    Generation.objects.filter(pk=generation.pk).update(backend=backend.name)
     request = ImageRequest(
         request_id=generation.gateway_request_id,
         model_id=generation.model_id,
@@ -342,30 +345,28 @@ def generation_run(*, generation_id: str, backend_name: str | None = None) -> Ge
     return _generation_succeed(generation, result)
 
 
+# First match wins. A pymthouse 400 means our request shape or configuration is
+# wrong, which the user can do nothing about: reported like an auth failure.
+_FAILURE_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (PymthouseInsufficientFundsError, "insufficient_credit"),
+    (livepeer.LivepeerInsufficientBalanceError, "insufficient_credit"),
+    (livepeer.LivepeerOutcomeUnknownError, "outcome_unknown"),
+    (livepeer.LivepeerPaidCallFailedError, "upstream_failed"),
+    (livepeer.LivepeerPriceExceededError, "price_exceeded"),
+    (livepeer.LivepeerModelUnavailableError, "model_unavailable"),
+    (livepeer.LivepeerBadRequestError, "invalid_request"),
+    (livepeer.LivepeerAuthError, "upstream_auth"),
+    (PymthouseAuthError, "upstream_auth"),
+    (PymthouseBadRequestError, "upstream_auth"),
+    (PymthouseNotFoundError, "account_unavailable"),
+)
+
+
 def _failure_code(exc: PymthouseError | LivepeerError) -> str:
-    if isinstance(exc, PymthouseInsufficientFundsError | livepeer.LivepeerInsufficientBalanceError):
-        return "insufficient_credit"
-    table: tuple[tuple[type[Exception], str], ...] = (
-        (livepeer.LivepeerOutcomeUnknownError, "outcome_unknown"),
-        (livepeer.LivepeerPaidCallFailedError, "upstream_failed"),
-        (livepeer.LivepeerPriceExceededError, "price_exceeded"),
-        (livepeer.LivepeerModelUnavailableError, "model_unavailable"),
-        (livepeer.LivepeerBadRequestError, "invalid_request"),
-        (livepeer.LivepeerAuthError, "upstream_auth"),
-        (PymthouseNotFoundError, "account_unavailable"),
-    )
-    for error_class, code in table:
+    for error_class, code in _FAILURE_CODES:
         if isinstance(exc, error_class):
             return code
-    from integrations.pymthouse import PymthouseAuthError, PymthouseBadRequestError
-
-    if isinstance(exc, PymthouseAuthError):
-        return "upstream_auth"
-    if isinstance(exc, PymthouseBadRequestError):
-        return "upstream_auth"  # our request shape or configuration is wrong
-    if exc.retryable:
-        return "upstream_unavailable"
-    return "upstream_failed"
+    return "upstream_unavailable" if exc.retryable else "upstream_failed"
 
 
 def _generation_upstream_error(generation: Generation, exc: PymthouseError | LivepeerError) -> None:
