@@ -221,22 +221,30 @@ if not DEBUG:
 # --- Celery -----------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
-CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
+# Redis redelivers an unacknowledged message after this many seconds; it must
+# exceed the longest task hard time limit (tests assert the order).
+BROKER_VISIBILITY_TIMEOUT_SECONDS = 3600
+
+
+def filesystem_broker_options(var_dir: Path) -> dict[str, Any]:
+    """Folders and polling of the embedded broker under ``var_dir`` (created here)."""
+    queue_dir = var_dir / "celery" / "queue"
+    queue_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(queue_dir),
+        "data_folder_out": str(queue_dir),
+        "control_folder": str(var_dir / "celery" / "control"),
+        "polling_interval": 0.1,
+    }
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any]
 if CELERY_BROKER_URL == "filesystem://":
     # kombu's filesystem transport with atomic publish and claim (config/broker.py).
     CELERY_BROKER_TRANSPORT = "config.broker:AtomicFilesystemTransport"
-    _broker_dir = VAR_DIR / "celery" / "queue"
-    _broker_dir.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir),
-        "data_folder_out": str(_broker_dir),
-        "control_folder": str(VAR_DIR / "celery" / "control"),
-        "polling_interval": 0.1,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(VAR_DIR)
 else:
-    # Redis redelivers an unacknowledged message after this many seconds; it
-    # must exceed the longest task hard time limit (tests assert the order).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"

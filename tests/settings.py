@@ -13,6 +13,7 @@ from config.settings import *  # noqa: F403
 from config.settings import (
     BASE_DIR,
     CACHES,
+    CELERY_BROKER_URL,
     DATABASES,
     REDIS_URL,
     SANDBOX_DEMO_M2M_CLIENT_ID,
@@ -20,6 +21,7 @@ from config.settings import (
     SANDBOX_DEMO_PUBLIC_CLIENT_ID,
     VAR_DIR,
     env,
+    filesystem_broker_options,
 )
 from tests.sandbox_server import free_port
 
@@ -73,15 +75,8 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 TASK_RETRY_BACKOFF_SECONDS = 0.2
 TASK_RETRY_BACKOFF_MAX_SECONDS = 1.0
 CELERY_TASK_ALWAYS_EAGER = env.bool("TEST_CELERY_EAGER", default=True)
-if not REDIS_URL:
-    _broker_dir = TEST_VAR_DIR / "celery" / "queue"
-    _broker_dir.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir),
-        "data_folder_out": str(_broker_dir),
-        "control_folder": str(TEST_VAR_DIR / "celery" / "control"),
-        "polling_interval": 0.1,
-    }
+if CELERY_BROKER_URL == "filesystem://":
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(TEST_VAR_DIR)
 
 LOGGING = {
     "version": 1,
