@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.core.management import call_command
 
 from tests.sandbox_server import SandboxControl, SandboxProcess
-from tests.worker import WorkerProcess, purge_broker
+from tests.worker import WorkerProcess, running_worker
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -88,19 +88,6 @@ def sandbox(
 
 @pytest.fixture
 def worker_process(transactional_db: Any, sandbox: SandboxControl) -> Iterator[WorkerProcess]:
-    """A real Celery worker process on the test database, for this test only.
-
-    While it runs, this process sends tasks to the broker instead of running
-    them inline.
-    """
-    from config.celery import app
-
-    purge_broker()
-    worker = WorkerProcess().start()
-    app.conf.task_always_eager = False
-    try:
+    """A real Celery worker process on the test database, for this test only."""
+    with running_worker() as worker:
         yield worker
-    finally:
-        app.conf.task_always_eager = True
-        worker.stop()
-        purge_broker()

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -107,3 +109,22 @@ class WorkerProcess:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@contextmanager
+def running_worker(
+    *, name: str = "test", env: dict[str, str] | None = None
+) -> Iterator[WorkerProcess]:
+    """A worker on an empty queue; while it runs, this process enqueues instead of
+    running tasks inline."""
+    from config.celery import app
+
+    purge_broker()
+    worker = WorkerProcess(name=name, env=env).start()
+    app.conf.task_always_eager = False
+    try:
+        yield worker
+    finally:
+        app.conf.task_always_eager = True
+        worker.stop()
+        purge_broker()

@@ -12,6 +12,7 @@ from accounts.models import ProvisioningStatus, User
 from accounts.services import user_create, user_set_active, users_provision_pending
 from accounts.tasks import PROVISION_MAX_RETRIES, provision_user_task
 from tests.factories import UserFactory
+from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
 from tests.worker import WorkerProcess
 
@@ -105,15 +106,6 @@ def test_provisioning_twice_is_idempotent(
     assert statuses == [201, 200]
 
 
-def _wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.mark.worker
 def test_retryable_upstream_error_is_retried_by_the_worker_then_succeeds(
     sandbox: SandboxControl, worker_process: WorkerProcess
@@ -122,7 +114,7 @@ def test_retryable_upstream_error_is_retried_by_the_worker_then_succeeds(
 
     user = UserFactory()
 
-    _wait_for(
+    wait_for(
         lambda: User.objects.get(pk=user.pk).provisioning_status == ProvisioningStatus.PROVISIONED
     )
     assert [c["status"] for c in sandbox.requests(USERS_PATH)] == [503, 503, 201]
@@ -136,7 +128,7 @@ def test_retryable_error_gives_up_after_max_retries(
 
     user = UserFactory()
 
-    _wait_for(lambda: User.objects.get(pk=user.pk).provisioning_status == ProvisioningStatus.FAILED)
+    wait_for(lambda: User.objects.get(pk=user.pk).provisioning_status == ProvisioningStatus.FAILED)
     user.refresh_from_db()
     assert "503" in user.provisioning_error
     # the first attempt plus PROVISION_MAX_RETRIES retries, then it stops
@@ -158,7 +150,7 @@ def test_retry_after_is_honoured(sandbox: SandboxControl, worker_process: Worker
 
     user = UserFactory()
 
-    _wait_for(
+    wait_for(
         lambda: User.objects.get(pk=user.pk).provisioning_status == ProvisioningStatus.PROVISIONED
     )
     first, second = sandbox.requests(USERS_PATH)

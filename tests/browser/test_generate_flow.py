@@ -14,7 +14,7 @@ from django.conf import settings
 
 from accounts.models import ProvisioningStatus, User
 from inference.models import Generation, GenerationStatus
-from tests.inference.helpers import wait_for
+from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
 from tests.worker import WorkerProcess
 

@@ -11,9 +11,9 @@ from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
 from inference.tasks import generation_run_task
 from tests.factories import UserFactory
-from tests.inference.helpers import png_size, read, wait_for
+from tests.helpers import png_size, read, wait_for
 from tests.sandbox_server import SandboxControl
-from tests.worker import WorkerProcess
+from tests.worker import WorkerProcess, running_worker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -216,18 +216,9 @@ def test_worker_killed_before_paying_completes_on_redelivery(
 
 
 def test_ai_gateway_backend_end_to_end(sandbox: SandboxControl, transactional_db) -> None:
-    from config.celery import app
-    from tests.worker import purge_broker
-
-    purge_broker()
-    worker = WorkerProcess(name="gateway", env={"INFERENCE_BACKEND": "ai-gateway"}).start()
-    app.conf.task_always_eager = False
-    try:
+    with running_worker(name="gateway", env={"INFERENCE_BACKEND": "ai-gateway"}):
         user = UserFactory()
         generation = _finished(_create(user, width=640, height=448))
-    finally:
-        app.conf.task_always_eager = True
-        worker.stop()
 
     assert generation.status == GenerationStatus.SUCCEEDED, generation.error_message
     assert generation.backend == "ai-gateway"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -39,14 +38,6 @@ class RecordingGuard:
     def confirm(self, *, manifest_id: str | None, runner_url: str | None) -> None:
         self.calls.append("confirm")
         self.confirmed.append((manifest_id, runner_url))
-
-
-def png_size(content: bytes) -> tuple[int, int]:
-    """Width and height from the IHDR chunk (independent of the client's own parser)."""
-    assert content[:8] == b"\x89PNG\r\n\x1a\n"
-    assert content[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", content[16:24])
-    return width, height
 
 
 def image_request(**overrides: Any) -> ImageRequest:

@@ -21,13 +21,13 @@ from integrations.livepeer import (
     get_backend,
 )
 from integrations.livepeer import gateway_credentials as configured_gateway_credentials
+from tests.helpers import png_size
 from tests.integrations.livepeer.conftest import (
     GATEWAY_PATH,
     MODEL,
     RecordingGuard,
     calls,
     image_request,
-    png_size,
 )
 from tests.sandbox_server import SandboxControl, free_port
 

@@ -22,13 +22,13 @@ from integrations.livepeer import (
     get_backend,
 )
 from integrations.livepeer.imageformat import image_dimensions, sniff_content_type
+from tests.helpers import png_size
 from tests.integrations.livepeer.conftest import (
     PAYMENT_PATH,
     RUNNER_1,
     RecordingGuard,
     calls,
     image_request,
-    png_size,
 )
 from tests.sandbox_server import SandboxControl
 

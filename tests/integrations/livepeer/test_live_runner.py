@@ -28,6 +28,7 @@ from integrations.livepeer import (
     SignerCredentials,
     get_backend,
 )
+from tests.helpers import png_size
 from tests.integrations.livepeer.conftest import (
     DISCOVERY_PATH,
     MODEL,
@@ -38,7 +39,6 @@ from tests.integrations.livepeer.conftest import (
     RecordingGuard,
     calls,
     image_request,
-    png_size,
 )
 from tests.sandbox_server import SandboxControl
 
