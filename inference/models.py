@@ -97,6 +97,13 @@ class Generation(models.Model):
     image_seed = models.BigIntegerField(null=True, blank=True)
     nsfw = models.BooleanField(default=False)
 
+    # What the payment bought, recorded at payment time (PaymentRecord). The
+    # expected fee is what billing debits; it never waits for a usage report.
+    price_wei = WeiField(null=True, blank=True)
+    price_unit = models.CharField(max_length=32, blank=True, default="")
+    units_paid = models.PositiveBigIntegerField(null=True, blank=True)
+    expected_fee_wei = WeiField(null=True, blank=True)
+
     # Filled by billing once the usage for this generation is metered.
     cost_wei = WeiField(null=True, blank=True)
     cost_usd_micros = models.BigIntegerField(null=True, blank=True)

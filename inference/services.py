@@ -43,6 +43,7 @@ from integrations.livepeer import (
     ImageRequest,
     InferenceResult,
     LivepeerError,
+    PaymentRecord,
     SignerCredentials,
 )
 from integrations.pymthouse import (
@@ -232,11 +233,15 @@ class _DatabasePaymentGuard:
             payment_claimed_at=None, stage="connecting"
         )
 
-    def confirm(self, *, manifest_id: str | None, runner_url: str | None) -> None:
+    def confirm(self, record: PaymentRecord) -> None:
         Generation.objects.filter(pk=self.generation_id).update(
             tickets_paid=F("tickets_paid") + 1,
-            manifest_id=manifest_id or "",
-            runner_url=runner_url or "",
+            manifest_id=record.manifest_id or "",
+            runner_url=record.runner_url or "",
+            price_wei=record.price_wei,
+            price_unit=record.price_unit,
+            units_paid=record.units_paid,
+            expected_fee_wei=record.expected_fee_wei,
             stage="generating",
         )
 

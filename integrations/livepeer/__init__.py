@@ -36,6 +36,7 @@ from integrations.livepeer.types import (
     InferenceBackend,
     InferenceResult,
     PaymentGuard,
+    PaymentRecord,
     SignerCredentials,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "LivepeerRateLimitedError",
     "LivepeerUnavailableError",
     "PaymentGuard",
+    "PaymentRecord",
     "SignerCredentials",
     "gateway_credentials",
     "get_backend",

@@ -41,6 +41,7 @@ from integrations.livepeer.types import (
     ImageRequest,
     InferenceResult,
     PaymentGuard,
+    PaymentRecord,
     SignerCredentials,
     raw_token,
 )
@@ -130,7 +131,7 @@ def _generate(
         raise LivepeerUnavailableError(message, request_id=request_id) from exc
     status = response.status_code
     if status == 200:
-        guard.confirm(manifest_id=None, runner_url=None)
+        guard.confirm(PaymentRecord(manifest_id=None, runner_url=None))
         return _finish(http, config, request, url, response)
     if status == 504:
         raise LivepeerOutcomeUnknownError(

@@ -71,6 +71,7 @@ from integrations.livepeer.types import (
     ImageRequest,
     InferenceResult,
     PaymentGuard,
+    PaymentRecord,
     SignerCredentials,
 )
 
@@ -127,6 +128,22 @@ def max_price(price: PriceInfo, markup: Decimal) -> dict[str, str]:
     """``maxPrice`` for the signer: the advertised price × markup, rounded up, as a string."""
     ceiling = (price.price * markup).to_integral_value(rounding=ROUND_CEILING)
     return {"price": str(int(ceiling)), "currency": price.currency, "unit": price.unit}
+
+
+def payment_record(runner: Runner, challenge: PaymentChallenge, *, pixels: int) -> PaymentRecord:
+    """What the ticket for ``challenge`` buys, at the runner's advertised price."""
+    price = runner.price.price
+    price_wei = int(price) if price == price.to_integral_value() else None
+    units = {"fixed": 1, "": pixels}.get(runner.payment_type)
+    fee = price_wei * units if price_wei is not None and units is not None else None
+    return PaymentRecord(
+        manifest_id=challenge.manifest_id,
+        runner_url=runner.url,
+        price_wei=price_wei,
+        price_unit=runner.price.unit,
+        units_paid=units,
+        expected_fee_wei=fee,
+    )
 
 
 @dataclass(frozen=True)
@@ -376,7 +393,7 @@ class _LiveRunnerCall:
             ) from exc
         status = response.status_code
         if status == 200:
-            self.guard.confirm(manifest_id=challenge.manifest_id, runner_url=runner.url)
+            self.guard.confirm(payment_record(runner, challenge, pixels=self.request.pixels))
             self.tickets_paid += 1
             try:
                 parsed = PaymentResponse.model_validate(response.json())

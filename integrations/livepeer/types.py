@@ -116,6 +116,24 @@ class InferenceResult:
     tickets_paid: int
 
 
+@dataclass(frozen=True)
+class PaymentRecord:
+    """What one payment bought, known at payment time (docs/upstream.md, "Cost of a call").
+
+    ``expected_fee_wei`` is the figure billing debits: for a ``fixed`` runner it is the
+    runner's price, for ``seconds`` the price times the seconds the payment covers. It
+    never depends on a later usage report. On the ai-gateway backend nothing is known
+    about the price (the gateway pays with its own key): all money fields are ``None``.
+    """
+
+    manifest_id: str | None
+    runner_url: str | None
+    price_wei: int | None = None
+    price_unit: str = ""
+    units_paid: int | None = None
+    expected_fee_wei: int | None = None
+
+
 class PaymentGuard(Protocol):
     """Lets the caller make "never pay twice for one generation" hold across processes.
 
@@ -126,7 +144,8 @@ class PaymentGuard(Protocol):
 
     * ``release()``: that request definitely spent nothing (an error status from the
       signer/gateway, or the connection failed before the request was sent);
-    * ``confirm(...)``: money was, or may have been, spent (signer 200; gateway 200).
+    * ``confirm(record)``: money was, or may have been, spent (signer 200; gateway 200);
+      ``record`` says what was bought and what it is expected to cost.
 
     A claim followed by neither (``generate`` raised ``LivepeerOutcomeUnknownError``, or
     the process died) means the outcome is unknown: do not pay again for this request.
@@ -136,7 +155,7 @@ class PaymentGuard(Protocol):
 
     def release(self) -> None: ...
 
-    def confirm(self, *, manifest_id: str | None, runner_url: str | None) -> None: ...
+    def confirm(self, record: PaymentRecord) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from integrations.livepeer import GatewayCredentials, ImageRequest, SignerCredentials
+from integrations.livepeer import (
+    GatewayCredentials,
+    ImageRequest,
+    PaymentRecord,
+    SignerCredentials,
+)
 from integrations.livepeer.signer import clear_payer_address_cache
 from integrations.pymthouse import PymthouseClient
 from tests.sandbox_server import SandboxControl
@@ -28,6 +33,7 @@ class RecordingGuard:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.confirmed: list[tuple[str | None, str | None]] = []
+        self.records: list[PaymentRecord] = []
 
     def claim(self) -> None:
         self.calls.append("claim")
@@ -35,9 +41,10 @@ class RecordingGuard:
     def release(self) -> None:
         self.calls.append("release")
 
-    def confirm(self, *, manifest_id: str | None, runner_url: str | None) -> None:
+    def confirm(self, record: PaymentRecord) -> None:
         self.calls.append("confirm")
-        self.confirmed.append((manifest_id, runner_url))
+        self.confirmed.append((record.manifest_id, record.runner_url))
+        self.records.append(record)
 
 
 def image_request(**overrides: Any) -> ImageRequest:
