@@ -221,10 +221,15 @@ class _DatabasePaymentGuard:
     def __init__(self, generation_id: uuid.UUID) -> None:
         self.generation_id = generation_id
 
-    def claim(self) -> None:
+    def claim(self, *, manifest_id: str | None, runner_url: str | None) -> None:
         claimed = Generation.objects.filter(
             pk=self.generation_id, payment_claimed_at__isnull=True
-        ).update(payment_claimed_at=timezone.now(), stage="paying")
+        ).update(
+            payment_claimed_at=timezone.now(),
+            manifest_id=manifest_id or "",
+            runner_url=runner_url or "",
+            stage="paying",
+        )
         if not claimed:
             raise PaymentAlreadyClaimedError("payment for this generation was already claimed")
 

@@ -106,7 +106,7 @@ def _generate(
         "Authorization": f"Bearer {raw_token(credentials.bearer_token)}",
         REQUEST_ID_HEADER: request_id,
     }
-    guard.claim()
+    guard.claim(manifest_id=None, runner_url=None)
     try:
         response = send(
             http,

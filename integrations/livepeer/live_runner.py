@@ -368,7 +368,7 @@ class _LiveRunnerCall:
             "attributionSource": ATTRIBUTION_SOURCE,
             "paymentMetadataVersion": PAYMENT_METADATA_VERSION,
         }
-        self.guard.claim()
+        self.guard.claim(manifest_id=challenge.manifest_id, runner_url=runner.url)
         try:
             response = send(
                 self.http,

@@ -137,8 +137,10 @@ class PaymentRecord:
 class PaymentGuard(Protocol):
     """Lets the caller make "never pay twice for one generation" hold across processes.
 
-    The backend calls ``claim()`` immediately before every request that may spend money
-    (a signer ticket request, an AI-gateway POST). ``claim()`` may raise to abort; the
+    The backend calls ``claim(manifest_id=…, runner_url=…)`` immediately before every
+    request that may spend money (a signer ticket request, an AI-gateway POST), naming the
+    challenge it is about to pay for, so that the join key of an ambiguous payment is
+    stored before the payment is asked for. ``claim()`` may raise to abort; the
     exception propagates unchanged and nothing is sent. Each claim is followed by
     exactly one of:
 
@@ -151,7 +153,7 @@ class PaymentGuard(Protocol):
     the process died) means the outcome is unknown: do not pay again for this request.
     """
 
-    def claim(self) -> None: ...
+    def claim(self, *, manifest_id: str | None, runner_url: str | None) -> None: ...
 
     def release(self) -> None: ...
 

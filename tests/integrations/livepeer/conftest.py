@@ -35,7 +35,7 @@ class RecordingGuard:
         self.confirmed: list[tuple[str | None, str | None]] = []
         self.records: list[PaymentRecord] = []
 
-    def claim(self) -> None:
+    def claim(self, *, manifest_id: str | None, runner_url: str | None) -> None:
         self.calls.append("claim")
 
     def release(self) -> None:

@@ -488,8 +488,8 @@ def test_guard_refusing_the_claim_sends_nothing(
         pass
 
     class RefusingGuard(RecordingGuard):
-        def claim(self) -> None:
-            super().claim()
+        def claim(self, *, manifest_id: str | None, runner_url: str | None) -> None:
+            super().claim(manifest_id=manifest_id, runner_url=runner_url)
             raise AlreadyPaid
 
     guard = RefusingGuard()
