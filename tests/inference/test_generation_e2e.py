@@ -35,6 +35,13 @@ def _task_done(worker: WorkerProcess, task_id: str) -> None:
     wait_for(lambda: f"[{task_id}] succeeded" in worker.log())
 
 
+def _redeliver(generation: Generation) -> None:
+    """What the broker redelivers after a worker died: the same message (same task id)."""
+    attempt_id = Generation.objects.get(pk=generation.pk).attempt_id
+    assert attempt_id
+    generation_run_task.apply_async((str(generation.pk),), task_id=attempt_id)
+
+
 def _events_for(sandbox: SandboxControl, generation: Generation) -> list[dict]:
     return [e for e in sandbox.events() if e["gatewayRequestId"] == str(generation.pk)]
 
@@ -182,13 +189,14 @@ def test_worker_killed_after_paying_is_not_paid_again_on_redelivery(
     worker_process.kill()
     replacement = WorkerProcess(name="replacement").start()
     try:
-        generation_run_task.delay(str(generation.pk))  # what the broker redelivers
+        _redeliver(generation)
         generation = _finished(generation)
     finally:
         replacement.stop()
 
     assert generation.status == GenerationStatus.FAILED
-    assert generation.error_code == "interrupted"
+    assert generation.error_code == "outcome_unknown"
+    assert generation.payment_claimed_at is not None  # kept: billing settles the one ticket
     assert len(sandbox.requests(PAYMENT)) == 1
     assert len(sandbox.events()) == 1  # the one ticket, which billing will settle
 
@@ -204,7 +212,7 @@ def test_worker_killed_before_paying_completes_on_redelivery(
     worker_process.kill()
     replacement = WorkerProcess(name="replacement").start()
     try:
-        generation_run_task.delay(str(generation.pk))
+        _redeliver(generation)
         generation = _finished(generation)
     finally:
         replacement.stop()

@@ -185,7 +185,10 @@ def test_generate_page_lists_models_presets_and_recent(
     assert "bob secret prompt" not in html
     assert 'data-api-url="/api/v1/generations"' in html
     assert "/static/js/generate.js" in html
-    assert 'id="stage-labels"' in html
+    assert 'id="generation-stages"' in html
+    assert (
+        '{"value": "paying", "label": "Paying the runner\\u2026", "progress": 45}' in html
+    )  # the stage table comes from GenerationStage, not a copy in the JavaScript
     assert 'aria-live="polite"' in html
     assert 'href="/gallery/"' in html  # nav
 
