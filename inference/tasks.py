@@ -58,7 +58,9 @@ def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore
                 countdown,
             )
             raise self.retry(exc=exc, countdown=countdown) from exc
-        generation_fail(generation_id=generation_id, code="upstream_unavailable")
+        generation_fail(
+            generation_id=generation_id, code="upstream_unavailable", attempt_id=self.request.id
+        )
     except (OperationalError, InterfaceError) as exc:
         # The database went away: nothing could be recorded. The same message comes
         # back and resumes its attempt (or ends it, if the payment was claimed).

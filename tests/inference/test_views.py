@@ -330,6 +330,30 @@ def test_post_rate_limited_is_a_429_with_message(
     assert callbacks == []
 
 
+def test_post_refused_by_admission_is_a_402_with_its_message(
+    alice_client: Client, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    from inference.errors import GenerationAdmissionRefusedError
+    from inference.services import admission
+
+    def refuse(*, generation: Generation) -> None:
+        raise GenerationAdmissionRefusedError(
+            "You're out of credit. Add funds to keep generating images.", code="insufficient_credit"
+        )
+
+    monkeypatch.setattr(admission, "generation_admit_step", refuse)  # billing's hook point
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = alice_client.post(GENERATE_URL, {"prompt": "a fox", "size": "512x512"})
+
+    assert response.status_code == 402
+    assert [str(m) for m in response.context["messages"]] == [
+        "You're out of credit. Add funds to keep generating images."
+    ]
+    assert ">a fox</textarea>" in response.content.decode()
+    assert not Generation.objects.exists()
+    assert callbacks == []
+
+
 # --- gallery ------------------------------------------------------------------------
 
 
