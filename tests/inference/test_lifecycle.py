@@ -189,6 +189,44 @@ def test_an_attempt_taken_over_by_reconcile_cannot_claim_or_overwrite(
     assert _row(generation).image.name == delivered
 
 
+def test_a_redelivered_message_resumes_its_own_attempt_until_the_attempt_cap(
+    sandbox: SandboxControl, user: User, settings
+) -> None:
+    settings.INFERENCE_MAX_ATTEMPTS = 3
+    generation = _queued(user)
+    # The message "m-1" started the run, then its worker died before paying.
+    Generation.objects.filter(pk=generation.pk).update(
+        status=GenerationStatus.RUNNING, attempt_id="m-1", attempts=2
+    )
+
+    assert generation_run(generation_id=str(generation.pk), attempt_id="m-2") is None  # not its row
+    assert _row(generation).attempts == 2
+    resumed = generation_run(generation_id=str(generation.pk), attempt_id="m-1")  # redelivered
+
+    assert isinstance(resumed, Generation)
+    _assert_paid_once_and_delivered(sandbox, generation)
+    assert _row(generation).attempts == 3
+
+
+def test_a_message_whose_worker_keeps_dying_ends_interrupted_at_the_cap(
+    sandbox: SandboxControl, user: User, settings
+) -> None:
+    settings.INFERENCE_MAX_ATTEMPTS = 3
+    generation = _queued(user)
+    Generation.objects.filter(pk=generation.pk).update(
+        status=GenerationStatus.RUNNING, attempt_id="m-1", attempts=3
+    )
+    sandbox.clear_requests()
+
+    assert generation_run(generation_id=str(generation.pk), attempt_id="m-1") is None
+
+    row = _row(generation)
+    assert (row.status, row.error_code, row.attempts) == ("failed", "interrupted", 3)
+    assert row.error_message == FAILURE_MESSAGES["interrupted"]
+    assert sandbox.requests(TOKEN) == []  # nothing was asked upstream
+    assert sandbox.requests("/signer") == []
+
+
 # --- reconcile -------------------------------------------------------------------------
 
 
