@@ -158,6 +158,23 @@ def test_first_attempt_retrying_lets_the_duplicate_finish_and_its_retry_does_not
     assert _row(generation).attempts == 2
 
 
+def test_first_attempts_retry_arriving_while_the_duplicate_holds_the_claim_does_nothing(
+    sandbox: SandboxControl, user: User
+) -> None:
+    generation = _queued(user)
+    assert isinstance(_retryable_attempt(sandbox, generation), GenerationRetryableError)
+    sandbox.add_fault("POST", PAYMENT, delay=2, times=1)
+    duplicate = Attempt(generation)
+    duplicate.start()
+    wait_for(lambda: _row(generation).payment_claimed_at is not None)
+
+    retry = _retryable_attempt(sandbox, generation)  # the first attempt's retry, failing again
+
+    assert retry is None
+    assert isinstance(duplicate.result(), Generation)
+    _assert_paid_once_and_delivered(sandbox, generation)
+
+
 def test_duplicate_after_success_changes_nothing(sandbox: SandboxControl, user: User) -> None:
     generation = _queued(user)
     assert isinstance(generation_run(generation_id=str(generation.pk)), Generation)
