@@ -183,7 +183,32 @@ def attempt_succeed(
     stage_set(generation_id=generation.pk, attempt_id=attempt_id, stage=GenerationStage.SAVING)
     generation.image.save(f"{generation.pk}.png", ContentFile(image.content), save=False)
     stored_name: str = generation.image.name or ""
-    updated = Generation.objects.filter(
+    try:
+        updated = _success_write(generation, attempt_id, result, stored_name)
+    except Exception:
+        # The run ends outcome_unknown (run.py); the paid image stays on disk for support.
+        logger.warning(
+            "generation %s: success not recorded; image kept at %s", generation.pk, stored_name
+        )
+        raise
+    if not updated:
+        delivered = Generation.objects.filter(pk=generation.pk).values_list("image", flat=True)
+        if stored_name and stored_name not in delivered:
+            generation.image.storage.delete(stored_name)
+        logger.warning(
+            "generation %s: attempt %s lost the row; result dropped", generation.pk, attempt_id
+        )
+        return generation
+    generation.refresh_from_db()
+    logger.info("generation %s succeeded", generation.pk)
+    return generation
+
+
+def _success_write(
+    generation: Generation, attempt_id: str, result: InferenceResult, stored_name: str
+) -> int:
+    image = result.images[0]
+    return Generation.objects.filter(
         pk=generation.pk,
         attempt_id=attempt_id,
         status__in=[GenerationStatus.RUNNING, GenerationStatus.FAILED],
@@ -200,17 +225,6 @@ def attempt_succeed(
         error_message="",
         finished_at=timezone.now(),
     )
-    if not updated:
-        delivered = Generation.objects.filter(pk=generation.pk).values_list("image", flat=True)
-        if stored_name and stored_name not in delivered:
-            generation.image.storage.delete(stored_name)
-        logger.warning(
-            "generation %s: attempt %s lost the row; result dropped", generation.pk, attempt_id
-        )
-        return generation
-    generation.refresh_from_db()
-    logger.info("generation %s succeeded", generation.pk)
-    return generation
 
 
 def attempt_requeue(*, generation_id: uuid.UUID, attempt_id: str, code: str) -> bool:
