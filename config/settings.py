@@ -341,6 +341,8 @@ INFERENCE_MAX_RETRIES: int = env.int("INFERENCE_MAX_RETRIES", default=4)
 # generation's message at most once per INFERENCE_REQUEUE_AFTER_SECONDS.
 INFERENCE_MAX_ATTEMPTS: int = env.int("INFERENCE_MAX_ATTEMPTS", default=8)
 INFERENCE_REQUEUE_AFTER_SECONDS: int = env.int("INFERENCE_REQUEUE_AFTER_SECONDS", default=900)
+if INFERENCE_MAX_ATTEMPTS <= INFERENCE_MAX_RETRIES:
+    raise ImproperlyConfigured("INFERENCE_MAX_ATTEMPTS must exceed INFERENCE_MAX_RETRIES.")
 # Every retry countdown (an upstream's Retry-After included) is capped here, below
 # the reconcile window and the broker visibility timeout, or delayed retries run twice.
 TASK_RETRY_MAX_DELAY_SECONDS: float = env.float("TASK_RETRY_MAX_DELAY_SECONDS", default=600.0)

@@ -325,3 +325,21 @@ def test_paid_call_failure_resends_the_same_payment_instead_of_paying_again(
     assert [r["status"] for r in sandbox.requests(runner)][0] == 402
     assert len(sandbox.requests(runner)) == 3  # challenge, dropped paid call, resent paid call
     assert len(_events_for(sandbox, generation)) == 1
+
+
+def test_an_unexpected_error_in_the_worker_ends_the_generation_within_the_task(
+    sandbox: SandboxControl, transactional_db
+) -> None:
+    # A configuration error the worker only meets mid-run (the markup must be >= 1).
+    with running_worker(name="misconfigured", env={"LIVEPEER_MAX_PRICE_MARKUP": "0.5"}):
+        user = UserFactory()
+        generation = _finished(_create(user), timeout=30)  # no reconcile runs here
+
+    assert (generation.status, generation.error_code) == ("failed", "internal_error")
+    assert generation.error_message == (
+        "Something went wrong on our side and this image could not be generated. "
+        "Our team has been notified; please try again."
+    )
+    assert generation.attempts == 1
+    assert generation.payment_claimed_at is None
+    assert sandbox.requests(PAYMENT) == []
