@@ -117,13 +117,15 @@ def workers_idle() -> bool:
 
 
 def wait_settled(email: str, *, deadline: float) -> int:
-    """Until no generation is unfinished, or the workers stay idle twice in a row."""
+    """Until the workers are idle twice in a row (2 s apart); returns the unfinished count.
+
+    Idle is required even when nothing is unfinished: a redelivered message for a
+    finished generation must have run (and shown whether it pays again) before the tally.
+    """
     idle_checks = 0
     unfinished = unfinished_count(email)
     while time.monotonic() < deadline:
         unfinished = unfinished_count(email)
-        if unfinished == 0:
-            return 0
         try:
             idle = workers_idle()
         except Exception:
@@ -169,8 +171,6 @@ def settle(email: str, *, deadline: float) -> list[str]:
         f"workers idle after {time.monotonic() - started:.0f} s; {left} unfinished"
         f" before any clock advance ({unfinished_states(email)})"
     )
-    if left == 0:
-        return steps
     for label, action in (
         ("reconcile", lambda: reconcile_as_of(RECONCILE_WINDOW)),
         (
@@ -189,8 +189,6 @@ def settle(email: str, *, deadline: float) -> list[str]:
             f"{description}; idle after {time.monotonic() - started:.0f} s, {left} unfinished"
             + (f" ({unfinished_states(email)})" if left else "")
         )
-        if left == 0:
-            break
     return steps
 
 
