@@ -38,7 +38,8 @@ class FaultKind:
 
 SIGNER_PAYMENT = "/signer/generate-live-payment"
 #: Sandbox faults to draw from. A fault answers (or drops) before the sandbox's handler
-#: runs, so a faulted signer request never issues a ticket.
+#: runs, so a signer request answered or dropped by a fault never issues a ticket; only
+#: the delay-only fault lets the ticket be issued after the client stopped waiting.
 FAULT_MENU: tuple[FaultKind, ...] = (
     FaultKind("signer 500", "POST", SIGNER_PAYMENT, {"status": 500, "body": "internal error"}),
     FaultKind("signer 502", "POST", SIGNER_PAYMENT, {"status": 502, "body": "Bad Gateway"}),
@@ -49,6 +50,14 @@ FAULT_MENU: tuple[FaultKind, ...] = (
         "POST",
         SIGNER_PAYMENT,
         {"status": 483, "body": "insufficient balance"},
+    ),
+    FaultKind(
+        # Served normally after 16 s, past LIVEPEER_SIGNER_READ_TIMEOUT (15 s): the ticket
+        # is issued after the client gave up on the answer.
+        "signer answers after our read timeout",
+        "POST",
+        SIGNER_PAYMENT,
+        {"delay": 16.0},
     ),
     FaultKind(
         "signer discovery 503",
