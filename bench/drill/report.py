@@ -63,6 +63,7 @@ def render(
         f"| generations submitted (rows) | {f.submitted_rows} ({f.api_accepted} API 201s;"
         f" {f.api_refused_attempts} refused attempts: {_counts(f.api_refusals)};"
         f" {f.abandoned_indexes} given up) |",
+        f"| rows created although the POST answered an error | {f.unconfirmed_rows} |",
         f"| succeeded | {f.status.get('succeeded', 0)} |",
         f"| failed, by code | {sum(f.failed_by_code.values())} ({_counts(f.failed_by_code)}) |",
         f"| stuck after reconcile (must be 0) | **{f.stuck}** |",

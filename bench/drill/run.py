@@ -109,7 +109,7 @@ def workers_idle() -> bool:
         channel = connection.default_channel
         if channel.client.llen("celery"):
             return False
-    inspector = app.control.inspect(timeout=1.5)
+    inspector = app.control.inspect(timeout=1.0)
     replies = [inspector.active(), inspector.reserved(), inspector.scheduled()]
     if any(reply is None for reply in replies):
         return False  # no worker answered (restarting, or the broker is away)
@@ -135,6 +135,14 @@ def wait_settled(email: str, *, deadline: float) -> int:
             return unfinished
         time.sleep(2)
     return unfinished
+
+
+def unacknowledged_count() -> int:
+    from config.celery import app
+
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        return int(channel.client.hlen(channel.unacked_key))
 
 
 def restore_unacknowledged() -> int:
@@ -169,7 +177,8 @@ def settle(email: str, *, deadline: float) -> list[str]:
     left = wait_settled(email, deadline=deadline)
     steps.append(
         f"workers idle after {time.monotonic() - started:.0f} s; {left} unfinished"
-        f" before any clock advance ({unfinished_states(email)})"
+        f" before any clock advance ({unfinished_states(email)});"
+        f" {unacknowledged_count()} unacknowledged messages in Redis"
     )
     for label, action in (
         ("reconcile", lambda: reconcile_as_of(RECONCILE_WINDOW)),

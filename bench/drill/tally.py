@@ -37,6 +37,7 @@ class Recovery:
 class Figures:
     submitted_rows: int
     api_accepted: int
+    unconfirmed_rows: int  # rows whose POST never got a 201 (the client saw an error)
     api_refused_attempts: int
     api_refusals: dict[str, int]
     abandoned_indexes: int
@@ -164,6 +165,10 @@ def tally(
     return Figures(
         submitted_rows=len(rows),
         api_accepted=sum(1 for attempt in attempts if attempt.status == 201),
+        unconfirmed_rows=len(
+            {str(row["id"]) for row in rows}
+            - {attempt.generation_id for attempt in attempts if attempt.generation_id}
+        ),
         api_refused_attempts=sum(refusals.values()),
         api_refusals=dict(refusals.most_common()),
         abandoned_indexes=len(abandoned),

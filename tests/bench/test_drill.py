@@ -106,6 +106,8 @@ def test_tally_counts_double_tickets_lost_images_and_stuck_rows(tmp_path: Path) 
     )
 
     assert figures.submitted_rows == 7
+    assert figures.api_accepted == 1
+    assert figures.unconfirmed_rows == 6
     assert figures.stuck == 1
     assert figures.failed_by_code == {
         "outcome_unknown": 1,
