@@ -53,7 +53,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--runner-latency", type=float, default=0.3)
+    parser.add_argument("--runner-latency", type=float, default=1.0)
     parser.add_argument("--redis-down", type=float, default=2.0, help="seconds Redis stays down")
     parser.add_argument("--beat-interval", type=float, default=30.0, help="reconcile task period")
     parser.add_argument(
