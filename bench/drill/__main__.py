@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 -- one li
             redis_server=redis_server,
             database=database,
             redis_down_seconds=arguments.redis_down,
+            running_now=lambda: run.running_now(stack.email),
         )
         submitter = Submitter(
             web_url=stack.web_url,

@@ -16,6 +16,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -163,6 +164,7 @@ class Chaos:
         redis_server: OwnRedis,
         database: DrillDatabase,
         redis_down_seconds: float,
+        running_now: Callable[[], tuple[int, int]],
     ) -> None:
         self.plan = plan
         self.rng = random.Random(seed + 1)  # which pool child to kill
@@ -171,6 +173,8 @@ class Chaos:
         self.redis_server = redis_server
         self.database = database
         self.redis_down_seconds = redis_down_seconds
+        #: (generations running, of which payment claimed), read just before a kill
+        self.running_now = running_now
         self.control = SandboxControl(stack.sandbox_url)
         self.records: list[ActionRecord] = []
         self.restarted_workers = 0
@@ -202,16 +206,34 @@ class Chaos:
                 self.errors.append(f"{action.kind} at {action.at:.1f} s: {exc!r}")
 
     def _apply(self, action: Action) -> ActionRecord:
+        record = self._apply_action(action, self._running() if "kill" in action.kind else None)
+        return record
+
+    def _running(self) -> tuple[int, int] | None:
+        try:
+            return self.running_now()
+        except Exception:
+            logger.exception("could not count running generations")
+            return None
+
+    def _apply_action(self, action: Action, running: tuple[int, int] | None) -> ActionRecord:
         started = utc_now()
+        detail: dict[str, Any] = {} if running is None else {"running": running}
         if action.kind == "kill-child":
             worker = self.workers[action.target]
             children = _pool_children(worker.process.pid) if worker.process else []
             if not children:
-                return ActionRecord(action, f"{worker.name}: no pool child to kill", started)
+                return ActionRecord(
+                    action, f"{worker.name}: no pool child to kill", started, detail=detail
+                )
             victim = self.rng.choice(children)
             os.kill(victim, signal.SIGKILL)
             return ActionRecord(
-                action, f"SIGKILL pool child {victim} of {worker.name}", started, utc_now()
+                action,
+                f"SIGKILL pool child {victim} of {worker.name}",
+                started,
+                utc_now(),
+                detail=detail,
             )
         if action.kind == "kill-worker":
             worker = self.workers[action.target]
@@ -229,6 +251,7 @@ class Chaos:
                 f"SIGKILL worker group {worker.name}, started {replacement.name}",
                 started,
                 utc_now(),
+                detail=detail,
             )
         if action.kind == "redis-restart":
             went_down, answered = self.redis_server.restart(down_seconds=self.redis_down_seconds)

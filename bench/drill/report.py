@@ -38,6 +38,9 @@ def render(
         for record in records
         if record.action.kind == "fault"
     )
+    kills = [record for record in records if "running" in record.detail]
+    busy = sum(1 for record in kills if record.detail["running"][0])
+    claimed = sum(1 for record in kills if record.detail["running"][1])
     lines = [
         f"### Drill run: seed {context['seed']}, {context['generations']} generations ({verdict})",
         "",
@@ -59,6 +62,8 @@ def render(
         f" {kinds.get('redis-restart', 0)} Redis restarts,"
         f" {kinds.get('postgres-drop', 0)} Postgres connection drops,"
         f" {kinds.get('fault', 0)} sandbox faults |",
+        f"| kills that landed while a generation was running | {busy} of {len(kills)}"
+        f" ({claimed} while a payment was claimed; system-wide, read just before the kill) |",
         f"| sandbox faults | {_counts(dict(fault_labels.most_common()))} |",
         f"| generations submitted (rows) | {f.submitted_rows} ({f.api_accepted} API 201s;"
         f" {f.api_refused_attempts} refused attempts: {_counts(f.api_refusals)};"

@@ -95,6 +95,12 @@ def unfinished_states(email: str) -> str:
     return ", ".join(f"{state}: {count}" for state, count in states.most_common()) or "none"
 
 
+def running_now(email: str) -> tuple[int, int]:
+    """(running generations, of which the payment is claimed) right now."""
+    rows = [row for row in generation_rows(email) if row["status"] == "running"]
+    return len(rows), sum(1 for row in rows if row["payment_claimed_at"])
+
+
 def send_reconcile() -> None:
     from config.celery import app
 
