@@ -96,7 +96,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the cleanup below
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 -- one linear script
+def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     signal.signal(signal.SIGTERM, _terminate)
     began = time.monotonic()
@@ -220,8 +220,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 -- one li
         if arguments.write:
             write_section(arguments.write, section)
             print(f"wrote the drill section of {arguments.write}")
-        if figures.stuck or not figures.ok:
-            stack.keep_var_dir = arguments.keep or stack.keep_var_dir
         return 0 if figures.ok else 1
     except StackError as exc:
         print(f"\nSTACK FAILED: {exc}", file=sys.stderr)

@@ -206,8 +206,7 @@ class Chaos:
                 self.errors.append(f"{action.kind} at {action.at:.1f} s: {exc!r}")
 
     def _apply(self, action: Action) -> ActionRecord:
-        record = self._apply_action(action, self._running() if "kill" in action.kind else None)
-        return record
+        return self._apply_action(action, self._running() if "kill" in action.kind else None)
 
     def _running(self) -> tuple[int, int] | None:
         try:

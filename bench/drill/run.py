@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.drill.infra import DrillDatabase, OwnRedis, utc_now
+from bench.drill.tally import FINISHED
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def generation_rows(email: str) -> list[dict[str, Any]]:
 
 
 def unfinished_count(email: str) -> int:
-    return sum(1 for row in generation_rows(email) if row["status"] in ("queued", "running"))
+    return sum(1 for row in generation_rows(email) if row["status"] not in FINISHED)
 
 
 def unfinished_states(email: str) -> str:
@@ -90,7 +91,7 @@ def unfinished_states(email: str) -> str:
     states = Counter(
         f"{row['status']}/{row['stage'] or '-'}{' (claimed)' if row['payment_claimed_at'] else ''}"
         for row in generation_rows(email)
-        if row["status"] in ("queued", "running")
+        if row["status"] not in FINISHED
     )
     return ", ".join(f"{state}: {count}" for state, count in states.most_common()) or "none"
 

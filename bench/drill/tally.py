@@ -19,7 +19,8 @@ from bench.drill.chaos import ActionRecord
 from bench.drill.load import Attempt
 
 SUCCEEDED = "succeeded"
-UNFINISHED = ("queued", "running")
+#: Anything else (queued, running, or a state added later) is unfinished.
+FINISHED = ("succeeded", "failed", "canceled")
 OUTCOME_UNKNOWN = "outcome_unknown"
 
 
@@ -136,7 +137,7 @@ def tally(
 ) -> Figures:
     status = Counter(row["status"] for row in rows)
     failed_by_code = Counter(row["error_code"] or "?" for row in rows if row["status"] == "failed")
-    stuck_rows = [row for row in rows if row["status"] in UNFINISHED]
+    stuck_rows = [row for row in rows if row["status"] not in FINISHED]
     per_generation, unattributed = _tickets(rows, events)
     distribution = Counter(per_generation.get(str(row["id"]), 0) for row in rows)
     over_one = sorted(gid for gid, count in per_generation.items() if count > 1)
