@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import User
-from accounts.services import user_provision_schedule, user_set_active
+from accounts.services import user_provision_schedule, user_register, user_set_active
 
 
 @admin.register(User)
@@ -71,9 +71,10 @@ class UserAdmin(DjangoUserAdmin[User]):
             super().save_model(request, obj, form, change)
             user_set_active(user=obj, is_active=desired, acting_user=request.user)  # type: ignore[arg-type]
             return
-        super().save_model(request, obj, form, change)
-        if not change:
-            user_provision_schedule(user=obj)
+        if change:
+            super().save_model(request, obj, form, change)
+        else:
+            user_register(user=obj)
 
     @admin.action(description="Deactivate selected users (here and at pymthouse)")
     def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:

@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from allauth.account.models import EmailAddress
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -32,19 +33,34 @@ def user_create(
     email: str,
     password: str | None = None,
     external_user_id: str | None = None,
+    email_verified: bool = False,
     **extra_fields: Any,
 ) -> User:
-    """Create a user and schedule its provisioning at pymthouse after commit."""
-    user = User(email=User.objects.normalize_email(email), **extra_fields)
+    """Create a user and schedule its provisioning at pymthouse after commit.
+
+    ``email_verified`` records the address as verified for allauth (staff-created and
+    seeded users); people who sign up verify it themselves.
+    """
+    user = User.objects.build_user(email, password, **extra_fields)
     if external_user_id is not None:
         user.external_user_id = external_user_id
-    if password:
-        user.set_password(password)
-    else:
-        user.set_unusable_password()
+    user_register(user=user)
+    EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=email_verified)
+    return user
+
+
+@transaction.atomic
+def user_register(*, user: User) -> User:
+    """Insert a new user built elsewhere (allauth's signup and SSO forms, the admin's add form).
+
+    The one place a user row is first written: validated, saved, provisioning scheduled.
+    """
+    if not user._state.adding:
+        raise ValueError("user_register only inserts new users")
     user.full_clean(exclude=["password"])
     user.save()
     user_provision_schedule(user=user)
+    logger.info("user %s registered as %s", user.pk, user.external_user_id)
     return user
 
 
