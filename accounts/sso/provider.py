@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 
+from allauth.socialaccount.helpers import render_authentication_error
+from allauth.socialaccount.providers.oauth2.client import OAuth2Error
 from allauth.socialaccount.providers.openid_connect.provider import OpenIDConnectProvider
 from allauth.socialaccount.providers.openid_connect.views import OpenIDConnectOAuth2Adapter
 from django.http import HttpRequest, HttpResponse
 
 from accounts.sso.adapter import HardenedOIDCAdapter
+
+logger = logging.getLogger(__name__)
 
 NONCE_STATE_KEY = "oidc_nonce"
 
@@ -44,7 +49,12 @@ class HardenedOpenIDConnectProvider(OpenIDConnectProvider):  # type: ignore[misc
         # Set after any request-supplied auth_params, so a caller cannot choose the nonce.
         auth_params = {**auth_params, "nonce": nonce}
         kwargs[NONCE_STATE_KEY] = nonce
-        response: HttpResponse = super().redirect(
-            request, process, next_url, data, auth_params=auth_params, **kwargs
-        )
+        try:
+            response: HttpResponse = super().redirect(
+                request, process, next_url, data, auth_params=auth_params, **kwargs
+            )
+        except OAuth2Error as exc:  # discovery failed or named another issuer
+            logger.warning("SSO via %s not started: %s", self.app.provider_id, exc)
+            error: HttpResponse = render_authentication_error(request, self, exception=exc)
+            return error
         return response

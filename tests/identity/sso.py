@@ -38,7 +38,8 @@ def authorize(client: Client, *, email: str, next_url: str | None = None) -> Aut
         assert page.status_code == 303, page.text[:300]
         interaction = urllib.parse.urljoin(url, page.headers["Location"])
         form = browser.get(interaction, timeout=10)
-        assert form.status_code == 200 and email in form.text
+        assert form.status_code == 200
+        assert email in form.text
         answer = browser.post(interaction, data={"email": email}, allow_redirects=False, timeout=10)
     assert answer.status_code == 303, answer.text[:300]
     parts = urllib.parse.urlsplit(answer.headers["Location"])
