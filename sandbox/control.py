@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -262,6 +263,45 @@ async def oidc_rotate_key(request: Request) -> Response:
     return json_response({"kid": kid, "jwks": state.keys.jwks()})
 
 
+async def oidc_access_token(request: Request) -> Response:
+    """POST ``{sub, claims?}``: a web-flow access token signed with the active key.
+
+    ``claims`` overrides any claim (``aud``, ``iss``, ``exp`` ...; null removes it), so
+    relying-party tests can present validly signed tokens that are wrong in one way.
+    """
+    state = get_state(request)
+    try:
+        body = await _json_body(request)
+    except ControlError as exc:
+        return _bad_request(str(exc))
+    if not isinstance(body, dict) or not isinstance(body.get("sub"), str):
+        return _bad_request("sub is required")
+    overrides = body.get("claims") or {}
+    if not isinstance(overrides, dict):
+        return _bad_request("claims must be an object")
+    now = int(time.time())
+    issuer = state.settings.issuer
+    claims: dict[str, Any] = {
+        "jti": uuid.uuid4().hex,
+        "sub": body["sub"],
+        "iat": now,
+        "exp": now + 3600,
+        "scope": "openid email profile",
+        "client_id": state.settings.web_client_id,
+        "iss": issuer,
+        "aud": issuer,
+    }
+    for name, value in overrides.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    token = state.keys.sign_compact(
+        {"alg": "RS256", "typ": "at+jwt", "kid": state.keys.kid}, claims
+    )
+    return json_response({"access_token": token, "claims": claims})
+
+
 def _loopback_only(endpoint: Any) -> Any:
     async def guarded(request: Request) -> Response:
         if not _is_loopback(request):
@@ -287,4 +327,5 @@ routes = [
         methods=["GET", "PUT", "DELETE"],
     ),
     Route("/__sandbox/oidc/rotate-key", _loopback_only(oidc_rotate_key), methods=["POST"]),
+    Route("/__sandbox/oidc/access-token", _loopback_only(oidc_access_token), methods=["POST"]),
 ]

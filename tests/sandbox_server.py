@@ -223,6 +223,12 @@ class SandboxControl:
             body["times"] = times
         self._call("PUT", "/oidc/misbehave", body)
 
+    def oidc_access_token(self, sub: str, **claims: Any) -> str:
+        """A signed web-flow access token for ``sub``; ``claims`` override (None removes)."""
+        result = self._call("POST", "/oidc/access-token", {"sub": sub, "claims": claims})
+        token: str = result["access_token"]
+        return token
+
     def rotate_oidc_key(self, *, keep_old: bool = True) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "/oidc/rotate-key", {"keepOld": keep_old})
         return result
