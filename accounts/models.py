@@ -95,6 +95,13 @@ class User(AbstractUser):
         help_text="Status last confirmed at pymthouse (None until provisioned).",
     )
 
+    deleted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when the account was deleted: personal data scrubbed, row and "
+        "billing history kept, deactivated at pymthouse.",
+    )
+
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []
 
