@@ -3,7 +3,7 @@
 mozilla-django-oidc verifies the JWS signature against the OP's JWKS but, by default,
 neither ``aud`` nor ``iss`` (its ``_verify_jws`` passes ``verify_aud: False``), and it
 maps users by e-mail through userinfo, which pymthouse refuses for its own access tokens
-(pymthouse-api.md §3.5, see docs/upstream.md). :class:`BearerTokenBackend` keeps the
+(docs/identity.md, "Upstream facts relied on"). :class:`BearerTokenBackend` keeps the
 library's key lookup and algorithm pinning and adds: RS256 only, ``iss`` = the configured
 issuer, ``aud`` = the configured audience, ``exp``/``iat`` required, and a mapping by
 (issuer, subject) to the local user that SSO created or linked, hence to the same

@@ -384,7 +384,7 @@ def sso_providers(issuer: str) -> dict[str, Any]:
                 "secret": SSO_PYMTHOUSE_CLIENT_SECRET,
                 "settings": {
                     "server_url": issuer,
-                    # Observed against pymthouse (pymthouse-api.md §3.5, docs/upstream.md).
+                    # Observed against pymthouse (docs/identity.md, "Upstream facts").
                     "token_auth_method": "client_secret_basic",
                     "fetch_userinfo": False,
                     "scope": ["openid", "email", "profile"],
@@ -420,7 +420,7 @@ SOCIALACCOUNT_PROVIDERS: dict[str, Any] = sso_providers(PYMTHOUSE_ISSUER)
 
 # --- API bearer tokens (mozilla-django-oidc, accounts/api_auth.py) -----------
 # Access tokens from the issuer below authenticate JSON API calls. pymthouse's
-# access tokens carry aud = the issuer (pymthouse-api.md §3.4, docs/upstream.md).
+# access tokens carry aud = the issuer (docs/identity.md, "Upstream facts").
 OIDC_API_ISSUER: str = env.str("OIDC_API_ISSUER", default=PYMTHOUSE_ISSUER).rstrip("/")
 OIDC_API_AUDIENCE: str = env.str("OIDC_API_AUDIENCE", default=OIDC_API_ISSUER)
 OIDC_API_CREATE_USERS: bool = env.bool("OIDC_API_CREATE_USERS", default=False)

@@ -23,7 +23,7 @@ DEFAULT_M2M_CLIENT_SECRET = (
     "pmth_cs_d219242171aaac09ef84f4b5af2f26e2abf754b68d78b9462ca567a2e8a0cbfe"
 )
 DEFAULT_MODELS = ("ByteDance/SDXL-Lightning", "black-forest-labs/FLUX.1-schnell")
-# The app's confidential web sibling (authorization_code only, pymthouse-api.md §2, §3.5).
+# The app's confidential web sibling (authorization_code only, docs/identity.md).
 DEFAULT_WEB_CLIENT_ID = "web_b50c8e3d43c6d3641cae2e66"
 DEFAULT_WEB_CLIENT_SECRET = (
     "pmth_cs_5f0c1b7e2a9d4c6b8e3f1a0d7c5b9e2f4a6c8d0b1e3f5a7c9d2b4f6e8a0c1d3e"

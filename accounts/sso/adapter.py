@@ -64,7 +64,7 @@ class HardenedOIDCAdapter(OpenIDConnectOAuth2Adapter):  # type: ignore[misc]
             logger.warning("SSO via %s refused: %s", app.provider_id, exc)
             raise OAuth2Error(f"Invalid id_token: {exc}") from exc
         data: dict[str, Any] = {"id_token": claims}
-        # pymthouse refuses its own access token at userinfo (pymthouse-api.md §3.5), so
+        # pymthouse refuses its own access token at userinfo (docs/identity.md), so
         # identity comes from the verified ID token unless an app opts in.
         if app.settings.get("fetch_userinfo", False):
             userinfo = self._fetch_user_info(token.token)

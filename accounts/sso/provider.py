@@ -25,7 +25,7 @@ class HardenedOpenIDConnectProvider(OpenIDConnectProvider):  # type: ignore[misc
 
     def get_pkce_params(self) -> dict[str, Any]:
         # On whatever the app's settings say: a confidential client still needs PKCE
-        # (pymthouse accepts an authorization request without it, pymthouse-api.md §3.5).
+        # (pymthouse accepts an authorization request without it, docs/identity.md).
         from allauth.socialaccount.providers.oauth2.utils import generate_code_challenge
 
         params: dict[str, Any] = generate_code_challenge()

@@ -1,6 +1,6 @@
 """Browser sign-in at pymthouse's paths: authorize, login page, code grant, userinfo, end-session.
 
-Behaviour observed against pymthouse @5ee7cfc (pymthouse-api.md §3.5): the confidential
+Behaviour observed against pymthouse/pymthouse@5ee7cfc (docs/identity.md): the confidential
 ``web_`` client uses ``authorization_code``; PKCE ``S256`` is accepted, ``plain`` refused at
 the authorize step, and omitting PKCE is accepted; the callback carries ``code``, ``state``
 and ``iss`` (RFC 9207); the ID token is RS256 with ``aud`` = the client, the access token an

@@ -1,4 +1,4 @@
-"""The sandbox as an OpenID provider for browser sign-in (pymthouse-api.md §3.5)."""
+"""The sandbox as an OpenID provider for browser sign-in (docs/identity.md)."""
 
 from __future__ import annotations
 
