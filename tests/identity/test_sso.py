@@ -43,7 +43,7 @@ def test_sso_login_creates_a_provisioned_user_with_its_own_external_id(
     assert len(authorization.params["nonce"]) >= 32
     assert authorization.params["state"]
     assert authorization.params["client_id"] == "web_b50c8e3d43c6d3641cae2e66"
-    assert authorization.params["scope"] == "openid profile email"
+    assert sorted(authorization.params["scope"].split()) == ["email", "openid", "profile"]
     second, second_params = sso.start(client)
     assert second_params["code_challenge"] != authorization.params["code_challenge"]
     assert second_params["nonce"] != authorization.params["nonce"]
