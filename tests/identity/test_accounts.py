@@ -183,3 +183,70 @@ def test_every_account_page_uses_the_product_layout(client) -> None:
     reauth = client.get("/accounts/2fa/totp/activate/")
     assert reauth["Location"].startswith("/accounts/reauthenticate/")
     assert b'class="card auth"' in client.get(reauth["Location"]).content
+
+
+def _login(password: str = PASSWORD, email: str = "multi@example.com"):
+    from django.test import Client
+
+    browser = Client()
+    response = browser.post("/accounts/login/", {"login": email, "password": password})
+    assert response.status_code == 302
+    return browser
+
+
+def test_sign_out_elsewhere_ends_the_other_sessions_only() -> None:
+    from allauth.usersessions.models import UserSession
+
+    user = user_create(email="multi@example.com", password=PASSWORD, email_verified=True)
+    laptop, phone = _login(), _login()
+    assert UserSession.objects.filter(user=user).count() == 2
+    response = laptop.post("/accounts/sessions/")
+    assert response.status_code == 302
+    assert laptop.get("/generate/").status_code == 200
+    assert phone.get("/generate/").status_code == 302
+    assert list(UserSession.objects.filter(user=user).values_list("session_key", flat=True)) == [
+        laptop.session.session_key
+    ]
+
+
+def test_password_reset_by_mail(client) -> None:
+    user_create(email="forgot@example.com", password=PASSWORD, email_verified=True)
+    response = client.post("/accounts/password/reset/", {"email": "forgot@example.com"})
+    assert response.status_code == 302
+    assert len(mail.outbox) == 1
+    link = re.search(r"http://testserver(/accounts/password/reset/key/\S+/)", mail.outbox[0].body)
+    assert link is not None
+    form = client.get(link.group(1))
+    assert form.status_code == 302  # allauth moves the key out of the URL first
+    new = "pw-after-reset-77x"
+    done = client.post(form["Location"], {"password1": new, "password2": new})
+    assert done.status_code == 302
+    assert SESSION_KEY not in client.session  # ACCOUNT_LOGIN_ON_PASSWORD_RESET is off
+    assert _login(new, "forgot@example.com").session[SESSION_KEY]
+    # An unknown address gets the same answer (no account enumeration); the mail it
+    # receives says there is no account, and carries no reset key.
+    unknown = client.post("/accounts/password/reset/", {"email": "nobody@example.com"})
+    assert (unknown.status_code, unknown["Location"]) == (
+        response.status_code,
+        response["Location"],
+    )
+    assert [m.to for m in mail.outbox[1:]] == [["nobody@example.com"]]
+    assert "/accounts/password/reset/key/" not in mail.outbox[1].body
+
+
+def test_email_change_needs_the_new_address_verified(client) -> None:
+    user = user_create(email="old@example.com", password=PASSWORD, email_verified=True)
+    client.force_login(user)
+    response = client.post("/accounts/email/", {"action_add": "", "email": "new@example.com"})
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.email == "old@example.com"  # unchanged until the new address is verified
+    link = re.search(r"http://testserver(/accounts/confirm-email/[^/\s]+/)", mail.outbox[-1].body)
+    assert link is not None
+    assert mail.outbox[-1].to == ["new@example.com"]
+    client.post(link.group(1))
+    user.refresh_from_db()
+    assert user.email == "new@example.com"
+    assert list(EmailAddress.objects.filter(user=user).values_list("email", flat=True)) == [
+        "new@example.com"
+    ]
