@@ -29,9 +29,8 @@ def start(client: Client, *, next_url: str | None = None) -> tuple[str, dict[str
     return url, dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
 
 
-def authorize(client: Client, *, email: str, next_url: str | None = None) -> Authorization:
-    """Start SSO on our site, pick ``email`` on the sandbox's page; return the callback."""
-    url, params = start(client, next_url=next_url)
+def pick_identity(url: str, email: str) -> str:
+    """Follow an authorization URL at the sandbox, pick ``email``; the callback path + query."""
     with requests.Session() as browser:
         browser.trust_env = False
         page = browser.get(url, allow_redirects=False, timeout=10)
@@ -43,8 +42,15 @@ def authorize(client: Client, *, email: str, next_url: str | None = None) -> Aut
         answer = browser.post(interaction, data={"email": email}, allow_redirects=False, timeout=10)
     assert answer.status_code == 303, answer.text[:300]
     parts = urllib.parse.urlsplit(answer.headers["Location"])
-    assert parts.path == CALLBACK_PATH
-    return Authorization(url, params, f"{parts.path}?{parts.query}")
+    return f"{parts.path}?{parts.query}"
+
+
+def authorize(client: Client, *, email: str, next_url: str | None = None) -> Authorization:
+    """Start SSO on our site, pick ``email`` on the sandbox's page; return the callback."""
+    url, params = start(client, next_url=next_url)
+    callback = pick_identity(url, email)
+    assert callback.startswith(CALLBACK_PATH + "?")
+    return Authorization(url, params, callback)
 
 
 def finish(client: Client, authorization: Authorization):  # type: ignore[no-untyped-def]

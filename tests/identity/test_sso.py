@@ -191,9 +191,7 @@ def test_verified_email_of_an_existing_account_does_not_log_in(client, sandbox) 
     )
     response = client.post(sso.LOGIN_PATH, {"process": "connect"})
     assert response.status_code == 302
-    authorization = sso.Authorization(response["Location"], {}, "")
-    authorization = _complete_at_sandbox(authorization.authorize_url, ADA)
-    response = client.get(authorization)
+    response = client.get(sso.pick_identity(response["Location"], ADA))
     assert response.status_code == 302
     account = SocialAccount.objects.get()
     assert account.user_id == owner.pk
@@ -206,15 +204,38 @@ def test_verified_email_of_an_existing_account_does_not_log_in(client, sandbox) 
     assert User.objects.count() == 1
 
 
-def _complete_at_sandbox(url: str, email: str) -> str:
-    import urllib.parse
+def test_a_provider_added_in_the_admin_gets_a_button_and_signs_in(client, sandbox) -> None:
+    import json
 
-    import requests
+    from django.test import Client
 
-    with requests.Session() as browser:
-        browser.trust_env = False
-        page = browser.get(url, allow_redirects=False, timeout=10)
-        interaction = urllib.parse.urljoin(url, page.headers["Location"])
-        answer = browser.post(interaction, data={"email": email}, allow_redirects=False, timeout=10)
-    parts = urllib.parse.urlsplit(answer.headers["Location"])
-    return f"{parts.path}?{parts.query}"
+    from tests.identity.sso import WEB_CLIENT_ID, WEB_CLIENT_SECRET
+
+    staff = Client()
+    staff.force_login(user_create(email="ops@example.com", is_staff=True, is_superuser=True))
+    issuer = sandbox.config()["issuer"]
+    response = staff.post(
+        "/admin/socialaccount/socialapp/add/",
+        {
+            "provider": "openid_connect",
+            "provider_id": "corp",
+            "name": "Corp SSO",
+            "client_id": WEB_CLIENT_ID,
+            "secret": WEB_CLIENT_SECRET,
+            "key": "",
+            "settings": json.dumps({"server_url": issuer}),
+        },
+    )
+    assert response.status_code == 302, response.content[:3000]
+    assert b"Continue with Corp SSO" in client.get("/accounts/login/").content
+
+    start = client.post("/accounts/oidc/corp/login/")
+    assert start.status_code == 302
+    callback = sso.pick_identity(start["Location"], GRACE)
+    assert callback.startswith("/accounts/oidc/corp/login/callback/?")
+    assert "code_challenge_method=S256" in start["Location"]
+    response = client.get(callback)
+    assert response.status_code == 302
+    user = User.objects.get(email=GRACE)
+    assert client.session[SESSION_KEY] == str(user.pk)
+    assert SocialAccount.objects.get(user=user).provider == "corp"
