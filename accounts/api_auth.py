@@ -1,6 +1,7 @@
 """Bearer access tokens on the JSON API (mozilla-django-oidc), beside session auth.
 
-mozilla-django-oidc verifies the JWS signature against the OP's JWKS but, by default,
+mozilla-django-oidc verifies the JWS signature against the OP's JWKS (fetched on every
+request; here from a cache shared with SSO) but, by default,
 neither ``aud`` nor ``iss`` (its ``_verify_jws`` passes ``verify_aud: False``), and it
 maps users by e-mail through userinfo, which pymthouse refuses for its own access tokens
 (docs/identity.md, "Upstream facts relied on"). :class:`BearerTokenBackend` keeps the
@@ -27,6 +28,7 @@ from requests.exceptions import RequestException  # noqa: TID251 (the library's 
 
 from accounts.models import User
 from accounts.services import user_create
+from integrations.oidc import OidcError, signing_key
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,17 @@ def provider_ids_for_issuer(issuer: str) -> list[str]:
 
 
 class BearerTokenBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
+    def retrieve_matching_jwk(self, token: str) -> Any:
+        """The signing key by ``kid`` from the cached JWKS (one fetch per cache period and
+        one more on an unknown ``kid``), instead of the library's fetch per request."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise SuspiciousOperation("token header has no kid")
+        try:
+            return signing_key(self.OIDC_OP_JWKS_ENDPOINT, kid)
+        except OidcError as exc:
+            raise SuspiciousOperation(str(exc)) from exc
+
     def _verify_jws(self, payload: str, key: Any) -> dict[str, Any]:
         header = jwt.get_unverified_header(payload)
         if header.get("alg") != "RS256":

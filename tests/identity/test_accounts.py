@@ -250,3 +250,19 @@ def test_email_change_needs_the_new_address_verified(client) -> None:
     assert list(EmailAddress.objects.filter(user=user).values_list("email", flat=True)) == [
         "new@example.com"
     ]
+
+
+def test_failed_logins_are_rate_limited(client) -> None:
+    user_create(email="target@example.com", password=PASSWORD, email_verified=True)
+    limited = b"Too many failed login attempts"
+    answers = [
+        client.post("/accounts/login/", {"login": "target@example.com", "password": "wrong"})
+        for _ in range(6)
+    ]
+    assert [a.status_code for a in answers] == [200] * 6  # the form again, with an error
+    assert [limited in a.content for a in answers] == [False] * 5 + [True]
+    # Even the right password is refused while the limit holds.
+    right = client.post("/accounts/login/", {"login": "target@example.com", "password": PASSWORD})
+    assert right.status_code == 200
+    assert limited in right.content
+    assert SESSION_KEY not in client.session

@@ -62,6 +62,8 @@ def test_access_token_from_the_code_flow_authenticates_as_the_sso_user(
     generation = Generation.objects.get()
     assert generation.owner_id == ada.pk
     assert generation.owner.external_user_id == ada.external_user_id
+    # The JWKS was fetched once for both calls (cached, shared with SSO's verifier).
+    assert len(sandbox.requests("/api/v1/oidc/jwks")) == 1
 
 
 def _unsigned(claims: dict, header: dict) -> str:
@@ -160,6 +162,13 @@ def test_auto_creation_never_attaches_to_an_existing_email(sandbox) -> None:
     )
     assert _call(token).status_code == 401
     assert SocialAccount.objects.count() == 0
+
+
+def test_token_signed_after_a_key_rotation_is_accepted(ada, sandbox) -> None:
+    assert _call(sandbox.oidc_access_token(_sub(sandbox, ADA))).status_code == 200
+    sandbox.rotate_oidc_key(keep_old=False)
+    assert _call(sandbox.oidc_access_token(_sub(sandbox, ADA))).status_code == 200
+    assert len(sandbox.requests("/api/v1/oidc/jwks")) == 2  # refetched on the new kid
 
 
 def test_deactivated_user_token_is_refused(ada, sandbox) -> None:
