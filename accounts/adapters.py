@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.adapter import get_adapter as get_account_adapter
 from allauth.account.models import EmailAddress
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
@@ -66,19 +67,13 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):  # type: ignore[misc]
     def save_user(self, request: HttpRequest, sociallogin: SocialLogin, form: Any = None) -> User:
         user: User = sociallogin.user
         user.set_unusable_password()
-        account_adapter = self.get_account_adapter(request)
+        account_adapter = get_account_adapter(request)
         with transaction.atomic():
             if form:
                 account_adapter.save_user(request, user, form, commit=False)
             user_register(user=user)
             sociallogin.save(request)
         return user
-
-    @staticmethod
-    def get_account_adapter(request: HttpRequest) -> DefaultAccountAdapter:
-        from allauth.account.adapter import get_adapter
-
-        return get_adapter(request)
 
 
 def _belongs_to_existing_account(emails: set[str]) -> bool:

@@ -202,7 +202,9 @@ SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
 SOCIALACCOUNT_LOGIN_ON_GET = False  # starting SSO is a POST (no login CSRF via <img src>)
 SOCIALACCOUNT_STORE_TOKENS = False  # provider tokens are never persisted
 SOCIALACCOUNT_AUTO_SIGNUP = True
-SOCIALACCOUNT_EMAIL_VERIFICATION = "none"  # the IdP's email_verified claim decides
+# An address the IdP marks verified (email_verified) needs no mail; any other is
+# verified like a sign-up's.
+SOCIALACCOUNT_EMAIL_VERIFICATION = ACCOUNT_EMAIL_VERIFICATION
 
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "pixelhouse"

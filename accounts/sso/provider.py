@@ -8,6 +8,7 @@ from typing import Any
 
 from allauth.socialaccount.helpers import render_authentication_error
 from allauth.socialaccount.providers.oauth2.client import OAuth2Error
+from allauth.socialaccount.providers.oauth2.utils import generate_code_challenge
 from allauth.socialaccount.providers.openid_connect.provider import OpenIDConnectProvider
 from allauth.socialaccount.providers.openid_connect.views import OpenIDConnectOAuth2Adapter
 from django.http import HttpRequest, HttpResponse
@@ -26,8 +27,6 @@ class HardenedOpenIDConnectProvider(OpenIDConnectProvider):  # type: ignore[misc
     def get_pkce_params(self) -> dict[str, Any]:
         # On whatever the app's settings say: a confidential client still needs PKCE
         # (pymthouse accepts an authorization request without it, docs/identity.md).
-        from allauth.socialaccount.providers.oauth2.utils import generate_code_challenge
-
         params: dict[str, Any] = generate_code_challenge()
         return params
 

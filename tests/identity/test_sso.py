@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from allauth.account.models import EmailAddress
 from allauth.socialaccount.models import SocialAccount
 from django.contrib.auth import SESSION_KEY
+from django.core import mail
+from django.test import override_settings
 
 from accounts.models import ProvisioningStatus, User
 from accounts.services import user_create
@@ -16,6 +19,7 @@ pytestmark = pytest.mark.django_db
 
 ADA = "ada@sandbox.pymthouse.test"
 GRACE = "grace@sandbox.pymthouse.test"
+LINUS = "linus@sandbox.pymthouse.test"
 
 
 def _identity(sandbox, email: str) -> dict:
@@ -241,3 +245,20 @@ def test_a_provider_added_in_the_admin_gets_a_button_and_signs_in(client, sandbo
     user = User.objects.get(email=GRACE)
     assert client.session[SESSION_KEY] == str(user.pk)
     assert SocialAccount.objects.get(user=user).provider == "corp"
+
+
+@override_settings(
+    ACCOUNT_EMAIL_VERIFICATION="mandatory", SOCIALACCOUNT_EMAIL_VERIFICATION="mandatory"
+)
+def test_an_address_the_idp_did_not_verify_is_verified_by_mail_first(client, sandbox) -> None:
+    response = sso.finish(client, sso.authorize(client, email=LINUS))
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/confirm-email/"
+    assert SESSION_KEY not in client.session
+    user = User.objects.get(email=LINUS)
+    assert EmailAddress.objects.get(user=user).verified is False
+    assert [m.to for m in mail.outbox] == [[LINUS]]
+    # A verified address from the IdP signs in straight away under the same settings.
+    response = sso.finish(client, sso.authorize(client, email=ADA))
+    assert response["Location"] == "/"
+    assert client.session[SESSION_KEY] == str(User.objects.get(email=ADA).pk)
