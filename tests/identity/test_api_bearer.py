@@ -118,7 +118,10 @@ def test_forged_tokens_are_refused(ada, sandbox, sandbox_process) -> None:
         "garbage": "not-a-jwt",
     }
     for name, token in forged.items():
-        assert _call(token).status_code == 401, name
+        response = _call(token)
+        assert response.status_code == 401, name
+        assert response.json() == {"detail": "Authentication required."}
+        assert response["WWW-Authenticate"] == 'Bearer realm="pixelhouse"'
     assert User.objects.count() == 1
 
 
