@@ -7,6 +7,7 @@ from typing import Any
 
 from allauth.socialaccount.helpers import render_authentication_error
 from allauth.socialaccount.models import SocialApp
+from allauth.socialaccount.providers.oauth2.client import OAuth2Error
 from allauth.socialaccount.providers.oauth2.views import OAuth2CallbackView, OAuth2LoginView
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -27,7 +28,12 @@ class HardenedCallbackView(OAuth2CallbackView):  # type: ignore[misc]
         if sent_issuer is not None and sent_issuer != app_issuer(provider.app):
             logger.warning("SSO callback for %s names another issuer", provider.app.provider_id)
             return render_authentication_error(request, provider)  # type: ignore[no-any-return]
-        response: HttpResponse = super().dispatch(request, *args, **kwargs)
+        try:
+            response: HttpResponse = super().dispatch(request, *args, **kwargs)
+        except OAuth2Error as exc:  # discovery failed before allauth's own error handling
+            logger.warning("SSO callback for %s failed: %s", provider.app.provider_id, exc)
+            error: HttpResponse = render_authentication_error(request, provider, exception=exc)
+            return error
         return response
 
     def _get_state(self, request: HttpRequest, provider: Any) -> tuple[Any, Any]:

@@ -262,3 +262,14 @@ def test_an_address_the_idp_did_not_verify_is_verified_by_mail_first(client, san
     response = sso.finish(client, sso.authorize(client, email=ADA))
     assert response["Location"] == "/"
     assert client.session[SESSION_KEY] == str(User.objects.get(email=ADA).pk)
+
+
+def test_provider_unreachable_at_callback_time_is_a_login_failure(client, sandbox) -> None:
+    from tests.conftest import clear_cache
+
+    authorization = sso.authorize(client, email=ADA)
+    clear_cache()  # discovery must be fetched again, and the provider is now failing
+    sandbox.add_fault("GET", "/api/v1/oidc/.well-known/openid-configuration", status=503)
+    response = sso.finish(client, authorization)
+    _assert_refused(client, response)
+    assert sandbox.requests("/api/v1/oidc/token") == []
