@@ -31,6 +31,7 @@ run: install
 	@echo "  web      http://127.0.0.1:$(WEB_PORT)/          (admin: /admin/)"
 	@echo "  sandbox  http://127.0.0.1:$(SANDBOX_PORT)/      (stands in for pymthouse + Livepeer)"
 	@echo "  logins   admin@example.com (staff), alice@example.com, bob@example.com — password pixelhouse-demo"
+	@echo "  SSO      'Continue with pymthouse (sandbox)' on the sign-in page (ada@, grace@ … sandbox.pymthouse.test)"
 	@echo ""
 	$(BIN)/honcho start -f Procfile
 

@@ -23,6 +23,11 @@ DEFAULT_M2M_CLIENT_SECRET = (
     "pmth_cs_d219242171aaac09ef84f4b5af2f26e2abf754b68d78b9462ca567a2e8a0cbfe"
 )
 DEFAULT_MODELS = ("ByteDance/SDXL-Lightning", "black-forest-labs/FLUX.1-schnell")
+# The app's confidential web sibling (authorization_code only, docs/identity.md).
+DEFAULT_WEB_CLIENT_ID = "web_b50c8e3d43c6d3641cae2e66"
+DEFAULT_WEB_CLIENT_SECRET = (
+    "pmth_cs_5f0c1b7e2a9d4c6b8e3f1a0d7c5b9e2f4a6c8d0b1e3f5a7c9d2b4f6e8a0c1d3e"
+)
 
 # Scopes of the public app client (docs/upstream.md §P1).
 APP_ALLOWED_SCOPES = ("openid", "sign:job", "users:read", "users:write", "users:token")
@@ -119,6 +124,10 @@ class SandboxSettings:
     m2m_client_id: str = DEFAULT_M2M_CLIENT_ID
     m2m_client_secret: str = DEFAULT_M2M_CLIENT_SECRET
     app_allowed_scopes: tuple[str, ...] = APP_ALLOWED_SCOPES
+    web_client_id: str = DEFAULT_WEB_CLIENT_ID
+    web_client_secret: str = DEFAULT_WEB_CLIENT_SECRET
+    # Exact redirect URIs registered for the web client; empty = any loopback callback.
+    web_redirect_uris: tuple[str, ...] = ()
     models: tuple[str, ...] = DEFAULT_MODELS
     log_level: str = "info"
     runtime_defaults: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
@@ -250,6 +259,13 @@ def load_settings(
         app_id=env.get("PYMTHOUSE_PUBLIC_CLIENT_ID") or DEFAULT_PUBLIC_CLIENT_ID,
         m2m_client_id=env.get("PYMTHOUSE_M2M_CLIENT_ID") or DEFAULT_M2M_CLIENT_ID,
         m2m_client_secret=env.get("PYMTHOUSE_M2M_CLIENT_SECRET") or DEFAULT_M2M_CLIENT_SECRET,
+        web_client_id=env.get("SANDBOX_WEB_CLIENT_ID") or DEFAULT_WEB_CLIENT_ID,
+        web_client_secret=env.get("SANDBOX_WEB_CLIENT_SECRET") or DEFAULT_WEB_CLIENT_SECRET,
+        web_redirect_uris=tuple(
+            uri.strip()
+            for uri in env.get("SANDBOX_WEB_REDIRECT_URIS", "").split(",")
+            if uri.strip()
+        ),
         models=models,
         log_level=resolved_log_level,
         runtime_defaults=runtime,

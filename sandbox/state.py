@@ -20,6 +20,7 @@ from typing import Any
 from sandbox.config import RuntimeConfig, SandboxSettings
 from sandbox.keys import SigningKeys
 from sandbox.money import fee_wei_for_pixels, usd_micros_exact, usd_micros_for_fee
+from sandbox.sso import SsoState
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class SandboxState:
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
         self.keys = SigningKeys(settings.issuer)
+        self.sso = SsoState(settings.issuer)
         self.hmac_secret = secrets.token_bytes(32)
         # Stands in for the app owner's id in billing_subject_key / cost_owner_user_id.
         self.owner_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-owner:{settings.app_id}"))
@@ -178,6 +180,7 @@ class SandboxState:
         self.used_tickets.clear()
         self.queue_jobs.clear()
         self.streams.clear()
+        self.sso.reset()
 
     # --- users -------------------------------------------------------------------------
 
