@@ -9,7 +9,7 @@ claimed in the database by a conditional UPDATE immediately before the signer
 is asked for a ticket, and only released when the signer definitely refused.
 A retry or redelivery that finds the claim set never pays again: if the image
 was not delivered, the generation fails as ``interrupted`` and the metered
-usage (joined by gatewayRequestId = generation id) settles it.
+usage (joined by the manifest_id stored at claim time) settles it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from inference.errors import (
     GenerationValidationError,
     PaymentAlreadyClaimedError,
 )
-from inference.models import Generation, GenerationStatus
+from inference.models import IMAGE_EXTENSIONS, Generation, GenerationStatus
 from inference.tasks import generation_run_task
 from integrations import livepeer
 from integrations.livepeer import (
@@ -302,6 +302,10 @@ def _credentials(
     client = get_client()
     external_user_id = generation.owner.external_user_id
     if backend_name == "ai-gateway":
+        # go-livepeer's gateway ignores the user's token and pays with its own key:
+        # mint one only for a gateway configured as honouring it.
+        if not settings.LIVEPEER_GATEWAY_HONOURS_USER_TOKENS:
+            return GatewayCredentials(gateway_url=settings.LIVEPEER_GATEWAY_URL)
         try:
             token = client.mint_user_token(external_user_id=external_user_id)
         except PymthouseNotFoundError:
@@ -407,7 +411,8 @@ def _generation_upstream_error(generation: Generation, exc: PymthouseError | Liv
 def _generation_succeed(generation: Generation, result: InferenceResult) -> Generation:
     image = result.images[0]
     _set_stage(generation.pk, "saving")
-    generation.image.save(f"{generation.pk}.png", ContentFile(image.content), save=False)
+    extension = IMAGE_EXTENSIONS.get(image.content_type, "png")
+    generation.image.save(f"{generation.pk}.{extension}", ContentFile(image.content), save=False)
     now = timezone.now()
     updated = Generation.objects.filter(
         pk=generation.pk, status__in=[GenerationStatus.RUNNING, GenerationStatus.FAILED]
