@@ -5,8 +5,9 @@ them are chosen by someone else, so a hostile orchestrator could point us at
 ``127.0.0.1``, a private service or a cloud metadata endpoint. Unless
 ``LIVEPEER_ALLOW_PRIVATE_ADDRESSES`` is on (the sandbox, tests, ``make run``), a URL is
 refused when any address its host resolves to is not globally routable (loopback,
-RFC 1918, link-local, CGNAT, unique-local, reserved, multicast, unspecified) or is a
-well-known metadata address. Image downloads re-check every redirect hop.
+RFC 1918, link-local, CGNAT, unique-local, reserved, multicast, unspecified). A
+well-known cloud metadata address is refused even then. Image downloads re-check
+every redirect hop.
 
 The signer and discovery URLs come from our own configuration (pymthouse) and are
 not checked here.
@@ -29,9 +30,14 @@ METADATA_ADDRESSES = frozenset(
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _is_refused(address: IPAddress) -> bool:
+def _unmapped(address: IPAddress) -> IPAddress:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+        return address.ipv4_mapped
+    return address
+
+
+def _is_refused(address: IPAddress) -> bool:
+    address = _unmapped(address)
     return address in METADATA_ADDRESSES or address.is_multicast or not address.is_global
 
 
@@ -61,14 +67,15 @@ def refused_reason(url: str, *, allow_private: bool) -> str | None:
         return "is not an absolute http(s) URL"
     if parts.username is not None or parts.password is not None:
         return "carries credentials"
-    if allow_private:
-        return None
     try:
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     except ValueError:
         return "has an invalid port"
     for address in _resolve(parts.hostname, port):
-        if _is_refused(address):
+        if _unmapped(address) in METADATA_ADDRESSES:
+            # Never a runner or an image host, whatever the setting says.
+            return f"resolves to the cloud metadata address {address}"
+        if not allow_private and _is_refused(address):
             return (
                 f"resolves to the non-public address {address}"
                 " (set LIVEPEER_ALLOW_PRIVATE_ADDRESSES to allow it)"

@@ -101,11 +101,11 @@ def test_app_url_always_has_the_trailing_slash(
         "http://10.1.2.3/x",
         "http://192.168.0.10/x",
         "http://172.16.5.5/x",
-        "http://169.254.169.254/latest/meta-data/",
+        "http://169.254.1.1/x",
         "http://100.64.0.1/x",
         "http://[::1]/x",
         "http://[fe80::1]/x",
-        "http://[fd00:ec2::254]/x",
+        "http://[fd12:3456::1]/x",
         "http://[::ffff:127.0.0.1]/x",
         "http://0.0.0.0/x",
     ],
@@ -128,6 +128,21 @@ def test_non_public_addresses_are_refused_unless_allowed(url: str) -> None:
 )
 def test_malformed_urls_are_refused_even_when_private_is_allowed(url: str, reason: str) -> None:
     assert refused_reason(url, allow_private=True) == reason
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[fd00:ec2::254]/",
+    ],
+)
+def test_metadata_addresses_are_refused_even_when_private_is_allowed(url: str) -> None:
+    reason = refused_reason(url, allow_private=True)
+
+    assert reason is not None
+    assert "metadata" in reason
 
 
 def test_public_literal_address_is_accepted() -> None:
