@@ -118,7 +118,7 @@ def test_price_above_2_64_is_recorded_exactly(
     _, result = generate(signer_credentials, guard)
 
     [record] = guard.records
-    assert record.price_wei == price == 18446744073714320987
+    assert record.price_wei == price == 18446744073714319987
     assert record.expected_fee_wei == price
     assert [e["feeWei"] for e in sandbox.events()] == [str(price)]
     assert result.tickets_paid == 1
@@ -294,11 +294,11 @@ def test_runner_url_on_a_private_address_is_refused_in_production_settings(
 def test_over_long_manifest_id_is_refused_before_the_claim(
     sandbox: SandboxControl, signer_credentials: SignerCredentials, guard: RecordingGuard
 ) -> None:
-    set_runners(sandbox, manifestIdLength=201)
+    set_runners(sandbox, manifestIdLength=202)
 
     _, error = generate_error(signer_credentials, guard, LivepeerProtocolError)
 
-    assert "manifest_id (201 chars)" in str(error)
+    assert "manifest_id (202 chars)" in str(error)
     assert "nothing was paid" in str(error)
     assert guard.calls == []
     assert calls(sandbox, PAYMENT_PATH) == []

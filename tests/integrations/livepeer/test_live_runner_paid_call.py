@@ -88,7 +88,7 @@ def test_capacity_503_before_payment_processing_resends_the_same_payment(
 def test_runner_without_capacity_fails_after_three_sends_of_one_payment(
     sandbox: SandboxControl, signer_credentials: SignerCredentials, guard: RecordingGuard
 ) -> None:
-    set_runner(sandbox, RUNNER_1_ID, capacity=0)
+    set_runners(sandbox, capacity=0)  # both: a full runner is otherwise tried last
 
     _, error = generate_error(signer_credentials, guard, LivepeerPaidCallFailedError)
 
