@@ -115,11 +115,7 @@ def signer_credentials(
 
 
 @pytest.fixture
-def gateway_credentials(
-    client: PymthouseClient, sandbox: SandboxControl, external_user_id: str
-) -> GatewayCredentials:
-    """A real 900 s user JWT (``sign:job``) for a fresh user, against the sandbox gateway."""
-    client.upsert_user(external_user_id=external_user_id)
-    token = client.mint_user_token(external_user_id=external_user_id)
+def gateway_credentials(sandbox: SandboxControl) -> GatewayCredentials:
+    """The sandbox's go-livepeer gateway, without a user token (it would ignore one)."""
     sandbox.clear_requests()
-    return GatewayCredentials(gateway_url=sandbox.url, bearer_token=token.access_token)
+    return GatewayCredentials(gateway_url=sandbox.url)
