@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 
 import pytest
@@ -53,13 +54,24 @@ def test_verify_inference_command_runs_one_generation(sandbox: SandboxControl, u
     generation = Generation.objects.get()
     output = out.getvalue()
     assert generation.status == GenerationStatus.SUCCEEDED
-    assert f"generation id / gatewayRequestId  {generation.pk}" in output
-    assert f"image                             {generation.image.path}" in output
-    assert f"manifest id                       {generation.manifest_id}" in output
-    assert "tickets paid                      1" in output
+    rows = dict(
+        re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        for line in output.splitlines()
+        if line.startswith("  ")
+    )
+    assert rows["generation id"] == str(generation.pk)
+    assert rows["image"] == generation.image.path
+    assert rows["manifest id (usage join key)"] == generation.manifest_id
+    assert rows["runner price unit"] == "fixed"
+    assert rows["runner price"] == "4768371000000 wei"
+    assert rows["units paid"] == "1"
+    assert rows["expected fee"] == "4768371000000 wei"
+    assert rows["tickets paid"] == "1"
+    assert generation.expected_fee_wei == 4_768_371_000_000
     assert png_size(read(generation.image.path)) == (640, 384)
     (event,) = sandbox.events()
-    assert event["gatewayRequestId"] == str(generation.pk)
+    assert event["manifestId"] == generation.manifest_id
+    assert event["feeWei"] == "4768371000000"
     assert event["externalUserId"] == user.external_user_id
 
 
@@ -111,7 +123,8 @@ def test_reconcile_requeues_lost_messages_and_fails_abandoned_runs(
     abandoned.refresh_from_db()
     assert (abandoned.status, abandoned.error_code) == (GenerationStatus.FAILED, "interrupted")
     assert Generation.objects.get(pk=live.pk).status == GenerationStatus.RUNNING
-    assert [e["gatewayRequestId"] for e in sandbox.events()] == [str(lost.pk)]
+    lost.refresh_from_db()
+    assert [e["manifestId"] for e in sandbox.events()] == [lost.manifest_id]
 
 
 def test_delete_removes_the_image_file_after_commit(
