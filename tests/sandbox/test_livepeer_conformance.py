@@ -10,9 +10,11 @@ more lenient than the real orchestrator and signer.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 import re
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -480,6 +482,26 @@ def test_capacity_503_happens_before_payment(caller: Caller, control: SandboxCon
     assert_go_text(caller.call(headers), 503, "no capacity available for runner")
     control.set_runner(SDXL_RUNNER, capacity=1)
     assert caller.call(headers).status_code == 200  # the same payment is still good
+
+
+def test_same_session_in_flight_is_409_before_payment(
+    caller: Caller, control: SandboxControl
+) -> None:
+    """GL ai/runner/live_runner.go ReserveSession(runner, manifest): "session already exists"."""
+    params = caller.challenge()
+    first = caller.sign(params).json()
+    second = caller.sign(params, state=first["state"]).json()  # same session, next tickets
+    control.set_config(runnerLatencySeconds=0.8)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(caller.call, paid_headers(first))
+        deadline = time.monotonic() + 5
+        while not any(r["capacityUsed"] for r in control.runners()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert_go_text(caller.call(paid_headers(second)), 409, "session already exists")
+        assert slow.result().status_code == 200
+    control.set_config(runnerLatencySeconds=0)
+    assert caller.call(paid_headers(second)).status_code == 200  # it was never processed
 
 
 def test_refresh_payment_at_the_orchestrator_root(
