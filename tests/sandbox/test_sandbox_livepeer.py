@@ -1,7 +1,7 @@
 """AI gateway stand-in, queue mode, runner latency and concurrency.
 
 The live-runner payment path (challenge, signer, paid call) is pinned rule by rule
-against go-livepeer in ``test_livepeer_conformance.py``.
+against go-livepeer in ``tests/sandbox/livepeer_conformance/``.
 """
 
 from __future__ import annotations
