@@ -101,6 +101,15 @@ def test_group_by_user(http: requests.Session, base: str) -> None:
     filtered = usage(http, base, groupBy="user", userId="beta").json()
     assert [row["externalUserId"] for row in filtered["byUser"]] == ["beta"]
     assert filtered["totals"]["networkFeeUsdMicros"] == "3750"
+    # pymthouse/pymthouse src/lib/openmeter/usage-read.ts aggregateUserRows: a filtered user
+    # without usage still gets one zero row.
+    nobody = usage(http, base, groupBy="user", userId="nobody").json()
+    assert nobody["byUser"] == [
+        {"endUserId": "nobody", "externalUserId": "nobody", "userType": "system_managed",
+         "identifier": "nobody", "currency": "USD", "networkFeeUsdMicros": "0",
+         "ownerChargeUsdMicros": "0", "requestCount": 0},
+    ]  # fmt: skip
+    assert nobody["totals"]["requestCount"] == 0
 
 
 def test_group_by_pipeline_model_daily_and_manifest(
