@@ -65,6 +65,7 @@ class RuntimeConfig:
     runner_mode: str = "sync"
     default_balance_usd_micros: int = 5_000_000
     discovery_empty: bool = False
+    payment_params_ttl_seconds: float = 600.0
 
     def copy(self) -> RuntimeConfig:
         return dataclasses.replace(self)
@@ -79,6 +80,7 @@ class RuntimeConfig:
             "runnerMode": self.runner_mode,
             "defaultBalanceUsdMicros": str(self.default_balance_usd_micros),
             "discoveryEmpty": self.discovery_empty,
+            "paymentParamsTtlSeconds": self.payment_params_ttl_seconds,
         }
 
     def update_from_json(self, changes: Mapping[str, object]) -> None:
@@ -94,6 +96,8 @@ class RuntimeConfig:
                 parsed["eth_usd"] = parse_eth_usd(value, key)
             elif key == "runnerLatencySeconds":
                 parsed["runner_latency_seconds"] = parse_seconds(value, key)
+            elif key == "paymentParamsTtlSeconds":
+                parsed["payment_params_ttl_seconds"] = parse_seconds(value, key)
             elif key == "latencySeconds":
                 parsed["latency_seconds"] = parse_seconds(value, key)
             elif key in ("openMeterEnabled", "discoveryEmpty"):

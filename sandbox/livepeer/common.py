@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sandbox.keys import TokenError, token_scopes
-from sandbox.livepeer.tickets import PAYMENT_PARAMS_TTL_SECONDS, seal
+from sandbox.livepeer.tickets import seal
 from sandbox.runners import RunnerConfig
 from sandbox.state import SandboxState
 from sandbox.web import json_response, parse_authorization
@@ -102,8 +102,11 @@ def auth_token(state: SandboxState, session_id: str, expiration: int) -> dict[st
 def orchestrator_info(
     state: SandboxState, *, sender: str, price: int, pixels_per_unit: int, session_id: str
 ) -> str:
-    """Sealed stand-in for the protobuf ``net.OrchestratorInfo`` of a challenge."""
-    now = int(time.time())
+    """Sealed stand-in for the protobuf ``net.OrchestratorInfo`` of a challenge.
+
+    Its ticket params and auth token expire ``paymentParamsTtlSeconds`` later (600 s).
+    """
+    expires = int(time.time() + state.config.payment_params_ttl_seconds)
     return seal(
         state.hmac_secret,
         "payment_params",
@@ -116,9 +119,9 @@ def orchestrator_info(
                 "ev": str(ticket_ev(price)),
                 "recipientRandHash": secrets.token_hex(32),
                 "sender": sender.lower(),
-                "expiresAt": now + PAYMENT_PARAMS_TTL_SECONDS,
+                "expiresAt": expires,
             },
-            "authToken": auth_token(state, session_id, now + PAYMENT_PARAMS_TTL_SECONDS),
+            "authToken": auth_token(state, session_id, expires),
         },
     )
 

@@ -310,7 +310,7 @@ def _generate(
     fee = units * initial_price
     ev = int(ticket_params["ev"])
     same_session = previous.get("PMSessionID") == ticket_params["recipientRandHash"]
-    balance = Fraction(str(previous.get("Balance") or "0")) if same_session else Fraction(0)
+    balance = Fraction(str(previous.get("Balance") or "0"))  # restored whatever the session
     min_credit = max(fee, Fraction(ev))
     tickets = 0 if balance >= min_credit else -int(-(min_credit - balance) // ev)
     if tickets <= 0:

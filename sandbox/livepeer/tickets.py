@@ -19,9 +19,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-PAYMENT_PARAMS_TTL_SECONDS = 600
-PAYMENT_TTL_SECONDS = 600
-
 
 class SealError(ValueError):
     """A blob is malformed, forged or of the wrong kind."""
