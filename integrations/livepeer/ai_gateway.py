@@ -1,4 +1,4 @@
-"""The ``ai-gateway`` backend: ``POST {gateway}/text-to-image`` (docs/upstream.md, "AI gateway").
+"""The ``ai-gateway`` backend: ``POST {gateway}/text-to-image`` (docs/upstream.md §L3).
 
 **Nobody is charged per user on this path.** go-livepeer's gateway ignores
 ``Authorization`` and ``X-Request-Id`` and pays orchestrators with its own key, so

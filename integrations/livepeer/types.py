@@ -73,7 +73,7 @@ class ImageRequest:
     ``request_id`` is our generation id, used in logs and error messages (and as
     ``X-Request-Id`` to AI gateways). It is not a join key upstream: go-livepeer
     ignores a caller's ``gatewayRequestId``; usage joins on the challenge's
-    ``manifest_id`` (docs/upstream.md, "Usage attribution").
+    ``manifest_id`` (docs/upstream.md §L9).
     """
 
     request_id: str
@@ -136,7 +136,7 @@ class InferenceResult:
 
 @dataclass(frozen=True)
 class PaymentRecord:
-    """What one payment bought, known at payment time (docs/upstream.md, "Cost of a call").
+    """What one payment bought, known at payment time (docs/upstream.md §L6).
 
     ``expected_fee_wei`` is the figure billing debits: for a ``fixed`` runner it is the
     runner's price, for ``seconds`` the price times the seconds the payment covers. It

@@ -1,6 +1,6 @@
 """The ``live-runner`` backend: pay a Livepeer single-shot runner through a remote signer.
 
-One ``generate`` call, one module per step (facts: docs/upstream.md, go-livepeer
+One ``generate`` call, one module per step (facts: docs/upstream.md §L5-L9, go-livepeer
 ``176aa415``):
 
 1. ``selection.py``: ``GET {discovery_url}``; keep single-shot runners of

@@ -13,7 +13,8 @@ immediately before it is sent, and every claim ends in exactly one of:
   the claim stays held. The caller never pays again for that generation.
 
 Signer statuses that release the claim, with the code path that produces them in
-go-livepeer ``server/remote_signer.go`` at commit ``176aa415`` (``GenerateLivePayment``):
+go-livepeer ``server/remote_signer.go`` at commit ``176aa415`` (``GenerateLivePayment``;
+docs/upstream.md §L8):
 none of them is written after a payment is returned, and none records a
 ``create_signed_ticket`` usage event (that is only sent after the webhook accepted).
 """

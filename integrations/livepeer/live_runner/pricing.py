@@ -16,7 +16,7 @@ runner ``price_info.unit``  ``type``    units billed by the first (stateless) pa
 ``type:""`` (billed on ``inPixels``): with a ``maxPrice`` the signer answers 400.
 ``720p-pixel-seconds`` is a live-video unit: its first payment buys a minute of
 720p video, out of all proportion to one image, so image runners priced that way are
-refused with a clear reason rather than paid. See docs/upstream.md, "Prices".
+refused with a clear reason rather than paid. See docs/upstream.md §L6.
 """
 
 from __future__ import annotations

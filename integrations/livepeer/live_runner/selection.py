@@ -8,7 +8,7 @@ capacity come first; discovery order is kept otherwise.
 The URL called is the runner's published ``…/apps/{runner_id}/app`` **plus a trailing
 slash** (and ``LIVEPEER_RUNNER_APP_PATH`` when the app has its own path): go-livepeer
 routes ``/apps/{runner_id}/app/{app_path...}``, and Go's ServeMux answers the bare
-``…/app`` with a 301 that loses a POST (docs/upstream.md, "Runner URL").
+``…/app`` with a 301 that loses a POST (docs/upstream.md §L5).
 """
 
 from __future__ import annotations
