@@ -179,3 +179,27 @@ def test_a_generation_deleted_while_queued_never_reaches_the_network(
 
     assert not Generation.objects.exists()
     assert sandbox.requests() == []
+
+
+@pytest.mark.parametrize("honours", [False, True])
+def test_ai_gateway_mints_a_user_token_only_for_a_gateway_that_honours_it(
+    sandbox: SandboxControl, user, settings, honours: bool
+) -> None:
+    settings.LIVEPEER_GATEWAY_HONOURS_USER_TOKENS = honours
+    out = io.StringIO()
+
+    call_command("verify_inference", email=user.email, backend="ai-gateway", stdout=out)
+
+    generation = Generation.objects.get()
+    assert generation.status == GenerationStatus.SUCCEEDED
+    assert generation.backend == "ai-gateway"
+    token_path = f"/users/{user.external_user_id}/token"
+    mints = [r for r in sandbox.requests() if str(r["path"]).endswith(token_path)]
+    [post] = [r for r in sandbox.requests() if r["path"] == "/text-to-image"]
+    if honours:
+        assert [m["status"] for m in mints][-1] == 200  # after provisioning if needed
+        assert post["auth"] == "bearer"
+    else:
+        assert (mints, post["auth"]) == ([], None)
+    assert sandbox.events() == []  # the gateway pays; nobody is charged through pymthouse
+    assert generation.expected_fee_wei is None
