@@ -508,3 +508,20 @@ def test_runner_keeps_its_price_per_runner(
     assert result.runner_url == f"{sandbox.url}{RUNNER_1}"
     assert guard.records[0].expected_fee_wei == 123_456_789
     assert [e["feeWei"] for e in sandbox.events()] == ["123456789"]
+
+
+def test_runner_url_longer_than_the_column_is_refused_before_anything_is_claimed(
+    sandbox: SandboxControl, signer_credentials: SignerCredentials, guard: RecordingGuard
+) -> None:
+    flux = "black-forest-labs/FLUX.1-schnell"
+    for index in (1, 2):
+        sandbox._call("DELETE", f"/runners/black-forest-labs-flux-1-schnell-{index}")
+    sandbox._call("POST", "/runners", {"id": "r" * 600, "model": flux})
+
+    _, error = generate_error(signer_credentials, guard, LivepeerProtocolError, model_id=flux)
+
+    assert "has a URL longer than 500 characters" in str(error)
+    assert guard.calls == []
+    assert calls_under(sandbox, "/apps/") == []
+    assert calls(sandbox, PAYMENT_PATH) == []
+    assert sandbox.events() == []
