@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: export PYMTHOUSE_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
+run: export LIVEPEER_ALLOW_PRIVATE_ADDRESSES ?= true
 run: install
 	@mkdir -p var
 	$(BIN)/python manage.py migrate --noinput

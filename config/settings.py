@@ -438,8 +438,9 @@ OIDC_TIMEOUT = (3.05, 10)
 
 # --- Image generation (Livepeer) -------------------------------------------
 # "live-runner": pay Livepeer runners with tickets from pymthouse's remote
-# signer (docs/upstream.md, "Paying a live runner"). "ai-gateway": a go-livepeer AI gateway's
-# batch API with a per-request pymthouse user token as bearer.
+# signer (docs/upstream.md, "Paying a live runner"); each call is charged to the end user.
+# "ai-gateway": a go-livepeer AI gateway's batch API; the gateway pays with its
+# own key, so pymthouse charges nobody per user (see LIVEPEER_GATEWAY_HONOURS_USER_TOKENS).
 INFERENCE_BACKEND: str = env.str("INFERENCE_BACKEND", default="live-runner")
 LIVEPEER_GATEWAY_URL: str = env.str("LIVEPEER_GATEWAY_URL", default=PYMTHOUSE_URL).rstrip("/")
 LIVEPEER_CONNECT_TIMEOUT: float = env.float("LIVEPEER_CONNECT_TIMEOUT", default=3.05)
@@ -449,6 +450,20 @@ LIVEPEER_QUEUE_POLL_INTERVAL: float = env.float("LIVEPEER_QUEUE_POLL_INTERVAL", 
 LIVEPEER_QUEUE_TIMEOUT: float = env.float("LIVEPEER_QUEUE_TIMEOUT", default=120.0)
 LIVEPEER_MAX_IMAGE_BYTES: int = env.int("LIVEPEER_MAX_IMAGE_BYTES", default=20_000_000)
 LIVEPEER_MAX_PRICE_MARKUP: str = env.str("LIVEPEER_MAX_PRICE_MARKUP", default="1.012")
+# Cap on every JSON body read from a signer, runner or gateway (an image result may
+# be larger by the base64 of LIVEPEER_MAX_IMAGE_BYTES).
+LIVEPEER_MAX_RESPONSE_BYTES: int = env.int("LIVEPEER_MAX_RESPONSE_BYTES", default=1_000_000)
+# Runner, image and queue URLs that resolve to loopback, private, link-local or
+# metadata addresses are refused unless this is on (the sandbox, tests, `make run`).
+LIVEPEER_ALLOW_PRIVATE_ADDRESSES: bool = env.bool("LIVEPEER_ALLOW_PRIVATE_ADDRESSES", default=False)
+# The app's own path below a runner's `…/apps/{id}/app/` (empty: the app root).
+LIVEPEER_RUNNER_APP_PATH: str = env.str("LIVEPEER_RUNNER_APP_PATH", default="")
+# ai-gateway backend: go-livepeer's gateway pays with its own key and ignores the
+# user's token, so pymthouse does NOT charge the end user for those calls. A user
+# token is minted and sent only when this names a gateway that honours it.
+LIVEPEER_GATEWAY_HONOURS_USER_TOKENS: bool = env.bool(
+    "LIVEPEER_GATEWAY_HONOURS_USER_TOKENS", default=False
+)
 
 INFERENCE_MODELS: list[str] = env.list(
     "INFERENCE_MODELS",

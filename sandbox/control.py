@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.config import ConfigError, parse_integer, parse_seconds
+from sandbox.runners import apply_runner_update, new_runner
 from sandbox.sso import MISBEHAVIOURS, USERINFO_MODES
 from sandbox.state import AppUser, Fault, SandboxState, iso_millis
 from sandbox.web import get_state, json_response
@@ -45,6 +46,13 @@ async def _json_body(request: Request, *, decimal_floats: bool = False) -> Any:
         return json.loads(raw, parse_float=Decimal if decimal_floats else float)
     except ValueError as exc:
         raise ControlError(f"invalid JSON: {exc}") from exc
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ControlError("the body must be a JSON object")
+    return body
 
 
 def _bad_request(message: str) -> Response:
@@ -175,6 +183,35 @@ async def config(request: Request) -> Response:
             "models": list(settings.models),
         }
     )
+
+
+async def runners(request: Request) -> Response:
+    """``GET`` lists the runners; ``POST`` adds one (``{id, model?, unit?, price?, …}``)."""
+    state = get_state(request)
+    if request.method == "GET":
+        return json_response([runner.as_json() for runner in state.runners.values()])
+    try:
+        runner = new_runner(await _json_object(request), state.settings, state.runners)
+    except (ControlError, ConfigError) as exc:
+        return _bad_request(str(exc))
+    state.runners[runner.runner_id] = runner
+    return json_response(runner.as_json(), 201)
+
+
+async def runner_detail(request: Request) -> Response:
+    """``PUT`` partially updates a runner (unit, price, capacity, appFault, …); ``DELETE``."""
+    state = get_state(request)
+    runner = state.runners.get(request.path_params["runner_id"])
+    if runner is None:
+        return json_response({"error": "runner not found"}, 404)
+    if request.method == "DELETE":
+        del state.runners[runner.runner_id]
+        return json_response({"ok": True})
+    try:
+        apply_runner_update(runner, await _json_object(request), state.settings.models)
+    except (ControlError, ConfigError) as exc:
+        return _bad_request(str(exc))
+    return json_response(runner.as_json())
 
 
 async def requests_log(request: Request) -> Response:
@@ -318,6 +355,12 @@ routes = [
     Route("/__sandbox/users/{ext:path}/balance", _loopback_only(set_balance), methods=["PUT"]),
     Route("/__sandbox/faults", _loopback_only(faults), methods=["GET", "POST", "DELETE"]),
     Route("/__sandbox/config", _loopback_only(config), methods=["GET", "PUT"]),
+    Route("/__sandbox/runners", _loopback_only(runners), methods=["GET", "POST"]),
+    Route(
+        "/__sandbox/runners/{runner_id}",
+        _loopback_only(runner_detail),
+        methods=["PUT", "DELETE"],
+    ),
     Route("/__sandbox/requests", _loopback_only(requests_log), methods=["GET", "DELETE"]),
     Route("/__sandbox/events", _loopback_only(events), methods=["GET"]),
     Route("/__sandbox/oidc/identities", _loopback_only(oidc_identities), methods=["GET", "POST"]),

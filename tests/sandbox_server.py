@@ -191,6 +191,23 @@ class SandboxControl:
         result: dict[str, Any] = self._call("GET", "/config")
         return result
 
+    def runners(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/runners")
+        return result
+
+    def set_runner(self, runner_id: str, **changes: Any) -> dict[str, Any]:
+        """camelCase keys: ``unit``, ``price`` (wei, int or str), ``capacity``, ``appFault``…"""
+        path = f"/runners/{urllib.parse.quote(runner_id, safe='')}"
+        result: dict[str, Any] = self._call("PUT", path, changes)
+        return result
+
+    def add_runner(self, runner_id: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/runners", {"id": runner_id, **fields})
+        return result
+
+    def remove_runner(self, runner_id: str) -> None:
+        self._call("DELETE", f"/runners/{urllib.parse.quote(runner_id, safe='')}")
+
     def users(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/users")
         return result

@@ -27,7 +27,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inference.errors import PaymentAlreadyClaimedError
-from inference.models import Generation, GenerationStage, GenerationStatus
+from inference.models import IMAGE_EXTENSIONS, Generation, GenerationStage, GenerationStatus
 from inference.services.failures import failure_message
 from integrations.livepeer import InferenceResult, PaymentRecord
 
@@ -181,7 +181,8 @@ def attempt_succeed(
     """
     image = result.images[0]
     stage_set(generation_id=generation.pk, attempt_id=attempt_id, stage=GenerationStage.SAVING)
-    generation.image.save(f"{generation.pk}.png", ContentFile(image.content), save=False)
+    extension = IMAGE_EXTENSIONS.get(image.content_type, "png")
+    generation.image.save(f"{generation.pk}.{extension}", ContentFile(image.content), save=False)
     stored_name: str = generation.image.name or ""
     try:
         updated = _success_write(generation, attempt_id, result, stored_name)
