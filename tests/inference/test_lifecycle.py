@@ -100,7 +100,9 @@ def _assert_paid_once_and_delivered(sandbox: SandboxControl, generation: Generat
     assert row.image.storage.exists(row.image.name)  # the delivered image is kept
     assert row.tickets_paid == 1
     assert [r["status"] for r in sandbox.requests(PAYMENT)] == [200]
-    assert [e["gatewayRequestId"] for e in sandbox.events()] == [str(generation.pk)]
+    # Usage joins on the manifest id stored at claim time (the collector ignores ours).
+    assert row.manifest_id
+    assert [e["manifestId"] for e in sandbox.events()] == [row.manifest_id]
 
 
 # --- two attempts of one generation ---------------------------------------------------
