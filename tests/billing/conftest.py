@@ -12,7 +12,6 @@ from billing.models import Plan
 from billing.services import account_change_plan, credit_grant, plans_seed
 from inference.models import Generation
 
-
 _serial = itertools.count()
 
 

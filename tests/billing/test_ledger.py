@@ -42,7 +42,8 @@ def test_new_account_gets_the_default_plan_with_history(
     user = make_user()
     account = account_open(user_id=user.pk)
     assert account.plan.slug == "free"
-    assert account.balance_wei == 0 and account.held_wei == 0
+    assert account.balance_wei == 0
+    assert account.held_wei == 0
     assert list(
         PlanAssignment.objects.filter(account=account).values_list("plan__slug", flat=True)
     ) == ["free"]
@@ -64,7 +65,8 @@ def test_grant_twice_with_one_key_grants_once(
     assert first.pk == second.pk
     assert LedgerEntry.objects.count() == 1
     assert Account.objects.get(pk=user.pk).balance_wei == 10**30 + 1
-    assert first.actor == staff and first.kind == EntryKind.GRANT
+    assert first.actor == staff
+    assert first.kind == EntryKind.GRANT
     with pytest.raises(IdempotencyConflictError):
         credit_grant(user=user, amount_wei=5, reason="x", acting_user=staff, idempotency_key="k1")
     assert Account.objects.get(pk=user.pk).balance_wei == 10**30 + 1
@@ -171,4 +173,5 @@ def test_subscription_renewal_records_its_fee_once_per_period(
     fees = LedgerEntry.objects.filter(kind=EntryKind.SUBSCRIPTION_FEE)
     assert [(e.amount_wei, e.effect) for e in fees] == [(10**16, EntryEffect.RECORD)]
     account = Account.objects.get(pk=user.pk)
-    assert account.balance_wei == 0 and account.subscription_ends_at == start + timedelta(days=30)
+    assert account.balance_wei == 0
+    assert account.subscription_ends_at == start + timedelta(days=30)

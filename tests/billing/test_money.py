@@ -96,8 +96,10 @@ def test_chart_heights_are_exact_for_huge_values_and_labels_escaped() -> None:
         [ChartPoint("<b>", MAX), ChartPoint("half", MAX // 2), ChartPoint("one", 1)],
         title="usage & more",
     )
-    assert "<b>" not in svg and "&lt;b&gt;" in svg
-    assert 'height="156"' in svg and 'height="77"' in svg  # 156 * (MAX//2) // MAX == 77
+    assert "<b>" not in svg
+    assert "&lt;b&gt;" in svg
+    assert 'height="156"' in svg
+    assert 'height="77"' in svg
     assert 'height="1"' in svg  # non-zero stays visible
     assert "No usage" in bar_chart_svg([], title="t")
 
@@ -111,8 +113,10 @@ def test_big_wei_round_trips_through_account_and_ledger(
     grant(user, amount, key=f"rt-{amount}")
     account = Account.objects.get(pk=user.pk)
     entry = LedgerEntry.objects.get(account=account)
-    assert type(account.balance_wei) is int and account.balance_wei == amount
-    assert entry.amount_wei == amount and entry.balance_after_wei == amount
+    assert type(account.balance_wei) is int
+    assert account.balance_wei == amount
+    assert entry.amount_wei == amount
+    assert entry.balance_after_wei == amount
     assert LedgerEntry.objects.filter(amount_wei=amount).count() == 1
 
 
