@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -105,7 +106,7 @@ def account_recent_charges(*, account: Account, limit: int = 20) -> QuerySet[Led
     ]
 
 
-def generation_charge(*, generation_id: object) -> LedgerEntry | None:
+def generation_charge(*, generation_id: uuid.UUID | str) -> LedgerEntry | None:
     """The usage debit of one image, if it was charged."""
     return LedgerEntry.objects.filter(
         generation_id=generation_id, kind=EntryKind.USAGE_DEBIT
