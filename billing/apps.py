@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class BillingConfig(AppConfig):
@@ -13,3 +16,13 @@ class BillingConfig(AppConfig):
         from billing.db import register_sqlite_functions
 
         connection_created.connect(register_sqlite_functions, dispatch_uid="billing-wei-sum")
+        post_migrate.connect(_seed_plans, sender=self, dispatch_uid="billing-seed-plans")
+
+
+def _seed_plans(sender: AppConfig, **kwargs: Any) -> None:
+    """Seed the standard plans after migrate (and after test flushes); idempotent."""
+    from billing.services import plans_seed
+
+    using = kwargs.get("using", "default")
+    if using == "default":
+        plans_seed()
