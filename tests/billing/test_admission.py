@@ -321,3 +321,41 @@ def test_twenty_concurrent_submissions_with_credit_for_three_admit_exactly_three
     assert account.held_wei == 3 * HOLD
     assert account.balance_wei - account.held_wei == HOLD - 1
     assert_ledger_matches(usage_user)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_grants_deducts_and_holds_lose_no_update(usage_user: User) -> None:
+    from billing.services import credit_deduct, credit_grant
+
+    grant(usage_user, 10**30)
+    barrier = threading.Barrier(12)
+    errors: list[str] = []
+
+    def work(index: int) -> None:
+        try:
+            barrier.wait()
+            if index % 3 == 0:
+                credit_grant(user=usage_user, amount_wei=10**27 + index, reason="top-up",
+                             acting_user=None, idempotency_key=f"g{index}")  # fmt: skip
+            elif index % 3 == 1:
+                credit_deduct(user=usage_user, amount_wei=10**26 + index, reason="fix",
+                              acting_user=None, idempotency_key=f"d{index}")  # fmt: skip
+            else:
+                admit(usage_user)
+        except Exception as exc:  # noqa: BLE001  (asserted empty below)
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    granted = sum(10**27 + i for i in range(12) if i % 3 == 0)
+    deducted = sum(10**26 + i for i in range(12) if i % 3 == 1)
+    account = account_of(usage_user)
+    assert account.balance_wei == 10**30 + granted - deducted
+    assert account.held_wei == 4 * HOLD
+    assert_ledger_matches(usage_user)
