@@ -359,3 +359,18 @@ def test_concurrent_grants_deducts_and_holds_lose_no_update(usage_user: User) ->
     assert account.balance_wei == 10**30 + granted - deducted
     assert account.held_wei == 4 * HOLD
     assert_ledger_matches(usage_user)
+
+
+@pytest.mark.django_db
+def test_the_periodic_task_resolves_and_counts_stale_holds(usage_user: User) -> None:
+    from billing.tasks import holds_resolve_stale_task
+
+    schedule = settings.CELERY_BEAT_SCHEDULE["billing-resolve-stale-holds"]
+    assert schedule["task"] == holds_resolve_stale_task.name
+    grant(usage_user, 10**20)
+    generation = admit(usage_user)
+    Generation.objects.filter(pk=generation.pk).update(status=GenerationStatus.CANCELED)
+    Hold.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    assert holds_resolve_stale_task.delay().get() == 1
+    assert holds_resolve_stale_task.delay().get() == 0
+    assert account_of(usage_user).held_wei == 0
