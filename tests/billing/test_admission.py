@@ -374,3 +374,16 @@ def test_the_periodic_task_resolves_and_counts_stale_holds(usage_user: User) -> 
     assert holds_resolve_stale_task.delay().get() == 1
     assert holds_resolve_stale_task.delay().get() == 0
     assert account_of(usage_user).held_wei == 0
+
+
+@pytest.mark.django_db
+def test_an_image_is_charged_at_the_plan_that_admitted_it(
+    usage_user: User, plans: dict[str, Plan]
+) -> None:
+    grant(usage_user, 10**20)
+    generation = admit(usage_user)
+    account_change_plan(user=usage_user, plan=plans["free"], acting_user=None, reason="downgrade")
+    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=1000)
+    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == 1200
+    account = account_of(usage_user)
+    assert (account.balance_wei, account.held_wei) == (10**20 - 1200, 0)
