@@ -112,6 +112,9 @@ async def usage(request: Request) -> Response:
         },
     }
     if group_by == "user":
+        by_user = _group(events, lambda event: (event.external_user_id,))
+        if user_id is not None and not by_user:
+            by_user = {(user_id,): []}  # usage-read.ts aggregateUserRows: a zero row for the filter
         body["byUser"] = [
             {
                 "endUserId": external_user_id,
@@ -123,9 +126,7 @@ async def usage(request: Request) -> Response:
                 "ownerChargeUsdMicros": str(_fee(group)),
                 "requestCount": len(group),
             }
-            for (external_user_id,), group in sorted(
-                _group(events, lambda event: (event.external_user_id,)).items()
-            )
+            for (external_user_id,), group in sorted(by_user.items())
         ]
     elif group_by == "pipeline_model":
         body["byPipelineModel"] = [
