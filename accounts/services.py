@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from accounts.models import ProvisioningStatus, User
 from accounts.tasks import provision_user_task
+from billing.services import account_open
 from integrations.pymthouse import PymthouseError, get_client
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def user_register(*, user: User) -> User:
         raise ValueError("user_register only inserts new users")
     user.full_clean(exclude=["password"])
     user.save()
+    account_open(user_id=user.pk)  # billing account on the default plan
     user_provision_schedule(user=user)
     logger.info("user %s registered as %s", user.pk, user.external_user_id)
     return user

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", include("inference.urls")),
     path("accounts/", include("accounts.sso.urls")),  # hardened openid_connect views
+    path("billing/", include("billing.urls")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -17,7 +17,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from inference.errors import GenerationRateLimitedError, GenerationValidationError
+from billing.errors import CreditRefusedError
+from billing.services import generation_admit
+from inference.errors import (
+    GenerationAdmissionRefusedError,
+    GenerationRateLimitedError,
+    GenerationValidationError,
+)
 from inference.models import Generation, SubmissionWindow
 from inference.tasks import generation_run_task
 
@@ -82,6 +88,10 @@ def generation_admit_step(*, generation: Generation) -> None:
     ``billing.services.generation_admit(generation=generation)`` (its
     ``CreditRefusedError`` subclasses, or is re-raised as, that error).
     """
+    try:
+        generation_admit(generation=generation)
+    except CreditRefusedError as exc:
+        raise GenerationAdmissionRefusedError(exc.message, code=exc.code) from exc
 
 
 def generation_create(

@@ -26,6 +26,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from billing.services import generation_charge_settle, generation_hold_release
 from inference.errors import PaymentAlreadyClaimedError
 from inference.models import IMAGE_EXTENSIONS, Generation, GenerationStage, GenerationStatus
 from inference.services.failures import failure_message
@@ -159,7 +160,12 @@ def generation_payment_confirm(
         expected_fee_wei=record.expected_fee_wei,
         stage=GenerationStage.GENERATING,
     )
-    if not updated:
+    if updated:
+        generation_charge_settle(
+            generation_id=generation_id, expected_fee_wei=record.expected_fee_wei
+        )
+    else:
+        # The hold stays open: the usage mirror or the stale-hold sweep resolves it.
         logger.error(
             "generation %s: payment confirmed for attempt %s, which no longer holds the claim",
             generation_id,
@@ -304,4 +310,5 @@ def _generation_ended_without_claim(*, generation_id: uuid.UUID, reason: str) ->
     Billing releases the credit hold here:
     ``generation_hold_release(generation_id=generation_id, reason=reason)``.
     """
+    generation_hold_release(generation_id=generation_id, reason=reason)
     logger.debug("generation %s ended without a payment claim (%s)", generation_id, reason)
