@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "allauth.socialaccount",
     "allauth.socialaccount.providers.openid_connect",
     "ninja",
+    "django_celery_beat",
     "accounts",
     "billing",
     "inference",

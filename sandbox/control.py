@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.config import ConfigError, parse_integer, parse_seconds
+from sandbox.pymthouse import usage_seed
 from sandbox.state import AppUser, Fault, SandboxState, iso_millis
 from sandbox.web import get_state, json_response
 
@@ -64,6 +65,7 @@ def user_json(state: SandboxState, user: AppUser) -> dict[str, Any]:
 
 async def reset(request: Request) -> Response:
     get_state(request).reset()
+    usage_seed.clear(get_state(request))
     logger.info("sandbox state reset")
     return json_response({"ok": True})
 
@@ -207,4 +209,8 @@ routes = [
     Route("/__sandbox/config", _loopback_only(config), methods=["GET", "PUT"]),
     Route("/__sandbox/requests", _loopback_only(requests_log), methods=["GET", "DELETE"]),
     Route("/__sandbox/events", _loopback_only(events), methods=["GET"]),
+    *(
+        Route(route.path, _loopback_only(route.endpoint), methods=sorted(route.methods or ()))
+        for route in usage_seed.routes
+    ),
 ]
