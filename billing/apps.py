@@ -9,6 +9,12 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
+        from billing.db import register_sqlite_functions
+
+        connection_created.connect(register_sqlite_functions, dispatch_uid="billing-wei-sum")
+
         from billing.services.usage_schedule import usage_sync_schedule_seed
 
         post_migrate.connect(usage_sync_schedule_seed, sender=self)

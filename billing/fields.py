@@ -3,13 +3,17 @@
 ``WeiField`` holds a non-negative integer of up to 78 decimal digits (uint256
 wei). On PostgreSQL it is NUMERIC(78,0). SQLite's NUMERIC affinity would turn
 values above 2**63 into REAL and silently lose digits, so there it is stored as
-text. Python code always sees ``int``; floats and anything that is not plain
-ASCII digits are rejected, never rounded.
+text, zero-padded to 78 digits: equal-width digit strings compare and sort as
+their numbers do, so ``=``, ``<``, ``ORDER BY``, ``MIN``/``MAX`` and CHECK
+constraints between two wei columns are exact on SQLite too. Sums use
+``billing.db.WeiSum`` (an exact aggregate registered on each SQLite connection).
+Python code always sees ``int``; floats and anything that is not plain ASCII
+digits are rejected, never rounded.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -18,6 +22,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from integrations.pymthouse.money import MAX_UINT256
 from integrations.pymthouse.money import parse_wei as parse_wei_string
+
+WEI_DIGITS = 78  # len(str(2**256 - 1))
 
 
 def parse_wei(value: object) -> int:
@@ -35,6 +41,12 @@ def parse_wei(value: object) -> int:
 
 
 class WeiFormField(forms.CharField):
+    """Digits only; surrounding spaces are an error too (not silently stripped)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("strip", False)
+        super().__init__(**kwargs)
+
     def to_python(self, value: Any) -> int | None:  # type: ignore[override]
         text = super().to_python(value)
         if text in self.empty_values:
@@ -45,7 +57,11 @@ class WeiFormField(forms.CharField):
             raise ValidationError(str(exc), code="invalid_wei") from exc
 
 
-class WeiField(models.Field[int | None, int | None]):
+_ST = TypeVar("_ST", int, int | None)
+_GT = TypeVar("_GT", int, int | None)
+
+
+class _WeiFieldBase(models.Field[_ST, _GT]):
     description = "Non-negative integer amount in wei (up to 2**256 - 1)"
 
     def db_type(self, connection: BaseDatabaseWrapper) -> str:
@@ -67,7 +83,7 @@ class WeiField(models.Field[int | None, int | None]):
             return None
         if connection.vendor == "postgresql":
             return value
-        return str(value)
+        return str(value).rjust(WEI_DIGITS, "0")
 
     def from_db_value(
         self, value: Any, expression: Any, connection: BaseDatabaseWrapper
@@ -75,7 +91,9 @@ class WeiField(models.Field[int | None, int | None]):
         if value is None:
             return None
         # psycopg returns Decimal for numeric; exact for integers of any size.
-        return int(value) if not isinstance(value, str) else parse_wei(value)
+        if isinstance(value, str):
+            return parse_wei(value.lstrip("0") or "0")
+        return int(value)
 
     def to_python(self, value: Any) -> int | None:
         if value is None:
@@ -87,3 +105,11 @@ class WeiField(models.Field[int | None, int | None]):
 
     def formfield(self, **kwargs: Any) -> Any:
         return super().formfield(**{"form_class": WeiFormField, **kwargs})
+
+
+class WeiField(_WeiFieldBase[int | None, int | None]):
+    """A wei column that may be NULL (``null=True``): typed ``int | None``."""
+
+
+class WeiAmountField(_WeiFieldBase[int, int]):
+    """A NOT NULL wei column: the same storage as ``WeiField``, typed ``int``."""

@@ -1,8 +1,330 @@
-"""Models of the billing app."""
+"""Plans, per-user billing accounts, holds, and the append-only wei ledger.
+
+Money is exact integer wei (``WeiField``). The ledger is the record: every change
+of an account's ``balance_wei`` or ``held_wei`` is one or more ``LedgerEntry`` rows
+written in the same transaction, under the account's row lock, so that for every
+account ``balance_wei == Σ credit − Σ debit`` and ``held_wei == Σ hold − Σ release``
+over its entries (``billing.selectors.account_ledger_totals`` checks it). Entries are
+never updated or deleted (model guards here, read-only admin, and a database trigger
+in migration 0002); a mistake is fixed by a new ``correction`` entry.
+"""
 
 from __future__ import annotations
 
-from billing.usage_models import (
+import uuid
+from typing import Any, ClassVar, NoReturn
+
+from django.conf import settings
+from django.db import models
+
+from billing.fields import WeiAmountField, WeiField
+
+
+class PlanType(models.TextChoices):
+    FREE = "free", "Free"
+    SUBSCRIPTION = "subscription", "Subscription"
+    USAGE = "usage", "Usage-based"
+
+
+class Plan(models.Model):
+    """What a user may generate and what each image costs them.
+
+    * ``free``: ``monthly_generation_allowance`` images per calendar month (UTC), no charge.
+    * ``subscription``: images while the account's subscription period is active, at most
+      ``monthly_generation_cap`` per month if set; ``subscription_fee_wei`` is recorded as a
+      ``subscription_fee`` ledger entry at each renewal (collecting it is out of scope).
+    * ``usage``: prepaid credit; each image debits its fee × ``multiplier_numerator /
+      multiplier_denominator`` (rounded up to a whole wei), or ``flat_price_wei`` if set.
+    """
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=100)
+    plan_type = models.CharField(max_length=16, choices=PlanType.choices)
+    monthly_generation_allowance = models.PositiveIntegerField(null=True, blank=True)
+    monthly_generation_cap = models.PositiveIntegerField(null=True, blank=True)
+    subscription_fee_wei = WeiAmountField(default=0)
+    multiplier_numerator = models.PositiveBigIntegerField(default=1)
+    multiplier_denominator = models.PositiveBigIntegerField(default=1)
+    flat_price_wei = WeiField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("name",)
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(plan_type__in=PlanType.values), name="billing_plan_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(multiplier_denominator__gte=1),
+                name="billing_plan_multiplier_denominator_positive",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(plan_type=PlanType.FREE)
+                | models.Q(monthly_generation_allowance__isnull=False),
+                name="billing_plan_free_has_allowance",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def multiplier_text(self) -> str:
+        if self.multiplier_denominator == 1:
+            return f"× {self.multiplier_numerator}"
+        return f"× {self.multiplier_numerator}/{self.multiplier_denominator}"
+
+
+class Account(models.Model):
+    """One per user: current plan, balance and held amount (both exact wei).
+
+    ``available = balance − held`` is never negative (a CHECK constraint; WeiField
+    itself keeps both non-negative). Holds exist only on usage-based plans, so on the
+    other plans the constraint holds trivially.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        primary_key=True,
+        related_name="billing_account",
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="accounts")
+    balance_wei = WeiAmountField(default=0)
+    held_wei = WeiAmountField(default=0)
+    suspended = models.BooleanField(default=False)
+    suspended_reason = models.CharField(max_length=500, blank=True, default="")
+    subscription_starts_at = models.DateTimeField(null=True, blank=True)
+    subscription_ends_at = models.DateTimeField(null=True, blank=True)
+    low_balance_notified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(balance_wei__gte=models.F("held_wei")),
+                name="billing_account_available_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"account of {self.user_id}"
+
+    @property
+    def available_wei(self) -> int:
+        return self.balance_wei - self.held_wei
+
+
+class PlanAssignment(models.Model):
+    """History of an account's plans: one open row (``ended_at`` null) per account."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="plan_history")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ("-started_at", "-id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=models.Q(ended_at__isnull=True),
+                name="billing_plan_assignment_one_current",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id} from {self.started_at:%Y-%m-%d}"
+
+
+class EntryKind(models.TextChoices):
+    GRANT = "grant", "Grant"
+    DEDUCT = "deduct", "Deduct"
+    HOLD = "hold", "Hold"
+    HOLD_RELEASE = "hold_release", "Hold release"
+    USAGE_DEBIT = "usage_debit", "Usage debit"
+    SUBSCRIPTION_FEE = "subscription_fee", "Subscription fee"
+    CORRECTION = "correction", "Correction"
+
+
+class EntryEffect(models.TextChoices):
+    """How an entry moves the account: balance up/down, held up/down, or record only."""
+
+    CREDIT = "credit", "Credit (balance +)"
+    DEBIT = "debit", "Debit (balance −)"
+    HOLD = "hold", "Hold (held +)"
+    RELEASE = "release", "Release (held −)"
+    RECORD = "record", "Record only"
+
+
+#: Which effects each kind may have (a CHECK constraint mirrors it).
+KIND_EFFECTS: dict[str, tuple[str, ...]] = {
+    EntryKind.GRANT: (EntryEffect.CREDIT,),
+    EntryKind.DEDUCT: (EntryEffect.DEBIT,),
+    EntryKind.HOLD: (EntryEffect.HOLD,),
+    EntryKind.HOLD_RELEASE: (EntryEffect.RELEASE,),
+    EntryKind.USAGE_DEBIT: (EntryEffect.DEBIT,),
+    # Recorded at renewal; collected outside the product (card payments are out of scope).
+    EntryKind.SUBSCRIPTION_FEE: (EntryEffect.RECORD,),
+    EntryKind.CORRECTION: (EntryEffect.CREDIT, EntryEffect.DEBIT),
+}
+
+
+class LedgerImmutableError(Exception):
+    """Ledger entries are append-only."""
+
+
+class LedgerEntryQuerySet(models.QuerySet["LedgerEntry"]):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise LedgerImmutableError("ledger entries are never updated; append a correction")
+
+    def delete(self) -> NoReturn:
+        raise LedgerImmutableError("ledger entries are never deleted; append a correction")
+
+
+class LedgerEntry(models.Model):
+    """One immutable movement of wei on an account (or a record of a fee).
+
+    ``idempotency_key`` is unique: repeating an operation with the same key returns the
+    entry already written instead of writing another. ``generation`` has no database
+    constraint, so deleting an image never touches its entries. ``usage_ref`` names the
+    mirrored pymthouse usage row an entry comes from (``manifest:<manifestId>``).
+    ``balance_after_wei``/``held_after_wei`` are the account's totals right after it.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=20, choices=EntryKind.choices)
+    effect = models.CharField(max_length=10, choices=EntryEffect.choices)
+    amount_wei = WeiAmountField()
+    balance_after_wei = WeiAmountField()
+    held_after_wei = WeiAmountField()
+    reason = models.CharField(max_length=500)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Staff member who did it; empty for the system.",
+    )
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    generation = models.ForeignKey(
+        "inference.Generation",
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    usage_ref = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    corrects = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="corrections"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects: ClassVar[models.Manager[LedgerEntry]] = LedgerEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        verbose_name_plural = "ledger entries"
+        indexes = [
+            models.Index(fields=["account", "-created_at"], name="ledger_account_recent"),
+            models.Index(fields=["generation"], name="ledger_generation"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(
+                    *[
+                        models.Q(kind=kind, effect__in=effects)
+                        for kind, effects in KIND_EFFECTS.items()
+                    ],
+                    _connector=models.Q.OR,
+                ),
+                name="billing_ledger_kind_effect",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(balance_after_wei__gte=models.F("held_after_wei")),
+                name="billing_ledger_available_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(reason=""), name="billing_ledger_reason_required"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount_wei} wei ({self.idempotency_key})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise LedgerImmutableError("ledger entries are never updated; append a correction")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise LedgerImmutableError("ledger entries are never deleted; append a correction")
+
+
+class HoldStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    SETTLED = "settled", "Settled"
+    RELEASED = "released", "Released"
+
+
+class Hold(models.Model):
+    """The credit reserved for one generation until it is charged or released.
+
+    The state of a hold; its money movements are ledger entries (``hold``, then
+    ``hold_release`` plus a ``usage_debit`` when settled).
+    """
+
+    generation_id = models.UUIDField(unique=True)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holds")
+    amount_wei = WeiAmountField()
+    status = models.CharField(
+        max_length=10, choices=HoldStatus.choices, default=HoldStatus.OPEN, db_index=True
+    )
+    charged_wei = WeiField(null=True, blank=True)
+    resolution = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"hold {self.amount_wei} wei for {self.generation_id} ({self.status})"
+
+
+class LedgerRejection(models.Model):
+    """An operation refused for lack of funds, kept by its idempotency key.
+
+    Retrying the same key later (say after a top-up) is refused again; a deliberate
+    new attempt carries a new key.
+    """
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=20, choices=EntryKind.choices)
+    amount_wei = WeiAmountField()
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"refused {self.kind} {self.amount_wei} wei ({self.idempotency_key})"
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+# The usage mirror's models live in their own module (billing/usage_models.py).
+from billing.usage_models import (  # noqa: E402
     UsageDrift,
     UsageManifest,
     UsageManifestRevision,
@@ -11,13 +333,3 @@ from billing.usage_models import (
     UsageSyncStatus,
     UsageUserAggregate,
 )
-
-__all__ = [
-    "UsageDrift",
-    "UsageManifest",
-    "UsageManifestRevision",
-    "UsageSyncRun",
-    "UsageSyncState",
-    "UsageSyncStatus",
-    "UsageUserAggregate",
-]

@@ -279,6 +279,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 300.0,
         "options": {"expires": 240},
     },
+    # Every 5 minutes: settle or release billing holds whose generation ended
+    # without its hook running, and release (and report) unknown outcomes that
+    # the usage mirror has not resolved within BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS.
+    "billing-resolve-stale-holds": {
+        "task": "billing.tasks.holds_resolve_stale_task",
+        "schedule": 300.0,
+        "options": {"expires": 240},
+    },
 }
 
 # --- pymthouse --------------------------------------------------------------
@@ -342,6 +350,26 @@ INFERENCE_MAX_RETRIES: int = env.int("INFERENCE_MAX_RETRIES", default=4)
 # broker visibility timeout > hard limit > soft limit > any single HTTP timeout.
 INFERENCE_SOFT_TIME_LIMIT: int = env.int("INFERENCE_SOFT_TIME_LIMIT", default=300)
 INFERENCE_TIME_LIMIT: int = env.int("INFERENCE_TIME_LIMIT", default=330)
+
+# --- Billing (the local wei ledger) -----------------------------------------
+# Plan every new user starts on (a slug seeded by billing.services.plans_seed).
+BILLING_DEFAULT_PLAN: str = env.str("BILLING_DEFAULT_PLAN", default="free")
+# Per-image fee (wei) assumed when no runner price has been observed for a model,
+# and the charge on the ai-gateway backend, where no fee is known at payment time.
+BILLING_ESTIMATED_FEE_WEI: str = env.str("BILLING_ESTIMATED_FEE_WEI", default="5000000000000")
+# ETH/USD rate (decimal string) for USD estimates of wei amounts; empty = no estimate.
+BILLING_ETH_USD_RATE: str = env.str("BILLING_ETH_USD_RATE", default="3000")
+# Available-balance thresholds (wei, comma-separated) that show a low-balance notice.
+BILLING_LOW_BALANCE_THRESHOLDS_WEI: list[str] = env.list(
+    "BILLING_LOW_BALANCE_THRESHOLDS_WEI", default=["20000000000000", "5000000000000"]
+)
+# A hold whose generation ended in an unknown outcome waits this long for the usage
+# mirror to show its manifest, then is released and reported.
+BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS: int = env.int(
+    "BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS", default=86400
+)
+# Holds younger than this are left alone by the stale-hold sweep.
+BILLING_STALE_HOLD_AFTER_SECONDS: int = env.int("BILLING_STALE_HOLD_AFTER_SECONDS", default=900)
 
 # --- Billing: usage mirror (billing/services/usage_sync.py) -----------------
 # The beat schedule of the sync lives in django-celery-beat (editable in the admin);

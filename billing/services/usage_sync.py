@@ -368,7 +368,7 @@ def _apply_chunk(
         if settle_from_usage(
             generation_id=manifest.generation_id,
             fee_wei=manifest.fee_wei or 0,
-            usage_ref=f"usage:{manifest.external_user_id}:{manifest.manifest_id}",
+            usage_ref=f"manifest:{manifest.manifest_id}",
         ):
             progress.settled += 1
 

@@ -8,9 +8,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    initial = True
-
     dependencies = [
+        ('billing', '0001_ledger'),
         ('inference', '0003_generation_manifest_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -1,0 +1,198 @@
+"""Plans and accounts: seeding the standard plans, opening accounts, plan changes,
+suspension and subscription renewals."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from billing.lock_objects import account_lock
+from billing.models import (
+    Account,
+    EntryEffect,
+    EntryKind,
+    LedgerEntry,
+    Plan,
+    PlanAssignment,
+    PlanType,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanSeed:
+    slug: str
+    name: str
+    plan_type: str
+    monthly_generation_allowance: int | None = None
+    monthly_generation_cap: int | None = None
+    subscription_fee_wei: int = 0
+    multiplier_numerator: int = 1
+    multiplier_denominator: int = 1
+    flat_price_wei: int | None = None
+
+
+#: The standard plans. Existing rows are never changed by seeding (staff may edit them).
+STANDARD_PLANS: tuple[PlanSeed, ...] = (
+    PlanSeed("free", "Free", PlanType.FREE, monthly_generation_allowance=20),
+    PlanSeed(
+        "studio",
+        "Studio subscription",
+        PlanType.SUBSCRIPTION,
+        monthly_generation_cap=500,
+        subscription_fee_wei=10**16,
+    ),
+    PlanSeed(
+        "pay-as-you-go",
+        "Pay as you go",
+        PlanType.USAGE,
+        multiplier_numerator=6,
+        multiplier_denominator=5,
+    ),
+    PlanSeed("pay-per-image", "Pay per image", PlanType.USAGE, flat_price_wei=2 * 10**12),
+)
+
+
+def plans_seed() -> list[Plan]:
+    """Create the standard plans that do not exist yet (by slug); idempotent."""
+    plans = []
+    for seed in STANDARD_PLANS:
+        plan, _ = Plan.objects.get_or_create(
+            slug=seed.slug,
+            defaults={
+                "name": seed.name,
+                "plan_type": seed.plan_type,
+                "monthly_generation_allowance": seed.monthly_generation_allowance,
+                "monthly_generation_cap": seed.monthly_generation_cap,
+                "subscription_fee_wei": seed.subscription_fee_wei,
+                "multiplier_numerator": seed.multiplier_numerator,
+                "multiplier_denominator": seed.multiplier_denominator,
+                "flat_price_wei": seed.flat_price_wei,
+            },
+        )
+        plans.append(plan)
+    return plans
+
+
+def _default_plan() -> Plan:
+    plan = Plan.objects.filter(slug=settings.BILLING_DEFAULT_PLAN).first()
+    if plan is None:
+        plans_seed()
+        plan = Plan.objects.get(slug=settings.BILLING_DEFAULT_PLAN)
+    return plan
+
+
+@transaction.atomic
+def account_open(*, user_id: int) -> Account:
+    """The user's account, created on the default plan (``BILLING_DEFAULT_PLAN``) if new."""
+    account = Account.objects.filter(pk=user_id).first()
+    if account is not None:
+        return account
+    plan = _default_plan()
+    try:
+        with transaction.atomic():
+            account = Account.objects.create(user_id=user_id, plan=plan)
+            PlanAssignment.objects.create(
+                account=account, plan=plan, started_at=timezone.now(), reason="default plan"
+            )
+    except IntegrityError:  # opened concurrently
+        return Account.objects.get(pk=user_id)
+    return account
+
+
+@transaction.atomic
+def account_change_plan(
+    *,
+    user: User,
+    plan: Plan,
+    acting_user: User | None,
+    reason: str,
+    subscription_starts_at: datetime | None = None,
+    subscription_ends_at: datetime | None = None,
+) -> Account:
+    """Move the user to ``plan``; the old assignment is closed, history kept.
+
+    Open holds stay until their generations settle or release them.
+    """
+    if not reason.strip():
+        raise ValueError("a plan change needs a reason")
+    account = account_lock(user_id=user.pk)
+    now = timezone.now()
+    if account.plan_id != plan.pk:
+        PlanAssignment.objects.filter(account=account, ended_at__isnull=True).update(ended_at=now)
+        PlanAssignment.objects.create(
+            account=account, plan=plan, started_at=now, actor=acting_user, reason=reason.strip()
+        )
+        account.plan = plan
+    fields = ["plan", "updated_at"]
+    if plan.plan_type == PlanType.SUBSCRIPTION and subscription_ends_at is not None:
+        account.subscription_starts_at = subscription_starts_at or now
+        account.subscription_ends_at = subscription_ends_at
+        fields += ["subscription_starts_at", "subscription_ends_at"]
+    account.full_clean()
+    account.save(update_fields=fields)
+    logger.info(
+        "billing: user %s moved to plan %s by %s",
+        user.pk,
+        plan.slug,
+        acting_user.pk if acting_user else "system",
+    )
+    return account
+
+
+@transaction.atomic
+def account_set_suspended(
+    *, user: User, suspended: bool, reason: str, acting_user: User | None
+) -> Account:
+    """Suspend (no new generations admitted) or reinstate a billing account."""
+    if suspended and not reason.strip():
+        raise ValueError("a suspension needs a reason")
+    account = account_lock(user_id=user.pk)
+    account.suspended = suspended
+    account.suspended_reason = reason.strip()[:500] if suspended else ""
+    account.save(update_fields=["suspended", "suspended_reason", "updated_at"])
+    logger.info(
+        "billing: user %s suspended=%s by %s",
+        user.pk,
+        suspended,
+        acting_user.pk if acting_user else "system",
+    )
+    return account
+
+
+@transaction.atomic
+def subscription_renew(
+    *, user: User, starts_at: datetime, ends_at: datetime, acting_user: User | None
+) -> LedgerEntry:
+    """Set the active period of a subscription and record its flat fee once per period.
+
+    The fee entry is a record (``effect=record``): collecting it is outside the product.
+    Renewing the same period twice records one fee (the key is the period start).
+    """
+    from billing.services.ledger import ledger_entry_append
+
+    if ends_at <= starts_at:
+        raise ValueError("a subscription period must end after it starts")
+    account = account_lock(user_id=user.pk)
+    plan = account.plan
+    if plan.plan_type != PlanType.SUBSCRIPTION:
+        raise ValueError("the account is not on a subscription plan")
+    account.subscription_starts_at = starts_at
+    account.subscription_ends_at = ends_at
+    account.save(update_fields=["subscription_starts_at", "subscription_ends_at", "updated_at"])
+    return ledger_entry_append(
+        account=account,
+        kind=EntryKind.SUBSCRIPTION_FEE,
+        effect=EntryEffect.RECORD,
+        amount_wei=plan.subscription_fee_wei,
+        reason=f"{plan.name}: {starts_at:%Y-%m-%d} to {ends_at:%Y-%m-%d}",
+        idempotency_key=f"subscription_fee:{user.pk}:{plan.pk}:{starts_at.isoformat()}",
+        acting_user=acting_user,
+    )
