@@ -288,3 +288,53 @@ def test_manifest_rows_join_generations_and_record_the_metered_fee(
     drift = UsageDrift.objects.get(external_user_id=owner.external_user_id, day=row.day)
     assert (drift.metered_fee_wei, drift.local_debit_wei) == (MAX_UINT256, 0)
     assert drift.alert is True  # metered with nothing debited locally
+
+
+def test_outcome_unknown_generation_settles_from_a_later_manifest_row(
+    sandbox: SandboxControl,
+) -> None:
+    from django.db import transaction
+
+    from billing.models import Account, Hold, HoldStatus, LedgerEntry, Plan
+    from billing.services import account_change_plan, credit_grant, generation_admit, plans_seed
+
+    plans_seed()
+    owner = UserFactory()
+    account_change_plan(
+        user=owner, plan=Plan.objects.get(slug="pay-as-you-go"), acting_user=None, reason="test"
+    )
+    credit_grant(
+        user=owner, amount_wei=10**30, reason="test", acting_user=None, idempotency_key="g1"
+    )
+    with transaction.atomic():
+        generation = Generation.objects.create(
+            owner=owner, prompt="p", model_id="ByteDance/SDXL-Lightning", width=512,
+            height=512, manifest_id="sess-unknown",
+        )  # fmt: skip
+        generation_admit(generation=generation)
+    Generation.objects.filter(pk=generation.pk).update(
+        status="failed", error_code="outcome_unknown", payment_claimed_at=timezone.now()
+    )
+    hold = Hold.objects.get(generation_id=generation.pk)
+    assert hold.status == HoldStatus.OPEN
+
+    # Not metered yet: the sync settles nothing and the hold stays.
+    assert usage_sync_run().settled == 0
+    fee = 10**15 + 7
+    sandbox.seed_usage([_row(owner.external_user_id, "sess-unknown", fee, 3)])
+    run = usage_sync_run()
+    assert run.settled == 1
+    hold.refresh_from_db()
+    assert hold.status == HoldStatus.SETTLED
+    debit = LedgerEntry.objects.get(kind="usage_debit", generation_id=generation.pk)
+    assert debit.amount_wei == -(-fee * 6 // 5) == 1200000000000009  # 6/5, rounded up
+    assert debit.usage_ref == "manifest:sess-unknown"
+    account = Account.objects.get(pk=owner.pk)
+    assert (account.balance_wei, account.held_wei) == (10**30 - debit.amount_wei, 0)
+    drift = UsageDrift.objects.get(external_user_id=owner.external_user_id)
+    assert (drift.local_debit_wei, drift.metered_fee_wei) == (debit.amount_wei, fee)
+    assert drift.margin_wei == debit.amount_wei - fee > 0 and drift.alert is False
+    # A replay neither settles again nor debits twice.
+    UsageUserAggregate.objects.update(request_count=0)
+    assert usage_sync_run().settled == 0
+    assert LedgerEntry.objects.filter(kind="usage_debit").count() == 1
