@@ -325,6 +325,7 @@ def new_idempotency_key() -> str:
 
 # The usage mirror's models live in their own module (billing/usage_models.py).
 from billing.usage_models import (  # noqa: E402
+    UsageDay,
     UsageDrift,
     UsageManifest,
     UsageManifestRevision,

@@ -193,6 +193,18 @@ class UsageManifestRevision(models.Model):
         return f"{self.manifest} -> {self.fee_wei}"
 
 
+class UsageDay(models.Model):
+    """Metered totals per UTC day (accepted manifest rows), kept by the sync for the chart."""
+
+    day = models.DateField(unique=True)
+    fee_wei = WeiField(default=0)
+    network_fee_usd_micros = WeiField(default=0)
+    manifest_count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.fee_wei} wei"
+
+
 class UsageDrift(models.Model):
     """Per user and UTC day: what our ledger debited vs what the network metered (wei).
 
@@ -211,7 +223,10 @@ class UsageDrift(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["external_user_id", "day"], name="usage_drift_key")
         ]
-        indexes = [models.Index(fields=["-day"], name="usage_drift_day")]
+        indexes = [
+            models.Index(fields=["-day"], name="usage_drift_day"),
+            models.Index(fields=["alert", "-day"], name="usage_drift_alerts"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.external_user_id} {self.day}"

@@ -39,6 +39,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.usage_models import (
+    UsageDay,
     UsageDrift,
     UsageManifest,
     UsageManifestRevision,
@@ -354,6 +355,7 @@ def _apply_chunk(
         )
         UsageManifest.objects.filter(pk__in=flagged, flagged=False).update(flagged=True)
     progress.manifests_new += len(created)
+    _add_to_days(created)
 
     # Joined generations: record the metered cost; settle holds kept by outcome_unknown.
     for manifest in created:
@@ -422,6 +424,27 @@ def _apply_chunk(
         _write_drift(
             pairs=touched, metered=metered, user_ids=user_ids, now=now, progress=progress
         )
+
+
+def _add_to_days(created: Sequence[UsageManifest]) -> None:
+    """Add new rows to their day's totals (exact; row-locked against a concurrent run)."""
+    deltas: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for manifest in created:
+        delta = deltas[manifest.day]
+        delta[0] += manifest.fee_wei or 0
+        delta[1] += manifest.network_fee_usd_micros or 0
+        delta[2] += 1
+    if not deltas:
+        return
+    UsageDay.objects.bulk_create(
+        [UsageDay(day=day) for day in deltas], ignore_conflicts=True
+    )
+    for row in UsageDay.objects.select_for_update().filter(day__in=list(deltas)):
+        fee, usd, count = deltas[row.day]
+        row.fee_wei = _exact_sum([row.fee_wei, fee])
+        row.network_fee_usd_micros = _exact_sum([row.network_fee_usd_micros, usd])
+        row.manifest_count += count
+        row.save(update_fields=["fee_wei", "network_fee_usd_micros", "manifest_count"])
 
 
 def _generations_for(
