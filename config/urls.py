@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", include("inference.urls")),
     path("accounts/", include("allauth.urls")),
+    path("staff/billing/", include("billing.staff_urls")),
     path("admin/", admin.site.urls),
 ]
 # MEDIA_URL is deliberately not served: generated images are private and are
