@@ -19,6 +19,17 @@ from django.db import models
 
 from billing.fields import WeiField
 
+__all__ = [
+    "UsageDay",
+    "UsageDrift",
+    "UsageManifest",
+    "UsageManifestRevision",
+    "UsageSyncRun",
+    "UsageSyncState",
+    "UsageSyncStatus",
+    "UsageUserAggregate",
+]
+
 
 class UsageSyncStatus(models.TextChoices):
     NEVER = "never", "Never run"

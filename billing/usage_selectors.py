@@ -52,7 +52,7 @@ def usage_sync_state_get() -> UsageSyncState:
 
 def parse_sort(value: str | None) -> str:
     name = (value or "").lstrip("-")
-    return value if value and name in SORTS else DEFAULT_SORT  # type: ignore[return-value]
+    return value if value and name in SORTS else DEFAULT_SORT
 
 
 def _ordering(sort: str) -> list[object]:
@@ -76,9 +76,7 @@ def usage_users(*, search: str = "", sort: str = DEFAULT_SORT) -> QuerySet[Usage
     rows = UsageUserAggregate.objects.select_related("user")
     search = search.strip()
     if search:
-        rows = rows.filter(
-            Q(external_user_id__icontains=search) | Q(user__email__icontains=search)
-        )
+        rows = rows.filter(Q(external_user_id__icontains=search) | Q(user__email__icontains=search))
     return rows.order_by(*_ordering(parse_sort(sort)))  # type: ignore[arg-type]
 
 

@@ -27,7 +27,9 @@ def usage_sync_schedule_seed(**_: Any) -> None:
         name=USAGE_SYNC_SCHEDULE_NAME,
         task=USAGE_SYNC_TASK,
         interval=interval,
-        description="Mirror pymthouse usage (groupBy=user, then groupBy=manifest per changed user).",
+        description=(
+            "Mirror pymthouse usage (groupBy=user, then groupBy=manifest per changed user)."
+        ),
         expires=None,
         expire_seconds=max(every - 5, 5),
     )

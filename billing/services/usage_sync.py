@@ -38,6 +38,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
+from billing.services.usage_ledger import local_usage_debits, settle_from_usage
 from billing.usage_models import (
     UsageDay,
     UsageDrift,
@@ -48,7 +49,6 @@ from billing.usage_models import (
     UsageSyncStatus,
     UsageUserAggregate,
 )
-from billing.services.usage_ledger import local_usage_debits, settle_from_usage
 from integrations.pymthouse import (
     PymthouseAuthError,
     PymthouseClient,
@@ -421,9 +421,7 @@ def _apply_chunk(
             for fee, day in rows_for_user:
                 if (ext, day) in touched:
                     metered[(ext, day)] += fee
-        _write_drift(
-            pairs=touched, metered=metered, user_ids=user_ids, now=now, progress=progress
-        )
+        _write_drift(pairs=touched, metered=metered, user_ids=user_ids, now=now, progress=progress)
 
 
 def _add_to_days(created: Sequence[UsageManifest]) -> None:
@@ -436,9 +434,7 @@ def _add_to_days(created: Sequence[UsageManifest]) -> None:
         delta[2] += 1
     if not deltas:
         return
-    UsageDay.objects.bulk_create(
-        [UsageDay(day=day) for day in deltas], ignore_conflicts=True
-    )
+    UsageDay.objects.bulk_create([UsageDay(day=day) for day in deltas], ignore_conflicts=True)
     for row in UsageDay.objects.select_for_update().filter(day__in=list(deltas)):
         fee, usd, count = deltas[row.day]
         row.fee_wei = _exact_sum([row.fee_wei, fee])
@@ -449,13 +445,13 @@ def _add_to_days(created: Sequence[UsageManifest]) -> None:
 
 def _generations_for(
     *, manifest_ids: set[str], user_ids: dict[str, int]
-) -> dict[tuple[int | None, str], tuple[object, date]]:
+) -> dict[tuple[int | None, str], tuple[uuid.UUID, date]]:
     """``(owner_id, manifest_id) -> (generation id, UTC day)`` when exactly one matches."""
     if not manifest_ids:
         return {}
     from inference.models import Generation
 
-    found: dict[tuple[int | None, str], list[tuple[object, date]]] = defaultdict(list)
+    found: dict[tuple[int | None, str], list[tuple[uuid.UUID, date]]] = defaultdict(list)
     ids = sorted(manifest_ids)
     for offset in range(0, len(ids), 1000):
         for pk, manifest_id, owner_id, created_at in Generation.objects.filter(

@@ -127,7 +127,9 @@ def user_totals(
         return {}
     users = store.users if user_id is None else {user_id: store.users.get(user_id, SeedUser())}
     if _whole_store_visible(store, start, end, cutoff):
-        return {ext: (user.requests, user.usd_micros) for ext, user in users.items() if user.requests}
+        return {
+            ext: (user.requests, user.usd_micros) for ext, user in users.items() if user.requests
+        }
     totals: dict[str, tuple[int, int]] = {}
     for ext, user in users.items():
         requests = micros = 0
@@ -252,7 +254,9 @@ def _seed_generated(store: SeedStore, spec: Any, now: float) -> int:
             store.add(
                 external_user_id,
                 f"{external_user_id}-m{number:04d}",
-                SeedRow(fee_wei, usd_micros, 1, "text-to-image", "ByteDance/SDXL-Lightning", moment),
+                SeedRow(
+                    fee_wei, usd_micros, 1, "text-to-image", "ByteDance/SDXL-Lightning", moment
+                ),
             )
     return users * per_user
 

@@ -77,7 +77,8 @@ def test_table_totals_and_csv_are_exact(sandbox: SandboxControl, staff_client: C
     assert "$1.500001" in page
     assert f'title="{MAX_UINT256} wei"' in page
     assert "Total (2 users)" in page
-    assert "<svg" in page and "http" not in page.split("<svg", 1)[1].split("</svg>")[0].replace(
+    assert "<svg" in page
+    assert "http" not in page.split("<svg", 1)[1].split("</svg>")[0].replace(
         "http://www.w3.org/2000/svg", ""
     )
 
@@ -85,7 +86,13 @@ def test_table_totals_and_csv_are_exact(sandbox: SandboxControl, staff_client: C
     assert rows[0][:5] == [
         "external_user_id", "email", "request_count", "fee_wei", "network_fee_usd_micros",
     ]  # fmt: skip
-    assert rows[1][:5] == [alice.external_user_id, "alice@example.com", "3", str(2 * 10**30 + 1), "1500001"]
+    assert rows[1][:5] == [
+        alice.external_user_id,
+        "alice@example.com",
+        "3",
+        str(2 * 10**30 + 1),
+        "1500001",
+    ]
     assert rows[2][:5] == ["unprovisioned-1", "", "1", str(MAX_UINT256), "3"]
     assert int(rows[2][3]) == MAX_UINT256
     assert all("E" not in row[3] and "." not in row[3] for row in rows[1:])
@@ -109,16 +116,23 @@ def test_search_sort_and_pages(
     assert ordered == ["user-b", "user-c", "user-a", "other-d"]
     ordered = [r[0] for r in _csv(staff_client.get(URL + "csv/", {"sort": "usd"}))[1:]]
     assert ordered == ["other-d", "user-a", "user-c", "user-b"]
-    ordered = [r[0] for r in _csv(staff_client.get(URL + "csv/", {"q": "USER-", "sort": "user"}))[1:]]
+    ordered = [
+        r[0] for r in _csv(staff_client.get(URL + "csv/", {"q": "USER-", "sort": "user"}))[1:]
+    ]
     assert ordered == ["user-a", "user-b", "user-c"]
 
     first = _users_table(staff_client.get(URL, {"sort": "-eth"}))
-    assert "user-b" in first and "user-c" in first and "user-a" not in first
+    assert "user-b" in first
+    assert "user-c" in first
+    assert "user-a" not in first
     assert "Page 1 of 2" in staff_client.get(URL, {"sort": "-eth"}).content.decode()
     second = _users_table(staff_client.get(URL, {"sort": "-eth", "page": "2"}))
-    assert "user-a" in second and "other-d" in second and "user-b" not in second
+    assert "user-a" in second
+    assert "other-d" in second
+    assert "user-b" not in second
     searched = staff_client.get(URL, {"q": "user-"}).content.decode()
-    assert "Total (3 users)" in searched and "Page 1 of 2" in searched
+    assert "Total (3 users)" in searched
+    assert "Page 1 of 2" in searched
     # Nonsense parameters fall back to defaults instead of failing.
     assert staff_client.get(URL, {"sort": "password", "page": "-3"}).status_code == 200
 

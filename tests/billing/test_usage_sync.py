@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -94,7 +93,8 @@ def test_one_user_call_then_one_manifest_call_per_changed_user(sandbox: SandboxC
     usage_sync_run()
     queries = sorted((r["query"] for r in _usage_calls(sandbox)), key=len)
     assert len(queries) == 3
-    assert "groupBy=user" in queries[0] and "userId" not in queries[0]
+    assert "groupBy=user" in queries[0]
+    assert "userId" not in queries[0]
     assert sorted(q.split("userId=")[1].split("&")[0] for q in queries[1:]) == ["u-a", "u-b"]
 
     # Only u-b changes: one user call and one manifest call for u-b.
@@ -120,7 +120,8 @@ def test_replayed_and_overlapping_syncs_change_nothing(sandbox: SandboxControl) 
     assert _snapshot() == before
     assert len(_usage_calls(sandbox)) == 1  # the user call only: nothing changed
     assert usage_sync_state().watermark is not None
-    assert watermark is not None and usage_sync_state().watermark >= watermark
+    assert watermark is not None
+    assert usage_sync_state().watermark >= watermark
 
 
 def test_changed_amount_is_a_flagged_revision_not_an_overwrite(sandbox: SandboxControl) -> None:
@@ -206,7 +207,8 @@ def test_a_sync_killed_halfway_is_consistent_after_a_rerun(
     monkeypatch.setattr(usage_sync_module, "_apply_chunk", original)
     assert usage_sync_state().watermark is None
     applied = set(UsageUserAggregate.objects.values_list("external_user_id", flat=True))
-    assert applied == set(applied_chunks[0]) and len(applied) == 2  # one chunk, whole
+    assert applied == set(applied_chunks[0])
+    assert len(applied) == 2
     assert UsageManifest.objects.count() == 4
 
     rerun = usage_sync_run()
@@ -333,7 +335,8 @@ def test_outcome_unknown_generation_settles_from_a_later_manifest_row(
     assert (account.balance_wei, account.held_wei) == (10**30 - debit.amount_wei, 0)
     drift = UsageDrift.objects.get(external_user_id=owner.external_user_id)
     assert (drift.local_debit_wei, drift.metered_fee_wei) == (debit.amount_wei, fee)
-    assert drift.margin_wei == debit.amount_wei - fee > 0 and drift.alert is False
+    assert drift.margin_wei == debit.amount_wei - fee > 0
+    assert drift.alert is False
     # A replay neither settles again nor debits twice.
     UsageUserAggregate.objects.update(request_count=0)
     assert usage_sync_run().settled == 0
