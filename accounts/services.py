@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.models import ProvisioningStatus, User
 from accounts.tasks import provision_user_task
+from billing.services import account_open
 from integrations.pymthouse import PymthouseError, get_client
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def user_create(
         user.set_unusable_password()
     user.full_clean(exclude=["password"])
     user.save()
+    account_open(user_id=user.pk)  # billing account on the default plan
     user_provision_schedule(user=user)
     return user
 

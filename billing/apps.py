@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
@@ -14,7 +16,24 @@ class BillingConfig(AppConfig):
         from billing.db import register_sqlite_functions
 
         connection_created.connect(register_sqlite_functions, dispatch_uid="billing-wei-sum")
+        post_migrate.connect(_seed_plans, sender=self, dispatch_uid="billing-seed-plans")
+        post_migrate.connect(
+            _seed_usage_schedule, sender=self, dispatch_uid="billing-seed-usage-schedule"
+        )
 
-        from billing.services.usage_schedule import usage_sync_schedule_seed
 
-        post_migrate.connect(usage_sync_schedule_seed, sender=self)
+def _seed_plans(sender: AppConfig, **kwargs: Any) -> None:
+    """Seed the standard plans after migrate (and after test flushes); idempotent."""
+    from billing.services import plans_seed
+
+    using = kwargs.get("using", "default")
+    if using == "default":
+        plans_seed()
+
+
+def _seed_usage_schedule(sender: AppConfig, **kwargs: Any) -> None:
+    """Seed the usage sync's django-celery-beat entry (never overwrites admin edits)."""
+    from billing.services.usage_schedule import usage_sync_schedule_seed
+
+    if kwargs.get("using", "default") == "default":
+        usage_sync_schedule_seed()

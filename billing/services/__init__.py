@@ -12,6 +12,7 @@ from billing.services.accounts import (
     account_change_plan,
     account_open,
     account_set_suspended,
+    demo_billing_seed,
     plans_seed,
     subscription_renew,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "account_set_suspended",
     "credit_deduct",
     "credit_grant",
+    "demo_billing_seed",
     "generation_admit",
     "generation_charge_settle",
     "generation_hold_release",

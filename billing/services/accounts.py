@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -196,3 +196,39 @@ def subscription_renew(
         idempotency_key=f"subscription_fee:{user.pk}:{plan.pk}:{starts_at.isoformat()}",
         acting_user=acting_user,
     )
+
+
+#: Demo credit for the usage-based demo user: about 20 1-megapixel images at the
+#: sandbox's price (4,768,371 wei per pixel) with the pay-as-you-go multiplier.
+DEMO_CREDIT_WEI = 10**14
+
+
+def demo_billing_seed(*, usage_user: User, free_user: User, subscription_user: User) -> None:
+    """One demo user per plan type: idempotent (plan changes are no-ops when already
+    set; the credit grant and the subscription fee have fixed keys)."""
+    plans = {plan.slug: plan for plan in plans_seed()}
+    from billing.services.ledger import credit_grant
+
+    account_change_plan(
+        user=usage_user, plan=plans["pay-as-you-go"], acting_user=None, reason="demo seed"
+    )
+    credit_grant(
+        user=usage_user,
+        amount_wei=DEMO_CREDIT_WEI,
+        reason="demo credit",
+        acting_user=None,
+        idempotency_key=f"demo-credit:{usage_user.pk}",
+    )
+    account_change_plan(user=free_user, plan=plans["free"], acting_user=None, reason="demo seed")
+    account = account_change_plan(
+        user=subscription_user, plan=plans["studio"], acting_user=None, reason="demo seed"
+    )
+    now = timezone.now()
+    if account.subscription_ends_at is None or account.subscription_ends_at <= now:
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        subscription_renew(
+            user=subscription_user,
+            starts_at=start,
+            ends_at=start + timedelta(days=30),
+            acting_user=None,
+        )

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import transaction
 
 USAGE_SYNC_SCHEDULE_NAME = "billing-usage-sync"
 
-
 @transaction.atomic
-def usage_sync_schedule_seed(**_: Any) -> None:
+def usage_sync_schedule_seed() -> None:
     """Create the periodic task once; later edits in the admin are never overwritten."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 

@@ -86,7 +86,12 @@ def test_seed_demo_creates_the_demo_users_and_provisions_them(
     with django_capture_on_commit_callbacks(execute=True):
         call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
     users = {u.email: u for u in User.objects.all()}
-    assert set(users) == {"admin@example.com", "alice@example.com", "bob@example.com"}
+    assert set(users) == {
+        "admin@example.com",
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+    }
     assert users["alice@example.com"].external_user_id == "py-user-001"
     assert users["bob@example.com"].external_user_id == "py-user-002"
     assert users["admin@example.com"].is_staff is True
@@ -99,8 +104,8 @@ def test_seed_demo_creates_the_demo_users_and_provisions_them(
     sandbox.reset()
     with django_capture_on_commit_callbacks(execute=True):
         call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
-    assert User.objects.count() == 3
-    assert len(sandbox.users()) == 3
+    assert User.objects.count() == 4
+    assert len(sandbox.users()) == 4
 
 
 def test_generation_admin_is_read_only(client, django_capture_on_commit_callbacks) -> None:

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from accounts.models import User
 from accounts.services import user_create, user_provision_schedule
+from billing.services import demo_billing_seed
 
 DEMO_PASSWORD = "pixelhouse-demo"  # noqa: S105  (a published demo login)
 DEMO_USERS = (
@@ -20,11 +21,15 @@ DEMO_USERS = (
     ("admin@example.com", None, True),
     ("alice@example.com", "py-user-001", False),
     ("bob@example.com", "py-user-002", False),
+    ("carol@example.com", "py-user-003", False),
 )
 
 
 class Command(BaseCommand):
-    help = "Create the demo staff user and two end users, and provision them at pymthouse."
+    help = (
+        "Create the demo staff user and three end users (alice on a usage-based plan with "
+        "credit, bob on the free plan, carol on a subscription) and provision them."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
@@ -42,6 +47,11 @@ class Command(BaseCommand):
                 else:
                     user_provision_schedule(user=user)
                     self.stdout.write(f"kept {email}; provisioning rescheduled")
+            demo_billing_seed(
+                usage_user=User.objects.get(email="alice@example.com"),
+                free_user=User.objects.get(email="bob@example.com"),
+                subscription_user=User.objects.get(email="carol@example.com"),
+            )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo logins (password {DEMO_PASSWORD!r}): "

@@ -1,0 +1,376 @@
+"""Staff interface over billing.services.
+
+Balances are never edited in a form: staff grant or deduct credit, change plans and
+suspend accounts through the services (with a mandatory reason and their own user as
+the actor), each also written to Django's admin log. Ledger entries, holds and
+rejections are read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from accounts.models import User
+from billing.errors import BillingError
+from billing.forms import CreditAdjustForm, PlanChangeForm, SuspendForm
+from billing.models import Account, Hold, LedgerEntry, LedgerRejection, Plan, PlanAssignment
+from billing.money import format_eth
+from billing.services import (
+    account_change_plan,
+    account_set_suspended,
+    credit_deduct,
+    credit_grant,
+)
+from integrations.pymthouse import PymthouseError, get_client
+
+
+def _wei(value: int | None) -> str:
+    return (
+        ""
+        if value is None
+        else format_html('{} <span class="quiet">({} wei)</span>', format_eth(value), value)
+    )
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin[Plan]):
+    list_display = (
+        "name",
+        "slug",
+        "plan_type",
+        "monthly_generation_allowance",
+        "monthly_generation_cap",
+        "multiplier",
+        "flat_price",
+        "is_active",
+    )
+    list_filter = ("plan_type", "is_active")
+    readonly_fields = ("created_at",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # accounts and history point at plans; retire with is_active
+
+    @admin.display(description="Multiplier")
+    def multiplier(self, obj: Plan) -> str:
+        return obj.multiplier_text
+
+    @admin.display(description="Flat price")
+    def flat_price(self, obj: Plan) -> str:
+        return _wei(obj.flat_price_wei)
+
+
+class PlanHistoryInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = PlanAssignment
+    extra = 0
+    fields = ("plan", "started_at", "ended_at", "actor", "reason")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin[Account]):
+    list_display = (
+        "user",
+        "plan",
+        "balance",
+        "held",
+        "available",
+        "suspended",
+        "provisioning",
+        "updated_at",
+    )
+    list_filter = ("plan", "suspended", "user__provisioning_status")
+    search_fields = ("user__email", "user__external_user_id")
+    list_select_related = ("user", "plan")
+    inlines = (PlanHistoryInline,)
+    fields = (
+        "user",
+        "plan",
+        "balance",
+        "held",
+        "available",
+        "suspended",
+        "suspended_reason",
+        "subscription_starts_at",
+        "subscription_ends_at",
+        "provisioning",
+        "staff_actions",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # accounts open with their user
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Balance")
+    def balance(self, obj: Account) -> str:
+        return _wei(obj.balance_wei)
+
+    @admin.display(description="Held")
+    def held(self, obj: Account) -> str:
+        return _wei(obj.held_wei)
+
+    @admin.display(description="Available")
+    def available(self, obj: Account) -> str:
+        return _wei(obj.available_wei)
+
+    @admin.display(description="pymthouse provisioning", ordering="user__provisioning_status")
+    def provisioning(self, obj: Account) -> str:
+        return obj.user.get_provisioning_status_display()
+
+    @admin.display(description="Actions")
+    def staff_actions(self, obj: Account) -> str:
+        links = [
+            ("Grant or deduct credit", "admin:billing_account_credit"),
+            ("Change plan", "admin:billing_account_plan"),
+            ("Suspend or reinstate", "admin:billing_account_suspend"),
+            ("pymthouse's view of this user", "admin:billing_account_pymthouse"),
+            ("Ledger", None),
+        ]
+        html = []
+        for label, name in links:
+            ledger = reverse("admin:billing_ledgerentry_changelist")
+            url = reverse(name, args=[obj.pk]) if name else f"{ledger}?account__pk__exact={obj.pk}"
+            html.append(format_html('<a class="button" href="{}">{}</a>', url, label))
+        return format_html(" ".join(["{}"] * len(html)), *html)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/credit/", view(self.credit_view), name="billing_account_credit"),
+            path("<int:pk>/plan/", view(self.plan_view), name="billing_account_plan"),
+            path("<int:pk>/suspend/", view(self.suspend_view), name="billing_account_suspend"),
+            path(
+                "<int:pk>/pymthouse/", view(self.pymthouse_view), name="billing_account_pymthouse"
+            ),
+            *super().get_urls(),
+        ]
+
+    # --- staff actions --------------------------------------------------------------
+
+    def _account(self, request: HttpRequest, pk: int) -> Account:
+        account = get_object_or_404(Account.objects.select_related("user", "plan"), pk=pk)
+        if not self.has_view_permission(request, account):
+            raise PermissionError
+        return account
+
+    def _staff(self, request: HttpRequest) -> User:
+        user = request.user
+        assert isinstance(user, User)  # admin_view guarantees an active staff user
+        return user
+
+    def _require_manage(self, request: HttpRequest) -> None:
+        if not request.user.has_perm("billing.change_account"):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+
+    def _render(
+        self, request: HttpRequest, account: Account, *, title: str, form: Any, extra: Any = None
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": account,
+            "account": account,
+            "title": title,
+            "form": form,
+            "extra": extra,
+            "balance": format_eth(account.balance_wei),
+            "available": format_eth(account.available_wei),
+        }
+        return TemplateResponse(request, "admin/billing/account/action_form.html", context)
+
+    def _done(self, request: HttpRequest, account: Account, message: str) -> HttpResponse:
+        self.log_change(request, account, message)
+        self.message_user(request, message, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:billing_account_change", args=[account.pk]))
+
+    def credit_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        self._require_manage(request)
+        account = self._account(request, pk)
+        form = CreditAdjustForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            service = credit_grant if data["operation"] == "grant" else credit_deduct
+            try:
+                entry = service(
+                    user=account.user,
+                    amount_wei=data["amount_wei"],
+                    reason=data["reason"],
+                    acting_user=self._staff(request),
+                    idempotency_key=f"admin:{data['idempotency_key']}",
+                )
+            except BillingError as exc:
+                form.add_error(None, exc.message)
+            else:
+                verb = "Granted" if data["operation"] == "grant" else "Deducted"
+                return self._done(
+                    request,
+                    account,
+                    f"{verb} {entry.amount_wei} wei ({format_eth(entry.amount_wei)}): "
+                    f"{entry.reason} [ledger entry {entry.pk}]",
+                )
+        return self._render(request, account, title="Grant or deduct credit", form=form)
+
+    def plan_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        self._require_manage(request)
+        account = self._account(request, pk)
+        form = PlanChangeForm(
+            request.POST or None,
+            initial={
+                "plan": account.plan_id,
+                "subscription_starts_at": account.subscription_starts_at,
+                "subscription_ends_at": account.subscription_ends_at,
+            },
+        )
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                account_change_plan(
+                    user=account.user,
+                    plan=data["plan"],
+                    acting_user=self._staff(request),
+                    reason=data["reason"],
+                    subscription_starts_at=data["subscription_starts_at"],
+                    subscription_ends_at=data["subscription_ends_at"],
+                )
+            except ValueError as exc:
+                form.add_error(None, str(exc))
+            else:
+                return self._done(
+                    request, account, f"Plan set to {data['plan'].name}: {data['reason']}"
+                )
+        return self._render(request, account, title="Change plan", form=form)
+
+    def suspend_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        self._require_manage(request)
+        account = self._account(request, pk)
+        form = SuspendForm(request.POST or None, initial={"suspended": account.suspended})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            account_set_suspended(
+                user=account.user,
+                suspended=data["suspended"],
+                reason=data["reason"],
+                acting_user=self._staff(request),
+            )
+            state = "Suspended" if data["suspended"] else "Reinstated"
+            return self._done(request, account, f"{state}: {data['reason'] or '-'}")
+        return self._render(request, account, title="Suspend or reinstate", form=form)
+
+    def pymthouse_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """pymthouse's own usage balance for this user, fetched now; errors shown, not raised."""
+        account = self._account(request, pk)
+        extra: dict[str, Any] = {"external_user_id": account.user.external_user_id}
+        try:
+            balance = get_client().balance(external_user_id=account.user.external_user_id)
+        except PymthouseError as exc:
+            extra["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            extra["balance"] = balance
+        return self._render(
+            request, account, title="pymthouse's view of this user", form=None, extra=extra
+        )
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(_ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "created_at",
+        "account",
+        "kind",
+        "amount",
+        "balance_after",
+        "actor",
+        "reason",
+    )
+    list_filter = ("kind", "effect")
+    search_fields = ("account__user__email", "idempotency_key", "usage_ref", "reason")
+    list_select_related = ("account__user", "actor")
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "account",
+        "kind",
+        "effect",
+        "amount",
+        "balance_after",
+        "held_after",
+        "reason",
+        "actor",
+        "idempotency_key",
+        "generation_id",
+        "usage_ref",
+        "corrects",
+        "created_at",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="Amount")
+    def amount(self, obj: LedgerEntry) -> str:
+        return _wei(obj.amount_wei)
+
+    @admin.display(description="Balance after")
+    def balance_after(self, obj: LedgerEntry) -> str:
+        return _wei(obj.balance_after_wei)
+
+    @admin.display(description="Held after")
+    def held_after(self, obj: LedgerEntry) -> str:
+        return _wei(obj.held_after_wei)
+
+
+@admin.register(Hold)
+class HoldAdmin(_ReadOnlyAdmin):
+    list_display = (
+        "generation_id",
+        "account",
+        "amount",
+        "status",
+        "charged",
+        "created_at",
+        "resolved_at",
+    )
+    list_filter = ("status",)
+    search_fields = ("generation_id", "account__user__email")
+
+    @admin.display(description="Amount")
+    def amount(self, obj: Hold) -> str:
+        return _wei(obj.amount_wei)
+
+    @admin.display(description="Charged")
+    def charged(self, obj: Hold) -> str:
+        return _wei(obj.charged_wei)
+
+
+@admin.register(LedgerRejection)
+class LedgerRejectionAdmin(_ReadOnlyAdmin):
+    list_display = ("idempotency_key", "account", "kind", "amount_wei", "reason", "created_at")

@@ -1,0 +1,77 @@
+"""Staff forms for the billing admin. Amounts are wei as plain digits (``WeiFormField``)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from django import forms
+
+from billing.fields import WeiFormField
+from billing.models import Plan
+
+_KEY = re.compile(r"[0-9a-f]{32}", re.ASCII)
+
+
+class _IdempotentForm(forms.Form):
+    """Carries a one-time key rendered into the page: submitting the page twice reuses it."""
+
+    idempotency_key = forms.CharField(widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", {}).setdefault("idempotency_key", uuid.uuid4().hex)
+        super().__init__(*args, **kwargs)
+
+    def clean_idempotency_key(self) -> str:
+        key = str(self.cleaned_data["idempotency_key"])
+        if not _KEY.fullmatch(key):
+            raise forms.ValidationError("Reload the page and submit again.")
+        return key
+
+
+class CreditAdjustForm(_IdempotentForm):
+    operation = forms.ChoiceField(
+        choices=[("grant", "Grant credit (add)"), ("deduct", "Deduct credit (take away)")],
+        widget=forms.RadioSelect,
+    )
+    amount_wei = WeiFormField(
+        label="Amount (wei)",
+        help_text="Plain digits only, e.g. 1000000000000000000 for 1 ETH.",
+    )
+    reason = forms.CharField(max_length=500, help_text="Required; shown in the user's ledger.")
+
+    def clean_amount_wei(self) -> int:
+        amount = self.cleaned_data["amount_wei"]
+        if amount is None or amount == 0:
+            raise forms.ValidationError("Enter an amount above zero.")
+        return int(amount)
+
+
+class PlanChangeForm(forms.Form):
+    plan = forms.ModelChoiceField(queryset=Plan.objects.filter(is_active=True))
+    subscription_starts_at = forms.DateTimeField(
+        required=False, help_text="Subscriptions: start of the active period (UTC)."
+    )
+    subscription_ends_at = forms.DateTimeField(
+        required=False, help_text="Subscriptions: end of the active period (UTC)."
+    )
+    reason = forms.CharField(max_length=500)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        starts, ends = data.get("subscription_starts_at"), data.get("subscription_ends_at")
+        if starts and ends and ends <= starts:
+            raise forms.ValidationError("The period must end after it starts.")
+        return data
+
+
+class SuspendForm(forms.Form):
+    suspended = forms.BooleanField(required=False, label="Suspended (no new images)")
+    reason = forms.CharField(max_length=500, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("suspended") and not str(data.get("reason", "")).strip():
+            self.add_error("reason", "Say why the account is suspended.")
+        return data

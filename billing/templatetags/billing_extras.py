@@ -1,0 +1,60 @@
+"""Money filters for templates: exact integers in, text out, never a float."""
+
+from __future__ import annotations
+
+import uuid
+
+from django import template
+
+from billing.models import LedgerEntry
+from billing.money import format_eth, format_usd_estimate, format_usd_micros
+
+register = template.Library()
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+@register.filter
+def eth(value: object) -> str:
+    """Exact ETH: 1234500000000000000 → "1.2345 ETH"."""
+    amount = _int(value)
+    return "" if amount is None else format_eth(amount)
+
+
+@register.filter
+def eth_short(value: object) -> str:
+    """ETH to 6 places, marked ≈ when digits were dropped (the exact value goes in a title)."""
+    amount = _int(value)
+    return "" if amount is None else format_eth(amount, places=6)
+
+
+@register.filter
+def wei_digits(value: object) -> str:
+    """The exact wei as plain digits (for titles, data attributes and copy-paste)."""
+    amount = _int(value)
+    return "" if amount is None else str(amount)
+
+
+@register.filter
+def usd(value: object) -> str:
+    amount = _int(value)
+    return "" if amount is None else format_usd_micros(amount)
+
+
+@register.filter
+def usd_estimate(value: object) -> str:
+    """≈ USD from the BILLING_ETH_USD_RATE setting, labelled as an estimate."""
+    amount = _int(value)
+    return "" if amount is None else format_usd_estimate(amount)
+
+
+@register.simple_tag
+def generation_charge(generation_id: uuid.UUID | str) -> LedgerEntry | None:
+    """The usage debit of one image (``{% generation_charge generation.id as charge %}``)."""
+    from billing.selectors import generation_charge as select_charge
+
+    return select_charge(generation_id=generation_id)

@@ -1,0 +1,14 @@
+"""Pages of the billing app, included at /billing/ by config/urls.py."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from billing import views
+
+app_name = "billing"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("ledger.csv", views.ledger_csv, name="ledger_csv"),
+]

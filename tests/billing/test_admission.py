@@ -1,0 +1,323 @@
+"""Admission, holds, settle and release, against the billing services directly."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from billing.errors import CreditRefusedError
+from billing.models import Account, EntryKind, Hold, HoldStatus, LedgerEntry, Plan
+from billing.selectors import account_ledger_totals
+from billing.services import (
+    account_change_plan,
+    account_set_suspended,
+    generation_admit,
+    generation_charge_settle,
+    generation_hold_release,
+    generation_usage_settle,
+    holds_resolve_stale,
+    max_fee_estimate,
+    price_observe,
+    subscription_renew,
+)
+from inference.models import Generation, GenerationStatus
+from tests.billing.conftest import grant, new_generation
+from tests.conftest import clear_cache
+
+ESTIMATE = 5_000_000_000_000  # BILLING_ESTIMATED_FEE_WEI default
+HOLD = ESTIMATE * 6 // 5  # pay-as-you-go multiplier 6/5
+
+
+@pytest.fixture(autouse=True)
+def _no_observed_prices(db: Any) -> None:
+    # Only this run's keys: never FLUSHDB a shared Redis.
+    clear_cache()
+
+
+def admit(owner: User, **kwargs: Any) -> Generation:
+    """What generation_create's admission step does: insert, then admit, atomically."""
+    with transaction.atomic():
+        generation = new_generation(owner, **kwargs)
+        generation_admit(generation=generation)
+    return generation
+
+
+def account_of(user: User) -> Account:
+    return Account.objects.get(pk=user.pk)
+
+
+def assert_ledger_matches(user: User) -> None:
+    account = account_of(user)
+    totals = account_ledger_totals(account=account)
+    assert (totals.balance_wei, totals.held_wei) == (account.balance_wei, account.held_wei)
+
+
+@pytest.mark.django_db
+def test_usage_plan_holds_the_estimate_and_refuses_past_the_credit(usage_user: User) -> None:
+    grant(usage_user, 3 * HOLD + HOLD - 1)  # credit for 3 holds, not 4
+    for _ in range(3):
+        admit(usage_user)
+    with pytest.raises(CreditRefusedError) as refused:
+        admit(usage_user)
+    assert refused.value.code == "insufficient_credit"
+    assert refused.value.status == 402
+    assert "out of credit" in refused.value.message
+    assert Generation.objects.count() == 3  # the refused row was rolled back
+    assert Hold.objects.filter(status=HoldStatus.OPEN).count() == 3
+    account = account_of(usage_user)
+    assert account.held_wei == 3 * HOLD
+    assert account.balance_wei == 4 * HOLD - 1
+    assert LedgerEntry.objects.filter(kind=EntryKind.HOLD).count() == 3
+    assert_ledger_matches(usage_user)
+
+
+@pytest.mark.django_db
+def test_settle_debits_the_real_fee_times_the_multiplier_once(usage_user: User) -> None:
+    grant(usage_user, 10**30)
+    generation = admit(usage_user)
+    fee = 1_250_000_000_001  # 512×512 px at 4,768,371 wei/px would be 1,249,999,967,232
+    for _ in range(2):
+        generation_charge_settle(generation_id=generation.pk, expected_fee_wei=fee)
+    charge = (fee * 6 + 4) // 5  # rounded up: 1,500,000,000,001.2 → 1,500,000,000,002
+    assert charge == 1_500_000_000_002
+    account = account_of(usage_user)
+    assert account.held_wei == 0
+    assert account.balance_wei == 10**30 - charge
+    debits = LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT)
+    assert [(d.amount_wei, d.generation_id) for d in debits] == [(charge, generation.pk)]
+    assert LedgerEntry.objects.filter(kind=EntryKind.HOLD_RELEASE).count() == 1
+    hold = Hold.objects.get(generation_id=generation.pk)
+    assert (hold.status, hold.charged_wei) == (HoldStatus.SETTLED, charge)
+    # A release arriving after the settle changes nothing.
+    generation_hold_release(generation_id=generation.pk, reason="late failure")
+    assert account_of(usage_user).balance_wei == 10**30 - charge
+    assert_ledger_matches(usage_user)
+
+
+@pytest.mark.django_db
+def test_gateway_backend_charges_the_configured_estimate(usage_user: User) -> None:
+    grant(usage_user, HOLD)
+    generation = admit(usage_user)
+    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=None)
+    account = account_of(usage_user)
+    assert (account.balance_wei, account.held_wei) == (0, 0)
+    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == HOLD
+
+
+@pytest.mark.django_db
+def test_flat_price_plan_charges_the_flat_price(usage_user: User, plans: dict[str, Plan]) -> None:
+    account_change_plan(user=usage_user, plan=plans["pay-per-image"], acting_user=None, reason="x")
+    flat = 2 * 10**12
+    grant(usage_user, flat)
+    generation = admit(usage_user)
+    assert account_of(usage_user).held_wei == flat
+    with pytest.raises(CreditRefusedError):
+        admit(usage_user)
+    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=10**20)
+    assert account_of(usage_user).balance_wei == 0
+    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == flat
+
+
+@pytest.mark.django_db
+def test_a_failed_generation_releases_its_hold_once(usage_user: User) -> None:
+    grant(usage_user, HOLD)
+    generation = admit(usage_user)
+    for _ in range(2):
+        generation_hold_release(generation_id=generation.pk, reason="failed before paying")
+    account = account_of(usage_user)
+    assert (account.balance_wei, account.held_wei) == (HOLD, 0)
+    assert LedgerEntry.objects.filter(kind=EntryKind.HOLD_RELEASE).count() == 1
+    assert not LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT).exists()
+    admit(usage_user)  # the credit is usable again
+    assert account_of(usage_user).held_wei == HOLD
+
+
+@pytest.mark.django_db
+def test_hold_uses_the_observed_price_with_the_max_price_markup(usage_user: User) -> None:
+    model = settings.INFERENCE_MODELS[0]
+    price_observe(model_id=model, price_wei=4_768_371, per_pixel=True)
+    # maxPrice per pixel = ceil(4,768,371 × 1.012) = 4,825,592 (4,825,591.452 rounded up)
+    expected_max = 4_825_592 * 512 * 512
+    assert max_fee_estimate(model_id=model, width=512, height=512) == expected_max
+    grant(usage_user, 10**20)
+    generation = admit(usage_user)
+    assert Hold.objects.get(generation_id=generation.pk).amount_wei == (expected_max * 6 + 4) // 5
+    price_observe(model_id=model, price_wei=7, per_pixel=False)
+    assert max_fee_estimate(model_id=model, width=1024, height=1024) == 8  # ceil(7.084)
+
+
+@pytest.mark.django_db
+def test_settle_remembers_the_runner_price_for_the_next_hold(usage_user: User) -> None:
+    grant(usage_user, 10**20)
+    generation = admit(usage_user)
+    Generation.objects.filter(pk=generation.pk).update(
+        price_wei=4_768_371, price_unit="pixel", units_paid=512 * 512,
+        expected_fee_wei=4_768_371 * 512 * 512,
+    )  # fmt: skip
+    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=4_768_371 * 512 * 512)
+    model = settings.INFERENCE_MODELS[0]
+    assert max_fee_estimate(model_id=model, width=256, height=256) == 4_825_592 * 256 * 256
+
+
+@pytest.mark.django_db
+def test_free_plan_counts_the_monthly_allowance(
+    make_user: Callable[..., User], plans: dict[str, Plan]
+) -> None:
+    user = make_user()  # default plan: free, 20 a month
+    Plan.objects.filter(slug="free").update(monthly_generation_allowance=2)
+    first = admit(user)
+    admit(user)
+    with pytest.raises(CreditRefusedError) as refused:
+        admit(user)
+    assert refused.value.code == "allowance_used"
+    # A generation that failed before paying does not count.
+    Generation.objects.filter(pk=first.pk).update(status=GenerationStatus.FAILED)
+    admit(user)
+    assert not Hold.objects.exists()
+    assert not LedgerEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_subscription_must_be_active_and_respects_its_cap(
+    make_user: Callable[..., User], plans: dict[str, Plan]
+) -> None:
+    user = make_user()
+    account_change_plan(user=user, plan=plans["studio"], acting_user=None, reason="sub")
+    with pytest.raises(CreditRefusedError) as refused:
+        admit(user)
+    assert refused.value.code == "subscription_inactive"
+    now = timezone.now()
+    subscription_renew(
+        user=user, starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=29),
+        acting_user=None,
+    )  # fmt: skip
+    Plan.objects.filter(slug="studio").update(monthly_generation_cap=1)
+    admit(user)
+    with pytest.raises(CreditRefusedError) as refused:
+        admit(user)
+    assert refused.value.code == "monthly_cap_reached"
+    assert Generation.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_suspended_accounts_are_refused(usage_user: User) -> None:
+    grant(usage_user, 10**20)
+    account_set_suspended(user=usage_user, suspended=True, reason="chargeback", acting_user=None)
+    with pytest.raises(CreditRefusedError) as refused:
+        admit(usage_user)
+    assert refused.value.code == "account_suspended"
+    assert account_of(usage_user).held_wei == 0
+
+
+@pytest.mark.django_db
+def test_outcome_unknown_keeps_its_hold_until_the_mirror_shows_the_manifest(
+    usage_user: User,
+) -> None:
+    grant(usage_user, 10**20)
+    generation = admit(usage_user)
+    Generation.objects.filter(pk=generation.pk).update(
+        status=GenerationStatus.FAILED, error_code="outcome_unknown",
+        payment_claimed_at=timezone.now(), manifest_id="m-1",
+    )  # fmt: skip
+    Hold.objects.filter(pk=Hold.objects.get().pk).update(
+        created_at=timezone.now() - timedelta(hours=1)
+    )
+    assert holds_resolve_stale() == []  # before the timeout: kept
+    assert account_of(usage_user).held_wei == HOLD
+    assert generation_usage_settle(
+        generation_id=generation.pk, fee_wei=1000, usage_ref="manifest:m-1"
+    )
+    assert not generation_usage_settle(
+        generation_id=generation.pk, fee_wei=1000, usage_ref="manifest:m-1"
+    )
+    account = account_of(usage_user)
+    assert (account.balance_wei, account.held_wei) == (10**20 - 1200, 0)
+    debit = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
+    assert (debit.amount_wei, debit.usage_ref) == (1200, "manifest:m-1")
+    assert_ledger_matches(usage_user)
+
+
+@pytest.mark.django_db
+def test_stale_holds_are_settled_released_or_timed_out_and_reported(
+    usage_user: User, settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    grant(usage_user, 10**20)
+    succeeded, unpaid, unknown, running = (admit(usage_user) for _ in range(4))
+    Generation.objects.filter(pk=succeeded.pk).update(
+        status=GenerationStatus.SUCCEEDED, payment_claimed_at=timezone.now(), expected_fee_wei=10
+    )
+    Generation.objects.filter(pk=unpaid.pk).update(status=GenerationStatus.FAILED)
+    Generation.objects.filter(pk=unknown.pk).update(
+        status=GenerationStatus.FAILED, error_code="outcome_unknown",
+        payment_claimed_at=timezone.now(),
+    )  # fmt: skip
+    Hold.objects.update(created_at=timezone.now() - timedelta(days=2))
+    report = {r.generation_id: r.action for r in holds_resolve_stale()}
+    assert report == {
+        str(succeeded.pk): "settled",
+        str(unpaid.pk): "released",
+        str(unknown.pk): "timed_out",
+        str(running.pk): "timed_out",
+    }
+    assert "stale hold" in caplog.text
+    account = account_of(usage_user)
+    assert (account.balance_wei, account.held_wei) == (10**20 - 12, 0)
+    assert holds_resolve_stale() == []
+    # The manifest shows up after the timeout: the charge is still taken, once.
+    assert generation_usage_settle(generation_id=unknown.pk, fee_wei=5, usage_ref="manifest:x")
+    assert account_of(usage_user).balance_wei == 10**20 - 12 - 6
+    assert_ledger_matches(usage_user)
+
+
+@pytest.mark.django_db
+def test_young_holds_are_left_alone(usage_user: User) -> None:
+    grant(usage_user, 10**20)
+    generation = admit(usage_user)
+    Generation.objects.filter(pk=generation.pk).update(status=GenerationStatus.FAILED)
+    assert holds_resolve_stale() == []
+    assert Hold.objects.get().status == HoldStatus.OPEN
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_submissions_with_credit_for_three_admit_exactly_three(
+    usage_user: User,
+) -> None:
+    grant(usage_user, 3 * HOLD + HOLD - 1)
+    barrier = threading.Barrier(20)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        try:
+            barrier.wait()
+            admit(usage_user)
+            result = "admitted"
+        except CreditRefusedError:
+            result = "refused"
+        except Exception as exc:  # noqa: BLE001  (recorded and asserted below)
+            result = f"error: {exc!r}"
+        finally:
+            connection.close()
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=submit) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["admitted"] * 3 + ["refused"] * 17
+    assert Generation.objects.count() == 3
+    assert Hold.objects.count() == 3
+    account = account_of(usage_user)
+    assert account.held_wei == 3 * HOLD
+    assert account.balance_wei - account.held_wei == HOLD - 1
+    assert_ledger_matches(usage_user)
