@@ -7,6 +7,7 @@ from django.db import transaction
 
 USAGE_SYNC_SCHEDULE_NAME = "billing-usage-sync"
 
+
 @transaction.atomic
 def usage_sync_schedule_seed() -> None:
     """Create the periodic task once; later edits in the admin are never overwritten."""
