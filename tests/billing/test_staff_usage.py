@@ -146,3 +146,15 @@ def test_dashboard_says_metering_is_not_configured(
     assert "metering (OpenMeter) is not configured" in page
     assert "The local ledger keeps charging users as usual." in page
     assert not UsageUserAggregate.objects.exists()
+
+
+def test_mirrored_usage_is_read_only_in_the_admin(sandbox: SandboxControl) -> None:
+    sandbox.seed_usage([_row("u-admin", "m-admin", MAX_UINT256, 1)])
+    usage_sync_run()
+    admin = Client()
+    admin.force_login(UserFactory(is_staff=True, is_superuser=True))
+    for model in ("usagemanifest", "usageuseraggregate", "usagesyncrun", "usagedrift"):
+        assert admin.get(f"/admin/billing/{model}/").status_code == 200
+        assert admin.get(f"/admin/billing/{model}/add/").status_code == 403
+    manifest_page = admin.get("/admin/billing/usagemanifest/").content.decode()
+    assert str(MAX_UINT256) in manifest_page
