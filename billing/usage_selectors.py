@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.db import connection
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from billing.db import WeiSum
 from billing.usage_models import (
     UsageDay,
     UsageDrift,
@@ -90,23 +91,21 @@ def usage_totals(*, search: str = "", state: UsageSyncState | None = None) -> Us
             fee_wei=state.fee_wei or 0,
             network_fee_usd_micros=state.network_fee_usd_micros or 0,
         )
-    rows = usage_users(search=search).order_by()
-    if connection.vendor == "postgresql":
-        sums = rows.aggregate(
-            requests=Sum("request_count"), wei=Sum("fee_wei"), usd=Sum("network_fee_usd_micros")
+    sums = (
+        usage_users(search=search)
+        .order_by()
+        .aggregate(
+            users=Count("id"),
+            requests=Sum("request_count"),
+            wei=WeiSum("fee_wei"),
+            usd=WeiSum("network_fee_usd_micros"),
         )
-        return UsageTotals(
-            users=rows.count(),
-            requests=int(sums["requests"] or 0),
-            fee_wei=int(sums["wei"] or 0),
-            network_fee_usd_micros=int(sums["usd"] or 0),
-        )
-    values = list(rows.values_list("request_count", "fee_wei", "network_fee_usd_micros"))
+    )
     return UsageTotals(
-        users=len(values),
-        requests=sum(row[0] for row in values),
-        fee_wei=sum(row[1] or 0 for row in values),
-        network_fee_usd_micros=sum(row[2] or 0 for row in values),
+        users=sums["users"],
+        requests=int(sums["requests"] or 0),
+        fee_wei=int(sums["wei"] or 0),
+        network_fee_usd_micros=int(sums["usd"] or 0),
     )
 
 

@@ -1,8 +1,8 @@
 """The two places the usage mirror touches the ledger.
 
 - ``local_usage_debits``: per (externalUserId, UTC day), the wei our ledger debited for
-  usage (``usage_debit`` entries), for the drift report. Summed in Python: exact on
-  both databases.
+  usage (``usage_debit`` entries), for the drift report: one grouped query, exact
+  on both databases (``billing.db.WeiSum``).
 - ``settle_from_usage``: a newly mirrored manifest row joined to a generation calls
   ``billing.services.generation_usage_settle``, which charges a generation whose outcome
   was unknown (its hold kept) and does nothing for one already charged.
@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import date
 
+from django.db.models.functions import TruncDate
+
+from billing.db import WeiSum
 from billing.models import EntryKind, LedgerEntry
 
 
@@ -25,12 +27,13 @@ def local_usage_debits(
         if not user_ids:
             return {}
         entries = entries.filter(account__user_id__in=list(user_ids.values()))
-    totals: dict[tuple[str, date], int] = defaultdict(int)
-    for ext, created_at, amount in entries.values_list(
-        "account__user__external_user_id", "created_at", "amount_wei"
-    ).iterator(chunk_size=10_000):
-        totals[(ext, created_at.date())] += int(amount or 0)
-    return dict(totals)
+    grouped = (
+        entries.annotate(day=TruncDate("created_at"))
+        .values_list("account__user__external_user_id", "day")
+        .annotate(total=WeiSum("amount_wei"))
+        .order_by()
+    )
+    return {(ext, day): int(total or 0) for ext, day, total in grouped}
 
 
 def settle_from_usage(*, generation_id: object, fee_wei: int, usage_ref: str) -> bool:

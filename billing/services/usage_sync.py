@@ -35,9 +35,11 @@ from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import transaction
+from django.db.models import Count, Sum
 from django.utils import timezone
 
+from billing.db import WeiSum
 from billing.services.usage_ledger import local_usage_debits, settle_from_usage
 from billing.usage_models import (
     UsageDay,
@@ -201,23 +203,17 @@ def _exact_sum(values: Iterable[int | None]) -> int:
 
 
 def _refresh_totals(state: UsageSyncState) -> None:
-    """Totals over the mirror, summed exactly (Python ints; NUMERIC on Postgres)."""
-    aggregates = UsageUserAggregate.objects.all()
-    state.user_count = aggregates.count()
-    if connection.vendor == "postgresql":
-        from django.db.models import Sum
-
-        sums = aggregates.aggregate(
-            requests=Sum("request_count"), usd=Sum("network_fee_usd_micros"), wei=Sum("fee_wei")
-        )
-        state.request_count = int(sums["requests"] or 0)
-        state.network_fee_usd_micros = _exact_sum([int(sums["usd"] or 0)])
-        state.fee_wei = _exact_sum([int(sums["wei"] or 0)])
-    else:
-        rows = list(aggregates.values_list("request_count", "network_fee_usd_micros", "fee_wei"))
-        state.request_count = _exact_sum(row[0] for row in rows)
-        state.network_fee_usd_micros = _exact_sum(row[1] for row in rows)
-        state.fee_wei = _exact_sum(row[2] for row in rows)
+    """Totals over the mirror, summed exactly on both databases (``WeiSum``)."""
+    sums = UsageUserAggregate.objects.aggregate(
+        users=Count("id"),
+        requests=Sum("request_count"),
+        usd=WeiSum("network_fee_usd_micros"),
+        wei=WeiSum("fee_wei"),
+    )
+    state.user_count = sums["users"]
+    state.request_count = int(sums["requests"] or 0)
+    state.network_fee_usd_micros = _exact_sum([sums["usd"]])
+    state.fee_wei = _exact_sum([sums["wei"]])
     state.flagged_revisions = UsageManifest.objects.filter(flagged=True).count()
 
 
