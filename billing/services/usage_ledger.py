@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from django.db.models.functions import TruncDate
 
@@ -22,7 +22,11 @@ def local_usage_debits(
     *, user_ids: dict[str, int] | None, since: date
 ) -> dict[tuple[str, date], int]:
     """``{(externalUserId, day): wei}`` of usage debits since ``since`` (exact integers)."""
-    entries = LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT, created_at__date__gte=since)
+    # A plain range on created_at (indexed), not created_at__date (a function of the column).
+    entries = LedgerEntry.objects.filter(
+        kind=EntryKind.USAGE_DEBIT,
+        created_at__gte=datetime.combine(since, datetime.min.time(), tzinfo=UTC),
+    )
     if user_ids is not None:
         if not user_ids:
             return {}
