@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from billing.models import (
@@ -284,6 +285,12 @@ def test_manifest_rows_join_generations_and_record_the_metered_fee(
     assert row.day == generation.created_at.date()
     generation.refresh_from_db()
     assert (generation.cost_wei, generation.cost_usd_micros) == (MAX_UINT256 - 5, 42)
+    # The image page shows the metered fee next to the expected one, exactly.
+    page = Client()
+    page.force_login(owner)
+    html = page.get(f"/generations/{generation.pk}/").content.decode()
+    assert f'data-expected-fee-wei="{MAX_UINT256 - 1}"' in html
+    assert f'data-metered-fee-wei="{MAX_UINT256 - 5}"' in html
     assert UsageManifest.objects.get(manifest_id="sess-2").generation_id is None
     foreign.refresh_from_db()
     assert foreign.cost_wei is None
