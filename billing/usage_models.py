@@ -62,6 +62,9 @@ class UsageSyncState(models.Model):
     last_finished_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     watermark = models.DateTimeField(null=True, blank=True)
+    # sha256 of the groupBy=user answer the last successful run applied in full: an
+    # identical answer means nothing changed, and the run skips reading 100k aggregates.
+    upstream_fingerprint = models.CharField(max_length=64, blank=True, default="")
     # Totals for the staff dashboard, refreshed by each run that changed something.
     user_count = models.PositiveIntegerField(default=0)
     request_count = models.PositiveBigIntegerField(default=0)

@@ -4,7 +4,8 @@ One run (pymthouse-api.md §7.1):
 
 1. take the lease on the sync-state row (a second concurrent run is recorded as
    ``skipped``; a crashed run's lease expires after ``BILLING_USAGE_SYNC_LEASE_SECONDS``);
-2. one ``groupBy=user`` call over the window ``[BILLING_USAGE_SYNC_START, now)``;
+2. one ``groupBy=user`` call over the window ``[BILLING_USAGE_SYNC_START, now)``; an
+   answer identical (sha256) to the one the last successful run applied ends the run here;
 3. for each user whose ``(requestCount, networkFeeUsdMicros)`` differs from the mirror,
    one ``groupBy=manifest&userId=<externalUserId>`` call; the users are applied in
    chunks, each chunk in one transaction that inserts its new manifest rows, records
@@ -24,6 +25,7 @@ configured, 404 bad credentials, timeouts) are recorded on the state row and in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -75,6 +77,7 @@ class _Progress:
     manifests_new: int = 0
     revisions_new: int = 0
     settled: int = 0
+    fingerprint: str = ""
     drift_alerts: list[tuple[str, date, int]] = field(default_factory=list)
 
 
@@ -161,12 +164,16 @@ def usage_sync_run(
     run.settled = progress.settled
     run.finished_at = timezone.now()
     run.duration_ms = min(int((time.monotonic() - clock) * 1000), 2**31 - 1)
-    _record_outcome(run=run, succeeded=status == UsageSyncStatus.OK)
+    _record_outcome(
+        run=run,
+        succeeded=status == UsageSyncStatus.OK,
+        fingerprint=progress.fingerprint,
+    )
     return run
 
 
 @transaction.atomic
-def _record_outcome(*, run: UsageSyncRun, succeeded: bool) -> None:
+def _record_outcome(*, run: UsageSyncRun, succeeded: bool, fingerprint: str) -> None:
     run.save()
     state = UsageSyncState.objects.select_for_update().get(pk=UsageSyncState.SINGLETON_ID)
     state.status = run.status
@@ -178,7 +185,8 @@ def _record_outcome(*, run: UsageSyncRun, succeeded: bool) -> None:
         state.last_success_at = run.finished_at
         if state.watermark is None or run.window_end > state.watermark:
             state.watermark = run.window_end
-        fields += ["last_success_at", "watermark"]
+        state.upstream_fingerprint = fingerprint
+        fields += ["last_success_at", "watermark", "upstream_fingerprint"]
     if run.users_changed or run.revisions_new or state.user_count == 0:
         _refresh_totals(state)
         fields += [
@@ -224,12 +232,16 @@ def _sync(
     window_end: datetime,
     progress: _Progress,
 ) -> tuple[UsageSyncStatus, str]:
-    report = client.usage(group_by="user", start=window_start, end=window_end)
-    upstream = {
-        row.external_user_id: (row.request_count, row.network_fee_usd_micros)
-        for row in report.by_user
-    }
+    upstream = client.usage_by_user(start=window_start, end=window_end).by_user
     progress.users_seen = len(upstream)
+    progress.fingerprint = _fingerprint(upstream, window_start)
+    applied = UsageSyncState.objects.values_list("upstream_fingerprint", flat=True).get(
+        pk=UsageSyncState.SINGLETON_ID
+    )
+    if progress.fingerprint == applied:
+        _refresh_local_drift(now=window_end, progress=progress)
+        _log_drift_alerts(progress)
+        return UsageSyncStatus.OK, f"{progress.users_seen} users, unchanged"
     stored = {
         ext: (requests, usd)
         for ext, requests, usd in UsageUserAggregate.objects.values_list(
@@ -253,6 +265,22 @@ def _sync(
             _apply_chunk(fetched=fetched, upstream=upstream, now=window_end, progress=progress)
             progress.users_applied += len(chunk)
     _refresh_local_drift(now=window_end, progress=progress)
+    _log_drift_alerts(progress)
+    return UsageSyncStatus.OK, (
+        f"{progress.users_seen} users, {progress.users_changed} changed, "
+        f"{progress.manifests_new} new manifest rows, {progress.revisions_new} revisions"
+    )
+
+
+def _fingerprint(upstream: dict[str, tuple[int, int]], window_start: datetime | None) -> str:
+    digest = hashlib.sha256(f"{window_start.isoformat() if window_start else ''}\n".encode())
+    for ext in sorted(upstream):
+        requests, usd = upstream[ext]
+        digest.update(f"{ext}\t{requests}\t{usd}\n".encode())
+    return digest.hexdigest()
+
+
+def _log_drift_alerts(progress: _Progress) -> None:
     for ext, day, loss in progress.drift_alerts[:20]:
         logger.warning(
             "usage drift alert: %s on %s metered %s wei more than the ledger debited",
@@ -262,10 +290,6 @@ def _sync(
         )
     if len(progress.drift_alerts) > 20:
         logger.warning("usage drift alerts: %d more", len(progress.drift_alerts) - 20)
-    return UsageSyncStatus.OK, (
-        f"{progress.users_seen} users, {progress.users_changed} changed, "
-        f"{progress.manifests_new} new manifest rows, {progress.revisions_new} revisions"
-    )
 
 
 # --- one chunk of changed users -------------------------------------------------------

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -42,6 +43,12 @@ def _row(ext: str, manifest: str, fee_wei: int, usd: int, requests: int = 1) -> 
         "usdMicros": str(usd),
         "requests": requests,
     }
+
+
+def _forget_what_was_applied() -> None:
+    """Make the next run re-read every user's manifests (as if all aggregates changed)."""
+    UsageUserAggregate.objects.update(request_count=0)
+    UsageSyncState.objects.update(upstream_fingerprint="")
 
 
 def _usage_calls(sandbox: SandboxControl) -> list[dict[str, Any]]:
@@ -244,7 +251,7 @@ def test_concurrent_syncs_do_not_double_count(sandbox: SandboxControl) -> None:
     assert sorted(run.status for run in results) == ["ok", "skipped"]
     # Even bypassing the lease, the natural keys keep one row per manifest.
     UsageSyncState.objects.update(lease_until=None)
-    UsageUserAggregate.objects.update(request_count=0)
+    _forget_what_was_applied()
     assert usage_sync_run().manifests_new == 0
     assert UsageManifest.objects.count() == 30
     assert usage_sync_state().fee_wei == sum(10**30 + i for i in range(30))
@@ -345,6 +352,56 @@ def test_outcome_unknown_generation_settles_from_a_later_manifest_row(
     assert drift.margin_wei == debit.amount_wei - fee > 0
     assert drift.alert is False
     # A replay neither settles again nor debits twice.
-    UsageUserAggregate.objects.update(request_count=0)
+    _forget_what_was_applied()
     assert usage_sync_run().settled == 0
     assert LedgerEntry.objects.filter(kind="usage_debit").count() == 1
+
+
+@pytest.mark.parametrize(
+    "bad_row",
+    [
+        {"externalUserId": "u-a", "requestCount": 1, "networkFeeUsdMicros": "1E+30"},
+        {"externalUserId": "u-a", "requestCount": 1, "networkFeeUsdMicros": 1.5},
+        {"externalUserId": "u-a", "requestCount": 1, "networkFeeUsdMicros": "１２３"},
+        {"externalUserId": "u-a", "requestCount": 1},
+        {"externalUserId": None, "requestCount": 1, "networkFeeUsdMicros": "1"},
+    ],
+)
+def test_a_malformed_user_row_is_an_error_and_changes_nothing(
+    sandbox: SandboxControl, bad_row: dict[str, Any]
+) -> None:
+    sandbox.seed_usage([_row("u-a", "a1", 5, 5)])
+    usage_sync_run()
+    before = _snapshot()
+    body = {
+        "clientId": django_settings.PYMTHOUSE_PUBLIC_CLIENT_ID,
+        "source": "openmeter",
+        "period": {"start": None, "end": None},
+        "totals": {"requestCount": 1, "currency": "USD", "networkFeeUsdMicros": "5"},
+        "byUser": [bad_row],
+    }
+    sandbox.add_fault("GET", USAGE, status=200, body=body)
+    run = usage_sync_run()
+    assert run.status == UsageSyncStatus.ERROR
+    assert "invalid byUser row" in run.detail
+    assert _snapshot() == before
+
+
+def test_an_unchanged_upstream_answer_ends_the_run_after_one_call(
+    sandbox: SandboxControl,
+) -> None:
+    sandbox.seed_usage([_row(f"u-{i}", f"m-{i}", 10**30, 1) for i in range(5)])
+    usage_sync_run()
+    fingerprint = usage_sync_state().upstream_fingerprint
+    assert len(fingerprint) == 64
+    sandbox.clear_requests()
+    run = usage_sync_run()
+    assert (run.status, run.detail) == (UsageSyncStatus.OK, "5 users, unchanged")
+    assert len(_usage_calls(sandbox)) == 1
+    # One more ticket for one user changes the answer: that user is re-read, only.
+    sandbox.seed_usage([_row("u-3", "m-3b", 1, 1)])
+    sandbox.clear_requests()
+    run = usage_sync_run()
+    assert (run.users_changed, run.manifests_new) == (1, 1)
+    assert [c["query"] for c in _usage_calls(sandbox)][1].count("userId=u-3") == 1
+    assert usage_sync_state().upstream_fingerprint not in ("", fingerprint)
