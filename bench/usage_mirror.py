@@ -95,8 +95,7 @@ def phase_fetch() -> dict[str, Any]:
 
     client = get_client()
     started = time.perf_counter()
-    report = client.usage(group_by="user")
-    users = [row.external_user_id for row in report.by_user]
+    users = list(client.usage_by_user().by_user)
     with ThreadPoolExecutor(max_workers=settings.BILLING_USAGE_SYNC_CONCURRENCY) as pool:
         rows = sum(
             len(result.by_manifest)
@@ -119,11 +118,11 @@ def phase_fetch_users() -> dict[str, Any]:
 
     client = get_client()
     started = time.perf_counter()
-    report = client.usage(group_by="user")
+    by_user = client.usage_by_user().by_user
     return {
         "seconds": time.perf_counter() - started,
         "peak_rss_mb": _peak_rss_mb(),
-        "users": len(report.by_user),
+        "users": len(by_user),
     }
 
 
