@@ -127,11 +127,13 @@ class UsageUserAggregate(models.Model):
     synced_at = models.DateTimeField()
 
     class Meta:
+        # One index per sort of the staff table, with the id tie-breaker the pages use,
+        # so a page is an index range scan even when most users share a value.
         indexes = [
-            models.Index(fields=["-request_count"], name="usage_agg_requests"),
-            models.Index(fields=["-network_fee_usd_micros"], name="usage_agg_usd"),
-            models.Index(fields=["-fee_wei"], name="usage_agg_wei"),
-            models.Index(fields=["-last_used_at"], name="usage_agg_last_used"),
+            models.Index(fields=["-request_count", "-id"], name="usage_agg_requests"),
+            models.Index(fields=["-network_fee_usd_micros", "-id"], name="usage_agg_usd"),
+            models.Index(fields=["-fee_wei", "-id"], name="usage_agg_wei"),
+            models.Index(fields=["-last_used_at", "-id"], name="usage_agg_last_used"),
         ]
 
     def __str__(self) -> str:
@@ -181,6 +183,11 @@ class UsageManifest(models.Model):
             models.Index(fields=["manifest_id"], name="usage_manifest_id"),
             models.Index(fields=["external_user_id", "day"], name="usage_manifest_user_day"),
             models.Index(fields=["day"], name="usage_manifest_day"),
+            models.Index(
+                fields=["-first_seen_at"],
+                condition=models.Q(flagged=True),
+                name="usage_manifest_flagged",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -238,8 +245,8 @@ class UsageDrift(models.Model):
             models.UniqueConstraint(fields=["external_user_id", "day"], name="usage_drift_key")
         ]
         indexes = [
-            models.Index(fields=["-day"], name="usage_drift_day"),
-            models.Index(fields=["alert", "-day"], name="usage_drift_alerts"),
+            models.Index(fields=["-day", "external_user_id"], name="usage_drift_day"),
+            models.Index(fields=["alert", "-day", "external_user_id"], name="usage_drift_alerts"),
         ]
 
     def __str__(self) -> str:
