@@ -127,6 +127,9 @@ class AccountAdmin(admin.ModelAdmin[Account]):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # accounts open with their user
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # only through the actions below (services, with a reason)
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 

@@ -13,6 +13,7 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
+        from billing import checks  # noqa: F401  (registers the system checks)
         from billing.db import register_sqlite_functions
 
         connection_created.connect(register_sqlite_functions, dispatch_uid="billing-wei-sum")

@@ -39,3 +39,10 @@ class IdempotencyConflictError(BillingError):
 
     code = "idempotency_conflict"
     status = 409
+
+
+class AmountOutOfRangeError(BillingError):
+    """The result would leave 0 … 2**256 - 1 wei."""
+
+    code = "amount_out_of_range"
+    status = 422

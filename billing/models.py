@@ -285,6 +285,14 @@ class Hold(models.Model):
 
     generation_id = models.UUIDField(unique=True)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holds")
+    plan = models.ForeignKey(
+        Plan,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The plan that admitted the image; its price applies when it is charged.",
+    )
     amount_wei = WeiAmountField()
     status = models.CharField(
         max_length=10, choices=HoldStatus.choices, default=HoldStatus.OPEN, db_index=True

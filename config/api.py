@@ -13,6 +13,8 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
 
+from billing.api import router as billing_router
+from billing.errors import BillingError
 from inference.api import router as inference_router
 
 api = NinjaAPI(
@@ -22,6 +24,15 @@ api = NinjaAPI(
     urls_namespace="api-v1",
 )
 api.add_router("/", inference_router)
+api.add_router("/billing", billing_router)
+
+
+@api.exception_handler(BillingError)
+def billing_error(request: HttpRequest, exc: BillingError) -> HttpResponse:
+    """Billing refusals keep their status: out of credit is 402 Payment Required."""
+    return api.create_response(
+        request, {"code": exc.code, "detail": exc.message}, status=exc.status
+    )
 
 
 @api.exception_handler(ValidationError)

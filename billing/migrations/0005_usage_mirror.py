@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0002_ledger_append_only'),
+        ('billing', '0003_hold_plan'),
         ('inference', '0003_generation_manifest_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -164,7 +164,7 @@ def generation_admit(*, generation: Generation) -> None:
             "generating.",
             "insufficient_credit",
         )
-    Hold.objects.create(generation_id=generation.pk, account=account, amount_wei=amount)
+    Hold.objects.create(generation_id=generation.pk, account=account, plan=plan, amount_wei=amount)
     ledger_entry_append(
         account=account,
         kind=EntryKind.HOLD,
@@ -197,7 +197,7 @@ def _settle(
 
     if LedgerEntry.objects.filter(idempotency_key=key).exists():
         return None
-    hold = Hold.objects.filter(generation_id=generation_id).first()
+    hold = Hold.objects.filter(generation_id=generation_id).select_related("plan").first()
     plan = account.plan
     if hold is None and plan.plan_type != PlanType.USAGE:
         return None  # counted plans: nothing to charge
@@ -212,6 +212,8 @@ def _settle(
             generation_id=generation_id,
             usage_ref=usage_ref,
         )
+    if hold is not None and hold.plan is not None:
+        plan = hold.plan  # the plan that admitted the image, even if it changed since
     charge = plan_charge(plan=plan, fee_wei=fee_wei) if plan.plan_type == PlanType.USAGE else 0
     collectable = min(charge, account.available_wei)
     shortfall = charge - collectable

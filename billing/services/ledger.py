@@ -15,7 +15,11 @@ import uuid
 from django.db import IntegrityError, transaction
 
 from accounts.models import User
-from billing.errors import IdempotencyConflictError, InsufficientFundsError
+from billing.errors import (
+    AmountOutOfRangeError,
+    IdempotencyConflictError,
+    InsufficientFundsError,
+)
 from billing.lock_objects import account_lock
 from billing.models import (
     KIND_EFFECTS,
@@ -86,7 +90,7 @@ def ledger_entry_append(
     if held < 0:
         raise ValueError("cannot release more than is held")
     if balance > MAX_UINT256 or held > MAX_UINT256:
-        raise ValueError("balance would exceed 2**256 - 1 wei")
+        raise AmountOutOfRangeError("The balance would exceed 2**256 - 1 wei.")
     if balance < held:
         raise InsufficientFundsError(
             f"Not enough available credit: {format_eth(account.available_wei)} available, "

@@ -321,3 +321,69 @@ def test_twenty_concurrent_submissions_with_credit_for_three_admit_exactly_three
     assert account.held_wei == 3 * HOLD
     assert account.balance_wei - account.held_wei == HOLD - 1
     assert_ledger_matches(usage_user)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_grants_deducts_and_holds_lose_no_update(usage_user: User) -> None:
+    from billing.services import credit_deduct, credit_grant
+
+    grant(usage_user, 10**30)
+    barrier = threading.Barrier(12)
+    errors: list[str] = []
+
+    def work(index: int) -> None:
+        try:
+            barrier.wait()
+            if index % 3 == 0:
+                credit_grant(user=usage_user, amount_wei=10**27 + index, reason="top-up",
+                             acting_user=None, idempotency_key=f"g{index}")  # fmt: skip
+            elif index % 3 == 1:
+                credit_deduct(user=usage_user, amount_wei=10**26 + index, reason="fix",
+                              acting_user=None, idempotency_key=f"d{index}")  # fmt: skip
+            else:
+                admit(usage_user)
+        except Exception as exc:  # noqa: BLE001  (asserted empty below)
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    granted = sum(10**27 + i for i in range(12) if i % 3 == 0)
+    deducted = sum(10**26 + i for i in range(12) if i % 3 == 1)
+    account = account_of(usage_user)
+    assert account.balance_wei == 10**30 + granted - deducted
+    assert account.held_wei == 4 * HOLD
+    assert_ledger_matches(usage_user)
+
+
+@pytest.mark.django_db
+def test_the_periodic_task_resolves_and_counts_stale_holds(usage_user: User) -> None:
+    from billing.tasks import holds_resolve_stale_task
+
+    schedule = settings.CELERY_BEAT_SCHEDULE["billing-resolve-stale-holds"]
+    assert schedule["task"] == holds_resolve_stale_task.name
+    grant(usage_user, 10**20)
+    generation = admit(usage_user)
+    Generation.objects.filter(pk=generation.pk).update(status=GenerationStatus.CANCELED)
+    Hold.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    assert holds_resolve_stale_task.delay().get() == 1
+    assert holds_resolve_stale_task.delay().get() == 0
+    assert account_of(usage_user).held_wei == 0
+
+
+@pytest.mark.django_db
+def test_an_image_is_charged_at_the_plan_that_admitted_it(
+    usage_user: User, plans: dict[str, Plan]
+) -> None:
+    grant(usage_user, 10**20)
+    generation = admit(usage_user)
+    account_change_plan(user=usage_user, plan=plans["free"], acting_user=None, reason="downgrade")
+    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=1000)
+    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == 1200
+    account = account_of(usage_user)
+    assert (account.balance_wei, account.held_wei) == (10**20 - 1200, 0)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -161,3 +162,31 @@ def test_database_refuses_held_above_balance(
         account.save(update_fields=["held_wei"])
     assert Account.objects.get(pk=user.pk).held_wei == 0
     assert connection.vendor in {"sqlite", "postgresql"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "check_id"),
+    [
+        ("BILLING_ESTIMATED_FEE_WEI", "5e12", "billing.E001"),
+        ("BILLING_LOW_BALANCE_THRESHOLDS_WEI", ["1_000"], "billing.E002"),
+        ("BILLING_ETH_USD_RATE", "3e3", "billing.E003"),
+        ("BILLING_ETH_USD_RATE", "-1", "billing.E003"),
+        ("BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS", 0, "billing.E005"),
+    ],
+)
+def test_bad_billing_settings_fail_the_system_check(
+    settings: Any, name: str, value: object, check_id: str
+) -> None:
+    from billing.checks import check_billing_settings
+
+    assert check_billing_settings() == []
+    setattr(settings, name, value)
+    assert [error.id for error in check_billing_settings()] == [check_id]
+
+
+@pytest.mark.django_db
+def test_unknown_default_plan_fails_the_system_check(settings: Any) -> None:
+    from billing.checks import check_billing_settings
+
+    settings.BILLING_DEFAULT_PLAN = "platinum"
+    assert [error.id for error in check_billing_settings()] == ["billing.E004"]

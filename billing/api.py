@@ -1,0 +1,116 @@
+"""JSON API for the signed-in user's billing account, mounted at /api/v1/billing/.
+
+Wei amounts are JSON *strings* of digits (a JSON number above 2**53 is rounded by
+most clients); ``CreditRefusedError`` anywhere in the API becomes a 402 through the
+handler in ``config.api``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+from ninja.security import django_auth
+
+from accounts.models import User
+from billing.models import LedgerEntry
+from billing.selectors import account_allowance, account_entries
+from billing.services import account_open
+
+router = Router(auth=django_auth, tags=["billing"])
+
+LEDGER_PAGE_SIZE = 50
+
+
+class AllowanceOut(Schema):
+    limit: int | None
+    used: int
+    remaining: int | None
+
+
+class AccountOut(Schema):
+    plan: str
+    plan_type: str
+    balance_wei: str = Field(description="Exact wei as a decimal string")
+    held_wei: str = Field(description="Wei held for images in progress, decimal string")
+    available_wei: str = Field(description="balance_wei - held_wei, decimal string")
+    suspended: bool
+    allowance: AllowanceOut | None
+
+
+class EntryOut(Schema):
+    id: int
+    created_at: datetime
+    kind: str
+    effect: str
+    amount_wei: str
+    balance_after_wei: str
+    held_after_wei: str
+    generation_id: UUID | None
+    reason: str
+
+
+class LedgerPageOut(Schema):
+    items: list[EntryOut]
+    next_before_id: int | None = Field(description="Pass as before_id for older entries")
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)  # django_auth
+    return user
+
+
+@router.get("/account", response=AccountOut, summary="Your balance, holds and plan")
+def account(request: HttpRequest) -> dict[str, Any]:
+    acct = account_open(user_id=_user(request).pk)
+    allowance = account_allowance(account=acct)
+    return {
+        "plan": acct.plan.slug,
+        "plan_type": acct.plan.plan_type,
+        "balance_wei": str(acct.balance_wei),
+        "held_wei": str(acct.held_wei),
+        "available_wei": str(acct.available_wei),
+        "suspended": acct.suspended,
+        "allowance": (
+            None
+            if allowance is None
+            else {
+                "limit": allowance.limit,
+                "used": allowance.used,
+                "remaining": allowance.remaining,
+            }
+        ),
+    }
+
+
+def _entry_out(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "id": entry.pk,
+        "created_at": entry.created_at,
+        "kind": entry.kind,
+        "effect": entry.effect,
+        "amount_wei": str(entry.amount_wei),
+        "balance_after_wei": str(entry.balance_after_wei),
+        "held_after_wei": str(entry.held_after_wei),
+        "generation_id": entry.generation_id,
+        "reason": entry.reason,
+    }
+
+
+@router.get("/ledger", response=LedgerPageOut, summary="Your ledger entries, newest first")
+def ledger(request: HttpRequest, before_id: int | None = None) -> dict[str, Any]:
+    acct = account_open(user_id=_user(request).pk)
+    entries = account_entries(account=acct)
+    if before_id is not None:
+        entries = entries.filter(pk__lt=before_id)
+    page = list(entries[: LEDGER_PAGE_SIZE + 1])
+    more = len(page) > LEDGER_PAGE_SIZE
+    page = page[:LEDGER_PAGE_SIZE]
+    return {
+        "items": [_entry_out(entry) for entry in page],
+        "next_before_id": page[-1].pk if more else None,
+    }

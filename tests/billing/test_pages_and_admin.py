@@ -1,0 +1,288 @@
+"""The user's billing page, CSV export, image charge, and the staff admin."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.admin.models import LogEntry
+from django.test import Client
+
+from accounts.models import User
+from billing.models import Account, EntryKind, LedgerEntry, Plan
+from billing.services import generation_admit, generation_charge_settle
+from tests.billing.conftest import grant, new_generation
+from tests.sandbox_server import SandboxControl
+
+pytestmark = pytest.mark.django_db
+MAX = 2**256 - 1
+BIG = [10**30, 10**30 + 1, MAX]
+
+
+@pytest.fixture
+def staff(make_user: Callable[..., User]) -> User:
+    return make_user(email="ops@example.com", is_staff=True, is_superuser=True)
+
+
+def staff_client(staff: User) -> Client:
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.mark.parametrize("amount", BIG)
+def test_dashboard_shows_exact_big_balances(usage_user: User, client: Client, amount: int) -> None:
+    grant(usage_user, amount)
+    client.force_login(usage_user)
+    page = client.get("/billing/").content.decode()
+    assert f'data-balance-wei="{amount}"' in page
+    assert f'data-available-wei="{amount}"' in page
+    whole, frac = divmod(amount, 10**18)
+    eth_text = f"{whole:,}" + (f".{frac:018d}".rstrip("0") if frac else "") + " ETH"
+    assert eth_text in page
+    assert "(estimate)" in page
+    assert "e+" not in page.lower().replace("e+0", "")  # no float notation anywhere
+
+
+def test_dashboard_chart_recent_charges_and_image_page_show_the_charge(
+    usage_user: User, client: Client
+) -> None:
+    grant(usage_user, 10**20)
+    generation = new_generation(usage_user)
+    generation_admit(generation=generation)
+    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=10**30 // 6)
+    charge = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei
+    assert charge == 10**20  # capped at the available balance (shortfall reported)
+    client.force_login(usage_user)
+    page = client.get("/billing/").content.decode()
+    assert f'href="/generations/{generation.pk}/"' in page
+    assert f'data-charge-wei="{charge}"' in page
+    assert '<svg class="chart"' in page
+    assert "<script" not in page.split("<main")[1]  # the chart is plain SVG
+    detail = client.get(f"/generations/{generation.pk}/").content.decode()
+    assert f'data-charge-wei="{charge}"' in detail
+
+
+def test_image_page_says_nothing_charged_without_a_debit(usage_user: User, client: Client) -> None:
+    generation = new_generation(usage_user)
+    client.force_login(usage_user)
+    detail = client.get(f"/generations/{generation.pk}/").content.decode()
+    assert "Nothing charged" in detail
+    assert "data-charge-wei" not in detail
+
+
+def test_low_balance_notice_appears_at_the_threshold(usage_user: User, client: Client) -> None:
+    low = int(settings.BILLING_LOW_BALANCE_THRESHOLDS_WEI[0])
+    grant(usage_user, low + 1)
+    client.force_login(usage_user)
+    assert "data-low-balance" not in client.get("/billing/").content.decode()
+    grant(usage_user, 0, key="nudge")  # nothing changes
+    Account.objects.filter(pk=usage_user.pk).update(balance_wei=low)
+    assert "data-low-balance" in client.get("/billing/").content.decode()
+
+
+def test_free_plan_dashboard_shows_the_allowance(
+    make_user: Callable[..., User], plans: dict[str, Plan], client: Client
+) -> None:
+    user = make_user()
+    new_generation(user)
+    client.force_login(user)
+    page = client.get("/billing/").content.decode()
+    assert 'data-allowance-used="1"' in page
+    assert "19 left this month" in page
+
+
+def test_csv_export_has_plain_digits_and_only_the_users_rows(
+    usage_user: User, make_user: Callable[..., User], client: Client
+) -> None:
+    other = make_user()
+    amounts = [10**30, 10**30 + 1, MAX - 2 * 10**30 - 1]  # sums to exactly 2**256 - 1
+    for amount in amounts:
+        grant(usage_user, amount, key=str(amount))
+    grant(other, 7, key="other")
+    client.force_login(usage_user)
+    response = client.get("/billing/ledger.csv")
+    assert response["Content-Type"] == "text/csv"
+    body = b"".join(response.streaming_content).decode()
+    assert "E+" not in body
+    assert "e+" not in body
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert sorted(int(row["amount_wei"]) for row in rows) == sorted(amounts)
+    assert int(rows[0]["balance_after_wei"]) == MAX
+    assert all(re.fullmatch(r"[0-9]+", row["amount_wei"]) for row in rows)
+
+
+def test_csv_neutralises_formula_reasons(usage_user: User, client: Client) -> None:
+    from billing.services import credit_grant
+
+    credit_grant(
+        user=usage_user, amount_wei=1, reason="=HYPERLINK(1)", acting_user=None,
+        idempotency_key="f",
+    )  # fmt: skip
+    client.force_login(usage_user)
+    body = b"".join(client.get("/billing/ledger.csv").streaming_content).decode()
+    assert "'=HYPERLINK(1)" in body
+
+
+def test_billing_pages_need_a_login(client: Client) -> None:
+    assert client.get("/billing/").status_code == 302
+    assert client.get("/billing/ledger.csv").status_code == 302
+
+
+# --- admin ---------------------------------------------------------------------------
+
+
+def _credit_form(client: Client, account_pk: int) -> str:
+    page = client.get(f"/admin/billing/account/{account_pk}/credit/").content.decode()
+    match = re.search(r'name="idempotency_key" value="([0-9a-f]{32})"', page)
+    assert match
+    return match.group(1)
+
+
+@pytest.mark.parametrize("amount", BIG)
+def test_admin_grant_round_trips_big_amounts_and_a_double_submit_grants_once(
+    usage_user: User, staff: User, amount: int
+) -> None:
+    client = staff_client(staff)
+    key = _credit_form(client, usage_user.pk)
+    form = {"operation": "grant", "amount_wei": str(amount), "reason": "goodwill",
+            "idempotency_key": key}  # fmt: skip
+    for _ in range(2):
+        response = client.post(f"/admin/billing/account/{usage_user.pk}/credit/", form)
+        assert response.status_code == 302
+    entry = LedgerEntry.objects.get()
+    assert (entry.amount_wei, entry.actor_id, entry.reason) == (amount, staff.pk, "goodwill")
+    assert Account.objects.get(pk=usage_user.pk).balance_wei == amount
+    assert LogEntry.objects.filter(user=staff, object_id=str(usage_user.pk)).count() == 2
+    change = client.get(f"/admin/billing/account/{usage_user.pk}/change/").content.decode()
+    assert f"({amount} wei)" in change
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["1e30", "1E+30", "１２３", "1_000", " 12 ", "-5", "1.5", "9" * 79, "", "0", str(MAX + 1)],
+)
+def test_admin_rejects_bad_amounts_without_writing(usage_user: User, staff: User, bad: str) -> None:
+    client = staff_client(staff)
+    key = _credit_form(client, usage_user.pk)
+    response = client.post(
+        f"/admin/billing/account/{usage_user.pk}/credit/",
+        {"operation": "grant", "amount_wei": bad, "reason": "x", "idempotency_key": key},
+    )
+    assert response.status_code == 200
+    assert "errorlist" in response.content.decode()
+    assert not LedgerEntry.objects.exists()
+    assert Account.objects.get(pk=usage_user.pk).balance_wei == 0
+    assert not LogEntry.objects.exists()
+
+
+def test_admin_requires_a_reason_and_refuses_overdrafts(usage_user: User, staff: User) -> None:
+    client = staff_client(staff)
+    url = f"/admin/billing/account/{usage_user.pk}/credit/"
+    no_reason = {"operation": "grant", "amount_wei": "5", "reason": "",
+                 "idempotency_key": _credit_form(client, usage_user.pk)}  # fmt: skip
+    assert client.post(url, no_reason).status_code == 200
+    overdraft = {"operation": "deduct", "amount_wei": "5", "reason": "oops",
+                 "idempotency_key": _credit_form(client, usage_user.pk)}  # fmt: skip
+    response = client.post(url, overdraft)
+    assert response.status_code == 200
+    assert "Not enough available credit" in response.content.decode()
+    assert not LedgerEntry.objects.exists()
+
+
+def test_admin_changes_plan_and_suspends_with_history(
+    usage_user: User, staff: User, plans: dict[str, Plan]
+) -> None:
+    client = staff_client(staff)
+    response = client.post(
+        f"/admin/billing/account/{usage_user.pk}/plan/",
+        {"plan": plans["free"].pk, "reason": "downgrade"},
+    )
+    assert response.status_code == 302
+    account = Account.objects.get(pk=usage_user.pk)
+    assert account.plan.slug == "free"
+    history = list(account.plan_history.values_list("plan__slug", "actor_id", "ended_at"))
+    assert history[0][:2] == ("free", staff.pk)
+    assert history[0][2] is None
+    assert all(ended is not None for _, _, ended in history[1:])
+    assert (
+        client.post(
+            f"/admin/billing/account/{usage_user.pk}/suspend/", {"suspended": "on", "reason": ""}
+        ).status_code
+        == 200
+    )  # reason required
+    assert not Account.objects.get(pk=usage_user.pk).suspended
+    client.post(
+        f"/admin/billing/account/{usage_user.pk}/suspend/", {"suspended": "on", "reason": "fraud"}
+    )
+    assert Account.objects.get(pk=usage_user.pk).suspended_reason == "fraud"
+
+
+def test_admin_ledger_is_read_only(usage_user: User, staff: User) -> None:
+    grant(usage_user, 5)
+    entry = LedgerEntry.objects.get()
+    client = staff_client(staff)
+    assert client.get("/admin/billing/ledgerentry/").status_code == 200
+    assert client.get(f"/admin/billing/ledgerentry/{entry.pk}/change/").status_code == 200
+    assert (
+        client.post(
+            f"/admin/billing/ledgerentry/{entry.pk}/change/", {"amount_wei": "6"}
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(f"/admin/billing/ledgerentry/{entry.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert client.get("/admin/billing/ledgerentry/add/").status_code == 403
+    assert LedgerEntry.objects.get().amount_wei == 5
+
+
+def test_admin_plan_form_round_trips_max_wei_unchanged(staff: User, plans: dict[str, Plan]) -> None:
+    plan = plans["pay-per-image"]
+    Plan.objects.filter(pk=plan.pk).update(flat_price_wei=MAX)
+    client = staff_client(staff)
+    page = client.get(f"/admin/billing/plan/{plan.pk}/change/").content.decode()
+    assert f'value="{MAX}"' in page
+    form: dict[str, Any] = {
+        "slug": plan.slug, "name": plan.name, "plan_type": plan.plan_type,
+        "monthly_generation_allowance": "", "monthly_generation_cap": "",
+        "subscription_fee_wei": "0", "multiplier_numerator": "1",
+        "multiplier_denominator": "1", "flat_price_wei": str(MAX), "is_active": "on",
+    }  # fmt: skip
+    assert client.post(f"/admin/billing/plan/{plan.pk}/change/", form).status_code == 302
+    assert Plan.objects.get(pk=plan.pk).flat_price_wei == MAX
+
+
+def test_admin_pymthouse_view_shows_errors_instead_of_crashing(
+    usage_user: User, staff: User, sandbox: SandboxControl
+) -> None:
+    client = staff_client(staff)
+    sandbox.set_config(openMeterEnabled=False)  # a fresh pymthouse: metering not configured
+    page = client.get(f"/admin/billing/account/{usage_user.pk}/pymthouse/")
+    assert page.status_code == 200
+    assert "data-pymthouse-error" in page.content.decode()
+    sandbox.set_config(openMeterEnabled=True)
+    sandbox.set_balance(usage_user.external_user_id, 4_780_000)
+    page = client.get(f"/admin/billing/account/{usage_user.pk}/pymthouse/").content.decode()
+    assert "data-pymthouse-error" not in page
+    assert "<td>4780000</td>" in page
+    calls = sandbox.requests("/api/v1/builder/apps/")
+    # The 503 is retried by the client (a GET), then shown; the second view reads once.
+    assert len(calls) == (1 + settings.PYMTHOUSE_MAX_RETRIES) + 1
+    assert not LedgerEntry.objects.exists()  # reading pymthouse changes nothing here
+
+
+def test_admin_account_is_not_editable(usage_user: User, staff: User) -> None:
+    grant(usage_user, 5)
+    client = staff_client(staff)
+    response = client.post(
+        f"/admin/billing/account/{usage_user.pk}/change/", {"balance_wei": str(MAX)}
+    )
+    assert Account.objects.get(pk=usage_user.pk).balance_wei == 5
+    assert response.status_code == 403
