@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BIGINT = 2**63 - 1
 MAX_UINT256 = 2**256 - 1
+_DEBIT_SLACK = timedelta(minutes=10)
 
 
 @dataclass
@@ -530,18 +531,32 @@ def _write_drift(
 
 @transaction.atomic
 def _refresh_local_drift(*, now: datetime, progress: _Progress) -> None:
-    """Recent days with local debits: refresh their drift even if nothing new was metered."""
+    """Recent days with new local debits: refresh their drift even if nothing was metered.
+
+    Only pairs that gained a debit since shortly before the last successful run are
+    re-checked (``_DEBIT_SLACK`` covers transactions that committed after that run read).
+    """
     since = now.date() - timedelta(days=settings.BILLING_DRIFT_DAYS)
-    local = local_usage_debits(user_ids=None, since=since)
+    last_success = UsageSyncState.objects.values_list("last_success_at", flat=True).get(
+        pk=UsageSyncState.SINGLETON_ID
+    )
+    changed_since = last_success - _DEBIT_SLACK if last_success else None
+    local = local_usage_debits(user_ids=None, since=since, changed_since=changed_since)
     if not local:
         return
     externals = sorted({ext for ext, _ in local})
-    metered: dict[tuple[str, date], int] = defaultdict(int)
+    metered: dict[tuple[str, date], int] = {}
     for offset in range(0, len(externals), 1000):
-        for ext, day, fee in UsageManifest.objects.filter(
-            external_user_id__in=externals[offset : offset + 1000], day__gte=since
-        ).values_list("external_user_id", "day", "fee_wei"):
-            metered[(ext, day)] += fee or 0
+        grouped = (
+            UsageManifest.objects.filter(
+                external_user_id__in=externals[offset : offset + 1000], day__gte=since
+            )
+            .values_list("external_user_id", "day")
+            .annotate(total=WeiSum("fee_wei"))
+            .order_by()
+        )
+        for ext, day, total in grouped:
+            metered[(ext, day)] = int(total or 0)
     _write_drift(
         pairs=set(local), metered=metered, user_ids={}, now=now, progress=progress, local=local
     )

@@ -405,3 +405,61 @@ def test_an_unchanged_upstream_answer_ends_the_run_after_one_call(
     assert (run.users_changed, run.manifests_new) == (1, 1)
     assert [c["query"] for c in _usage_calls(sandbox)][1].count("userId=u-3") == 1
     assert usage_sync_state().upstream_fingerprint not in ("", fingerprint)
+
+
+def test_drift_follows_local_debits_before_and_after_metering(sandbox: SandboxControl) -> None:
+    from django.db import transaction
+
+    from billing.models import Plan
+    from billing.services import (
+        account_change_plan,
+        credit_grant,
+        generation_admit,
+        generation_charge_settle,
+        plans_seed,
+    )
+
+    plans_seed()
+    owner = UserFactory()
+    account_change_plan(
+        user=owner, plan=Plan.objects.get(slug="pay-as-you-go"), acting_user=None, reason="t"
+    )
+    credit_grant(user=owner, amount_wei=10**30, reason="t", acting_user=None, idempotency_key="g")
+
+    def paid_image(manifest_id: str, fee: int) -> Generation:
+        with transaction.atomic():
+            generation = Generation.objects.create(
+                owner=owner, prompt="p", model_id="ByteDance/SDXL-Lightning", width=512,
+                height=512, manifest_id=manifest_id, expected_fee_wei=fee,
+            )  # fmt: skip
+            generation_admit(generation=generation)
+            generation_charge_settle(generation_id=generation.pk, expected_fee_wei=fee)
+        return generation
+
+    first = paid_image("sess-a", 10**18)
+    usage_sync_run()  # nothing metered yet: the debit alone is drift with a positive margin
+    drift = UsageDrift.objects.get(external_user_id=owner.external_user_id)
+    charged_first = -(-(10**18) * 6 // 5)
+    assert (drift.day, drift.local_debit_wei, drift.metered_fee_wei) == (
+        first.created_at.date(),
+        charged_first,
+        0,
+    )
+    assert drift.alert is False
+
+    paid_image("sess-b", 10**18 + 1)  # a debit after the last run is picked up too
+    sandbox.seed_usage([_row(owner.external_user_id, "sess-a", 10**18, 1)])
+    usage_sync_run()
+    drift.refresh_from_db()
+    charged_second = -(-(10**18 + 1) * 6 // 5)
+    assert (drift.local_debit_wei, drift.metered_fee_wei) == (
+        charged_first + charged_second,
+        10**18,
+    )
+    # The network charging more than we debited is an alert (logged and on the dashboard).
+    sandbox.seed_usage([_row(owner.external_user_id, "sess-c", 10**21, 1)])
+    usage_sync_run()
+    drift.refresh_from_db()
+    assert drift.metered_fee_wei == 10**18 + 10**21
+    assert drift.alert is True
+    assert usage_sync_state().drift_alerts == 1
