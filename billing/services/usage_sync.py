@@ -533,14 +533,15 @@ def _write_drift(
 def _refresh_local_drift(*, now: datetime, progress: _Progress) -> None:
     """Recent days with new local debits: refresh their drift even if nothing was metered.
 
-    Only pairs that gained a debit since shortly before the last successful run are
-    re-checked (``_DEBIT_SLACK`` covers transactions that committed after that run read).
+    Only pairs that gained a debit since shortly before the start of the last successful
+    run (the watermark) are re-checked; ``_DEBIT_SLACK`` covers debits stamped before that
+    moment by transactions that committed after the run read them.
     """
     since = now.date() - timedelta(days=settings.BILLING_DRIFT_DAYS)
-    last_success = UsageSyncState.objects.values_list("last_success_at", flat=True).get(
+    watermark = UsageSyncState.objects.values_list("watermark", flat=True).get(
         pk=UsageSyncState.SINGLETON_ID
     )
-    changed_since = last_success - _DEBIT_SLACK if last_success else None
+    changed_since = watermark - _DEBIT_SLACK if watermark else None
     local = local_usage_debits(user_ids=None, since=since, changed_since=changed_since)
     if not local:
         return
