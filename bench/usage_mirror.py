@@ -46,9 +46,13 @@ def _peak_rss_mb() -> float:
 
 
 def _setup_django() -> None:
+    """Django with production behaviour where DEBUG matters: no per-query SQL log (which
+    would hold every bulk INSERT's text in memory) and no template debug info."""
     import django
+    from django.conf import settings
 
     django.setup()
+    settings.DEBUG = False
 
 
 class _QueryCounter:
