@@ -11,7 +11,7 @@ WEB_PORT     ?= 8000
 SANDBOX_PORT ?= 8765
 export SANDBOX_PORT WEB_PORT
 
-.PHONY: install run test check lint typecheck bench clean
+.PHONY: install run test check lint typecheck bench drill clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Fault drill on Postgres + its own Redis (docs/reliability.md); DRILL_ARGS=--quick for a small run.
+DRILL_ARGS ?= --write docs/reliability.md
+drill: install
+	$(BIN)/python -m bench.drill $(DRILL_ARGS)
 
 clean:
 	rm -rf var/test var/celery

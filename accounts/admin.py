@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import User
-from accounts.services import user_provision_schedule, user_set_active
+from accounts.services import user_provision_retry, user_provision_schedule, user_set_active
 
 
 @admin.register(User)
@@ -90,7 +90,7 @@ class UserAdmin(DjangoUserAdmin[User]):
     @admin.action(description="Retry pymthouse provisioning")
     def retry_provisioning(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         for user in queryset:
-            user_provision_schedule(user=user)
+            user_provision_retry(user=user, acting_user=request.user)  # type: ignore[arg-type]
         self.message_user(
             request, f"Provisioning scheduled for {queryset.count()} user(s).", messages.SUCCESS
         )

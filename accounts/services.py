@@ -136,17 +136,39 @@ def user_provision_fail(*, user_id: int, error: PymthouseError | str) -> None:
     logger.warning("pymthouse provisioning of user %s failed: %s", user_id, message)
 
 
+# A user whose provisioning ran this many times without converging (a worker that
+# keeps dying on it) is marked failed instead of being re-enqueued again.
+PROVISION_MAX_ATTEMPTS = 20
+
+
+@transaction.atomic
+def user_provision_retry(*, user: User, acting_user: User) -> None:
+    """Staff retry of a provisioning (e.g. after ``failed``): back to pending, attempts reset."""
+    User.objects.filter(pk=user.pk).update(
+        provisioning_status=ProvisioningStatus.PENDING, provisioning_attempts=0
+    )
+    logger.info("provisioning of user %s retried by %s", user.pk, acting_user.pk)
+    user_provision_schedule(user=user)
+
+
 def users_provision_pending(*, older_than: timedelta = timedelta(minutes=5)) -> int:
     """Re-enqueue users stuck in ``pending`` (lost message, crashed worker).
 
     Users that joined within ``older_than`` are left alone: their first task is
-    most likely still in flight.
+    most likely still in flight. Users past ``PROVISION_MAX_ATTEMPTS`` end ``failed``.
     """
     cutoff = timezone.now() - older_than
+    pending = User.objects.filter(
+        provisioning_status=ProvisioningStatus.PENDING, date_joined__lt=cutoff
+    )
+    for user_id in pending.filter(provisioning_attempts__gte=PROVISION_MAX_ATTEMPTS).values_list(
+        "pk", flat=True
+    )[:500]:
+        user_provision_fail(user_id=user_id, error="gave up after repeated attempts")
     user_ids = list(
-        User.objects.filter(
-            provisioning_status=ProvisioningStatus.PENDING, date_joined__lt=cutoff
-        ).values_list("pk", flat=True)[:500]
+        pending.filter(provisioning_attempts__lt=PROVISION_MAX_ATTEMPTS).values_list(
+            "pk", flat=True
+        )[:500]
     )
     for user_id in user_ids:
         provision_user_task.delay(user_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -20,7 +21,11 @@ def retry_countdown(*, retries: int, retry_after: float | None) -> float:
 
     Exponential backoff (TASK_RETRY_BACKOFF_SECONDS × 2^retries, capped at
     TASK_RETRY_BACKOFF_MAX_SECONDS) with "equal jitter" (half fixed, half
-    random), and never earlier than the upstream's Retry-After.
+    random), never earlier than the upstream's Retry-After, and never later
+    than TASK_RETRY_MAX_DELAY_SECONDS, which
+    settings keep below the broker's visibility timeout (a longer countdown
+    would be redelivered as a duplicate) and the reconcile window (a queued
+    generation waiting longer would be re-enqueued).
     """
     base = min(
         settings.TASK_RETRY_BACKOFF_MAX_SECONDS,
@@ -29,11 +34,27 @@ def retry_countdown(*, retries: int, retry_after: float | None) -> float:
     countdown = base / 2 + random.uniform(0, base / 2)  # noqa: S311 (jitter, not crypto)
     if retry_after is not None:
         countdown = max(countdown, retry_after)
+    countdown = min(countdown, settings.TASK_RETRY_MAX_DELAY_SECONDS)
     return round(float(countdown), 3)
+
+
+class ProvisionUserTask(Task):  # type: ignore[type-arg]
+    """A bug or a configuration error ends provisioning ``failed`` (retryable from the admin)
+    instead of leaving it ``pending`` for the sweep to re-enqueue forever."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        from accounts.services import user_provision_fail
+
+        user_id = kwargs.get("user_id") or (args[0] if args else None)
+        if user_id is not None:
+            user_provision_fail(
+                user_id=int(user_id), error=f"internal error ({type(exc).__name__})"
+            )
 
 
 @shared_task(
     bind=True,
+    base=ProvisionUserTask,
     acks_late=True,  # user_provision is an idempotent upsert
     reject_on_worker_lost=True,
     max_retries=PROVISION_MAX_RETRIES,

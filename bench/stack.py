@@ -308,29 +308,31 @@ class Stack:
         )
         _wait_until_ok(web, f"{self.web_url}/accounts/login/", timeout=60)
 
-    def _start_workers(self) -> None:
-        workers = [
-            self._spawn(
-                f"worker-{index}",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "--pool=prefork",
-                    f"--concurrency={self.options.worker_concurrency}",
-                    "--without-heartbeat",
-                    "--without-mingle",
-                    "--without-gossip",
-                    f"--hostname=bench{index}-{os.getpid()}@localhost",
-                    "--loglevel=INFO",
-                ],
-            )
-            for index in range(1, self.options.workers + 1)
-        ]
-        deadline = time.monotonic() + 90
+    def spawn_worker(self, name: str) -> ManagedProcess:
+        """One Celery worker process (prefork, ``worker_concurrency`` children), not
+        waited for; its log is ``<var dir>/<name>.log``."""
+        return self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=prefork",
+                f"--concurrency={self.options.worker_concurrency}",
+                "--without-heartbeat",
+                "--without-mingle",
+                "--without-gossip",
+                f"--hostname={name}-{os.getpid()}@localhost",
+                "--loglevel=INFO",
+            ],
+        )
+
+    def wait_ready(self, workers: list[ManagedProcess], *, timeout: float = 90) -> None:
+        """Until every worker logged " ready."; raise with its log if one exits or stalls."""
+        deadline = time.monotonic() + timeout
         pending = list(workers)
         while pending and time.monotonic() < deadline:
             for worker in list(pending):
@@ -340,7 +342,14 @@ class Stack:
                     pending.remove(worker)
             time.sleep(0.1)
         if pending:
-            raise StackError(f"{pending[0].name} not ready in 90 s:\n{pending[0].log_tail()}")
+            raise StackError(
+                f"{pending[0].name} not ready in {timeout:.0f} s:\n{pending[0].log_tail()}"
+            )
+
+    def _start_workers(self) -> None:
+        self.wait_ready(
+            [self.spawn_worker(f"worker-{index}") for index in range(1, self.options.workers + 1)]
+        )
 
     def cpu_snapshot(self) -> dict[int, tuple[str, float]]:
         """CPU seconds (user + system) used so far, per live pid, with its component.

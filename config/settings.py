@@ -290,7 +290,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
 }
 
 # --- pymthouse --------------------------------------------------------------
-# Contract: shared/reference/pymthouse-api.md. Credentials are NOT Livepeer
+# Contract: docs/upstream.md (pymthouse). Credentials are NOT Livepeer
 # Studio API keys: they are a pymthouse Builder app's public id (app_…) and
 # its machine-to-machine sibling (m2m_… + pmth_cs_… secret).
 PYMTHOUSE_URL: str = env.str("PYMTHOUSE_URL", default="http://127.0.0.1:8765").rstrip("/")
@@ -321,7 +321,7 @@ PYMTHOUSE_MAX_RETRIES: int = env.int("PYMTHOUSE_MAX_RETRIES", default=2)
 
 # --- Image generation (Livepeer) -------------------------------------------
 # "live-runner": pay Livepeer runners with tickets from pymthouse's remote
-# signer (pymthouse-api.md §9.3). "ai-gateway": a go-livepeer AI gateway's
+# signer (docs/upstream.md, "Paying a live runner"). "ai-gateway": a go-livepeer AI gateway's
 # batch API with a per-request pymthouse user token as bearer.
 INFERENCE_BACKEND: str = env.str("INFERENCE_BACKEND", default="live-runner")
 LIVEPEER_GATEWAY_URL: str = env.str("LIVEPEER_GATEWAY_URL", default=PYMTHOUSE_URL).rstrip("/")
@@ -346,6 +346,25 @@ INFERENCE_RATE_LIMIT_WINDOW_SECONDS: int = env.int(
 )
 INFERENCE_MAX_ACTIVE_PER_USER: int = env.int("INFERENCE_MAX_ACTIVE_PER_USER", default=4)
 INFERENCE_MAX_RETRIES: int = env.int("INFERENCE_MAX_RETRIES", default=4)
+# Lifecycle: a generation is started at most INFERENCE_MAX_ATTEMPTS times (retries,
+# redeliveries after a worker died, reconcile); reconcile re-sends a queued
+# generation's message at most once per INFERENCE_REQUEUE_AFTER_SECONDS.
+INFERENCE_MAX_ATTEMPTS: int = env.int("INFERENCE_MAX_ATTEMPTS", default=8)
+INFERENCE_REQUEUE_AFTER_SECONDS: int = env.int("INFERENCE_REQUEUE_AFTER_SECONDS", default=900)
+if INFERENCE_MAX_ATTEMPTS <= INFERENCE_MAX_RETRIES:
+    raise ImproperlyConfigured("INFERENCE_MAX_ATTEMPTS must exceed INFERENCE_MAX_RETRIES.")
+# Every retry countdown (an upstream's Retry-After included) is capped here, below
+# the reconcile window and the broker visibility timeout, or delayed retries run twice.
+TASK_RETRY_MAX_DELAY_SECONDS: float = env.float("TASK_RETRY_MAX_DELAY_SECONDS", default=600.0)
+if not (
+    TASK_RETRY_BACKOFF_MAX_SECONDS
+    <= TASK_RETRY_MAX_DELAY_SECONDS
+    < min(INFERENCE_REQUEUE_AFTER_SECONDS, BROKER_VISIBILITY_TIMEOUT_SECONDS)
+):
+    raise ImproperlyConfigured(
+        "Need TASK_RETRY_BACKOFF_MAX_SECONDS <= TASK_RETRY_MAX_DELAY_SECONDS < "
+        "min(INFERENCE_REQUEUE_AFTER_SECONDS, broker visibility timeout)."
+    )
 # Ordering that keeps redelivery sane (asserted by a test):
 # broker visibility timeout > hard limit > soft limit > any single HTTP timeout.
 INFERENCE_SOFT_TIME_LIMIT: int = env.int("INFERENCE_SOFT_TIME_LIMIT", default=300)

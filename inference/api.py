@@ -17,6 +17,7 @@ from ninja.security import django_auth
 
 from inference import selectors, services
 from inference.errors import (
+    GenerationAdmissionRefusedError,
     GenerationConflictError,
     GenerationRateLimitedError,
     GenerationValidationError,
@@ -48,7 +49,8 @@ class GenerationIn(Schema):
 class GenerationOut(Schema):
     id: UUID
     status: str
-    stage: str
+    stage: str = Field(description="A GenerationStage value (see stage_label)")
+    stage_label: str
     progress: int = Field(description="0-100, coarse progress derived from the stage")
     prompt: str
     negative_prompt: str
@@ -85,6 +87,11 @@ class MessageOut(Schema):
     detail: str
 
 
+class RefusedOut(Schema):
+    detail: str
+    code: str
+
+
 class InvalidOut(Schema):
     detail: str
     errors: dict[str, str]
@@ -96,6 +103,7 @@ def generation_out(generation: Generation) -> dict[str, Any]:
         "id": generation.pk,
         "status": generation.status,
         "stage": generation.stage,
+        "stage_label": generation.stage_label,
         "progress": generation.progress,
         "prompt": generation.prompt,
         "negative_prompt": generation.negative_prompt,
@@ -133,7 +141,7 @@ def _user_id(request: HttpRequest) -> int:
 
 @router.post(
     "/generations",
-    response={201: GenerationOut, 400: InvalidOut, 429: MessageOut},
+    response={201: GenerationOut, 400: InvalidOut, 402: RefusedOut, 429: MessageOut},
     summary="Queue an image generation",
 )
 def create_generation(request: HttpRequest, response: HttpResponse, payload: GenerationIn) -> Any:
@@ -152,25 +160,36 @@ def create_generation(request: HttpRequest, response: HttpResponse, payload: Gen
     except GenerationRateLimitedError as exc:
         response["Retry-After"] = str(exc.retry_after)
         return Status(429, {"detail": exc.message})
+    except GenerationAdmissionRefusedError as exc:
+        return Status(402, {"detail": exc.message, "code": exc.code})
     return Status(201, generation_out(generation))
 
 
-@router.get("/generations", response=GenerationPageOut, summary="List your generations")
+@router.get(
+    "/generations",
+    response={200: GenerationPageOut, 400: MessageOut},
+    summary="List your generations",
+)
 def list_generations(request: HttpRequest, page: int = 1, page_size: int = 20) -> Any:
-    page = max(1, page)
     page_size = min(max(1, page_size), 100)
     queryset = selectors.generation_list(owner_id=_user_id(request))
     count = queryset.count()
+    last_page = max(1, -(-count // page_size))
+    if not 1 <= page <= last_page:
+        return Status(400, {"detail": f"page must be between 1 and {last_page}."})
     offset = (page - 1) * page_size
     items = list(queryset[offset : offset + page_size])
-    return {
-        "items": [generation_out(generation) for generation in items],
-        "count": count,
-        "page": page,
-        "page_size": page_size,
-        "next_page": page + 1 if offset + page_size < count else None,
-        "previous_page": page - 1 if page > 1 else None,
-    }
+    return Status(
+        200,
+        {
+            "items": [generation_out(generation) for generation in items],
+            "count": count,
+            "page": page,
+            "page_size": page_size,
+            "next_page": page + 1 if offset + page_size < count else None,
+            "previous_page": page - 1 if page > 1 else None,
+        },
+    )
 
 
 @router.get(

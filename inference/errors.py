@@ -35,6 +35,22 @@ class GenerationRateLimitedError(GenerationError):
         self.retry_after = retry_after
 
 
+class GenerationAdmissionRefusedError(GenerationError):
+    """The admission step refused the submission (the API answers 402).
+
+    ``code`` names the reason (e.g. ``insufficient_credit``); ``message`` is shown to
+    the user as is. Other apps' refusals (billing's credit hold) are raised as, or
+    converted to, this type in ``inference.services.admission.generation_admit_step``.
+    """
+
+    code = "admission_refused"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
 class GenerationConflictError(GenerationError):
     code = "conflict"
 

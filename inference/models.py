@@ -8,6 +8,7 @@ back to it.
 Payment invariant: ``payment_claimed_at`` is set by a conditional UPDATE right
 before a ticket is requested and only cleared when the signer definitely
 refused. A retry or redelivery that finds it set never requests another ticket.
+Every write of a run is conditional on ``attempt_id`` (inference.services.transitions).
 """
 
 from __future__ import annotations
@@ -28,16 +29,58 @@ class GenerationStatus(models.TextChoices):
     CANCELED = "canceled", "Canceled"
 
 
-# Coarse progress (percent) shown while a generation runs, by stage.
-STAGE_PROGRESS: dict[str, int] = {
-    "": 5,
-    "retrying": 10,
-    "authorizing": 15,
-    "connecting": 30,
-    "paying": 45,
-    "generating": 65,
-    "saving": 90,
-    "done": 100,
+class GenerationStage(models.TextChoices):
+    """Where a generation is, in the order it gets there; each carries its label and progress.
+
+    The one definition of the stages: the services write them, the model stores them,
+    templates and the API show ``label`` and ``progress``, and static/js/generate.js
+    receives the table from the server (``GenerationStage.table()``).
+    """
+
+    QUEUED = "queued", "Waiting in the queue…"
+    RETRYING = "retrying", "The network is busy. Retrying shortly…"
+    AUTHORIZING = "authorizing", "Authorizing payment…"
+    CONNECTING = "connecting", "Finding a Livepeer runner…"
+    PAYING = "paying", "Paying the runner…"
+    GENERATING = "generating", "Generating your image…"
+    SAVING = "saving", "Saving your image…"
+    DONE = "done", "Done"
+
+    @property
+    def order(self) -> int:
+        return list(GenerationStage).index(self)
+
+    @property
+    def progress(self) -> int:
+        """Coarse percent shown while a generation is at this stage."""
+        return _STAGE_PROGRESS[self]
+
+    @classmethod
+    def of(cls, value: str) -> GenerationStage:
+        """The stage stored as ``value``; rows written before stages were typed read as queued."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.QUEUED
+
+    @classmethod
+    def table(cls) -> list[dict[str, object]]:
+        """Every stage as JSON-ready rows, in order (handed to the JavaScript)."""
+        return [
+            {"value": stage.value, "label": stage.label, "progress": stage.progress}
+            for stage in cls
+        ]
+
+
+_STAGE_PROGRESS: dict[GenerationStage, int] = {
+    GenerationStage.QUEUED: 5,
+    GenerationStage.RETRYING: 10,
+    GenerationStage.AUTHORIZING: 15,
+    GenerationStage.CONNECTING: 30,
+    GenerationStage.PAYING: 45,
+    GenerationStage.GENERATING: 65,
+    GenerationStage.SAVING: 90,
+    GenerationStage.DONE: 100,
 }
 
 FINISHED_STATUSES = frozenset(
@@ -75,7 +118,9 @@ class Generation(models.Model):
         default=GenerationStatus.QUEUED,
         db_index=True,
     )
-    stage = models.CharField(max_length=32, blank=True, default="")
+    stage = models.CharField(
+        max_length=32, choices=GenerationStage.choices, default=GenerationStage.QUEUED
+    )
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.CharField(max_length=500, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
@@ -84,6 +129,11 @@ class Generation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     attempt_started_at = models.DateTimeField(null=True, blank=True)
+    # The attempt (task message id) that owns a running generation: every write of a
+    # run is conditional on it, so a late or duplicate attempt changes nothing.
+    attempt_id = models.CharField(max_length=64, blank=True, default="")
+    # When a message to run it was last sent: reconcile re-sends at most once a window.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     # Upstream references (never credentials).
@@ -146,8 +196,12 @@ class Generation(models.Model):
         """0-100 for progress bars: 100 once finished, at most 10 while queued."""
         if self.is_finished:
             return 100
-        value = STAGE_PROGRESS.get(self.stage, 5)
+        value = GenerationStage.of(self.stage).progress
         return min(value, 10) if self.status == GenerationStatus.QUEUED else value
+
+    @property
+    def stage_label(self) -> str:
+        return GenerationStage.of(self.stage).label
 
     @property
     def duration_seconds(self) -> float | None:
@@ -160,3 +214,21 @@ class Generation(models.Model):
         if self.started_at:
             return (self.started_at - self.created_at).total_seconds()
         return None
+
+
+class SubmissionWindow(models.Model):
+    """Per-user count of accepted submissions in the current fixed rate-limit window.
+
+    Read and written only under the owner's row lock in the admission step
+    (inference.services.admission), so the count is exact on every database and
+    does not depend on the cache backend's atomicity.
+    """
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", primary_key=True
+    )
+    window = models.BigIntegerField(default=0, help_text="Unix time // window length")
+    count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}: {self.count} in window {self.window}"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from accounts.tasks import retry_countdown
 from inference.errors import GenerationRetryableError
@@ -14,10 +16,27 @@ from inference.errors import GenerationRetryableError
 logger = logging.getLogger("tasks." + __name__)
 
 
+class GenerationRunTask(Task):  # type: ignore[type-arg]
+    """Records a terminal failure for anything the run itself could not record."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        from inference.services import generation_fail_unexpected
+
+        generation_id = kwargs.get("generation_id") or (args[0] if args else None)
+        if generation_id is None:
+            return
+        if generation_fail_unexpected(generation_id=str(generation_id), attempt_id=task_id):
+            logger.error(
+                "generation %s: ended by %s in the task", generation_id, type(exc).__name__
+            )
+
+
 @shared_task(
     bind=True,
-    # generation_run is idempotent and never pays twice (see inference.services),
-    # so a message may be redelivered after a worker dies mid-run.
+    base=GenerationRunTask,
+    # Every write of a run is conditional on the attempt (the message id), and a
+    # claimed payment is never made again, so a message may be redelivered after a
+    # worker dies mid-run: it resumes its own attempt (inference.services.transitions).
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=settings.INFERENCE_MAX_RETRIES,
@@ -28,7 +47,7 @@ def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore
     from inference.services import generation_fail, generation_run
 
     try:
-        generation_run(generation_id=generation_id)
+        generation_run(generation_id=generation_id, attempt_id=self.request.id)
     except GenerationRetryableError as exc:
         if self.request.retries < settings.INFERENCE_MAX_RETRIES:
             countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after)
@@ -39,10 +58,27 @@ def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore
                 countdown,
             )
             raise self.retry(exc=exc, countdown=countdown) from exc
-        generation_fail(generation_id=generation_id, code="upstream_unavailable")
+        generation_fail(
+            generation_id=generation_id, code="upstream_unavailable", attempt_id=self.request.id
+        )
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away: nothing could be recorded. The same message comes
+        # back and resumes its attempt (or ends it, if the payment was claimed).
+        if self.request.retries < settings.INFERENCE_MAX_RETRIES:
+            countdown = retry_countdown(retries=self.request.retries, retry_after=None)
+            logger.warning(
+                "generation %s: database unavailable; retry in %.1fs", generation_id, countdown
+            )
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        raise
     except SoftTimeLimitExceeded:
-        logger.warning("generation %s hit the soft time limit", generation_id)
-        generation_fail(generation_id=generation_id, code="timeout")
+        # Usually already recorded by generation_run; this covers the start itself.
+        generation_fail(
+            generation_id=generation_id,
+            code="timeout",
+            code_if_claimed="outcome_unknown",
+            attempt_id=self.request.id,
+        )
 
 
 @shared_task(expires=50)

@@ -27,15 +27,15 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from accounts.models import User
 from inference.errors import (
+    GenerationAdmissionRefusedError,
     GenerationConflictError,
     GenerationRateLimitedError,
     GenerationValidationError,
 )
 from inference.forms import SEED_INVALID_MESSAGE, GenerationForm, size_value
-from inference.models import Generation, GenerationStatus
+from inference.models import Generation, GenerationStage, GenerationStatus
 from inference.selectors import generation_get, generation_list, model_choices, size_presets
 from inference.services import SEED_MAX, generation_create, generation_delete
-from inference.templatetags.inference_extras import STAGE_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         "advanced_open": advanced_open,
         "recent_generations": list(generation_list(owner_id=owner.pk)[:RECENT_COUNT]),
         "api_url": reverse(GENERATIONS_API_URL_NAME),
-        "stage_labels": STAGE_LABELS,
+        "generation_stages": GenerationStage.table(),
         "max_prompt_length": settings.INFERENCE_MAX_PROMPT_LENGTH,
         "seed_max": SEED_MAX,
         "seed_invalid_message": SEED_INVALID_MESSAGE,
@@ -131,6 +131,9 @@ def generate(request: HttpRequest) -> HttpResponse:
             )
             status = 429
             response_headers["Retry-After"] = str(exc.retry_after)
+        except GenerationAdmissionRefusedError as exc:
+            messages.error(request, exc.message)
+            status = 402
         else:
             messages.success(request, "Your image is on its way.")
             return redirect("inference:detail", generation_id=generation.pk)
@@ -179,7 +182,7 @@ def detail(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
         "is_failed": generation.status in (GenerationStatus.FAILED, GenerationStatus.CANCELED),
         "is_running": generation.status == GenerationStatus.RUNNING,
         "api_url": reverse(GENERATIONS_API_URL_NAME),
-        "stage_labels": STAGE_LABELS,
+        "generation_stages": GenerationStage.table(),
     }
     return render(request, "inference/detail.html", context)
 

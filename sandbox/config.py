@@ -24,7 +24,7 @@ DEFAULT_M2M_CLIENT_SECRET = (
 )
 DEFAULT_MODELS = ("ByteDance/SDXL-Lightning", "black-forest-labs/FLUX.1-schnell")
 
-# Scopes of the public app client (pymthouse-api.md §2).
+# Scopes of the public app client (docs/upstream.md §P1).
 APP_ALLOWED_SCOPES = ("openid", "sign:job", "users:read", "users:write", "users:token")
 
 RUNNER_MODES = ("sync", "queue")
@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 
 
 def m2m_allowed_scopes(app_scopes: tuple[str, ...]) -> tuple[str, ...]:
-    """The M2M sibling's scopes, derived from the public client's (pymthouse-api.md §2)."""
+    """The M2M sibling's scopes, derived from the public client's (docs/upstream.md §P1)."""
     scopes = ["users:token", "users:write", "device:approve"]
     if "sign:job" in app_scopes:
         scopes.append("sign:job")

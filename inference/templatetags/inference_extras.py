@@ -9,23 +9,11 @@ from __future__ import annotations
 
 from django import template
 
+from inference.models import GenerationStage
+
 register = template.Library()
 
 MICROS_PER_DOLLAR = 1_000_000
-
-# What each ``Generation.stage`` means to a person watching it. The generate
-# and detail pages hand the same map to static/js/generate.js (json_script).
-STAGE_LABELS: dict[str, str] = {
-    "": "Waiting in the queue…",
-    "queued": "Waiting in the queue…",
-    "authorizing": "Authorizing payment…",
-    "connecting": "Finding a Livepeer runner…",
-    "paying": "Paying the runner…",
-    "generating": "Generating your image…",
-    "saving": "Saving your image…",
-    "retrying": "The network is busy. Retrying shortly…",
-    "done": "Done",
-}
 
 
 def _exact_integer(value: object) -> int | None:
@@ -76,7 +64,8 @@ def duration(seconds: float | None) -> str:
 
 @register.filter
 def stage_label(stage: str) -> str:
-    return STAGE_LABELS.get(stage, stage.replace("_", " ").capitalize())
+    """The person-facing label of a stored ``Generation.stage`` (GenerationStage)."""
+    return GenerationStage.of(stage).label
 
 
 @register.filter

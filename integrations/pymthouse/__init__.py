@@ -1,7 +1,7 @@
 """The pymthouse client: the project's only HTTP caller of pymthouse.
 
 Use ``get_client()`` (built from ``PYMTHOUSE_*`` settings) and catch the narrowest
-``PymthouseError`` subclass. Contract: shared/reference/pymthouse-api.md.
+``PymthouseError`` subclass. Contract: docs/upstream.md (pymthouse).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``PymthouseClient``: the only code in the project that calls pymthouse over HTTP.
 
-Authentication follows the real server, not its docs (pymthouse-api.md §1, §4.1, §14):
+Authentication follows the real server, not its docs (docs/upstream.md §P1, §P3.1, §P8):
 every Builder, user-token, signer-mint and usage call sends HTTP Basic with the
 ``m2m_…`` client id and ``pmth_cs_…`` secret, while paths carry the public ``app_…`` id.
 A ``client_credentials`` machine token is *not* accepted on those routes (its
@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Scopes of the machine token (pymthouse-api.md §4.1). ``sign:job`` may not be mixed in.
+#: Scopes of the machine token (docs/upstream.md §P3.1). ``sign:job`` may not be mixed in.
 MACHINE_TOKEN_SCOPES = ("users:read", "users:write", "users:token")
 #: The tutorial's user-token scope, which pymthouse rejects (400 invalid_scope).
 _USER_SCOPE_ALIASES = {"inference": "sign:job"}

@@ -1,6 +1,6 @@
 """OIDC discovery: where the token endpoint and JWKS live (never hard-coded).
 
-pymthouse serves two documents (pymthouse-api.md §3.1/§3.2): the issuer-relative one
+pymthouse serves two documents (docs/upstream.md §P2): the issuer-relative one
 from node-oidc-provider (what the official SDK fetches, tried first) and a hand-written
 one at the origin root (the fallback). Both must name our configured issuer exactly
 (OIDC Discovery §4.3); anything else is a configuration error, never a fallback trigger.

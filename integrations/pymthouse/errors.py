@@ -31,7 +31,7 @@ from integrations.http import MAX_ERROR_BODY_BYTES, error_repr, printable
 from integrations.http import parse_retry_after as parse_retry_after  # re-exported
 
 #: ``error`` values that are machine codes (``invalid_client``), not prose (``Not found``).
-#: Same rule as the official SDK's ``httpError`` (pymthouse-api.md §11).
+#: Same rule as the official SDK's ``httpError`` (docs/upstream.md §P7).
 _MACHINE_CODE = re.compile(r"[a-z][a-z0-9_]*", re.ASCII)
 _MAX_DESCRIPTION_CHARS = 300
 

@@ -160,7 +160,7 @@ class UserToken:
     """Programmatic user JWT from ``POST /users/{ext}/token`` (900 s, ``sign:job``).
 
     ``refresh_token`` is returned but unusable with an m2m app shape
-    (pymthouse-api.md §4.4): re-mint instead of refreshing.
+    (docs/upstream.md §P3.4): re-mint instead of refreshing.
     """
 
     access_token: SecretToken = field(repr=False)

@@ -1,4 +1,4 @@
-"""go-livepeer AI-gateway batch API at the sandbox root (livepeer-api.md §2, §6).
+"""go-livepeer AI-gateway batch API at the sandbox root (docs/upstream.md §L3).
 
 ``POST /text-to-image`` needs a sandbox-minted ``sign:job`` Bearer (a hosted-gateway
 choice: go-livepeer itself is open), decodes the body like Go, bills the caller once

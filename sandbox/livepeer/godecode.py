@@ -1,6 +1,6 @@
 """Decode a /text-to-image body the way go-livepeer's ``json.NewDecoder(r.Body).Decode`` does.
 
-Go semantics emulated (livepeer-api.md §2.1, §6.2): only the first JSON value is read
+Go semantics emulated (docs/upstream.md §L3): only the first JSON value is read
 (trailing bytes are ignored), unknown keys are ignored, keys match exactly or else
 case-insensitively (a later duplicate wins), ``null`` leaves a field unset, and a value
 of the wrong JSON type is an error naming the Go field. Error texts follow

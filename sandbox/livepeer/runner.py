@@ -1,4 +1,4 @@
-"""Live-runner single-shot image apps at ``{public}/runner/<name>/…`` (livepeer-api.md §4.6).
+"""Live-runner single-shot image apps at ``{public}/runner/<name>/…`` (docs/upstream.md §L1).
 
 Unpaid (or badly paid) calls get the 402 payment challenge; a call carrying a valid,
 unused ``Livepeer-Payment`` for this runner that covers ``W×H`` pixels is served after

@@ -1,4 +1,4 @@
-"""The remote signer at ``{public}/signer`` (livepeer-api.md §4, pymthouse-api.md §9.2).
+"""The remote signer at ``{public}/signer`` (docs/upstream.md §L1, §L2).
 
 Every route needs ``Authorization: Bearer`` with a sandbox-minted ``sign:job`` JWT (signer
 JWT or programmatic user token). ``generate-live-payment`` is where money moves: it

@@ -1,4 +1,4 @@
-"""The pymthouse billing-server surface (pymthouse-api.md §13.2)."""
+"""The pymthouse billing-server surface (docs/upstream.md, pymthouse)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``POST /api/v1/apps/{app}/oidc/token``: app-scoped RFC 8693 exchange (pymthouse-api.md §4.3).
+"""``POST /api/v1/apps/{app}/oidc/token``: app-scoped RFC 8693 exchange (docs/upstream.md §P3.3).
 
 A programmatic user JWT (or a signer JWT) with ``sign:job`` for this app becomes a
 SignerSession plus ``correlation_id`` (transcript 10a). Per-user API keys are not

@@ -1,7 +1,7 @@
 """OIDC surface: both discovery documents, JWKS, the issuer token endpoint, health.
 
-Shapes, status codes and headers follow pymthouse-transcript.md (1a-1d, 4a-4g, 9d, 10b,
-12b-12d). Responses node-oidc-provider would produce use ``application/json;
+Shapes, status codes and headers follow responses observed from pymthouse@5ee7cfc
+(docs/upstream.md §P2, §P3). Responses node-oidc-provider would produce use ``application/json;
 charset=utf-8``; pymthouse-authored branches use plain ``application/json``.
 """
 
@@ -186,7 +186,7 @@ def _custom_error(status: int, error: str, description: str) -> Response:
 
 
 async def token_endpoint(request: Request) -> Response:
-    """``POST /api/v1/oidc/token``: the dispatch of pymthouse-api.md §4."""
+    """``POST /api/v1/oidc/token``: the dispatch of docs/upstream.md §P3."""
     state = get_state(request)
     issuer = state.settings.issuer
     if not is_form(request):

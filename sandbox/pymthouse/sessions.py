@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
-# pymthouse-api.md §2: everything but sign:job counts as administrative when mixing.
+# docs/upstream.md §P3.1: everything but sign:job counts as administrative when mixing.
 ADMIN_SCOPES = frozenset(
     {"users:read", "users:write", "users:token", "device:approve", "admin", "sign:mint_user_token"}
 )
@@ -35,7 +35,7 @@ def signer_session_response(
     """Auto-provision the user, apply the balance gate, and mint a 300 s signer JWT.
 
     With OpenMeter "absent" (control switch off) pymthouse is permissive: the mint
-    succeeds and reports "0" balances (pymthouse-transcript.md §4 item 5).
+    succeeds and reports "0" balances (observed from pymthouse@5ee7cfc with hosted billing off).
     """
     user = state.resolve_or_create_user(external_user_id)
     metered = state.config.open_meter_enabled

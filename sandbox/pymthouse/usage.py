@@ -1,4 +1,4 @@
-"""Builder usage, balance and identities (pymthouse-api.md §7.1, §7.2, §7.4).
+"""Builder usage, balance and identities (docs/upstream.md §P6).
 
 Basic M2M only; every auth or tenant failure is ``404 {"error":"Not found"}``. Only
 events older than the configured usage lag are visible, like OpenMeter after the

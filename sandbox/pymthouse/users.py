@@ -1,6 +1,6 @@
 """Builder users (``/api/v1/apps/{app}/users``) and user-token minting (§5, §6).
 
-Status codes and bodies follow pymthouse-transcript.md 5a-5h, 6a-6e, 17b-17d, 19a-19e.
+Status codes and bodies follow docs/upstream.md §P4/§P5 (as observed from pymthouse@5ee7cfc).
 """
 
 from __future__ import annotations

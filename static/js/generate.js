@@ -33,7 +33,12 @@
     }
   }
 
-  var STAGE_LABELS = readJsonScript("stage-labels");
+  /* The stages (value, label, progress, in order) come from the server: GenerationStage.table(). */
+  var STAGES = readJsonScript("generation-stages");
+  var STAGE_LABELS = {};
+  if (Array.isArray(STAGES)) {
+    for (var s = 0; s < STAGES.length; s++) STAGE_LABELS[STAGES[s].value] = STAGES[s].label;
+  }
 
   function elapsedSeconds(data) {
     var started = Date.parse(data.started_at || "");
@@ -49,8 +54,8 @@
     }
     if (data.status === "failed") return "Failed";
     if (data.status === "canceled") return "Canceled";
-    if (data.status === "queued" && data.stage !== "retrying") return STAGE_LABELS.queued || "Waiting in the queue…";
-    return STAGE_LABELS[data.stage] || STAGE_LABELS.queued || "Working…";
+    if (data.status === "queued" && data.stage !== "retrying") return STAGE_LABELS.queued || "";
+    return data.stage_label || STAGE_LABELS[data.stage] || STAGE_LABELS.queued || "";
   }
 
   function csrfToken() {

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import io
+
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from accounts.models import ProvisioningStatus, User
@@ -81,8 +83,9 @@ def test_deactivated_user_loses_their_session(client, django_capture_on_commit_c
 
 
 def test_seed_demo_creates_the_demo_users_and_provisions_them(
-    sandbox: SandboxControl, django_capture_on_commit_callbacks
+    sandbox: SandboxControl, django_capture_on_commit_callbacks, settings
 ) -> None:
+    settings.DEBUG = True  # as `make run` has it
     with django_capture_on_commit_callbacks(execute=True):
         call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
     users = {u.email: u for u in User.objects.all()}
@@ -131,3 +134,11 @@ def test_generation_admin_is_read_only(client, django_capture_on_commit_callback
     assert response.status_code == 403
     assert Generation.objects.get(pk=generation.pk).prompt == "p"
     assert client.get(reverse("admin:inference_generation_add")).status_code == 403
+
+
+def test_seed_demo_refuses_without_debug(sandbox: SandboxControl, settings) -> None:
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="only runs with DJANGO_DEBUG on"):
+        call_command("seed_demo", stdout=io.StringIO())
+    assert not User.objects.exists()
+    assert sandbox.requests() == []

@@ -235,3 +235,23 @@ def test_sweep_reenqueues_only_stale_pending_users(
     assert stale.provisioning_status == ProvisioningStatus.PROVISIONED
     assert fresh.provisioning_status == ProvisioningStatus.PENDING
     assert [u["externalUserId"] for u in sandbox.users()] == [stale.external_user_id]
+
+
+def test_sweep_gives_up_on_a_user_whose_provisioning_keeps_dying(
+    sandbox: SandboxControl, django_capture_on_commit_callbacks
+) -> None:
+    from accounts.services import PROVISION_MAX_ATTEMPTS
+
+    with django_capture_on_commit_callbacks(execute=False):
+        stuck = UserFactory()
+    User.objects.filter(pk=stuck.pk).update(
+        date_joined=timezone.now() - timedelta(minutes=10),
+        provisioning_attempts=PROVISION_MAX_ATTEMPTS,
+    )
+
+    assert users_provision_pending() == 0
+
+    stuck.refresh_from_db()
+    assert stuck.provisioning_status == ProvisioningStatus.FAILED
+    assert stuck.provisioning_error == "gave up after repeated attempts"
+    assert sandbox.users() == []

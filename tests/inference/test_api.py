@@ -217,3 +217,39 @@ def test_models_endpoint_and_openapi_schema(api: Client) -> None:
         "/api/v1/models",
     }
     assert "429" in schema["paths"]["/api/v1/generations"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("page", ["99999999999999999999", "0", "-1", "3"])
+def test_a_page_out_of_range_is_a_400(api: Client, user, page: str) -> None:
+    for index in range(3):
+        _generation(user, prompt=f"mine {index}")
+
+    response = api.get(URL, {"page": page, "page_size": 2})
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "page must be between 1 and 2."}
+
+
+def test_an_empty_list_has_exactly_one_page(api: Client) -> None:
+    assert api.get(URL).json()["items"] == []
+    assert api.get(URL, {"page": 2}).status_code == 400
+
+
+def test_a_refused_admission_is_a_402_and_leaves_nothing_behind(
+    api: Client, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    from inference.errors import GenerationAdmissionRefusedError
+    from inference.services import admission
+
+    def refuse(*, generation: Generation) -> None:
+        assert Generation.objects.filter(pk=generation.pk).exists()  # inserted, owner locked
+        raise GenerationAdmissionRefusedError("You're out of credit.", code="insufficient_credit")
+
+    # The admission hook billing plugs into (its CreditRefusedError is this error type).
+    monkeypatch.setattr(admission, "generation_admit_step", refuse)
+    response, callbacks = _create(api, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 402
+    assert response.json() == {"detail": "You're out of credit.", "code": "insufficient_credit"}
+    assert not Generation.objects.exists()
+    assert callbacks == []

@@ -35,6 +35,13 @@ def _task_done(worker: WorkerProcess, task_id: str) -> None:
     wait_for(lambda: f"[{task_id}] succeeded" in worker.log())
 
 
+def _redeliver(generation: Generation) -> None:
+    """What the broker redelivers after a worker died: the same message (same task id)."""
+    attempt_id = Generation.objects.get(pk=generation.pk).attempt_id
+    assert attempt_id
+    generation_run_task.apply_async((str(generation.pk),), task_id=attempt_id)
+
+
 def _events_for(sandbox: SandboxControl, generation: Generation) -> list[dict]:
     return [e for e in sandbox.events() if e["gatewayRequestId"] == str(generation.pk)]
 
@@ -182,13 +189,14 @@ def test_worker_killed_after_paying_is_not_paid_again_on_redelivery(
     worker_process.kill()
     replacement = WorkerProcess(name="replacement").start()
     try:
-        generation_run_task.delay(str(generation.pk))  # what the broker redelivers
+        _redeliver(generation)
         generation = _finished(generation)
     finally:
         replacement.stop()
 
     assert generation.status == GenerationStatus.FAILED
-    assert generation.error_code == "interrupted"
+    assert generation.error_code == "outcome_unknown"
+    assert generation.payment_claimed_at is not None  # kept: billing settles the one ticket
     assert len(sandbox.requests(PAYMENT)) == 1
     assert len(sandbox.events()) == 1  # the one ticket, which billing will settle
 
@@ -204,7 +212,7 @@ def test_worker_killed_before_paying_completes_on_redelivery(
     worker_process.kill()
     replacement = WorkerProcess(name="replacement").start()
     try:
-        generation_run_task.delay(str(generation.pk))
+        _redeliver(generation)
         generation = _finished(generation)
     finally:
         replacement.stop()
@@ -317,3 +325,21 @@ def test_paid_call_failure_resends_the_same_payment_instead_of_paying_again(
     assert [r["status"] for r in sandbox.requests(runner)][0] == 402
     assert len(sandbox.requests(runner)) == 3  # challenge, dropped paid call, resent paid call
     assert len(_events_for(sandbox, generation)) == 1
+
+
+def test_an_unexpected_error_in_the_worker_ends_the_generation_within_the_task(
+    sandbox: SandboxControl, transactional_db
+) -> None:
+    # A configuration error the worker only meets mid-run (the markup must be >= 1).
+    with running_worker(name="misconfigured", env={"LIVEPEER_MAX_PRICE_MARKUP": "0.5"}):
+        user = UserFactory()
+        generation = _finished(_create(user), timeout=30)  # no reconcile runs here
+
+    assert (generation.status, generation.error_code) == ("failed", "internal_error")
+    assert generation.error_message == (
+        "Something went wrong on our side and this image could not be generated. "
+        "Our team has been notified; please try again."
+    )
+    assert generation.attempts == 1
+    assert generation.payment_claimed_at is None
+    assert sandbox.requests(PAYMENT) == []

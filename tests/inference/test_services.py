@@ -109,7 +109,9 @@ def test_reconcile_requeues_lost_messages_and_fails_abandoned_runs(
     assert Generation.objects.get(pk=lost.pk).status == GenerationStatus.SUCCEEDED
     assert Generation.objects.get(pk=fresh.pk).status == GenerationStatus.QUEUED
     abandoned.refresh_from_db()
-    assert (abandoned.status, abandoned.error_code) == (GenerationStatus.FAILED, "interrupted")
+    # A dead worker held the payment claim: the outcome is unknown, the claim is kept.
+    assert (abandoned.status, abandoned.error_code) == (GenerationStatus.FAILED, "outcome_unknown")
+    assert abandoned.payment_claimed_at is not None
     assert Generation.objects.get(pk=live.pk).status == GenerationStatus.RUNNING
     assert [e["gatewayRequestId"] for e in sandbox.events()] == [str(lost.pk)]
 

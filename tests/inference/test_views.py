@@ -185,7 +185,10 @@ def test_generate_page_lists_models_presets_and_recent(
     assert "bob secret prompt" not in html
     assert 'data-api-url="/api/v1/generations"' in html
     assert "/static/js/generate.js" in html
-    assert 'id="stage-labels"' in html
+    assert 'id="generation-stages"' in html
+    assert (
+        '{"value": "paying", "label": "Paying the runner\\u2026", "progress": 45}' in html
+    )  # the stage table comes from GenerationStage, not a copy in the JavaScript
     assert 'aria-live="polite"' in html
     assert 'href="/gallery/"' in html  # nav
 
@@ -324,6 +327,30 @@ def test_post_rate_limited_is_a_429_with_message(
     ]
     assert ">a fox</textarea>" in response.content.decode()
     assert Generation.objects.count() == 1
+    assert callbacks == []
+
+
+def test_post_refused_by_admission_is_a_402_with_its_message(
+    alice_client: Client, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    from inference.errors import GenerationAdmissionRefusedError
+    from inference.services import admission
+
+    def refuse(*, generation: Generation) -> None:
+        raise GenerationAdmissionRefusedError(
+            "You're out of credit. Add funds to keep generating images.", code="insufficient_credit"
+        )
+
+    monkeypatch.setattr(admission, "generation_admit_step", refuse)  # billing's hook point
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = alice_client.post(GENERATE_URL, {"prompt": "a fox", "size": "512x512"})
+
+    assert response.status_code == 402
+    assert [str(m) for m in response.context["messages"]] == [
+        "You're out of credit. Add funds to keep generating images."
+    ]
+    assert ">a fox</textarea>" in response.content.decode()
+    assert not Generation.objects.exists()
     assert callbacks == []
 
 

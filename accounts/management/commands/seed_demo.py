@@ -1,14 +1,16 @@
 """Create the demo logins and (re)schedule their provisioning at pymthouse.
 
 Idempotent: existing users are kept and only re-provisioned (the sandbox keeps
-its state in memory, so a restarted sandbox forgets them).
+its state in memory, so a restarted sandbox forgets them). Refuses to run with
+DEBUG off: the demo logins have a published password, superuser included.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import User
@@ -32,6 +34,11 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            raise CommandError(
+                "seed_demo creates logins with a published password (a superuser among "
+                "them); it only runs with DJANGO_DEBUG on."
+            )
         with transaction.atomic():
             for email, external_user_id, is_staff in DEMO_USERS:
                 user = User.objects.filter(email=email).first()

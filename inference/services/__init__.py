@@ -1,0 +1,41 @@
+"""Writes and workflows for image generations, one module per use case.
+
+* ``admission``: ``generation_create`` (validation, the atomic admission step)
+* ``run``: ``generation_run`` (one attempt: credentials, Livepeer, outcome)
+* ``transitions``: every state change, each conditional on the owning attempt
+* ``delete``: ``generation_delete``
+* ``reconcile``: ``generations_reconcile`` (lost messages, abandoned runs)
+
+Money rule: at most one ticket request per generation, ever. The payment is
+claimed in the database by a conditional UPDATE immediately before the signer
+is asked for a ticket, and only released when the signer definitely refused.
+An attempt that finds the claim set never pays again.
+"""
+
+from __future__ import annotations
+
+from inference.services.admission import SEED_MAX, generation_admit_step, generation_create
+from inference.services.delete import generation_delete
+from inference.services.failures import FAILURE_MESSAGES
+from inference.services.reconcile import generations_reconcile
+from inference.services.run import generation_run
+from inference.services.transitions import (
+    AttemptPaymentGuard,
+    generation_fail,
+    generation_fail_unexpected,
+    generation_payment_confirm,
+)
+
+__all__ = [
+    "FAILURE_MESSAGES",
+    "SEED_MAX",
+    "AttemptPaymentGuard",
+    "generation_admit_step",
+    "generation_create",
+    "generation_delete",
+    "generation_fail",
+    "generation_fail_unexpected",
+    "generation_payment_confirm",
+    "generation_run",
+    "generations_reconcile",
+]

@@ -1,0 +1,148 @@
+"""Creating a generation: validation, then one atomic admission step.
+
+Admission runs in one transaction that starts by locking the owner's row, so
+concurrent submissions of one user are admitted one at a time: the active-job
+cap, the rate-limit counter and the insert see each other exactly, on every
+database and whatever the cache backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from billing.errors import CreditRefusedError
+from billing.services import generation_admit
+from inference.errors import (
+    GenerationAdmissionRefusedError,
+    GenerationRateLimitedError,
+    GenerationValidationError,
+)
+from inference.models import Generation, SubmissionWindow
+from inference.tasks import generation_run_task
+
+logger = logging.getLogger("inference.services")
+
+SEED_MAX = 2**32 - 1
+
+
+def _validate(
+    *, prompt: str, negative_prompt: str, model_id: str, width: Any, height: Any, seed: Any
+) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    max_len = settings.INFERENCE_MAX_PROMPT_LENGTH
+    if not prompt:
+        errors["prompt"] = "Describe the image you want."
+    elif len(prompt) > max_len:
+        errors["prompt"] = f"Keep the prompt under {max_len} characters."
+    if len(negative_prompt) > max_len:
+        errors["negative_prompt"] = f"Keep the negative prompt under {max_len} characters."
+    if model_id not in settings.INFERENCE_MODELS:
+        errors["model_id"] = "Choose one of the available models."
+    low, high = settings.INFERENCE_MIN_SIZE, settings.INFERENCE_MAX_SIZE
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors[name] = f"{name.capitalize()} must be a whole number of pixels."
+        elif not low <= value <= high or value % 8:
+            errors[name] = f"{name.capitalize()} must be a multiple of 8 between {low} and {high}."
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX
+    ):
+        errors["seed"] = f"Seed must be a whole number between 0 and {SEED_MAX}."
+    return errors
+
+
+def _limits_check(*, owner_id: int) -> None:
+    """Active-job cap and fixed-window rate limit. Caller holds the owner's row lock."""
+    active = Generation.objects.for_owner(owner_id).unfinished().count()
+    if active >= settings.INFERENCE_MAX_ACTIVE_PER_USER:
+        raise GenerationRateLimitedError(
+            "You already have images in progress. Wait for one to finish.", retry_after=5
+        )
+    length = settings.INFERENCE_RATE_LIMIT_WINDOW_SECONDS
+    now = int(time.time())
+    window, _ = SubmissionWindow.objects.get_or_create(owner_id=owner_id)
+    if window.window != now // length:
+        window.window, window.count = now // length, 0
+    if window.count >= settings.INFERENCE_RATE_LIMIT_COUNT:
+        raise GenerationRateLimitedError(
+            "You're generating too fast. Please wait a moment.",
+            retry_after=max(1, length - now % length),
+        )
+    window.count += 1
+    window.save(update_fields=["window", "count"])
+
+
+def generation_admit_step(*, generation: Generation) -> None:
+    """The admission hook: runs after the row is inserted, with the owner locked.
+
+    Raising :class:`inference.errors.GenerationAdmissionRefusedError` (or a subclass)
+    refuses the submission: the transaction rolls back, so no row, no task and no
+    upstream call remain, and the API answers 402. Billing's credit hold goes here:
+    ``billing.services.generation_admit(generation=generation)`` (its
+    ``CreditRefusedError`` subclasses, or is re-raised as, that error).
+    """
+    try:
+        generation_admit(generation=generation)
+    except CreditRefusedError as exc:
+        raise GenerationAdmissionRefusedError(exc.message, code=exc.code) from exc
+
+
+def generation_create(
+    *,
+    owner: User,
+    prompt: str,
+    width: Any,
+    height: Any,
+    negative_prompt: str = "",
+    model_id: str | None = None,
+    seed: Any = None,
+    enqueue: bool = True,
+) -> Generation:
+    """Validate, admit (limits, then the admission hook), store, and enqueue after commit.
+
+    ``enqueue=False`` leaves running to the caller (the verification command
+    runs it inline).
+    """
+    prompt = (prompt or "").strip()
+    negative_prompt = (negative_prompt or "").strip()
+    model_id = model_id or settings.INFERENCE_MODELS[0]
+    errors = _validate(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        model_id=model_id,
+        width=width,
+        height=height,
+        seed=seed,
+    )
+    if errors:
+        raise GenerationValidationError(errors)
+    with transaction.atomic():
+        # The admission lock: every submission of this owner queues up here.
+        User.objects.select_for_update().only("pk").get(pk=owner.pk)
+        _limits_check(owner_id=owner.pk)
+        generation = Generation(
+            owner=owner,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            model_id=model_id,
+            width=width,
+            height=height,
+            seed=seed,
+            backend=settings.INFERENCE_BACKEND,
+            enqueued_at=timezone.now() if enqueue else None,
+        )
+        generation.full_clean()
+        generation.save()
+        generation_admit_step(generation=generation)
+        generation_id = str(generation.pk)
+        if enqueue:
+            transaction.on_commit(lambda: generation_run_task.delay(generation_id))
+    logger.info("generation %s queued for user %s", generation_id, owner.pk)
+    return generation

@@ -1,0 +1,313 @@
+"""Every state change of a generation, each a conditional write.
+
+A run is an *attempt*, named by ``attempt_id`` (the id of the task message that
+carries it; a retry or a redelivery of the same message is the same attempt).
+
+* ``queued → running`` happens only from ``queued`` (or for the attempt that
+  already owns the row, when its message comes back after its worker died).
+* Every later write of a run (stage, payment claim/release/confirm, success,
+  requeue, failure) is conditional on ``attempt_id``: an attempt that lost the
+  row changes nothing, and in particular never undoes another attempt's work
+  and never deletes an image another attempt delivered.
+* A failure never clears a payment claim. A generation that ends without a
+  kept claim goes through :func:`_generation_ended_without_claim` (the one place
+  a credit hold is released).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from billing.services import generation_charge_settle, generation_hold_release
+from inference.errors import PaymentAlreadyClaimedError
+from inference.models import Generation, GenerationStage, GenerationStatus
+from inference.services.failures import failure_message
+from integrations.livepeer import InferenceResult, PaymentRecord
+
+logger = logging.getLogger("inference.services")
+
+
+def new_attempt_id() -> str:
+    """An attempt id for runs that do not come from a task message (commands, tests)."""
+    return f"local-{uuid.uuid4()}"
+
+
+# --- start ---------------------------------------------------------------------
+
+
+def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> Generation | None:
+    """Move the generation to ``running`` for ``attempt_id``; None when this attempt must stop.
+
+    Starts from ``queued``, or resumes a row this same attempt owns (its message was
+    redelivered because its worker died). A resumed attempt that had claimed the
+    payment never pays again: it ends ``outcome_unknown`` with the claim kept. A row
+    started ``INFERENCE_MAX_ATTEMPTS`` times (a worker that keeps dying) ends
+    ``interrupted``.
+    """
+    now = timezone.now()
+    ours = Q(status=GenerationStatus.QUEUED) | Q(
+        status=GenerationStatus.RUNNING, attempt_id=attempt_id
+    )
+    started = (
+        Generation.objects.filter(ours, pk=generation_id)
+        .filter(payment_claimed_at__isnull=True, attempts__lt=settings.INFERENCE_MAX_ATTEMPTS)
+        .update(
+            status=GenerationStatus.RUNNING,
+            attempt_id=attempt_id,
+            attempts=F("attempts") + 1,
+            started_at=Coalesce("started_at", now),
+            attempt_started_at=now,
+            backend=backend_name,
+            stage=GenerationStage.AUTHORIZING,
+            error_code="",
+            error_message="",
+        )
+    )
+    if started:
+        return Generation.objects.select_related("owner").get(pk=generation_id)
+    row = (
+        Generation.objects.filter(ours, pk=generation_id)
+        .values("payment_claimed_at", "attempts")
+        .first()
+    )
+    if row is None:
+        return None  # finished, deleted, or owned by another live attempt
+    if row["payment_claimed_at"] is not None:
+        # This attempt died after claiming: a ticket may have been spent.
+        generation_fail(generation_id=generation_id, code="outcome_unknown", attempt_id=attempt_id)
+    else:
+        logger.error("generation %s: started %d times; giving up", generation_id, row["attempts"])
+        generation_fail(generation_id=generation_id, code="interrupted", attempt_id=attempt_id)
+    return None
+
+
+def stage_set(*, generation_id: uuid.UUID, attempt_id: str, stage: GenerationStage) -> None:
+    Generation.objects.filter(
+        pk=generation_id, attempt_id=attempt_id, status=GenerationStatus.RUNNING
+    ).update(stage=stage)
+
+
+# --- payment -------------------------------------------------------------------
+
+
+class AttemptPaymentGuard:
+    """``integrations.livepeer.PaymentGuard`` on the generation row, for one attempt.
+
+    Makes "one ticket per generation" hold across retries, processes and hosts:
+    the claim is a conditional UPDATE that only the owning attempt can win, and
+    only while no claim is held.
+    """
+
+    def __init__(self, *, generation_id: uuid.UUID, attempt_id: str) -> None:
+        self.generation_id = generation_id
+        self.attempt_id = attempt_id
+
+    def claim(self, *, manifest_id: str | None, runner_url: str | None) -> None:
+        claimed = Generation.objects.filter(
+            pk=self.generation_id,
+            attempt_id=self.attempt_id,
+            status=GenerationStatus.RUNNING,
+            payment_claimed_at__isnull=True,
+        ).update(
+            payment_claimed_at=timezone.now(),
+            manifest_id=manifest_id or "",
+            runner_url=runner_url or "",
+            stage=GenerationStage.PAYING,
+        )
+        if not claimed:
+            raise PaymentAlreadyClaimedError(
+                "this attempt no longer owns the generation, or its payment is already claimed"
+            )
+
+    def release(self) -> None:
+        Generation.objects.filter(pk=self.generation_id, attempt_id=self.attempt_id).update(
+            payment_claimed_at=None, stage=GenerationStage.CONNECTING
+        )
+
+    def confirm(self, record: PaymentRecord) -> None:
+        generation_payment_confirm(
+            generation_id=self.generation_id, attempt_id=self.attempt_id, record=record
+        )
+
+
+@transaction.atomic
+def generation_payment_confirm(
+    *, generation_id: uuid.UUID, attempt_id: str, record: PaymentRecord
+) -> None:
+    """Record what the payment bought, at payment time (the guard's ``confirm``).
+
+    Billing settles the charge in this same transaction:
+    ``generation_charge_settle(generation_id=…, expected_fee_wei=record.expected_fee_wei)``
+    is called right after the UPDATE below.
+    """
+    updated = Generation.objects.filter(
+        pk=generation_id, attempt_id=attempt_id, payment_claimed_at__isnull=False
+    ).update(
+        tickets_paid=F("tickets_paid") + 1,
+        manifest_id=record.manifest_id or "",
+        runner_url=record.runner_url or "",
+        price_wei=record.price_wei,
+        price_unit=record.price_unit,
+        units_paid=record.units_paid,
+        expected_fee_wei=record.expected_fee_wei,
+        stage=GenerationStage.GENERATING,
+    )
+    if updated:
+        generation_charge_settle(
+            generation_id=generation_id, expected_fee_wei=record.expected_fee_wei
+        )
+    else:
+        # The hold stays open: the usage mirror or the stale-hold sweep resolves it.
+        logger.error(
+            "generation %s: payment confirmed for attempt %s, which no longer holds the claim",
+            generation_id,
+            attempt_id,
+        )
+
+
+# --- outcomes ------------------------------------------------------------------
+
+
+def attempt_succeed(
+    *, generation: Generation, attempt_id: str, result: InferenceResult
+) -> Generation:
+    """Store the image and mark the generation succeeded, if this attempt still owns it.
+
+    ``failed`` is accepted too: a paid image that arrives after reconcile gave up on
+    this attempt still reaches the user. Otherwise (deleted, or another attempt owns
+    the row) only the file this call wrote is removed, never one already delivered.
+    """
+    image = result.images[0]
+    stage_set(generation_id=generation.pk, attempt_id=attempt_id, stage=GenerationStage.SAVING)
+    generation.image.save(f"{generation.pk}.png", ContentFile(image.content), save=False)
+    stored_name: str = generation.image.name or ""
+    try:
+        updated = _success_write(generation, attempt_id, result, stored_name)
+    except Exception:
+        # The run ends outcome_unknown (run.py); the paid image stays on disk for support.
+        logger.warning(
+            "generation %s: success not recorded; image kept at %s", generation.pk, stored_name
+        )
+        raise
+    if not updated:
+        delivered = Generation.objects.filter(pk=generation.pk).values_list("image", flat=True)
+        if stored_name and stored_name not in delivered:
+            generation.image.storage.delete(stored_name)
+        logger.warning(
+            "generation %s: attempt %s lost the row; result dropped", generation.pk, attempt_id
+        )
+        return generation
+    generation.refresh_from_db()
+    logger.info("generation %s succeeded", generation.pk)
+    return generation
+
+
+def _success_write(
+    generation: Generation, attempt_id: str, result: InferenceResult, stored_name: str
+) -> int:
+    image = result.images[0]
+    return Generation.objects.filter(
+        pk=generation.pk,
+        attempt_id=attempt_id,
+        status__in=[GenerationStatus.RUNNING, GenerationStatus.FAILED],
+    ).update(
+        status=GenerationStatus.SUCCEEDED,
+        stage=GenerationStage.DONE,
+        image=stored_name,
+        image_seed=image.seed,
+        nsfw=image.nsfw,
+        upstream_request_id=result.upstream_request_id or "",
+        manifest_id=result.manifest_id or F("manifest_id"),
+        runner_url=result.runner_url or F("runner_url"),
+        error_code="",
+        error_message="",
+        finished_at=timezone.now(),
+    )
+
+
+def attempt_requeue(*, generation_id: uuid.UUID, attempt_id: str, code: str) -> bool:
+    """Back to ``queued`` after a retryable error before any payment; False if not ours."""
+    requeued = Generation.objects.filter(
+        pk=generation_id,
+        attempt_id=attempt_id,
+        status=GenerationStatus.RUNNING,
+        payment_claimed_at__isnull=True,
+    ).update(
+        status=GenerationStatus.QUEUED,
+        attempt_id="",
+        stage=GenerationStage.RETRYING,
+        error_code=code,
+        enqueued_at=timezone.now(),
+    )
+    return bool(requeued)
+
+
+def generation_fail(
+    *,
+    generation_id: str | uuid.UUID,
+    code: str,
+    detail: str | None = None,
+    attempt_id: str | None = None,
+    code_if_claimed: str | None = None,
+) -> bool:
+    """Record a terminal failure unless the generation already finished; True if recorded.
+
+    With ``attempt_id``, only a row that attempt owns (or a queued row, which nobody
+    owns) is touched. A held payment claim is kept (billing resolves it from usage);
+    ``code_if_claimed`` replaces ``code`` when one is held.
+    """
+    with transaction.atomic():
+        generation = Generation.objects.select_for_update().filter(pk=generation_id).first()
+        if generation is None or generation.is_finished:
+            return False
+        if attempt_id is not None and not (
+            generation.status == GenerationStatus.QUEUED or generation.attempt_id == attempt_id
+        ):
+            return False
+        claimed = generation.payment_claimed_at is not None
+        if claimed and code_if_claimed:
+            code = code_if_claimed
+        generation.status = GenerationStatus.FAILED
+        generation.stage = GenerationStage.DONE
+        generation.error_code = code
+        generation.error_message = failure_message(code, detail)
+        generation.finished_at = timezone.now()
+        generation.save(
+            update_fields=["status", "stage", "error_code", "error_message", "finished_at"]
+        )
+        if not claimed:
+            _generation_ended_without_claim(generation_id=generation.pk, reason=code)
+    return True
+
+
+def generation_fail_unexpected(*, generation_id: str | uuid.UUID, attempt_id: str | None) -> bool:
+    """Terminal record of an exception nobody anticipated (a bug, a DataError, bad config).
+
+    After a payment claim it is ``outcome_unknown`` (claim kept: never pay again);
+    before, ``internal_error``. The user message says nothing internal.
+    """
+    return generation_fail(
+        generation_id=generation_id,
+        code="internal_error",
+        code_if_claimed="outcome_unknown",
+        attempt_id=attempt_id,
+    )
+
+
+def _generation_ended_without_claim(*, generation_id: uuid.UUID, reason: str) -> None:
+    """The one place a generation ends holding no payment claim (failed before paying,
+    or deleted while queued). Runs inside the transaction that ends it.
+
+    Billing releases the credit hold here:
+    ``generation_hold_release(generation_id=generation_id, reason=reason)``.
+    """
+    generation_hold_release(generation_id=generation_id, reason=reason)
+    logger.debug("generation %s ended without a payment claim (%s)", generation_id, reason)
