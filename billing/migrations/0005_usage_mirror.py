@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('billing', '0003_hold_plan'),
-        ('inference', '0003_generation_manifest_index'),
+        ('inference', '0004_generation_manifest_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

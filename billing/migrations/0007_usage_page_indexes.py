@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('billing', '0006_usage_sync_fingerprint'),
-        ('inference', '0003_generation_manifest_index'),
+        ('inference', '0004_generation_manifest_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inference', '0002_payment_record'),
+        ('inference', '0003_lifecycle_attempts'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
