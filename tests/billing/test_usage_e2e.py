@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from billing.models import UsageManifest, UsageSyncStatus, UsageUserAggregate
+from billing.models import (
+    Account,
+    LedgerEntry,
+    Plan,
+    UsageDrift,
+    UsageManifest,
+    UsageSyncStatus,
+    UsageUserAggregate,
+)
+from billing.services import account_change_plan, credit_grant, plans_seed
 from billing.services.usage_sync import usage_sync_run, usage_sync_state
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
@@ -24,6 +33,11 @@ def test_generated_image_shows_its_exact_metered_fee_after_a_sync(
 ) -> None:
     sandbox.set_config(usageLagSeconds=3600)  # metering lags inference, as upstream
     user = UserFactory()
+    plans_seed()
+    account_change_plan(
+        user=user, plan=Plan.objects.get(slug="pay-as-you-go"), acting_user=None, reason="e2e"
+    )
+    credit_grant(user=user, amount_wei=10**30, reason="e2e", acting_user=None, idempotency_key="e")
     created = generation_create(
         owner=user, prompt="a lighthouse at dusk", width=512, height=384, seed=7
     )
@@ -53,6 +67,14 @@ def test_generated_image_shows_its_exact_metered_fee_after_a_sync(
     aggregate = UsageUserAggregate.objects.get(external_user_id=user.external_user_id)
     assert (aggregate.fee_wei, aggregate.request_count) == (fee, 1)
     assert usage_sync_state().status == UsageSyncStatus.OK
+
+    # Ledger and mirror agree: the debit is the metered fee x the plan's 6/5, rounded up.
+    debit = LedgerEntry.objects.get(kind="usage_debit", generation_id=generation.pk)
+    assert debit.amount_wei == -(-fee * 6 // 5)
+    assert Account.objects.get(pk=user.pk).balance_wei == 10**30 - debit.amount_wei
+    drift = UsageDrift.objects.get(external_user_id=user.external_user_id)
+    assert (drift.local_debit_wei, drift.metered_fee_wei) == (debit.amount_wei, fee)
+    assert drift.alert is False
 
     owner_page = Client()
     owner_page.force_login(user)
