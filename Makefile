@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: export PYMTHOUSE_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
+run: export LIVEPEER_ALLOW_PRIVATE_ADDRESSES ?= true
 run: install
 	@mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
@@ -31,6 +32,7 @@ run: install
 	@echo "  web      http://127.0.0.1:$(WEB_PORT)/          (admin: /admin/)"
 	@echo "  sandbox  http://127.0.0.1:$(SANDBOX_PORT)/      (stands in for pymthouse + Livepeer)"
 	@echo "  logins   admin@example.com (staff), alice@example.com, bob@example.com — password pixelhouse-demo"
+	@echo "  SSO      'Continue with pymthouse (sandbox)' on the sign-in page (ada@, grace@ … sandbox.pymthouse.test)"
 	@echo ""
 	$(BIN)/honcho start -f Procfile
 

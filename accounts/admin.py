@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.mfa.models import Authenticator
+from allauth.socialaccount.models import SocialAccount
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
 from accounts.models import User
-from accounts.services import user_provision_retry, user_provision_schedule, user_set_active
+from accounts.services import (
+    user_delete,
+    user_provision_retry,
+    user_register,
+    user_set_active,
+)
 
 
 @admin.register(User)
@@ -21,6 +28,7 @@ class UserAdmin(DjangoUserAdmin[User]):
         "external_user_id",
         "provisioning_status",
         "pymthouse_active",
+        "mfa_enabled",
         "is_active",
         "is_staff",
         "date_joined",
@@ -35,6 +43,9 @@ class UserAdmin(DjangoUserAdmin[User]):
         "provisioned_at",
         "pymthouse_user_id",
         "pymthouse_active",
+        "linked_providers",
+        "mfa_enabled",
+        "deleted_at",
         "last_login",
         "date_joined",
     )
@@ -55,6 +66,7 @@ class UserAdmin(DjangoUserAdmin[User]):
                 )
             },
         ),
+        ("Identity", {"fields": ("linked_providers", "mfa_enabled", "deleted_at")}),
         (
             "Permissions",
             {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
@@ -64,6 +76,35 @@ class UserAdmin(DjangoUserAdmin[User]):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
     actions = ("deactivate_users", "reactivate_users", "retry_provisioning")
 
+    @admin.display(description="Linked sign-in providers")
+    def linked_providers(self, obj: User) -> str:
+        accounts = SocialAccount.objects.filter(user=obj).order_by("provider")
+        return ", ".join(f"{a.provider} ({a.uid})" for a in accounts) or "none"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        # One query for the changelist's MFA column, not one per row.
+        totp = Authenticator.objects.filter(user=OuterRef("pk"), type=Authenticator.Type.TOTP)
+        return super().get_queryset(request).annotate(has_totp=Exists(totp))
+
+    @admin.display(description="MFA", boolean=True, ordering="has_totp")
+    def mfa_enabled(self, obj: User) -> bool:
+        return bool(getattr(obj, "has_totp", False))
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[str], dict[str, int], set[str], list[str]]:
+        # Deleting scrubs the account and keeps its rows (user_delete), so nothing
+        # related is listed as going away and no related permission is needed.
+        users = [f"{user} (personal data removed; generations and billing kept)" for user in objs]
+        return users, {"users": len(users)}, set(), []
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        user_delete(user=obj, acting_user=request.user)  # type: ignore[arg-type]
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            user_delete(user=user, acting_user=request.user)  # type: ignore[arg-type]
+
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         if change and "is_active" in form.changed_data:
             desired = obj.is_active
@@ -71,9 +112,10 @@ class UserAdmin(DjangoUserAdmin[User]):
             super().save_model(request, obj, form, change)
             user_set_active(user=obj, is_active=desired, acting_user=request.user)  # type: ignore[arg-type]
             return
-        super().save_model(request, obj, form, change)
-        if not change:
-            user_provision_schedule(user=obj)
+        if change:
+            super().save_model(request, obj, form, change)
+        else:
+            user_register(user=obj)
 
     @admin.action(description="Deactivate selected users (here and at pymthouse)")
     def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
@@ -83,9 +125,11 @@ class UserAdmin(DjangoUserAdmin[User]):
 
     @admin.action(description="Reactivate selected users (here and at pymthouse)")
     def reactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        for user in queryset:
+        reactivated = 0
+        for user in queryset.filter(deleted_at__isnull=True):
             user_set_active(user=user, is_active=True, acting_user=request.user)  # type: ignore[arg-type]
-        self.message_user(request, f"Reactivated {queryset.count()} user(s).", messages.SUCCESS)
+            reactivated += 1
+        self.message_user(request, f"Reactivated {reactivated} user(s).", messages.SUCCESS)
 
     @admin.action(description="Retry pymthouse provisioning")
     def retry_provisioning(self, request: HttpRequest, queryset: QuerySet[User]) -> None:

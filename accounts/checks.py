@@ -110,3 +110,31 @@ def check_pymthouse_settings(
                 Error(f"{name} must be a non-negative integer, got {value!r}.", id="accounts.E008")
             )
     return messages
+
+
+@register(Tags.security, deploy=True)
+def check_identity_deploy_settings(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Production identity settings: https issuers and mail that is actually delivered."""
+    messages: list[CheckMessage] = []
+    apps = settings.SOCIALACCOUNT_PROVIDERS.get("openid_connect", {}).get("APPS", [])
+    for app in apps:
+        server_url = str(app.get("settings", {}).get("server_url", ""))
+        if urlsplit(server_url).scheme != "https":
+            messages.append(
+                Error(
+                    f"SSO provider {app.get('provider_id')!r} issuer must be https, "
+                    f"got {server_url!r}.",
+                    id="accounts.E010",
+                )
+            )
+    if settings.EMAIL_BACKEND.endswith((".console.EmailBackend", ".locmem.EmailBackend")):
+        messages.append(
+            Warning(
+                "EMAIL_BACKEND does not deliver mail; verification and reset mails are lost.",
+                hint="Set DJANGO_EMAIL_BACKEND (SMTP by default) and the DJANGO_EMAIL_* settings.",
+                id="accounts.W010",
+            )
+        )
+    return messages

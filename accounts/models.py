@@ -30,23 +30,36 @@ class ProvisioningStatus(models.TextChoices):
 
 
 class UserManager(BaseUserManager["User"]):
-    """Creates users through the service layer so provisioning is scheduled."""
+    """Model-level construction only (what Django's own tooling calls).
+
+    Application code, the admin, allauth's adapters and the management commands create
+    users through ``accounts.services.user_create`` / ``user_register``, which also
+    schedule provisioning; this module never imports the service layer.
+    """
 
     use_in_migrations = True
 
-    def create_user(self, email: str, password: str | None = None, **extra_fields: Any) -> User:
-        from accounts.services import user_create
+    def build_user(self, email: str, password: str | None = None, **extra_fields: Any) -> User:
+        """An unsaved user with a normalized e-mail and a hashed (or unusable) password."""
+        user = self.model(email=self.normalize_email(email), **extra_fields)
+        if password:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        return user
 
-        return user_create(email=email, password=password, **extra_fields)
+    def create_user(self, email: str, password: str | None = None, **extra_fields: Any) -> User:
+        user = self.build_user(email, password, **extra_fields)
+        user.full_clean(exclude=["password"])
+        user.save(using=self._db)
+        return user
 
     def create_superuser(
         self, email: str, password: str | None = None, **extra_fields: Any
     ) -> User:
-        from accounts.services import user_create
-
         extra_fields["is_staff"] = True
         extra_fields["is_superuser"] = True
-        return user_create(email=email, password=password, **extra_fields)
+        return self.create_user(email, password, **extra_fields)
 
 
 class User(AbstractUser):
@@ -80,6 +93,13 @@ class User(AbstractUser):
         null=True,
         blank=True,
         help_text="Status last confirmed at pymthouse (None until provisioned).",
+    )
+
+    deleted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when the account was deleted: personal data scrubbed, row and "
+        "billing history kept, deactivated at pymthouse.",
     )
 
     USERNAME_FIELD = "email"

@@ -12,6 +12,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from allauth.account.models import EmailAddress
+from allauth.mfa.models import Authenticator
+from allauth.socialaccount.models import SocialAccount
+from allauth.usersessions.models import UserSession
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -33,20 +37,35 @@ def user_create(
     email: str,
     password: str | None = None,
     external_user_id: str | None = None,
+    email_verified: bool = False,
     **extra_fields: Any,
 ) -> User:
-    """Create a user and schedule its provisioning at pymthouse after commit."""
-    user = User(email=User.objects.normalize_email(email), **extra_fields)
+    """Create a user and schedule its provisioning at pymthouse after commit.
+
+    ``email_verified`` records the address as verified for allauth (staff-created and
+    seeded users); people who sign up verify it themselves.
+    """
+    user = User.objects.build_user(email, password, **extra_fields)
     if external_user_id is not None:
         user.external_user_id = external_user_id
-    if password:
-        user.set_password(password)
-    else:
-        user.set_unusable_password()
+    user_register(user=user)
+    EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=email_verified)
+    return user
+
+
+@transaction.atomic
+def user_register(*, user: User) -> User:
+    """Insert a new user built elsewhere (allauth's signup and SSO forms, the admin's add form).
+
+    The one place a user row is first written: validated, saved, provisioning scheduled.
+    """
+    if not user._state.adding:
+        raise ValueError("user_register only inserts new users")
     user.full_clean(exclude=["password"])
     user.save()
     account_open(user_id=user.pk)  # billing account on the default plan
     user_provision_schedule(user=user)
+    logger.info("user %s registered as %s", user.pk, user.external_user_id)
     return user
 
 
@@ -56,13 +75,30 @@ def user_provision_schedule(*, user: User) -> None:
     transaction.on_commit(lambda: provision_user_task.delay(user_id))
 
 
+def user_sessions_end(*, user: User) -> int:
+    """End every tracked session of ``user`` (allauth.usersessions); returns how many.
+
+    Untracked sessions end too: Django's ModelBackend refuses an inactive or deleted
+    user on the next request.
+    """
+    ended = 0
+    for session in UserSession.objects.filter(user=user):
+        session.end()
+        ended += 1
+    return ended
+
+
 @transaction.atomic
 def user_set_active(*, user: User, is_active: bool, acting_user: User | None) -> User:
     """Activate or deactivate a local user; pymthouse follows after commit.
 
-    Deactivation also ends the user's sessions: Django's ModelBackend refuses
-    inactive users on their next request.
+    Deactivation ends the user's sessions at once (and any untracked one on its next
+    request). A deleted user cannot be reactivated.
     """
+    if is_active and user.deleted_at is not None:
+        raise ValueError("A deleted user cannot be reactivated.")
+    if not is_active:
+        user_sessions_end(user=user)
     if user.is_active != is_active:
         user.is_active = is_active
         user.provisioning_status = ProvisioningStatus.PENDING
@@ -74,6 +110,32 @@ def user_set_active(*, user: User, is_active: bool, acting_user: User | None) ->
             acting_user.pk if acting_user else "system",
         )
     user_provision_schedule(user=user)
+    return user
+
+
+@transaction.atomic
+def user_delete(*, user: User, acting_user: User | None) -> User:
+    """Delete an account without losing its billing history.
+
+    The row stays (generations, charges and pymthouse usage keep joining on its
+    externalUserId); personal data, linked providers, e-mail addresses, second factors
+    and sessions go; pymthouse marks the user inactive after commit.
+    """
+    user_sessions_end(user=user)
+    SocialAccount.objects.filter(user=user).delete()
+    EmailAddress.objects.filter(user=user).delete()
+    Authenticator.objects.filter(user=user).delete()
+    user.email = f"deleted-{user.external_user_id}@deleted.invalid"
+    user.first_name = user.last_name = ""
+    user.set_unusable_password()
+    user.is_active = user.is_staff = user.is_superuser = False
+    user.deleted_at = timezone.now()
+    user.provisioning_status = ProvisioningStatus.PENDING
+    user.save()
+    user_provision_schedule(user=user)
+    logger.info(
+        "user %s deleted by %s", user.pk, acting_user.pk if acting_user is not None else "system"
+    )
     return user
 
 

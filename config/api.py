@@ -51,4 +51,7 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 
 @api.exception_handler(AuthenticationError)
 def authentication_error(request: HttpRequest, exc: Any) -> HttpResponse:
-    return api.create_response(request, {"detail": "Authentication required."}, status=401)
+    """401 with the RFC 6750 challenge; why a token was refused is logged, not told."""
+    response = api.create_response(request, {"detail": "Authentication required."}, status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="pixelhouse"'
+    return response

@@ -60,6 +60,8 @@ ALLOWED_HOSTS: list[str] = env.list(
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # First, so its management commands (createsuperuser) override Django's.
+    "accounts",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -71,9 +73,10 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.socialaccount",
     "allauth.socialaccount.providers.openid_connect",
+    "allauth.mfa",
+    "allauth.usersessions",
     "ninja",
     "django_celery_beat",
-    "accounts",
     "billing",
     "inference",
 ]
@@ -88,6 +91,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -167,22 +171,83 @@ LOGOUT_REDIRECT_URL = "home"
 # django-allauth: https://docs.allauth.org/en/latest/account/configuration.html
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
-ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="optional")
+# Mandatory outside DEBUG (a person proves the address before signing in).
+ACCOUNT_EMAIL_VERIFICATION: str = (
+    env.str("ACCOUNT_EMAIL_VERIFICATION", default="optional") if DEBUG else "mandatory"
+)
+ACCOUNT_EMAIL_VERIFICATION_BY_CODE_ENABLED = False
+ACCOUNT_CHANGE_EMAIL = True  # one address; changing it needs the new one verified
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
 ACCOUNT_LOGOUT_ON_GET = False
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
+ACCOUNT_SESSION_REMEMBER = None
+ACCOUNT_PREVENT_ENUMERATION = True
+# allauth's rate limits (its defaults, spelled out so they are visibly on).
+ACCOUNT_RATE_LIMITS: dict[str, str] | bool = {
+    "change_password": "5/m/user",
+    "manage_email": "10/m/user",
+    "reset_password": "20/m/ip,5/m/key",
+    "reauthenticate": "10/m/user",
+    "reset_password_from_key": "20/m/ip",
+    "signup": "20/m/ip",
+    "login": "30/m/ip",
+    "login_failed": "10/m/ip,5/5m/key",
+    "confirm_email": "1/3m/key",
+}
 ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
 SOCIALACCOUNT_REQUESTS_TIMEOUT = env.int("SOCIALACCOUNT_REQUESTS_TIMEOUT", default=10)
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # never log into an account by e-mail alone
-SOCIALACCOUNT_PROVIDERS: dict[str, Any] = {"openid_connect": {"APPS": []}}
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
+SOCIALACCOUNT_LOGIN_ON_GET = False  # starting SSO is a POST (no login CSRF via <img src>)
+SOCIALACCOUNT_STORE_TOKENS = False  # provider tokens are never persisted
+SOCIALACCOUNT_AUTO_SIGNUP = True
+# An address the IdP marks verified (email_verified) needs no mail; any other is
+# verified like a sign-up's.
+SOCIALACCOUNT_EMAIL_VERIFICATION = ACCOUNT_EMAIL_VERIFICATION
 
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "pixelhouse"
+USERSESSIONS_TRACK_ACTIVITY = True
+
+# --- Single sign-on (OIDC) ----------------------------------------------------
+# Every provider is allauth's openid_connect provider with the checks of
+# accounts/sso (PKCE S256, nonce, strict ID token). pymthouse's issuer comes
+# from PYMTHOUSE_ISSUER with its confidential web_ client; more providers from
+# SSO_EXTRA_PROVIDERS (JSON list of {provider_id, name, client_id, secret,
+# server_url}); more still from the admin (Social applications).
+SANDBOX_DEMO_WEB_CLIENT_ID = "web_b50c8e3d43c6d3641cae2e66"
+SANDBOX_DEMO_WEB_CLIENT_SECRET = (
+    "pmth_cs_5f0c1b7e2a9d4c6b8e3f1a0d7c5b9e2f4a6c8d0b1e3f5a7c9d2b4f6e8a0c1d3e"  # noqa: S105  (published sandbox credential)
+)
+SSO_PYMTHOUSE_CLIENT_ID: str = env.str(
+    "SSO_PYMTHOUSE_CLIENT_ID", default=SANDBOX_DEMO_WEB_CLIENT_ID if DEBUG else ""
+)
+SSO_PYMTHOUSE_CLIENT_SECRET: str = (
+    _secret("SSO_PYMTHOUSE_CLIENT_SECRET", SANDBOX_DEMO_WEB_CLIENT_SECRET)
+    if SSO_PYMTHOUSE_CLIENT_ID
+    else ""
+)
+SSO_PYMTHOUSE_NAME: str = env.str(
+    "SSO_PYMTHOUSE_NAME", default="pymthouse (sandbox)" if DEBUG else "pymthouse"
+)
+SSO_EXTRA_PROVIDERS: list[dict[str, Any]] = env.json("SSO_EXTRA_PROVIDERS", default=[])
+OIDC_LEEWAY_SECONDS: int = env.int("OIDC_LEEWAY_SECONDS", default=60)
+OIDC_DISCOVERY_CACHE_SECONDS: int = env.int("OIDC_DISCOVERY_CACHE_SECONDS", default=300)
 EMAIL_BACKEND = env.str(
     "DJANGO_EMAIL_BACKEND",
     default="django.core.mail.backends.console.EmailBackend"
     if DEBUG
     else "django.core.mail.backends.smtp.EmailBackend",
 )
+EMAIL_FILE_PATH = env.str("DJANGO_EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
+EMAIL_HOST = env.str("DJANGO_EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("DJANGO_EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("DJANGO_EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("DJANGO_EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("DJANGO_EMAIL_USE_TLS", default=True)
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="pixelhouse <noreply@localhost>")
 
 # --- I18N / static / media --------------------------------------------------
@@ -319,10 +384,73 @@ PYMTHOUSE_TOKEN_EXPIRY_SKEW_SECONDS: int = env.int(
 PYMTHOUSE_DISCOVERY_CACHE_SECONDS: int = env.int("PYMTHOUSE_DISCOVERY_CACHE_SECONDS", default=300)
 PYMTHOUSE_MAX_RETRIES: int = env.int("PYMTHOUSE_MAX_RETRIES", default=2)
 
+
+def sso_providers(issuer: str) -> dict[str, Any]:
+    """allauth's SOCIALACCOUNT_PROVIDERS: pymthouse (if configured) plus SSO_EXTRA_PROVIDERS."""
+    apps: list[dict[str, Any]] = []
+    if SSO_PYMTHOUSE_CLIENT_ID:
+        apps.append(
+            {
+                "provider_id": "pymthouse",
+                "name": SSO_PYMTHOUSE_NAME,
+                "client_id": SSO_PYMTHOUSE_CLIENT_ID,
+                "secret": SSO_PYMTHOUSE_CLIENT_SECRET,
+                "settings": {
+                    "server_url": issuer,
+                    # Observed against pymthouse (docs/identity.md, "Upstream facts").
+                    "token_auth_method": "client_secret_basic",
+                    "fetch_userinfo": False,
+                    "scope": ["openid", "email", "profile"],
+                },
+            }
+        )
+    for extra in SSO_EXTRA_PROVIDERS:
+        settings_block = {
+            "server_url": extra["server_url"],
+            "fetch_userinfo": extra.get("fetch_userinfo", False),
+        }
+        if "token_auth_method" in extra:
+            settings_block["token_auth_method"] = extra["token_auth_method"]
+        apps.append(
+            {
+                "provider_id": extra["provider_id"],
+                "name": extra.get("name", extra["provider_id"]),
+                "client_id": extra["client_id"],
+                "secret": extra.get("secret", ""),
+                "settings": settings_block,
+            }
+        )
+    return {
+        "openid_connect": {
+            "provider_class": "accounts.sso.provider.HardenedOpenIDConnectProvider",
+            "OAUTH_PKCE_ENABLED": True,
+            "APPS": apps,
+        }
+    }
+
+
+SOCIALACCOUNT_PROVIDERS: dict[str, Any] = sso_providers(PYMTHOUSE_ISSUER)
+
+# --- API bearer tokens (mozilla-django-oidc, accounts/api_auth.py) -----------
+# Access tokens from the issuer below authenticate JSON API calls. pymthouse's
+# access tokens carry aud = the issuer (docs/identity.md, "Upstream facts").
+OIDC_API_ISSUER: str = env.str("OIDC_API_ISSUER", default=PYMTHOUSE_ISSUER).rstrip("/")
+OIDC_API_AUDIENCE: str = env.str("OIDC_API_AUDIENCE", default=OIDC_API_ISSUER)
+OIDC_API_CREATE_USERS: bool = env.bool("OIDC_API_CREATE_USERS", default=False)
+OIDC_RP_CLIENT_ID: str = SSO_PYMTHOUSE_CLIENT_ID
+OIDC_RP_CLIENT_SECRET: str = SSO_PYMTHOUSE_CLIENT_SECRET
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_OP_TOKEN_ENDPOINT = f"{OIDC_API_ISSUER}/token"
+OIDC_OP_USER_ENDPOINT = f"{OIDC_API_ISSUER}/me"
+OIDC_OP_JWKS_ENDPOINT = f"{OIDC_API_ISSUER}/jwks"
+OIDC_USE_NONCE = False  # bearer access tokens carry no nonce
+OIDC_TIMEOUT = (3.05, 10)
+
 # --- Image generation (Livepeer) -------------------------------------------
 # "live-runner": pay Livepeer runners with tickets from pymthouse's remote
-# signer (docs/upstream.md, "Paying a live runner"). "ai-gateway": a go-livepeer AI gateway's
-# batch API with a per-request pymthouse user token as bearer.
+# signer (docs/upstream.md, "Paying a live runner"); each call is charged to the end user.
+# "ai-gateway": a go-livepeer AI gateway's batch API; the gateway pays with its
+# own key, so pymthouse charges nobody per user (see LIVEPEER_GATEWAY_HONOURS_USER_TOKENS).
 INFERENCE_BACKEND: str = env.str("INFERENCE_BACKEND", default="live-runner")
 LIVEPEER_GATEWAY_URL: str = env.str("LIVEPEER_GATEWAY_URL", default=PYMTHOUSE_URL).rstrip("/")
 LIVEPEER_CONNECT_TIMEOUT: float = env.float("LIVEPEER_CONNECT_TIMEOUT", default=3.05)
@@ -332,6 +460,20 @@ LIVEPEER_QUEUE_POLL_INTERVAL: float = env.float("LIVEPEER_QUEUE_POLL_INTERVAL", 
 LIVEPEER_QUEUE_TIMEOUT: float = env.float("LIVEPEER_QUEUE_TIMEOUT", default=120.0)
 LIVEPEER_MAX_IMAGE_BYTES: int = env.int("LIVEPEER_MAX_IMAGE_BYTES", default=20_000_000)
 LIVEPEER_MAX_PRICE_MARKUP: str = env.str("LIVEPEER_MAX_PRICE_MARKUP", default="1.012")
+# Cap on every JSON body read from a signer, runner or gateway (an image result may
+# be larger by the base64 of LIVEPEER_MAX_IMAGE_BYTES).
+LIVEPEER_MAX_RESPONSE_BYTES: int = env.int("LIVEPEER_MAX_RESPONSE_BYTES", default=1_000_000)
+# Runner, image and queue URLs that resolve to loopback, private, link-local or
+# metadata addresses are refused unless this is on (the sandbox, tests, `make run`).
+LIVEPEER_ALLOW_PRIVATE_ADDRESSES: bool = env.bool("LIVEPEER_ALLOW_PRIVATE_ADDRESSES", default=False)
+# The app's own path below a runner's `…/apps/{id}/app/` (empty: the app root).
+LIVEPEER_RUNNER_APP_PATH: str = env.str("LIVEPEER_RUNNER_APP_PATH", default="")
+# ai-gateway backend: go-livepeer's gateway pays with its own key and ignores the
+# user's token, so pymthouse does NOT charge the end user for those calls. A user
+# token is minted and sent only when this names a gateway that honours it.
+LIVEPEER_GATEWAY_HONOURS_USER_TOKENS: bool = env.bool(
+    "LIVEPEER_GATEWAY_HONOURS_USER_TOKENS", default=False
+)
 
 INFERENCE_MODELS: list[str] = env.list(
     "INFERENCE_MODELS",

@@ -11,6 +11,7 @@ urlpatterns = [
     path("healthz", accounts_views.healthz, name="healthz"),
     path("api/v1/", api.urls),
     path("", include("inference.urls")),
+    path("accounts/", include("accounts.sso.urls")),  # hardened openid_connect views
     path("billing/", include("billing.urls")),
     path("accounts/", include("allauth.urls")),
     path("staff/billing/", include("billing.staff_urls")),

@@ -22,10 +22,13 @@ class GenerationAdmin(admin.ModelAdmin[Generation]):
         "width",
         "height",
         "tickets_paid",
+        "price_unit",
+        "expected_fee_wei",
+        "manifest_id",
         "cost_usd_micros",
         "created_at",
     )
-    list_filter = ("status", "error_code", "backend", "model_id")
+    list_filter = ("status", "error_code", "backend", "model_id", "price_unit")
     list_select_related = ("owner",)
     search_fields = ("id", "owner__email", "owner__external_user_id", "prompt", "manifest_id")
     raw_id_fields = ("owner",)

@@ -1,7 +1,7 @@
 """JSON API for generations, mounted at /api/v1/ (django-ninja).
 
-Session auth (with CSRF) for the browser; bearer auth arrives with the
-identity work. Every read is owner-scoped: another user's generation is a 404.
+Bearer access tokens (accounts.api_auth) or session auth with CSRF for the
+browser. Every read is owner-scoped: another user's generation is a 404.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from uuid import UUID
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import Field, Router, Schema, Status
-from ninja.security import django_auth
 
+from accounts.api_auth import API_AUTH
 from inference import selectors, services
 from inference.errors import (
     GenerationAdmissionRefusedError,
@@ -24,7 +24,7 @@ from inference.errors import (
 )
 from inference.models import Generation, GenerationStatus
 
-router = Router(auth=django_auth, tags=["generations"])
+router = Router(auth=API_AUTH, tags=["generations"])
 
 
 class ErrorOut(Schema):

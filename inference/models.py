@@ -1,9 +1,9 @@
 """Image generations.
 
 A ``Generation`` is one prompt → one image, paid for on the Livepeer network
-with a ticket from pymthouse's remote signer. Its ``id`` doubles as the
-``gatewayRequestId`` sent with the payment, so metered usage can be joined
-back to it.
+with a ticket from pymthouse's remote signer. The runner challenge's
+``manifest_id`` (stored when the payment is claimed) joins metered usage back
+to it.
 
 Payment invariant: ``payment_claimed_at`` is set by a conditional UPDATE right
 before a ticket is requested and only cleared when the signer definitely
@@ -96,8 +96,17 @@ class GenerationQuerySet(models.QuerySet["Generation"]):
         return self.filter(status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING])
 
 
+#: Stored image formats: content type -> file extension (the extension is how the
+#: download view knows the content type to serve).
+IMAGE_EXTENSIONS: dict[str, str] = {"image/png": "png", "image/jpeg": "jpg"}
+IMAGE_CONTENT_TYPES: dict[str, str] = {ext: ctype for ctype, ext in IMAGE_EXTENSIONS.items()}
+
+
 def generation_image_path(instance: Generation, filename: str) -> str:
-    return f"generations/{instance.owner_id}/{instance.id}.png"
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "png"
+    if extension not in IMAGE_CONTENT_TYPES:
+        extension = "png"
+    return f"generations/{instance.owner_id}/{instance.id}.{extension}"
 
 
 class Generation(models.Model):
@@ -185,7 +194,14 @@ class Generation(models.Model):
 
     @property
     def gateway_request_id(self) -> str:
+        """Our request id in logs and upstream errors (not an upstream join key)."""
         return str(self.id)
+
+    @property
+    def image_content_type(self) -> str:
+        """The stored image's content type, from its extension (PNG or JPEG)."""
+        extension = (self.image.name or "").rsplit(".", 1)[-1].lower()
+        return IMAGE_CONTENT_TYPES.get(extension, "image/png")
 
     @property
     def is_finished(self) -> bool:

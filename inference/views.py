@@ -33,7 +33,7 @@ from inference.errors import (
     GenerationValidationError,
 )
 from inference.forms import SEED_INVALID_MESSAGE, GenerationForm, size_value
-from inference.models import Generation, GenerationStage, GenerationStatus
+from inference.models import IMAGE_EXTENSIONS, Generation, GenerationStage, GenerationStatus
 from inference.selectors import generation_get, generation_list, model_choices, size_presets
 from inference.services import SEED_MAX, generation_create, generation_delete
 
@@ -200,11 +200,13 @@ def image(request: HttpRequest, generation_id: uuid.UUID) -> FileResponse:
         logger.warning("generation %s: image file is missing", generation.pk)
         raise Http404("No image for this generation.") from exc
     download = request.GET.get("download") == "1"
+    content_type = generation.image_content_type
+    extension = IMAGE_EXTENSIONS[content_type]
     response = FileResponse(
         handle,
-        content_type="image/png",
+        content_type=content_type,
         as_attachment=download,
-        filename=f"pixelhouse-{generation.pk.hex[:8]}.png",
+        filename=f"pixelhouse-{generation.pk.hex[:8]}.{extension}",
     )
     response["Cache-Control"] = IMAGE_CACHE_CONTROL
     response["X-Content-Type-Options"] = "nosniff"

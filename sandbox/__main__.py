@@ -14,6 +14,8 @@ from sandbox.transport import DroppableH11Protocol
 
 logger = logging.getLogger(__name__)
 
+GO_MAX_HEADER_BYTES = 1 << 20
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="off",
         log_level=settings.log_level,
         server_header=False,
+        # Go's net/http accepts 1 MiB of request line and headers (DefaultMaxHeaderBytes);
+        # h11's default 16 KiB would refuse long runner URLs and segment credentials first.
+        h11_max_incomplete_event_size=GO_MAX_HEADER_BYTES,
     )
     # The one start-up line: where it listens and which app it serves (never the secret).
     sys.stdout.write(

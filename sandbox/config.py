@@ -23,6 +23,17 @@ DEFAULT_M2M_CLIENT_SECRET = (
     "pmth_cs_d219242171aaac09ef84f4b5af2f26e2abf754b68d78b9462ca567a2e8a0cbfe"
 )
 DEFAULT_MODELS = ("ByteDance/SDXL-Lightning", "black-forest-labs/FLUX.1-schnell")
+# The app's confidential web sibling (authorization_code only, docs/identity.md).
+DEFAULT_WEB_CLIENT_ID = "web_b50c8e3d43c6d3641cae2e66"
+DEFAULT_WEB_CLIENT_SECRET = (
+    "pmth_cs_5f0c1b7e2a9d4c6b8e3f1a0d7c5b9e2f4a6c8d0b1e3f5a7c9d2b4f6e8a0c1d3e"
+)
+# A runner's flat per-call price (wei) and unit unless configured otherwise.
+DEFAULT_RUNNER_PRICE_WEI = 4_768_371_000_000
+DEFAULT_RUNNER_UNIT = "fixed"
+# The price units go-livepeer's remote discovery accepts (server/remote_discovery.go
+# validateRunnerPrice); the sandbox can be told to advertise others, which discovery drops.
+RUNNER_UNITS = ("fixed", "seconds", "720p-pixel-seconds")
 
 # Scopes of the public app client (docs/upstream.md §P1).
 APP_ALLOWED_SCOPES = ("openid", "sign:job", "users:read", "users:write", "users:token")
@@ -53,12 +64,13 @@ class RuntimeConfig:
 
     usage_lag_seconds: float = 0.0
     eth_usd: Decimal = Decimal("3000")
-    price_per_pixel_wei: int = 4768371
     runner_latency_seconds: float = 0.0
     latency_seconds: float = 0.0
     open_meter_enabled: bool = True
     runner_mode: str = "sync"
     default_balance_usd_micros: int = 5_000_000
+    discovery_empty: bool = False
+    payment_params_ttl_seconds: float = 600.0
 
     def copy(self) -> RuntimeConfig:
         return dataclasses.replace(self)
@@ -67,12 +79,13 @@ class RuntimeConfig:
         return {
             "usageLagSeconds": self.usage_lag_seconds,
             "ethUsd": str(self.eth_usd),
-            "pricePerPixelWei": str(self.price_per_pixel_wei),
             "runnerLatencySeconds": self.runner_latency_seconds,
             "latencySeconds": self.latency_seconds,
             "openMeterEnabled": self.open_meter_enabled,
             "runnerMode": self.runner_mode,
             "defaultBalanceUsdMicros": str(self.default_balance_usd_micros),
+            "discoveryEmpty": self.discovery_empty,
+            "paymentParamsTtlSeconds": self.payment_params_ttl_seconds,
         }
 
     def update_from_json(self, changes: Mapping[str, object]) -> None:
@@ -86,16 +99,18 @@ class RuntimeConfig:
                 parsed["usage_lag_seconds"] = parse_seconds(value, key)
             elif key == "ethUsd":
                 parsed["eth_usd"] = parse_eth_usd(value, key)
-            elif key == "pricePerPixelWei":
-                parsed["price_per_pixel_wei"] = parse_integer(value, key, minimum=0)
             elif key == "runnerLatencySeconds":
                 parsed["runner_latency_seconds"] = parse_seconds(value, key)
+            elif key == "paymentParamsTtlSeconds":
+                parsed["payment_params_ttl_seconds"] = parse_seconds(value, key)
             elif key == "latencySeconds":
                 parsed["latency_seconds"] = parse_seconds(value, key)
-            elif key == "openMeterEnabled":
+            elif key in ("openMeterEnabled", "discoveryEmpty"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{key} must be a boolean")
-                parsed["open_meter_enabled"] = value
+                parsed["open_meter_enabled" if key == "openMeterEnabled" else "discovery_empty"] = (
+                    value
+                )
             elif key == "runnerMode":
                 if value not in RUNNER_MODES:
                     raise ConfigError(f"{key} must be one of: {', '.join(RUNNER_MODES)}")
@@ -119,7 +134,13 @@ class SandboxSettings:
     m2m_client_id: str = DEFAULT_M2M_CLIENT_ID
     m2m_client_secret: str = DEFAULT_M2M_CLIENT_SECRET
     app_allowed_scopes: tuple[str, ...] = APP_ALLOWED_SCOPES
+    web_client_id: str = DEFAULT_WEB_CLIENT_ID
+    web_client_secret: str = DEFAULT_WEB_CLIENT_SECRET
+    # Exact redirect URIs registered for the web client; empty = any loopback callback.
+    web_redirect_uris: tuple[str, ...] = ()
     models: tuple[str, ...] = DEFAULT_MODELS
+    runner_price_wei: int = DEFAULT_RUNNER_PRICE_WEI
+    runner_unit: str = DEFAULT_RUNNER_UNIT
     log_level: str = "info"
     runtime_defaults: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
@@ -221,11 +242,6 @@ def load_settings(
             env.get("SANDBOX_USAGE_LAG_SECONDS", "0"), "SANDBOX_USAGE_LAG_SECONDS"
         ),
         eth_usd=parse_eth_usd(env.get("SANDBOX_ETH_USD", "3000"), "SANDBOX_ETH_USD"),
-        price_per_pixel_wei=parse_integer(
-            env.get("SANDBOX_PRICE_PER_PIXEL_WEI", "4768371"),
-            "SANDBOX_PRICE_PER_PIXEL_WEI",
-            minimum=0,
-        ),
         runner_latency_seconds=parse_seconds(
             env.get("SANDBOX_RUNNER_LATENCY_SECONDS", "0"), "SANDBOX_RUNNER_LATENCY_SECONDS"
         ),
@@ -243,6 +259,14 @@ def load_settings(
     )
     if runtime.runner_mode not in RUNNER_MODES:
         raise ConfigError(f"SANDBOX_RUNNER_MODE must be one of: {', '.join(RUNNER_MODES)}")
+    runner_price_wei = parse_integer(
+        env.get("SANDBOX_RUNNER_PRICE_WEI", str(DEFAULT_RUNNER_PRICE_WEI)),
+        "SANDBOX_RUNNER_PRICE_WEI",
+        minimum=1,
+    )
+    runner_unit = env.get("SANDBOX_RUNNER_UNIT", DEFAULT_RUNNER_UNIT).strip().lower()
+    if runner_unit not in RUNNER_UNITS:
+        raise ConfigError(f"SANDBOX_RUNNER_UNIT must be one of: {', '.join(RUNNER_UNITS)}")
     return SandboxSettings(
         host=resolved_host,
         port=resolved_port,
@@ -250,7 +274,16 @@ def load_settings(
         app_id=env.get("PYMTHOUSE_PUBLIC_CLIENT_ID") or DEFAULT_PUBLIC_CLIENT_ID,
         m2m_client_id=env.get("PYMTHOUSE_M2M_CLIENT_ID") or DEFAULT_M2M_CLIENT_ID,
         m2m_client_secret=env.get("PYMTHOUSE_M2M_CLIENT_SECRET") or DEFAULT_M2M_CLIENT_SECRET,
+        web_client_id=env.get("SANDBOX_WEB_CLIENT_ID") or DEFAULT_WEB_CLIENT_ID,
+        web_client_secret=env.get("SANDBOX_WEB_CLIENT_SECRET") or DEFAULT_WEB_CLIENT_SECRET,
+        web_redirect_uris=tuple(
+            uri.strip()
+            for uri in env.get("SANDBOX_WEB_REDIRECT_URIS", "").split(",")
+            if uri.strip()
+        ),
         models=models,
+        runner_price_wei=runner_price_wei,
+        runner_unit=runner_unit,
         log_level=resolved_log_level,
         runtime_defaults=runtime,
     )

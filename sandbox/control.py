@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,8 @@ from starlette.routing import Route
 
 from sandbox.config import ConfigError, parse_integer, parse_seconds
 from sandbox.pymthouse import usage_seed
+from sandbox.runners import apply_runner_update, new_runner
+from sandbox.sso import MISBEHAVIOURS, USERINFO_MODES
 from sandbox.state import AppUser, Fault, SandboxState, iso_millis
 from sandbox.web import get_state, json_response
 
@@ -44,6 +47,13 @@ async def _json_body(request: Request, *, decimal_floats: bool = False) -> Any:
         return json.loads(raw, parse_float=Decimal if decimal_floats else float)
     except ValueError as exc:
         raise ControlError(f"invalid JSON: {exc}") from exc
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ControlError("the body must be a JSON object")
+    return body
 
 
 def _bad_request(message: str) -> Response:
@@ -177,6 +187,35 @@ async def config(request: Request) -> Response:
     )
 
 
+async def runners(request: Request) -> Response:
+    """``GET`` lists the runners; ``POST`` adds one (``{id, model?, unit?, price?, …}``)."""
+    state = get_state(request)
+    if request.method == "GET":
+        return json_response([runner.as_json() for runner in state.runners.values()])
+    try:
+        runner = new_runner(await _json_object(request), state.settings, state.runners)
+    except (ControlError, ConfigError) as exc:
+        return _bad_request(str(exc))
+    state.runners[runner.runner_id] = runner
+    return json_response(runner.as_json(), 201)
+
+
+async def runner_detail(request: Request) -> Response:
+    """``PUT`` partially updates a runner (unit, price, capacity, appFault, …); ``DELETE``."""
+    state = get_state(request)
+    runner = state.runners.get(request.path_params["runner_id"])
+    if runner is None:
+        return json_response({"error": "runner not found"}, 404)
+    if request.method == "DELETE":
+        del state.runners[runner.runner_id]
+        return json_response({"ok": True})
+    try:
+        apply_runner_update(runner, await _json_object(request), state.settings.models)
+    except (ControlError, ConfigError) as exc:
+        return _bad_request(str(exc))
+    return json_response(runner.as_json())
+
+
 async def requests_log(request: Request) -> Response:
     state = get_state(request)
     if request.method == "DELETE":
@@ -189,6 +228,117 @@ async def requests_log(request: Request) -> Response:
 
 async def events(request: Request) -> Response:
     return json_response([event.as_json() for event in get_state(request).events])
+
+
+async def oidc_identities(request: Request) -> Response:
+    """GET: the people the login page offers; POST ``{email, name?, sub?, emailVerified?}``."""
+    state = get_state(request)
+    if request.method == "POST":
+        try:
+            body = await _json_body(request)
+        except ControlError as exc:
+            return _bad_request(str(exc))
+        email = body.get("email") if isinstance(body, dict) else None
+        if not isinstance(email, str) or "@" not in email:
+            return _bad_request("email is required")
+        sub = body.get("sub")
+        verified = body.get("emailVerified", True)
+        if (sub is not None and not isinstance(sub, str)) or not isinstance(verified, bool):
+            return _bad_request("sub must be a string and emailVerified a boolean")
+        identity = state.sso.add_identity(
+            email=email, name=str(body.get("name") or email), sub=sub, verified=verified
+        )
+        return json_response(identity.as_json(), 201)
+    return json_response([identity.as_json() for identity in state.sso.identities.values()])
+
+
+async def oidc_misbehave(request: Request) -> Response:
+    """PUT ``{"idToken": <mode>, "times": n?, "userinfo": "refuse"|"serve"?}``; DELETE clears."""
+    state = get_state(request)
+    if request.method == "PUT":
+        try:
+            body = await _json_body(request)
+        except ControlError as exc:
+            return _bad_request(str(exc))
+        if not isinstance(body, dict) or set(body) - {"idToken", "times", "userinfo"}:
+            return _bad_request("expected idToken, times and/or userinfo")
+        mode = body.get("idToken")
+        if mode is not None and mode not in MISBEHAVIOURS:
+            return _bad_request(f"idToken must be one of: {', '.join(MISBEHAVIOURS)}")
+        userinfo = body.get("userinfo", state.sso.userinfo_mode)
+        if userinfo not in USERINFO_MODES:
+            return _bad_request(f"userinfo must be one of: {', '.join(USERINFO_MODES)}")
+        times = body.get("times")
+        try:
+            times = None if times is None else parse_integer(times, "times", minimum=1)
+        except ConfigError as exc:
+            return _bad_request(str(exc))
+        state.sso.misbehave, state.sso.misbehave_times = mode, times
+        state.sso.userinfo_mode = str(userinfo)
+        logger.info("OIDC misbehaviour set: %s", mode)
+    elif request.method == "DELETE":
+        state.sso.misbehave, state.sso.misbehave_times = None, None
+        state.sso.userinfo_mode = "refuse"
+    return json_response(
+        {
+            "idToken": state.sso.misbehave,
+            "times": state.sso.misbehave_times,
+            "userinfo": state.sso.userinfo_mode,
+        }
+    )
+
+
+async def oidc_rotate_key(request: Request) -> Response:
+    """POST ``{"keepOld": true}``: sign with a new key; the JWKS keeps the old one if asked."""
+    state = get_state(request)
+    try:
+        body = await _json_body(request)
+    except ControlError as exc:
+        return _bad_request(str(exc))
+    keep_old = body.get("keepOld", True) if isinstance(body, dict) else True
+    if not isinstance(keep_old, bool):
+        return _bad_request("keepOld must be a boolean")
+    kid = state.keys.rotate(keep_old=keep_old)
+    return json_response({"kid": kid, "jwks": state.keys.jwks()})
+
+
+async def oidc_access_token(request: Request) -> Response:
+    """POST ``{sub, claims?}``: a web-flow access token signed with the active key.
+
+    ``claims`` overrides any claim (``aud``, ``iss``, ``exp`` ...; null removes it), so
+    relying-party tests can present validly signed tokens that are wrong in one way.
+    """
+    state = get_state(request)
+    try:
+        body = await _json_body(request)
+    except ControlError as exc:
+        return _bad_request(str(exc))
+    if not isinstance(body, dict) or not isinstance(body.get("sub"), str):
+        return _bad_request("sub is required")
+    overrides = body.get("claims") or {}
+    if not isinstance(overrides, dict):
+        return _bad_request("claims must be an object")
+    now = int(time.time())
+    issuer = state.settings.issuer
+    claims: dict[str, Any] = {
+        "jti": uuid.uuid4().hex,
+        "sub": body["sub"],
+        "iat": now,
+        "exp": now + 3600,
+        "scope": "openid email profile",
+        "client_id": state.settings.web_client_id,
+        "iss": issuer,
+        "aud": issuer,
+    }
+    for name, value in overrides.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    token = state.keys.sign_compact(
+        {"alg": "RS256", "typ": "at+jwt", "kid": state.keys.kid}, claims
+    )
+    return json_response({"access_token": token, "claims": claims})
 
 
 def _loopback_only(endpoint: Any) -> Any:
@@ -207,10 +357,24 @@ routes = [
     Route("/__sandbox/users/{ext:path}/balance", _loopback_only(set_balance), methods=["PUT"]),
     Route("/__sandbox/faults", _loopback_only(faults), methods=["GET", "POST", "DELETE"]),
     Route("/__sandbox/config", _loopback_only(config), methods=["GET", "PUT"]),
+    Route("/__sandbox/runners", _loopback_only(runners), methods=["GET", "POST"]),
+    Route(
+        "/__sandbox/runners/{runner_id}",
+        _loopback_only(runner_detail),
+        methods=["PUT", "DELETE"],
+    ),
     Route("/__sandbox/requests", _loopback_only(requests_log), methods=["GET", "DELETE"]),
     Route("/__sandbox/events", _loopback_only(events), methods=["GET"]),
     *(
         Route(route.path, _loopback_only(route.endpoint), methods=sorted(route.methods or ()))
         for route in usage_seed.routes
     ),
+    Route("/__sandbox/oidc/identities", _loopback_only(oidc_identities), methods=["GET", "POST"]),
+    Route(
+        "/__sandbox/oidc/misbehave",
+        _loopback_only(oidc_misbehave),
+        methods=["GET", "PUT", "DELETE"],
+    ),
+    Route("/__sandbox/oidc/rotate-key", _loopback_only(oidc_rotate_key), methods=["POST"]),
+    Route("/__sandbox/oidc/access-token", _loopback_only(oidc_access_token), methods=["POST"]),
 ]

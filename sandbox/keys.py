@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jwt.algorithms import RSAAlgorithm
 from jwt.utils import base64url_encode
@@ -22,6 +22,7 @@ ACCESS_TOKEN_JWT_TYP = "at+jwt"
 M2M_TOKEN_TTL_SECONDS = 3600
 USER_TOKEN_TTL_SECONDS = 900
 SIGNER_TOKEN_TTL_SECONDS = 300
+MAX_PUBLISHED_KEYS = 5
 
 
 class TokenError(Exception):
@@ -36,19 +37,57 @@ class SigningKeys:
         self.kid = str(uuid.uuid4())
         self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._public_key = self._private_key.public_key()
+        # Keys retired by rotate(), newest first; pymthouse publishes its newest 5 keys.
+        self._retired: list[tuple[str, rsa.RSAPublicKey]] = []
+
+    def rotate(self, *, keep_old: bool = True) -> str:
+        """Sign with a fresh key from now on; the old one stays in the JWKS unless dropped."""
+        if keep_old:
+            self._retired.insert(0, (self.kid, self._public_key))
+            del self._retired[MAX_PUBLISHED_KEYS - 1 :]
+        else:
+            self._retired.clear()
+        self.kid = str(uuid.uuid4())
+        self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._public_key = self._private_key.public_key()
+        logger.info("signing key rotated (keep_old=%s)", keep_old)
+        return self.kid
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._public_key
+
+    def public_key_pem(self) -> bytes:
+        """The active public key as PEM (what an HS256 key-confusion attacker would use)."""
+        return self._public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
-        """The JWKS document, with the field order node-oidc-provider uses."""
-        raw: dict[str, Any] = RSAAlgorithm.to_jwk(self._public_key, as_dict=True)
-        key = {
-            "kty": "RSA",
-            "use": "sig",
-            "kid": self.kid,
-            "alg": "RS256",
-            "e": str(raw["e"]),
-            "n": str(raw["n"]),
-        }
-        return {"keys": [key]}
+        """The JWKS document, with the field order node-oidc-provider uses (active key first)."""
+        keys = []
+        for kid, public_key in [(self.kid, self._public_key), *self._retired]:
+            raw: dict[str, Any] = RSAAlgorithm.to_jwk(public_key, as_dict=True)
+            keys.append(
+                {
+                    "kty": "RSA",
+                    "use": "sig",
+                    "kid": kid,
+                    "alg": "RS256",
+                    "e": str(raw["e"]),
+                    "n": str(raw["n"]),
+                }
+            )
+        return {"keys": keys}
+
+    def sign_compact(self, header: dict[str, Any], claims: dict[str, Any]) -> str:
+        """A compact RS256 JWS over ``header`` and ``claims`` with the active key."""
+        signing_input = b".".join(
+            base64url_encode(json.dumps(part, separators=(",", ":")).encode())
+            for part in (header, claims)
+        )
+        signature = self._private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        return (signing_input + b"." + base64url_encode(signature)).decode("ascii")
 
     def _encode(self, claims: dict[str, Any], *, header_order: tuple[str, ...]) -> str:
         """Compact RS256 JWS with the header and claims in the given key order.
@@ -58,12 +97,7 @@ class SigningKeys:
         """
         values = {"alg": "RS256", "typ": ACCESS_TOKEN_JWT_TYP, "kid": self.kid}
         header = {name: values[name] for name in header_order}
-        signing_input = b".".join(
-            base64url_encode(json.dumps(part, separators=(",", ":")).encode())
-            for part in (header, claims)
-        )
-        signature = self._private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-        return (signing_input + b"." + base64url_encode(signature)).decode("ascii")
+        return self.sign_compact(header, claims)
 
     def mint_m2m_token(self, *, client_id: str, scope: str) -> tuple[str, dict[str, Any]]:
         """A client_credentials machine token (node-oidc-provider claim order)."""
@@ -147,9 +181,13 @@ class SigningKeys:
     def verify(self, token: str) -> dict[str, Any]:
         """Verify an RS256 token minted by this process: signature, iss, aud = issuer, exp, nbf."""
         try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            keys = dict([(self.kid, self._public_key), *self._retired])
+            if kid not in keys:
+                raise TokenError("invalid token")
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._public_key,
+                keys[kid],
                 algorithms=["RS256"],
                 audience=self.issuer,
                 issuer=self.issuer,

@@ -14,11 +14,6 @@ MICROS_PER_USD = 10**6
 WEI_USD_TO_MICROS_DIVISOR = WEI_PER_ETH // MICROS_PER_USD
 
 
-def fee_wei_for_pixels(pixels: int, price_per_pixel_wei: int) -> int:
-    """The fee for ``pixels`` output pixels (pixels_per_unit is 1): pixels * price."""
-    return pixels * price_per_pixel_wei
-
-
 def usd_micros_exact(fee_wei: int, eth_usd: Decimal) -> Fraction:
     """The exact USD-micros value of ``fee_wei`` at ``eth_usd``, as a Fraction (no rounding)."""
     return Fraction(fee_wei) * Fraction(eth_usd) / WEI_USD_TO_MICROS_DIVISOR

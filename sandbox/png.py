@@ -109,3 +109,45 @@ def png_text(data: bytes) -> dict[str, object]:
             return result
         position += 12 + length
     return {}
+
+
+# Baseline JPEG, one grey component, with the standard (ITU T.81 Annex K) DC and AC
+# luminance Huffman tables. Every 8x8 block is mid-grey: DC difference 0 (code ``00``)
+# then end-of-block (code ``1010``), so the scan is a repeated 6-bit pattern.
+_JPEG_QUANT = bytes([1] * 64)
+_JPEG_DC_COUNTS = bytes([0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+_JPEG_DC_VALUES = bytes(range(12))
+_JPEG_AC_COUNTS = bytes([0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7D])
+_JPEG_AC_VALUES = bytes.fromhex(
+    "01020300041105122131410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a"
+    "25262728292a3435363738393a434445464748494a535455565758595a636465666768696a73747576777879"
+    "7a838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9"
+    "cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9fa"
+)
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+def render_jpeg(*, width: int, height: int) -> bytes:
+    """A valid grey baseline JPEG of exactly ``width`` x ``height`` (stdlib only)."""
+    if not 1 <= width <= 65535 or not 1 <= height <= 65535:
+        raise ValueError("width and height must be 1..65535")
+    blocks = -(-width // 8) * -(-height // 8)
+    bits = "001010" * blocks
+    bits += "1" * (-len(bits) % 8)  # pad with 1-bits; "001010" never forms 0xFF
+    scan = int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
+    return b"".join(
+        [
+            b"\xff\xd8",
+            _jpeg_segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"),
+            _jpeg_segment(0xDB, b"\x00" + _JPEG_QUANT),
+            _jpeg_segment(0xC0, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00"),
+            _jpeg_segment(0xC4, b"\x00" + _JPEG_DC_COUNTS + _JPEG_DC_VALUES),
+            _jpeg_segment(0xC4, b"\x10" + _JPEG_AC_COUNTS + _JPEG_AC_VALUES),
+            _jpeg_segment(0xDA, b"\x01\x01\x00\x00\x3f\x00"),
+            scan,
+            b"\xff\xd9",
+        ]
+    )

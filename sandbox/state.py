@@ -19,7 +19,9 @@ from typing import Any
 
 from sandbox.config import RuntimeConfig, SandboxSettings
 from sandbox.keys import SigningKeys
-from sandbox.money import fee_wei_for_pixels, usd_micros_exact, usd_micros_for_fee
+from sandbox.money import usd_micros_exact, usd_micros_for_fee
+from sandbox.runners import RunnerConfig, default_runners
+from sandbox.sso import SsoState
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +143,7 @@ class QueueJob:
     runner: str
     ready_at: float
     body: dict[str, Any]
+    fault: dict[str, Any] | None = None
 
 
 class InsufficientBalanceError(Exception):
@@ -151,6 +154,7 @@ class SandboxState:
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
         self.keys = SigningKeys(settings.issuer)
+        self.sso = SsoState(settings.issuer)
         self.hmac_secret = secrets.token_bytes(32)
         # Stands in for the app owner's id in billing_subject_key / cost_owner_user_id.
         self.owner_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-owner:{settings.app_id}"))
@@ -162,7 +166,14 @@ class SandboxState:
         self.request_log: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=REQUEST_LOG_LIMIT
         )
+        # Orchestrator side (go-livepeer pm/recipient.go, core/accounting.go): ticket
+        # nonces already seen per recipientRandHash, credit and fixed price per
+        # (sender, manifest), the runners and their in-flight sessions.
         self.used_tickets: set[str] = set()
+        self.orch_balances: dict[tuple[str, str], int] = {}
+        self.fixed_prices: dict[tuple[str, str], tuple[int, int]] = {}
+        self.runners: dict[str, RunnerConfig] = default_runners(settings)
+        self.orchestrator_address = "0x" + secrets.token_hex(20)
         self.queue_jobs: dict[str, QueueJob] = {}
         self.streams: collections.OrderedDict[str, collections.OrderedDict[str, bytes]] = (
             collections.OrderedDict()
@@ -176,8 +187,12 @@ class SandboxState:
         self.faults.clear()
         self.request_log.clear()
         self.used_tickets.clear()
+        self.orch_balances.clear()
+        self.fixed_prices.clear()
+        self.runners = default_runners(self.settings)
         self.queue_jobs.clear()
         self.streams.clear()
+        self.sso.reset()
 
     # --- users -------------------------------------------------------------------------
 
@@ -217,31 +232,29 @@ class SandboxState:
 
     # --- metering ----------------------------------------------------------------------
 
+    def check_balance(self, external_user_id: str) -> None:
+        """pymthouse's signer webhook gate: InsufficientBalanceError when spendable <= 0.
+
+        OpenMeter-absent mode is permissive, like pymthouse.
+        """
+        user = self.resolve_or_create_user(external_user_id)
+        if self.config.open_meter_enabled and user.balance_usd_micros <= 0:
+            raise InsufficientBalanceError(external_user_id)
+
     def charge(
         self,
         *,
         external_user_id: str,
+        fee_wei: int,
         pixels: int,
         model_id: str,
+        pipeline: str,
         manifest_id: str,
         gateway_request_id: str | None,
         source: str,
-        pipeline: str = "text-to-image",
-        price_per_pixel_wei: int | None = None,
-        enforce_balance: bool = True,
     ) -> UsageEvent:
-        """Gate on balance, record one usage event and debit it, atomically (no awaits).
-
-        Raises InsufficientBalanceError when the spendable balance is <= 0 and
-        ``enforce_balance`` is set (OpenMeter-absent mode is permissive, like pymthouse).
-        """
+        """Record one usage event (one signed-ticket batch) and debit it (no awaits)."""
         user = self.resolve_or_create_user(external_user_id)
-        if enforce_balance and user.balance_usd_micros <= 0:
-            raise InsufficientBalanceError(external_user_id)
-        price = (
-            self.config.price_per_pixel_wei if price_per_pixel_wei is None else price_per_pixel_wei
-        )
-        fee_wei = fee_wei_for_pixels(pixels, price)
         eth_usd: Decimal = self.config.eth_usd
         event = UsageEvent(
             event_id=str(uuid.uuid4()),

@@ -191,6 +191,23 @@ class SandboxControl:
         result: dict[str, Any] = self._call("GET", "/config")
         return result
 
+    def runners(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/runners")
+        return result
+
+    def set_runner(self, runner_id: str, **changes: Any) -> dict[str, Any]:
+        """camelCase keys: ``unit``, ``price`` (wei, int or str), ``capacity``, ``appFault``…"""
+        path = f"/runners/{urllib.parse.quote(runner_id, safe='')}"
+        result: dict[str, Any] = self._call("PUT", path, changes)
+        return result
+
+    def add_runner(self, runner_id: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/runners", {"id": runner_id, **fields})
+        return result
+
+    def remove_runner(self, runner_id: str) -> None:
+        self._call("DELETE", f"/runners/{urllib.parse.quote(runner_id, safe='')}")
+
     def users(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/users")
         return result
@@ -217,4 +234,30 @@ class SandboxControl:
         if generate is not None:
             body["generate"] = generate
         result: dict[str, Any] = self._call("POST", "/usage/seed", body)
+        return result
+
+    def oidc_identities(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/oidc/identities")
+        return result
+
+    def add_oidc_identity(self, email: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/oidc/identities", {"email": email, **fields})
+        return result
+
+    def oidc_misbehave(
+        self, id_token: str | None, *, times: int | None = None, **extra: Any
+    ) -> None:
+        body: dict[str, Any] = {"idToken": id_token, **extra}
+        if times is not None:
+            body["times"] = times
+        self._call("PUT", "/oidc/misbehave", body)
+
+    def oidc_access_token(self, sub: str, **claims: Any) -> str:
+        """A signed web-flow access token for ``sub``; ``claims`` override (None removes)."""
+        result = self._call("POST", "/oidc/access-token", {"sub": sub, "claims": claims})
+        token: str = result["access_token"]
+        return token
+
+    def rotate_oidc_key(self, *, keep_old: bool = True) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/oidc/rotate-key", {"keepOld": keep_old})
         return result

@@ -22,6 +22,7 @@ from config.settings import (
     VAR_DIR,
     env,
     filesystem_broker_options,
+    sso_providers,
 )
 from tests.sandbox_server import free_port
 
@@ -37,7 +38,14 @@ CELERY_TASK_DEFAULT_QUEUE = f"test-{TEST_RUN_ID}"
 
 PYMTHOUSE_URL = f"http://127.0.0.1:{TEST_SANDBOX_PORT}"
 PYMTHOUSE_ISSUER = f"{PYMTHOUSE_URL}/api/v1/oidc"
+SOCIALACCOUNT_PROVIDERS = sso_providers(PYMTHOUSE_ISSUER)
+OIDC_API_ISSUER = OIDC_API_AUDIENCE = PYMTHOUSE_ISSUER
+OIDC_OP_TOKEN_ENDPOINT = f"{PYMTHOUSE_ISSUER}/token"
+OIDC_OP_USER_ENDPOINT = f"{PYMTHOUSE_ISSUER}/me"
+OIDC_OP_JWKS_ENDPOINT = f"{PYMTHOUSE_ISSUER}/jwks"
 LIVEPEER_GATEWAY_URL = PYMTHOUSE_URL  # the sandbox also serves the AI gateway batch API
+# The sandbox is on loopback; a test (or worker env) turns this off to get production's refusal.
+LIVEPEER_ALLOW_PRIVATE_ADDRESSES = env.bool("TEST_LIVEPEER_ALLOW_PRIVATE_ADDRESSES", default=True)
 PYMTHOUSE_PUBLIC_CLIENT_ID = SANDBOX_DEMO_PUBLIC_CLIENT_ID
 PYMTHOUSE_M2M_CLIENT_ID = SANDBOX_DEMO_M2M_CLIENT_ID
 PYMTHOUSE_M2M_CLIENT_SECRET = SANDBOX_DEMO_M2M_CLIENT_SECRET

@@ -57,34 +57,34 @@ def _markup() -> Fraction:
     return Fraction(Decimal(str(settings.LIVEPEER_MAX_PRICE_MARKUP)))
 
 
-def price_observe(*, model_id: str, price_wei: int, per_pixel: bool) -> None:
-    """Remember a runner's price for ``model_id`` (per pixel, or per image when fixed)."""
+def price_observe(*, model_id: str, price_wei: int, units_per_payment: int) -> None:
+    """Remember a runner's price for ``model_id``: wei per unit, and the units one payment
+    buys (1 for ``fixed``, the seconds of a first ``live`` payment)."""
     cache.set(
         _price_key(model_id),
-        {"price_wei": str(price_wei), "per_pixel": per_pixel},
+        {"price_wei": str(price_wei), "units": str(units_per_payment)},
         timeout=_PRICE_CACHE_SECONDS,
     )
 
 
-def max_fee_estimate(*, model_id: str, width: int, height: int) -> int:
-    """The most one image may cost at the network: what the client would accept.
+def max_fee_estimate(*, model_id: str) -> int:
+    """The most one image's payment may cost at the network: what the client would accept.
 
     The last observed runner price for the model, raised by the ``maxPrice`` markup
-    exactly as the client computes ``maxPrice`` (per unit, rounded up), times the
-    units (pixels, or 1 for a fixed price). Without an observation, the configured
-    per-image estimate ``BILLING_ESTIMATED_FEE_WEI``.
+    exactly as the client computes ``maxPrice`` (per unit, rounded up), times the units
+    one payment buys. Without an observation, the configured per-image estimate
+    ``BILLING_ESTIMATED_FEE_WEI``.
     """
     observed: Any = cache.get(_price_key(model_id))
     if not isinstance(observed, dict):
         return _estimated_fee_wei()
     try:
         price = parse_wei(observed["price_wei"])
-        per_pixel = bool(observed["per_pixel"])
+        units = parse_wei(observed["units"])
     except (KeyError, ValueError):
         return _estimated_fee_wei()
     markup = _markup()
-    ceiling = apply_ratio(price, markup.numerator, markup.denominator)
-    return ceiling * (width * height if per_pixel else 1)
+    return apply_ratio(price, markup.numerator, markup.denominator) * units
 
 
 def plan_charge(*, plan: Plan, fee_wei: int) -> int:
@@ -153,9 +153,7 @@ def generation_admit(*, generation: Generation) -> None:
         return
     amount = plan_charge(
         plan=plan,
-        fee_wei=max_fee_estimate(
-            model_id=generation.model_id, width=generation.width, height=generation.height
-        ),
+        fee_wei=max_fee_estimate(model_id=generation.model_id),
     )
     if amount > account.available_wei:
         raise _refuse(
@@ -275,7 +273,7 @@ def generation_charge_settle(
         price_observe(
             model_id=generation.model_id,
             price_wei=generation.price_wei,
-            per_pixel=generation.units_paid != 1,
+            units_per_payment=generation.units_paid,
         )
 
 

@@ -62,6 +62,10 @@ def _credentials(
     client = get_client()
     external_user_id = generation.owner.external_user_id
     if backend_name == "ai-gateway":
+        # go-livepeer's gateway ignores the user's token and pays with its own key
+        # (docs/upstream.md): mint one only for a gateway configured as honouring it.
+        if not settings.LIVEPEER_GATEWAY_HONOURS_USER_TOKENS:
+            return GatewayCredentials(gateway_url=settings.LIVEPEER_GATEWAY_URL)
         try:
             token = client.mint_user_token(external_user_id=external_user_id)
         except PymthouseNotFoundError:

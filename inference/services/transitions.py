@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from billing.services import generation_charge_settle, generation_hold_release
 from inference.errors import PaymentAlreadyClaimedError
-from inference.models import Generation, GenerationStage, GenerationStatus
+from inference.models import IMAGE_EXTENSIONS, Generation, GenerationStage, GenerationStatus
 from inference.services.failures import failure_message
 from integrations.livepeer import InferenceResult, PaymentRecord
 
@@ -187,7 +187,8 @@ def attempt_succeed(
     """
     image = result.images[0]
     stage_set(generation_id=generation.pk, attempt_id=attempt_id, stage=GenerationStage.SAVING)
-    generation.image.save(f"{generation.pk}.png", ContentFile(image.content), save=False)
+    extension = IMAGE_EXTENSIONS.get(image.content_type, "png")
+    generation.image.save(f"{generation.pk}.{extension}", ContentFile(image.content), save=False)
     stored_name: str = generation.image.name or ""
     try:
         updated = _success_write(generation, attempt_id, result, stored_name)

@@ -9,7 +9,8 @@ Usage (the inference service)::
 
 ``live-runner`` (default) needs :class:`SignerCredentials` (build them with
 ``SignerCredentials.from_signer_session(pymthouse_signer_session)``); ``ai-gateway``
-needs :class:`GatewayCredentials` (``gateway_credentials(user_token.access_token)``).
+needs :class:`GatewayCredentials` (``gateway_credentials()``; a user token only for a
+gateway that honours one: go-livepeer's pays with its own key and charges nobody).
 Errors are :class:`LivepeerError` subclasses; retry exactly when ``exc.retryable``.
 """
 

@@ -1,10 +1,15 @@
-"""The ``ai-gateway`` backend: ``POST {gateway}/text-to-image`` (livepeer-api.md §2).
+"""The ``ai-gateway`` backend: ``POST {gateway}/text-to-image`` (docs/upstream.md §L3).
 
-The gateway pays orchestrators itself; we only authenticate with the user's JWT and
-tag the call with ``X-Request-Id``. The POST may spend money, so it runs under the
-guard: error statuses and connections that failed (or dropped: go-livepeer crashes
-without an answer when it finds no orchestrator, §0.4) release it; a read timeout or
-a proxy's 504 leaves it claimed (outcome unknown).
+**Nobody is charged per user on this path.** go-livepeer's gateway ignores
+``Authorization`` and ``X-Request-Id`` and pays orchestrators with its own key, so
+pymthouse never sees these calls: the gateway operator pays, and pixelhouse's local
+ledger is the only per-user charge. A user token is sent only when
+``LIVEPEER_GATEWAY_HONOURS_USER_TOKENS`` says the gateway honours one.
+
+The POST may spend (the operator's) money, so it runs under the guard: error
+statuses and connections that failed (or dropped: go-livepeer crashes without an
+answer when it finds no orchestrator) release it; a read timeout or a proxy's 504
+leaves it claimed (outcome unknown).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from integrations.livepeer.errors import (
 from integrations.livepeer.images import ImageFetcher
 from integrations.livepeer.schemas import ImagesResponse
 from integrations.livepeer.session import (
+    BodyTooLargeError,
     LivepeerSession,
     is_timeout,
     send,
@@ -102,10 +108,9 @@ def _generate(
     request_id = request.request_id
     url = f"{credentials.gateway_url.rstrip('/')}/text-to-image"
     path = url_path(url)
-    headers = {
-        "Authorization": f"Bearer {raw_token(credentials.bearer_token)}",
-        REQUEST_ID_HEADER: request_id,
-    }
+    headers = {REQUEST_ID_HEADER: request_id}
+    if credentials.bearer_token is not None:
+        headers["Authorization"] = f"Bearer {raw_token(credentials.bearer_token)}"
     guard.claim(manifest_id=None, runner_url=None)
     try:
         response = send(
@@ -117,7 +122,14 @@ def _generate(
             json=request_body(request),
             headers=headers,
             timeout=config.inference_timeout,
+            max_body=config.max_result_bytes,
         )
+    except BodyTooLargeError as exc:
+        if exc.status == 200:
+            guard.confirm(PaymentRecord(manifest_id=None, runner_url=None))
+            raise
+        guard.release()
+        raise
     except requests.RequestException as exc:
         message = describe(
             upstream="gateway", method="POST", path=path, status=None, detail=transport_failure(exc)
@@ -186,8 +198,10 @@ def _finish(
         request_id=request_id,
         timeout=config.inference_timeout,
         max_bytes=config.max_image_bytes,
+        allow_private=config.allow_private_addresses,
+        expected_size=(request.width, request.height),
     )
-    images = fetcher.fetch_all(parsed, base_url=url)
+    images = fetcher.fetch_first(parsed, base_url=url)
     upstream_id = next(
         (sid for sid in (stream_request_id(item.url) for item in parsed.images) if sid), None
     )

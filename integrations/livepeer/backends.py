@@ -31,8 +31,11 @@ def get_backend(name: str | None = None) -> InferenceBackend:
     return backend_class()
 
 
-def gateway_credentials(bearer_token: Token) -> GatewayCredentials:
-    """Credentials for the configured AI gateway (``settings.LIVEPEER_GATEWAY_URL``)."""
+def gateway_credentials(bearer_token: Token | None = None) -> GatewayCredentials:
+    """Credentials for the configured AI gateway (``settings.LIVEPEER_GATEWAY_URL``).
+
+    Pass a user token only when ``LIVEPEER_GATEWAY_HONOURS_USER_TOKENS`` is on.
+    """
     return GatewayCredentials(
         gateway_url=LivepeerConfig.from_settings().gateway_url, bearer_token=bearer_token
     )

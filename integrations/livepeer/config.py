@@ -21,6 +21,7 @@ DEFAULT_QUEUE_POLL_INTERVAL = 1.0
 DEFAULT_QUEUE_TIMEOUT = 120.0
 DEFAULT_MAX_IMAGE_BYTES = 20_000_000
 DEFAULT_MAX_PRICE_MARKUP = "1.012"
+DEFAULT_MAX_RESPONSE_BYTES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,10 @@ class LivepeerConfig:
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_price_markup: Decimal = Decimal(DEFAULT_MAX_PRICE_MARKUP)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    allow_private_addresses: bool = False
+    runner_app_path: str = ""
+    gateway_honours_user_tokens: bool = False
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.gateway_url)
@@ -53,6 +58,10 @@ class LivepeerConfig:
             raise ImproperlyConfigured("LIVEPEER_QUEUE_POLL_INTERVAL must not be negative")
         if self.max_image_bytes <= 0:
             raise ImproperlyConfigured("LIVEPEER_MAX_IMAGE_BYTES must be positive")
+        if self.max_response_bytes <= 0:
+            raise ImproperlyConfigured("LIVEPEER_MAX_RESPONSE_BYTES must be positive")
+        if "?" in self.runner_app_path or "#" in self.runner_app_path:
+            raise ImproperlyConfigured("LIVEPEER_RUNNER_APP_PATH must be a plain path")
         if not self.max_price_markup.is_finite() or self.max_price_markup < 1:
             raise ImproperlyConfigured("LIVEPEER_MAX_PRICE_MARKUP must be a decimal >= 1")
 
@@ -63,6 +72,11 @@ class LivepeerConfig:
     @property
     def inference_timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.read_timeout)
+
+    @property
+    def max_result_bytes(self) -> int:
+        """Cap on a JSON body that may carry an image as a base64 ``data:`` URL."""
+        return self.max_response_bytes + self.max_image_bytes * 4 // 3 + 4
 
     @classmethod
     def from_settings(cls) -> LivepeerConfig:
@@ -94,6 +108,16 @@ class LivepeerConfig:
                 ),
                 max_price_markup=Decimal(
                     str(getattr(settings, "LIVEPEER_MAX_PRICE_MARKUP", DEFAULT_MAX_PRICE_MARKUP))
+                ),
+                max_response_bytes=int(
+                    getattr(settings, "LIVEPEER_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE_BYTES)
+                ),
+                allow_private_addresses=bool(
+                    getattr(settings, "LIVEPEER_ALLOW_PRIVATE_ADDRESSES", False)
+                ),
+                runner_app_path=str(getattr(settings, "LIVEPEER_RUNNER_APP_PATH", "") or ""),
+                gateway_honours_user_tokens=bool(
+                    getattr(settings, "LIVEPEER_GATEWAY_HONOURS_USER_TOKENS", False)
                 ),
             )
         except (TypeError, ValueError, InvalidOperation) as exc:

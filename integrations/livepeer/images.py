@@ -4,8 +4,11 @@
 * relative URLs (a go-livepeer gateway's ``/stream/<id>/<file>.png``) are resolved
   against the URL of the response that carried them;
 * absolute http(s) URLs (object stores) are downloaded without credentials, bounded in
-  time and size, following at most a few http(s) redirects;
-* the bytes must start with PNG or JPEG magic; ``content_type`` is taken from them.
+  time and size, following at most a few http(s) redirects; every hop is refused when
+  it resolves to a non-public address (``addresses.py``);
+* the bytes must start with PNG or JPEG magic (``content_type`` is taken from them)
+  and carry exactly the requested dimensions;
+* only the image we keep (the first) is decoded or downloaded.
 
 Downloads are GETs and spend nothing, so transient failures are retried here.
 """
@@ -21,12 +24,13 @@ from urllib.parse import urljoin, urlsplit
 
 import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
 
+from integrations.livepeer.addresses import check_url
 from integrations.livepeer.errors import (
     LivepeerPaidCallFailedError,
     LivepeerProtocolError,
     parse_retry_after,
 )
-from integrations.livepeer.imageformat import sniff_content_type
+from integrations.livepeer.imageformat import image_dimensions, sniff_content_type
 from integrations.livepeer.session import LivepeerSession, send, transport_failure, url_path
 from integrations.livepeer.types import GeneratedImage
 
@@ -88,11 +92,15 @@ class ImageFetcher:
         request_id: str,
         timeout: tuple[float, float],
         max_bytes: int,
+        allow_private: bool,
+        expected_size: tuple[int, int],
     ) -> None:
         self.http = http
         self.request_id = request_id
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.allow_private = allow_private
+        self.expected_size = expected_size
 
     def fetch(self, item: ImageItem, *, base_url: str) -> tuple[bytes, str]:
         """``(content, content_type)`` of one image."""
@@ -116,6 +124,9 @@ class ImageFetcher:
                     f"livepeer image URL has scheme {parts.scheme!r}; only http(s) is fetched",
                     request_id=self.request_id,
                 )
+            check_url(
+                url, allow_private=self.allow_private, what="image", request_id=self.request_id
+            )
             location = self._download_once(url)
             if isinstance(location, bytes):
                 return location
@@ -199,22 +210,31 @@ class ImageFetcher:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def fetch_all(self, parsed: ImagesResponse, *, base_url: str) -> tuple[GeneratedImage, ...]:
-        """Every image of a response, with seeds and NSFW flags, or raise."""
+    def check_dimensions(self, content: bytes, *, source: str) -> None:
+        """The image must be exactly the size we asked (and paid) for."""
+        size = image_dimensions(content)
+        if size != self.expected_size:
+            got = "unreadable" if size is None else f"{size[0]}x{size[1]}"
+            want = f"{self.expected_size[0]}x{self.expected_size[1]}"
+            raise LivepeerProtocolError(
+                f"livepeer image from {source} is {got}, not the requested {want}",
+                request_id=self.request_id,
+            )
+
+    def fetch_first(self, parsed: ImagesResponse, *, base_url: str) -> tuple[GeneratedImage, ...]:
+        """The first image of a response (the only one we keep), checked, or raise.
+
+        Further images are neither decoded nor downloaded.
+        """
         if not parsed.images:
             raise LivepeerPaidCallFailedError(
                 "livepeer response carried no images", request_id=self.request_id
             )
-        images = []
-        for index, item in enumerate(parsed.images):
-            content, content_type = self.fetch(item, base_url=base_url)
-            seed = item.seed
-            if seed is None and parsed.seed is not None:
-                seed = parsed.seed + index
-            nsfw = item.nsfw
-            if parsed.has_nsfw_concepts is not None and index < len(parsed.has_nsfw_concepts):
-                nsfw = nsfw or parsed.has_nsfw_concepts[index]
-            images.append(
-                GeneratedImage(content=content, content_type=content_type, seed=seed, nsfw=nsfw)
-            )
-        return tuple(images)
+        item = parsed.images[0]
+        content, content_type = self.fetch(item, base_url=base_url)
+        self.check_dimensions(content, source="the runner")
+        nsfw = item.nsfw
+        if parsed.has_nsfw_concepts:
+            nsfw = nsfw or parsed.has_nsfw_concepts[0]
+        seed = item.seed if item.seed is not None else parsed.seed
+        return (GeneratedImage(content=content, content_type=content_type, seed=seed, nsfw=nsfw),)

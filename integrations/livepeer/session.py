@@ -26,11 +26,13 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from integrations.http import NO_RETRIES, OutgoingSession
+from integrations.http import MAX_ERROR_BODY_BYTES, NO_RETRIES, OutgoingSession
+from integrations.livepeer.errors import LivepeerProtocolError
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "pixelhouse/0.1 (+livepeer client)"
+CHUNK_BYTES = 64 * 1024
 
 
 class LivepeerSession(OutgoingSession):
@@ -86,6 +88,42 @@ def transport_failure(exc: requests.RequestException) -> str:
     return "connection dropped before a response arrived"
 
 
+class BodyTooLargeError(LivepeerProtocolError):
+    """A 2xx body exceeded its cap; ``status`` is the status that came with it."""
+
+    def __init__(self, *, status: int, limit: int) -> None:
+        super().__init__(f"HTTP {status} body exceeds {limit} bytes", status=status)
+        self.limit = limit
+
+
+def read_capped(response: requests.Response, limit: int) -> None:
+    """Read a streamed body into ``response.content``, never more than ``limit`` bytes.
+
+    An error body (status >= 300) is silently truncated to the error cap (only its
+    message is ever used); a 2xx body over ``limit`` raises :class:`BodyTooLargeError`
+    without reading the rest. The connection is closed either way.
+    """
+    status = response.status_code
+    cap = limit if status < 300 else min(limit, MAX_ERROR_BODY_BYTES)
+    try:
+        declared = response.headers.get("Content-Length", "")
+        if status < 300 and declared.isdigit() and int(declared) > cap:
+            raise BodyTooLargeError(status=status, limit=cap)
+        chunks: list[bytes] = []
+        total = 0
+        for chunk in response.iter_content(CHUNK_BYTES):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > cap:
+                if status < 300:
+                    raise BodyTooLargeError(status=status, limit=cap)
+                break
+        response._content = b"".join(chunks)[:cap]
+        response._content_consumed = True  # type: ignore[attr-defined]
+    finally:
+        response.close()
+
+
 def send(
     http: LivepeerSession,
     method: str,
@@ -93,17 +131,29 @@ def send(
     *,
     step: str,
     request_id: str,
+    max_body: int | None = None,
     **kwargs: Any,
 ) -> requests.Response:
     """Send one request, logging step, request id, path, status and elapsed ms.
 
-    Transport errors are logged and re-raised unchanged for the caller to classify.
-    Headers and bodies are never logged.
+    With ``max_body`` the body is streamed and capped (:func:`read_capped`); without
+    it the caller must pass ``stream=True`` and read the body itself under a cap.
+    Transport errors (also while reading the body) are logged and re-raised unchanged
+    for the caller to classify. Headers and bodies are never logged.
     """
+    if max_body is None and not kwargs.get("stream"):
+        raise ValueError("send() needs max_body or stream=True: every body is capped")
     started = time.monotonic()
     path = url_path(url)
     try:
-        response = http.request(method, url, **kwargs)
+        response = http.request(method, url, **{**kwargs, "stream": True})
+        if max_body is not None:
+            read_capped(response, max_body)
+    except BodyTooLargeError as exc:
+        exc.message = f"livepeer {step} {method} {path}: {exc.message}"
+        exc.request_id = request_id
+        logger.warning("livepeer %s [%s] %s %s: %s", step, request_id, method, path, exc)
+        raise
     except requests.RequestException as exc:
         elapsed_ms = int((time.monotonic() - started) * 1000)
         logger.warning(

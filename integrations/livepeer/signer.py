@@ -127,6 +127,7 @@ class SignerClient:
                 headers=self.auth_headers(),
                 json=json,
                 timeout=self.config.signer_timeout,
+                max_body=self.config.max_response_bytes,
             )
         except requests.RequestException as exc:
             raise LivepeerUnavailableError(

@@ -28,6 +28,23 @@ Token: TypeAlias = "str | RevealsSecret"  # noqa: S105 -- a type, not a secret
 
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+", re.ASCII)
 
+#: Upper bounds of the upstream strings the caller stores (the ``Generation`` columns).
+#: They are checked where the string arrives, before any payment is claimed.
+MAX_MANIFEST_ID_CHARS = 200
+MAX_RUNNER_URL_CHARS = 500
+MAX_REQUEST_ID_CHARS = 200
+#: An upstream identifier we store: short, visible ASCII without separators.
+UPSTREAM_ID = re.compile(r"[A-Za-z0-9._:~-]+", re.ASCII)
+
+
+def is_upstream_id(value: object, *, max_chars: int) -> bool:
+    """True when ``value`` is an identifier we may store (see :data:`UPSTREAM_ID`)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= max_chars
+        and UPSTREAM_ID.fullmatch(value) is not None
+    )
+
 
 def raw_token(token: Token) -> str:
     """The raw bearer value of ``token``. Call only where it is sent over the wire.
@@ -53,9 +70,10 @@ def _check_http_url(name: str, url: str) -> None:
 class ImageRequest:
     """One text-to-image generation.
 
-    ``request_id`` is our generation id. It is sent as ``gatewayRequestId`` with every
-    signer payment (so usage events join back to it) and as ``X-Request-Id`` to AI
-    gateways.
+    ``request_id`` is our generation id, used in logs and error messages (and as
+    ``X-Request-Id`` to AI gateways). It is not a join key upstream: go-livepeer
+    ignores a caller's ``gatewayRequestId``; usage joins on the challenge's
+    ``manifest_id`` (docs/upstream.md §L9).
     """
 
     request_id: str
@@ -118,7 +136,7 @@ class InferenceResult:
 
 @dataclass(frozen=True)
 class PaymentRecord:
-    """What one payment bought, known at payment time (docs/upstream.md, "Cost of a call").
+    """What one payment bought, known at payment time (docs/upstream.md §L6).
 
     ``expected_fee_wei`` is the figure billing debits: for a ``fixed`` runner it is the
     runner's price, for ``seconds`` the price times the seconds the payment covers. It
@@ -185,14 +203,20 @@ class SignerCredentials:
 
 @dataclass(frozen=True)
 class GatewayCredentials:
-    """An AI gateway and the user JWT it accepts as ``Authorization: Bearer``."""
+    """An AI gateway and, optionally, a user JWT sent as ``Authorization: Bearer``.
+
+    go-livepeer's gateway ignores ``Authorization`` and pays with its own key, so no
+    token is sent unless the gateway is known to honour one
+    (``LIVEPEER_GATEWAY_HONOURS_USER_TOKENS``).
+    """
 
     gateway_url: str
-    bearer_token: Token = field(repr=False)
+    bearer_token: Token | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _check_http_url("gateway_url", self.gateway_url)
-        raw_token(self.bearer_token)
+        if self.bearer_token is not None:
+            raw_token(self.bearer_token)
 
 
 class _SignerSessionLike(Protocol):

@@ -1,11 +1,16 @@
-"""The Livepeer surface: remote signer, live-runner apps and the AI gateway batch API."""
+"""The Livepeer surface: remote signer, orchestrator live-runner routes and apps, AI gateway."""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from sandbox.livepeer import gateway, runner, signer
+from sandbox.livepeer import gateway, image_app, orchestrator, signer
 
-routes: list[BaseRoute] = [*signer.routes, *runner.routes, *gateway.routes]
+routes: list[BaseRoute] = [
+    *signer.routes,
+    *orchestrator.routes,
+    *image_app.routes,
+    *gateway.routes,
+]
 
 __all__ = ["routes"]

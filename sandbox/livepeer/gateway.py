@@ -1,9 +1,10 @@
 """go-livepeer AI-gateway batch API at the sandbox root (docs/upstream.md §L3).
 
-``POST /text-to-image`` needs a sandbox-minted ``sign:job`` Bearer (a hosted-gateway
-choice: go-livepeer itself is open), decodes the body like Go, bills the caller once
-per request (W×H×n pixels) and answers ``{"images":[{"nsfw","seed","url"}]}`` with
-relative ``/stream/<8hex>/<8hex>.png`` URLs served by ``GET /stream/…``.
+``POST /text-to-image`` is open like go-livepeer's gateway: it ignores ``Authorization``
+and ``X-Request-Id``, pays orchestrators with its own key, and so never charges or
+refuses an end user (no 401, 402 or 483, no usage event). It decodes the body like Go
+and answers ``{"images":[{"nsfw","seed","url"}]}`` with relative
+``/stream/<8hex>/<8hex>.png`` URLs served by ``GET /stream/…``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.livepeer.common import (
-    MAX_PIXELS_PER_IMAGE,
-    SignJobAuthError,
-    go_error,
-    sign_job_caller,
-)
+from sandbox.livepeer.common import MAX_PIXELS_PER_IMAGE, go_error
 from sandbox.livepeer.godecode import GoDecodeError, decode_text_to_image
 from sandbox.png import default_seed, render_png
-from sandbox.state import InsufficientBalanceError
 from sandbox.transport import drop_connection
 from sandbox.web import get_state, json_response
 
@@ -35,10 +30,6 @@ DEFAULT_SIDE = 512  # go-livepeer fills width/height with 512 when missing
 
 async def text_to_image(request: Request) -> Response:
     state = get_state(request)
-    try:
-        claims = sign_job_caller(state, request)
-    except SignJobAuthError as exc:
-        return go_error(401, str(exc))
     try:
         params = decode_text_to_image(await request.body())
     except GoDecodeError as exc:
@@ -68,19 +59,6 @@ async def text_to_image(request: Request) -> Response:
     seed: int = params.get("seed", default_seed(prompt))
 
     request_id = secrets.token_hex(4)
-    try:
-        event = state.charge(
-            external_user_id=claims["external_user_id"],
-            pixels=width * height * count,
-            model_id=model_id,
-            manifest_id=request_id,
-            gateway_request_id=request.headers.get("x-request-id"),
-            source="gateway",
-            enforce_balance=state.config.open_meter_enabled,
-        )
-    except InsufficientBalanceError:
-        return go_error(483, "insufficient balance")
-    logger.info("gateway request %s billed %s wei", request_id, event.fee_wei)
 
     if state.config.runner_latency_seconds > 0:
         await asyncio.sleep(state.config.runner_latency_seconds)

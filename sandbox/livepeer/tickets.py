@@ -15,13 +15,9 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-PAYMENT_PARAMS_TTL_SECONDS = 600
-PAYMENT_TTL_SECONDS = 600
 
 
 class SealError(ValueError):
@@ -79,14 +75,3 @@ def verify_state(secret: bytes, signed: object) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise SealError("invalid state")
     return state
-
-
-def runner_name(model_id: str, index: int) -> str:
-    """``ByteDance/SDXL-Lightning`` -> ``bytedance-sdxl-lightning-1``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", model_id.lower()).strip("-")
-    return f"{slug}-{index}"
-
-
-def runner_catalog(models: tuple[str, ...]) -> dict[str, str]:
-    """Two single-shot runners per model (so clients can fail over): name -> model id."""
-    return {runner_name(model, index): model for model in models for index in (1, 2)}

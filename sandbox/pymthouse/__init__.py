@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from sandbox.pymthouse import exchange, oidc, usage, users
+from sandbox.pymthouse import browser, exchange, oidc, usage, users
 
-routes: list[BaseRoute] = [*oidc.routes, *exchange.routes, *users.routes, *usage.routes]
+routes: list[BaseRoute] = [
+    *oidc.routes,
+    *browser.routes,
+    *exchange.routes,
+    *users.routes,
+    *usage.routes,
+]
 
 __all__ = ["routes"]

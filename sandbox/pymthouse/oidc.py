@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox import __version__
+from sandbox.pymthouse.browser import code_grant, web_client_authenticated
 from sandbox.pymthouse.sessions import (
     MIXED_SCOPE_DESCRIPTION,
     mixes_sign_job_with_admin,
@@ -218,6 +219,14 @@ async def token_endpoint(request: Request) -> Response:
         # The global exchange branches (gateway session, device approval, Pattern-B) are
         # not emulated; the recorded no-auth answer is returned (transcript 10b).
         return _custom_error(400, "unsupported_token_type", "Unsupported subject token type")
+    if grant_type == "authorization_code":
+        web_client = web_client_authenticated(state, request, pairs)
+        if web_client is False:
+            return _library_error(
+                401, "invalid_client", "client authentication failed", issuer=issuer
+            )
+        if web_client:
+            return code_grant(state, pairs)
     if grant_type in ("refresh_token", "authorization_code", DEVICE_CODE_GRANT):
         if not authenticated:
             return _library_error(

@@ -124,6 +124,10 @@ async def usage(request: Request) -> Response:
         for external_user_id, (requests, micros) in seeded.items():
             had = per_user.get(external_user_id, (0, 0))
             per_user[external_user_id] = (had[0] + requests, had[1] + micros)
+        if user_id is not None and not per_user:
+            per_user = {
+                user_id: (0, 0)
+            }  # usage-read.ts aggregateUserRows: a zero row for the filter
         body["byUser"] = [
             {
                 "endUserId": external_user_id,

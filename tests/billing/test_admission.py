@@ -143,15 +143,16 @@ def test_a_failed_generation_releases_its_hold_once(usage_user: User) -> None:
 @pytest.mark.django_db
 def test_hold_uses_the_observed_price_with_the_max_price_markup(usage_user: User) -> None:
     model = settings.INFERENCE_MODELS[0]
-    price_observe(model_id=model, price_wei=4_768_371, per_pixel=True)
-    # maxPrice per pixel = ceil(4,768,371 × 1.012) = 4,825,592 (4,825,591.452 rounded up)
-    expected_max = 4_825_592 * 512 * 512
-    assert max_fee_estimate(model_id=model, width=512, height=512) == expected_max
+    # A "seconds" runner: 4,768,371 wei per second, a first payment buys 10 seconds.
+    price_observe(model_id=model, price_wei=4_768_371, units_per_payment=10)
+    # maxPrice per unit = ceil(4,768,371 × 1.012) = 4,825,592 (4,825,591.452 rounded up)
+    expected_max = 4_825_592 * 10
+    assert max_fee_estimate(model_id=model) == expected_max
     grant(usage_user, 10**20)
     generation = admit(usage_user)
     assert Hold.objects.get(generation_id=generation.pk).amount_wei == (expected_max * 6 + 4) // 5
-    price_observe(model_id=model, price_wei=7, per_pixel=False)
-    assert max_fee_estimate(model_id=model, width=1024, height=1024) == 8  # ceil(7.084)
+    price_observe(model_id=model, price_wei=7, units_per_payment=1)  # a "fixed" runner
+    assert max_fee_estimate(model_id=model) == 8  # ceil(7.084)
 
 
 @pytest.mark.django_db
@@ -159,12 +160,13 @@ def test_settle_remembers_the_runner_price_for_the_next_hold(usage_user: User) -
     grant(usage_user, 10**20)
     generation = admit(usage_user)
     Generation.objects.filter(pk=generation.pk).update(
-        price_wei=4_768_371, price_unit="pixel", units_paid=512 * 512,
-        expected_fee_wei=4_768_371 * 512 * 512,
+        price_wei=4_768_371_000_000, price_unit="fixed", units_paid=1,
+        expected_fee_wei=4_768_371_000_000,
     )  # fmt: skip
-    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=4_768_371 * 512 * 512)
+    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=4_768_371_000_000)
     model = settings.INFERENCE_MODELS[0]
-    assert max_fee_estimate(model_id=model, width=256, height=256) == 4_825_592 * 256 * 256
+    # ceil(4,768,371,000,000 × 1.012) = 4,825,591,452,000
+    assert max_fee_estimate(model_id=model) == 4_825_591_452_000
 
 
 @pytest.mark.django_db

@@ -23,7 +23,6 @@ from tests.worker import WorkerProcess
 
 ESTIMATE = 5_000_000_000_000
 HOLD = ESTIMATE * 6 // 5  # pay-as-you-go: × 6/5
-PRICE_PER_PIXEL = 4_768_371  # the sandbox's runner price
 
 
 def _usage_user(email: str, credit: int) -> User:
@@ -104,22 +103,23 @@ def test_a_generation_through_a_real_worker_debits_exactly_its_expected_fee(
     wait_for(lambda: Generation.objects.get(pk=generation.pk).is_finished, timeout=30)
     generation.refresh_from_db()
     assert generation.status == GenerationStatus.SUCCEEDED, generation.error_message
-    fee = 512 * 384 * PRICE_PER_PIXEL
-    assert generation.expected_fee_wei == fee
-    (event,) = [e for e in sandbox.events() if e["gatewayRequestId"] == str(generation.pk)]
-    assert int(event["feeWei"]) == fee
+    fee = generation.expected_fee_wei
+    assert fee is not None
+    assert fee == generation.price_wei * generation.units_paid  # the runner's real price
+    (event,) = [e for e in sandbox.events() if e["manifestId"] == generation.manifest_id]
+    assert int(event["feeWei"]) == fee  # what the network metered for this payment
     charge = -((-fee * 6) // 5)
     debit = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
     assert (debit.amount_wei, debit.generation_id) == (charge, generation.pk)
     account = _account(user)
     assert (account.balance_wei, account.held_wei) == (10**20 - charge, 0)
     _ledger_matches(user)
-    # The next hold uses the observed price × the maxPrice markup (per pixel, rounded up).
+    # The next hold uses the observed price × the maxPrice markup (per unit, rounded up).
     second = generation_create(owner=user, prompt="again", width=512, height=384, seed=8,
                                enqueue=False)  # fmt: skip
-    per_pixel_max = -((-PRICE_PER_PIXEL * 1012) // 1000)
+    per_unit_max = -((-generation.price_wei * 1012) // 1000)
     assert Hold.objects.get(generation_id=second.pk).amount_wei == -(
-        (-per_pixel_max * 512 * 384 * 6) // 5
+        (-per_unit_max * generation.units_paid * 6) // 5
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import ProvisioningStatus, User
+from accounts.services import user_create
 from inference.models import Generation, GenerationStatus
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
@@ -68,7 +69,7 @@ def test_generate_without_reload_then_find_it_in_the_gallery(
     live_server, sandbox: SandboxControl, worker_process: WorkerProcess, browser_page
 ) -> None:
     sandbox.set_config(runnerLatencySeconds=2.0)  # long enough to watch it run
-    user = User.objects.create_user(email=EMAIL, password=PASSWORD)
+    user = user_create(email=EMAIL, password=PASSWORD, email_verified=True)
     wait_for(
         lambda: User.objects.get(pk=user.pk).provisioning_status == ProvisioningStatus.PROVISIONED,
         timeout=30,
@@ -195,7 +196,7 @@ def test_detail_page_follows_a_running_generation_until_it_finishes(
 
     from tests.inference.test_views import _png
 
-    user = User.objects.create_user(email=EMAIL, password=PASSWORD)
+    user = user_create(email=EMAIL, password=PASSWORD, email_verified=True)
     generation = Generation.objects.create(
         owner=user,
         prompt=PROMPT,

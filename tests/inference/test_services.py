@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 
 import pytest
@@ -53,13 +54,24 @@ def test_verify_inference_command_runs_one_generation(sandbox: SandboxControl, u
     generation = Generation.objects.get()
     output = out.getvalue()
     assert generation.status == GenerationStatus.SUCCEEDED
-    assert f"generation id / gatewayRequestId  {generation.pk}" in output
-    assert f"image                             {generation.image.path}" in output
-    assert f"manifest id                       {generation.manifest_id}" in output
-    assert "tickets paid                      1" in output
+    rows = dict(
+        re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        for line in output.splitlines()
+        if line.startswith("  ")
+    )
+    assert rows["generation id"] == str(generation.pk)
+    assert rows["image"] == generation.image.path
+    assert rows["manifest id (usage join key)"] == generation.manifest_id
+    assert rows["runner price unit"] == "fixed"
+    assert rows["runner price"] == "4768371000000 wei"
+    assert rows["units paid"] == "1"
+    assert rows["expected fee"] == "4768371000000 wei"
+    assert rows["tickets paid"] == "1"
+    assert generation.expected_fee_wei == 4_768_371_000_000
     assert png_size(read(generation.image.path)) == (640, 384)
     (event,) = sandbox.events()
-    assert event["gatewayRequestId"] == str(generation.pk)
+    assert event["manifestId"] == generation.manifest_id
+    assert event["feeWei"] == "4768371000000"
     assert event["externalUserId"] == user.external_user_id
 
 
@@ -113,7 +125,8 @@ def test_reconcile_requeues_lost_messages_and_fails_abandoned_runs(
     assert (abandoned.status, abandoned.error_code) == (GenerationStatus.FAILED, "outcome_unknown")
     assert abandoned.payment_claimed_at is not None
     assert Generation.objects.get(pk=live.pk).status == GenerationStatus.RUNNING
-    assert [e["gatewayRequestId"] for e in sandbox.events()] == [str(lost.pk)]
+    lost.refresh_from_db()
+    assert [e["manifestId"] for e in sandbox.events()] == [lost.manifest_id]
 
 
 def test_delete_removes_the_image_file_after_commit(
@@ -168,3 +181,27 @@ def test_a_generation_deleted_while_queued_never_reaches_the_network(
 
     assert not Generation.objects.exists()
     assert sandbox.requests() == []
+
+
+@pytest.mark.parametrize("honours", [False, True])
+def test_ai_gateway_mints_a_user_token_only_for_a_gateway_that_honours_it(
+    sandbox: SandboxControl, user, settings, honours: bool
+) -> None:
+    settings.LIVEPEER_GATEWAY_HONOURS_USER_TOKENS = honours
+    out = io.StringIO()
+
+    call_command("verify_inference", email=user.email, backend="ai-gateway", stdout=out)
+
+    generation = Generation.objects.get()
+    assert generation.status == GenerationStatus.SUCCEEDED
+    assert generation.backend == "ai-gateway"
+    token_path = f"/users/{user.external_user_id}/token"
+    mints = [r for r in sandbox.requests() if str(r["path"]).endswith(token_path)]
+    [post] = [r for r in sandbox.requests() if r["path"] == "/text-to-image"]
+    if honours:
+        assert [m["status"] for m in mints][-1] == 200  # after provisioning if needed
+        assert post["auth"] == "bearer"
+    else:
+        assert (mints, post["auth"]) == ([], None)
+    assert sandbox.events() == []  # the gateway pays; nobody is charged through pymthouse
+    assert generation.expected_fee_wei is None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -11,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+import requests  # noqa: TID251 - the test drives the sandbox's Livepeer side over real HTTP
 from django.conf import settings as django_settings
 
 from integrations.pymthouse import (
@@ -19,10 +18,10 @@ from integrations.pymthouse import (
     PymthouseClient,
     PymthouseProtocolError,
     PymthouseUnavailableError,
-    SecretToken,
     UsageReport,
 )
 from tests.integrations.conftest import app_path, builder_path, calls
+from tests.sandbox.helpers import FLUX_RUNNER, SDXL_RUNNER, paid_call
 from tests.sandbox_server import SandboxControl
 
 pytestmark = pytest.mark.django_db
@@ -33,20 +32,18 @@ IDENTITIES = app_path("/identities")
 MAX_UINT256 = 2**256 - 1
 
 
-def _generate_image(
-    sandbox: SandboxControl, token: SecretToken, *, model_id: str, side: int = 512
-) -> None:
-    """One paid inference on the sandbox gateway: how usage events come to exist."""
-    request = urllib.request.Request(
-        f"{sandbox.url}/text-to-image",
-        data=json.dumps({"model_id": model_id, "prompt": "a lighthouse", "width": side,
-                         "height": side}).encode(),
-        headers={"Authorization": f"Bearer {token.reveal()}", "Content-Type": "application/json"},
-        method="POST",
-    )  # fmt: skip
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=30) as response:
-        assert response.status == 200
+def _paid_runner_call(sandbox: SandboxControl, external_user_id: str, *, runner: str) -> None:
+    """One paid live-runner call (challenge, signer ticket, paid call): how usage exists."""
+    with requests.Session() as http:
+        http.trust_env = False
+        _params, response = paid_call(http, sandbox.url, external_user_id, runner=runner,
+                                      price=_runner_price(sandbox, runner))  # fmt: skip
+    assert response.status_code == 200, response.text
+
+
+def _runner_price(sandbox: SandboxControl, runner_id: str) -> int:
+    (runner,) = [r for r in sandbox.runners() if r["id"] == runner_id]
+    return int(runner["price"])
 
 
 def _query(record: dict[str, Any]) -> dict[str, list[str]]:
@@ -226,23 +223,20 @@ def test_identities_join_users_with_their_metadata(
 def test_usage_of_real_inference_for_each_group_by(
     client: PymthouseClient, sandbox: SandboxControl
 ) -> None:
-    # Big enough that fees exceed 2**53 wei (and a float would round them).
-    sandbox.set_config(pricePerPixelWei=str(10**15 + 7))
+    # Fixed prices big enough that fees exceed 2**53 wei (a float would round them).
+    sdxl_price, flux_price = 10**15 + 7, 3 * 10**15 + 11
+    sandbox.set_runner(SDXL_RUNNER, price=str(sdxl_price))
+    sandbox.set_runner(FLUX_RUNNER, price=str(flux_price))
     sandbox.set_balance("alice", 10**18)
     sandbox.set_balance("bob", 10**18)
-    models = sandbox.config()["models"]
-    alice = client.mint_signer_session(external_user_id="alice").access_token
-    bob = client.mint_signer_session(external_user_id="bob").access_token
-    _generate_image(sandbox, alice, model_id=models[0])
-    _generate_image(sandbox, alice, model_id=models[1], side=256)
-    _generate_image(sandbox, bob, model_id=models[0], side=768)
+    _paid_runner_call(sandbox, "alice", runner=SDXL_RUNNER)
+    _paid_runner_call(sandbox, "alice", runner=FLUX_RUNNER)
+    _paid_runner_call(sandbox, "bob", runner=SDXL_RUNNER)
     events = sandbox.events()
     assert len(events) == 3
     micros_by_user: dict[str, int] = defaultdict(int)
-    micros_by_model: dict[str, int] = defaultdict(int)
     for event in events:
         micros_by_user[event["externalUserId"]] += int(event["usdMicros"])
-        micros_by_model[event["modelId"]] += int(event["usdMicros"])
     total = sum(micros_by_user.values())
 
     flat = client.usage()
@@ -255,9 +249,13 @@ def test_usage_of_real_inference_for_each_group_by(
         "bob": (1, micros_by_user["bob"]),
     }  # fmt: skip
 
+    # The metering collector does not know the model: every row is model "unknown",
+    # pipeline from the payment type (docs/upstream.md, usage attribution).
     by_model = client.usage(group_by="pipeline_model").by_pipeline_model
-    assert {row.model_id: row.network_fee_usd_micros for row in by_model} == micros_by_model
-    assert {row.pipeline for row in by_model} == {"text-to-image"}
+    assert {(row.pipeline, row.model_id, row.request_count) for row in by_model} == {
+        ("fixed", "unknown", 3)
+    }
+    assert sum(row.network_fee_usd_micros for row in by_model) == total
 
     manifests = client.usage(group_by="manifest", user_id="alice").by_manifest
     assert {row.manifest_id: row.fee_wei for row in manifests} == {
@@ -265,14 +263,12 @@ def test_usage_of_real_inference_for_each_group_by(
         for event in events
         if event["externalUserId"] == "alice"
     }
-    assert all(row.fee_wei > 2**53 for row in manifests)
-    assert sum(row.fee_wei for row in manifests) == (512 * 512 + 256 * 256) * (10**15 + 7)
+    assert sorted(row.fee_wei for row in manifests) == [sdxl_price, flux_price]
 
 
 def test_usage_lags_behind_inference(client: PymthouseClient, sandbox: SandboxControl) -> None:
     sandbox.set_config(usageLagSeconds=60)
-    token = client.mint_signer_session(external_user_id="alice").access_token
-    _generate_image(sandbox, token, model_id=sandbox.config()["models"][0])
+    _paid_runner_call(sandbox, "alice", runner=SDXL_RUNNER)
 
     report = client.usage(group_by="user")
 

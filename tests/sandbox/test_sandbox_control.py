@@ -8,7 +8,18 @@ import time
 import pytest
 import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
 
-from tests.sandbox.helpers import APP_ID, BASIC, M2M_ID, M2M_SECRET, provision, signer_session
+from tests.sandbox.helpers import (
+    APP_ID,
+    BASIC,
+    FLUX,
+    FLUX_RUNNER,
+    M2M_ID,
+    M2M_SECRET,
+    SDXL_RUNNER,
+    paid_call,
+    provision,
+    signer_session,
+)
 from tests.sandbox_server import SandboxControl, SandboxError
 
 HEALTH = "/api/v1/health"
@@ -149,25 +160,28 @@ def test_request_log_records_callers_without_secrets(
 def test_config_roundtrip_and_validation(control: SandboxControl) -> None:
     defaults = control.config()
     assert {key: defaults[key] for key in (
-        "usageLagSeconds", "ethUsd", "pricePerPixelWei", "runnerLatencySeconds", "latencySeconds",
-        "openMeterEnabled", "runnerMode", "defaultBalanceUsdMicros", "appId", "m2mClientId",
+        "usageLagSeconds", "ethUsd", "runnerLatencySeconds", "latencySeconds",
+        "openMeterEnabled", "runnerMode", "defaultBalanceUsdMicros", "discoveryEmpty", "appId",
+        "m2mClientId",
     )} == {
-        "usageLagSeconds": 0.0, "ethUsd": "3000", "pricePerPixelWei": "4768371",
-        "runnerLatencySeconds": 0.0, "latencySeconds": 0.0, "openMeterEnabled": True,
-        "runnerMode": "sync", "defaultBalanceUsdMicros": "5000000", "appId": APP_ID,
+        "usageLagSeconds": 0.0, "ethUsd": "3000", "runnerLatencySeconds": 0.0,
+        "latencySeconds": 0.0, "openMeterEnabled": True, "runnerMode": "sync",
+        "defaultBalanceUsdMicros": "5000000", "discoveryEmpty": False, "appId": APP_ID,
         "m2mClientId": M2M_ID,
     }  # fmt: skip
     assert "m2mClientSecret" not in defaults
-    updated = control.set_config(ethUsd="3000.50", pricePerPixelWei=10, runnerMode="queue")
-    assert (updated["ethUsd"], updated["pricePerPixelWei"], updated["runnerMode"]) == (
+    assert "pricePerPixelWei" not in defaults  # no per-pixel price exists on the network
+    updated = control.set_config(ethUsd="3000.50", discoveryEmpty=True, runnerMode="queue")
+    assert (updated["ethUsd"], updated["discoveryEmpty"], updated["runnerMode"]) == (
         "3000.50",
-        "10",
+        True,
         "queue",
     )
     bad_updates = [
         {"runnerMode": "async"},
         {"nope": 1},
-        {"pricePerPixelWei": 1.5},
+        {"pricePerPixelWei": 10},
+        {"discoveryEmpty": "yes"},
         {"ethUsd": "-1"},
         {"openMeterEnabled": "yes"},
         {"usageLagSeconds": -1},
@@ -181,18 +195,55 @@ def test_config_roundtrip_and_validation(control: SandboxControl) -> None:
 def test_eth_usd_and_price_drive_usd_micros_exactly(
     http: requests.Session, base: str, control: SandboxControl
 ) -> None:
-    control.set_config(ethUsd="3000.123456789", pricePerPixelWei=1_000_000_007)
-    token = signer_session(http, base, "rate-user")["access_token"]
-    response = http.post(
-        f"{base}/text-to-image",
-        json={"model_id": "ByteDance/SDXL-Lightning", "prompt": "p", "width": 8, "height": 8},
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    assert response.status_code == 200
+    control.set_config(ethUsd="3000.123456789")
+    control.set_runner(SDXL_RUNNER, price=64_000_000_448)
+    _, response = paid_call(http, base, "rate-user", price=64_000_000_448)
+    assert response.status_code == 200, response.text
     [event] = control.events()
     assert event["feeWei"] == "64000000448"
     # 64_000_000_448 * 3000.123456789 / 10**12 = 192.0079026225... -> 193
     assert event["usdMicros"] == "193"
+
+
+def test_runner_control_roundtrip_and_validation(control: SandboxControl) -> None:
+    runners = control.runners()
+    assert [(r["id"], r["unit"], r["price"], r["capacity"]) for r in runners] == [
+        (SDXL_RUNNER, "fixed", "4768371000000", 100),
+        ("bytedance-sdxl-lightning-2", "fixed", "4768371000000", 100),
+        (FLUX_RUNNER, "fixed", "4768371000000", 100),
+        ("black-forest-labs-flux-1-schnell-2", "fixed", "4768371000000", 100),
+    ]
+    huge = 2**64 + 7
+    updated = control.set_runner(SDXL_RUNNER, unit="seconds", price=str(huge), capacity=0)
+    assert (updated["unit"], updated["price"], updated["capacity"]) == ("seconds", str(huge), 0)
+    fault = {"kind": "image-url", "host": "169.254.169.254", "times": 2}
+    assert control.set_runner(SDXL_RUNNER, appFault=fault)["appFault"] == fault
+    for bad in (
+        {"price": 1.5},
+        {"price": 0},
+        {"capacity": -1},
+        {"unit": ""},
+        {"nope": 1},
+        {"appFault": {"kind": "melt"}},
+        {"appFault": {"kind": "redirect", "status": 200}},
+        {"manifestIdLength": 7},
+    ):
+        with pytest.raises(SandboxError, match="400"):
+            control.set_runner(SDXL_RUNNER, **bad)
+    assert control.runners()[0]["price"] == str(huge)
+    with pytest.raises(SandboxError, match="404"):
+        control.set_runner("nope", price=1)
+
+    long_id = "r" + "x" * 3000
+    added = control.add_runner(long_id, model=FLUX, price=5)
+    assert (added["id"], added["app"], added["price"]) == (long_id, f"image-generation/{FLUX}", "5")
+    with pytest.raises(SandboxError, match="400"):
+        control.add_runner(long_id)
+    with pytest.raises(SandboxError, match="400"):
+        control.add_runner("bad/id")
+    control.remove_runner(long_id)
+    control.reset()
+    assert control.runners() == runners
 
 
 def test_balances_users_and_reset(

@@ -8,12 +8,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
 
-from tests.sandbox.helpers import APP_ID, BASIC, M2M_ID, provision, signer_session
+from tests.sandbox.helpers import (
+    APP_ID,
+    BASIC,
+    FLUX,
+    FLUX_RUNNER,
+    M2M_ID,
+    SDXL,
+    SDXL_RUNNER,
+    paid_call,
+    provision,
+)
 from tests.sandbox_server import SandboxControl
 
-SDXL = "ByteDance/SDXL-Lightning"
-FLUX = "black-forest-labs/FLUX.1-schnell"
 PRICE = 4768371
+# Fixed runner prices equal to the old per-pixel fees of these sizes:
 # 1024x1024: 4_999_999_389_696 wei -> ceil(14999.998169088) = 15000 micros
 # 512x512:   1_249_999_847_424 wei -> ceil(3749.999542272)  = 3750 micros
 FEE_1024, USD_1024 = 1024 * 1024 * PRICE, 15000
@@ -26,18 +35,19 @@ TODAY = datetime.now(UTC).date().isoformat()
 def generate(
     http: requests.Session,
     base: str,
+    control: SandboxControl,
     user: str,
     side: int,
     model: str = SDXL,
-    request_id: str = "r",
-) -> None:
-    token = signer_session(http, base, user)["access_token"]
-    response = http.post(
-        f"{base}/text-to-image",
-        json={"model_id": model, "prompt": "p", "width": side, "height": side},
-        headers={"Authorization": f"Bearer {token}", "X-Request-Id": request_id},
-    )
+) -> str:
+    """One paid call at a fixed price of side² × PRICE wei; returns its manifest id."""
+    runner = SDXL_RUNNER if model == SDXL else FLUX_RUNNER
+    price = side * side * PRICE
+    control.set_runner(runner, price=price)
+    params, response = paid_call(http, base, user, runner=runner, price=price)
     assert response.status_code == 200, response.text
+    manifest_id: str = params["manifest_id"]
+    return manifest_id
 
 
 def usage(
@@ -47,11 +57,13 @@ def usage(
 
 
 @pytest.fixture
-def two_users(http: requests.Session, base: str) -> None:
-    """alpha: two 1024² SDXL images; beta: one 512² FLUX image."""
-    generate(http, base, "alpha", 1024, request_id="a1")
-    generate(http, base, "alpha", 1024, request_id="a2")
-    generate(http, base, "beta", 512, model=FLUX, request_id="b1")
+def two_users(http: requests.Session, base: str, control: SandboxControl) -> list[str]:
+    """alpha: two calls at the 1024² price on SDXL; beta: one at the 512² price on FLUX."""
+    return [
+        generate(http, base, control, "alpha", 1024),
+        generate(http, base, control, "alpha", 1024),
+        generate(http, base, control, "beta", 512, model=FLUX),
+    ]
 
 
 @pytest.mark.parametrize("path", USAGE_PATHS)
@@ -89,16 +101,25 @@ def test_group_by_user(http: requests.Session, base: str) -> None:
     filtered = usage(http, base, groupBy="user", userId="beta").json()
     assert [row["externalUserId"] for row in filtered["byUser"]] == ["beta"]
     assert filtered["totals"]["networkFeeUsdMicros"] == "3750"
+    # pymthouse/pymthouse src/lib/openmeter/usage-read.ts aggregateUserRows: a filtered user
+    # without usage still gets one zero row.
+    nobody = usage(http, base, groupBy="user", userId="nobody").json()
+    assert nobody["byUser"] == [
+        {"endUserId": "nobody", "externalUserId": "nobody", "userType": "system_managed",
+         "identifier": "nobody", "currency": "USD", "networkFeeUsdMicros": "0",
+         "ownerChargeUsdMicros": "0", "requestCount": 0},
+    ]  # fmt: skip
+    assert nobody["totals"]["requestCount"] == 0
 
 
-@pytest.mark.usefixtures("two_users")
-def test_group_by_pipeline_model_daily_and_manifest(http: requests.Session, base: str) -> None:
+def test_group_by_pipeline_model_daily_and_manifest(
+    http: requests.Session, base: str, two_users: list[str]
+) -> None:
+    # The collector records pipeline from the payment type and model_id "unknown".
     by_model = usage(http, base, groupBy="pipeline_model").json()["byPipelineModel"]
     assert by_model == [
-        {"pipeline": "text-to-image", "modelId": SDXL, "currency": "USD", "requestCount": 2,
-         "networkFeeUsdMicros": "30000", "ownerChargeUsdMicros": "30000"},
-        {"pipeline": "text-to-image", "modelId": FLUX, "currency": "USD", "requestCount": 1,
-         "networkFeeUsdMicros": "3750", "ownerChargeUsdMicros": "3750"},
+        {"pipeline": "fixed", "modelId": "unknown", "currency": "USD", "requestCount": 3,
+         "networkFeeUsdMicros": "33750", "ownerChargeUsdMicros": "33750"},
     ]  # fmt: skip
 
     response = usage(http, base, groupBy="daily_pipeline")
@@ -108,12 +129,12 @@ def test_group_by_pipeline_model_daily_and_manifest(http: requests.Session, base
     )
     daily = usage(http, base, groupBy="daily_pipeline", userId="alpha").json()["byDailyPipeline"]
     assert daily == [
-        {"pipeline": "text-to-image", "modelId": SDXL, "date": TODAY, "requestCount": 2,
+        {"pipeline": "fixed", "modelId": "unknown", "date": TODAY, "requestCount": 2,
          "currency": "USD", "networkFeeUsdMicros": "30000", "ownerChargeUsdMicros": "30000"}
     ]  # fmt: skip
 
     manifests = usage(http, base, groupBy="manifest", userId="alpha").json()["byManifest"]
-    assert len(manifests) == 2
+    assert [row["manifestId"] for row in manifests] == two_users[:2]
     assert list(manifests[0]) == [
         "manifestId", "currency", "networkFeeUsdMicros", "networkFeeUsdExact",
         "ownerChargeUsdMicros", "feeWei", "billableSecs", "pipeline", "modelId",
@@ -172,7 +193,7 @@ def test_any_auth_failure_is_404(http: requests.Session, base: str, path: str) -
 
 def test_lag_hides_fresh_events(http: requests.Session, base: str, control: SandboxControl) -> None:
     control.set_config(usageLagSeconds=1.0)
-    generate(http, base, "alpha", 512)
+    generate(http, base, control, "alpha", 512)
     assert usage(http, base).json()["totals"]["requestCount"] == 0
     assert len(control.events()) == 1
     identities = http.get(f"{base}/api/v1/apps/{APP_ID}/identities", auth=BASIC).json()
@@ -203,7 +224,7 @@ def test_openmeter_absent_switch(
 
 @pytest.mark.parametrize("path", BALANCE_PATHS)
 def test_balance(http: requests.Session, base: str, control: SandboxControl, path: str) -> None:
-    generate(http, base, "alpha", 1024)
+    generate(http, base, control, "alpha", 1024)
     response = usage(http, base, path, externalUserId="alpha")
     assert response.status_code == 200
     assert response.json() == {

@@ -49,6 +49,7 @@ class Command(BaseCommand):
                         external_user_id=external_user_id,
                         is_staff=is_staff,
                         is_superuser=is_staff,
+                        email_verified=True,
                     )
                     self.stdout.write(f"created {email}")
                 else:

@@ -18,6 +18,10 @@ from inference.models import Generation, GenerationStatus
 from inference.services import generation_create, generation_run
 
 
+def _wei(value: int | None) -> str:
+    return "-" if value is None else f"{value} wei"
+
+
 class Command(BaseCommand):
     help = "Generate one image through pymthouse + Livepeer and print the result."
 
@@ -82,13 +86,17 @@ class Command(BaseCommand):
     def _report(self, generation: Generation, elapsed: float) -> None:
         rows = [
             ("status", generation.status),
-            ("generation id / gatewayRequestId", str(generation.pk)),
+            ("generation id", str(generation.pk)),
             ("model", generation.model_id),
             ("size", f"{generation.width}x{generation.height}"),
             ("seed", str(generation.image_seed if generation.image_seed is not None else "-")),
             ("image", generation.image.path if generation.image else "-"),
             ("runner", generation.runner_url or "-"),
-            ("manifest id", generation.manifest_id or "-"),
+            ("manifest id (usage join key)", generation.manifest_id or "-"),
+            ("runner price unit", generation.price_unit or "-"),
+            ("runner price", _wei(generation.price_wei)),
+            ("units paid", "-" if generation.units_paid is None else str(generation.units_paid)),
+            ("expected fee", _wei(generation.expected_fee_wei)),
             ("upstream request id", generation.upstream_request_id or "-"),
             ("tickets paid", str(generation.tickets_paid)),
             ("elapsed", f"{elapsed:.2f}s"),
@@ -102,6 +110,6 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(
                     "OK. Usage appears in pymthouse's usage API under this user "
-                    "(gatewayRequestId = generation id) once metered."
+                    "(groupBy=manifest, manifestId = the manifest id above) once metered."
                 )
             )

@@ -19,8 +19,12 @@ from integrations.pymthouse import PymthouseClient
 from tests.sandbox_server import SandboxControl
 
 MODEL = "ByteDance/SDXL-Lightning"
-RUNNER_1 = "/runner/bytedance-sdxl-lightning-1/image"
-RUNNER_2 = "/runner/bytedance-sdxl-lightning-2/image"
+RUNNER_1_ID = "bytedance-sdxl-lightning-1"
+RUNNER_2_ID = "bytedance-sdxl-lightning-2"
+#: Discovery publishes ``…/apps/{id}/app``; the client calls it with the trailing slash.
+RUNNER_1 = f"/apps/{RUNNER_1_ID}/app/"
+RUNNER_2 = f"/apps/{RUNNER_2_ID}/app/"
+DEFAULT_PRICE_WEI = 4_768_371_000_000
 PAYMENT_PATH = "/signer/generate-live-payment"
 SIGNER_INFO_PATH = "/signer/sign-orchestrator-info"
 DISCOVERY_PATH = "/signer/discover-orchestrators"
@@ -66,6 +70,22 @@ def calls(sandbox: SandboxControl, path: str, method: str = "POST") -> list[dict
     return [r for r in sandbox.requests(path) if r["method"] == method and r["path"] == path]
 
 
+def calls_under(sandbox: SandboxControl, prefix: str) -> list[dict[str, Any]]:
+    """Every request the sandbox saw whose path starts with ``prefix``."""
+    return [r for r in sandbox.requests() if str(r["path"]).startswith(prefix)]
+
+
+def set_runner(sandbox: SandboxControl, runner_id: str, **changes: Any) -> dict[str, Any]:
+    """``PUT /__sandbox/runners/{id}`` (camelCase keys: unit, price, capacity, appFault…)."""
+    result: dict[str, Any] = sandbox._call("PUT", f"/runners/{runner_id}", changes)
+    return result
+
+
+def set_runners(sandbox: SandboxControl, **changes: Any) -> None:
+    for runner_id in (RUNNER_1_ID, RUNNER_2_ID):
+        set_runner(sandbox, runner_id, **changes)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_payer_cache() -> Iterator[None]:
     clear_payer_address_cache()
@@ -95,11 +115,7 @@ def signer_credentials(
 
 
 @pytest.fixture
-def gateway_credentials(
-    client: PymthouseClient, sandbox: SandboxControl, external_user_id: str
-) -> GatewayCredentials:
-    """A real 900 s user JWT (``sign:job``) for a fresh user, against the sandbox gateway."""
-    client.upsert_user(external_user_id=external_user_id)
-    token = client.mint_user_token(external_user_id=external_user_id)
+def gateway_credentials(sandbox: SandboxControl) -> GatewayCredentials:
+    """The sandbox's go-livepeer gateway, without a user token (it would ignore one)."""
     sandbox.clear_requests()
-    return GatewayCredentials(gateway_url=sandbox.url, bearer_token=token.access_token)
+    return GatewayCredentials(gateway_url=sandbox.url)

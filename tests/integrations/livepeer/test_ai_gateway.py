@@ -10,9 +10,7 @@ import pytest
 
 from integrations.livepeer import (
     GatewayCredentials,
-    LivepeerAuthError,
     LivepeerBadRequestError,
-    LivepeerInsufficientBalanceError,
     LivepeerOutcomeUnknownError,
     LivepeerPaidCallFailedError,
     LivepeerProtocolError,
@@ -24,7 +22,6 @@ from integrations.livepeer import gateway_credentials as configured_gateway_cred
 from tests.helpers import png_size
 from tests.integrations.livepeer.conftest import (
     GATEWAY_PATH,
-    MODEL,
     RecordingGuard,
     calls,
     image_request,
@@ -80,24 +77,18 @@ def test_happy_path_downloads_the_relative_stream_url(
 
     assert guard.calls == ["claim", "confirm"]
     assert guard.confirmed == [(None, None)]
-    events = sandbox.events()
-    assert len(events) == 1
-    assert events[0]["gatewayRequestId"] == request.request_id
-    assert events[0]["externalUserId"] == external_user_id
-    assert events[0]["modelId"] == MODEL
-    assert events[0]["pixels"] == 768 * 512
+    assert guard.records[0].expected_fee_wei is None  # the gateway never tells the price
+    # The gateway pays with its own key: no usage event for any user.
+    assert sandbox.events() == []
 
     posts = calls(sandbox, GATEWAY_PATH)
-    assert [(r["status"], r["auth"]) for r in posts] == [(200, "bearer")]
+    assert [(r["status"], r["auth"]) for r in posts] == [(200, None)]
     gets = stream_gets(sandbox)
     assert len(gets) == 1
     assert gets[0]["path"].startswith(f"/stream/{result.upstream_request_id}/")
     # The user's token is not sent along with image downloads.
     assert gets[0]["auth"] is None
-    token = gateway_credentials.bearer_token
-    raw = token if isinstance(token, str) else token.reveal()
-    assert raw not in caplog.text
-    assert raw not in repr(gateway_credentials)
+    assert request.request_id in caplog.text
 
 
 def test_gateway_url_comes_from_settings_and_defaults_to_pymthouse_url(settings: Any) -> None:
@@ -197,32 +188,23 @@ def test_500_is_retryable_and_released(
     assert sandbox.events() == []
 
 
-def test_garbage_token_is_an_auth_error(
-    sandbox: SandboxControl, gateway_credentials: GatewayCredentials, guard: RecordingGuard
-) -> None:
-    garbage = GatewayCredentials(gateway_url=sandbox.url, bearer_token="not-a-jwt")
-
-    _, error = generate_error(garbage, guard, LivepeerAuthError)
-
-    assert error.status == 401
-    assert error.retryable is False
-    assert "not-a-jwt" not in str(error)
-    assert guard.calls == ["claim", "release"]
-    assert sandbox.events() == []
-
-
-def test_insufficient_balance_is_terminal(
+def test_a_user_token_is_sent_only_when_given_and_charges_nobody(
     sandbox: SandboxControl,
     gateway_credentials: GatewayCredentials,
     guard: RecordingGuard,
     external_user_id: str,
 ) -> None:
+    """go-livepeer's gateway ignores Authorization and pays with its own key."""
     sandbox.set_balance(external_user_id, 0)
+    token = "not-a-jwt-and-never-checked"
+    with_token = GatewayCredentials(gateway_url=sandbox.url, bearer_token=token)
 
-    _, error = generate_error(gateway_credentials, guard, LivepeerInsufficientBalanceError)
+    _, result = generate(with_token, guard)
 
-    assert error.status == 483
-    assert guard.calls == ["claim", "release"]
+    assert png_size(result.images[0].content) == (640, 384)
+    assert [r["auth"] for r in calls(sandbox, GATEWAY_PATH)] == ["bearer"]
+    assert guard.calls == ["claim", "confirm"]
+    # Nobody is charged through pymthouse on this path, even a user with no balance.
     assert sandbox.events() == []
 
 
@@ -275,7 +257,7 @@ def test_evicted_stream_file_fails_the_paid_call(
     assert error.status == 404
     assert error.retryable is False
     assert guard.calls == ["claim", "confirm"]
-    assert [e["gatewayRequestId"] for e in sandbox.events()] == [request.request_id]
+    assert request.request_id in str(error.request_id)
     assert len(stream_gets(sandbox)) == 1
 
 
@@ -289,4 +271,4 @@ def test_stream_download_503_is_retried(
     assert png_size(result.images[0].content) == (640, 384)
     assert [r["status"] for r in stream_gets(sandbox)] == [503, 503, 200]
     assert guard.calls == ["claim", "confirm"]
-    assert len(sandbox.events()) == 1
+    assert sandbox.events() == []

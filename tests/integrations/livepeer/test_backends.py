@@ -16,8 +16,7 @@ from integrations.livepeer import (
 )
 from integrations.livepeer.ai_gateway import AiGatewayBackend
 from integrations.livepeer.config import LivepeerConfig
-from integrations.livepeer.live_runner import LiveRunnerBackend, max_price, payment_type_for_unit
-from integrations.livepeer.schemas import PriceInfo
+from integrations.livepeer.live_runner import LiveRunnerBackend
 from integrations.livepeer.session import LivepeerSession, was_not_sent
 from integrations.pymthouse import SecretToken
 from tests.integrations.livepeer.conftest import RecordingGuard, image_request
@@ -98,39 +97,11 @@ def test_credentials_require_http_urls() -> None:
         GatewayCredentials(gateway_url="file:///tmp", bearer_token="t")
     with pytest.raises(ValueError, match="bearer token"):
         GatewayCredentials(gateway_url="http://127.0.0.1:9", bearer_token="")
+    # No token at all is valid: go-livepeer's gateway ignores one anyway.
+    assert GatewayCredentials(gateway_url="http://127.0.0.1:9").bearer_token is None
     with pytest.raises(ValueError, match="visible ASCII") as excinfo:
         GatewayCredentials(gateway_url="http://127.0.0.1:9", bearer_token="abc\r\nX: secret")
     assert "secret" not in str(excinfo.value)
-
-
-@pytest.mark.parametrize(
-    ("unit", "payment_type"),
-    [
-        ("fixed", "fixed"),
-        ("hour", "live"),
-        ("seconds", "live"),
-        ("720p-pixel-seconds", "lv2v"),
-        ("720p", "lv2v"),
-        ("pixel", ""),
-        ("PIXEL", ""),
-        ("megabyte", None),
-    ],
-)
-def test_payment_type_for_unit(unit: str, payment_type: str | None) -> None:
-    assert payment_type_for_unit(unit) == payment_type
-
-
-def test_max_price_is_rounded_up_with_the_configured_markup() -> None:
-    from decimal import Decimal
-
-    price = PriceInfo.model_validate({"price": 4768371, "currency": "wei", "unit": "pixel"})
-    assert max_price(price, Decimal("1.012")) == {
-        "price": "4825592",
-        "currency": "wei",
-        "unit": "pixel",
-    }
-    exact = PriceInfo.model_validate({"price": "1000", "unit": "fixed"})
-    assert max_price(exact, Decimal("1.012"))["price"] == "1012"
 
 
 def test_config_reads_settings_with_defaults(settings: Any) -> None:
@@ -142,6 +113,10 @@ def test_config_reads_settings_with_defaults(settings: Any) -> None:
         "LIVEPEER_QUEUE_TIMEOUT",
         "LIVEPEER_MAX_IMAGE_BYTES",
         "LIVEPEER_MAX_PRICE_MARKUP",
+        "LIVEPEER_MAX_RESPONSE_BYTES",
+        "LIVEPEER_ALLOW_PRIVATE_ADDRESSES",
+        "LIVEPEER_RUNNER_APP_PATH",
+        "LIVEPEER_GATEWAY_HONOURS_USER_TOKENS",
     ):
         if hasattr(settings, name):
             delattr(settings, name)
@@ -152,6 +127,12 @@ def test_config_reads_settings_with_defaults(settings: Any) -> None:
     assert config.queue_timeout == 120.0
     assert config.max_image_bytes == 20_000_000
     assert str(config.max_price_markup) == "1.012"
+    assert config.max_response_bytes == 1_000_000
+    assert config.max_result_bytes == 1_000_000 + 20_000_000 * 4 // 3 + 4
+    # Production defaults: private addresses refused, no user token for a gateway.
+    assert config.allow_private_addresses is False
+    assert config.gateway_honours_user_tokens is False
+    assert config.runner_app_path == ""
 
     settings.LIVEPEER_MAX_PRICE_MARKUP = "0.9"
     with pytest.raises(ImproperlyConfigured, match="MARKUP"):

@@ -59,7 +59,7 @@ def stream_url(
 ) -> tuple[str, bytes]:
     """An absolute URL of a real PNG held by the sandbox gateway, and its bytes."""
     result = get_backend("ai-gateway").generate(
-        image_request(width=320, height=200),
+        image_request(),  # 640x384, the size the live-runner tests ask for
         credentials=gateway_credentials,
         guard=RecordingGuard(),
     )
@@ -80,12 +80,55 @@ def test_absolute_url_is_downloaded_without_credentials(
     result = live(signer_credentials, guard)
 
     assert result.images[0].content == content
-    assert png_size(result.images[0].content) == (320, 200)
+    assert png_size(result.images[0].content) == (640, 384)
     assert result.images[0].seed == 7
     assert result.images[0].nsfw is True
     assert_paid_once(sandbox, guard)
     gets = [r for r in sandbox.requests("/stream/") if r["method"] == "GET"]
     assert [(r["status"], r["auth"]) for r in gets] == [(200, None)]
+
+
+def test_only_the_image_we_keep_is_downloaded(
+    sandbox: SandboxControl,
+    signer_credentials: SignerCredentials,
+    stream_url: tuple[str, bytes],
+    guard: RecordingGuard,
+) -> None:
+    url, content = stream_url
+    runner_answers(
+        sandbox, {"images": [{"url": url}, {"url": f"{sandbox.url}/second.png"}, {"url": url}]}
+    )
+
+    result = live(signer_credentials, guard)
+
+    assert [image.content for image in result.images] == [content]
+    image_gets = [
+        r["path"]
+        for r in sandbox.requests()
+        if r["path"] != "/signer/discover-orchestrators" and r["method"] == "GET"
+    ]
+    assert image_gets == [url.removeprefix(sandbox.url)]
+    assert_paid_once(sandbox, guard)
+
+
+def test_redirect_to_a_metadata_address_is_refused_on_the_hop(
+    sandbox: SandboxControl, signer_credentials: SignerCredentials, guard: RecordingGuard
+) -> None:
+    sandbox.add_fault(
+        "GET", "/moved.png", status=302, headers={"Location": "http://169.254.169.254/img.png"}
+    )
+    runner_answers(sandbox, {"images": [{"url": f"{sandbox.url}/moved.png"}]})
+
+    with pytest.raises(LivepeerProtocolError, match="169.254.169.254 refused"):
+        live(signer_credentials, guard)
+
+    image_gets = [
+        r["path"]
+        for r in sandbox.requests()
+        if r["path"] != "/signer/discover-orchestrators" and r["method"] == "GET"
+    ]
+    assert image_gets == ["/moved.png"]
+    assert_paid_once(sandbox, guard)
 
 
 def test_relative_url_is_resolved_against_the_runner(

@@ -1,0 +1,13 @@
+"""The conformance suite's caller: one end user calling runners as a correct client does."""
+
+from __future__ import annotations
+
+import pytest
+import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+
+from tests.sandbox.livepeer_conformance.support import Caller
+
+
+@pytest.fixture
+def caller(http: requests.Session, base: str) -> Caller:
+    return Caller(http, base)
