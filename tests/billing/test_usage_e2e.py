@@ -25,6 +25,7 @@ from tests.worker import WorkerProcess
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
+
 def test_generated_image_shows_its_exact_metered_fee_after_a_sync(
     sandbox: SandboxControl, worker_process: WorkerProcess
 ) -> None:
