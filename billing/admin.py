@@ -377,3 +377,7 @@ class HoldAdmin(_ReadOnlyAdmin):
 @admin.register(LedgerRejection)
 class LedgerRejectionAdmin(_ReadOnlyAdmin):
     list_display = ("idempotency_key", "account", "kind", "amount_wei", "reason", "created_at")
+
+
+# The usage mirror's read-only admin (billing/usage_admin.py).
+from billing import usage_admin as usage_admin  # noqa: E402

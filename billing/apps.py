@@ -18,6 +18,9 @@ class BillingConfig(AppConfig):
 
         connection_created.connect(register_sqlite_functions, dispatch_uid="billing-wei-sum")
         post_migrate.connect(_seed_plans, sender=self, dispatch_uid="billing-seed-plans")
+        post_migrate.connect(
+            _seed_usage_schedule, sender=self, dispatch_uid="billing-seed-usage-schedule"
+        )
 
 
 def _seed_plans(sender: AppConfig, **kwargs: Any) -> None:
@@ -27,3 +30,11 @@ def _seed_plans(sender: AppConfig, **kwargs: Any) -> None:
     using = kwargs.get("using", "default")
     if using == "default":
         plans_seed()
+
+
+def _seed_usage_schedule(sender: AppConfig, **kwargs: Any) -> None:
+    """Seed the usage sync's django-celery-beat entry (never overwrites admin edits)."""
+    from billing.services.usage_schedule import usage_sync_schedule_seed
+
+    if kwargs.get("using", "default") == "default":
+        usage_sync_schedule_seed()

@@ -14,6 +14,7 @@ Every setting is listed in README.md ("Settings").
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ INSTALLED_APPS = [
     "allauth.mfa",
     "allauth.usersessions",
     "ninja",
+    "django_celery_beat",
     "billing",
     "inference",
 ]
@@ -529,6 +531,26 @@ BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS: int = env.int(
 )
 # Holds younger than this are left alone by the stale-hold sweep.
 BILLING_STALE_HOLD_AFTER_SECONDS: int = env.int("BILLING_STALE_HOLD_AFTER_SECONDS", default=900)
+
+# --- Billing: usage mirror (billing/services/usage_sync.py) -----------------
+# The beat schedule of the sync lives in django-celery-beat (editable in the admin);
+# this interval only seeds it. The window starts at BILLING_USAGE_SYNC_START (ISO
+# date-time; empty = all time) and ends at the run's start.
+BILLING_USAGE_SYNC_INTERVAL_SECONDS: int = env.int(
+    "BILLING_USAGE_SYNC_INTERVAL_SECONDS", default=60 if DEBUG else 300
+)
+_usage_sync_start = env.str("BILLING_USAGE_SYNC_START", default="")
+BILLING_USAGE_SYNC_START: datetime | None = (
+    datetime.fromisoformat(_usage_sync_start).astimezone(UTC) if _usage_sync_start else None
+)
+BILLING_USAGE_SYNC_LEASE_SECONDS: int = env.int("BILLING_USAGE_SYNC_LEASE_SECONDS", default=900)
+BILLING_USAGE_SYNC_CHUNK: int = env.int("BILLING_USAGE_SYNC_CHUNK", default=500)
+BILLING_USAGE_SYNC_CONCURRENCY: int = env.int("BILLING_USAGE_SYNC_CONCURRENCY", default=2)
+# Drift: a (user, day) whose metered cost exceeds our usage debits by more than this
+# many wei is an alert (log + staff dashboard); days re-checked for new local debits.
+BILLING_DRIFT_ALERT_WEI: int = env.int("BILLING_DRIFT_ALERT_WEI", default=0)
+BILLING_DRIFT_DAYS: int = env.int("BILLING_DRIFT_DAYS", default=2)
+BILLING_STAFF_PAGE_SIZE: int = env.int("BILLING_STAFF_PAGE_SIZE", default=50)
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL: str = env.str("DJANGO_LOG_LEVEL", default="INFO")

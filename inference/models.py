@@ -171,7 +171,11 @@ class Generation(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
-        indexes = [models.Index(fields=["owner", "-created_at"], name="generation_owner_recent")]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="generation_owner_recent"),
+            # The usage mirror joins metered manifest rows to generations by this id.
+            models.Index(fields=["manifest_id"], name="generation_manifest_id"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(

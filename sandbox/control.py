@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.config import ConfigError, parse_integer, parse_seconds
+from sandbox.pymthouse import usage_seed
 from sandbox.runners import apply_runner_update, new_runner
 from sandbox.sso import MISBEHAVIOURS, USERINFO_MODES
 from sandbox.state import AppUser, Fault, SandboxState, iso_millis
@@ -74,6 +75,7 @@ def user_json(state: SandboxState, user: AppUser) -> dict[str, Any]:
 
 async def reset(request: Request) -> Response:
     get_state(request).reset()
+    usage_seed.clear(get_state(request))
     logger.info("sandbox state reset")
     return json_response({"ok": True})
 
@@ -363,6 +365,10 @@ routes = [
     ),
     Route("/__sandbox/requests", _loopback_only(requests_log), methods=["GET", "DELETE"]),
     Route("/__sandbox/events", _loopback_only(events), methods=["GET"]),
+    *(
+        Route(route.path, _loopback_only(route.endpoint), methods=sorted(route.methods or ()))
+        for route in usage_seed.routes
+    ),
     Route("/__sandbox/oidc/identities", _loopback_only(oidc_identities), methods=["GET", "POST"]),
     Route(
         "/__sandbox/oidc/misbehave",

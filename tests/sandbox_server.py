@@ -224,6 +224,18 @@ class SandboxControl:
     def clear_requests(self) -> None:
         self._call("DELETE", "/requests")
 
+    def seed_usage(
+        self, rows: list[dict[str, Any]] | None = None, *, generate: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Metered usage without running inference (``sandbox/pymthouse/usage_seed.py``)."""
+        body: dict[str, Any] = {}
+        if rows is not None:
+            body["rows"] = rows
+        if generate is not None:
+            body["generate"] = generate
+        result: dict[str, Any] = self._call("POST", "/usage/seed", body)
+        return result
+
     def oidc_identities(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/oidc/identities")
         return result

@@ -24,6 +24,7 @@ from integrations.pymthouse.config import PymthouseConfig
 from integrations.pymthouse.discovery import Discovery
 from integrations.pymthouse.errors import PymthouseAuthError, PymthouseProtocolError, describe
 from integrations.pymthouse.identifiers import validate_external_user_id
+from integrations.pymthouse.money import parse_count, parse_usd_micros
 from integrations.pymthouse.session import PymthouseSession
 from integrations.pymthouse.tokens import DEFAULT_TTL_SECONDS, MachineTokenCache
 from integrations.pymthouse.transport import ClientSecretBasic, Transport, parse_model
@@ -40,6 +41,7 @@ from integrations.pymthouse.types import (
     SignerSession,
     SignerSessionResponse,
     UsageBalance,
+    UsageByUserTotals,
     UsageReport,
     UsersList,
     UserStatus,
@@ -102,6 +104,13 @@ def _require_bearer(token_type: str, *, method: str, path: str) -> None:
             method=method,
             path=path,
         )
+
+
+def _user_row_id(row: Any, *, seen: dict[str, tuple[int, int]]) -> str:
+    external_user_id = row["externalUserId"]
+    if not isinstance(external_user_id, str) or not external_user_id or external_user_id in seen:
+        raise ValueError("externalUserId missing, not a string, or repeated")
+    return external_user_id
 
 
 class PymthouseClient:
@@ -386,6 +395,53 @@ class PymthouseClient:
                 path=path,
             )
         return report
+
+    def usage_by_user(
+        self,
+        *,
+        start: date | datetime | None = None,
+        end: date | datetime | None = None,
+    ) -> UsageByUserTotals:
+        """``groupBy=user`` for bulk use: ``{externalUserId: (requestCount, usdMicros)}``.
+
+        The same call and the same exact grammar as ``usage(group_by="user")``, without a
+        model object per row (100,000 rows parse in a fraction of the time). A row that
+        is not an object, lacks a field, repeats a user or breaks the money grammar is a
+        ``PymthouseProtocolError``.
+        """
+        params = {"groupBy": "user", **_date_params(start, end)}
+        path = f"{self._builder_app_path}/usage"
+        _, payload = self._transport.request_json(
+            "GET", self._url(path), auth=self._basic, params=params, not_found_is_auth=True
+        )
+        rows = payload.get("byUser")
+        if not isinstance(rows, list):
+            raise PymthouseProtocolError(
+                describe(method="GET", path=path, status=None, detail="byUser missing"),
+                method="GET",
+                path=path,
+            )
+        report = parse_model(UsageReport, {**payload, "byUser": []}, method="GET", path=path)
+        by_user: dict[str, tuple[int, int]] = {}
+        try:
+            for row in rows:
+                external_user_id = _user_row_id(row, seen=by_user)
+                by_user[external_user_id] = (
+                    parse_count(row["requestCount"]),
+                    parse_usd_micros(row["networkFeeUsdMicros"]),
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PymthouseProtocolError(
+                describe(
+                    method="GET",
+                    path=path,
+                    status=None,
+                    detail=f"invalid byUser row ({type(exc).__name__})",
+                ),
+                method="GET",
+                path=path,
+            ) from exc
+        return UsageByUserTotals(totals=report.totals, by_user=by_user)
 
     def balance(self, *, external_user_id: str) -> UsageBalance:
         """Spendable balance of one end user (USD micros). 404 → ``PymthouseAuthError``."""

@@ -309,6 +309,18 @@ class UsageReport(_CamelModel):
     by_manifest: tuple[UsageByManifest, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class UsageByUserTotals:
+    """``groupBy=user`` parsed for bulk use (``PymthouseClient.usage_by_user``).
+
+    ``by_user`` maps ``externalUserId`` to ``(requestCount, networkFeeUsdMicros)``;
+    ``requestCount`` counts signed tickets, not inference calls.
+    """
+
+    totals: UsageTotals
+    by_user: dict[str, tuple[int, int]]
+
+
 class UsageBalance(_CamelModel):
     """``GET /builder/apps/{app}/usage/balance``.
 

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.money import format_usd_exact
+from sandbox.pymthouse import usage_seed
 from sandbox.state import SandboxState, UsageEvent, iso_millis
 from sandbox.web import get_state, json_response, parse_authorization, secret_matches
 
@@ -98,13 +99,17 @@ async def usage(request: Request) -> Response:
         for event in state.visible_events()
         if _in_range(event, start, end) and (user_id is None or event.external_user_id == user_id)
     ]
-    total = str(_fee(events))
+    # Bulk-seeded usage (control API) is kept pre-aggregated; see usage_seed.py.
+    cutoff = usage_seed.visibility_cutoff(state)
+    seeded = usage_seed.user_totals(state, start, end, user_id, cutoff)
+    seeded_count = sum(requests for requests, _ in seeded.values())
+    total = str(_fee(events) + sum(micros for _, micros in seeded.values()))
     body: dict[str, Any] = {
         "clientId": state.settings.app_id,
         "source": "openmeter",
         "period": {"start": start_text, "end": end_text},
         "totals": {
-            "requestCount": len(events),
+            "requestCount": len(events) + seeded_count,
             "currency": "USD",
             "networkFeeUsdMicros": total,
             "ownerChargeUsdMicros": total,
@@ -112,9 +117,17 @@ async def usage(request: Request) -> Response:
         },
     }
     if group_by == "user":
-        by_user = _group(events, lambda event: (event.external_user_id,))
-        if user_id is not None and not by_user:
-            by_user = {(user_id,): []}  # usage-read.ts aggregateUserRows: a zero row for the filter
+        per_user = {
+            key[0]: (len(group), _fee(group))
+            for key, group in _group(events, lambda event: (event.external_user_id,)).items()
+        }
+        for external_user_id, (requests, micros) in seeded.items():
+            had = per_user.get(external_user_id, (0, 0))
+            per_user[external_user_id] = (had[0] + requests, had[1] + micros)
+        if user_id is not None and not per_user:
+            per_user = {
+                user_id: (0, 0)
+            }  # usage-read.ts aggregateUserRows: a zero row for the filter
         body["byUser"] = [
             {
                 "endUserId": external_user_id,
@@ -122,11 +135,11 @@ async def usage(request: Request) -> Response:
                 "userType": "system_managed",
                 "identifier": external_user_id,
                 "currency": "USD",
-                "networkFeeUsdMicros": str(_fee(group)),
-                "ownerChargeUsdMicros": str(_fee(group)),
-                "requestCount": len(group),
+                "networkFeeUsdMicros": str(micros),
+                "ownerChargeUsdMicros": str(micros),
+                "requestCount": requests,
             }
-            for (external_user_id,), group in sorted(by_user.items())
+            for external_user_id, (requests, micros) in sorted(per_user.items())
         ]
     elif group_by == "pipeline_model":
         body["byPipelineModel"] = [
@@ -163,6 +176,7 @@ async def usage(request: Request) -> Response:
     elif group_by == "manifest":
         by_manifest = _group(events, lambda event: (event.manifest_id,))
         body["byManifest"] = [_manifest_row(key[0], group) for key, group in by_manifest.items()]
+        body["byManifest"] += usage_seed.manifest_rows(state, start, end, user_id, cutoff)
     return json_response(body)
 
 

@@ -1,0 +1,563 @@
+"""Mirror pymthouse's metered usage: ``usage_sync_run`` (called by the beat task).
+
+One run (pymthouse-api.md §7.1):
+
+1. take the lease on the sync-state row (a second concurrent run is recorded as
+   ``skipped``; a crashed run's lease expires after ``BILLING_USAGE_SYNC_LEASE_SECONDS``);
+2. one ``groupBy=user`` call over the window ``[BILLING_USAGE_SYNC_START, now)``; an
+   answer identical (sha256) to the one the last successful run applied ends the run here;
+3. for each user whose ``(requestCount, networkFeeUsdMicros)`` differs from the mirror,
+   one ``groupBy=manifest&userId=<externalUserId>`` call; the users are applied in
+   chunks, each chunk in one transaction that inserts its new manifest rows, records
+   revisions, joins generations, settles ``outcome_unknown`` holds and updates the
+   users' aggregates *together*, so a run killed halfway leaves every user either fully
+   applied or still "changed" for the next run;
+4. a final transaction advances the watermark to the window end and refreshes totals.
+
+The window starts at a fixed point (all time by default), so every run re-reads what
+arrived late (metering lags inference by seconds to minutes): lag needs no special case,
+and the cost of a run is bounded by the number of users, not events, because the user
+call is an aggregate. Replaying a window changes nothing: rows have natural unique keys
+and an unchanged aggregate is never fetched again. Upstream failures (503 metering not
+configured, 404 bad credentials, timeouts) are recorded on the state row and in
+``UsageSyncRun``; the run changes nothing else and the local ledger keeps working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from billing.db import WeiSum
+from billing.services.usage_ledger import local_usage_debits, settle_from_usage
+from billing.usage_models import (
+    UsageDay,
+    UsageDrift,
+    UsageManifest,
+    UsageManifestRevision,
+    UsageSyncRun,
+    UsageSyncState,
+    UsageSyncStatus,
+    UsageUserAggregate,
+)
+from integrations.pymthouse import (
+    PymthouseAuthError,
+    PymthouseClient,
+    PymthouseError,
+    PymthouseTimeoutError,
+    PymthouseUnavailableError,
+    UsageByManifest,
+    get_client,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_BIGINT = 2**63 - 1
+MAX_UINT256 = 2**256 - 1
+_DEBIT_SLACK = timedelta(minutes=10)
+
+
+@dataclass
+class _Progress:
+    users_seen: int = 0
+    users_changed: int = 0
+    users_applied: int = 0
+    manifests_new: int = 0
+    revisions_new: int = 0
+    settled: int = 0
+    fingerprint: str = ""
+    drift_alerts: list[tuple[str, date, int]] = field(default_factory=list)
+
+
+def _status_for(exc: PymthouseError) -> UsageSyncStatus:
+    if isinstance(exc, PymthouseTimeoutError):
+        return UsageSyncStatus.TIMEOUT
+    if isinstance(exc, PymthouseAuthError):
+        return UsageSyncStatus.BAD_CREDENTIALS
+    if isinstance(exc, PymthouseUnavailableError) and exc.status == 503:
+        return UsageSyncStatus.UNCONFIGURED
+    if isinstance(exc, PymthouseUnavailableError):
+        return UsageSyncStatus.UNAVAILABLE
+    return UsageSyncStatus.ERROR
+
+
+def usage_sync_state() -> UsageSyncState:
+    state, _ = UsageSyncState.objects.get_or_create(pk=UsageSyncState.SINGLETON_ID)
+    return state
+
+
+# --- lease ----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def _lease_acquire(*, now: datetime) -> str | None:
+    usage_sync_state()
+    state = UsageSyncState.objects.select_for_update().get(pk=UsageSyncState.SINGLETON_ID)
+    if state.lease_until is not None and state.lease_until > now:
+        return None
+    token = uuid.uuid4().hex
+    state.lease_token = token
+    state.lease_until = now + timedelta(seconds=settings.BILLING_USAGE_SYNC_LEASE_SECONDS)
+    state.last_started_at = now
+    state.save(update_fields=["lease_token", "lease_until", "last_started_at"])
+    return token
+
+
+def _lease_release(token: str) -> None:
+    UsageSyncState.objects.filter(pk=UsageSyncState.SINGLETON_ID, lease_token=token).update(
+        lease_token="", lease_until=None
+    )
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+def usage_sync_run(
+    *, client: PymthouseClient | None = None, now: datetime | None = None
+) -> UsageSyncRun:
+    """One sync run; returns its ``UsageSyncRun`` record (never raises for upstream faults)."""
+    started = now or timezone.now()
+    clock = time.monotonic()
+    window_start: datetime | None = settings.BILLING_USAGE_SYNC_START
+    run = UsageSyncRun(started_at=started, window_start=window_start, window_end=started)
+    token = _lease_acquire(now=started)
+    if token is None:
+        run.status = UsageSyncStatus.SKIPPED
+        run.detail = "another sync run holds the lease"
+        run.finished_at = timezone.now()
+        run.save()
+        logger.info("usage sync skipped: another run holds the lease")
+        return run
+    progress = _Progress()
+    try:
+        status, detail = _sync(
+            client=client or get_client(),
+            window_start=window_start,
+            window_end=started,
+            progress=progress,
+        )
+    except PymthouseError as exc:
+        status, detail = _status_for(exc), str(exc)[:300]
+        if progress.users_applied:
+            detail = f"after {progress.users_applied} users: {detail}"[:300]
+        logger.warning("usage sync stopped: %s (%s)", status.label, detail)
+    finally:
+        _lease_release(token)
+    run.status = status
+    run.detail = detail
+    run.users_seen = progress.users_seen
+    run.users_changed = progress.users_changed
+    run.manifests_new = progress.manifests_new
+    run.revisions_new = progress.revisions_new
+    run.settled = progress.settled
+    run.finished_at = timezone.now()
+    run.duration_ms = min(int((time.monotonic() - clock) * 1000), 2**31 - 1)
+    _record_outcome(
+        run=run,
+        succeeded=status == UsageSyncStatus.OK,
+        fingerprint=progress.fingerprint,
+    )
+    return run
+
+
+@transaction.atomic
+def _record_outcome(*, run: UsageSyncRun, succeeded: bool, fingerprint: str) -> None:
+    run.save()
+    state = UsageSyncState.objects.select_for_update().get(pk=UsageSyncState.SINGLETON_ID)
+    state.status = run.status
+    state.detail = run.detail
+    state.last_finished_at = run.finished_at
+    fields = ["status", "detail", "last_finished_at"]
+    if succeeded:
+        assert run.window_end is not None
+        state.last_success_at = run.finished_at
+        if state.watermark is None or run.window_end > state.watermark:
+            state.watermark = run.window_end
+        state.upstream_fingerprint = fingerprint
+        fields += ["last_success_at", "watermark", "upstream_fingerprint"]
+    if run.users_changed or run.revisions_new or state.user_count == 0:
+        _refresh_totals(state)
+        fields += [
+            "user_count",
+            "request_count",
+            "network_fee_usd_micros",
+            "fee_wei",
+            "flagged_revisions",
+        ]
+    state.drift_alerts = UsageDrift.objects.filter(alert=True).count()
+    fields.append("drift_alerts")
+    state.save(update_fields=fields)
+
+
+def _exact_sum(values: Iterable[int | None]) -> int:
+    """Exact sum, saturated at 2**256-1 (more wei than exists; logged, never a crash)."""
+    total = sum(value or 0 for value in values)
+    if total > MAX_UINT256:
+        logger.error("usage total exceeds 2**256-1 wei; stored as 2**256-1")
+        return MAX_UINT256
+    return total
+
+
+def _refresh_totals(state: UsageSyncState) -> None:
+    """Totals over the mirror, summed exactly on both databases (``WeiSum``)."""
+    sums = UsageUserAggregate.objects.aggregate(
+        users=Count("id"),
+        requests=Sum("request_count"),
+        usd=WeiSum("network_fee_usd_micros"),
+        wei=WeiSum("fee_wei"),
+    )
+    state.user_count = sums["users"]
+    state.request_count = int(sums["requests"] or 0)
+    state.network_fee_usd_micros = _exact_sum([sums["usd"]])
+    state.fee_wei = _exact_sum([sums["wei"]])
+    state.flagged_revisions = UsageManifest.objects.filter(flagged=True).count()
+
+
+def _sync(
+    *,
+    client: PymthouseClient,
+    window_start: datetime | None,
+    window_end: datetime,
+    progress: _Progress,
+) -> tuple[UsageSyncStatus, str]:
+    upstream = client.usage_by_user(start=window_start, end=window_end).by_user
+    progress.users_seen = len(upstream)
+    progress.fingerprint = _fingerprint(upstream, window_start)
+    applied = UsageSyncState.objects.values_list("upstream_fingerprint", flat=True).get(
+        pk=UsageSyncState.SINGLETON_ID
+    )
+    if progress.fingerprint == applied:
+        _refresh_local_drift(now=window_end, progress=progress)
+        _log_drift_alerts(progress)
+        return UsageSyncStatus.OK, f"{progress.users_seen} users, unchanged"
+    stored = {
+        ext: (requests, usd)
+        for ext, requests, usd in UsageUserAggregate.objects.values_list(
+            "external_user_id", "request_count", "network_fee_usd_micros"
+        ).iterator(chunk_size=10_000)
+    }
+    changed = [ext for ext, value in upstream.items() if stored.get(ext) != value]
+    del stored
+    progress.users_changed = len(changed)
+    chunk_size = settings.BILLING_USAGE_SYNC_CHUNK
+    workers = max(1, settings.BILLING_USAGE_SYNC_CONCURRENCY)
+
+    def fetch(ext: str) -> tuple[str, Sequence[UsageByManifest]]:
+        rows = client.usage(group_by="manifest", user_id=ext, start=window_start, end=window_end)
+        return ext, rows.by_manifest
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for offset in range(0, len(changed), chunk_size):
+            chunk = changed[offset : offset + chunk_size]
+            fetched = dict(pool.map(fetch, chunk))
+            _apply_chunk(fetched=fetched, upstream=upstream, now=window_end, progress=progress)
+            progress.users_applied += len(chunk)
+    _refresh_local_drift(now=window_end, progress=progress)
+    _log_drift_alerts(progress)
+    return UsageSyncStatus.OK, (
+        f"{progress.users_seen} users, {progress.users_changed} changed, "
+        f"{progress.manifests_new} new manifest rows, {progress.revisions_new} revisions"
+    )
+
+
+def _fingerprint(upstream: dict[str, tuple[int, int]], window_start: datetime | None) -> str:
+    digest = hashlib.sha256(f"{window_start.isoformat() if window_start else ''}\n".encode())
+    for ext in sorted(upstream):
+        requests, usd = upstream[ext]
+        digest.update(f"{ext}\t{requests}\t{usd}\n".encode())
+    return digest.hexdigest()
+
+
+def _log_drift_alerts(progress: _Progress) -> None:
+    for ext, day, loss in progress.drift_alerts[:20]:
+        logger.warning(
+            "usage drift alert: %s on %s metered %s wei more than the ledger debited",
+            ext,
+            day.isoformat(),
+            loss,
+        )
+    if len(progress.drift_alerts) > 20:
+        logger.warning("usage drift alerts: %d more", len(progress.drift_alerts) - 20)
+
+
+# --- one chunk of changed users -------------------------------------------------------
+
+
+@transaction.atomic
+def _apply_chunk(
+    *,
+    fetched: dict[str, Sequence[UsageByManifest]],
+    upstream: dict[str, tuple[int, int]],
+    now: datetime,
+    progress: _Progress,
+) -> None:
+    externals = list(fetched)
+    user_ids = dict(
+        get_user_model()
+        .objects.filter(external_user_id__in=externals)
+        .values_list("external_user_id", "id")
+    )
+    existing: dict[tuple[str, str], UsageManifest] = {
+        (row.external_user_id, row.manifest_id): row
+        for row in UsageManifest.objects.filter(external_user_id__in=externals).only(
+            "id", "external_user_id", "manifest_id", "fee_wei", "network_fee_usd_micros", "day"
+        )
+    }
+    previous = {
+        row.external_user_id: row
+        for row in UsageUserAggregate.objects.filter(external_user_id__in=externals).only(
+            "external_user_id", "request_count", "last_used_at"
+        )
+    }
+    new_rows: dict[tuple[str, str], UsageByManifest] = {}
+    revisions: list[UsageManifestRevision] = []
+    flagged: set[int] = set()
+    for ext, rows in fetched.items():
+        for row in rows:
+            key = (ext, row.manifest_id)
+            old = existing.get(key)
+            if old is None:
+                new_rows.setdefault(key, row)
+            elif (old.fee_wei, old.network_fee_usd_micros) != (
+                row.fee_wei,
+                row.network_fee_usd_micros,
+            ):
+                revisions.append(
+                    UsageManifestRevision(
+                        manifest=old,
+                        fee_wei=row.fee_wei,
+                        network_fee_usd_micros=row.network_fee_usd_micros,
+                        seen_at=now,
+                    )
+                )
+                flagged.add(old.pk)
+
+    generations = _generations_for(
+        manifest_ids={manifest_id for _, manifest_id in new_rows}, user_ids=user_ids
+    )
+    today = now.date()
+    created: list[UsageManifest] = []
+    for (ext, manifest_id), row in new_rows.items():
+        generation = generations.get((user_ids.get(ext), manifest_id))
+        created.append(
+            UsageManifest(
+                external_user_id=ext,
+                manifest_id=manifest_id,
+                user_id=user_ids.get(ext),
+                generation_id=generation[0] if generation else None,
+                fee_wei=row.fee_wei,
+                network_fee_usd_micros=row.network_fee_usd_micros,
+                pipeline=(row.pipeline or "")[:100],
+                model_id=(row.model_id or "")[:200],
+                day=generation[1] if generation else today,
+                first_seen_at=now,
+            )
+        )
+    if created:
+        UsageManifest.objects.bulk_create(created, batch_size=2000, ignore_conflicts=True)
+    if revisions:
+        before = UsageManifestRevision.objects.filter(manifest_id__in=flagged).count()
+        UsageManifestRevision.objects.bulk_create(revisions, ignore_conflicts=True)
+        progress.revisions_new += (
+            UsageManifestRevision.objects.filter(manifest_id__in=flagged).count() - before
+        )
+        UsageManifest.objects.filter(pk__in=flagged, flagged=False).update(flagged=True)
+    progress.manifests_new += len(created)
+    _add_to_days(created)
+
+    # Joined generations: record the metered cost; settle holds kept by outcome_unknown.
+    for manifest in created:
+        if manifest.generation_id is None:
+            continue
+        usd = manifest.network_fee_usd_micros or 0
+        from inference.models import Generation
+
+        Generation.objects.filter(pk=manifest.generation_id, cost_wei__isnull=True).update(
+            cost_wei=manifest.fee_wei, cost_usd_micros=usd if usd <= MAX_BIGINT else None
+        )
+        if settle_from_usage(
+            generation_id=manifest.generation_id,
+            fee_wei=manifest.fee_wei or 0,
+            usage_ref=f"manifest:{manifest.manifest_id}",
+        ):
+            progress.settled += 1
+
+    # Per-user rollups over the accepted rows (first amounts; revisions wait for staff).
+    accepted: dict[str, list[tuple[int, date]]] = defaultdict(list)
+    for (ext, _), old in existing.items():
+        accepted[ext].append((old.fee_wei or 0, old.day))
+    for manifest in created:
+        accepted[manifest.external_user_id].append((manifest.fee_wei or 0, manifest.day))
+    aggregates = []
+    for ext in externals:
+        requests, usd = upstream[ext]
+        before_row = previous.get(ext)
+        grew = before_row is None or requests > before_row.request_count
+        aggregates.append(
+            UsageUserAggregate(
+                external_user_id=ext,
+                user_id=user_ids.get(ext),
+                request_count=requests,
+                network_fee_usd_micros=usd,
+                fee_wei=_exact_sum(fee for fee, _ in accepted[ext]),
+                manifest_count=len(accepted[ext]),
+                last_used_at=now if grew else before_row.last_used_at if before_row else None,
+                synced_at=now,
+            )
+        )
+    UsageUserAggregate.objects.bulk_create(
+        aggregates,
+        batch_size=2000,
+        update_conflicts=True,
+        unique_fields=["external_user_id"],
+        update_fields=[
+            "user",
+            "request_count",
+            "network_fee_usd_micros",
+            "fee_wei",
+            "manifest_count",
+            "last_used_at",
+            "synced_at",
+        ],
+    )
+
+    # Drift for the (user, day) pairs that gained metered rows in this chunk.
+    touched = {(manifest.external_user_id, manifest.day) for manifest in created}
+    if touched:
+        metered: dict[tuple[str, date], int] = defaultdict(int)
+        for ext, rows_for_user in accepted.items():
+            for fee, day in rows_for_user:
+                if (ext, day) in touched:
+                    metered[(ext, day)] += fee
+        _write_drift(pairs=touched, metered=metered, user_ids=user_ids, now=now, progress=progress)
+
+
+def _add_to_days(created: Sequence[UsageManifest]) -> None:
+    """Add new rows to their day's totals (exact; row-locked against a concurrent run)."""
+    deltas: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for manifest in created:
+        delta = deltas[manifest.day]
+        delta[0] += manifest.fee_wei or 0
+        delta[1] += manifest.network_fee_usd_micros or 0
+        delta[2] += 1
+    if not deltas:
+        return
+    UsageDay.objects.bulk_create([UsageDay(day=day) for day in deltas], ignore_conflicts=True)
+    for row in UsageDay.objects.select_for_update().filter(day__in=list(deltas)):
+        fee, usd, count = deltas[row.day]
+        row.fee_wei = _exact_sum([row.fee_wei, fee])
+        row.network_fee_usd_micros = _exact_sum([row.network_fee_usd_micros, usd])
+        row.manifest_count += count
+        row.save(update_fields=["fee_wei", "network_fee_usd_micros", "manifest_count"])
+
+
+def _generations_for(
+    *, manifest_ids: set[str], user_ids: dict[str, int]
+) -> dict[tuple[int | None, str], tuple[uuid.UUID, date]]:
+    """``(owner_id, manifest_id) -> (generation id, UTC day)`` when exactly one matches."""
+    if not manifest_ids:
+        return {}
+    from inference.models import Generation
+
+    found: dict[tuple[int | None, str], list[tuple[uuid.UUID, date]]] = defaultdict(list)
+    ids = sorted(manifest_ids)
+    for offset in range(0, len(ids), 1000):
+        for pk, manifest_id, owner_id, created_at in Generation.objects.filter(
+            manifest_id__in=ids[offset : offset + 1000], owner_id__in=set(user_ids.values())
+        ).values_list("id", "manifest_id", "owner_id", "created_at"):
+            found[(owner_id, manifest_id)].append((pk, created_at.astimezone(UTC_TZ).date()))
+    return {key: matches[0] for key, matches in found.items() if len(matches) == 1}
+
+
+UTC_TZ = timezone.get_fixed_timezone(0)
+
+
+# --- drift ----------------------------------------------------------------------------
+
+
+def _write_drift(
+    *,
+    pairs: set[tuple[str, date]],
+    metered: dict[tuple[str, date], int],
+    user_ids: dict[str, int],
+    now: datetime,
+    progress: _Progress,
+    local: dict[tuple[str, date], int] | None = None,
+) -> None:
+    if local is None:
+        local = local_usage_debits(
+            user_ids={ext: user_ids[ext] for ext, _ in pairs if ext in user_ids},
+            since=min(day for _, day in pairs),
+        )
+    threshold = settings.BILLING_DRIFT_ALERT_WEI
+    rows = []
+    for ext, day in pairs:
+        local_wei = _exact_sum([local.get((ext, day), 0)])
+        metered_wei = _exact_sum([metered.get((ext, day), 0)])
+        alert = metered_wei - local_wei > threshold
+        if alert:
+            progress.drift_alerts.append((ext, day, metered_wei - local_wei))
+        rows.append(
+            UsageDrift(
+                external_user_id=ext,
+                day=day,
+                local_debit_wei=local_wei,
+                metered_fee_wei=metered_wei,
+                alert=alert,
+                computed_at=now,
+            )
+        )
+    UsageDrift.objects.bulk_create(
+        rows,
+        batch_size=2000,
+        update_conflicts=True,
+        unique_fields=["external_user_id", "day"],
+        update_fields=["local_debit_wei", "metered_fee_wei", "alert", "computed_at"],
+    )
+
+
+@transaction.atomic
+def _refresh_local_drift(*, now: datetime, progress: _Progress) -> None:
+    """Recent days with new local debits: refresh their drift even if nothing was metered.
+
+    Only pairs that gained a debit since shortly before the start of the last successful
+    run (the watermark) are re-checked; ``_DEBIT_SLACK`` covers debits stamped before that
+    moment by transactions that committed after the run read them.
+    """
+    since = now.date() - timedelta(days=settings.BILLING_DRIFT_DAYS)
+    watermark = UsageSyncState.objects.values_list("watermark", flat=True).get(
+        pk=UsageSyncState.SINGLETON_ID
+    )
+    changed_since = watermark - _DEBIT_SLACK if watermark else None
+    local = local_usage_debits(user_ids=None, since=since, changed_since=changed_since)
+    if not local:
+        return
+    externals = sorted({ext for ext, _ in local})
+    metered: dict[tuple[str, date], int] = {}
+    for offset in range(0, len(externals), 1000):
+        grouped = (
+            UsageManifest.objects.filter(
+                external_user_id__in=externals[offset : offset + 1000], day__gte=since
+            )
+            .values_list("external_user_id", "day")
+            .annotate(total=WeiSum("fee_wei"))
+            .order_by()
+        )
+        for ext, day, total in grouped:
+            metered[(ext, day)] = int(total or 0)
+    _write_drift(
+        pairs=set(local), metered=metered, user_ids={}, now=now, progress=progress, local=local
+    )

@@ -1,0 +1,257 @@
+"""The usage mirror: what pymthouse metered, copied exactly, and how it compares to our ledger.
+
+pymthouse's Builder usage API (pymthouse-api.md §7.1) reports per user aggregates in USD
+micros (``groupBy=user``) and per manifest the fee in wei (``groupBy=manifest&userId=``).
+Both are mirrored here by ``billing.services.usage_sync``; nothing else writes these
+tables. Amounts are exact integers: wei and USD micros are ``WeiField`` (NUMERIC(78,0) on
+Postgres), so an upstream value up to 2**256-1 is stored, never rounded or refused by an
+overflowing column.
+
+Natural keys: one ``UsageUserAggregate`` per ``external_user_id``; one ``UsageManifest``
+per ``(external_user_id, manifest_id)``; one ``UsageManifestRevision`` per distinct
+amount seen again for a manifest; one ``UsageDrift`` per ``(external_user_id, day)``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from billing.fields import WeiField
+
+__all__ = [
+    "UsageDay",
+    "UsageDrift",
+    "UsageManifest",
+    "UsageManifestRevision",
+    "UsageSyncRun",
+    "UsageSyncState",
+    "UsageSyncStatus",
+    "UsageUserAggregate",
+]
+
+
+class UsageSyncStatus(models.TextChoices):
+    NEVER = "never", "Never run"
+    OK = "ok", "OK"
+    PARTIAL = "partial", "Interrupted (committed users kept; re-run completes it)"
+    SKIPPED = "skipped", "Skipped (another run holds the lease)"
+    UNCONFIGURED = "unconfigured", "Metering not configured upstream (503)"
+    BAD_CREDENTIALS = "bad_credentials", "Credentials rejected (404)"
+    TIMEOUT = "timeout", "Timed out"
+    UNAVAILABLE = "unavailable", "Upstream unavailable"
+    ERROR = "error", "Unexpected upstream answer"
+
+
+class UsageSyncState(models.Model):
+    """The one sync-state row (pk=1): lease, watermark, last outcome, precomputed totals.
+
+    ``watermark`` is the end of the last window whose rows are committed; it is written in
+    the final transaction of a successful run and never moves backwards.
+    """
+
+    SINGLETON_ID = 1
+
+    status = models.CharField(
+        max_length=20, choices=UsageSyncStatus.choices, default=UsageSyncStatus.NEVER
+    )
+    detail = models.CharField(max_length=300, blank=True, default="")
+    lease_token = models.CharField(max_length=32, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    watermark = models.DateTimeField(null=True, blank=True)
+    # sha256 of the groupBy=user answer the last successful run applied in full: an
+    # identical answer means nothing changed, and the run skips reading 100k aggregates.
+    upstream_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    # Totals for the staff dashboard, refreshed by each run that changed something.
+    user_count = models.PositiveIntegerField(default=0)
+    request_count = models.PositiveBigIntegerField(default=0)
+    network_fee_usd_micros = WeiField(default=0)
+    fee_wei = WeiField(default=0)
+    flagged_revisions = models.PositiveIntegerField(default=0)
+    drift_alerts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "usage sync state"
+
+    def __str__(self) -> str:
+        return f"usage sync: {self.status}"
+
+
+class UsageSyncRun(models.Model):
+    """One attempt, whatever its outcome (503, 404 and timeouts are recorded, not raised)."""
+
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=UsageSyncStatus.choices)
+    detail = models.CharField(max_length=300, blank=True, default="")
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    users_seen = models.PositiveIntegerField(default=0)
+    users_changed = models.PositiveIntegerField(default=0)
+    manifests_new = models.PositiveIntegerField(default=0)
+    revisions_new = models.PositiveIntegerField(default=0)
+    settled = models.PositiveIntegerField(default=0)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ("-started_at",)
+
+    def __str__(self) -> str:
+        return f"{self.started_at:%Y-%m-%d %H:%M:%S} {self.status}"
+
+
+class UsageUserAggregate(models.Model):
+    """pymthouse's ``byUser[]`` row for one end user, plus the mirror's own rollups.
+
+    ``request_count`` counts signed tickets (pymthouse's meter), not images.
+    ``fee_wei`` and ``manifest_count`` sum this user's accepted ``UsageManifest`` rows.
+    ``last_used_at`` is when the mirror first saw the aggregate grow (within one sync).
+    """
+
+    external_user_id = models.CharField(max_length=128, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    request_count = models.PositiveBigIntegerField(default=0)
+    network_fee_usd_micros = WeiField(default=0)
+    fee_wei = WeiField(default=0)
+    manifest_count = models.PositiveIntegerField(default=0)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        # One index per sort of the staff table, with the id tie-breaker the pages use,
+        # so a page is an index range scan even when most users share a value.
+        indexes = [
+            models.Index(fields=["-request_count", "-id"], name="usage_agg_requests"),
+            models.Index(fields=["-network_fee_usd_micros", "-id"], name="usage_agg_usd"),
+            models.Index(fields=["-fee_wei", "-id"], name="usage_agg_wei"),
+            models.Index(fields=["-last_used_at", "-id"], name="usage_agg_last_used"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_user_id
+
+
+class UsageManifest(models.Model):
+    """One ``byManifest[]`` row: the metered fee in wei of one payment session.
+
+    The first amount seen is kept; a different amount seen later is a
+    ``UsageManifestRevision`` and sets ``flagged`` (staff resolve it, nothing is
+    overwritten). ``generation`` is joined by ``Generation.manifest_id`` (same owner only);
+    ``day`` is that generation's UTC day, else the day the mirror first saw the row.
+    """
+
+    external_user_id = models.CharField(max_length=128)
+    manifest_id = models.CharField(max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    generation = models.ForeignKey(
+        "inference.Generation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_rows",
+    )
+    fee_wei = WeiField()
+    network_fee_usd_micros = WeiField()
+    pipeline = models.CharField(max_length=100, blank=True, default="")
+    model_id = models.CharField(max_length=200, blank=True, default="")
+    day = models.DateField()
+    first_seen_at = models.DateTimeField()
+    flagged = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["external_user_id", "manifest_id"], name="usage_manifest_natural_key"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["manifest_id"], name="usage_manifest_id"),
+            models.Index(fields=["external_user_id", "day"], name="usage_manifest_user_day"),
+            models.Index(fields=["day"], name="usage_manifest_day"),
+            models.Index(
+                fields=["-first_seen_at"],
+                condition=models.Q(flagged=True),
+                name="usage_manifest_flagged",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_user_id}/{self.manifest_id}"
+
+
+class UsageManifestRevision(models.Model):
+    """A manifest row read again with a different amount: recorded and flagged, not applied."""
+
+    manifest = models.ForeignKey(UsageManifest, on_delete=models.CASCADE, related_name="revisions")
+    fee_wei = WeiField()
+    network_fee_usd_micros = WeiField()
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["manifest", "fee_wei", "network_fee_usd_micros"],
+                name="usage_revision_once_per_amount",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.manifest} -> {self.fee_wei}"
+
+
+class UsageDay(models.Model):
+    """Metered totals per UTC day (accepted manifest rows), kept by the sync for the chart."""
+
+    day = models.DateField(unique=True)
+    fee_wei = WeiField(default=0)
+    network_fee_usd_micros = WeiField(default=0)
+    manifest_count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.fee_wei} wei"
+
+
+class UsageDrift(models.Model):
+    """Per user and UTC day: what our ledger debited vs what the network metered (wei).
+
+    ``alert`` is set when the metered cost exceeds the local debits by more than
+    ``BILLING_DRIFT_ALERT_WEI`` (we charged less than the network cost us).
+    """
+
+    external_user_id = models.CharField(max_length=128)
+    day = models.DateField()
+    local_debit_wei = WeiField(default=0)
+    metered_fee_wei = WeiField(default=0)
+    alert = models.BooleanField(default=False)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["external_user_id", "day"], name="usage_drift_key")
+        ]
+        indexes = [
+            models.Index(fields=["-day", "external_user_id"], name="usage_drift_day"),
+            models.Index(fields=["alert", "-day", "external_user_id"], name="usage_drift_alerts"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_user_id} {self.day}"
+
+    @property
+    def margin_wei(self) -> int:
+        return (self.local_debit_wei or 0) - (self.metered_fee_wei or 0)

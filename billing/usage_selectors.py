@@ -1,0 +1,171 @@
+"""Reads of the usage mirror for the staff dashboard and its CSV export.
+
+Everything the dashboard shows is precomputed by the sync (per-user aggregates, per-day
+totals, drift, the state row's totals), so a page is a handful of indexed queries at any
+number of users: no per-row queries, no aggregation over manifest rows or the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from django.db import connection
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Length
+from django.utils import timezone
+
+from billing.db import WeiSum
+from billing.usage_models import (
+    UsageDay,
+    UsageDrift,
+    UsageManifest,
+    UsageSyncRun,
+    UsageSyncState,
+    UsageUserAggregate,
+)
+
+#: Sort keys offered by the staff table: name -> (field, is an exact-integer text column).
+SORTS: dict[str, tuple[str, bool]] = {
+    "user": ("external_user_id", False),
+    "email": ("user__email", False),
+    "requests": ("request_count", False),
+    "eth": ("fee_wei", True),
+    "usd": ("network_fee_usd_micros", True),
+    "last_used": ("last_used_at", False),
+}
+DEFAULT_SORT = "-usd"
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    users: int
+    requests: int
+    fee_wei: int
+    network_fee_usd_micros: int
+
+
+def usage_sync_state_get() -> UsageSyncState:
+    state = UsageSyncState.objects.filter(pk=UsageSyncState.SINGLETON_ID).first()
+    return state or UsageSyncState(pk=UsageSyncState.SINGLETON_ID)
+
+
+def parse_sort(value: str | None) -> str:
+    name = (value or "").lstrip("-")
+    return value if value and name in SORTS else DEFAULT_SORT
+
+
+def _ordering(sort: str) -> list[object]:
+    descending = sort.startswith("-")
+    field, numeric_text = SORTS[sort.lstrip("-")]
+    keys: list[object] = [field]
+    if numeric_text and connection.vendor != "postgresql":
+        # SQLite stores wei as canonical digit text: shorter is smaller, then by text.
+        keys = [Length(field), field]
+    ordered: list[object] = []
+    for key in keys:
+        if isinstance(key, str):
+            ordered.append(f"-{key}" if descending else key)
+        else:
+            ordered.append(key.desc() if descending else key.asc())  # type: ignore[attr-defined]
+    ordered.append("-id" if descending else "id")  # stable pages
+    return ordered
+
+
+def usage_users(*, search: str = "", sort: str = DEFAULT_SORT) -> QuerySet[UsageUserAggregate]:
+    rows = UsageUserAggregate.objects.select_related("user")
+    search = search.strip()
+    if search:
+        rows = rows.filter(Q(external_user_id__icontains=search) | Q(user__email__icontains=search))
+    return rows.order_by(*_ordering(parse_sort(sort)))  # type: ignore[arg-type]
+
+
+def usage_totals(*, search: str = "", state: UsageSyncState | None = None) -> UsageTotals:
+    """Totals of the (filtered) table: the sync's precomputed ones when unfiltered."""
+    if not search.strip():
+        state = state or usage_sync_state_get()
+        return UsageTotals(
+            users=state.user_count,
+            requests=state.request_count,
+            fee_wei=state.fee_wei or 0,
+            network_fee_usd_micros=state.network_fee_usd_micros or 0,
+        )
+    sums = (
+        usage_users(search=search)
+        .order_by()
+        .aggregate(
+            users=Count("id"),
+            requests=Sum("request_count"),
+            wei=WeiSum("fee_wei"),
+            usd=WeiSum("network_fee_usd_micros"),
+        )
+    )
+    return UsageTotals(
+        users=sums["users"],
+        requests=int(sums["requests"] or 0),
+        fee_wei=int(sums["wei"] or 0),
+        network_fee_usd_micros=int(sums["usd"] or 0),
+    )
+
+
+def usage_days(*, days: int = 30, today: date | None = None) -> list[UsageDay]:
+    """The last ``days`` UTC days, oldest first, with zero days filled in."""
+    end = today or timezone.now().date()
+    start = end - timedelta(days=days - 1)
+    stored = {row.day: row for row in UsageDay.objects.filter(day__gte=start, day__lte=end)}
+    return [
+        stored.get(start + timedelta(days=offset)) or UsageDay(day=start + timedelta(days=offset))
+        for offset in range(days)
+    ]
+
+
+def drift_recent(*, limit: int = 20, alerts_only: bool = False) -> list[UsageDrift]:
+    rows = UsageDrift.objects.all()
+    if alerts_only:
+        rows = rows.filter(alert=True)
+    return list(rows.order_by("-day", "external_user_id")[:limit])
+
+
+def sync_runs_recent(*, limit: int = 10) -> list[UsageSyncRun]:
+    return list(UsageSyncRun.objects.order_by("-started_at")[:limit])
+
+
+def flagged_manifests(*, limit: int = 20) -> list[UsageManifest]:
+    return list(
+        UsageManifest.objects.filter(flagged=True)
+        .prefetch_related("revisions")
+        .order_by("-first_seen_at")[:limit]
+    )
+
+
+def usage_csv_rows(*, search: str = "", sort: str = DEFAULT_SORT) -> Iterator[list[str]]:
+    """Header, then one row per user: plain digits for every amount (never 1E+30)."""
+    yield [
+        "external_user_id",
+        "email",
+        "request_count",
+        "fee_wei",
+        "network_fee_usd_micros",
+        "manifest_count",
+        "last_used_at",
+    ]
+    rows = usage_users(search=search, sort=sort).values_list(
+        "external_user_id",
+        "user__email",
+        "request_count",
+        "fee_wei",
+        "network_fee_usd_micros",
+        "manifest_count",
+        "last_used_at",
+    )
+    for ext, email, requests, wei, usd, manifests, last_used in rows.iterator(chunk_size=2000):
+        yield [
+            ext,
+            email or "",
+            str(int(requests)),
+            str(int(wei or 0)),
+            str(int(usd or 0)),
+            str(int(manifests)),
+            last_used.isoformat() if last_used else "",
+        ]
