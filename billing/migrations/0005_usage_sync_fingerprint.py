@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0005_usage_mirror'),
+        ('billing', '0004_usage_mirror'),
     ]
 
     operations = [

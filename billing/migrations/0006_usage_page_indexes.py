@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0006_usage_sync_fingerprint'),
+        ('billing', '0005_usage_sync_fingerprint'),
         ('inference', '0004_generation_manifest_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
