@@ -65,11 +65,16 @@ same N and concurrency:
   `GET /api/v1/generations/{id}` until `succeeded`. End to end is client-side, monotonic,
   from just before the POST to the poll response that saw `succeeded`.
 - **floor** (`bench/floor_run.py`): plain `requests`, no Django, making exactly the
-  upstream calls the worker makes per image: mint a signer session at pymthouse
-  (`POST /api/v1/oidc/token`), `GET` discovery, `sign-orchestrator-info` (cached per
-  signer, as the platform does), the runner's 402 challenge, `generate-live-payment`
-  (unique `gatewayRequestId`), the paid runner call, and decoding the image. One
-  keep-alive session per thread.
+  upstream calls the worker makes per image, with the protocol of go-livepeer `176aa415`
+  that the client (`integrations/livepeer/live_runner/`) speaks: mint a signer session at
+  pymthouse (`POST /api/v1/oidc/token`), `GET` discovery, `sign-orchestrator-info`
+  (cached per signer, as the platform does), the unpaid call to the runner's app at
+  `…/apps/{id}/app/` (with the trailing slash; the bare URL is a 301) → 402 challenge
+  with `manifest_id`, `generate-live-payment` with `type` `fixed` and `maxPrice` in the
+  runner's unit `fixed` (the sandbox runners' default price, 4 768 371 000 000 wei per
+  call), the paid call with `Livepeer-Payment` and `Livepeer-Segment` (the orchestrator
+  consumes the payment, then runs the app), and decoding the image (PNG magic and
+  dimensions). One keep-alive session per thread.
 
 **overhead = end to end − runner latency**, reported as p50/p95/p99 (linear
 interpolation). Throughput is images per second over the wall clock of the batches.
@@ -99,21 +104,24 @@ pixelhouse_bench`); the bench migrates it and adds a fresh user per run. Options
 
 **Where the platform's overhead comes from (read from the code).** Per generation:
 
-- *Submit*: the API request validates, applies the per-user rate limit (a `cache.add` and
-  `cache.incr`, which on the embedded database cache are SQL statements) and an
-  active-job `COUNT`, INSERTs the row and publishes the Celery message after commit.
+- *Submit* (`inference/services/admission.py`): the API request validates, then admits
+  in one transaction that starts by locking the owner's row (`SELECT … FOR UPDATE`; on
+  SQLite the write lock), so one user's concurrent submissions are admitted one at a
+  time: an active-job `COUNT`, the rate-limit window row (`get_or_create` + UPDATE), the
+  INSERT, commit, and the Celery message published after commit.
 - *Broker hand-off*: the embedded filesystem broker is polled: an idle worker looks at the
   queue directory every `polling_interval` (see the parameters table; set in
   `config/settings.py`), so a message waits up to one interval (about half of it on
   average) before any worker sees it. Redis delivers on a blocking pop, without that wait.
-- *Worker*: `_generation_start` (`SELECT … FOR UPDATE` + UPDATE), then separate UPDATEs for
-  the backend, stage `connecting`, the payment claim, the payment confirm and stage
-  `saving`, the final UPDATE and a `refresh_from_db`: about seven writes, each its own
-  transaction (on SQLite each takes the single database write lock). The pymthouse client
-  reads the OIDC discovery document from the Django cache for every mint (a SQL query on the
-  embedded database cache). The Livepeer client opens a new `requests` session per
-  generation, so every image starts with a fresh TCP connection. The image is written to
-  media storage.
+- *Worker* (`inference/services/`): `attempt_start` (a conditional UPDATE from `queued`
+  plus a SELECT), then conditional UPDATEs for stage `connecting`, the payment claim, the
+  payment confirm (its own transaction), stage `saving` and the success write, and a
+  `refresh_from_db`: six writes, each its own transaction (on SQLite each takes the
+  single database write lock). The pymthouse client reads the OIDC discovery document
+  from the Django cache for every mint (a SQL query on the embedded database cache). The
+  Livepeer client opens a new `requests` session per generation, so every image starts
+  with a fresh TCP connection, and checks the image's format and dimensions. The image is
+  written to media storage.
 - *Client-visible*: the client learns of completion by polling, so on average half a poll
   interval plus one poll round trip is added. Every poll is a full Django request (session
   and user lookups, one SELECT; on SQLite a new connection per request, since
