@@ -128,6 +128,35 @@ pixelhouse_bench`); the bench migrates it and adds a fresh user per run. Options
   `CONN_MAX_AGE` is forced to 0), so at a 50 ms interval the polls are most of the web
   tier's CPU per image (see the CPU tables) and compete for the cores the workers need.
 
+**What changed since the previous figures** (run 2026-11-26 at commit `a034e0d`: 3.55x /
+3.53x / 3.95x at p50 / p95 / p99 on SQLite, 4.54x / 4.24x / 4.56x on PostgreSQL; platform
+median overhead 236 ms and 260 ms). The runs of 2026-11-29 at `0ffb697` measured 5.38x / 5.75x /
+6.45x on SQLite and 5.51x / 4.66x / 4.45x on PostgreSQL, platform median overhead 405 ms and
+378 ms against a floor of 75 ms and 69 ms (66 ms and 57 ms before). Three things changed at
+once, and this run cannot separate them:
+
+- *The protocol* (issue 6): the previous floor and platform spoke the old sandbox protocol
+  (`POST /runner/{name}/image`, a per-pixel payment with `type:""` and `inPixels`, a
+  `gatewayRequestId`); both now speak go-livepeer's (described above). The number of upstream
+  calls per image is the same (five, see the tables), and the floor's own figures moved little.
+- *The code* (issues 7 and 9): admission now locks the owner's row, so one user's concurrent
+  submissions queue up; every state change is a conditional UPDATE on the attempt; the image's
+  format and size are checked.
+- *The machine*: a different host (AMD EPYC instead of an Intel Xeon @ 2.50 GHz), shared with
+  five other engineers' test runs, at a load average of 2.1-3.4 during these runs against
+  1.1-1.6 before. The platform runs 4 gunicorn workers, 8 Celery children, the sandbox and the
+  client on the 2 cores; the floor only the client and the sandbox, so contention hurts the
+  platform more.
+
+What points at the machine rather than the code: the platform now uses *less* CPU per image
+(138 / 140 ms against 174 / 177 ms before), yet every web round trip is slower, and the
+unchanged one most: a poll `GET` (one SELECT, no lifecycle code) takes 69 / 70 ms against
+18 / 21 ms (3.8x / 3.4x), while the submit, which gained the owner lock, went from 56 / 80 ms to
+105 / 192 ms (1.9x / 2.4x). Runs are noisy at this load: an earlier run the same afternoon
+(load 2.6-6.8, same code but for the broker-outage fix in admission) measured 7.50x and 4.46x at
+p50. Treat the ratios as valid for this machine at this load; compare code changes only between
+runs made back to back.
+
 **Fixed: message loss on the embedded broker.** kombu's stock filesystem transport creates
 a message file before writing its body and claims files with `shutil.move`, so a consumer
 could read a still-empty file (`JSONDecodeError`, the worker shut down and the message was
