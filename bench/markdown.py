@@ -99,7 +99,9 @@ DATABASE_URL=postgres://postgres@127.0.0.1:5432/pixelhouse_bench \\
 ```
 
 The database in `DATABASE_URL` must exist (`createdb -h 127.0.0.1 -U postgres
-pixelhouse_bench`); the bench migrates it and adds a fresh user per run. Options:
+pixelhouse_bench`); the bench migrates it and adds a fresh user per run. The Redis database
+must be one no other Celery workers consume from (on a shared machine, start your own
+`redis-server --port N`), or their workers take the bench's messages. Options:
 `python -m bench --help`.
 
 **Where the platform's overhead comes from (read from the code).** Per generation:
