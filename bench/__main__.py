@@ -27,7 +27,8 @@ from bench.stack import BENCH_PASSWORD, Stack, StackError, StackOptions, cpu_use
 from bench.stats import Comparison, RunResult
 from tests.sandbox_server import SandboxControl
 
-RUNNER_PATH = re.compile(r"^/runner/[^/]+/")
+#: A runner's app (``/apps/{id}/app/``) or its payment session paths, by runner id.
+RUNNER_PATH = re.compile(r"^/apps/[^/]+/")
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,7 +95,7 @@ def upstream_calls(control: SandboxControl) -> dict[str, int]:
     """Requests the sandbox served since the log was last cleared, by route and status."""
     counts: Counter[str] = Counter()
     for entry in control.requests():
-        path = RUNNER_PATH.sub("/runner/{name}/", entry["path"])
+        path = RUNNER_PATH.sub("/apps/{id}/", entry["path"])
         counts[f"{entry['method']} {path} -> {entry['status']}"] += 1
     return dict(counts)
 

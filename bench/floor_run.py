@@ -1,17 +1,27 @@
 """The floor: the upstream calls one image needs, made directly with plain ``requests``.
 
 No Django, no broker, no database, no polling: per image it makes exactly the calls the
-platform's worker makes (``inference.services.generation_run`` → ``integrations``):
+platform's worker makes (``inference.services`` → ``integrations.livepeer.live_runner``),
+with the same protocol (go-livepeer ``176aa415``; docs/upstream.md §L5-L9):
 
 1. mint a signer session at pymthouse: ``POST {token_endpoint}`` (Basic m2m,
    ``grant_type=client_credentials&scope=sign:mint_user_token&external_user_id=…``);
-2. ``GET {discovery_url}`` and pick a single-shot runner of ``image-generation/{model}``;
+2. ``GET {discovery_url}`` and pick a single-shot runner of ``image-generation/{model}``
+   priced in a unit the client pays (``fixed`` or ``seconds``); its app URL is the
+   published ``…/apps/{id}/app`` **plus the trailing slash** (the bare URL is a 301);
 3. ``POST {signer_url}/sign-orchestrator-info`` for the payer address, cached per signer
    like the platform does (``integrations.livepeer.signer``: per process, 300 s);
-4. the unpaid runner call → 402 with payment params;
-5. ``POST {signer_url}/generate-live-payment`` with a unique ``gatewayRequestId``;
-6. the paid runner call → ``{"images": [{"url": "data:image/png;base64,…"}]}``;
-7. decode the data URL and check the PNG magic.
+4. the unpaid call ``POST {app}/`` with ``Livepeer-Payer-Address`` → 402
+   ``{payment_params, manifest_id, payment_url}``;
+5. ``POST {signer_url}/generate-live-payment`` with ``type`` from the runner's unit
+   (``fixed`` → ``fixed``, ``seconds`` → ``live``), the challenge's ``ManifestID`` and
+   ``maxPrice`` in the runner's unit (price × the default markup, rounded up), the body
+   ``live_runner.payment.payment_body`` sends (no ``gatewayRequestId``);
+6. the paid call ``POST {app}/`` with ``Livepeer-Payment`` and ``Livepeer-Segment``
+   (the orchestrator consumes the payment, then runs the app) →
+   ``{"images": [{"url": "data:image/png;base64,…"}]}``;
+7. decode the data URL and check the PNG magic and its IHDR dimensions (the client
+   checks format and size of the image it keeps).
 
 The OIDC discovery document is fetched once, as the platform caches it (300 s). Each
 thread keeps one keep-alive session: this is the best a client can do, which is the point
@@ -22,9 +32,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import struct
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -39,6 +49,8 @@ logger = logging.getLogger(__name__)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: Same as settings.LIVEPEER_MAX_PRICE_MARKUP's default.
 MAX_PRICE_MARKUP = Decimal("1.012")
+#: Runner price unit → signer payment ``type`` (integrations.livepeer.live_runner.pricing).
+PAYMENT_TYPES = {"fixed": "fixed", "seconds": "live"}
 TIMEOUT = (3.05, 120.0)
 
 
@@ -149,8 +161,11 @@ class FloorClient:
             runner
             for orchestrator in orchestrators
             for runner in orchestrator["runners"]
-            if runner["app"] == app and runner.get("mode", "single-shot") == "single-shot"
+            if runner["app"] == app
+            and runner.get("mode", "single-shot") == "single-shot"
+            and runner["price_info"]["unit"] in PAYMENT_TYPES
         )
+        app_url = str(runner["url"]).rstrip("/") + "/"
         lap("discover")
 
         payer_address = self._payer_address(http, signer_url, bearer)
@@ -164,9 +179,10 @@ class FloorClient:
         }
         challenge = _expect(
             http.post(
-                runner["url"],
+                app_url,
                 json=payload,
                 headers={"Livepeer-Payer-Address": payer_address},
+                allow_redirects=False,
                 timeout=TIMEOUT,
             ),
             402,
@@ -175,7 +191,8 @@ class FloorClient:
         lap("challenge")
 
         price = runner["price_info"]
-        ceiling = (Decimal(str(price["price"])) * MAX_PRICE_MARKUP).to_integral_value(
+        unit = str(price["unit"])
+        ceiling = (Decimal(int(price["price"])) * MAX_PRICE_MARKUP).to_integral_value(
             rounding=ROUND_CEILING
         )
         ticket = _expect(
@@ -183,16 +200,10 @@ class FloorClient:
                 f"{signer_url}/generate-live-payment",
                 json={
                     "orchestrator": challenge["payment_params"],
-                    "type": "",
-                    "inPixels": options.width * options.height,
+                    "type": PAYMENT_TYPES[unit],
                     "ManifestID": challenge["manifest_id"],
                     "app": app,
-                    "maxPrice": {
-                        "price": str(int(ceiling)),
-                        "currency": price["currency"],
-                        "unit": price["unit"],
-                    },
-                    "gatewayRequestId": f"floor-{uuid.uuid4()}",
+                    "maxPrice": {"price": str(int(ceiling)), "currency": "wei", "unit": unit},
                     "pipeline": "text-to-image",
                     "modelId": options.model_id,
                     "attributionSource": "direct_api",
@@ -209,11 +220,16 @@ class FloorClient:
         paid_headers = {
             "Livepeer-Payer-Address": payer_address,
             "Livepeer-Payment": ticket["payment"],
+            "Livepeer-Segment": ticket["segCreds"],
         }
-        if ticket.get("segCreds"):
-            paid_headers["Livepeer-Segment"] = ticket["segCreds"]
         result = _expect(
-            http.post(runner["url"], json=payload, headers=paid_headers, timeout=TIMEOUT),
+            http.post(
+                app_url,
+                json=payload,
+                headers=paid_headers,
+                allow_redirects=False,
+                timeout=TIMEOUT,
+            ),
             200,
             "paid runner call",
         )
@@ -223,7 +239,12 @@ class FloorClient:
         header, _, encoded = data_url.partition(",")
         if not header.endswith(";base64"):
             raise GenerationFailedError(f"floor image #{index}: not a base64 data URL")
-        if not base64.b64decode(encoded, validate=True).startswith(PNG_MAGIC):
+        image = base64.b64decode(encoded, validate=True)
+        if not image.startswith(PNG_MAGIC) or image[12:16] != b"IHDR":
             raise GenerationFailedError(f"floor image #{index}: not a PNG")
+        if struct.unpack(">II", image[16:24]) != (options.width, options.height):
+            raise GenerationFailedError(
+                f"floor image #{index}: not {options.width}x{options.height}"
+            )
         lap("decode")
         return Sample(end_to_end=time.monotonic() - started, stages=stages)

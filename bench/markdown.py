@@ -65,11 +65,16 @@ same N and concurrency:
   `GET /api/v1/generations/{id}` until `succeeded`. End to end is client-side, monotonic,
   from just before the POST to the poll response that saw `succeeded`.
 - **floor** (`bench/floor_run.py`): plain `requests`, no Django, making exactly the
-  upstream calls the worker makes per image: mint a signer session at pymthouse
-  (`POST /api/v1/oidc/token`), `GET` discovery, `sign-orchestrator-info` (cached per
-  signer, as the platform does), the runner's 402 challenge, `generate-live-payment`
-  (unique `gatewayRequestId`), the paid runner call, and decoding the image. One
-  keep-alive session per thread.
+  upstream calls the worker makes per image, with the protocol of go-livepeer `176aa415`
+  that the client (`integrations/livepeer/live_runner/`) speaks: mint a signer session at
+  pymthouse (`POST /api/v1/oidc/token`), `GET` discovery, `sign-orchestrator-info`
+  (cached per signer, as the platform does), the unpaid call to the runner's app at
+  `…/apps/{id}/app/` (with the trailing slash; the bare URL is a 301) → 402 challenge
+  with `manifest_id`, `generate-live-payment` with `type` `fixed` and `maxPrice` in the
+  runner's unit `fixed` (the sandbox runners' default price, 4 768 371 000 000 wei per
+  call), the paid call with `Livepeer-Payment` and `Livepeer-Segment` (the orchestrator
+  consumes the payment, then runs the app), and decoding the image (PNG magic and
+  dimensions). One keep-alive session per thread.
 
 **overhead = end to end − runner latency**, reported as p50/p95/p99 (linear
 interpolation). Throughput is images per second over the wall clock of the batches.
@@ -94,31 +99,65 @@ DATABASE_URL=postgres://postgres@127.0.0.1:5432/pixelhouse_bench \\
 ```
 
 The database in `DATABASE_URL` must exist (`createdb -h 127.0.0.1 -U postgres
-pixelhouse_bench`); the bench migrates it and adds a fresh user per run. Options:
+pixelhouse_bench`); the bench migrates it and adds a fresh user per run. The Redis database
+must be one no other Celery workers consume from (on a shared machine, start your own
+`redis-server --port N`), or their workers take the bench's messages. Options:
 `python -m bench --help`.
 
 **Where the platform's overhead comes from (read from the code).** Per generation:
 
-- *Submit*: the API request validates, applies the per-user rate limit (a `cache.add` and
-  `cache.incr`, which on the embedded database cache are SQL statements) and an
-  active-job `COUNT`, INSERTs the row and publishes the Celery message after commit.
+- *Submit* (`inference/services/admission.py`): the API request validates, then admits
+  in one transaction that starts by locking the owner's row (`SELECT … FOR UPDATE`; on
+  SQLite the write lock), so one user's concurrent submissions are admitted one at a
+  time: an active-job `COUNT`, the rate-limit window row (`get_or_create` + UPDATE), the
+  INSERT, commit, and the Celery message published after commit.
 - *Broker hand-off*: the embedded filesystem broker is polled: an idle worker looks at the
   queue directory every `polling_interval` (see the parameters table; set in
   `config/settings.py`), so a message waits up to one interval (about half of it on
   average) before any worker sees it. Redis delivers on a blocking pop, without that wait.
-- *Worker*: `_generation_start` (`SELECT … FOR UPDATE` + UPDATE), then separate UPDATEs for
-  the backend, stage `connecting`, the payment claim, the payment confirm and stage
-  `saving`, the final UPDATE and a `refresh_from_db`: about seven writes, each its own
-  transaction (on SQLite each takes the single database write lock). The pymthouse client
-  reads the OIDC discovery document from the Django cache for every mint (a SQL query on the
-  embedded database cache). The Livepeer client opens a new `requests` session per
-  generation, so every image starts with a fresh TCP connection. The image is written to
-  media storage.
+- *Worker* (`inference/services/`): `attempt_start` (a conditional UPDATE from `queued`
+  plus a SELECT), then conditional UPDATEs for stage `connecting`, the payment claim, the
+  payment confirm (its own transaction), stage `saving` and the success write, and a
+  `refresh_from_db`: six writes, each its own transaction (on SQLite each takes the
+  single database write lock). The pymthouse client reads the OIDC discovery document
+  from the Django cache for every mint (a SQL query on the embedded database cache). The
+  Livepeer client opens a new `requests` session per generation, so every image starts
+  with a fresh TCP connection, and checks the image's format and dimensions. The image is
+  written to media storage.
 - *Client-visible*: the client learns of completion by polling, so on average half a poll
   interval plus one poll round trip is added. Every poll is a full Django request (session
   and user lookups, one SELECT; on SQLite a new connection per request, since
   `CONN_MAX_AGE` is forced to 0), so at a 50 ms interval the polls are most of the web
   tier's CPU per image (see the CPU tables) and compete for the cores the workers need.
+
+**What changed since the previous figures** (run 2026-11-26 at commit `a034e0d`: 3.55x /
+3.53x / 3.95x at p50 / p95 / p99 on SQLite, 4.54x / 4.24x / 4.56x on PostgreSQL; platform
+median overhead 236 ms and 260 ms). The runs of 2026-11-29 at `0ffb697` measured 5.38x / 5.75x /
+6.45x on SQLite and 5.51x / 4.66x / 4.45x on PostgreSQL, platform median overhead 405 ms and
+378 ms against a floor of 75 ms and 69 ms (66 ms and 57 ms before). Three things changed at
+once, and this run cannot separate them:
+
+- *The protocol* (issue 6): the previous floor and platform spoke the old sandbox protocol
+  (`POST /runner/{name}/image`, a per-pixel payment with `type:""` and `inPixels`, a
+  `gatewayRequestId`); both now speak go-livepeer's (described above). The number of upstream
+  calls per image is the same (five, see the tables), and the floor's own figures moved little.
+- *The code* (issues 7 and 9): admission now locks the owner's row, so one user's concurrent
+  submissions queue up; every state change is a conditional UPDATE on the attempt; the image's
+  format and size are checked.
+- *The machine*: a different host (AMD EPYC instead of an Intel Xeon @ 2.50 GHz), shared with
+  five other engineers' test runs, at a load average of 2.1-3.4 during these runs against
+  1.1-1.6 before. The platform runs 4 gunicorn workers, 8 Celery children, the sandbox and the
+  client on the 2 cores; the floor only the client and the sandbox, so contention hurts the
+  platform more.
+
+What points at the machine rather than the code: the platform now uses *less* CPU per image
+(138 / 140 ms against 174 / 177 ms before), yet every web round trip is slower, and the
+unchanged one most: a poll `GET` (one SELECT, no lifecycle code) takes 69 / 70 ms against
+18 / 21 ms (3.8x / 3.4x), while the submit, which gained the owner lock, went from 56 / 80 ms to
+105 / 192 ms (1.9x / 2.4x). Runs are noisy at this load: an earlier run the same afternoon
+(load 2.6-6.8, same code but for the broker-outage fix in admission) measured 7.50x and 4.46x at
+p50. Treat the ratios as valid for this machine at this load; compare code changes only between
+runs made back to back.
 
 **Fixed: message loss on the embedded broker.** kombu's stock filesystem transport creates
 a message file before writing its body and claims files with `shutil.move`, so a consumer

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_PASSWORD = "pixelhouse-bench-password"  # noqa: S105 -- a throwaway local login
-#: Far more than any run spends (512x512 costs 3 750 micros at the sandbox's prices).
+#: Far more than any run spends (one image costs 14 306 micros at the sandbox's fixed price).
 BENCH_BALANCE_USD_MICROS = 10**12
 #: Inherited variables dropped from every child: they could point the stack at a real
 #: pymthouse, change limits, or make tasks eager. DATABASE_URL / REDIS_URL pass through.
@@ -208,6 +208,8 @@ class Stack:
                 "PIXELHOUSE_VAR_DIR": str(self.var_dir),
                 "PYMTHOUSE_URL": self.sandbox_url,
                 "LIVEPEER_GATEWAY_URL": self.sandbox_url,
+                # The sandbox is on loopback, which production settings refuse.
+                "LIVEPEER_ALLOW_PRIVATE_ADDRESSES": "true",
                 "INFERENCE_BACKEND": "live-runner",
                 "INFERENCE_RATE_LIMIT_COUNT": "1000000",
                 "INFERENCE_MAX_ACTIVE_PER_USER": "1000000",

@@ -160,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             seed=arguments.seed,
         )
         beat = Beat(run.send_reconcile, arguments.beat_interval)
+        watcher = run.DeliveryWatcher(stack.email)
         print(f"stack up after {time.monotonic() - began:.0f} s; submitting and breaking things …")
         t0 = time.monotonic() + 1
         submitter.start(t0)
         chaos.start(t0)
         beat.start()
+        watcher.start()
         submitter.join(max(0.0, hard_deadline - TEARDOWN_RESERVE - time.monotonic()))
         chaos.join(max(0.0, t0 + window + 5 - time.monotonic()))
         chaos.stop()
@@ -177,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(
             f"beat stand-in sent the reconcile task {beat.sent} times ({beat.failed} failed)"
         )
+        watcher.stop()
+        steps.append(
+            f"delivery watcher: {watcher.samples} samples ({watcher.failed} failed reads),"
+            f" {len(watcher.delivered)} generations seen succeeded"
+        )
         rows = run.generation_rows(stack.email)
         figures = tally(
             rows=rows,
@@ -186,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             abandoned=submitter.abandoned,
             records=chaos.records,
             media_root=run.media_root(),
+            delivered=watcher.delivered,
         )
         context = {
             "seed": arguments.seed,

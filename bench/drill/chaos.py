@@ -38,6 +38,9 @@ class FaultKind:
 
 
 SIGNER_PAYMENT = "/signer/generate-live-payment"
+#: Every runner's app (``/apps/{id}/app/``: the unpaid challenge and the paid call) and
+#: its payment-session paths.
+RUNNER_APPS = "/apps/*"
 #: Sandbox faults to draw from. A fault answers (or drops) before the sandbox's handler
 #: runs, so a signer request answered or dropped by a fault never issues a ticket; only
 #: the delay-only fault lets the ticket be issued after the client stopped waiting.
@@ -66,16 +69,16 @@ FAULT_MENU: tuple[FaultKind, ...] = (
         "/signer/discover-orchestrators",
         {"status": 503, "body": "unavailable"},
     ),
-    FaultKind("runner 503", "POST", "/runner/*", {"status": 503, "body": {"detail": "busy"}}),
-    FaultKind("runner 500", "POST", "/runner/*", {"status": 500, "body": {"detail": "boom"}}),
+    FaultKind("runner 503", "POST", RUNNER_APPS, {"status": 503, "body": {"detail": "busy"}}),
+    FaultKind("runner 500", "POST", RUNNER_APPS, {"status": 500, "body": {"detail": "boom"}}),
     FaultKind(
         "runner 429 Retry-After 2",
         "POST",
-        "/runner/*",
+        RUNNER_APPS,
         {"status": 429, "headers": {"Retry-After": "2"}, "body": {"detail": "slow down"}},
     ),
     FaultKind(
-        "runner connection dropped after 0.5 s", "POST", "/runner/*", {"drop": True, "delay": 0.5}
+        "runner connection dropped after 0.5 s", "POST", RUNNER_APPS, {"drop": True, "delay": 0.5}
     ),
     FaultKind("pymthouse token 503", "POST", "/api/v1/oidc/token", {"status": 503, "body": "busy"}),
 )

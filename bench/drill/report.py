@@ -77,8 +77,16 @@ def render(
         f"| generations by tickets bought | {_counts(f.tickets_per_generation)} |",
         f"| generations with > 1 ticket (must be 0) | **{len(f.over_one_ticket)}** |",
         f"| paid, not succeeded | {_counts(f.paid_not_succeeded_by_code)} |",
+        f"| paid, outcome unknown (`failed/outcome_unknown`, claim kept; not lost) |"
+        f" {f.paid_outcome_unknown} (all `outcome_unknown` by tickets bought:"
+        f" {_counts(f.outcome_unknown_by_tickets)};"
+        f" without a kept claim (must be 0): **{len(f.outcome_unknown_without_claim)}**) |",
+        f"| paid, runner failed after payment (`upstream_failed`, one ticket; not lost) |"
+        f" {f.paid_upstream_failed} |",
         f"| images lost after payment (must be 0) | **{len(f.lost_after_payment)}**"
-        f" ({len(f.succeeded_missing_file)} succeeded without a file) |",
+        f" ({len(f.succeeded_missing_file)} succeeded without a file;"
+        f" {len(f.delivered_deleted)} of {f.delivered_seen} delivered images later"
+        " undone or deleted) |",
         f"| succeeded without a ticket | {f.succeeded_without_ticket} |",
         f"| image files not referenced by a succeeded generation | {f.orphan_files} |",
         "",
@@ -99,6 +107,10 @@ def render(
         details.append("Stuck: " + "; ".join(f.stuck_detail[:10]))
     if f.over_one_ticket:
         details.append("More than one ticket: " + ", ".join(f.over_one_ticket[:10]))
+    if f.outcome_unknown_without_claim:
+        details.append(
+            "outcome_unknown without a kept claim: " + ", ".join(f.outcome_unknown_without_claim)
+        )
     if f.lost_after_payment:
         details.append("Lost after payment: " + "; ".join(f.lost_after_payment[:10]))
     if errors:

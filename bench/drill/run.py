@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -100,6 +101,52 @@ def running_now(email: str) -> tuple[int, int]:
     """(running generations, of which the payment is claimed) right now."""
     rows = [row for row in generation_rows(email) if row["status"] == "running"]
     return len(rows), sum(1 for row in rows if row["payment_claimed_at"])
+
+
+class DeliveryWatcher:
+    """Records every generation seen ``succeeded`` (and its image) while the drill runs.
+
+    The tally then checks that each delivered image is still delivered at the end: a
+    late or duplicate attempt must never undo a success or delete a delivered file.
+    Reads that fail during an outage are skipped (the next sample catches up).
+    """
+
+    def __init__(self, email: str, interval: float = 2.0) -> None:
+        self.email = email
+        self.interval = interval
+        self.delivered: dict[str, str] = {}
+        self.samples = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="delivery-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.sample()  # one last look from the caller's thread
+
+    def sample(self) -> None:
+        try:
+            rows = generation_rows(self.email)
+        except Exception:
+            self.failed += 1
+            return
+        self.samples += 1
+        for row in rows:
+            if row["status"] == "succeeded" and row["image"]:
+                self.delivered.setdefault(str(row["id"]), row["image"])
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                self.sample()
+        finally:
+            connection.close()
 
 
 def send_reconcile() -> None:

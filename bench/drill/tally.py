@@ -1,10 +1,25 @@
 """The drill's figures, from the database rows, the files on disk and the sandbox's logs.
 
 Tickets come from the sandbox: every ``POST /signer/generate-live-payment`` answered 200
-records exactly one usage event carrying the ``gatewayRequestId`` (= generation id) and
-``ManifestID`` the client sent; events are attributed by the id, else by the manifest.
-"Images lost after payment" counts a succeeded generation whose file is missing or empty,
-and a generation with a ticket that did not succeed and is not ``outcome_unknown``.
+records exactly one usage event (pymthouse's ``create_signed_ticket``) whose
+``manifestId`` is the ``ManifestID`` paid for, i.e. the runner challenge's
+``manifest_id``, which the client stores on ``Generation.manifest_id`` when it claims the
+payment. Events are attributed to generations by that manifest only
+(``gatewayRequestId`` is the signer's own random id, docs/upstream.md §L9).
+
+A paid generation (one with a ticket) ends in one of:
+
+* ``succeeded`` with its file: delivered;
+* ``failed/outcome_unknown`` (the claim kept, so billing resolves it and it is never
+  paid again): counted on its own, **not** as lost;
+* ``failed/upstream_failed`` with exactly one ticket (the runner failed after the
+  orchestrator took the payment; it cannot be re-sent): counted on its own;
+* anything else: **lost**.
+
+"Images lost after payment" = paid generations in that last group + succeeded
+generations whose file is missing or empty + delivered images deleted (a generation seen
+``succeeded`` with an image during the run that at the end is no longer succeeded with
+that image on disk).
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ SUCCEEDED = "succeeded"
 #: Anything else (queued, running, or a state added later) is unfinished.
 FINISHED = ("succeeded", "failed", "canceled")
 OUTCOME_UNKNOWN = "outcome_unknown"
+UPSTREAM_FAILED = "upstream_failed"
 
 
 @dataclass
@@ -53,6 +69,12 @@ class Figures:
     unattributed_tickets: int
     succeeded_missing_file: list[str]
     paid_not_succeeded_by_code: dict[str, int]
+    paid_outcome_unknown: int
+    outcome_unknown_by_tickets: dict[int, int]
+    outcome_unknown_without_claim: list[str]
+    paid_upstream_failed: int
+    delivered_seen: int
+    delivered_deleted: list[str]
     lost_after_payment: list[str]
     succeeded_without_ticket: int
     orphan_files: int
@@ -60,20 +82,22 @@ class Figures:
 
     @property
     def ok(self) -> bool:
-        return not (self.stuck or self.over_one_ticket or self.lost_after_payment)
+        return not (
+            self.stuck
+            or self.over_one_ticket
+            or self.lost_after_payment
+            or self.outcome_unknown_without_claim
+        )
 
 
 def _tickets(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> tuple[Counter[str], int]:
-    ids = {str(row["id"]) for row in rows}
     by_manifest = {row["manifest_id"]: str(row["id"]) for row in rows if row["manifest_id"]}
     per_generation: Counter[str] = Counter()
     unattributed = 0
     for event in events:
         if event.get("source") != "signer":
             continue
-        generation_id = event.get("gatewayRequestId")
-        if generation_id not in ids:
-            generation_id = by_manifest.get(event.get("manifestId") or "")
+        generation_id = by_manifest.get(event.get("manifestId") or "")
         if generation_id is None:
             unattributed += 1
         else:
@@ -134,7 +158,10 @@ def tally(
     abandoned: list[int],
     records: list[ActionRecord],
     media_root: Path,
+    delivered: dict[str, str],
 ) -> Figures:
+    """``delivered``: generation id → image name, for every generation seen ``succeeded``
+    during the run (``run.DeliveryWatcher``)."""
     status = Counter(row["status"] for row in rows)
     failed_by_code = Counter(row["error_code"] or "?" for row in rows if row["status"] == "failed")
     stuck_rows = [row for row in rows if row["status"] not in FINISHED]
@@ -149,11 +176,37 @@ def tally(
     paid_not_succeeded = [
         row for row in rows if per_generation.get(str(row["id"]), 0) and row["status"] != SUCCEEDED
     ]
-    lost = missing + sorted(
-        f"{row['id']} ({row['status']}/{row['error_code'] or '-'})"
-        for row in paid_not_succeeded
-        if row["error_code"] != OUTCOME_UNKNOWN
+
+    def accounted(row: dict[str, Any]) -> bool:
+        """A paid end that is not a loss: outcome unknown, or the runner failed after
+        taking the one payment."""
+        if row["status"] != "failed":
+            return False
+        if row["error_code"] == OUTCOME_UNKNOWN:
+            return True
+        return row["error_code"] == UPSTREAM_FAILED and per_generation[str(row["id"])] == 1
+
+    final = {str(row["id"]): row for row in rows}
+    deleted = sorted(
+        f"{generation_id} ({image})"
+        for generation_id, image in delivered.items()
+        if generation_id not in final
+        or final[generation_id]["status"] != SUCCEEDED
+        or final[generation_id]["image"] != image
+        or not _image_ok(media_root, image)
     )
+    lost = (
+        missing
+        + deleted
+        + sorted(
+            f"{row['id']} ({row['status']}/{row['error_code'] or '-'})"
+            for row in paid_not_succeeded
+            if not accounted(row)
+        )
+    )
+    outcome_unknown = [
+        row for row in rows if row["status"] == "failed" and row["error_code"] == OUTCOME_UNKNOWN
+    ]
     referenced = {row["image"] for row in rows if row["status"] == SUCCEEDED and row["image"]}
     on_disk = {
         str(path.relative_to(media_root))
@@ -192,6 +245,24 @@ def tally(
                 f"{row['status']}/{row['error_code'] or '-'}" for row in paid_not_succeeded
             ).most_common()
         ),
+        paid_outcome_unknown=sum(
+            1 for row in outcome_unknown if per_generation.get(str(row["id"]), 0)
+        ),
+        outcome_unknown_by_tickets=dict(
+            sorted(
+                Counter(per_generation.get(str(row["id"]), 0) for row in outcome_unknown).items()
+            )
+        ),
+        outcome_unknown_without_claim=sorted(
+            str(row["id"]) for row in outcome_unknown if row["payment_claimed_at"] is None
+        ),
+        paid_upstream_failed=sum(
+            1
+            for row in paid_not_succeeded
+            if row["status"] == "failed" and row["error_code"] == UPSTREAM_FAILED
+        ),
+        delivered_seen=len(delivered),
+        delivered_deleted=deleted,
         lost_after_payment=lost,
         succeeded_without_ticket=sum(
             1

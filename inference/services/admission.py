@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailableError
 
 from accounts.models import User
 from billing.errors import CreditRefusedError
@@ -24,7 +26,7 @@ from inference.errors import (
     GenerationRateLimitedError,
     GenerationValidationError,
 )
-from inference.models import Generation, SubmissionWindow
+from inference.models import Generation, GenerationStatus, SubmissionWindow
 from inference.tasks import generation_run_task
 
 logger = logging.getLogger("inference.services")
@@ -94,6 +96,33 @@ def generation_admit_step(*, generation: Generation) -> None:
         raise GenerationAdmissionRefusedError(exc.message, code=exc.code) from exc
 
 
+def _publish(generation_id: str) -> None:
+    """Send the run message, after the admission committed.
+
+    The generation is admitted once its row is committed, so a broker that is away
+    (Redis restarting, a full disk) must not turn the submission into an error: the
+    client would submit again and get, and pay for, a second generation. The row is
+    instead marked as due for the next reconcile sweep (``enqueued_at`` one window
+    back; ``generations_reconcile`` sends the message once the broker is back).
+    """
+    try:
+        generation_run_task.delay(generation_id)
+    except (BrokerUnavailableError, OSError):
+        logger.warning(
+            "generation %s: the broker refused its message; the next reconcile sweep sends it",
+            generation_id,
+            exc_info=True,
+        )
+        window = timedelta(seconds=settings.INFERENCE_REQUEUE_AFTER_SECONDS + 1)
+        try:
+            Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
+                enqueued_at=timezone.now() - window
+            )
+        except DatabaseError:
+            # Still found by reconcile, one window after its submission.
+            logger.warning("generation %s: could not mark it due for reconcile", generation_id)
+
+
 def generation_create(
     *,
     owner: User,
@@ -143,6 +172,6 @@ def generation_create(
         generation_admit_step(generation=generation)
         generation_id = str(generation.pk)
         if enqueue:
-            transaction.on_commit(lambda: generation_run_task.delay(generation_id))
+            transaction.on_commit(lambda: _publish(generation_id))
     logger.info("generation %s queued for user %s", generation_id, owner.pk)
     return generation

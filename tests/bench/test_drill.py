@@ -49,7 +49,9 @@ def test_quick_sets_small_defaults_but_explicit_flags_win() -> None:
     )
 
 
-def _row(status: str, *, code: str = "", image: str = "", manifest: str = "") -> dict[str, object]:
+def _row(
+    status: str, *, code: str = "", image: str = "", manifest: str = "", claimed: bool = False
+) -> dict[str, object]:
     return {
         "id": uuid.uuid4(),
         "status": status,
@@ -57,7 +59,7 @@ def _row(status: str, *, code: str = "", image: str = "", manifest: str = "") ->
         "error_code": code,
         "image": image,
         "manifest_id": manifest,
-        "payment_claimed_at": None,
+        "payment_claimed_at": T0 if claimed else None,
         "created_at": T0,
         "finished_at": T0 + timedelta(seconds=3),
     }
@@ -65,67 +67,106 @@ def _row(status: str, *, code: str = "", image: str = "", manifest: str = "") ->
 
 def test_tally_counts_double_tickets_lost_images_and_stuck_rows(tmp_path: Path) -> None:
     (tmp_path / "generations" / "1").mkdir(parents=True)
-    (tmp_path / "generations" / "1" / "ok.png").write_bytes(b"png")
-    (tmp_path / "generations" / "1" / "orphan.png").write_bytes(b"png")
-    ok = _row("succeeded", image="generations/1/ok.png")
-    no_file = _row("succeeded", image="generations/1/gone.png")
-    twice = _row("succeeded", image="generations/1/ok.png", manifest="m-twice")
-    unknown = _row("failed", code="outcome_unknown")
-    interrupted = _row("failed", code="interrupted")
+    for name in ("ok.png", "orphan.png", "twice.png", "redone.png"):
+        (tmp_path / "generations" / "1" / name).write_bytes(b"png")
+    ok = _row("succeeded", image="generations/1/ok.png", manifest="m-ok")
+    no_file = _row("succeeded", image="generations/1/gone.png", manifest="m-gone")
+    twice = _row("succeeded", image="generations/1/twice.png", manifest="m-twice")
+    unknown = _row("failed", code="outcome_unknown", manifest="m-unknown", claimed=True)
+    unknown_unpaid = _row("failed", code="outcome_unknown", manifest="m-never", claimed=True)
+    unknown_released = _row("failed", code="outcome_unknown")
+    runner_failed = _row("failed", code="upstream_failed", manifest="m-runner")
+    interrupted = _row("failed", code="interrupted", manifest="m-interrupted")
     unpaid_failure = _row("failed", code="upstream_unavailable")
+    redone = _row("succeeded", image="generations/1/redone.png", manifest="m-redone")
     stuck = _row("running")
-    rows = [ok, no_file, twice, unknown, interrupted, unpaid_failure, stuck]
+    rows = [
+        ok,
+        no_file,
+        twice,
+        unknown,
+        unknown_unpaid,
+        unknown_released,
+        runner_failed,
+        interrupted,
+        unpaid_failure,
+        redone,
+        stuck,
+    ]
 
-    def event(gid: object, manifest: str = "") -> dict[str, object]:
-        return {"source": "signer", "gatewayRequestId": gid, "manifestId": manifest}
+    def event(manifest: str, request_id: str = "0a1b2c3d") -> dict[str, object]:
+        # gatewayRequestId is the signer's own id: never used for attribution.
+        return {"source": "signer", "gatewayRequestId": request_id, "manifestId": manifest}
 
     events = [
-        event(str(ok["id"])),
-        event(str(no_file["id"])),
-        event(str(twice["id"])),
-        event(None, "m-twice"),  # attributed through the manifest
-        event(str(unknown["id"])),
-        event(str(interrupted["id"])),
-        event(None, "m-nobody"),
-        {"source": "gateway", "gatewayRequestId": str(ok["id"]), "manifestId": ""},
+        event("m-ok"),
+        event("m-gone"),
+        event("m-twice"),
+        event("m-twice"),
+        event("m-unknown"),
+        event("m-runner"),
+        event("m-interrupted"),
+        event("m-redone"),
+        event("m-nobody", request_id=str(ok["id"])),  # not attributed by the request id
+        {"source": "gateway", "gatewayRequestId": "x", "manifestId": "m-ok"},
     ]
     attempts = [
         Attempt(0, T0 + timedelta(seconds=1), 500, None),
         Attempt(0, T0 + timedelta(seconds=2), 201, str(ok["id"])),
     ]
     record = ActionRecord(Action(1.0, "redis-restart"), "redis", T0, T0, back_up=T0)
+    delivered = {
+        str(ok["id"]): "generations/1/ok.png",
+        str(redone["id"]): "generations/1/first.png",  # delivered, then replaced
+        str(interrupted["id"]): "generations/1/undone.png",  # delivered, then undone
+    }
 
     figures = tally(
         rows=rows,
         events=events,
-        payment_requests=[{"status": 200}] * 7 + [{"status": 500}],
+        payment_requests=[{"status": 200}] * 9 + [{"status": 500}],
         attempts=attempts,
         abandoned=[],
         records=[record],
         media_root=tmp_path,
+        delivered=delivered,
     )
 
-    assert figures.submitted_rows == 7
+    assert figures.submitted_rows == 11
     assert figures.api_accepted == 1
-    assert figures.unconfirmed_rows == 6
+    assert figures.unconfirmed_rows == 10
     assert figures.stuck == 1
     assert figures.failed_by_code == {
-        "outcome_unknown": 1,
+        "outcome_unknown": 3,
+        "upstream_failed": 1,
         "interrupted": 1,
         "upstream_unavailable": 1,
     }
-    assert figures.tickets_total == 7
-    assert figures.payment_200s == 7
+    assert figures.tickets_total == 9
+    assert figures.payment_200s == 9
     assert figures.unattributed_tickets == 1
-    assert figures.tickets_per_generation == {0: 2, 1: 4, 2: 1}
+    assert figures.tickets_per_generation == {0: 4, 1: 6, 2: 1}
     assert figures.over_one_ticket == [str(twice["id"])]
     assert figures.succeeded_missing_file == [str(no_file["id"])]
+    assert figures.paid_outcome_unknown == 1
+    assert figures.outcome_unknown_by_tickets == {0: 2, 1: 1}
+    assert figures.outcome_unknown_without_claim == [str(unknown_released["id"])]
+    assert figures.paid_upstream_failed == 1
+    assert figures.delivered_seen == 3
+    assert figures.delivered_deleted == sorted(
+        [
+            f"{redone['id']} (generations/1/first.png)",
+            f"{interrupted['id']} (generations/1/undone.png)",
+        ]
+    )
     assert figures.lost_after_payment == [
         str(no_file["id"]),
+        *figures.delivered_deleted,
         f"{interrupted['id']} (failed/interrupted)",
     ]
     assert figures.paid_not_succeeded_by_code == {
         "failed/outcome_unknown": 1,
+        "failed/upstream_failed": 1,
         "failed/interrupted": 1,
     }
     assert figures.orphan_files == 1
@@ -135,6 +176,24 @@ def test_tally_counts_double_tickets_lost_images_and_stuck_rows(tmp_path: Path) 
     assert recovery.first_accepted == 2.0
     assert recovery.first_succeeded == 3.0
     assert recovery.refused == 1
+
+
+def test_tally_a_second_upstream_failed_ticket_is_lost_and_double(tmp_path: Path) -> None:
+    failed = _row("failed", code="upstream_failed", manifest="m-1")
+    events = [{"source": "signer", "gatewayRequestId": "a", "manifestId": "m-1"}] * 2
+    figures = tally(
+        rows=[failed],
+        events=events,
+        payment_requests=[],
+        attempts=[],
+        abandoned=[],
+        records=[],
+        media_root=tmp_path,
+        delivered={},
+    )
+    assert figures.over_one_ticket == [str(failed["id"])]
+    assert figures.lost_after_payment == [f"{failed['id']} (failed/upstream_failed)"]
+    assert figures.paid_upstream_failed == 1
 
 
 def test_write_section_replaces_only_the_drill_block(tmp_path: Path) -> None:

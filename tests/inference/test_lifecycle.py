@@ -292,6 +292,41 @@ def test_reconcile_twice_over_a_backlog_enqueues_each_generation_once(user: User
     assert sent == Counter({str(g.pk): 1 for g in backlog})
 
 
+def test_a_broker_outage_at_submit_admits_once_and_the_next_sweep_sends_the_message(
+    user: User,
+) -> None:
+    """The row is committed before the message is published: a publish failure must not
+    turn the admitted generation into an error (the client would submit again and pay
+    twice); the generation is due for the next reconcile sweep instead."""
+    from unittest import mock
+
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from inference.tasks import generation_run_task
+
+    before = timezone.now()
+    with mock.patch.object(
+        generation_run_task, "apply_async", side_effect=BrokerError("Error 111 connecting")
+    ) as publish:
+        generation = generation_create(
+            owner=user, prompt="a lighthouse", width=512, height=384, seed=3
+        )
+    assert publish.call_count == 1
+
+    row = _row(generation)
+    assert (row.status, row.attempts, row.payment_claimed_at) == ("queued", 0, None)
+    window = timedelta(seconds=settings.INFERENCE_REQUEUE_AFTER_SECONDS)
+    assert row.enqueued_at is not None
+    assert row.enqueued_at < before - window
+    assert Generation.objects.filter(owner=user).count() == 1
+
+    with _published() as sent:
+        first = generations_reconcile()
+        second = generations_reconcile()
+    assert (first, second) == ({"requeued": 1, "interrupted": 0}, {"requeued": 0, "interrupted": 0})
+    assert sent == Counter({str(generation.pk): 1})
+
+
 def test_retry_countdowns_stay_below_the_reconcile_window_and_visibility_timeout() -> None:
     from accounts.tasks import retry_countdown
 
