@@ -39,7 +39,9 @@ def _wei(value: int | None) -> str:
     )
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Rows written only by services (ledger, holds, the usage mirror): never by hand."""
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -306,7 +308,7 @@ class AccountAdmin(admin.ModelAdmin[Account]):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(_ReadOnlyAdmin):
+class LedgerEntryAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
         "created_at",
@@ -352,7 +354,7 @@ class LedgerEntryAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(Hold)
-class HoldAdmin(_ReadOnlyAdmin):
+class HoldAdmin(ReadOnlyAdmin):
     list_display = (
         "generation_id",
         "account",
@@ -375,7 +377,7 @@ class HoldAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(LedgerRejection)
-class LedgerRejectionAdmin(_ReadOnlyAdmin):
+class LedgerRejectionAdmin(ReadOnlyAdmin):
     list_display = ("idempotency_key", "account", "kind", "amount_wei", "reason", "created_at")
 
 

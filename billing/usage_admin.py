@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from billing.admin import ReadOnlyAdmin
 from billing.usage_models import (
     UsageDrift,
     UsageManifest,
@@ -17,24 +18,13 @@ from billing.usage_models import (
 )
 
 
-class _ReadOnly(admin.ModelAdmin[Any]):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(UsageSyncState)
-class UsageSyncStateAdmin(_ReadOnly):
+class UsageSyncStateAdmin(ReadOnlyAdmin):
     list_display = ("status", "watermark", "last_success_at", "last_finished_at", "user_count")
 
 
 @admin.register(UsageSyncRun)
-class UsageSyncRunAdmin(_ReadOnly):
+class UsageSyncRunAdmin(ReadOnlyAdmin):
     list_display = (
         "started_at",
         "status",
@@ -50,7 +40,7 @@ class UsageSyncRunAdmin(_ReadOnly):
 
 
 @admin.register(UsageUserAggregate)
-class UsageUserAggregateAdmin(_ReadOnly):
+class UsageUserAggregateAdmin(ReadOnlyAdmin):
     list_display = (
         "external_user_id",
         "user",
@@ -75,7 +65,7 @@ class UsageManifestRevisionInline(admin.TabularInline[UsageManifestRevision, Usa
 
 
 @admin.register(UsageManifest)
-class UsageManifestAdmin(_ReadOnly):
+class UsageManifestAdmin(ReadOnlyAdmin):
     list_display = (
         "manifest_id",
         "external_user_id",
@@ -93,7 +83,7 @@ class UsageManifestAdmin(_ReadOnly):
 
 
 @admin.register(UsageDrift)
-class UsageDriftAdmin(_ReadOnly):
+class UsageDriftAdmin(ReadOnlyAdmin):
     list_display = ("external_user_id", "day", "local_debit_wei", "metered_fee_wei", "alert")
     list_filter = ("alert",)
     search_fields = ("external_user_id",)
