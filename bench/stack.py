@@ -443,15 +443,29 @@ def _wait_until_ok(process: ManagedProcess, url: str, *, timeout: float) -> None
 
 
 # Run by ``manage.py shell -c``: create the bench user (its provisioning is enqueued after
-# commit, like any signup) and print the backends actually in use as one JSON line.
+# commit, like any signup) on a usage-based plan with credit, and print the backends actually in use as one JSON line.
 _SETUP_SCRIPT = """
 import json, sqlite3
 from django.conf import settings
 from django.db import connection, transaction
 from accounts.services import user_create
 
+from billing.services import account_change_plan, credit_grant, plans_seed
+
 with transaction.atomic():
-    user_create(email=%(email)s, password=%(password)s, external_user_id=%(external_user_id)s)
+    user = user_create(
+        email=%(email)s, password=%(password)s, external_user_id=%(external_user_id)s
+    )
+    # A usage-based plan with ample credit: every image goes through the hold at
+    # admission and the settle at payment, as a paying user's does.
+    plans = {plan.slug: plan for plan in plans_seed()}
+    account_change_plan(
+        user=user, plan=plans["pay-as-you-go"], acting_user=None, reason="bench user"
+    )
+    credit_grant(
+        user=user, amount_wei=10**24, reason="bench credit", acting_user=None,
+        idempotency_key="bench-credit:%%s" %% user.pk,
+    )
 
 database = settings.DATABASES["default"]
 info = {"database_vendor": connection.vendor}

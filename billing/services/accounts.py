@@ -198,8 +198,8 @@ def subscription_renew(
     )
 
 
-#: Demo credit for the usage-based demo user: about 20 1-megapixel images at the
-#: sandbox's price (4,768,371 wei per pixel) with the pay-as-you-go multiplier.
+#: Demo credit for the usage-based demo user: 17 images at the sandbox runners' fixed
+#: price (4,768,371,000,000 wei per call) with the pay-as-you-go multiplier of 6/5.
 DEMO_CREDIT_WEI = 10**14
 
 
