@@ -443,7 +443,8 @@ def _wait_until_ok(process: ManagedProcess, url: str, *, timeout: float) -> None
 
 
 # Run by ``manage.py shell -c``: create the bench user (its provisioning is enqueued after
-# commit, like any signup) on a usage-based plan with credit, and print the backends actually in use as one JSON line.
+# commit, like any signup) on a usage-based plan with credit, and print the backends
+# actually in use as one JSON line.
 _SETUP_SCRIPT = """
 import json, sqlite3
 from django.conf import settings
