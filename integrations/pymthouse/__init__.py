@@ -21,6 +21,7 @@ from integrations.pymthouse.errors import (
     PymthouseUnavailableError,
 )
 from integrations.pymthouse.identifiers import validate_external_user_id
+from integrations.pymthouse.session import MAX_CONCURRENT_REQUESTS
 from integrations.pymthouse.money import (
     MoneyParseError,
     parse_signed_usd_micros,
@@ -51,6 +52,7 @@ from integrations.pymthouse.types import (
 )
 
 __all__ = [
+    "MAX_CONCURRENT_REQUESTS",
     "MACHINE_TOKEN_SCOPES",
     "CredentialCheck",
     "GroupBy",
