@@ -440,7 +440,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f" | {incremental['seconds']:.2f} s | {incremental['peak_rss_mb']:.0f} MB"
         f" | {incremental['queries']} | {incremental['users_changed']:,}"
         f" | {incremental['manifests_new']:,} | – |",
-        f"| no-change re-sync right after 10M ledger entries were written | {with_ledger['seconds']:.2f} s"
+        "| no-change re-sync right after 10M ledger entries were written"
+        f" | {with_ledger['seconds']:.2f} s"
         f" | {with_ledger['peak_rss_mb']:.0f} MB | {with_ledger['queries']}"
         f" | {with_ledger['users_changed']} | {with_ledger['manifests_new']}"
         f" | ≤ 1 s: {verdict(with_ledger['seconds'] <= 1)} |",

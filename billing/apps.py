@@ -13,7 +13,7 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
         from django.db.backends.signals import connection_created
-        from django.db.models.signals import post_save, pre_delete
+        from django.db.models.signals import post_save
 
         from billing import checks  # noqa: F401  (registers the system checks)
         from billing.db import register_sqlite_functions
@@ -32,11 +32,6 @@ class BillingConfig(AppConfig):
             signals.aggregate_email_follow_user,
             sender=settings.AUTH_USER_MODEL,
             dispatch_uid="billing-aggregate-email",
-        )
-        pre_delete.connect(
-            signals.aggregate_email_forget_user,
-            sender=settings.AUTH_USER_MODEL,
-            dispatch_uid="billing-aggregate-email-forget",
         )
 
 

@@ -19,11 +19,6 @@ def aggregate_email_follow_user(sender: Any, instance: Any, **kwargs: Any) -> No
     )
 
 
-def aggregate_email_forget_user(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """``pre_delete`` of a user: the aggregate stays (it is pymthouse's), the email goes."""
-    UsageUserAggregate.objects.filter(user_id=instance.pk).update(email="", search_email="")
-
-
 def usage_aggregates_fill_search() -> None:
     """Fill the denormalised columns of rows written before they existed (post_migrate)."""
     UsageUserAggregate.objects.filter(search_user="").exclude(external_user_id="").update(

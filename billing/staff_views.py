@@ -26,8 +26,8 @@ from billing.usage_selectors import (
     sync_runs_recent,
     usage_csv_rows,
     usage_days,
-    usage_sync_state_get,
     usage_page,
+    usage_sync_state_get,
     usage_totals,
 )
 

@@ -261,7 +261,7 @@ def _sync(
         rows = client.usage(group_by="manifest", user_id=ext, start=window_start, end=window_end)
         return ext, rows.by_manifest
 
-    chunks = [changed[offset : offset + chunk_size] for offset in range(0, len(changed), chunk_size)]
+    chunks = [changed[start : start + chunk_size] for start in range(0, len(changed), chunk_size)]
     # The worker threads only talk HTTP (through the one client, whose connection pool is
     # sized for them); every database write stays in this thread, one transaction per
     # chunk. The next chunk is fetched while this one is applied: at most two chunks of

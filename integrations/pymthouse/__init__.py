@@ -21,13 +21,13 @@ from integrations.pymthouse.errors import (
     PymthouseUnavailableError,
 )
 from integrations.pymthouse.identifiers import validate_external_user_id
-from integrations.pymthouse.session import MAX_CONCURRENT_REQUESTS
 from integrations.pymthouse.money import (
     MoneyParseError,
     parse_signed_usd_micros,
     parse_usd_micros,
     parse_wei,
 )
+from integrations.pymthouse.session import MAX_CONCURRENT_REQUESTS
 from integrations.pymthouse.types import (
     CredentialCheck,
     GroupBy,
