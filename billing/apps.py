@@ -11,7 +11,9 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing"
 
     def ready(self) -> None:
+        from django.conf import settings
         from django.db.backends.signals import connection_created
+        from django.db.models.signals import post_save
 
         from billing import checks  # noqa: F401  (registers the system checks)
         from billing.db import register_sqlite_functions
@@ -20,6 +22,16 @@ class BillingConfig(AppConfig):
         post_migrate.connect(_seed_plans, sender=self, dispatch_uid="billing-seed-plans")
         post_migrate.connect(
             _seed_usage_schedule, sender=self, dispatch_uid="billing-seed-usage-schedule"
+        )
+        post_migrate.connect(
+            _fill_usage_search, sender=self, dispatch_uid="billing-fill-usage-search"
+        )
+        from billing import signals
+
+        post_save.connect(
+            signals.aggregate_email_follow_user,
+            sender=settings.AUTH_USER_MODEL,
+            dispatch_uid="billing-aggregate-email",
         )
 
 
@@ -38,3 +50,11 @@ def _seed_usage_schedule(sender: AppConfig, **kwargs: Any) -> None:
 
     if kwargs.get("using", "default") == "default":
         usage_sync_schedule_seed()
+
+
+def _fill_usage_search(sender: AppConfig, **kwargs: Any) -> None:
+    """Backfill the staff table's denormalised email/search columns (idempotent, cheap)."""
+    from billing.signals import usage_aggregates_fill_search
+
+    if kwargs.get("using", "default") == "default":
+        usage_aggregates_fill_search()

@@ -26,9 +26,9 @@ from billing.usage_selectors import (
     sync_runs_recent,
     usage_csv_rows,
     usage_days,
+    usage_page,
     usage_sync_state_get,
     usage_totals,
-    usage_users,
 )
 
 STATUS_NOTES = {
@@ -67,7 +67,7 @@ def staff_billing(request: HttpRequest) -> HttpResponse:
     totals = usage_totals(search=search, state=state)
     pages = max(1, -(-totals.users // size))
     page = min(_page_number(request.GET.get("page")), pages)
-    rows = list(usage_users(search=search, sort=sort)[(page - 1) * size : page * size])
+    rows = usage_page(search=search, sort=sort, page=page, size=size)
     days = usage_days(days=30)
     chart = bar_chart_svg(
         [ChartPoint(label=day.day.strftime("%m-%d"), value=day.fee_wei or 0) for day in days],
@@ -103,7 +103,7 @@ def staff_billing(request: HttpRequest) -> HttpResponse:
         "rows": [
             {
                 "external_user_id": row.external_user_id,
-                "email": row.user.email if row.user else "",
+                "email": row.email,
                 "requests": str(row.request_count),
                 "eth": format_eth(row.fee_wei or 0),
                 "fee_wei": row.fee_wei or 0,

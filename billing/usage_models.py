@@ -72,6 +72,11 @@ class UsageSyncState(models.Model):
     fee_wei = WeiField(default=0)
     flagged_revisions = models.PositiveIntegerField(default=0)
     drift_alerts = models.PositiveIntegerField(default=0)
+    # Highest ledger entry id seen by the last drift re-check, and when it was first seen:
+    # a run skips the re-check of recent debits while no entry was written since (see
+    # ``usage_sync._refresh_local_drift``).
+    ledger_mark_id = models.BigIntegerField(null=True, blank=True)
+    ledger_mark_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "usage sync state"
@@ -125,11 +130,28 @@ class UsageUserAggregate(models.Model):
     manifest_count = models.PositiveIntegerField(default=0)
     last_used_at = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField()
+    # The user's email, denormalised so the staff table sorts and searches one table;
+    # kept current by the sync and by a signal on the user model (``billing.signals``).
+    email = models.CharField(max_length=254, blank=True, default="")
+    # Lower-cased copies for the case-insensitive prefix search (pattern-ops indexes).
+    search_user = models.CharField(max_length=128, blank=True, default="")
+    search_email = models.CharField(max_length=254, blank=True, default="")
 
     class Meta:
         # One index per sort of the staff table, with the id tie-breaker the pages use,
         # so a page is an index range scan even when most users share a value.
         indexes = [
+            models.Index(fields=["email", "id"], name="usage_agg_email"),
+            # ``varchar_pattern_ops`` lets PostgreSQL serve ``LIKE 'prefix%'`` from the
+            # index under any collation; other databases ignore opclasses.
+            models.Index(
+                fields=["search_user"], opclasses=["varchar_pattern_ops"], name="usage_agg_q_user"
+            ),
+            models.Index(
+                fields=["search_email"],
+                opclasses=["varchar_pattern_ops"],
+                name="usage_agg_q_email",
+            ),
             models.Index(fields=["-request_count", "-id"], name="usage_agg_requests"),
             models.Index(fields=["-network_fee_usd_micros", "-id"], name="usage_agg_usd"),
             models.Index(fields=["-fee_wei", "-id"], name="usage_agg_wei"),

@@ -42,6 +42,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from billing.db import WeiSum
+from billing.models import LedgerEntry
 from billing.services.usage_ledger import local_usage_debits, settle_from_usage
 from billing.usage_models import (
     UsageDay,
@@ -54,6 +55,7 @@ from billing.usage_models import (
     UsageUserAggregate,
 )
 from integrations.pymthouse import (
+    MAX_CONCURRENT_REQUESTS,
     PymthouseAuthError,
     PymthouseClient,
     PymthouseError,
@@ -253,17 +255,38 @@ def _sync(
     del stored
     progress.users_changed = len(changed)
     chunk_size = settings.BILLING_USAGE_SYNC_CHUNK
-    workers = max(1, settings.BILLING_USAGE_SYNC_CONCURRENCY)
+    workers = min(max(1, settings.BILLING_USAGE_SYNC_CONCURRENCY), MAX_CONCURRENT_REQUESTS)
 
     def fetch(ext: str) -> tuple[str, Sequence[UsageByManifest]]:
         rows = client.usage(group_by="manifest", user_id=ext, start=window_start, end=window_end)
         return ext, rows.by_manifest
 
+    chunks = [changed[start : start + chunk_size] for start in range(0, len(changed), chunk_size)]
+    # The worker threads only talk HTTP (through the one client, whose connection pool is
+    # sized for them); every database write stays in this thread, one transaction per
+    # chunk. The next chunk is fetched while this one is applied: at most two chunks of
+    # answers are held in memory.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for offset in range(0, len(changed), chunk_size):
-            chunk = changed[offset : offset + chunk_size]
-            fetched = dict(pool.map(fetch, chunk))
-            _apply_chunk(fetched=fetched, upstream=upstream, now=window_end, progress=progress)
+        pending = [pool.submit(fetch, ext) for ext in chunks[0]] if chunks else []
+        for index, chunk in enumerate(chunks):
+            current = pending
+            try:
+                fetched = dict(future.result() for future in current)
+            except BaseException:
+                for future in current:
+                    future.cancel()
+                raise
+            pending = (
+                [pool.submit(fetch, ext) for ext in chunks[index + 1]]
+                if index + 1 < len(chunks)
+                else []
+            )
+            try:
+                _apply_chunk(fetched=fetched, upstream=upstream, now=window_end, progress=progress)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
             progress.users_applied += len(chunk)
     _refresh_local_drift(now=window_end, progress=progress)
     _log_drift_alerts(progress)
@@ -305,11 +328,14 @@ def _apply_chunk(
     progress: _Progress,
 ) -> None:
     externals = list(fetched)
-    user_ids = dict(
+    user_ids: dict[str, int] = {}
+    emails: dict[str, str] = {}
+    for ext, pk, email in (
         get_user_model()
         .objects.filter(external_user_id__in=externals)
-        .values_list("external_user_id", "id")
-    )
+        .values_list("external_user_id", "id", "email")
+    ):
+        user_ids[ext], emails[ext] = pk, email or ""
     existing: dict[tuple[str, str], UsageManifest] = {
         (row.external_user_id, row.manifest_id): row
         for row in UsageManifest.objects.filter(external_user_id__in=externals).only(
@@ -416,6 +442,9 @@ def _apply_chunk(
                 manifest_count=len(accepted[ext]),
                 last_used_at=now if grew else before_row.last_used_at if before_row else None,
                 synced_at=now,
+                email=emails.get(ext, ""),
+                search_user=ext.lower(),
+                search_email=emails.get(ext, "").lower(),
             )
         )
     UsageUserAggregate.objects.bulk_create(
@@ -431,6 +460,9 @@ def _apply_chunk(
             "manifest_count",
             "last_used_at",
             "synced_at",
+            "email",
+            "search_user",
+            "search_email",
         ],
     )
 
@@ -538,9 +570,26 @@ def _refresh_local_drift(*, now: datetime, progress: _Progress) -> None:
     moment by transactions that committed after the run read them.
     """
     since = now.date() - timedelta(days=settings.BILLING_DRIFT_DAYS)
-    watermark = UsageSyncState.objects.values_list("watermark", flat=True).get(
-        pk=UsageSyncState.SINGLETON_ID
-    )
+    state = UsageSyncState.objects.get(pk=UsageSyncState.SINGLETON_ID)
+    watermark = state.watermark
+    # Cheap probe (primary-key index): the highest ledger entry id. Ids are not assigned in
+    # commit order, so "unchanged" alone could hide an entry whose transaction was still
+    # open when the mark was taken. Such an entry commits within ``_DEBIT_SLACK`` of its
+    # created_at (the assumption the re-check already makes), so the re-check is skipped
+    # only once the last successful run started at least ``_DEBIT_SLACK`` after the mark
+    # was taken: the first run after any such commit still re-checks and finds it.
+    probed_at = timezone.now()
+    mark = LedgerEntry.objects.order_by("-id").values_list("id", flat=True).first()
+    if (
+        state.ledger_mark_at is not None
+        and mark == state.ledger_mark_id
+        and watermark is not None
+        and watermark >= state.ledger_mark_at + _DEBIT_SLACK
+    ):
+        return
+    if state.ledger_mark_at is None or mark != state.ledger_mark_id:
+        state.ledger_mark_id, state.ledger_mark_at = mark, probed_at
+        state.save(update_fields=["ledger_mark_id", "ledger_mark_at"])
     changed_since = watermark - _DEBIT_SLACK if watermark else None
     local = local_usage_debits(user_ids=None, since=since, changed_since=changed_since)
     if not local:

@@ -27,6 +27,7 @@ from integrations.pymthouse.money import (
     parse_usd_micros,
     parse_wei,
 )
+from integrations.pymthouse.session import MAX_CONCURRENT_REQUESTS
 from integrations.pymthouse.types import (
     CredentialCheck,
     GroupBy,
@@ -51,6 +52,7 @@ from integrations.pymthouse.types import (
 )
 
 __all__ = [
+    "MAX_CONCURRENT_REQUESTS",
     "MACHINE_TOKEN_SCOPES",
     "CredentialCheck",
     "GroupBy",

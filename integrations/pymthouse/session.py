@@ -40,6 +40,12 @@ MAX_RETRY_AFTER_SECONDS = 5
 BACKOFF_FACTOR_SECONDS = 0.2
 BACKOFF_MAX_SECONDS = 2.0
 BACKOFF_JITTER_SECONDS = 0.1
+#: Keep-alive connections kept per host. One client (one session) is shared by threads,
+#: e.g. the usage sync's bounded pool (``BILLING_USAGE_SYNC_CONCURRENCY``, capped at
+#: this): ``requests`` sends through urllib3's thread-safe connection pool, cookies are
+#: never stored and the auth objects are stateless, so sharing it is safe; a pool
+#: smaller than the number of threads would open and discard a connection per request.
+MAX_CONCURRENT_REQUESTS = 32
 
 
 class IdempotentRetry(Retry):
@@ -113,7 +119,7 @@ class PymthouseSession(OutgoingSession):
         connect_timeout: float,
         read_timeout: float,
         max_retries: int,
-        pool_maxsize: int = 10,
+        pool_maxsize: int = MAX_CONCURRENT_REQUESTS,
     ) -> None:
         super().__init__(
             default_timeout=(connect_timeout, read_timeout),
