@@ -20,7 +20,15 @@ from django.utils.html import format_html
 from accounts.models import User
 from billing.errors import BillingError
 from billing.forms import CreditAdjustForm, PlanChangeForm, SuspendForm
-from billing.models import Account, Hold, LedgerEntry, LedgerRejection, Plan, PlanAssignment
+from billing.models import (
+    Account,
+    Hold,
+    LedgerEntry,
+    LedgerRejection,
+    ObservedPrice,
+    Plan,
+    PlanAssignment,
+)
 from billing.money import format_eth
 from billing.services import (
     account_change_plan,
@@ -379,6 +387,11 @@ class HoldAdmin(ReadOnlyAdmin):
 @admin.register(LedgerRejection)
 class LedgerRejectionAdmin(ReadOnlyAdmin):
     list_display = ("idempotency_key", "account", "kind", "amount_wei", "reason", "created_at")
+
+
+@admin.register(ObservedPrice)
+class ObservedPriceAdmin(ReadOnlyAdmin):
+    list_display = ("model_id", "price_wei", "units_per_payment", "observed_at")
 
 
 # The usage mirror's read-only admin (billing/usage_admin.py).

@@ -327,6 +327,22 @@ class LedgerRejection(models.Model):
         return f"refused {self.kind} {self.amount_wei} wei ({self.idempotency_key})"
 
 
+class ObservedPrice(models.Model):
+    """The last runner price paid for a model: what the next hold for it is based on.
+
+    A database row, not a cache entry, so admission and settlement never depend on
+    the cache being up (a Redis restart must not fail a submission or a payment).
+    """
+
+    model_id = models.CharField(max_length=200, unique=True)
+    price_wei = WeiAmountField()
+    units_per_payment = models.PositiveBigIntegerField()
+    observed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.model_id}: {self.price_wei} wei x {self.units_per_payment}"
+
+
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
 

@@ -23,17 +23,24 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from billing.errors import CreditRefusedError
 from billing.lock_objects import account_lock
-from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, Plan, PlanType
+from billing.models import (
+    Account,
+    EntryEffect,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    ObservedPrice,
+    Plan,
+    PlanType,
+)
 from billing.money import apply_ratio, format_eth
 from billing.services.ledger import ledger_entry_append
 from inference.models import Generation, GenerationStatus
@@ -41,12 +48,7 @@ from integrations.pymthouse.money import parse_wei
 
 logger = logging.getLogger(__name__)
 
-_PRICE_CACHE_SECONDS = 7 * 24 * 3600
 _OUTCOME_UNKNOWN = "outcome_unknown"
-
-
-def _price_key(model_id: str) -> str:
-    return f"billing:observed-price:{model_id}"
 
 
 def _estimated_fee_wei() -> int:
@@ -60,11 +62,19 @@ def _markup() -> Fraction:
 def price_observe(*, model_id: str, price_wei: int, units_per_payment: int) -> None:
     """Remember a runner's price for ``model_id``: wei per unit, and the units one payment
     buys (1 for ``fixed``, the seconds of a first ``live`` payment)."""
-    cache.set(
-        _price_key(model_id),
-        {"price_wei": str(price_wei), "units": str(units_per_payment)},
-        timeout=_PRICE_CACHE_SECONDS,
+    updated = ObservedPrice.objects.filter(model_id=model_id).update(
+        price_wei=price_wei, units_per_payment=units_per_payment, observed_at=timezone.now()
     )
+    if not updated:
+        try:
+            with transaction.atomic():
+                ObservedPrice.objects.create(
+                    model_id=model_id, price_wei=price_wei, units_per_payment=units_per_payment
+                )
+        except IntegrityError:  # another payment recorded it first: same information
+            ObservedPrice.objects.filter(model_id=model_id).update(
+                price_wei=price_wei, units_per_payment=units_per_payment
+            )
 
 
 def max_fee_estimate(*, model_id: str) -> int:
@@ -75,16 +85,14 @@ def max_fee_estimate(*, model_id: str) -> int:
     one payment buys. Without an observation, the configured per-image estimate
     ``BILLING_ESTIMATED_FEE_WEI``.
     """
-    observed: Any = cache.get(_price_key(model_id))
-    if not isinstance(observed, dict):
-        return _estimated_fee_wei()
-    try:
-        price = parse_wei(observed["price_wei"])
-        units = parse_wei(observed["units"])
-    except (KeyError, ValueError):
+    observed = ObservedPrice.objects.filter(model_id=model_id).first()
+    if observed is None:
         return _estimated_fee_wei()
     markup = _markup()
-    return apply_ratio(price, markup.numerator, markup.denominator) * units
+    return (
+        apply_ratio(observed.price_wei, markup.numerator, markup.denominator)
+        * observed.units_per_payment
+    )
 
 
 def plan_charge(*, plan: Plan, fee_wei: int) -> int:

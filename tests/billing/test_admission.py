@@ -10,11 +10,20 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection, transaction
+from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import User
 from billing.errors import CreditRefusedError
-from billing.models import Account, EntryKind, Hold, HoldStatus, LedgerEntry, Plan
+from billing.models import (
+    Account,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    ObservedPrice,
+    Plan,
+)
 from billing.selectors import account_ledger_totals
 from billing.services import (
     account_change_plan,
@@ -30,16 +39,9 @@ from billing.services import (
 )
 from inference.models import Generation, GenerationStatus
 from tests.billing.conftest import grant, new_generation
-from tests.conftest import clear_cache
 
 ESTIMATE = 5_000_000_000_000  # BILLING_ESTIMATED_FEE_WEI default
 HOLD = ESTIMATE * 6 // 5  # pay-as-you-go multiplier 6/5
-
-
-@pytest.fixture(autouse=True)
-def _no_observed_prices(db: Any) -> None:
-    # Only this run's keys: never FLUSHDB a shared Redis.
-    clear_cache()
 
 
 def admit(owner: User, **kwargs: Any) -> Generation:
@@ -167,6 +169,31 @@ def test_settle_remembers_the_runner_price_for_the_next_hold(usage_user: User) -
     model = settings.INFERENCE_MODELS[0]
     # ceil(4,768,371,000,000 × 1.012) = 4,825,591,452,000
     assert max_fee_estimate(model_id=model) == 4_825_591_452_000
+
+
+@pytest.mark.django_db
+def test_holds_and_settlement_work_while_the_cache_is_down(usage_user: User) -> None:
+    """The observed price is a database row: a cache outage (a Redis restart) fails
+    neither an admission nor a payment's settlement."""
+    unreachable = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+        }
+    }
+    grant(usage_user, 10**20)
+    with override_settings(CACHES=unreachable):
+        first = admit(usage_user)
+        assert Hold.objects.get(generation_id=first.pk).amount_wei == HOLD  # the estimate
+        Generation.objects.filter(pk=first.pk).update(
+            price_wei=7, price_unit="fixed", units_paid=1, expected_fee_wei=7
+        )
+        generation_charge_settle(generation_id=first.pk, expected_fee_wei=7)
+        second = admit(usage_user)
+    # ceil(7 × 1.012) = 8 wei, × 6/5 rounded up = 10 wei
+    assert Hold.objects.get(generation_id=second.pk).amount_wei == 10
+    assert ObservedPrice.objects.get().price_wei == 7
+    assert_ledger_matches(usage_user)
 
 
 @pytest.mark.django_db

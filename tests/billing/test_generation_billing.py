@@ -10,13 +10,20 @@ from django.db import connection
 from django.test import Client
 
 from accounts.models import User
-from billing.models import Account, EntryKind, Hold, HoldStatus, LedgerEntry, Plan
+from billing.models import (
+    Account,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    ObservedPrice,
+    Plan,
+)
 from billing.selectors import account_ledger_totals
 from billing.services import account_change_plan, credit_grant
 from inference.errors import GenerationAdmissionRefusedError
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
-from tests.conftest import clear_cache
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
 from tests.worker import WorkerProcess
@@ -127,7 +134,7 @@ def test_a_generation_through_a_real_worker_debits_exactly_its_expected_fee(
 def test_twenty_concurrent_submissions_with_credit_for_three_admit_exactly_three(
     settings: Any,
 ) -> None:
-    clear_cache()  # no runner price observed by an earlier test: holds use the estimate
+    assert not ObservedPrice.objects.exists()  # no runner price observed: holds use the estimate
     settings.INFERENCE_RATE_LIMIT_COUNT = 100
     settings.INFERENCE_MAX_ACTIVE_PER_USER = 100
     user = _usage_user("rush@example.com", 4 * HOLD - 1)

@@ -26,7 +26,6 @@ from billing.services import (
     generation_usage_settle,
 )
 from tests.billing.conftest import new_generation
-from tests.conftest import clear_cache
 
 MAX = 2**256 - 1
 HOLD = 5_000_000_000_000 * 6 // 5
@@ -166,7 +165,6 @@ class LedgerMachine(RuleBasedStateMachine):
 
 @pytest.mark.django_db
 def test_ledger_matches_its_model_under_random_operations(plans: dict[str, Plan]) -> None:
-    clear_cache()
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(
