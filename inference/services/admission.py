@@ -153,8 +153,11 @@ def generation_create(
     if errors:
         raise GenerationValidationError(errors)
     with transaction.atomic():
-        # The admission lock: every submission of this owner queues up here.
-        User.objects.select_for_update().only("pk").get(pk=owner.pk)
+        # The admission lock: every submission of this owner queues up here. NO KEY
+        # UPDATE, not UPDATE: it must not block the foreign-key checks (FOR KEY SHARE,
+        # deferred to COMMIT by Django) of a payment settling for this owner, which holds
+        # the billing account this admission waits for (a deadlock, found by the bench).
+        User.objects.select_for_update(no_key=True).only("pk").get(pk=owner.pk)
         _limits_check(owner_id=owner.pk)
         generation = Generation(
             owner=owner,

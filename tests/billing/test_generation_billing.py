@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 
 from accounts.models import User
@@ -20,7 +21,7 @@ from billing.models import (
     Plan,
 )
 from billing.selectors import account_ledger_totals
-from billing.services import account_change_plan, credit_grant
+from billing.services import account_change_plan, credit_grant, generation_charge_settle
 from inference.errors import GenerationAdmissionRefusedError
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
@@ -164,4 +165,45 @@ def test_twenty_concurrent_submissions_with_credit_for_three_admit_exactly_three
     assert sorted(outcomes) == ["admitted"] * 3 + ["insufficient_credit"] * 17
     assert Generation.objects.filter(owner=user).count() == 3
     assert _account(user).held_wei == 3 * HOLD
+    _ledger_matches(user)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_settling_payment_and_a_new_submission_of_one_owner_do_not_deadlock(
+    settings: Any,
+) -> None:
+    """Settlement locks the account and, at COMMIT, checks foreign keys to the user (FOR KEY
+    SHARE, deferred by Django); admission locks the user, then waits for the account. The
+    admission lock must not block those checks. Found by the Postgres bench (deadlocks)."""
+    settings.INFERENCE_RATE_LIMIT_COUNT = 100
+    user = _usage_user("busy@example.com", 10 * HOLD)
+    first = generation_create(owner=user, prompt="first", width=512, height=512, enqueue=False)
+    Generation.objects.filter(pk=first.pk).update(
+        price_wei=ESTIMATE, price_unit="fixed", units_paid=1, expected_fee_wei=ESTIMATE
+    )
+    settling = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def submit() -> None:
+        try:
+            settling.wait(10)
+            second = generation_create(
+                owner=user, prompt="second", width=512, height=512, enqueue=False
+            )
+            outcome["second"] = second.pk
+        except Exception as exc:  # noqa: BLE001 -- reported by the assertion below
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    with transaction.atomic():
+        generation_charge_settle(generation_id=first.pk, expected_fee_wei=ESTIMATE)
+        settling.set()
+        time.sleep(1.0)  # the submission now waits for the account this settle holds
+    thread.join(30)
+    assert "error" not in outcome, outcome
+    assert Hold.objects.get(generation_id=outcome["second"]).status == HoldStatus.OPEN
+    assert Hold.objects.get(generation_id=first.pk).status == HoldStatus.SETTLED
     _ledger_matches(user)
