@@ -334,13 +334,19 @@ def _section_markers(key: str) -> tuple[str, str]:
 def write_markdown(path: Path, comparison: Comparison, context: RunContext) -> None:
     """Regenerate the preamble and this backend's section; keep the other sections."""
     sections: dict[str, str] = {}
+    others = ""  # sections other benchmarks own (e.g. bench.usage_mirror), kept as they are
     if path.exists():
         pattern = re.compile(
             r"<!-- bench:begin (?P<key>[\w-]+) -->\n(?P<body>.*?)\n<!-- bench:end (?P=key) -->",
             re.DOTALL,
         )
-        for match in pattern.finditer(path.read_text()):
+        text = path.read_text()
+        matches = list(pattern.finditer(text))
+        for match in matches:
             sections[match["key"]] = match["body"]
+        after = text[matches[-1].end() :] if matches else ""
+        if "\n## " in after:
+            others = "## " + after.split("\n## ", 1)[1]
     sections[context.section_key] = section_markdown(comparison, context)
     # Embedded defaults first, then the rest alphabetically.
     order = sorted(sections, key=lambda key: (key != "sqlite-filesystem", key))
@@ -348,5 +354,7 @@ def write_markdown(path: Path, comparison: Comparison, context: RunContext) -> N
     for key in order:
         begin, end = _section_markers(key)
         parts.append(f"{begin}\n{sections[key]}\n{end}\n")
+    if others:
+        parts.append(others.rstrip("\n") + "\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
