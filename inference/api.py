@@ -37,6 +37,18 @@ class CostOut(Schema):
     wei: str | None = Field(description="Exact network fee in wei as a decimal string")
 
 
+class PaymentOut(Schema):
+    """What the payment bought, recorded at payment time (null fields until then)."""
+
+    manifest_id: str | None = Field(
+        description="The runner challenge's session id: usage joins on it"
+    )
+    price_wei: str | None = Field(description="The runner's price per unit, exact, in wei")
+    price_unit: str | None = Field(description="fixed or seconds")
+    units_paid: int | None
+    expected_fee_wei: str | None = Field(description="What the payment costs, exact, in wei")
+
+
 class GenerationIn(Schema):
     prompt: str = Field(max_length=10_000)
     negative_prompt: str = Field("", max_length=10_000)
@@ -65,6 +77,7 @@ class GenerationOut(Schema):
     finished_at: datetime | None
     image_url: str | None
     detail_url: str
+    payment: PaymentOut
     cost: CostOut
 
 
@@ -97,6 +110,10 @@ class InvalidOut(Schema):
     errors: dict[str, str]
 
 
+def _digits(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
 def generation_out(generation: Generation) -> dict[str, Any]:
     succeeded = generation.status == GenerationStatus.SUCCEEDED and bool(generation.image)
     return {
@@ -126,6 +143,13 @@ def generation_out(generation: Generation) -> dict[str, Any]:
             else None
         ),
         "detail_url": reverse("inference:detail", kwargs={"generation_id": generation.pk}),
+        "payment": {
+            "manifest_id": generation.manifest_id or None,
+            "price_wei": _digits(generation.price_wei),
+            "price_unit": generation.price_unit or None,
+            "units_paid": generation.units_paid,
+            "expected_fee_wei": _digits(generation.expected_fee_wei),
+        },
         "cost": {
             "usd_micros": (
                 str(generation.cost_usd_micros) if generation.cost_usd_micros is not None else None

@@ -253,3 +253,28 @@ def test_a_refused_admission_is_a_402_and_leaves_nothing_behind(
     assert response.json() == {"detail": "You're out of credit.", "code": "insufficient_credit"}
     assert not Generation.objects.exists()
     assert callbacks == []
+
+
+def test_the_payment_record_is_in_the_json_with_exact_wei_strings(api: Client, user) -> None:
+    generation = _generation(user, prompt="paid")
+    unpaid = api.get(f"{URL}/{generation.pk}").json()["payment"]
+    assert unpaid == {
+        "manifest_id": None,
+        "price_wei": None,
+        "price_unit": None,
+        "units_paid": None,
+        "expected_fee_wei": None,
+    }
+    price = 2**256 - 1  # beyond any float: must come back digit for digit
+    Generation.objects.filter(pk=generation.pk).update(
+        manifest_id="0a1b2c3d", price_wei=price, price_unit="fixed", units_paid=1,
+        expected_fee_wei=price,
+    )  # fmt: skip
+    paid = api.get(f"{URL}/{generation.pk}").json()["payment"]
+    assert paid == {
+        "manifest_id": "0a1b2c3d",
+        "price_wei": str(price),
+        "price_unit": "fixed",
+        "units_paid": 1,
+        "expected_fee_wei": str(price),
+    }
