@@ -8,7 +8,8 @@ import pytest
 from django.conf import settings
 
 from accounts.models import User
-from billing.models import Plan
+from billing.models import Account, Plan
+from billing.selectors import account_ledger_totals
 from billing.services import account_change_plan, credit_grant, plans_seed
 from inference.models import Generation
 
@@ -56,3 +57,14 @@ def new_generation(owner: User, **kwargs: Any) -> Generation:
     }
     fields.update(kwargs)
     return Generation.objects.create(owner=owner, **fields)
+
+
+def account_of(user: User) -> Account:
+    return Account.objects.get(pk=user.pk)
+
+
+def assert_ledger_matches(user: User) -> None:
+    """The account row's running totals equal the sums of its ledger entries."""
+    account = account_of(user)
+    totals = account_ledger_totals(account=account)
+    assert (totals.balance_wei, totals.held_wei) == (account.balance_wei, account.held_wei)

@@ -16,7 +16,6 @@ from django.utils import timezone
 from accounts.models import User
 from billing.errors import CreditRefusedError
 from billing.models import (
-    Account,
     EntryKind,
     Hold,
     HoldStatus,
@@ -24,7 +23,6 @@ from billing.models import (
     ObservedPrice,
     Plan,
 )
-from billing.selectors import account_ledger_totals
 from billing.services import (
     account_change_plan,
     account_set_suspended,
@@ -38,7 +36,7 @@ from billing.services import (
     subscription_renew,
 )
 from inference.models import Generation, GenerationStatus
-from tests.billing.conftest import grant, new_generation
+from tests.billing.conftest import account_of, assert_ledger_matches, grant, new_generation
 
 ESTIMATE = 5_000_000_000_000  # BILLING_ESTIMATED_FEE_WEI default
 HOLD = ESTIMATE * 6 // 5  # pay-as-you-go multiplier 6/5
@@ -50,16 +48,6 @@ def admit(owner: User, **kwargs: Any) -> Generation:
         generation = new_generation(owner, **kwargs)
         generation_admit(generation=generation)
     return generation
-
-
-def account_of(user: User) -> Account:
-    return Account.objects.get(pk=user.pk)
-
-
-def assert_ledger_matches(user: User) -> None:
-    account = account_of(user)
-    totals = account_ledger_totals(account=account)
-    assert (totals.balance_wei, totals.held_wei) == (account.balance_wei, account.held_wei)
 
 
 @pytest.mark.django_db

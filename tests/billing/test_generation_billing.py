@@ -12,7 +12,6 @@ from django.test import Client
 
 from accounts.models import User
 from billing.models import (
-    Account,
     EntryKind,
     Hold,
     HoldStatus,
@@ -20,11 +19,11 @@ from billing.models import (
     ObservedPrice,
     Plan,
 )
-from billing.selectors import account_ledger_totals
 from billing.services import account_change_plan, credit_grant, generation_charge_settle
 from inference.errors import GenerationAdmissionRefusedError
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
+from tests.billing.conftest import account_of, assert_ledger_matches
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
 from tests.worker import WorkerProcess
@@ -42,16 +41,6 @@ def _usage_user(email: str, credit: int) -> User:
         credit_grant(user=user, amount_wei=credit, reason="test credit", acting_user=None,
                      idempotency_key=f"credit-{email}")  # fmt: skip
     return user
-
-
-def _account(user: User) -> Account:
-    return Account.objects.get(pk=user.pk)
-
-
-def _ledger_matches(user: User) -> None:
-    account = _account(user)
-    totals = account_ledger_totals(account=account)
-    assert (totals.balance_wei, totals.held_wei) == (account.balance_wei, account.held_wei)
 
 
 @pytest.mark.django_db
@@ -75,7 +64,7 @@ def test_out_of_credit_is_402_with_no_row_no_task_and_no_upstream_call(
     assert not Generation.objects.exists()
     assert not Hold.objects.exists()
     assert sandbox.requests() == []  # no token, no signer, no runner call
-    assert _account(user).balance_wei == HOLD - 1
+    assert account_of(user).balance_wei == HOLD - 1
 
 
 @pytest.mark.django_db
@@ -92,10 +81,10 @@ def test_a_generation_failing_before_payment_releases_its_hold(
     assert generation.payment_claimed_at is None
     hold = Hold.objects.get(generation_id=generation.pk)
     assert hold.status == HoldStatus.RELEASED
-    account = _account(user)
+    account = account_of(user)
     assert (account.balance_wei, account.held_wei) == (10**20, 0)
     assert not LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT).exists()
-    _ledger_matches(user)
+    assert_ledger_matches(user)
 
 
 @pytest.mark.worker
@@ -107,7 +96,7 @@ def test_a_generation_through_a_real_worker_debits_exactly_its_expected_fee(
     generation = generation_create(
         owner=user, prompt="a lighthouse at dusk", width=512, height=384, seed=7
     )
-    assert _account(user).held_wei == HOLD  # no price observed yet: the estimate
+    assert account_of(user).held_wei == HOLD  # no price observed yet: the estimate
     wait_for(lambda: Generation.objects.get(pk=generation.pk).is_finished, timeout=30)
     generation.refresh_from_db()
     assert generation.status == GenerationStatus.SUCCEEDED, generation.error_message
@@ -119,9 +108,9 @@ def test_a_generation_through_a_real_worker_debits_exactly_its_expected_fee(
     charge = -((-fee * 6) // 5)
     debit = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
     assert (debit.amount_wei, debit.generation_id) == (charge, generation.pk)
-    account = _account(user)
+    account = account_of(user)
     assert (account.balance_wei, account.held_wei) == (10**20 - charge, 0)
-    _ledger_matches(user)
+    assert_ledger_matches(user)
     # The next hold uses the observed price × the maxPrice markup (per unit, rounded up).
     second = generation_create(owner=user, prompt="again", width=512, height=384, seed=8,
                                enqueue=False)  # fmt: skip
@@ -164,8 +153,8 @@ def test_twenty_concurrent_submissions_with_credit_for_three_admit_exactly_three
         thread.join()
     assert sorted(outcomes) == ["admitted"] * 3 + ["insufficient_credit"] * 17
     assert Generation.objects.filter(owner=user).count() == 3
-    assert _account(user).held_wei == 3 * HOLD
-    _ledger_matches(user)
+    assert account_of(user).held_wei == 3 * HOLD
+    assert_ledger_matches(user)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -206,4 +195,4 @@ def test_a_settling_payment_and_a_new_submission_of_one_owner_do_not_deadlock(
     assert "error" not in outcome, outcome
     assert Hold.objects.get(generation_id=outcome["second"]).status == HoldStatus.OPEN
     assert Hold.objects.get(generation_id=first.pk).status == HoldStatus.SETTLED
-    _ledger_matches(user)
+    assert_ledger_matches(user)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +15,6 @@ from django.test import Client
 from billing.models import (
     UsageDrift,
     UsageManifest,
-    UsageSyncRun,
     UsageSyncState,
     UsageSyncStatus,
     UsageUserAggregate,
@@ -259,37 +257,6 @@ def test_a_concurrent_fetch_killed_after_one_chunk_keeps_only_that_chunk(
     rerun = usage_sync_run()
     assert (rerun.status, rerun.users_changed, rerun.manifests_new) == ("ok", 4, 8)
     assert usage_sync_state().fee_wei == sum(10**30 + n for _ in range(6) for n in range(2))
-
-
-@pytest.mark.django_db(transaction=True)
-def test_two_concurrent_runs_with_threaded_fetch_never_double_count(
-    sandbox: SandboxControl, settings: Any
-) -> None:
-    settings.BILLING_USAGE_SYNC_CONCURRENCY = 8
-    settings.BILLING_USAGE_SYNC_CHUNK = 4
-    sandbox.seed_usage([_row(f"u-{i}", f"m-{i}", 10**30 + i, 1) for i in range(24)])
-    sandbox.add_fault("GET", USAGE, delay=0.05)
-    results: list[UsageSyncRun] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(usage_sync_run())
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors
-    assert sorted(run.status for run in results) == ["ok", "skipped"]
-    assert UsageManifest.objects.count() == 24
-    assert usage_sync_state().fee_wei == sum(10**30 + i for i in range(24))
-    assert sorted(UsageUserAggregate.objects.values_list("manifest_count", flat=True)) == [1] * 24
 
 
 # --- the quiet-ledger skip of the drift re-check -------------------------------------------

@@ -228,7 +228,13 @@ def test_a_sync_killed_halfway_is_consistent_after_a_rerun(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_syncs_do_not_double_count(sandbox: SandboxControl) -> None:
+@pytest.mark.parametrize(("fetch_threads", "chunk"), [(1, 500), (8, 4)])
+def test_concurrent_syncs_do_not_double_count(
+    sandbox: SandboxControl, settings: Any, fetch_threads: int, chunk: int
+) -> None:
+    """Two runs at once, with sequential and with threaded, chunked manifest fetches."""
+    settings.BILLING_USAGE_SYNC_CONCURRENCY = fetch_threads
+    settings.BILLING_USAGE_SYNC_CHUNK = chunk
     sandbox.seed_usage([_row(f"u-{i}", f"m-{i}", 10**30 + i, 1) for i in range(30)])
     sandbox.add_fault("GET", USAGE, delay=0.05)
     results: list[UsageSyncRun] = []
@@ -249,6 +255,7 @@ def test_concurrent_syncs_do_not_double_count(sandbox: SandboxControl) -> None:
         thread.join(60)
     assert not errors
     assert sorted(run.status for run in results) == ["ok", "skipped"]
+    assert sorted(UsageUserAggregate.objects.values_list("manifest_count", flat=True)) == [1] * 30
     # Even bypassing the lease, the natural keys keep one row per manifest.
     UsageSyncState.objects.update(lease_until=None)
     _forget_what_was_applied()

@@ -13,6 +13,7 @@ from integrations.livepeer import (
     ImageRequest,
     PaymentRecord,
     SignerCredentials,
+    get_backend,
 )
 from integrations.livepeer.signer import clear_payer_address_cache
 from integrations.pymthouse import PymthouseClient
@@ -63,6 +64,24 @@ def image_request(**overrides: Any) -> ImageRequest:
     }
     values.update(overrides)
     return ImageRequest(**values)
+
+
+def generate(credentials: SignerCredentials, guard: RecordingGuard, **overrides: Any) -> Any:
+    """One live-runner ``generate`` of a fresh request: ``(request, result)``."""
+    request = image_request(**overrides)
+    return request, get_backend("live-runner").generate(
+        request, credentials=credentials, guard=guard
+    )
+
+
+def generate_error(
+    credentials: SignerCredentials, guard: RecordingGuard, error: type[Exception], **overrides: Any
+) -> Any:
+    """A live-runner ``generate`` that must raise ``error``: ``(request, exception)``."""
+    request = image_request(**overrides)
+    with pytest.raises(error) as excinfo:
+        get_backend("live-runner").generate(request, credentials=credentials, guard=guard)
+    return request, excinfo.value
 
 
 def calls(sandbox: SandboxControl, path: str, method: str = "POST") -> list[dict[str, Any]]:

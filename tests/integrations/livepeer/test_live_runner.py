@@ -40,6 +40,8 @@ from tests.integrations.livepeer.conftest import (
     RecordingGuard,
     calls,
     calls_under,
+    generate,
+    generate_error,
     image_request,
     set_runner,
     set_runners,
@@ -47,22 +49,6 @@ from tests.integrations.livepeer.conftest import (
 from tests.sandbox_server import SandboxControl
 
 pytestmark = pytest.mark.django_db
-
-
-def generate(credentials: SignerCredentials, guard: RecordingGuard, **overrides: Any) -> Any:
-    request = image_request(**overrides)
-    return request, get_backend("live-runner").generate(
-        request, credentials=credentials, guard=guard
-    )
-
-
-def generate_error(
-    credentials: SignerCredentials, guard: RecordingGuard, error: type[Exception], **overrides: Any
-) -> Any:
-    request = image_request(**overrides)
-    with pytest.raises(error) as excinfo:
-        get_backend("live-runner").generate(request, credentials=credentials, guard=guard)
-    return request, excinfo.value
 
 
 # --- success and what it costs ---------------------------------------------------------

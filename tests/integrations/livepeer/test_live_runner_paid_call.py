@@ -17,7 +17,6 @@ from integrations.livepeer import (
     LivepeerPaidCallFailedError,
     LivepeerProtocolError,
     SignerCredentials,
-    get_backend,
 )
 from integrations.livepeer.imageformat import image_dimensions
 from tests.helpers import png_size
@@ -29,29 +28,14 @@ from tests.integrations.livepeer.conftest import (
     RecordingGuard,
     calls,
     calls_under,
-    image_request,
+    generate,
+    generate_error,
     set_runner,
     set_runners,
 )
 from tests.sandbox_server import SandboxControl
 
 pytestmark = pytest.mark.django_db
-
-
-def generate(credentials: SignerCredentials, guard: RecordingGuard, **overrides: Any) -> Any:
-    request = image_request(**overrides)
-    return request, get_backend("live-runner").generate(
-        request, credentials=credentials, guard=guard
-    )
-
-
-def generate_error(
-    credentials: SignerCredentials, guard: RecordingGuard, error: type[Exception], **overrides: Any
-) -> Any:
-    request = image_request(**overrides)
-    with pytest.raises(error) as excinfo:
-        get_backend("live-runner").generate(request, credentials=credentials, guard=guard)
-    return request, excinfo.value
 
 
 def pass_through_once(sandbox: SandboxControl, path: str) -> None:
