@@ -61,20 +61,32 @@ def _markup() -> Fraction:
 
 def price_observe(*, model_id: str, price_wei: int, units_per_payment: int) -> None:
     """Remember a runner's price for ``model_id``: wei per unit, and the units one payment
-    buys (1 for ``fixed``, the seconds of a first ``live`` payment)."""
-    updated = ObservedPrice.objects.filter(model_id=model_id).update(
-        price_wei=price_wei, units_per_payment=units_per_payment, observed_at=timezone.now()
+    buys (1 for ``fixed``, the seconds of a first ``live`` payment).
+
+    Runs in every settlement: it writes (and so locks the model's row until commit) only
+    when the price changed, so settlements of one model by many users do not queue here.
+    """
+    current = (
+        ObservedPrice.objects.filter(model_id=model_id)
+        .values_list("price_wei", "units_per_payment")
+        .first()
     )
-    if not updated:
-        try:
-            with transaction.atomic():
-                ObservedPrice.objects.create(
-                    model_id=model_id, price_wei=price_wei, units_per_payment=units_per_payment
-                )
-        except IntegrityError:  # another payment recorded it first: same information
-            ObservedPrice.objects.filter(model_id=model_id).update(
-                price_wei=price_wei, units_per_payment=units_per_payment
+    if current == (price_wei, units_per_payment):
+        return
+    if current is not None:
+        ObservedPrice.objects.filter(model_id=model_id).update(
+            price_wei=price_wei, units_per_payment=units_per_payment, observed_at=timezone.now()
+        )
+        return
+    try:
+        with transaction.atomic():
+            ObservedPrice.objects.create(
+                model_id=model_id, price_wei=price_wei, units_per_payment=units_per_payment
             )
+    except IntegrityError:  # another settlement recorded it first
+        ObservedPrice.objects.filter(model_id=model_id).update(
+            price_wei=price_wei, units_per_payment=units_per_payment
+        )
 
 
 def max_fee_estimate(*, model_id: str) -> int:
