@@ -43,17 +43,8 @@ from django.utils import timezone
 
 from billing.db import WeiSum
 from billing.models import LedgerEntry
-from billing.services.usage_ledger import local_usage_debits, settle_from_usage
-from billing.usage_models import (
-    UsageDay,
-    UsageDrift,
-    UsageManifest,
-    UsageManifestRevision,
-    UsageSyncRun,
-    UsageSyncState,
-    UsageSyncStatus,
-    UsageUserAggregate,
-)
+from inference.selectors import generations_by_manifest
+from inference.services.metering import MeteredCost, generations_cost_record
 from integrations.pymthouse import (
     MAX_CONCURRENT_REQUESTS,
     PymthouseAuthError,
@@ -64,6 +55,17 @@ from integrations.pymthouse import (
     UsageByManifest,
     get_client,
 )
+from usage.models import (
+    UsageDay,
+    UsageDrift,
+    UsageManifest,
+    UsageManifestRevision,
+    UsageSyncRun,
+    UsageSyncState,
+    UsageSyncStatus,
+    UsageUserAggregate,
+)
+from usage.services.ledger import local_usage_debits, settle_from_usage
 
 logger = logging.getLogger(__name__)
 
@@ -371,13 +373,15 @@ def _apply_chunk(
                 )
                 flagged.add(old.pk)
 
-    generations = _generations_for(
-        manifest_ids={manifest_id for _, manifest_id in new_rows}, user_ids=user_ids
+    generations = generations_by_manifest(
+        manifest_ids={manifest_id for _, manifest_id in new_rows},
+        owner_ids=set(user_ids.values()),
     )
     today = now.date()
     created: list[UsageManifest] = []
     for (ext, manifest_id), row in new_rows.items():
-        generation = generations.get((user_ids.get(ext), manifest_id))
+        owner_id = user_ids.get(ext)
+        generation = generations.get((owner_id, manifest_id)) if owner_id else None
         created.append(
             UsageManifest(
                 external_user_id=ext,
@@ -405,15 +409,20 @@ def _apply_chunk(
     _add_to_days(created)
 
     # Joined generations: record the metered cost; settle holds kept by outcome_unknown.
-    for manifest in created:
-        if manifest.generation_id is None:
-            continue
-        usd = manifest.network_fee_usd_micros or 0
-        from inference.models import Generation
-
-        Generation.objects.filter(pk=manifest.generation_id, cost_wei__isnull=True).update(
-            cost_wei=manifest.fee_wei, cost_usd_micros=usd if usd <= MAX_BIGINT else None
+    # Lock order (as in a payment's confirm): every generation row first, then accounts.
+    joined = sorted(
+        (manifest for manifest in created if manifest.generation_id is not None),
+        key=lambda manifest: (manifest.user_id or 0, str(manifest.generation_id)),
+    )
+    costs: dict[uuid.UUID, MeteredCost] = {}
+    for manifest in joined:
+        assert manifest.generation_id is not None
+        costs[manifest.generation_id] = MeteredCost(
+            fee_wei=manifest.fee_wei or 0,
+            network_fee_usd_micros=manifest.network_fee_usd_micros or 0,
         )
+    generations_cost_record(costs=costs)
+    for manifest in joined:
         if settle_from_usage(
             generation_id=manifest.generation_id,
             fee_wei=manifest.fee_wei or 0,
@@ -494,27 +503,6 @@ def _add_to_days(created: Sequence[UsageManifest]) -> None:
         row.network_fee_usd_micros = _exact_sum([row.network_fee_usd_micros, usd])
         row.manifest_count += count
         row.save(update_fields=["fee_wei", "network_fee_usd_micros", "manifest_count"])
-
-
-def _generations_for(
-    *, manifest_ids: set[str], user_ids: dict[str, int]
-) -> dict[tuple[int | None, str], tuple[uuid.UUID, date]]:
-    """``(owner_id, manifest_id) -> (generation id, UTC day)`` when exactly one matches."""
-    if not manifest_ids:
-        return {}
-    from inference.models import Generation
-
-    found: dict[tuple[int | None, str], list[tuple[uuid.UUID, date]]] = defaultdict(list)
-    ids = sorted(manifest_ids)
-    for offset in range(0, len(ids), 1000):
-        for pk, manifest_id, owner_id, created_at in Generation.objects.filter(
-            manifest_id__in=ids[offset : offset + 1000], owner_id__in=set(user_ids.values())
-        ).values_list("id", "manifest_id", "owner_id", "created_at"):
-            found[(owner_id, manifest_id)].append((pk, created_at.astimezone(UTC_TZ).date()))
-    return {key: matches[0] for key, matches in found.items() if len(matches) == 1}
-
-
-UTC_TZ = timezone.get_fixed_timezone(0)
 
 
 # --- drift ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from django.db.models.functions import Length
 from django.utils import timezone
 
 from billing.db import WeiSum
-from billing.usage_models import (
+from usage.models import (
     UsageDay,
     UsageDrift,
     UsageManifest,

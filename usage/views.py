@@ -17,8 +17,8 @@ from django.views.decorators.http import require_GET
 
 from billing.charts import ChartPoint, bar_chart_svg
 from billing.money import format_eth, format_usd_micros
-from billing.usage_models import UsageSyncStatus
-from billing.usage_selectors import (
+from usage.models import UsageSyncStatus
+from usage.selectors import (
     SORTS,
     drift_recent,
     flagged_manifests,
@@ -160,7 +160,7 @@ def staff_billing(request: HttpRequest) -> HttpResponse:
         "last_success_at": _when(state.last_success_at) or "never",
         "watermark": _when(state.watermark) or "none yet",
     }
-    return render(request, "billing/staff_billing.html", context)
+    return render(request, "usage/staff_billing.html", context)
 
 
 class _Echo:

@@ -5,23 +5,16 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from billing.models import (
-    Account,
-    LedgerEntry,
-    Plan,
-    UsageDrift,
-    UsageManifest,
-    UsageSyncStatus,
-    UsageUserAggregate,
-)
+from billing.models import Account, LedgerEntry, Plan
 from billing.services import account_change_plan, credit_grant, plans_seed
-from billing.services.usage_sync import usage_sync_run, usage_sync_state
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
 from tests.factories import UserFactory
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
 from tests.worker import WorkerProcess
+from usage.models import UsageDrift, UsageManifest, UsageSyncStatus, UsageUserAggregate
+from usage.services.sync import usage_sync_run, usage_sync_state
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
