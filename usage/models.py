@@ -65,6 +65,8 @@ class UsageSyncState(models.Model):
     fee_wei = WeiField(default=0)
     flagged_revisions = models.PositiveIntegerField(default=0)
     drift_alerts = models.PositiveIntegerField(default=0)
+    # Rows kept in ``UsageQuarantine`` (poison rows and conflicts), for the staff page.
+    quarantined = models.PositiveIntegerField(default=0)
     # Highest ledger entry id seen by the last drift re-check, and when it was first seen:
     # a run skips the re-check of recent debits while no entry was written since (see
     # ``usage_sync._refresh_local_drift``).
@@ -96,6 +98,7 @@ class UsageSyncRun(models.Model):
     manifests_new = models.PositiveIntegerField(default=0)
     revisions_new = models.PositiveIntegerField(default=0)
     settled = models.PositiveIntegerField(default=0)
+    quarantined = models.PositiveIntegerField(default=0)
     duration_ms = models.PositiveIntegerField(default=0)
 
     class Meta:
@@ -282,3 +285,35 @@ class UsageDrift(models.Model):
     @property
     def margin_wei(self) -> int:
         return (self.local_debit_wei or 0) - (self.metered_fee_wei or 0)
+
+
+class UsageQuarantineKind(models.TextChoices):
+    USER_ROW = "user_row", "User row the mirror cannot hold"
+    MANIFEST_ROW = "manifest_row", "Manifest row the mirror cannot hold"
+    CONFLICT = "conflict", "Manifest listed twice with different amounts"
+
+
+class UsageQuarantine(models.Model):
+    """A usage row kept out of the mirror, as received (``usage.services.plan``).
+
+    A row the id rule refuses or the columns cannot hold, or a manifest one answer lists
+    with different amounts (never applied, never charged). The rest of the answer is
+    applied; staff see these rows on ``/staff/billing/``. ``key`` is the sha256 of the kind
+    and the raw row: the same row seen again bumps ``times_seen`` and ``last_seen_at``.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=20, choices=UsageQuarantineKind.choices)
+    external_user_id = models.TextField()
+    manifest_id = models.TextField(blank=True, default="")
+    reason = models.CharField(max_length=300)
+    raw = models.TextField()
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    times_seen = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        indexes = [models.Index(fields=["-last_seen_at"], name="usage_quarantine_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.external_user_id[:40]} {self.manifest_id[:40]}"

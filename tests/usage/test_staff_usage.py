@@ -11,6 +11,7 @@ from django.test import Client
 
 from tests.factories import UserFactory
 from tests.sandbox_server import SandboxControl
+from tests.usage.helpers import billing_staff
 from usage.models import UsageSyncStatus, UsageUserAggregate
 from usage.services.sync import usage_sync_run
 
@@ -33,7 +34,7 @@ def _row(ext: str, manifest: str, fee_wei: int, usd: int, requests: int = 1) -> 
 @pytest.fixture
 def staff_client() -> Client:
     client = Client()
-    client.force_login(UserFactory(is_staff=True))
+    client.force_login(billing_staff())
     return client
 
 

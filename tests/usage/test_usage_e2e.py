@@ -12,6 +12,7 @@ from inference.services import generation_create
 from tests.factories import UserFactory
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
+from tests.usage.helpers import billing_staff
 from tests.worker import WorkerProcess
 from usage.models import UsageDrift, UsageManifest, UsageSyncStatus, UsageUserAggregate
 from usage.services.sync import usage_sync_run, usage_sync_state
@@ -77,6 +78,6 @@ def test_generated_image_shows_its_exact_metered_fee_after_a_sync(
     assert f'data-metered-fee-wei="{fee}"' in html
 
     staff = Client()
-    staff.force_login(UserFactory(is_staff=True))
+    staff.force_login(billing_staff())
     csv_text = b"".join(staff.get("/staff/billing/csv/").streaming_content).decode()
     assert f"{user.external_user_id},{user.email},1,{fee}," in csv_text

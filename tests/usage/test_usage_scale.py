@@ -16,6 +16,7 @@ from accounts.services import user_email_change
 from tests.factories import UserFactory
 from tests.integrations.conftest import builder_path
 from tests.sandbox_server import SandboxControl
+from tests.usage.helpers import billing_staff
 from usage.models import (
     UsageDrift,
     UsageManifest,
@@ -51,7 +52,7 @@ def _csv_users(response: Any) -> list[str]:
 @pytest.fixture
 def staff_client() -> Client:
     client = Client()
-    client.force_login(UserFactory(is_staff=True))
+    client.force_login(billing_staff())
     return client
 
 
