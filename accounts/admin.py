@@ -11,6 +11,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
+from accounts.hooks import email_changed_notify
 from accounts.models import User
 from accounts.services import (
     user_delete,
@@ -106,6 +107,12 @@ class UserAdmin(DjangoUserAdmin[User]):
             user_delete(user=user, acting_user=request.user)  # type: ignore[arg-type]
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        self._save_model(request, obj, form, change)
+        if change and "email" in form.changed_data:
+            # Inside the change form's transaction: the copies commit with the user row.
+            email_changed_notify(user_id=obj.pk, email=obj.email)
+
+    def _save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         if change and "is_active" in form.changed_data:
             desired = obj.is_active
             obj.is_active = not desired  # let the service make (and log) the change

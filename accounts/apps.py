@@ -8,4 +8,9 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts"
 
     def ready(self) -> None:
+        from allauth.account.signals import email_changed
+
         from accounts import checks  # noqa: F401  (registers the system checks)
+        from accounts.services import user_email_changed
+
+        email_changed.connect(user_email_changed, dispatch_uid="accounts-email-changed")

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.hooks import email_changed_notify
 from accounts.models import ProvisioningStatus, User
 from accounts.tasks import provision_user_task
 from billing.services import account_open
@@ -114,6 +115,24 @@ def user_set_active(*, user: User, is_active: bool, acting_user: User | None) ->
 
 
 @transaction.atomic
+def user_email_change(*, user: User, email: str) -> User:
+    """Set ``user``'s e-mail and tell the apps that keep a copy (``accounts.hooks``).
+
+    Allauth's verified change of the primary address and the admin's change form reach
+    the same notification (``user_email_changed``, ``UserAdmin.save_model``).
+    """
+    user.email = email
+    user.save(update_fields=["email"])
+    email_changed_notify(user_id=user.pk, email=user.email)
+    return user
+
+
+def user_email_changed(*, user: User, **kwargs: Any) -> None:
+    """allauth's ``email_changed`` (a verified new primary address, already saved)."""
+    email_changed_notify(user_id=user.pk, email=user.email)
+
+
+@transaction.atomic
 def user_delete(*, user: User, acting_user: User | None) -> User:
     """Delete an account without losing its billing history.
 
@@ -132,6 +151,7 @@ def user_delete(*, user: User, acting_user: User | None) -> User:
     user.deleted_at = timezone.now()
     user.provisioning_status = ProvisioningStatus.PENDING
     user.save()
+    email_changed_notify(user_id=user.pk, email=user.email)
     user_provision_schedule(user=user)
     logger.info(
         "user %s deleted by %s", user.pk, acting_user.pk if acting_user is not None else "system"

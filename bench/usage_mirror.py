@@ -68,7 +68,7 @@ def phase_sync() -> dict[str, Any]:
     _setup_django()
     from django.db import connection
 
-    from billing.services.usage_sync import usage_sync_run
+    from usage.services.sync import usage_sync_run
 
     counter = _QueryCounter()
     started = time.perf_counter()

@@ -392,7 +392,3 @@ class LedgerRejectionAdmin(ReadOnlyAdmin):
 @admin.register(ObservedPrice)
 class ObservedPriceAdmin(ReadOnlyAdmin):
     list_display = ("model_id", "price_wei", "units_per_payment", "observed_at")
-
-
-# The usage mirror's read-only admin (billing/usage_admin.py).
-from billing import usage_admin as usage_admin  # noqa: E402

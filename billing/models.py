@@ -345,8 +345,3 @@ class ObservedPrice(models.Model):
 
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
-
-
-# The usage mirror's models live in their own module (billing/usage_models.py, see
-# its __all__); imported here so that Django registers them.
-from billing.usage_models import *  # noqa: E402, F403

@@ -18,16 +18,3 @@ def holds_resolve_stale_task() -> int:
     if report:
         logger.warning("billing: resolved %d stale holds", len(report))
     return len(report)
-
-
-#: The django-celery-beat entry seeded by ``usage_sync_schedule_seed``.
-USAGE_SYNC_TASK = "billing.tasks.usage_sync_task"
-
-
-@shared_task(soft_time_limit=600, time_limit=660)
-def usage_sync_task() -> str:
-    """Mirror pymthouse usage once. Upstream faults are recorded, not retried here: the
-    next scheduled run is the retry, and the lease keeps two runs from overlapping."""
-    from billing.services.usage_sync import usage_sync_run
-
-    return str(usage_sync_run().status)

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_safe
 
 from accounts.models import User
 from billing.charts import bar_chart_svg
+from billing.exports import csv_text
 from billing.models import LedgerEntry
 from billing.money import format_eth
 from billing.selectors import (
@@ -67,11 +68,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/dashboard.html", context)
 
 
-def _csv_text(value: str) -> str:
-    """Neutralise spreadsheet formulas in free text (CSV injection)."""
-    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:
     yield list(CSV_COLUMNS)
     for entry in entries:
@@ -85,7 +81,7 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:
             str(entry.held_after_wei),
             str(entry.generation_id or ""),
             entry.usage_ref,
-            _csv_text(entry.reason),
+            csv_text(entry.reason),
         ]
 
 

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "billing",
     "inference",
+    "usage",  # the top floor: imports inference, billing, accounts, integrations
 ]
 
 MIDDLEWARE = [
@@ -328,31 +329,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Task retries: exponential backoff base and cap (seconds), jittered.
 TASK_RETRY_BACKOFF_SECONDS: float = env.float("TASK_RETRY_BACKOFF_SECONDS", default=5.0)
 TASK_RETRY_BACKOFF_MAX_SECONDS: float = env.float("TASK_RETRY_BACKOFF_MAX_SECONDS", default=300.0)
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    # Every 5 minutes: re-enqueue users whose pymthouse provisioning is still
-    # pending (a lost broker message or a crashed worker must not strand them).
-    # Every minute: re-enqueue generations whose message was lost, fail the
-    # ones a dead worker left running past the hard time limit.
-    "inference-reconcile-generations": {
-        "task": "inference.tasks.generations_reconcile_task",
-        "schedule": 60.0,
-        "options": {"expires": 50},
-    },
-    "accounts-provision-pending-users": {
-        "task": "accounts.tasks.provision_pending_users_task",
-        "schedule": 300.0,
-        "options": {"expires": 240},
-    },
-    # Every 5 minutes: settle or release billing holds whose generation ended
-    # without its hook running, and release (and report) unknown outcomes that
-    # the usage mirror has not resolved within BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS.
-    "billing-resolve-stale-holds": {
-        "task": "billing.tasks.holds_resolve_stale_task",
-        "schedule": 300.0,
-        "options": {"expires": 240},
-    },
-}
+# Beat reads its schedule from the database (django-celery-beat, editable in the admin).
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The periodic jobs themselves: PERIODIC_JOBS (end of this file).
 
 # --- pymthouse --------------------------------------------------------------
 # Contract: docs/upstream.md (pymthouse). Credentials are NOT Livepeer
@@ -532,7 +511,7 @@ BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS: int = env.int(
 # Holds younger than this are left alone by the stale-hold sweep.
 BILLING_STALE_HOLD_AFTER_SECONDS: int = env.int("BILLING_STALE_HOLD_AFTER_SECONDS", default=900)
 
-# --- Billing: usage mirror (billing/services/usage_sync.py) -----------------
+# --- Usage mirror (usage/services/sync.py) ---------------------------------
 # The beat schedule of the sync lives in django-celery-beat (editable in the admin);
 # this interval only seeds it. The window starts at BILLING_USAGE_SYNC_START (ISO
 # date-time; empty = all time) and ends at the run's start.
@@ -551,6 +530,47 @@ BILLING_USAGE_SYNC_CONCURRENCY: int = env.int("BILLING_USAGE_SYNC_CONCURRENCY", 
 BILLING_DRIFT_ALERT_WEI: int = env.int("BILLING_DRIFT_ALERT_WEI", default=0)
 BILLING_DRIFT_DAYS: int = env.int("BILLING_DRIFT_DAYS", default=2)
 BILLING_STAFF_PAGE_SIZE: int = env.int("BILLING_STAFF_PAGE_SIZE", default=50)
+
+# --- Periodic jobs ---------------------------------------------------------
+# Every periodic job, in one place: seeded into django-celery-beat after migrate
+# (usage.services.schedule.periodic_jobs_seed), never overwriting an admin edit.
+# ``expire_seconds``: a run not started by then is dropped (the next one follows).
+PERIODIC_JOBS: dict[str, dict[str, Any]] = {
+    # Every minute: re-enqueue generations whose message was lost, fail the
+    # ones a dead worker left running past the hard time limit.
+    "inference-reconcile-generations": {
+        "task": "inference.tasks.generations_reconcile_task",
+        "every": 60,
+        "expire_seconds": 50,
+        "description": "Re-enqueue lost generations; fail abandoned runs.",
+    },
+    # Every 5 minutes: re-enqueue users whose pymthouse provisioning is still
+    # pending (a lost broker message or a crashed worker must not strand them).
+    "accounts-provision-pending-users": {
+        "task": "accounts.tasks.provision_pending_users_task",
+        "every": 300,
+        "expire_seconds": 240,
+        "description": "Re-enqueue users whose pymthouse provisioning is pending.",
+    },
+    # Every 5 minutes: settle or release billing holds whose generation ended
+    # without its hook running, and release (and report) unknown outcomes that
+    # the usage mirror has not resolved within BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS.
+    "billing-resolve-stale-holds": {
+        "task": "billing.tasks.holds_resolve_stale_task",
+        "every": 300,
+        "expire_seconds": 240,
+        "description": "Settle or release stale billing holds.",
+    },
+    # Mirror pymthouse usage (groupBy=user, then groupBy=manifest per changed user).
+    "usage-sync": {
+        "task": "usage.tasks.usage_sync_task",
+        "every": BILLING_USAGE_SYNC_INTERVAL_SECONDS,
+        "expire_seconds": max(BILLING_USAGE_SYNC_INTERVAL_SECONDS - 5, 5),
+        "description": (
+            "Mirror pymthouse usage (groupBy=user, then groupBy=manifest per changed user)."
+        ),
+    },
+}
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL: str = env.str("DJANGO_LOG_LEVEL", default="INFO")

@@ -14,7 +14,7 @@ urlpatterns = [
     path("accounts/", include("accounts.sso.urls")),  # hardened openid_connect views
     path("billing/", include("billing.urls")),
     path("accounts/", include("allauth.urls")),
-    path("staff/billing/", include("billing.staff_urls")),
+    path("staff/billing/", include("usage.urls")),
     path("admin/", admin.site.urls),
 ]
 # MEDIA_URL is deliberately not served: generated images are private and are

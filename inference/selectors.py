@@ -4,6 +4,8 @@ user's generation is indistinguishable from one that does not exist."""
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from datetime import UTC, date
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -41,3 +43,23 @@ SIZE_PRESETS: tuple[tuple[str, int, int], ...] = (
 def size_presets() -> list[tuple[str, int, int]]:
     low, high = settings.INFERENCE_MIN_SIZE, settings.INFERENCE_MAX_SIZE
     return [p for p in SIZE_PRESETS if low <= p[1] <= high and low <= p[2] <= high]
+
+
+def generations_by_manifest(
+    *, manifest_ids: set[str], owner_ids: set[int]
+) -> dict[tuple[int, str], tuple[uuid.UUID, date]]:
+    """``(owner_id, manifest_id) -> (generation id, UTC day)`` when exactly one matches.
+
+    For the usage mirror: it joins pymthouse's per-manifest rows to our generations by
+    the payment's manifest id, same owner only (1000 ids per query).
+    """
+    if not manifest_ids or not owner_ids:
+        return {}
+    found: dict[tuple[int, str], list[tuple[uuid.UUID, date]]] = defaultdict(list)
+    ids = sorted(manifest_ids)
+    for offset in range(0, len(ids), 1000):
+        for pk, manifest_id, owner_id, created_at in Generation.objects.filter(
+            manifest_id__in=ids[offset : offset + 1000], owner_id__in=owner_ids
+        ).values_list("id", "manifest_id", "owner_id", "created_at"):
+            found[(owner_id, manifest_id)].append((pk, created_at.astimezone(UTC).date()))
+    return {key: matches[0] for key, matches in found.items() if len(matches) == 1}

@@ -382,7 +382,7 @@ def test_concurrent_grants_deducts_and_holds_lose_no_update(usage_user: User) ->
 def test_the_periodic_task_resolves_and_counts_stale_holds(usage_user: User) -> None:
     from billing.tasks import holds_resolve_stale_task
 
-    schedule = settings.CELERY_BEAT_SCHEDULE["billing-resolve-stale-holds"]
+    schedule = settings.PERIODIC_JOBS["billing-resolve-stale-holds"]
     assert schedule["task"] == holds_resolve_stale_task.name
     grant(usage_user, 10**20)
     generation = admit(usage_user)

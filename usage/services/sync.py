@@ -29,7 +29,6 @@ import hashlib
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,22 +37,13 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from billing.db import WeiSum
 from billing.models import LedgerEntry
-from billing.services.usage_ledger import local_usage_debits, settle_from_usage
-from billing.usage_models import (
-    UsageDay,
-    UsageDrift,
-    UsageManifest,
-    UsageManifestRevision,
-    UsageSyncRun,
-    UsageSyncState,
-    UsageSyncStatus,
-    UsageUserAggregate,
-)
+from inference.selectors import generations_by_manifest
+from inference.services.metering import MeteredCost, generations_cost_record
 from integrations.pymthouse import (
     MAX_CONCURRENT_REQUESTS,
     PymthouseAuthError,
@@ -64,10 +54,35 @@ from integrations.pymthouse import (
     UsageByManifest,
     get_client,
 )
+from usage.models import (
+    UsageDay,
+    UsageDrift,
+    UsageManifest,
+    UsageManifestRevision,
+    UsageQuarantine,
+    UsageSyncRun,
+    UsageSyncState,
+    UsageSyncStatus,
+    UsageUserAggregate,
+)
+from usage.services.ledger import local_usage_debits, settle_from_usage
+from usage.services.plan import (
+    AggregateRow,
+    ChunkPlan,
+    DayDelta,
+    LocalUser,
+    Poison,
+    Settlement,
+    StoredAggregate,
+    StoredManifest,
+    chunk_plan,
+    manifest_rows_screen,
+    new_manifest_ids,
+    users_screen,
+)
 
 logger = logging.getLogger(__name__)
 
-MAX_BIGINT = 2**63 - 1
 MAX_UINT256 = 2**256 - 1
 _DEBIT_SLACK = timedelta(minutes=10)
 
@@ -80,6 +95,7 @@ class _Progress:
     manifests_new: int = 0
     revisions_new: int = 0
     settled: int = 0
+    quarantined: int = 0
     fingerprint: str = ""
     drift_alerts: list[tuple[str, date, int]] = field(default_factory=list)
 
@@ -165,6 +181,7 @@ def usage_sync_run(
     run.manifests_new = progress.manifests_new
     run.revisions_new = progress.revisions_new
     run.settled = progress.settled
+    run.quarantined = progress.quarantined
     run.finished_at = timezone.now()
     run.duration_ms = min(int((time.monotonic() - clock) * 1000), 2**31 - 1)
     _record_outcome(
@@ -200,7 +217,8 @@ def _record_outcome(*, run: UsageSyncRun, succeeded: bool, fingerprint: str) -> 
             "flagged_revisions",
         ]
     state.drift_alerts = UsageDrift.objects.filter(alert=True).count()
-    fields.append("drift_alerts")
+    state.quarantined = UsageQuarantine.objects.count()
+    fields += ["drift_alerts", "quarantined"]
     state.save(update_fields=fields)
 
 
@@ -235,9 +253,9 @@ def _sync(
     window_end: datetime,
     progress: _Progress,
 ) -> tuple[UsageSyncStatus, str]:
-    upstream = client.usage_by_user(start=window_start, end=window_end).by_user
-    progress.users_seen = len(upstream)
-    progress.fingerprint = _fingerprint(upstream, window_start)
+    answer = client.usage_by_user(start=window_start, end=window_end).by_user
+    progress.users_seen = len(answer)
+    progress.fingerprint = _fingerprint(answer, window_start)
     applied = UsageSyncState.objects.values_list("upstream_fingerprint", flat=True).get(
         pk=UsageSyncState.SINGLETON_ID
     )
@@ -245,6 +263,11 @@ def _sync(
         _refresh_local_drift(now=window_end, progress=progress)
         _log_drift_alerts(progress)
         return UsageSyncStatus.OK, f"{progress.users_seen} users, unchanged"
+    # A user row the columns cannot hold (or the id rule refuses) is quarantined here;
+    # every other user is applied.
+    upstream, poison = users_screen(answer)
+    del answer
+    progress.quarantined += quarantine_write(poison, now=window_end)
     stored = {
         ext: (requests, usd)
         for ext, requests, usd in UsageUserAggregate.objects.values_list(
@@ -290,10 +313,13 @@ def _sync(
             progress.users_applied += len(chunk)
     _refresh_local_drift(now=window_end, progress=progress)
     _log_drift_alerts(progress)
-    return UsageSyncStatus.OK, (
+    detail = (
         f"{progress.users_seen} users, {progress.users_changed} changed, "
         f"{progress.manifests_new} new manifest rows, {progress.revisions_new} revisions"
     )
+    if progress.quarantined:
+        detail += f", {progress.quarantined} rows quarantined"
+    return UsageSyncStatus.OK, detail
 
 
 def _fingerprint(upstream: dict[str, tuple[int, int]], window_start: datetime | None) -> str:
@@ -327,128 +353,207 @@ def _apply_chunk(
     now: datetime,
     progress: _Progress,
 ) -> None:
+    """One chunk of changed users, in one transaction: read, plan (pure), write."""
     externals = list(fetched)
-    user_ids: dict[str, int] = {}
-    emails: dict[str, str] = {}
-    for ext, pk, email in (
-        get_user_model()
+    users = {
+        ext: LocalUser(pk=pk, email=email or "")
+        for ext, pk, email in get_user_model()
         .objects.filter(external_user_id__in=externals)
         .values_list("external_user_id", "id", "email")
-    ):
-        user_ids[ext], emails[ext] = pk, email or ""
-    existing: dict[tuple[str, str], UsageManifest] = {
-        (row.external_user_id, row.manifest_id): row
+    }
+    existing = {
+        (row.external_user_id, row.manifest_id): StoredManifest(
+            pk=row.pk,
+            fee_wei=row.fee_wei or 0,
+            network_fee_usd_micros=row.network_fee_usd_micros or 0,
+            day=row.day,
+        )
         for row in UsageManifest.objects.filter(external_user_id__in=externals).only(
             "id", "external_user_id", "manifest_id", "fee_wei", "network_fee_usd_micros", "day"
         )
     }
     previous = {
-        row.external_user_id: row
-        for row in UsageUserAggregate.objects.filter(external_user_id__in=externals).only(
-            "external_user_id", "request_count", "last_used_at"
-        )
+        ext: StoredAggregate(request_count=requests, last_used_at=last_used)
+        for ext, requests, last_used in UsageUserAggregate.objects.filter(
+            external_user_id__in=externals
+        ).values_list("external_user_id", "request_count", "last_used_at")
     }
-    new_rows: dict[tuple[str, str], UsageByManifest] = {}
-    revisions: list[UsageManifestRevision] = []
-    flagged: set[int] = set()
-    for ext, rows in fetched.items():
-        for row in rows:
-            key = (ext, row.manifest_id)
-            old = existing.get(key)
-            if old is None:
-                new_rows.setdefault(key, row)
-            elif (old.fee_wei, old.network_fee_usd_micros) != (
-                row.fee_wei,
-                row.network_fee_usd_micros,
-            ):
-                revisions.append(
-                    UsageManifestRevision(
-                        manifest=old,
-                        fee_wei=row.fee_wei,
-                        network_fee_usd_micros=row.network_fee_usd_micros,
-                        seen_at=now,
-                    )
-                )
-                flagged.add(old.pk)
-
-    generations = _generations_for(
-        manifest_ids={manifest_id for _, manifest_id in new_rows}, user_ids=user_ids
+    rows, _ = manifest_rows_screen(fetched)
+    generations = generations_by_manifest(
+        manifest_ids=new_manifest_ids(rows, existing),
+        owner_ids={user.pk for user in users.values()},
     )
-    today = now.date()
-    created: list[UsageManifest] = []
-    for (ext, manifest_id), row in new_rows.items():
-        generation = generations.get((user_ids.get(ext), manifest_id))
-        created.append(
+    plan = chunk_plan(
+        fetched=fetched,
+        upstream=upstream,
+        users=users,
+        existing=existing,
+        previous=previous,
+        generations=generations,
+        now=now,
+    )
+    _manifests_write(plan, now=now)
+    progress.revisions_new += _revisions_write(plan, now=now)
+    progress.manifests_new += len(plan.inserts)
+    progress.quarantined += quarantine_write(plan.quarantine, now=now)
+    _days_write(plan.days)
+    progress.settled += _settlements_write(plan.settlements)
+    _aggregates_write(plan.aggregates, now=now)
+    if plan.drift:
+        _write_drift(
+            pairs=set(plan.drift),
+            metered=plan.drift,
+            user_ids={ext: user.pk for ext, user in users.items()},
+            now=now,
+            progress=progress,
+        )
+
+
+def _manifests_write(plan: ChunkPlan, *, now: datetime) -> None:
+    if not plan.inserts:
+        return
+    UsageManifest.objects.bulk_create(
+        [
             UsageManifest(
-                external_user_id=ext,
-                manifest_id=manifest_id,
-                user_id=user_ids.get(ext),
-                generation_id=generation[0] if generation else None,
-                fee_wei=row.fee_wei,
-                network_fee_usd_micros=row.network_fee_usd_micros,
-                pipeline=(row.pipeline or "")[:100],
-                model_id=(row.model_id or "")[:200],
-                day=generation[1] if generation else today,
+                external_user_id=new.external_user_id,
+                manifest_id=new.manifest_id,
+                user_id=new.user_id,
+                generation_id=new.generation_id,
+                fee_wei=new.fee_wei,
+                network_fee_usd_micros=new.network_fee_usd_micros,
+                pipeline=new.pipeline,
+                model_id=new.model_id,
+                day=new.day,
                 first_seen_at=now,
             )
-        )
-    if created:
-        UsageManifest.objects.bulk_create(created, batch_size=2000, ignore_conflicts=True)
-    if revisions:
-        before = UsageManifestRevision.objects.filter(manifest_id__in=flagged).count()
-        UsageManifestRevision.objects.bulk_create(revisions, ignore_conflicts=True)
-        progress.revisions_new += (
-            UsageManifestRevision.objects.filter(manifest_id__in=flagged).count() - before
-        )
-        UsageManifest.objects.filter(pk__in=flagged, flagged=False).update(flagged=True)
-    progress.manifests_new += len(created)
-    _add_to_days(created)
+            for new in plan.inserts
+        ],
+        batch_size=2000,
+        ignore_conflicts=True,
+    )
 
-    # Joined generations: record the metered cost; settle holds kept by outcome_unknown.
-    for manifest in created:
-        if manifest.generation_id is None:
-            continue
-        usd = manifest.network_fee_usd_micros or 0
-        from inference.models import Generation
 
-        Generation.objects.filter(pk=manifest.generation_id, cost_wei__isnull=True).update(
-            cost_wei=manifest.fee_wei, cost_usd_micros=usd if usd <= MAX_BIGINT else None
-        )
-        if settle_from_usage(
-            generation_id=manifest.generation_id,
-            fee_wei=manifest.fee_wei or 0,
-            usage_ref=f"manifest:{manifest.manifest_id}",
-        ):
-            progress.settled += 1
-
-    # Per-user rollups over the accepted rows (first amounts; revisions wait for staff).
-    accepted: dict[str, list[tuple[int, date]]] = defaultdict(list)
-    for (ext, _), old in existing.items():
-        accepted[ext].append((old.fee_wei or 0, old.day))
-    for manifest in created:
-        accepted[manifest.external_user_id].append((manifest.fee_wei or 0, manifest.day))
-    aggregates = []
-    for ext in externals:
-        requests, usd = upstream[ext]
-        before_row = previous.get(ext)
-        grew = before_row is None or requests > before_row.request_count
-        aggregates.append(
-            UsageUserAggregate(
-                external_user_id=ext,
-                user_id=user_ids.get(ext),
-                request_count=requests,
-                network_fee_usd_micros=usd,
-                fee_wei=_exact_sum(fee for fee, _ in accepted[ext]),
-                manifest_count=len(accepted[ext]),
-                last_used_at=now if grew else before_row.last_used_at if before_row else None,
-                synced_at=now,
-                email=emails.get(ext, ""),
-                search_user=ext.lower(),
-                search_email=emails.get(ext, "").lower(),
+def _revisions_write(plan: ChunkPlan, *, now: datetime) -> int:
+    """Record revisions (once per amount) and flag their manifests; returns how many new."""
+    if not plan.revisions:
+        return 0
+    flagged = plan.flagged
+    before = UsageManifestRevision.objects.filter(manifest_id__in=flagged).count()
+    UsageManifestRevision.objects.bulk_create(
+        [
+            UsageManifestRevision(
+                manifest_id=revision.manifest_pk,
+                fee_wei=revision.fee_wei,
+                network_fee_usd_micros=revision.network_fee_usd_micros,
+                seen_at=now,
             )
+            for revision in plan.revisions
+        ],
+        ignore_conflicts=True,
+    )
+    UsageManifest.objects.filter(pk__in=flagged, flagged=False).update(flagged=True)
+    return UsageManifestRevision.objects.filter(manifest_id__in=flagged).count() - before
+
+
+@transaction.atomic
+def quarantine_write(poison: Sequence[Poison], *, now: datetime) -> int:
+    """Keep poison rows (raw) for staff; a row seen again is counted, not duplicated."""
+    if not poison:
+        return 0
+    by_key = {_quarantine_key(row): row for row in poison}
+    seen = set(UsageQuarantine.objects.filter(key__in=list(by_key)).values_list("key", flat=True))
+    UsageQuarantine.objects.filter(key__in=seen).update(
+        last_seen_at=now, times_seen=F("times_seen") + 1
+    )
+    UsageQuarantine.objects.bulk_create(
+        [
+            UsageQuarantine(
+                key=key,
+                kind=row.kind,
+                external_user_id=row.external_user_id,
+                manifest_id=row.manifest_id,
+                reason=row.reason[:300],
+                raw=row.raw,
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+            for key, row in by_key.items()
+            if key not in seen
+        ],
+        ignore_conflicts=True,
+    )
+    for row in poison[:20]:
+        logger.warning(
+            "usage row quarantined (%s): %s for %r", row.kind, row.reason, row.external_user_id
         )
+    return len(by_key)
+
+
+def _quarantine_key(row: Poison) -> str:
+    return hashlib.sha256(f"{row.kind}\n{row.raw}".encode()).hexdigest()
+
+
+def _days_write(days: dict[date, DayDelta]) -> None:
+    """Add new rows to their day's totals (exact; row-locked against a concurrent run)."""
+    if not days:
+        return
+    UsageDay.objects.bulk_create([UsageDay(day=day) for day in days], ignore_conflicts=True)
+    for row in UsageDay.objects.select_for_update().filter(day__in=list(days)).order_by("day"):
+        delta = days[row.day]
+        row.fee_wei = _exact_sum([row.fee_wei, delta.fee_wei])
+        row.network_fee_usd_micros = _exact_sum(
+            [row.network_fee_usd_micros, delta.network_fee_usd_micros]
+        )
+        row.manifest_count += delta.manifest_count
+        row.save(update_fields=["fee_wei", "network_fee_usd_micros", "manifest_count"])
+
+
+def _settlements_write(settlements: Sequence[Settlement]) -> int:
+    """Joined generations: record the metered cost; settle holds kept by outcome_unknown.
+
+    Lock order, as in a payment's confirm: the generation rows first (all of them, in id
+    order), then the accounts (in id order); returns how many holds were settled.
+    """
+    if not settlements:
+        return 0
+    generations_cost_record(
+        costs={
+            settlement.generation_id: MeteredCost(
+                fee_wei=settlement.fee_wei,
+                network_fee_usd_micros=settlement.network_fee_usd_micros,
+            )
+            for settlement in settlements
+        }
+    )
+    settled = 0
+    for settlement in settlements:
+        if settle_from_usage(
+            generation_id=settlement.generation_id,
+            fee_wei=settlement.fee_wei,
+            usage_ref=settlement.usage_ref,
+        ):
+            settled += 1
+    return settled
+
+
+def _aggregates_write(aggregates: Sequence[AggregateRow], *, now: datetime) -> None:
     UsageUserAggregate.objects.bulk_create(
-        aggregates,
+        [
+            UsageUserAggregate(
+                external_user_id=row.external_user_id,
+                user_id=row.user_id,
+                request_count=row.request_count,
+                network_fee_usd_micros=row.network_fee_usd_micros,
+                fee_wei=row.fee_wei,
+                manifest_count=row.manifest_count,
+                last_used_at=row.last_used_at,
+                synced_at=now,
+                email=row.email,
+                search_user=row.external_user_id.lower(),
+                search_email=row.email.lower(),
+            )
+            for row in aggregates
+        ],
         batch_size=2000,
         update_conflicts=True,
         unique_fields=["external_user_id"],
@@ -465,56 +570,6 @@ def _apply_chunk(
             "search_email",
         ],
     )
-
-    # Drift for the (user, day) pairs that gained metered rows in this chunk.
-    touched = {(manifest.external_user_id, manifest.day) for manifest in created}
-    if touched:
-        metered: dict[tuple[str, date], int] = defaultdict(int)
-        for ext, rows_for_user in accepted.items():
-            for fee, day in rows_for_user:
-                if (ext, day) in touched:
-                    metered[(ext, day)] += fee
-        _write_drift(pairs=touched, metered=metered, user_ids=user_ids, now=now, progress=progress)
-
-
-def _add_to_days(created: Sequence[UsageManifest]) -> None:
-    """Add new rows to their day's totals (exact; row-locked against a concurrent run)."""
-    deltas: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for manifest in created:
-        delta = deltas[manifest.day]
-        delta[0] += manifest.fee_wei or 0
-        delta[1] += manifest.network_fee_usd_micros or 0
-        delta[2] += 1
-    if not deltas:
-        return
-    UsageDay.objects.bulk_create([UsageDay(day=day) for day in deltas], ignore_conflicts=True)
-    for row in UsageDay.objects.select_for_update().filter(day__in=list(deltas)):
-        fee, usd, count = deltas[row.day]
-        row.fee_wei = _exact_sum([row.fee_wei, fee])
-        row.network_fee_usd_micros = _exact_sum([row.network_fee_usd_micros, usd])
-        row.manifest_count += count
-        row.save(update_fields=["fee_wei", "network_fee_usd_micros", "manifest_count"])
-
-
-def _generations_for(
-    *, manifest_ids: set[str], user_ids: dict[str, int]
-) -> dict[tuple[int | None, str], tuple[uuid.UUID, date]]:
-    """``(owner_id, manifest_id) -> (generation id, UTC day)`` when exactly one matches."""
-    if not manifest_ids:
-        return {}
-    from inference.models import Generation
-
-    found: dict[tuple[int | None, str], list[tuple[uuid.UUID, date]]] = defaultdict(list)
-    ids = sorted(manifest_ids)
-    for offset in range(0, len(ids), 1000):
-        for pk, manifest_id, owner_id, created_at in Generation.objects.filter(
-            manifest_id__in=ids[offset : offset + 1000], owner_id__in=set(user_ids.values())
-        ).values_list("id", "manifest_id", "owner_id", "created_at"):
-            found[(owner_id, manifest_id)].append((pk, created_at.astimezone(UTC_TZ).date()))
-    return {key: matches[0] for key, matches in found.items() if len(matches) == 1}
-
-
-UTC_TZ = timezone.get_fixed_timezone(0)
 
 
 # --- drift ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from billing import staff_views
+from usage import views as staff_views
 
 app_name = "staff_billing"
 

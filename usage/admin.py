@@ -1,4 +1,4 @@
-"""Read-only admin for the usage mirror (written only by ``billing.services.usage_sync``)."""
+"""Read-only admin for the usage mirror (written only by ``usage.services.sync``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from billing.admin import ReadOnlyAdmin
-from billing.usage_models import (
+from usage.models import (
     UsageDrift,
     UsageManifest,
     UsageManifestRevision,

@@ -12,19 +12,21 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from billing.models import (
+from accounts.services import user_email_change
+from tests.factories import UserFactory
+from tests.integrations.conftest import builder_path
+from tests.sandbox_server import SandboxControl
+from tests.usage.helpers import billing_staff
+from usage.models import (
     UsageDrift,
     UsageManifest,
     UsageSyncState,
     UsageSyncStatus,
     UsageUserAggregate,
 )
-from billing.services import usage_sync as usage_sync_module
-from billing.services.usage_sync import usage_sync_run, usage_sync_state
-from billing.usage_selectors import usage_page, usage_totals, usage_users
-from tests.factories import UserFactory
-from tests.integrations.conftest import builder_path
-from tests.sandbox_server import SandboxControl
+from usage.selectors import usage_page, usage_totals, usage_users
+from usage.services import sync as usage_sync_module
+from usage.services.sync import usage_sync_run, usage_sync_state
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +52,7 @@ def _csv_users(response: Any) -> list[str]:
 @pytest.fixture
 def staff_client() -> Client:
     client = Client()
-    client.force_login(UserFactory(is_staff=True))
+    client.force_login(billing_staff())
     return client
 
 
@@ -87,7 +89,7 @@ def test_the_sync_denormalises_email_and_lower_cased_search_columns(
     assert rows["amy-4"] == ("ALICIA@example.org", "amy-4", "alicia@example.org")
     assert rows["ghost-8"] == ("", "ghost-8", "")
     # Rows written before the columns existed are filled after migrate (post_migrate).
-    from billing.signals import usage_aggregates_fill_search
+    from usage.services.search import usage_aggregates_fill_search
 
     UsageUserAggregate.objects.update(email="", search_user="", search_email="")
     usage_aggregates_fill_search()
@@ -101,8 +103,7 @@ def test_the_sync_denormalises_email_and_lower_cased_search_columns(
 
 def test_email_follows_the_user(mirrored: dict[str, Any]) -> None:
     user = mirrored["amy-3"]
-    user.email = "Bobby@Example.net"
-    user.save()
+    user_email_change(user=user, email="Bobby@Example.net")
     row = UsageUserAggregate.objects.get(external_user_id="amy-3")
     assert (row.email, row.search_email) == ("Bobby@Example.net", "bobby@example.net")
     assert [r.external_user_id for r in usage_users(search="BOBBY@")] == ["amy-3"]

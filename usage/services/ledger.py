@@ -16,6 +16,7 @@ from django.db.models.functions import TruncDate
 
 from billing.db import WeiSum
 from billing.models import EntryKind, LedgerEntry
+from billing.services import generation_usage_settle
 
 
 def local_usage_debits(
@@ -62,8 +63,6 @@ def local_usage_debits(
 
 def settle_from_usage(*, generation_id: object, fee_wei: int, usage_ref: str) -> bool:
     """Charge an ``outcome_unknown`` generation its metered fee; False if nothing to do."""
-    from billing.services import generation_usage_settle
-
     return generation_usage_settle(
         generation_id=str(generation_id), fee_wei=fee_wei, usage_ref=usage_ref
     )

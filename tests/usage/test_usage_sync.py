@@ -12,7 +12,11 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from billing.models import (
+from inference.models import Generation
+from tests.factories import UserFactory
+from tests.integrations.conftest import builder_path
+from tests.sandbox_server import SandboxControl
+from usage.models import (
     UsageDrift,
     UsageManifest,
     UsageManifestRevision,
@@ -21,12 +25,8 @@ from billing.models import (
     UsageSyncStatus,
     UsageUserAggregate,
 )
-from billing.services import usage_sync as usage_sync_module
-from billing.services.usage_sync import usage_sync_run, usage_sync_state
-from inference.models import Generation
-from tests.factories import UserFactory
-from tests.integrations.conftest import builder_path
-from tests.sandbox_server import SandboxControl
+from usage.services import sync as usage_sync_module
+from usage.services.sync import usage_sync_run, usage_sync_state
 
 pytestmark = pytest.mark.django_db
 

@@ -2,10 +2,14 @@
 
 pymthouse's Builder usage API (pymthouse-api.md §7.1) reports per user aggregates in USD
 micros (``groupBy=user``) and per manifest the fee in wei (``groupBy=manifest&userId=``).
-Both are mirrored here by ``billing.services.usage_sync``; nothing else writes these
+Both are mirrored here by ``usage.services.sync``; nothing else writes these
 tables. Amounts are exact integers: wei and USD micros are ``WeiField`` (NUMERIC(78,0) on
 Postgres), so an upstream value up to 2**256-1 is stored, never rounded or refused by an
 overflowing column.
+
+The tables keep the names they had when the mirror lived in the billing app
+(``db_table``): the move to this app changed model state only, no row was copied
+(``usage/migrations/0001_move_from_billing.py``).
 
 Natural keys: one ``UsageUserAggregate`` per ``external_user_id``; one ``UsageManifest``
 per ``(external_user_id, manifest_id)``; one ``UsageManifestRevision`` per distinct
@@ -18,17 +22,6 @@ from django.conf import settings
 from django.db import models
 
 from billing.fields import WeiField
-
-__all__ = [
-    "UsageDay",
-    "UsageDrift",
-    "UsageManifest",
-    "UsageManifestRevision",
-    "UsageSyncRun",
-    "UsageSyncState",
-    "UsageSyncStatus",
-    "UsageUserAggregate",
-]
 
 
 class UsageSyncStatus(models.TextChoices):
@@ -72,6 +65,8 @@ class UsageSyncState(models.Model):
     fee_wei = WeiField(default=0)
     flagged_revisions = models.PositiveIntegerField(default=0)
     drift_alerts = models.PositiveIntegerField(default=0)
+    # Rows kept in ``UsageQuarantine`` (poison rows and conflicts), for the staff page.
+    quarantined = models.PositiveIntegerField(default=0)
     # Highest ledger entry id seen by the last drift re-check, and when it was first seen:
     # a run skips the re-check of recent debits while no entry was written since (see
     # ``usage_sync._refresh_local_drift``).
@@ -79,6 +74,10 @@ class UsageSyncState(models.Model):
     ledger_mark_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        db_table = "billing_usagesyncstate"
+        # Required by /staff/billing/ and its CSV (every user's e-mail and spend), on top
+        # of is_staff: grant it to a group, not to every staff account.
+        permissions = [("view_staff_billing", "Can view every user's usage on /staff/billing/")]
         verbose_name = "usage sync state"
 
     def __str__(self) -> str:
@@ -99,9 +98,11 @@ class UsageSyncRun(models.Model):
     manifests_new = models.PositiveIntegerField(default=0)
     revisions_new = models.PositiveIntegerField(default=0)
     settled = models.PositiveIntegerField(default=0)
+    quarantined = models.PositiveIntegerField(default=0)
     duration_ms = models.PositiveIntegerField(default=0)
 
     class Meta:
+        db_table = "billing_usagesyncrun"
         ordering = ("-started_at",)
 
     def __str__(self) -> str:
@@ -131,13 +132,14 @@ class UsageUserAggregate(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField()
     # The user's email, denormalised so the staff table sorts and searches one table;
-    # kept current by the sync and by a signal on the user model (``billing.signals``).
+    # kept current by the sync and by the e-mail-change hook (``usage.services.search``).
     email = models.CharField(max_length=254, blank=True, default="")
     # Lower-cased copies for the case-insensitive prefix search (pattern-ops indexes).
     search_user = models.CharField(max_length=128, blank=True, default="")
     search_email = models.CharField(max_length=254, blank=True, default="")
 
     class Meta:
+        db_table = "billing_usageuseraggregate"
         # One index per sort of the staff table, with the id tie-breaker the pages use,
         # so a page is an index range scan even when most users share a value.
         indexes = [
@@ -196,6 +198,7 @@ class UsageManifest(models.Model):
     flagged = models.BooleanField(default=False)
 
     class Meta:
+        db_table = "billing_usagemanifest"
         constraints = [
             models.UniqueConstraint(
                 fields=["external_user_id", "manifest_id"], name="usage_manifest_natural_key"
@@ -225,6 +228,7 @@ class UsageManifestRevision(models.Model):
     seen_at = models.DateTimeField()
 
     class Meta:
+        db_table = "billing_usagemanifestrevision"
         constraints = [
             models.UniqueConstraint(
                 fields=["manifest", "fee_wei", "network_fee_usd_micros"],
@@ -243,6 +247,9 @@ class UsageDay(models.Model):
     fee_wei = WeiField(default=0)
     network_fee_usd_micros = WeiField(default=0)
     manifest_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "billing_usageday"
 
     def __str__(self) -> str:
         return f"{self.day}: {self.fee_wei} wei"
@@ -263,6 +270,7 @@ class UsageDrift(models.Model):
     computed_at = models.DateTimeField()
 
     class Meta:
+        db_table = "billing_usagedrift"
         constraints = [
             models.UniqueConstraint(fields=["external_user_id", "day"], name="usage_drift_key")
         ]
@@ -277,3 +285,35 @@ class UsageDrift(models.Model):
     @property
     def margin_wei(self) -> int:
         return (self.local_debit_wei or 0) - (self.metered_fee_wei or 0)
+
+
+class UsageQuarantineKind(models.TextChoices):
+    USER_ROW = "user_row", "User row the mirror cannot hold"
+    MANIFEST_ROW = "manifest_row", "Manifest row the mirror cannot hold"
+    CONFLICT = "conflict", "Manifest listed twice with different amounts"
+
+
+class UsageQuarantine(models.Model):
+    """A usage row kept out of the mirror, as received (``usage.services.plan``).
+
+    A row the id rule refuses or the columns cannot hold, or a manifest one answer lists
+    with different amounts (never applied, never charged). The rest of the answer is
+    applied; staff see these rows on ``/staff/billing/``. ``key`` is the sha256 of the kind
+    and the raw row: the same row seen again bumps ``times_seen`` and ``last_seen_at``.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=20, choices=UsageQuarantineKind.choices)
+    external_user_id = models.TextField()
+    manifest_id = models.TextField(blank=True, default="")
+    reason = models.CharField(max_length=300)
+    raw = models.TextField()
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    times_seen = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        indexes = [models.Index(fields=["-last_seen_at"], name="usage_quarantine_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.external_user_id[:40]} {self.manifest_id[:40]}"

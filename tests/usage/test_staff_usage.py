@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from billing.models import UsageSyncStatus, UsageUserAggregate
-from billing.services.usage_sync import usage_sync_run
 from tests.factories import UserFactory
 from tests.sandbox_server import SandboxControl
+from tests.usage.helpers import billing_staff
+from usage.models import UsageSyncStatus, UsageUserAggregate
+from usage.services.sync import usage_sync_run
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +34,7 @@ def _row(ext: str, manifest: str, fee_wei: int, usd: int, requests: int = 1) -> 
 @pytest.fixture
 def staff_client() -> Client:
     client = Client()
-    client.force_login(UserFactory(is_staff=True))
+    client.force_login(billing_staff())
     return client
 
 
@@ -154,7 +155,7 @@ def test_mirrored_usage_is_read_only_in_the_admin(sandbox: SandboxControl) -> No
     admin = Client()
     admin.force_login(UserFactory(is_staff=True, is_superuser=True))
     for model in ("usagemanifest", "usageuseraggregate", "usagesyncrun", "usagedrift"):
-        assert admin.get(f"/admin/billing/{model}/").status_code == 200
-        assert admin.get(f"/admin/billing/{model}/add/").status_code == 403
-    manifest_page = admin.get("/admin/billing/usagemanifest/").content.decode()
+        assert admin.get(f"/admin/usage/{model}/").status_code == 200
+        assert admin.get(f"/admin/usage/{model}/add/").status_code == 403
+    manifest_page = admin.get("/admin/usage/usagemanifest/").content.decode()
     assert str(MAX_UINT256) in manifest_page

@@ -5,23 +5,17 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from billing.models import (
-    Account,
-    LedgerEntry,
-    Plan,
-    UsageDrift,
-    UsageManifest,
-    UsageSyncStatus,
-    UsageUserAggregate,
-)
+from billing.models import Account, LedgerEntry, Plan
 from billing.services import account_change_plan, credit_grant, plans_seed
-from billing.services.usage_sync import usage_sync_run, usage_sync_state
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
 from tests.factories import UserFactory
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
+from tests.usage.helpers import billing_staff
 from tests.worker import WorkerProcess
+from usage.models import UsageDrift, UsageManifest, UsageSyncStatus, UsageUserAggregate
+from usage.services.sync import usage_sync_run, usage_sync_state
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -84,6 +78,6 @@ def test_generated_image_shows_its_exact_metered_fee_after_a_sync(
     assert f'data-metered-fee-wei="{fee}"' in html
 
     staff = Client()
-    staff.force_login(UserFactory(is_staff=True))
+    staff.force_login(billing_staff())
     csv_text = b"".join(staff.get("/staff/billing/csv/").streaming_content).decode()
     assert f"{user.external_user_id},{user.email},1,{fee}," in csv_text

@@ -1,20 +1,24 @@
-"""Keep the email denormalised onto ``UsageUserAggregate`` current (the staff table)."""
+"""Keep the email denormalised onto ``UsageUserAggregate`` current (the staff table).
+
+The sync writes each changed user's e-mail; between syncs an e-mail change reaches the
+table through the accounts extension point ``accounts.hooks`` (registered in
+``usage.apps``), called by ``accounts.services.user_email_change`` and every other
+accounts path that changes an e-mail.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Lower
 
-from billing.usage_models import UsageUserAggregate
+from usage.models import UsageUserAggregate
 
 
-def aggregate_email_follow_user(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """``post_save`` of a user: one UPDATE, only when an aggregate shows another email."""
-    email = instance.email or ""
-    UsageUserAggregate.objects.filter(user_id=instance.pk).exclude(email=email).update(
+def aggregate_email_follow(*, user_id: int, email: str) -> None:
+    """One UPDATE, only when an aggregate shows another email."""
+    email = email or ""
+    UsageUserAggregate.objects.filter(user_id=user_id).exclude(email=email).update(
         email=email, search_email=email.lower()
     )
 

@@ -9,22 +9,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from billing.charts import ChartPoint, bar_chart_svg
 from billing.db import WeiSum
-from billing.usage_models import (
+from billing.exports import csv_text
+from billing.money import format_eth, format_usd_micros
+from usage.models import (
     UsageDay,
     UsageDrift,
     UsageManifest,
+    UsageQuarantine,
     UsageSyncRun,
     UsageSyncState,
+    UsageSyncStatus,
     UsageUserAggregate,
 )
+
+#: Required (on top of is_staff) by /staff/billing/ and its CSV.
+STAFF_BILLING_PERMISSION = "usage.view_staff_billing"
 
 #: Sort keys offered by the staff table: name -> (field, is an exact-integer text column).
 SORTS: dict[str, tuple[str, bool]] = {
@@ -185,11 +196,161 @@ def usage_csv_rows(*, search: str = "", sort: str = DEFAULT_SORT) -> Iterator[li
     )
     for ext, email, requests, wei, usd, manifests, last_used in rows.iterator(chunk_size=2000):
         yield [
-            ext,
-            email or "",
+            csv_text(ext),
+            csv_text(email or ""),
             str(int(requests)),
             str(int(wei or 0)),
             str(int(usd or 0)),
             str(int(manifests)),
             last_used.isoformat() if last_used else "",
         ]
+
+
+def quarantined_recent(*, limit: int = 20) -> list[UsageQuarantine]:
+    return list(UsageQuarantine.objects.order_by("-last_seen_at", "-id")[:limit])
+
+
+# --- the staff page ----------------------------------------------------------------------
+
+STATUS_NOTES = {
+    UsageSyncStatus.NEVER: "The usage sync has not run yet.",
+    UsageSyncStatus.UNCONFIGURED: (
+        "pymthouse answers 503: metering (OpenMeter) is not configured there, so there is "
+        "no metered usage to mirror. The local ledger keeps charging users as usual."
+    ),
+    UsageSyncStatus.BAD_CREDENTIALS: (
+        "pymthouse answers 404 on the usage routes: the M2M credentials were rejected. "
+        "Check PYMTHOUSE_M2M_CLIENT_ID / PYMTHOUSE_M2M_CLIENT_SECRET."
+    ),
+    UsageSyncStatus.TIMEOUT: "The last usage read timed out; the next run retries.",
+    UsageSyncStatus.UNAVAILABLE: "pymthouse was unreachable; the next run retries.",
+    UsageSyncStatus.ERROR: "pymthouse answered something unexpected; see the detail below.",
+    UsageSyncStatus.PARTIAL: "The last run stopped part-way; the next run completes it.",
+}
+
+COLUMNS = (
+    ("user", "User"),
+    ("email", "Email"),
+    ("requests", "Requests"),
+    ("eth", "Total (ETH)"),
+    ("usd", "Total (USD)"),
+    ("last_used", "Last used"),
+)
+
+
+def _when(moment: datetime | None) -> str:
+    """UTC, to the second; pre-formatted so a 50-row page does not localize 300 values."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+
+
+def _page_number(value: str | None) -> int:
+    return int(value) if value and value.isascii() and value.isdigit() and int(value) > 0 else 1
+
+
+def staff_dashboard(
+    *, search: str, sort: str | None, page: str | None, csv_url: str
+) -> dict[str, Any]:
+    """Everything ``/staff/billing/`` shows, formatted (exact integers in, text out)."""
+    search = search[:200]
+    sort = parse_sort(sort)
+    size = settings.BILLING_STAFF_PAGE_SIZE
+    state = usage_sync_state_get()
+    totals = usage_totals(search=search, state=state)
+    pages = max(1, -(-totals.users // size))
+    number = min(_page_number(page), pages)
+    rows = usage_page(search=search, sort=sort, page=number, size=size)
+    days = usage_days(days=30)
+    chart = bar_chart_svg(
+        [ChartPoint(label=day.day.strftime("%m-%d"), value=day.fee_wei or 0) for day in days],
+        title="Metered network cost per day (last 30 days, ETH)",
+        value_label=format_eth,
+    )
+
+    def link(**changes: Any) -> str:
+        params = {"q": search, "sort": sort, "page": number, **changes}
+        return "?" + urlencode({key: value for key, value in params.items() if value})
+
+    return {
+        "state": state,
+        "status_note": STATUS_NOTES.get(UsageSyncStatus(state.status), ""),
+        "rows": [
+            {
+                "external_user_id": row.external_user_id,
+                "email": row.email,
+                "requests": str(row.request_count),
+                "eth": format_eth(row.fee_wei or 0),
+                "fee_wei": row.fee_wei or 0,
+                "usd": format_usd_micros(row.network_fee_usd_micros or 0),
+                "last_used_at": _when(row.last_used_at),
+            }
+            for row in rows
+        ],
+        "totals": {
+            "users": str(totals.users),
+            "requests": str(totals.requests),
+            "eth": format_eth(totals.fee_wei),
+            "usd": format_usd_micros(totals.network_fee_usd_micros),
+        },
+        "columns": [
+            {
+                "key": key,
+                "label": label,
+                "url": link(sort=key if sort != key else f"-{key}", page=None),
+                "active": "▲" if sort == key else "▼" if sort == f"-{key}" else "",
+            }
+            for key, label in COLUMNS
+            if key in SORTS
+        ],
+        "search": search,
+        "page": number,
+        "pages": pages,
+        "prev_url": link(page=number - 1) if number > 1 else "",
+        "next_url": link(page=number + 1) if number < pages else "",
+        "csv_url": csv_url + link(page=None),
+        "chart": chart,
+        "drift": [
+            {
+                "external_user_id": item.external_user_id,
+                "day": item.day.isoformat(),
+                "local": format_eth(item.local_debit_wei or 0),
+                "metered": format_eth(item.metered_fee_wei or 0),
+                "margin": format_eth(item.margin_wei),
+                "alert": item.alert,
+            }
+            for item in drift_recent(limit=20)
+        ],
+        "drift_alert_wei": settings.BILLING_DRIFT_ALERT_WEI,
+        "flagged": flagged_manifests(limit=20),
+        "quarantined": [
+            {
+                "kind": row.get_kind_display(),
+                "external_user_id": row.external_user_id,
+                "manifest_id": row.manifest_id,
+                "reason": row.reason,
+                "times_seen": str(row.times_seen),
+                "last_seen_at": _when(row.last_seen_at),
+                "raw": row.raw,
+            }
+            for row in quarantined_recent(limit=20)
+        ],
+        "runs": [
+            {
+                "started_at": _when(run.started_at),
+                "status": run.get_status_display(),
+                "numbers": [
+                    str(value)
+                    for value in (
+                        run.users_seen,
+                        run.users_changed,
+                        run.manifests_new,
+                        run.revisions_new,
+                        run.duration_ms,
+                    )
+                ],
+            }
+            for run in sync_runs_recent(limit=10)
+        ],
+        "last_finished_at": _when(state.last_finished_at) or "never",
+        "last_success_at": _when(state.last_success_at) or "never",
+        "watermark": _when(state.watermark) or "none yet",
+    }
