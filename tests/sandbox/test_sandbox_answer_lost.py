@@ -129,7 +129,7 @@ def test_answer_lost_faults_are_validated(control: SandboxControl) -> None:
         ({"answer_lost": "drop", "drop": True}, "no status or drop"),
     ):
         with pytest.raises(SandboxError, match=message):
-            control.add_fault("POST", PAYMENT, **spec)  # type: ignore[arg-type]
+            control.add_fault("POST", PAYMENT, **spec)
     assert control.add_fault("POST", PAYMENT, answer_lost="drop")
     [listed] = [fault for fault in control._call("GET", "/faults")]
     assert (listed["answerLost"], listed["drop"], listed["status"]) == ("drop", False, None)
