@@ -49,7 +49,8 @@ def render(
         f"{' (uncommitted changes)' if context['dirty'] else ''}; run {context['started']}"
         f" on {context['cpus']} CPUs (load before: {context['load']}); wall clock"
         f" {context['wall']:.0f} s.  ",
-        f"Stack: Postgres {context['postgres']} (database `{context['database']}`), own"
+        f"Stack: own PostgreSQL {context['postgres']} cluster on port"
+        f" {context['postgres_port']} (database `{context['database']}`), own"
         f" redis-server {context['redis_version']} on port {context['redis_port']},"
         f" {context['workers']} Celery workers x {context['worker_concurrency']} prefork"
         f" children, gunicorn x {context['web_workers']}, sandbox runner latency"
@@ -61,6 +62,7 @@ def render(
         f" {kinds.get('kill-worker', 0)} worker-group SIGKILLs (+ restart),"
         f" {kinds.get('redis-restart', 0)} Redis restarts,"
         f" {kinds.get('postgres-drop', 0)} Postgres connection drops,"
+        f" {kinds.get('postgres-restart', 0)} Postgres restarts,"
         f" {kinds.get('fault', 0)} sandbox faults |",
         f"| kills that landed while a generation was running | {busy} of {len(kills)}"
         f" ({claimed} while a payment was claimed; system-wide, read just before the kill) |",
