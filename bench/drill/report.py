@@ -83,6 +83,10 @@ def render(
         f" {f.paid_outcome_unknown} (all `outcome_unknown` by tickets bought:"
         f" {_counts(f.outcome_unknown_by_tickets)};"
         f" without a kept claim (must be 0): **{len(f.outcome_unknown_without_claim)}**) |",
+        f"| signer tickets issued whose answer was lost (sandbox `answerLost` fault) |"
+        f" {_counts(f.answers_lost)} |",
+        f"| paid at the sandbox, never confirmed by our client (answer lost or worker killed"
+        f" before reading it), by end state | {_counts(f.paid_unconfirmed_by_end)} |",
         f"| paid, runner failed after payment (`upstream_failed`, one ticket; not lost) |"
         f" {f.paid_upstream_failed} |",
         f"| images lost after payment (must be 0) | **{len(f.lost_after_payment)}**"

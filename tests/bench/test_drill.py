@@ -233,3 +233,44 @@ def test_write_section_replaces_only_the_drill_block(tmp_path: Path) -> None:
     assert path.read_text() == (
         f"# Reliability\n\nhand-written\n\n{BEGIN}\nnew figures\n{END}\n\nafter\n"
     )
+
+
+def test_tally_counts_lost_answers_and_tickets_our_client_never_confirmed(tmp_path: Path) -> None:
+    (tmp_path / "generations").mkdir()
+    (tmp_path / "generations" / "ok.png").write_bytes(b"png")
+    confirmed = {
+        **_row("succeeded", image="generations/ok.png", manifest="m-1"),
+        "tickets_paid": 1,
+    }
+    stalled = {**_row("failed", code="outcome_unknown", manifest="m-2", claimed=True)}
+    dropped = {**_row("failed", code="outcome_unknown", manifest="m-3", claimed=True)}
+    unpaid = _row("failed", code="outcome_unknown", claimed=True)
+    for row in (stalled, dropped, unpaid):
+        row["tickets_paid"] = 0
+    events = [
+        {"source": "signer", "gatewayRequestId": "a", "manifestId": manifest}
+        for manifest in ("m-1", "m-2", "m-3")
+    ]
+    payment_requests = [
+        {"status": 200, "answerLost": None},
+        {"status": 200, "answerLost": "stall"},
+        {"status": 200, "answerLost": "drop"},
+        {"status": 500, "answerLost": None},
+        {"status": 402, "answerLost": "drop"},  # the handler refused: no ticket, not counted
+    ]
+    figures = tally(
+        rows=[confirmed, stalled, dropped, unpaid],
+        events=events,
+        payment_requests=payment_requests,
+        attempts=[],
+        abandoned=[],
+        records=[],
+        media_root=tmp_path,
+        delivered={},
+    )
+    assert figures.answers_lost == {"drop": 1, "stall": 1}
+    assert figures.paid_unconfirmed_by_end == {"failed/outcome_unknown": 2}
+    assert figures.paid_outcome_unknown == 2
+    assert figures.over_one_ticket == []
+    assert figures.lost_after_payment == []
+    assert figures.payment_200s == figures.tickets_total == 3
