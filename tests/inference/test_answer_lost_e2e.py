@@ -14,15 +14,13 @@ from typing import Any
 
 import pytest
 
-from accounts.models import User
-from billing.models import EntryKind, Hold, HoldStatus, LedgerEntry
-from billing.services import account_change_plan, plans_seed
+from billing.models import EntryKind, Hold, HoldStatus
 from inference.models import Generation, GenerationStatus
 from inference.services import FAILURE_MESSAGES, generation_create, generations_reconcile
 from inference.tasks import generation_run_task
-from tests.billing.conftest import account_of, grant
-from tests.factories import UserFactory
+from tests.billing.conftest import account_of
 from tests.helpers import wait_for
+from tests.inference.paying_user import CREDIT, HOLD_WEI, ledger_kinds, pay_as_you_go_user
 from tests.integrations.livepeer.conftest import RUNNER_1
 from tests.sandbox_server import SandboxControl
 from tests.worker import running_worker
@@ -31,18 +29,6 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 PAYMENT = "/signer/generate-live-payment"
 SIGNER_READ_TIMEOUT = 1.0  # the worker's LIVEPEER_SIGNER_READ_TIMEOUT
-
-
-CREDIT = 10**20
-
-
-def _pay_as_you_go_user() -> User:
-    """A user whose generations take a credit hold at admission (× 6/5 plan)."""
-    user = UserFactory()
-    plan = next(plan for plan in plans_seed() if plan.slug == "pay-as-you-go")
-    account_change_plan(user=user, plan=plan, acting_user=None, reason="test setup")
-    grant(user, CREDIT)
-    return user
 
 
 def _finished(generation: Generation) -> Generation:
@@ -58,7 +44,7 @@ def _finished(generation: Generation) -> Generation:
 def test_ticket_issued_answer_lost_ends_outcome_unknown_without_a_second_ticket(
     sandbox: SandboxControl, transactional_db: Any, kind: str, delay: float | None
 ) -> None:
-    user = _pay_as_you_go_user()
+    user = pay_as_you_go_user()
     fault_id = sandbox.add_fault("POST", PAYMENT, answer_lost=kind, delay=delay, times=1)
 
     with running_worker(
@@ -105,5 +91,5 @@ def test_ticket_issued_answer_lost_ends_outcome_unknown_without_a_second_ticket(
     assert (hold.status, hold.charged_wei) == (HoldStatus.OPEN, None)
     account = account_of(user)
     assert (account.balance_wei, account.held_wei) == (CREDIT, hold.amount_wei)
-    assert hold.amount_wei == 6_000_000_000_000  # the 5e12 wei estimate × 6/5, no price seen yet
-    assert not LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT).exists()
+    assert hold.amount_wei == HOLD_WEI
+    assert ledger_kinds(user) == [EntryKind.GRANT, EntryKind.HOLD]  # no release, no debit
