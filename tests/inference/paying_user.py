@@ -16,7 +16,7 @@ def pay_as_you_go_user(**fields: object) -> User:
     user: User = UserFactory(**fields)
     plan = next(plan for plan in plans_seed() if plan.slug == "pay-as-you-go")
     account_change_plan(user=user, plan=plan, acting_user=None, reason="test setup")
-    grant(user, CREDIT)
+    grant(user, CREDIT, key=f"e2e-credit-{user.pk}")
     return user
 
 
