@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.config import ConfigError, parse_integer, parse_seconds
+from sandbox.faults import ANSWER_LOST_KINDS
 from sandbox.pymthouse import usage_seed
 from sandbox.runners import apply_runner_update, new_runner
 from sandbox.sso import MISBEHAVIOURS, USERINFO_MODES
@@ -104,7 +105,17 @@ async def set_balance(request: Request) -> Response:
 def parse_fault(body: Any) -> Fault:
     if not isinstance(body, dict):
         raise ControlError("fault must be a JSON object")
-    unknown = set(body) - {"method", "path", "status", "body", "headers", "delay", "drop", "times"}
+    unknown = set(body) - {
+        "method",
+        "path",
+        "status",
+        "body",
+        "headers",
+        "delay",
+        "drop",
+        "times",
+        "answerLost",
+    }
     if unknown:
         raise ControlError(f"unknown fault keys: {', '.join(sorted(unknown))}")
     method = body.get("method", "*")
@@ -130,8 +141,16 @@ def parse_fault(body: Any) -> Fault:
     times = body.get("times")
     if times is not None:
         times = parse_integer(times, "times", minimum=1)
-    if status is None and not drop and delay <= 0:
-        raise ControlError("a fault needs a status, a delay or drop")
+    answer_lost = body.get("answerLost")
+    if answer_lost is not None:
+        if answer_lost not in ANSWER_LOST_KINDS:
+            raise ControlError(f"answerLost must be one of: {', '.join(ANSWER_LOST_KINDS)}")
+        if status is not None or drop:
+            raise ControlError("answerLost serves the real answer: no status or drop with it")
+        if answer_lost == "stall" and delay <= 0:
+            raise ControlError('answerLost "stall" needs a delay (how long the answer is held)')
+    if status is None and not drop and delay <= 0 and answer_lost is None:
+        raise ControlError("a fault needs a status, a delay, drop or answerLost")
     return Fault(
         id=uuid.uuid4().hex[:12],
         method=method.upper() if method != "*" else "*",
@@ -142,6 +161,7 @@ def parse_fault(body: Any) -> Fault:
         delay=delay,
         drop=drop,
         times=times,
+        answer_lost=answer_lost,
     )
 
 

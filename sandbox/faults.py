@@ -3,6 +3,19 @@
 Order per request: log it, sleep ``latencySeconds``, then apply the first matching
 fault (consuming one of its ``times``): sleep its ``delay``; then drop the connection,
 or answer its ``status``/``body``/``headers``, or (delay only) serve normally.
+
+Those faults act before the handler runs, so nothing behind them happens: a signer
+payment answered 500 or dropped by a fault never issues a ticket (and a delay-only fault
+past the client's read timeout finds the client gone: the handler's body read sees the
+disconnect and it issues nothing either). An ``answerLost`` fault acts after the
+handler: the request is served exactly as without a fault (a payment issues its ticket,
+records its usage event and debits the user), then the answer is lost:
+
+* ``"stall"``: held ``delay`` seconds, then sent (to a client that gave up waiting);
+* ``"drop"``: after the optional ``delay``, the connection is aborted without a byte.
+
+Its log record keeps the handler's ``status`` (what the server did) with
+``answerLost`` set; a dropped one also has ``dropped``.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from sandbox.web import Credentials, parse_authorization_header
 logger = logging.getLogger(__name__)
 
 CONTROL_PREFIX = "/__sandbox"
+ANSWER_LOST_KINDS = ("stall", "drop")
 
 
 def describe_caller(credentials: Credentials) -> dict[str, Any]:
@@ -83,6 +97,7 @@ class SandboxMiddleware:
             "time": iso_millis(datetime.now(UTC)),
             "faultId": None,
             "dropped": False,
+            "answerLost": None,
         }
         state.request_log.append(record)
 
@@ -94,6 +109,10 @@ class SandboxMiddleware:
         if state.config.latency_seconds > 0:
             await asyncio.sleep(state.config.latency_seconds)
         fault = state.take_fault(method, path)
+        if fault is not None and fault.answer_lost is not None:
+            record["faultId"] = fault.id
+            await self._serve_then_lose(fault, scope, receive, send, record)
+            return
         if fault is not None:
             record["faultId"] = fault.id
             if fault.delay > 0:
@@ -109,3 +128,33 @@ class SandboxMiddleware:
         if (scope.get("extensions") or {}).get(DROPPED_EXTENSION):
             record["status"] = None
             record["dropped"] = True
+
+    async def _serve_then_lose(
+        self, fault: Fault, scope: Scope, receive: Receive, send: Send, record: dict[str, Any]
+    ) -> None:
+        """Run the handler to completion (its side effects happen), then lose its answer."""
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record["status"] = message["status"]
+            held.append(message)
+
+        await self.app(scope, receive, hold)
+        record["answerLost"] = fault.answer_lost
+        logger.info(
+            "fault %s: %s %s served %s, answer %s",
+            fault.id,
+            scope["method"],
+            scope["path"],
+            record["status"],
+            "stalled" if fault.answer_lost == "stall" else "dropped",
+        )
+        if fault.delay > 0:
+            await asyncio.sleep(fault.delay)
+        if fault.answer_lost == "drop":
+            record["dropped"] = True
+            await drop_connection(scope)
+            return
+        for message in held:  # uvicorn discards these if the client is gone
+            await send(message)

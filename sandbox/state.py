@@ -113,6 +113,9 @@ class Fault:
     delay: float
     drop: bool
     times: int | None
+    #: ``"stall"`` / ``"drop"``: the handler runs first (a signer payment issues its
+    #: ticket), then its answer is held ``delay`` seconds, or the connection is dropped.
+    answer_lost: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.times <= 0:
@@ -134,6 +137,7 @@ class Fault:
             "delay": self.delay,
             "drop": self.drop,
             "times": self.times,
+            "answerLost": self.answer_lost,
         }
 
 

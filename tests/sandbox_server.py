@@ -165,9 +165,12 @@ class SandboxControl:
         delay: float | None = None,
         drop: bool = False,
         times: int | None = None,
+        answer_lost: str | None = None,
     ) -> str:
+        """``answer_lost`` ("stall" / "drop"): serve the request, then lose the answer."""
         spec: dict[str, Any] = {"method": method, "path": path, "drop": drop}
         for key, value in (
+            ("answerLost", answer_lost),
             ("status", status),
             ("body", body),
             ("headers", headers),

@@ -13,14 +13,13 @@ from pathlib import Path
 from types import FrameType
 
 from bench.drill.chaos import Chaos, make_plan
-from bench.drill.infra import DrillDatabase, OwnRedis
+from bench.drill.infra import DrillDatabase, InfraError, OwnPostgres, OwnRedis
 from bench.drill.load import Beat, Submitter
 from bench.drill.report import render, write_section
 from bench.drill.tally import tally
 from bench.report import load_average
 from bench.stack import BENCH_PASSWORD, REPO_ROOT, Stack, StackError, StackOptions
 
-DEFAULT_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 TEARDOWN_RESERVE = 25.0  # seconds kept for tallying and stopping everything
 
 
@@ -29,8 +28,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench.drill",
         description=(
             "Submit generations through the JSON API on Postgres + Redis with real Celery"
-            " workers and the sandbox while killing workers, restarting Redis, dropping"
-            " Postgres connections and injecting signer/runner faults; then settle with"
+            " workers and the sandbox while killing workers, restarting Redis and its own"
+            " PostgreSQL, dropping Postgres connections and injecting signer/runner faults;"
+            " then settle with"
             " reconcile and report what happened to every generation and ticket."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -39,13 +39,16 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generations", type=int, default=200)
     parser.add_argument("--kills", type=int, default=20, help="worker SIGKILLs")
     parser.add_argument("--redis-restarts", type=int, default=2)
-    parser.add_argument("--postgres-drops", type=int, default=1)
+    parser.add_argument("--postgres-drops", type=int, default=1, help="pg_terminate_backend")
+    parser.add_argument(
+        "--postgres-restarts", type=int, default=1, help="restarts of the drill's own cluster"
+    )
     parser.add_argument("--faults", type=int, default=12, help="sandbox fault injections")
     parser.add_argument(
         "--quick",
         action="store_true",
         help="a small run for development: 30 generations, 3 kills, 1 Redis restart,"
-        " 1 Postgres drop, 4 sandbox faults (explicit flags still win)",
+        " 1 Postgres drop, 1 Postgres restart, 4 sandbox faults (explicit flags still win)",
     )
     parser.add_argument(
         "--rate", type=float, default=1.4, help="submissions per second (sets the window)"
@@ -55,17 +58,24 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--runner-latency", type=float, default=1.0)
     parser.add_argument("--redis-down", type=float, default=2.0, help="seconds Redis stays down")
+    parser.add_argument(
+        "--postgres-down", type=float, default=2.0, help="seconds Postgres stays down"
+    )
     parser.add_argument("--beat-interval", type=float, default=30.0, help="reconcile task period")
     parser.add_argument(
         "--max-minutes", type=float, default=10.0, help="hard bound on the whole drill"
     )
     parser.add_argument(
-        "--postgres-admin-url",
-        default=os.environ.get("DRILL_POSTGRES_ADMIN_URL", DEFAULT_ADMIN_URL),
-        help="server where the drill creates (and drops) its own database",
+        "--postgres-bin",
+        type=Path,
+        help="directory with initdb and pg_ctl (default: the newest /usr/lib/postgresql/*/bin)",
     )
     parser.add_argument("--write", type=Path, help="(re)write the drill section of this file")
-    parser.add_argument("--keep", action="store_true", help="keep the var dir and the database")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the var dir, the database and the (stopped) cluster",
+    )
     raw = list(sys.argv[1:] if argv is None else argv)
     arguments = parser.parse_args(raw)
     if arguments.quick:
@@ -75,6 +85,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
             ("kills", 3),
             ("redis_restarts", 1),
             ("postgres_drops", 1),
+            ("postgres_restarts", 1),
             ("faults", 4),
         ):
             if f"--{name.replace('_', '-')}" not in given:
@@ -103,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     hard_deadline = began + arguments.max_minutes * 60
     window = arguments.generations / arguments.rate
     load_before = load_average()
-    database = DrillDatabase(
-        arguments.postgres_admin_url, f"pixelhouse_drill_{arguments.seed}_{os.getpid()}"
-    )
+    postgres = OwnPostgres(arguments.postgres_bin)
+    database = DrillDatabase(postgres.admin_url, f"pixelhouse_drill_{arguments.seed}_{os.getpid()}")
     options = StackOptions(
         runner_latency=arguments.runner_latency,
         web_workers=arguments.web_workers,
@@ -120,18 +130,22 @@ def main(argv: list[str] | None = None) -> int:
         kills=arguments.kills,
         redis_restarts=arguments.redis_restarts,
         postgres_drops=arguments.postgres_drops,
+        postgres_restarts=arguments.postgres_restarts,
         faults=arguments.faults,
     )
     print(
         f"drill seed {arguments.seed}: {arguments.generations} generations over {window:.0f} s,"
-        f" {len(plan)} planned faults; database {database.name}"
+        f" {len(plan)} planned faults; own PostgreSQL ({postgres.bin_dir}) on port"
+        f" {postgres.port}, database {database.name}"
     )
-    database.create()
     stack: Stack | None = None
     redis_server: OwnRedis | None = None
     from bench.drill import run  # Django is set up once the stack's environment is known
 
     try:
+        postgres.init()
+        postgres.start()
+        database.create()
         stack = Stack(options)
         redis_server = OwnRedis(stack.var_dir)
         redis_server.start()
@@ -148,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             workers=workers,
             redis_server=redis_server,
             database=database,
+            postgres=postgres,
             redis_down_seconds=arguments.redis_down,
+            postgres_down_seconds=arguments.postgres_down,
             running_now=lambda: run.running_now(stack.email),
         )
         submitter = Submitter(
@@ -207,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             "load": load_before,
             "wall": time.monotonic() - began,
             "postgres": stack.backends.get("database_version"),
+            "postgres_port": postgres.port,
             "database": database.name,
             "redis_version": run.redis_version(redis_server),
             "redis_port": redis_server.port,
@@ -229,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             write_section(arguments.write, section)
             print(f"wrote the drill section of {arguments.write}")
         return 0 if figures.ok else 1
-    except StackError as exc:
+    except (StackError, InfraError) as exc:
         print(f"\nSTACK FAILED: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -237,8 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             stack.close()
         if redis_server is not None:
             run.cleanup(redis_server, database, keep_database=arguments.keep)
-        elif not arguments.keep:
-            database.drop()
+        if arguments.keep:
+            postgres.stop()
+            print(f"kept the (stopped) PostgreSQL cluster in {postgres.directory}")
+        else:
+            postgres.remove()
         print(f"drill finished after {time.monotonic() - began:.0f} s")
 
 

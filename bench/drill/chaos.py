@@ -3,9 +3,10 @@
 Every fault is scheduled at an offset into the submission window, drawn from
 ``random.Random(seed)``: worker SIGKILLs (a prefork child, whose message Celery requeues
 at once, or the whole worker group, whose message stays unacknowledged in Redis until the
-visibility timeout), Redis restarts, one Postgres connection drop, and sandbox faults on
-the signer, the runners and pymthouse (each for 1-3 requests). The plan is reproducible;
-which request a fault lands on depends on timing and is not.
+visibility timeout), Redis restarts, a Postgres connection drop, a restart of the drill's
+own PostgreSQL cluster, and sandbox faults on the signer, the runners and pymthouse (each
+for 1-3 requests; the "ticket issued, answer lost" kinds are always in the plan). The
+plan is reproducible; which request a fault lands on depends on timing and is not.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.drill.infra import DrillDatabase, OwnRedis, utc_now
+from bench.drill.infra import DrillDatabase, OwnPostgres, OwnRedis, utc_now
 from bench.stack import ManagedProcess, Stack
 from tests.sandbox_server import SandboxControl
 
@@ -35,15 +36,19 @@ class FaultKind:
     method: str
     path: str
     spec: dict[str, Any]
+    always: bool = False  # drawn at least once whenever the plan has that many faults
 
 
 SIGNER_PAYMENT = "/signer/generate-live-payment"
 #: Every runner's app (``/apps/{id}/app/``: the unpaid challenge and the paid call) and
 #: its payment-session paths.
 RUNNER_APPS = "/apps/*"
-#: Sandbox faults to draw from. A fault answers (or drops) before the sandbox's handler
-#: runs, so a signer request answered or dropped by a fault never issues a ticket; only
-#: the delay-only fault lets the ticket be issued after the client stopped waiting.
+#: Sandbox faults to draw from. Most answer (or drop) before the sandbox's handler runs,
+#: so a signer request they hit never issues a ticket (a delay-only fault past our read
+#: timeout finds the client gone, and issues nothing either). The two ``answerLost``
+#: faults run the handler first: the ticket is issued (usage event recorded, user
+#: debited, as for a real 200), then the answer is stalled past
+#: LIVEPEER_SIGNER_READ_TIMEOUT (15 s) or the connection is dropped.
 FAULT_MENU: tuple[FaultKind, ...] = (
     FaultKind("signer 500", "POST", SIGNER_PAYMENT, {"status": 500, "body": "internal error"}),
     FaultKind("signer 502", "POST", SIGNER_PAYMENT, {"status": 502, "body": "Bad Gateway"}),
@@ -56,12 +61,18 @@ FAULT_MENU: tuple[FaultKind, ...] = (
         {"status": 483, "body": "insufficient balance"},
     ),
     FaultKind(
-        # Served normally after 16 s, past LIVEPEER_SIGNER_READ_TIMEOUT (15 s): the ticket
-        # is issued after the client gave up on the answer.
-        "signer answers after our read timeout",
+        "signer ticket issued, answer stalled past our read timeout",
         "POST",
         SIGNER_PAYMENT,
-        {"delay": 16.0},
+        {"answer_lost": "stall", "delay": 16.0},
+        always=True,
+    ),
+    FaultKind(
+        "signer ticket issued, connection dropped",
+        "POST",
+        SIGNER_PAYMENT,
+        {"answer_lost": "drop"},
+        always=True,
     ),
     FaultKind(
         "signer discovery 503",
@@ -87,7 +98,7 @@ FAULT_MENU: tuple[FaultKind, ...] = (
 @dataclass(frozen=True)
 class Action:
     at: float  # seconds into the submission window
-    kind: str  # kill-child | kill-worker | redis-restart | postgres-drop | fault
+    kind: str  # kill-child | kill-worker | redis-restart | postgres-drop | postgres-restart | fault
     target: int = 0  # worker index (kills), menu index (faults)
     times: int = 1  # requests a sandbox fault hits
 
@@ -111,6 +122,7 @@ def make_plan(
     redis_restarts: int,
     postgres_drops: int,
     faults: int,
+    postgres_restarts: int = 0,
 ) -> list[Action]:
     """The whole schedule, from the seed alone. Restarts and drops get their own slices
     of the window so their recoveries can be told apart."""
@@ -119,18 +131,29 @@ def make_plan(
     for _ in range(kills):
         kind = rng.choice(("kill-child", "kill-worker"))
         plan.append(Action(rng.uniform(0.03, 0.92) * window, kind, target=rng.randrange(workers)))
-    outages = ["redis-restart"] * redis_restarts + ["postgres-drop"] * postgres_drops
+    outages = (
+        ["redis-restart"] * redis_restarts
+        + ["postgres-drop"] * postgres_drops
+        + ["postgres-restart"] * postgres_restarts
+    )
     rng.shuffle(outages)
     slice_width = 0.7 / max(1, len(outages))
     for index, kind in enumerate(outages):
         low = 0.12 + index * slice_width
         plan.append(Action(rng.uniform(low, low + slice_width * 0.6) * window, kind))
-    for _ in range(faults):
+    required = [index for index, kind in enumerate(FAULT_MENU) if kind.always]
+    targets = [rng.randrange(len(FAULT_MENU)) for _ in range(faults)]
+    if faults >= len(required):
+        # Each "always" kind at least once: it takes the place of a random draw.
+        slots = rng.sample(range(faults), len(required))
+        for slot, index in zip(slots, required, strict=True):
+            targets[slot] = index
+    for target in targets:
         plan.append(
             Action(
                 rng.uniform(0.03, 0.92) * window,
                 "fault",
-                target=rng.randrange(len(FAULT_MENU)),
+                target=target,
                 times=rng.randint(1, 3),
             )
         )
@@ -166,7 +189,9 @@ class Chaos:
         workers: list[ManagedProcess],
         redis_server: OwnRedis,
         database: DrillDatabase,
+        postgres: OwnPostgres,
         redis_down_seconds: float,
+        postgres_down_seconds: float,
         running_now: Callable[[], tuple[int, int]],
     ) -> None:
         self.plan = plan
@@ -175,7 +200,9 @@ class Chaos:
         self.workers = workers
         self.redis_server = redis_server
         self.database = database
+        self.postgres = postgres
         self.redis_down_seconds = redis_down_seconds
+        self.postgres_down_seconds = postgres_down_seconds
         #: (generations running, of which payment claimed), read just before a kill
         self.running_now = running_now
         self.control = SandboxControl(stack.sandbox_url)
@@ -260,6 +287,17 @@ class Chaos:
             record = ActionRecord(
                 action,
                 f"Redis SHUTDOWN NOSAVE, down {self.redis_down_seconds:g} s, restarted",
+                went_down,
+                answered,
+            )
+            record.back_up = answered
+            return record
+        if action.kind == "postgres-restart":
+            went_down, answered = self.postgres.restart(down_seconds=self.postgres_down_seconds)
+            record = ActionRecord(
+                action,
+                f"PostgreSQL restart (pg_ctl stop -m fast, down {self.postgres_down_seconds:g} s,"
+                " start)",
                 went_down,
                 answered,
             )

@@ -49,7 +49,8 @@ def render(
         f"{' (uncommitted changes)' if context['dirty'] else ''}; run {context['started']}"
         f" on {context['cpus']} CPUs (load before: {context['load']}); wall clock"
         f" {context['wall']:.0f} s.  ",
-        f"Stack: Postgres {context['postgres']} (database `{context['database']}`), own"
+        f"Stack: own PostgreSQL {context['postgres']} cluster on port"
+        f" {context['postgres_port']} (database `{context['database']}`), own"
         f" redis-server {context['redis_version']} on port {context['redis_port']},"
         f" {context['workers']} Celery workers x {context['worker_concurrency']} prefork"
         f" children, gunicorn x {context['web_workers']}, sandbox runner latency"
@@ -61,6 +62,7 @@ def render(
         f" {kinds.get('kill-worker', 0)} worker-group SIGKILLs (+ restart),"
         f" {kinds.get('redis-restart', 0)} Redis restarts,"
         f" {kinds.get('postgres-drop', 0)} Postgres connection drops,"
+        f" {kinds.get('postgres-restart', 0)} Postgres restarts,"
         f" {kinds.get('fault', 0)} sandbox faults |",
         f"| kills that landed while a generation was running | {busy} of {len(kills)}"
         f" ({claimed} while a payment was claimed; system-wide, read just before the kill) |",
@@ -81,6 +83,10 @@ def render(
         f" {f.paid_outcome_unknown} (all `outcome_unknown` by tickets bought:"
         f" {_counts(f.outcome_unknown_by_tickets)};"
         f" without a kept claim (must be 0): **{len(f.outcome_unknown_without_claim)}**) |",
+        f"| signer tickets issued whose answer was lost (sandbox `answerLost` fault) |"
+        f" {_counts(f.answers_lost)} |",
+        f"| paid at the sandbox, never confirmed by our client (answer lost or worker killed"
+        f" before reading it), by end state | {_counts(f.paid_unconfirmed_by_end)} |",
         f"| paid, runner failed after payment (`upstream_failed`, one ticket; not lost) |"
         f" {f.paid_upstream_failed} |",
         f"| images lost after payment (must be 0) | **{len(f.lost_after_payment)}**"

@@ -73,6 +73,7 @@ def generation_rows(email: str) -> list[dict[str, Any]]:
         "error_code",
         "image",
         "manifest_id",
+        "tickets_paid",
         "payment_claimed_at",
         "created_at",
         "finished_at",

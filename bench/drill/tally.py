@@ -78,6 +78,11 @@ class Figures:
     lost_after_payment: list[str]
     succeeded_without_ticket: int
     orphan_files: int
+    #: signer payments served 200 whose answer a sandbox fault lost, by kind (stall/drop)
+    answers_lost: dict[str, int] = field(default_factory=dict)
+    #: generations with a ticket at the sandbox that our client never confirmed
+    #: (``tickets_paid`` 0: the answer was lost, or the worker died before reading it)
+    paid_unconfirmed_by_end: dict[str, int] = field(default_factory=dict)
     recoveries: list[Recovery] = field(default_factory=list)
 
     @property
@@ -271,4 +276,20 @@ def tally(
         ),
         orphan_files=len(on_disk - referenced),
         recoveries=_recoveries(records, attempts, rows),
+        answers_lost=dict(
+            sorted(
+                Counter(
+                    str(entry["answerLost"])
+                    for entry in payment_requests
+                    if entry.get("answerLost") and entry["status"] == 200
+                ).items()
+            )
+        ),
+        paid_unconfirmed_by_end=dict(
+            Counter(
+                f"{row['status']}/{row['error_code'] or '-'}"
+                for row in rows
+                if per_generation.get(str(row["id"]), 0) and not row.get("tickets_paid")
+            ).most_common()
+        ),
     )

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.drill.__main__ import parse_arguments
-from bench.drill.chaos import Action, ActionRecord, make_plan
+from bench.drill.chaos import FAULT_MENU, Action, ActionRecord, make_plan
 from bench.drill.load import Attempt
 from bench.drill.report import BEGIN, END, write_section
 from bench.drill.tally import tally
@@ -18,7 +18,14 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 def _plan(seed: int) -> list[Action]:
     return make_plan(
-        seed=seed, window=100.0, workers=2, kills=20, redis_restarts=2, postgres_drops=1, faults=12
+        seed=seed,
+        window=100.0,
+        workers=2,
+        kills=20,
+        redis_restarts=2,
+        postgres_drops=1,
+        postgres_restarts=1,
+        faults=12,
     )
 
 
@@ -30,16 +37,38 @@ def test_plan_is_fixed_by_the_seed_and_has_every_fault() -> None:
     assert kinds["kill-child"] + kinds["kill-worker"] == 20
     assert kinds["redis-restart"] == 2
     assert kinds["postgres-drop"] == 1
+    assert kinds["postgres-restart"] == 1
     assert kinds["fault"] == 12
     assert [action.at for action in plan] == sorted(action.at for action in plan)
     assert all(0 < action.at < 100 for action in plan)
-    outages = sorted(a.at for a in plan if a.kind in ("redis-restart", "postgres-drop"))
+    outages = sorted(
+        a.at for a in plan if a.kind in ("redis-restart", "postgres-drop", "postgres-restart")
+    )
     assert all(later - earlier > 5 for earlier, later in zip(outages, outages[1:], strict=False))
+
+
+def test_every_plan_has_both_ticket_issued_answer_lost_faults() -> None:
+    answer_lost = {index for index, kind in enumerate(FAULT_MENU) if kind.spec.get("answer_lost")}
+    assert {FAULT_MENU[index].spec["answer_lost"] for index in answer_lost} == {"stall", "drop"}
+    assert all(FAULT_MENU[index].always for index in answer_lost)
+    for seed in range(20):
+        for faults in (2, 4, 12):
+            plan = make_plan(
+                seed=seed, window=100.0, workers=2, kills=0, redis_restarts=0,
+                postgres_drops=0, faults=faults,
+            )  # fmt: skip
+            targets = [action.target for action in plan if action.kind == "fault"]
+            assert len(targets) == faults
+            assert answer_lost <= set(targets)
+    # The stall outlasts the client's signer read timeout (15 s).
+    [stall] = [FAULT_MENU[i] for i in answer_lost if FAULT_MENU[i].spec["answer_lost"] == "stall"]
+    assert stall.spec["delay"] == 16.0
 
 
 def test_quick_sets_small_defaults_but_explicit_flags_win() -> None:
     quick = parse_arguments(["--quick", "--kills", "5"])
     assert (quick.generations, quick.kills, quick.redis_restarts, quick.faults) == (30, 5, 1, 4)
+    assert (quick.postgres_drops, quick.postgres_restarts) == (1, 1)
     full = parse_arguments([])
     assert (full.generations, full.kills, full.redis_restarts, full.postgres_drops) == (
         200,
@@ -47,6 +76,7 @@ def test_quick_sets_small_defaults_but_explicit_flags_win() -> None:
         2,
         1,
     )
+    assert full.postgres_restarts == 1
 
 
 def _row(
@@ -203,3 +233,44 @@ def test_write_section_replaces_only_the_drill_block(tmp_path: Path) -> None:
     assert path.read_text() == (
         f"# Reliability\n\nhand-written\n\n{BEGIN}\nnew figures\n{END}\n\nafter\n"
     )
+
+
+def test_tally_counts_lost_answers_and_tickets_our_client_never_confirmed(tmp_path: Path) -> None:
+    (tmp_path / "generations").mkdir()
+    (tmp_path / "generations" / "ok.png").write_bytes(b"png")
+    confirmed = {
+        **_row("succeeded", image="generations/ok.png", manifest="m-1"),
+        "tickets_paid": 1,
+    }
+    stalled = {**_row("failed", code="outcome_unknown", manifest="m-2", claimed=True)}
+    dropped = {**_row("failed", code="outcome_unknown", manifest="m-3", claimed=True)}
+    unpaid = _row("failed", code="outcome_unknown", claimed=True)
+    for row in (stalled, dropped, unpaid):
+        row["tickets_paid"] = 0
+    events = [
+        {"source": "signer", "gatewayRequestId": "a", "manifestId": manifest}
+        for manifest in ("m-1", "m-2", "m-3")
+    ]
+    payment_requests = [
+        {"status": 200, "answerLost": None},
+        {"status": 200, "answerLost": "stall"},
+        {"status": 200, "answerLost": "drop"},
+        {"status": 500, "answerLost": None},
+        {"status": 402, "answerLost": "drop"},  # the handler refused: no ticket, not counted
+    ]
+    figures = tally(
+        rows=[confirmed, stalled, dropped, unpaid],
+        events=events,
+        payment_requests=payment_requests,
+        attempts=[],
+        abandoned=[],
+        records=[],
+        media_root=tmp_path,
+        delivered={},
+    )
+    assert figures.answers_lost == {"drop": 1, "stall": 1}
+    assert figures.paid_unconfirmed_by_end == {"failed/outcome_unknown": 2}
+    assert figures.paid_outcome_unknown == 2
+    assert figures.over_one_ticket == []
+    assert figures.lost_after_payment == []
+    assert figures.payment_200s == figures.tickets_total == 3

@@ -145,7 +145,7 @@ def test_request_log_records_callers_without_secrets(
     assert (log[3]["auth"], log[3]["clientId"], log[3]["query"]) == (None, None, "x=1")
     assert set(log[0]) == {
         "method", "path", "query", "auth", "clientId", "externalUserId", "status", "time",
-        "faultId", "dropped",
+        "faultId", "dropped", "answerLost",
     }  # fmt: skip
     dumped = json.dumps(log)
     assert M2M_SECRET not in dumped

@@ -1,0 +1,30 @@
+"""A user whose generations take a credit hold at admission, for end-to-end money checks."""
+
+from __future__ import annotations
+
+from accounts.models import User
+from billing.models import EntryKind, LedgerEntry
+from billing.services import account_change_plan, plans_seed
+from tests.billing.conftest import grant
+from tests.factories import UserFactory
+
+CREDIT = 10**20  # wei granted up front
+HOLD_WEI = 6_000_000_000_000  # the 5e12 wei fee estimate × 6/5, while no price was seen
+
+
+def pay_as_you_go_user(**fields: object) -> User:
+    user: User = UserFactory(**fields)
+    plan = next(plan for plan in plans_seed() if plan.slug == "pay-as-you-go")
+    account_change_plan(user=user, plan=plan, acting_user=None, reason="test setup")
+    grant(user, CREDIT, key=f"e2e-credit-{user.pk}")
+    return user
+
+
+def ledger_kinds(user: User) -> list[str]:
+    """The user's ledger entry kinds, oldest first."""
+    return list(
+        LedgerEntry.objects.filter(account_id=user.pk).order_by("pk").values_list("kind", flat=True)
+    )
+
+
+__all__ = ["CREDIT", "HOLD_WEI", "EntryKind", "ledger_kinds", "pay_as_you_go_user"]
