@@ -27,6 +27,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing.services import generation_charge_settle, generation_hold_release
+from billing.transactions import deadlock_retrying
 from inference.errors import PaymentAlreadyClaimedError
 from inference.models import IMAGE_EXTENSIONS, Generation, GenerationStage, GenerationStatus
 from inference.services.failures import failure_message
@@ -133,8 +134,12 @@ class AttemptPaymentGuard:
         )
 
     def confirm(self, record: PaymentRecord) -> None:
-        generation_payment_confirm(
-            generation_id=self.generation_id, attempt_id=self.attempt_id, record=record
+        # A paid image must be recorded: the transaction is re-run if it lost a deadlock.
+        deadlock_retrying(
+            lambda: generation_payment_confirm(
+                generation_id=self.generation_id, attempt_id=self.attempt_id, record=record
+            ),
+            what=f"payment confirm of generation {self.generation_id}",
         )
 
 
@@ -146,7 +151,8 @@ def generation_payment_confirm(
 
     Billing settles the charge in this same transaction:
     ``generation_charge_settle(generation_id=…, expected_fee_wei=record.expected_fee_wei)``
-    is called right after the UPDATE below.
+    is called right after the UPDATE below. Lock order: the generation row, then the
+    account (as in the usage sync; ``billing.transactions``).
     """
     updated = Generation.objects.filter(
         pk=generation_id, attempt_id=attempt_id, payment_claimed_at__isnull=False

@@ -31,8 +31,9 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -42,6 +43,7 @@ from django.utils import timezone
 
 from billing.db import WeiSum
 from billing.models import LedgerEntry
+from billing.transactions import deadlock_retrying
 from inference.selectors import generations_by_manifest
 from inference.services.metering import MeteredCost, generations_cost_record
 from integrations.pymthouse import (
@@ -305,7 +307,16 @@ def _sync(
                 else []
             )
             try:
-                _apply_chunk(fetched=fetched, upstream=upstream, now=window_end, progress=progress)
+                deadlock_retrying(
+                    partial(
+                        _apply_chunk_counted,
+                        fetched=fetched,
+                        upstream=upstream,
+                        now=window_end,
+                        progress=progress,
+                    ),
+                    what="usage sync chunk",
+                )
             except BaseException:
                 for future in pending:
                     future.cancel()
@@ -343,6 +354,20 @@ def _log_drift_alerts(progress: _Progress) -> None:
 
 
 # --- one chunk of changed users -------------------------------------------------------
+
+
+def _apply_chunk_counted(
+    *,
+    fetched: dict[str, Sequence[UsageByManifest]],
+    upstream: dict[str, tuple[int, int]],
+    now: datetime,
+    progress: _Progress,
+) -> None:
+    """``_apply_chunk``, counted into ``progress`` only once its transaction committed
+    (a chunk re-run after a lost deadlock is not counted twice)."""
+    scratch = replace(progress, drift_alerts=list(progress.drift_alerts))
+    _apply_chunk(fetched=fetched, upstream=upstream, now=now, progress=scratch)
+    progress.__dict__.update(scratch.__dict__)
 
 
 @transaction.atomic
