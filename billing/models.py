@@ -107,6 +107,14 @@ class Account(models.Model):
                 condition=models.Q(balance_wei__gte=models.F("held_wei")),
                 name="billing_account_available_non_negative",
             ),
+            # Each amount on its own too: a raw write that sets both negative would
+            # otherwise pass the comparison above (WeiField parsing is Python only).
+            models.CheckConstraint(
+                condition=models.Q(balance_wei__gte=0), name="billing_account_balance_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(held_wei__gte=0), name="billing_account_held_non_negative"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -304,6 +312,15 @@ class Hold(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount_wei__gte=0), name="billing_hold_amount_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(charged_wei__isnull=True) | models.Q(charged_wei__gte=0),
+                name="billing_hold_charged_non_negative",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"hold {self.amount_wei} wei for {self.generation_id} ({self.status})"
