@@ -22,7 +22,7 @@ def _raw_update(table: str, column: str, value: int, where: str, key: object) ->
     """An UPDATE straight to the database, bypassing WeiField's parsing."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f'UPDATE "{table}" SET "{column}" = %s WHERE "{where}" = %s',  # noqa: S608
+            f'UPDATE "{table}" SET "{column}" = %s WHERE "{where}" = %s',
             [str(value), key],
         )
 
