@@ -309,9 +309,19 @@ class Hold(models.Model):
     resolution = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    #: When the stale-hold sweep last looked at this hold and left it open; the sweep
+    #: takes the least recently looked-at first, so no hold waits behind others.
+    swept_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at",)
+        indexes = [
+            models.Index(
+                fields=["swept_at", "created_at"],
+                condition=models.Q(status="open"),
+                name="billing_hold_open_sweep_order",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(amount_wei__gte=0), name="billing_hold_amount_non_negative"
