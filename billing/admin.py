@@ -11,6 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -20,6 +24,7 @@ from django.utils.html import format_html
 from accounts.models import User
 from billing.errors import BillingError
 from billing.forms import CreditAdjustForm, PlanChangeForm, SuspendForm
+from billing.lock_objects import account_lock
 from billing.models import (
     Account,
     Hold,
@@ -37,6 +42,10 @@ from billing.services import (
     credit_grant,
 )
 from integrations.pymthouse import PymthouseError, get_client
+
+
+def _entry_tag(entry: LedgerEntry) -> str:
+    return f"[ledger entry {entry.pk}]"
 
 
 def _wei(value: int | None) -> str:
@@ -192,7 +201,7 @@ class AccountAdmin(admin.ModelAdmin[Account]):
     def _account(self, request: HttpRequest, pk: int) -> Account:
         account = get_object_or_404(Account.objects.select_related("user", "plan"), pk=pk)
         if not self.has_view_permission(request, account):
-            raise PermissionError
+            raise PermissionDenied
         return account
 
     def _staff(self, request: HttpRequest) -> User:
@@ -202,8 +211,6 @@ class AccountAdmin(admin.ModelAdmin[Account]):
 
     def _require_manage(self, request: HttpRequest) -> None:
         if not request.user.has_perm("billing.change_account"):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
 
     def _render(
@@ -222,10 +229,22 @@ class AccountAdmin(admin.ModelAdmin[Account]):
         }
         return TemplateResponse(request, "admin/billing/account/action_form.html", context)
 
-    def _done(self, request: HttpRequest, account: Account, message: str) -> HttpResponse:
-        self.log_change(request, account, message)
+    def _done(
+        self, request: HttpRequest, account: Account, message: str, *, log: bool = True
+    ) -> HttpResponse:
+        if log:
+            self.log_change(request, account, message)
         self.message_user(request, message, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:billing_account_change", args=[account.pk]))
+
+    @staticmethod
+    def _entry_logged(account: Account, entry: LedgerEntry) -> bool:
+        """Whether the account's history already tells of ``entry`` (a replayed submit)."""
+        return LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(Account),
+            object_id=str(account.pk),
+            change_message__endswith=_entry_tag(entry),
+        ).exists()
 
     def credit_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         self._require_manage(request)
@@ -246,12 +265,20 @@ class AccountAdmin(admin.ModelAdmin[Account]):
                 form.add_error(None, exc.message)
             else:
                 verb = "Granted" if data["operation"] == "grant" else "Deducted"
-                return self._done(
-                    request,
-                    account,
+                message = (
                     f"{verb} {entry.amount_wei} wei ({format_eth(entry.amount_wei)}): "
-                    f"{entry.reason} [ledger entry {entry.pk}]",
+                    f"{entry.reason} {_entry_tag(entry)}"
                 )
+                # The history follows the ledger: a replayed submit (same key, same
+                # entry) is told so and not written again. The account lock serialises
+                # concurrent replays between the check and the write.
+                with transaction.atomic():
+                    account_lock(user_id=account.pk)
+                    if self._entry_logged(account, entry):
+                        return self._done(
+                            request, account, f"Already recorded: {message}", log=False
+                        )
+                    return self._done(request, account, message)
         return self._render(request, account, title="Grant or deduct credit", form=form)
 
     def plan_view(self, request: HttpRequest, pk: int) -> HttpResponse:

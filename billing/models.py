@@ -107,6 +107,14 @@ class Account(models.Model):
                 condition=models.Q(balance_wei__gte=models.F("held_wei")),
                 name="billing_account_available_non_negative",
             ),
+            # Each amount on its own too: a raw write that sets both negative would
+            # otherwise pass the comparison above (WeiField parsing is Python only).
+            models.CheckConstraint(
+                condition=models.Q(balance_wei__gte=0), name="billing_account_balance_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(held_wei__gte=0), name="billing_account_held_non_negative"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -301,9 +309,28 @@ class Hold(models.Model):
     resolution = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    #: When the stale-hold sweep last looked at this hold and left it open; the sweep
+    #: takes the least recently looked-at first, so no hold waits behind others.
+    swept_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at",)
+        indexes = [
+            models.Index(
+                fields=["swept_at", "created_at"],
+                condition=models.Q(status="open"),
+                name="billing_hold_open_sweep_order",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount_wei__gte=0), name="billing_hold_amount_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(charged_wei__isnull=True) | models.Q(charged_wei__gte=0),
+                name="billing_hold_charged_non_negative",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"hold {self.amount_wei} wei for {self.generation_id} ({self.status})"

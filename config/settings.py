@@ -510,6 +510,8 @@ BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS: int = env.int(
 )
 # Holds younger than this are left alone by the stale-hold sweep.
 BILLING_STALE_HOLD_AFTER_SECONDS: int = env.int("BILLING_STALE_HOLD_AFTER_SECONDS", default=900)
+# How many open holds one sweep run looks at (least recently looked-at first).
+BILLING_STALE_HOLD_SWEEP_LIMIT: int = env.int("BILLING_STALE_HOLD_SWEEP_LIMIT", default=2000)
 
 # --- Usage mirror (usage/services/sync.py) ---------------------------------
 # The beat schedule of the sync lives in django-celery-beat (editable in the admin);

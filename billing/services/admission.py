@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.errors import CreditRefusedError
@@ -428,22 +428,33 @@ def holds_resolve_stale(*, now: datetime | None = None) -> list[StaleHold]:
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.BILLING_STALE_HOLD_AFTER_SECONDS)
+    limit = settings.BILLING_STALE_HOLD_SWEEP_LIMIT
+    # Least recently looked-at first (never looked at before anything), then oldest: a
+    # run is bounded, and holds it leaves open go behind the ones it did not reach, so
+    # a crowd of unresolvable holds cannot starve a settleable one.
     ids = list(
         Hold.objects.filter(status=HoldStatus.OPEN, created_at__lt=cutoff)
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:1000]
+        .order_by(F("swept_at").asc(nulls_first=True), "created_at", "pk")
+        .values_list("pk", flat=True)[:limit]
     )
     report = []
+    left_open = []
     for hold_id in ids:
         resolved = _resolve_one(hold_id=hold_id, now=now)
-        if resolved is not None:
-            logger.warning(
-                "billing: stale hold %s wei for image %s of user %s %s (%s)",
-                resolved.amount_wei,
-                resolved.generation_id,
-                resolved.user_id,
-                resolved.action,
-                resolved.detail,
-            )
-            report.append(resolved)
+        if resolved is None:
+            left_open.append(hold_id)
+            continue
+        logger.warning(
+            "billing: stale hold %s wei for image %s of user %s %s (%s)",
+            resolved.amount_wei,
+            resolved.generation_id,
+            resolved.user_id,
+            resolved.action,
+            resolved.detail,
+        )
+        report.append(resolved)
+    for start in range(0, len(left_open), 500):
+        Hold.objects.filter(pk__in=left_open[start : start + 500], status=HoldStatus.OPEN).update(
+            swept_at=now
+        )
     return report

@@ -404,3 +404,43 @@ def test_an_image_is_charged_at_the_plan_that_admitted_it(
     assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == 1200
     account = account_of(usage_user)
     assert (account.balance_wei, account.held_wei) == (10**20 - 1200, 0)
+
+
+@pytest.mark.django_db
+def test_a_crowd_of_unresolvable_holds_does_not_starve_a_settleable_one(
+    usage_user: User,
+) -> None:
+    """1,000 older holds waiting for the mirror fill a run; the next run reaches the rest."""
+    grant(usage_user, 10**20)
+    account = account_of(usage_user)
+    now = timezone.now()
+    waiting = Generation.objects.bulk_create(
+        Generation(
+            owner=usage_user,
+            prompt="p",
+            model_id=settings.INFERENCE_MODELS[0],
+            width=512,
+            height=512,
+            status=GenerationStatus.RUNNING,
+            payment_claimed_at=now,
+        )  # fmt: skip
+        for _ in range(1000)
+    )
+    Hold.objects.bulk_create(
+        Hold(generation_id=g.pk, account=account, amount_wei=1, status=HoldStatus.OPEN)
+        for g in waiting
+    )
+    Hold.objects.update(created_at=now - timedelta(hours=2))
+    settleable = admit(usage_user)
+    Generation.objects.filter(pk=settleable.pk).update(
+        status=GenerationStatus.SUCCEEDED, payment_claimed_at=now, expected_fee_wei=10
+    )
+    Hold.objects.filter(generation_id=settleable.pk).update(created_at=now - timedelta(hours=1))
+
+    with override_settings(BILLING_STALE_HOLD_SWEEP_LIMIT=1000):
+        assert holds_resolve_stale(now=now) == []  # the run looked at the 1,000 waiting ones
+        second = holds_resolve_stale(now=now + timedelta(minutes=5))
+    assert [(r.generation_id, r.action) for r in second] == [(str(settleable.pk), "settled")]
+    assert Hold.objects.get(generation_id=settleable.pk).status == HoldStatus.SETTLED
+    assert Hold.objects.filter(status=HoldStatus.OPEN).count() == 1000
+    assert account_of(usage_user).balance_wei == 10**20 - 12

@@ -158,7 +158,8 @@ def test_admin_grant_round_trips_big_amounts_and_a_double_submit_grants_once(
     entry = LedgerEntry.objects.get()
     assert (entry.amount_wei, entry.actor_id, entry.reason) == (amount, staff.pk, "goodwill")
     assert Account.objects.get(pk=usage_user.pk).balance_wei == amount
-    assert LogEntry.objects.filter(user=staff, object_id=str(usage_user.pk)).count() == 2
+    # The second submit replays the first: one ledger entry, one history row.
+    assert LogEntry.objects.filter(user=staff, object_id=str(usage_user.pk)).count() == 1
     change = client.get(f"/admin/billing/account/{usage_user.pk}/change/").content.decode()
     assert f"({amount} wei)" in change
 
@@ -286,3 +287,35 @@ def test_admin_account_is_not_editable(usage_user: User, staff: User) -> None:
     )
     assert Account.objects.get(pk=usage_user.pk).balance_wei == 5
     assert response.status_code == 403
+
+
+def test_replayed_grant_submits_write_one_history_row(usage_user: User, staff: User) -> None:
+    """Eight submits of one form (back button, double clicks): one entry, one history row."""
+    client = staff_client(staff)
+    form = {"operation": "grant", "amount_wei": "5000", "reason": "goodwill",
+            "idempotency_key": _credit_form(client, usage_user.pk)}  # fmt: skip
+    for _ in range(8):
+        response = client.post(f"/admin/billing/account/{usage_user.pk}/credit/", form)
+        assert response.status_code == 302
+    entry = LedgerEntry.objects.get()
+    history = list(
+        LogEntry.objects.filter(object_id=str(usage_user.pk)).values_list(
+            "change_message", flat=True
+        )
+    )
+    assert history == [
+        f"Granted 5000 wei (0.000000000000005 ETH): goodwill [ledger entry {entry.pk}]"
+    ]
+    assert Account.objects.get(pk=usage_user.pk).balance_wei == 5000
+
+
+def test_the_pymthouse_view_without_account_permission_is_403_not_500(
+    usage_user: User, make_user: Callable[..., User]
+) -> None:
+    """A staff account with no billing permission: 403 (was Python's PermissionError: 500)."""
+    clerk = make_user(email="clerk@example.com", is_staff=True)
+    client = Client(raise_request_exception=False)
+    client.force_login(clerk)
+    response = client.get(f"/admin/billing/account/{usage_user.pk}/pymthouse/")
+    assert response.status_code == 403
+    assert not LogEntry.objects.exists()
