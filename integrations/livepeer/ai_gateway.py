@@ -34,11 +34,13 @@ from integrations.livepeer.errors import (
 from integrations.livepeer.images import ImageFetcher
 from integrations.livepeer.schemas import ImagesResponse
 from integrations.livepeer.session import (
+    AddressPolicy,
     BodyTooLargeError,
     LivepeerSession,
     is_timeout,
     send,
     transport_failure,
+    trusted_hosts,
     url_path,
     was_not_sent,
 )
@@ -80,7 +82,13 @@ class AiGatewayBackend:
         if not isinstance(credentials, GatewayCredentials):
             raise TypeError("the ai-gateway backend needs GatewayCredentials")
         config = LivepeerConfig.from_settings()
-        with LivepeerSession(default_timeout=config.inference_timeout) as http:
+        policy = AddressPolicy(
+            allow_private=config.allow_private_addresses,
+            trusted_hosts=trusted_hosts(config.gateway_url),
+        )
+        with LivepeerSession(
+            default_timeout=config.inference_timeout, address_policy=policy
+        ) as http:
             return _generate(http, config, request, credentials, guard)
 
 

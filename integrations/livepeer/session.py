@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+from requests.adapters import HTTPAdapter  # noqa: TID251 -- see above
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
@@ -27,6 +31,7 @@ from urllib3.exceptions import (
 )
 
 from integrations.http import MAX_ERROR_BODY_BYTES, NO_RETRIES, OutgoingSession
+from integrations.livepeer.addresses import AddressRefusedError, connect_addresses
 from integrations.livepeer.errors import LivepeerProtocolError
 
 logger = logging.getLogger(__name__)
@@ -35,10 +40,82 @@ USER_AGENT = "pixelhouse/0.1 (+livepeer client)"
 CHUNK_BYTES = 64 * 1024
 
 
-class LivepeerSession(OutgoingSession):
-    """Session with default timeouts, a user agent, no redirects, no cookies, no retries."""
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which hosts a session connects to through the address check (``addresses.py``).
 
-    def __init__(self, *, default_timeout: tuple[float, float], pool_maxsize: int = 4) -> None:
+    Every host except ``trusted_hosts`` (the signer's and the gateway's, from our own
+    configuration) comes from upstream data: it is resolved once per new connection,
+    each address checked, and the socket opened to a checked address only.
+    """
+
+    allow_private: bool
+    trusted_hosts: frozenset[str] = frozenset()
+
+
+def trusted_hosts(*urls: str) -> frozenset[str]:
+    """The host names of URLs from our own configuration (exempt from the address check)."""
+    return frozenset(host.lower() for url in urls if (host := urlsplit(url).hostname))
+
+
+def _pinned_new_conn(conn: HTTPConnection, policy: AddressPolicy, connect: Any) -> Any:
+    host = conn.host
+    if host.lower() in policy.trusted_hosts:
+        return connect()
+    try:
+        addresses = connect_addresses(host, conn.port or 80, allow_private=policy.allow_private)
+    except AddressRefusedError as exc:
+        # Nothing is sent: the same class as a refused connection (``was_not_sent``).
+        raise NewConnectionError(conn, f"refused to connect: {exc}") from None
+    if not addresses:
+        raise NewConnectionError(conn, f"host {host[:100]} does not resolve")
+    last: NewConnectionError | None = None
+    for address in addresses:
+        # ``_dns_host`` is what urllib3 connects to; ``host`` (TLS server name, Host
+        # header) reads it too, so it is the name again before anything is sent.
+        conn._dns_host = str(address)
+        try:
+            return connect()
+        except NewConnectionError as exc:
+            last = exc
+        finally:
+            conn._dns_host = host
+    assert last is not None
+    raise last
+
+
+def _pinned_pool_classes(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]:
+    class PinnedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> Any:
+            return _pinned_new_conn(self, policy, super()._new_conn)
+
+    class PinnedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> Any:
+            return _pinned_new_conn(self, policy, super()._new_conn)
+
+    class PinnedHTTPConnectionPool(HTTPConnectionPool):
+        ConnectionCls = PinnedHTTPConnection
+
+    class PinnedHTTPSConnectionPool(HTTPSConnectionPool):
+        ConnectionCls = PinnedHTTPSConnection
+
+    return {"http": PinnedHTTPConnectionPool, "https": PinnedHTTPSConnectionPool}
+
+
+class LivepeerSession(OutgoingSession):
+    """Session with default timeouts, a user agent, no redirects, no cookies, no retries.
+
+    With an ``address_policy``, connections to upstream-chosen hosts go only to the
+    addresses that were checked for them (no second DNS answer; see ``addresses.py``).
+    """
+
+    def __init__(
+        self,
+        *,
+        default_timeout: tuple[float, float],
+        pool_maxsize: int = 4,
+        address_policy: AddressPolicy | None = None,
+    ) -> None:
         super().__init__(
             default_timeout=default_timeout,
             user_agent=USER_AGENT,
@@ -47,6 +124,10 @@ class LivepeerSession(OutgoingSession):
         )
         # Proxies/netrc from the environment could re-route or add credentials.
         self.trust_env = False
+        if address_policy is not None:
+            adapter = self.get_adapter("https://")
+            assert isinstance(adapter, HTTPAdapter)
+            adapter.poolmanager.pool_classes_by_scheme = _pinned_pool_classes(address_policy)
 
 
 def url_path(url: str) -> str:

@@ -29,7 +29,7 @@ from integrations.livepeer.config import LivepeerConfig
 from integrations.livepeer.live_runner.call import LiveRunnerCall
 from integrations.livepeer.live_runner.pricing import Pricing, pricing_for_unit
 from integrations.livepeer.live_runner.selection import Runner, app_url, select_runners
-from integrations.livepeer.session import LivepeerSession
+from integrations.livepeer.session import AddressPolicy, LivepeerSession, trusted_hosts
 from integrations.livepeer.types import (
     GatewayCredentials,
     ImageRequest,
@@ -64,7 +64,11 @@ class LiveRunnerBackend:
         if not isinstance(credentials, SignerCredentials):
             raise TypeError("the live-runner backend needs SignerCredentials")
         config = LivepeerConfig.from_settings()
-        with LivepeerSession(default_timeout=config.signer_timeout) as http:
+        policy = AddressPolicy(
+            allow_private=config.allow_private_addresses,
+            trusted_hosts=trusted_hosts(credentials.signer_url, credentials.discovery_url),
+        )
+        with LivepeerSession(default_timeout=config.signer_timeout, address_policy=policy) as http:
             call = LiveRunnerCall(
                 http=http, config=config, request=request, credentials=credentials, guard=guard
             )
