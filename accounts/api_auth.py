@@ -6,7 +6,8 @@ neither ``aud`` nor ``iss`` (its ``_verify_jws`` passes ``verify_aud: False``), 
 maps users by e-mail through userinfo, which pymthouse refuses for its own access tokens
 (docs/identity.md, "Upstream facts relied on"). :class:`BearerTokenBackend` keeps the
 library's key lookup and algorithm pinning and adds: RS256 only, ``iss`` = the configured
-issuer, ``aud`` = the configured audience, ``exp``/``iat`` required, and a mapping by
+issuer, ``aud`` = the configured audience, ``client_id`` one of
+``OIDC_API_TRUSTED_CLIENT_IDS``, ``exp``/``iat`` required, and a mapping by
 (issuer, subject) to the local user that SSO created or linked, hence to the same
 externalUserId. Unknown subjects are refused unless ``OIDC_API_CREATE_USERS`` is on.
 """
@@ -77,6 +78,11 @@ class BearerTokenBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
         aud = claims.get("aud")
         if isinstance(aud, list) and aud != [settings.OIDC_API_AUDIENCE]:
             raise SuspiciousOperation("token names audiences we do not trust")
+        # pymthouse's access tokens name their OAuth client in ``client_id`` (RFC 9068;
+        # docs/identity.md): any other client of the same issuer is not us.
+        client_id = claims.get("client_id")
+        if not isinstance(client_id, str) or client_id not in settings.OIDC_API_TRUSTED_CLIENT_IDS:
+            raise SuspiciousOperation("token was issued to a client we do not trust")
         return claims
 
     def user_for_token(self, token: str) -> User | None:

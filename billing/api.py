@@ -13,14 +13,14 @@ from uuid import UUID
 
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
-from ninja.security import django_auth
 
+from accounts.api_auth import API_AUTH
 from accounts.models import User
 from billing.models import LedgerEntry
 from billing.selectors import account_allowance, account_entries
 from billing.services import account_open
 
-router = Router(auth=django_auth, tags=["billing"])
+router = Router(auth=API_AUTH, tags=["billing"])
 
 LEDGER_PAGE_SIZE = 50
 
@@ -60,7 +60,7 @@ class LedgerPageOut(Schema):
 
 def _user(request: HttpRequest) -> User:
     user = request.user
-    assert isinstance(user, User)  # django_auth
+    assert isinstance(user, User)  # API_AUTH: a bearer token or the session
     return user
 
 

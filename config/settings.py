@@ -416,6 +416,14 @@ SOCIALACCOUNT_PROVIDERS: dict[str, Any] = sso_providers(PYMTHOUSE_ISSUER)
 OIDC_API_ISSUER: str = env.str("OIDC_API_ISSUER", default=PYMTHOUSE_ISSUER).rstrip("/")
 OIDC_API_AUDIENCE: str = env.str("OIDC_API_AUDIENCE", default=OIDC_API_ISSUER)
 OIDC_API_CREATE_USERS: bool = env.bool("OIDC_API_CREATE_USERS", default=False)
+# The OAuth clients whose access tokens the API accepts (the token's `client_id` claim,
+# as pymthouse issues it): our own SSO web client and this list. A token pymthouse
+# issued to another Builder app the user also signs in to is refused.
+OIDC_API_TRUSTED_CLIENT_IDS: frozenset[str] = frozenset(
+    client_id
+    for client_id in (SSO_PYMTHOUSE_CLIENT_ID, *env.list("OIDC_API_TRUSTED_CLIENT_IDS", default=[]))
+    if client_id
+)
 OIDC_RP_CLIENT_ID: str = SSO_PYMTHOUSE_CLIENT_ID
 OIDC_RP_CLIENT_SECRET: str = SSO_PYMTHOUSE_CLIENT_SECRET
 OIDC_RP_SIGN_ALGO = "RS256"

@@ -193,3 +193,39 @@ def test_session_auth_still_works_with_csrf(ada, client) -> None:
     assert refused.status_code == 403  # ninja's session auth enforces CSRF
     assert Generation.objects.count() == 0
     assert Client().get(LIST).status_code == 401
+
+
+OTHER_APP_WEB_CLIENT = "web_0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    "client_id", [OTHER_APP_WEB_CLIENT, "app_0123456789abcdef01234567", None], ids=str
+)
+def test_a_token_issued_to_another_client_of_the_issuer_is_refused(ada, sandbox, client_id) -> None:
+    """pymthouse signs tokens for every Builder app with one key: another app's token
+    (same issuer, same audience, same user) must not spend this user's credit here."""
+    token = sandbox.oidc_access_token(_sub(sandbox, ADA), client_id=client_id)
+    assert _call(token).status_code == 401
+    created = _call(
+        token, "post", content_type="application/json",
+        data=json.dumps({"prompt": "a red fox", "width": 512, "height": 512}),
+    )  # fmt: skip
+    # The bearer is refused, so the call falls to session auth, whose CSRF check refuses it.
+    assert created.status_code == 403
+    assert not Generation.objects.exists()
+
+
+def test_a_configured_client_is_trusted(ada, sandbox, settings) -> None:
+    token = sandbox.oidc_access_token(_sub(sandbox, ADA), client_id=OTHER_APP_WEB_CLIENT)
+    settings.OIDC_API_TRUSTED_CLIENT_IDS = frozenset(
+        {settings.SSO_PYMTHOUSE_CLIENT_ID, OTHER_APP_WEB_CLIENT}
+    )
+    assert _call(token).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v1/billing/account", "/api/v1/billing/ledger"])
+def test_the_billing_api_takes_the_bearer_too(ada, sandbox, path) -> None:
+    token = sandbox.oidc_access_token(_sub(sandbox, ADA))
+    response = _call(token, path=path)
+    assert response.status_code == 200, response.content
+    assert _call("not-a-token", path=path).status_code == 401
