@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.hooks import email_changed_notify
+from accounts.hooks import account_closed_notify, email_changed_notify
 from accounts.models import ProvisioningStatus, User
 from accounts.tasks import provision_user_task
 from billing.services import account_open
@@ -100,6 +100,7 @@ def user_set_active(*, user: User, is_active: bool, acting_user: User | None) ->
         raise ValueError("A deleted user cannot be reactivated.")
     if not is_active:
         user_sessions_end(user=user)
+        account_closed_notify(user_id=user.pk)
     if user.is_active != is_active:
         user.is_active = is_active
         user.provisioning_status = ProvisioningStatus.PENDING
@@ -152,6 +153,7 @@ def user_delete(*, user: User, acting_user: User | None) -> User:
     user.provisioning_status = ProvisioningStatus.PENDING
     user.save()
     email_changed_notify(user_id=user.pk, email=user.email)
+    account_closed_notify(user_id=user.pk)
     user_provision_schedule(user=user)
     logger.info(
         "user %s deleted by %s", user.pk, acting_user.pk if acting_user is not None else "system"

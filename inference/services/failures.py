@@ -28,6 +28,7 @@ FAILURE_MESSAGES: dict[str, str] = {
     ),
     "upstream_failed": "The image network failed to deliver this image. Please try again.",
     "interrupted": "This generation was interrupted. Please try again.",
+    "account_closed": "This account was closed, so the image was canceled. Nothing was charged.",
     "timeout": "This generation took too long and was stopped. Please try again.",
     "internal_error": (
         "Something went wrong on our side and this image could not be generated. "

@@ -57,6 +57,12 @@ def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> 
     ours = Q(status=GenerationStatus.QUEUED) | Q(
         status=GenerationStatus.RUNNING, attempt_id=attempt_id
     )
+    if Generation.objects.filter(
+        ours, pk=generation_id, owner__is_active=False, payment_claimed_at__isnull=True
+    ).exists():
+        # A closed account's work never reaches the signer (its hold is released).
+        generation_cancel(generation_id=generation_id, code="account_closed")
+        return None
     started = (
         Generation.objects.filter(ours, pk=generation_id)
         .filter(payment_claimed_at__isnull=True, attempts__lt=settings.INFERENCE_MAX_ATTEMPTS)
@@ -117,6 +123,7 @@ class AttemptPaymentGuard:
             attempt_id=self.attempt_id,
             status=GenerationStatus.RUNNING,
             payment_claimed_at__isnull=True,
+            owner__is_active=True,  # a closed account buys no ticket
         ).update(
             payment_claimed_at=timezone.now(),
             manifest_id=manifest_id or "",
@@ -293,6 +300,47 @@ def generation_fail(
         if not claimed:
             _generation_ended_without_claim(generation_id=generation.pk, reason=code)
     return True
+
+
+def generation_cancel(*, generation_id: str | uuid.UUID, code: str) -> bool:
+    """End a generation that holds no payment claim as ``canceled``; True if it did.
+
+    A finished or claimed generation is left alone (a claimed one may have bought its
+    ticket: it finishes, and billing settles it as usual). The hold is released.
+    """
+    with transaction.atomic():
+        generation = Generation.objects.select_for_update().filter(pk=generation_id).first()
+        if generation is None or generation.is_finished or generation.payment_claimed_at:
+            return False
+        generation.status = GenerationStatus.CANCELED
+        generation.stage = GenerationStage.DONE
+        generation.error_code = code
+        generation.error_message = failure_message(code)
+        generation.finished_at = timezone.now()
+        generation.save(
+            update_fields=["status", "stage", "error_code", "error_message", "finished_at"]
+        )
+        _generation_ended_without_claim(generation_id=generation.pk, reason=code)
+    logger.info("generation %s canceled (%s)", generation.pk, code)
+    return True
+
+
+def generations_cancel_for_closed_owner(*, user_id: int) -> int:
+    """Cancel every unfinished, unclaimed generation of a deactivated or deleted user.
+
+    Runs inside the transaction that closed the account (``accounts.hooks``); a worker
+    that already started one finds it canceled at its payment claim and buys nothing.
+    """
+    ids = list(
+        Generation.objects.filter(
+            owner_id=user_id,
+            status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING],
+            payment_claimed_at__isnull=True,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    return sum(generation_cancel(generation_id=pk, code="account_closed") for pk in ids)
 
 
 def generation_fail_unexpected(*, generation_id: str | uuid.UUID, attempt_id: str | None) -> bool:
