@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
@@ -32,6 +34,17 @@ def billing_error(request: HttpRequest, exc: BillingError) -> HttpResponse:
     """Billing refusals keep their status: out of credit is 402 Payment Required."""
     return api.create_response(
         request, {"code": exc.code, "detail": exc.message}, status=exc.status
+    )
+
+
+@api.exception_handler(RequestDataTooBig)
+def body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    """A body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is 413 with a JSON error, not a 400/500."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return api.create_response(
+        request,
+        {"code": "body_too_large", "detail": f"The request body is over {limit} bytes."},
+        status=413,
     )
 
 

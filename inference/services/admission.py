@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from datetime import timedelta
 from typing import Any
 
@@ -34,16 +35,43 @@ logger = logging.getLogger("inference.services")
 SEED_MAX = 2**32 - 1
 
 
+#: Bidirectional formatting characters (embeddings, overrides, isolates, marks): a
+#: right-to-left override in a prompt would reorder how everything after it is shown.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_ORDINARY_WHITESPACE = frozenset("\t\n\r")
+
+
+def user_text_clean(text: str) -> str:
+    """``text`` without control characters (C0, DEL, C1) other than tab and newlines,
+    and without bidirectional formatting characters; stripped of outer whitespace.
+
+    NUL is not cleaned here but refused (:func:`_validate`): it is never a typo.
+    """
+    return "".join(
+        char
+        for char in text
+        if char == "\0"
+        or char in _ORDINARY_WHITESPACE
+        or not (unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS)
+    ).strip()
+
+
 def _validate(
     *, prompt: str, negative_prompt: str, model_id: str, width: Any, height: Any, seed: Any
 ) -> dict[str, str]:
     errors: dict[str, str] = {}
     max_len = settings.INFERENCE_MAX_PROMPT_LENGTH
-    if not prompt:
+    if "\0" in prompt:
+        errors["prompt"] = "The prompt contains a NUL character; remove it."
+    elif not prompt:
         errors["prompt"] = "Describe the image you want."
     elif len(prompt) > max_len:
         errors["prompt"] = f"Keep the prompt under {max_len} characters."
-    if len(negative_prompt) > max_len:
+    if "\0" in negative_prompt:
+        errors["negative_prompt"] = "The negative prompt contains a NUL character; remove it."
+    elif len(negative_prompt) > max_len:
         errors["negative_prompt"] = f"Keep the negative prompt under {max_len} characters."
     if model_id not in settings.INFERENCE_MODELS:
         errors["model_id"] = "Choose one of the available models."
@@ -139,8 +167,8 @@ def generation_create(
     ``enqueue=False`` leaves running to the caller (the verification command
     runs it inline).
     """
-    prompt = (prompt or "").strip()
-    negative_prompt = (negative_prompt or "").strip()
+    prompt = user_text_clean(prompt or "")
+    negative_prompt = user_text_clean(negative_prompt or "")
     model_id = model_id or settings.INFERENCE_MODELS[0]
     errors = _validate(
         prompt=prompt,
