@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
 
+from integrations.oidc import local_copies_clear
 from tests.sandbox_server import SandboxControl, SandboxProcess
 from tests.worker import WorkerProcess, running_worker
 
@@ -45,7 +46,9 @@ def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[No
 
 
 def clear_cache() -> None:
-    """Empty the shared cache without touching anything else in Redis (the broker)."""
+    """Empty the shared cache without touching anything else in Redis (the broker),
+    and this process's own copies of the OIDC documents."""
+    local_copies_clear()
     if settings.REDIS_URL:
         client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
         prefix = settings.CACHES["default"]["KEY_PREFIX"]

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +61,32 @@ def _cache_key(kind: str, url: str) -> str:
     return f"oidc:{kind}:{hashlib.sha256(url.encode()).hexdigest()[:32]}"
 
 
+#: This process's own copy of each document, ``key → (expires at, document)``: what
+#: the shared cache answers when Redis is down (a miss) without a fetch per request.
+_local_copies: dict[str, tuple[float, dict[str, Any]]] = {}
+
+
+def _cached(key: str) -> dict[str, Any] | None:
+    document = cache.get(key)
+    if isinstance(document, dict):
+        return document
+    copy = _local_copies.get(key)
+    if copy is not None and copy[0] > time.monotonic():
+        return copy[1]
+    return None
+
+
+def local_copies_clear() -> None:
+    """Forget this process's copies (tests; they follow the shared cache's lifetime)."""
+    _local_copies.clear()
+
+
+def _remember(key: str, document: dict[str, Any]) -> None:
+    timeout = settings.OIDC_DISCOVERY_CACHE_SECONDS
+    cache.set(key, document, timeout=timeout)
+    _local_copies[key] = (time.monotonic() + timeout, document)
+
+
 def _get_json(url: str) -> dict[str, Any]:
     try:
         response = _http().get(url)
@@ -80,8 +107,8 @@ def discover(issuer: str) -> dict[str, Any]:
     """The issuer's discovery document (cached); its ``issuer`` must equal ``issuer``."""
     issuer = issuer.rstrip("/")
     key = _cache_key("discovery", issuer)
-    document: dict[str, Any] | None = cache.get(key)
-    if not isinstance(document, dict):
+    document = _cached(key)
+    if document is None:
         document = _get_json(issuer + WELL_KNOWN_PATH)
         if document.get("issuer") != issuer:
             raise OidcError(
@@ -90,16 +117,16 @@ def discover(issuer: str) -> dict[str, Any]:
         for field in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(document.get(field), str):
                 raise OidcError(f"discovery document lacks {field}")
-        cache.set(key, document, timeout=settings.OIDC_DISCOVERY_CACHE_SECONDS)
+        _remember(key, document)
     return document
 
 
 def _jwks(jwks_uri: str, *, refresh: bool) -> dict[str, Any]:
     key = _cache_key("jwks", jwks_uri)
-    keys: dict[str, Any] | None = None if refresh else cache.get(key)
-    if not isinstance(keys, dict):
+    keys = None if refresh else _cached(key)
+    if keys is None:
         keys = _get_json(jwks_uri)
-        cache.set(key, keys, timeout=settings.OIDC_DISCOVERY_CACHE_SECONDS)
+        _remember(key, keys)
     return keys
 
 
