@@ -27,6 +27,10 @@ import requests  # noqa: TID251 -- integrations/ is the one place that talks HTT
 from requests.adapters import HTTPAdapter  # noqa: TID251
 from urllib3.util.retry import Retry
 
+#: The HTTP library's base error, for code outside integrations/ that catches what a
+#: library built on it raises (mozilla-django-oidc's token checks: accounts.api_auth).
+RequestException = requests.RequestException
+
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 #: Largest prefix of an error response body that is ever parsed.
