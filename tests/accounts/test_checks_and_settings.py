@@ -105,7 +105,7 @@ def test_database_and_redis_urls_switch_to_postgres_and_redis() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:3] == [
         "django.db.backends.postgresql",
-        "django.core.cache.backends.redis.RedisCache",
+        "config.cache.ResilientRedisCache",
         "redis://127.0.0.1:6379/3",
     ]
 
