@@ -25,10 +25,10 @@ from django.db import transaction
 from django.http import HttpRequest
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from ninja.security import HttpBearer, django_auth
-from requests.exceptions import RequestException  # noqa: TID251 (the library's own errors)
 
 from accounts.models import User
 from accounts.services import user_create
+from integrations.http import RequestException
 from integrations.oidc import OidcError, signing_key
 
 logger = logging.getLogger(__name__)

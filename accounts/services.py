@@ -20,10 +20,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.hooks import account_closed_notify, email_changed_notify
+from accounts.hooks import account_closed_notify, email_changed_notify, user_registered_notify
 from accounts.models import ProvisioningStatus, User
 from accounts.tasks import provision_user_task
-from billing.services import account_open
 from integrations.pymthouse import PymthouseError, get_client
 
 logger = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def user_register(*, user: User) -> User:
         raise ValueError("user_register only inserts new users")
     user.full_clean(exclude=["password"])
     user.save()
-    account_open(user_id=user.pk)  # billing account on the default plan
+    user_registered_notify(user_id=user.pk)  # billing opens its account on the default plan
     user_provision_schedule(user=user)
     logger.info("user %s registered as %s", user.pk, user.external_user_id)
     return user

@@ -37,7 +37,7 @@ from tests.sandbox_server import SandboxControl, free_port
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BENCH_PASSWORD = "pixelhouse-bench-password"  # noqa: S105 -- a throwaway local login
+BENCH_PASSWORD = "pixelhouse-bench-password"
 #: Far more than any run spends (one image costs 14 306 micros at the sandbox's fixed price).
 BENCH_BALANCE_USD_MICROS = 10**12
 #: Inherited variables dropped from every child: they could point the stack at a real

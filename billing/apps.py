@@ -13,8 +13,12 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
+        from accounts.hooks import user_registered_hook_register
         from billing import checks  # noqa: F401  (registers the system checks)
         from billing.db import register_sqlite_functions
+        from billing.services import account_open
+
+        user_registered_hook_register(account_open)
 
         connection_created.connect(register_sqlite_functions, dispatch_uid="billing-wei-sum")
         post_migrate.connect(_seed_plans, sender=self, dispatch_uid="billing-seed-plans")

@@ -37,7 +37,7 @@ DEBUG: bool = env.bool("DJANGO_DEBUG", default=True)
 SANDBOX_DEMO_PUBLIC_CLIENT_ID = "app_b50c8e3d43c6d3641cae2e66"
 SANDBOX_DEMO_M2M_CLIENT_ID = "m2m_b50c8e3d43c6d3641cae2e66"
 SANDBOX_DEMO_M2M_CLIENT_SECRET = (
-    "pmth_cs_d219242171aaac09ef84f4b5af2f26e2abf754b68d78b9462ca567a2e8a0cbfe"  # noqa: E501, S105  (published sandbox credential)
+    "pmth_cs_d219242171aaac09ef84f4b5af2f26e2abf754b68d78b9462ca567a2e8a0cbfe"  # noqa: S105  (published sandbox credential)
 )
 
 

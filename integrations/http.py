@@ -23,9 +23,13 @@ from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
-import requests  # noqa: TID251 -- integrations/ is the one place that talks HTTP
-from requests.adapters import HTTPAdapter  # noqa: TID251
+import requests
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+#: The HTTP library's base error, for code outside integrations/ that catches what a
+#: library built on it raises (mozilla-django-oidc's token checks: accounts.api_auth).
+RequestException = requests.RequestException
 
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}", re.ASCII)
 

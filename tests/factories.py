@@ -15,7 +15,7 @@ class UserFactory(factory.django.DjangoModelFactory[User]):
         model = User
 
     email = factory.Sequence(lambda n: f"user{n}@example.com")
-    password = "pw-test-12345"  # noqa: S105
+    password = "pw-test-12345"
 
     @classmethod
     def _create(cls, model_class: type[User], *args: Any, **kwargs: Any) -> User:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+import requests
 
 from integrations.http import MAX_ERROR_BODY_BYTES, error_repr, printable
 from integrations.http import parse_retry_after as parse_retry_after  # re-exported

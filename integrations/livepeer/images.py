@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+import requests
 
 from integrations.livepeer.addresses import check_url
 from integrations.livepeer.errors import (

@@ -42,7 +42,7 @@ def _parse_optional_int(value: object) -> int | None:
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value.strip())
-    raise ValueError("expected an integer")  # noqa: TRY004 -- pydantic wants ValueError
+    raise ValueError("expected an integer")
 
 
 Price = Annotated[Decimal, PlainValidator(_parse_price)]

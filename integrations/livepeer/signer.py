@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+import requests
 from pydantic import ValidationError
 
 from integrations.livepeer.config import LivepeerConfig

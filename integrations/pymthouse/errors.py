@@ -25,7 +25,7 @@ import json
 import re
 from typing import ClassVar
 
-import requests  # noqa: TID251 -- this package is the one HTTP client of pymthouse
+import requests
 
 from integrations.http import MAX_ERROR_BODY_BYTES, error_repr, printable
 from integrations.http import parse_retry_after as parse_retry_after  # re-exported

@@ -15,9 +15,9 @@ from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
 
-import requests  # noqa: TID251 -- this package is the one HTTP client of pymthouse
+import requests
 from pydantic import BaseModel, ValidationError
-from requests.auth import AuthBase  # noqa: TID251
+from requests.auth import AuthBase
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 

@@ -87,7 +87,7 @@ def test_seed_demo_creates_the_demo_users_and_provisions_them(
 ) -> None:
     settings.DEBUG = True  # as `make run` has it
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
+        call_command("seed_demo", stdout=open("/dev/null", "w"))
     users = {u.email: u for u in User.objects.all()}
     assert set(users) == {
         "admin@example.com",
@@ -106,7 +106,7 @@ def test_seed_demo_creates_the_demo_users_and_provisions_them(
     # Running it again keeps the users and re-provisions them (the sandbox forgets on restart).
     sandbox.reset()
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
+        call_command("seed_demo", stdout=open("/dev/null", "w"))
     assert User.objects.count() == 4
     assert len(sandbox.users()) == 4
 

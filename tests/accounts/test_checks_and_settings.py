@@ -63,7 +63,7 @@ def _settings_subprocess(env: dict[str, str], code: str) -> subprocess.Completed
     clean.pop("REDIS_URL", None)
     clean.update(env)
     clean["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,
         env=clean,

@@ -139,7 +139,7 @@ def test_twenty_concurrent_submissions_with_credit_for_three_admit_exactly_three
             result = "admitted"
         except GenerationAdmissionRefusedError as exc:
             result = exc.code
-        except Exception as exc:  # noqa: BLE001  (asserted below)
+        except Exception as exc:
             result = repr(exc)
         finally:
             connection.close()
@@ -180,7 +180,7 @@ def test_a_settling_payment_and_a_new_submission_of_one_owner_do_not_deadlock(
                 owner=user, prompt="second", width=512, height=512, enqueue=False
             )
             outcome["second"] = second.pk
-        except Exception as exc:  # noqa: BLE001 -- reported by the assertion below
+        except Exception as exc:
             outcome["error"] = exc
         finally:
             connection.close()

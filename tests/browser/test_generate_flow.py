@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOT_DIR = Path(settings.BASE_DIR) / "var" / "test"
 EMAIL = "e2e@example.com"
-PASSWORD = "pw-e2e-12345"  # noqa: S105
+PASSWORD = "pw-e2e-12345"
 PROMPT = "A lighthouse on a cliff at dusk, volumetric light, oil painting"
 
 

@@ -50,7 +50,7 @@ def test_concurrent_consumers_never_lose_or_duplicate_messages(
     folder.mkdir(parents=True)
     outputs = [tmp_path / f"consumer-{index}.json" for index in range(consumers)]
     processes = [
-        subprocess.Popen(  # noqa: S603
+        subprocess.Popen(
             [sys.executable, "-c", CONSUMER, str(folder), str(out), "60"],
             cwd=REPO_ROOT,
             stderr=subprocess.PIPE,

@@ -105,4 +105,4 @@ def code_flow_tokens(sandbox_url: str, email: str) -> dict[str, str]:
 
 
 WEB_CLIENT_ID = "web_b50c8e3d43c6d3641cae2e66"
-WEB_CLIENT_SECRET = "pmth_cs_5f0c1b7e2a9d4c6b8e3f1a0d7c5b9e2f4a6c8d0b1e3f5a7c9d2b4f6e8a0c1d3e"  # noqa: S105
+WEB_CLIENT_SECRET = "pmth_cs_5f0c1b7e2a9d4c6b8e3f1a0d7c5b9e2f4a6c8d0b1e3f5a7c9d2b4f6e8a0c1d3e"

@@ -18,7 +18,7 @@ from accounts.services import user_create
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "pw-signup-4821-x"  # noqa: S105
+PASSWORD = "pw-signup-4821-x"
 EVIL_NEXTS = ["https://evil.example/", "//evil.example", "/\\evil.example"]
 
 

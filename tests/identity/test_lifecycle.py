@@ -16,7 +16,7 @@ from inference.models import Generation
 from tests.identity import sso
 
 pytestmark = pytest.mark.django_db
-PASSWORD = "pw-member-5521"  # noqa: S105
+PASSWORD = "pw-member-5521"
 
 
 def _status_upstream(sandbox, user: User) -> str:

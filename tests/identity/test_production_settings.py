@@ -34,7 +34,7 @@ def _run(env: dict[str, str], *args: str, tmp_path: Path) -> subprocess.Complete
     clean.update(env)
     clean["DJANGO_SETTINGS_MODULE"] = "config.settings"
     clean["PIXELHOUSE_VAR_DIR"] = str(tmp_path)
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, *args],
         cwd=REPO_ROOT,
         env=clean,

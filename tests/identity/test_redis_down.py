@@ -29,14 +29,14 @@ pytestmark = [
 ]
 
 ADA = "ada@sandbox.pymthouse.test"
-PASSWORD = "pw-redis-down-4821-x"  # noqa: S105
+PASSWORD = "pw-redis-down-4821-x"
 
 
 @pytest.fixture
 def dead_redis_cache() -> Iterator[redis.Redis]:
     """The default cache on a Redis of our own, which the test then stops."""
     port = free_port()
-    server = subprocess.Popen(  # noqa: S603
+    server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

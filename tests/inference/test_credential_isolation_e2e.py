@@ -56,7 +56,7 @@ def test_fifty_concurrent_generations_alternating_users_each_pay_with_their_own_
         try:
             barrier.wait(timeout=30)
             outcomes[generation_id] = generation_run(generation_id=generation_id)
-        except Exception as exc:  # noqa: BLE001 -- reported by the assertions
+        except Exception as exc:
             outcomes[generation_id] = exc
         finally:
             connections.close_all()

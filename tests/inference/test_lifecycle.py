@@ -72,7 +72,7 @@ class Attempt(threading.Thread):
     def run(self) -> None:
         try:
             self.outcome = generation_run(generation_id=self.generation_id)
-        except Exception as exc:  # noqa: BLE001 -- reported by the test
+        except Exception as exc:
             self.outcome = exc
         finally:
             connections.close_all()

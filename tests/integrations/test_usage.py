@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-import requests  # noqa: TID251 - the test drives the sandbox's Livepeer side over real HTTP
+import requests
 from django.conf import settings as django_settings
 
 from integrations.pymthouse import (
@@ -114,7 +114,7 @@ def test_naive_datetimes_and_unknown_group_by_are_refused(
     client: PymthouseClient, sandbox: SandboxControl
 ) -> None:
     with pytest.raises(ValueError):
-        client.usage(start=datetime(2026, 8, 1))  # noqa: DTZ001 -- the point of the test
+        client.usage(start=datetime(2026, 8, 1))
     with pytest.raises(ValueError):
         client.usage(group_by="daily_pipeline")  # type: ignore[arg-type]
     with pytest.raises(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from tests.sandbox_server import SandboxControl, SandboxProcess, free_port
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import jwt
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 APP_ID = "app_b50c8e3d43c6d3641cae2e66"
 M2M_ID = "m2m_b50c8e3d43c6d3641cae2e66"

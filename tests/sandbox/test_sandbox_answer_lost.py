@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from tests.sandbox.helpers import (
     DEFAULT_PRICE,

@@ -8,12 +8,12 @@ import urllib.parse
 
 import jwt
 import pytest
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from tests.sandbox_server import SandboxControl
 
 WEB_ID = "web_b50c8e3d43c6d3641cae2e66"
-WEB_SECRET = "pmth_cs_5f0c1b7e2a9d4c6b8e3f1a0d7c5b9e2f4a6c8d0b1e3f5a7c9d2b4f6e8a0c1d3e"  # noqa: S105
+WEB_SECRET = "pmth_cs_5f0c1b7e2a9d4c6b8e3f1a0d7c5b9e2f4a6c8d0b1e3f5a7c9d2b4f6e8a0c1d3e"
 REDIRECT = "http://127.0.0.1:9/accounts/oidc/pymthouse/login/callback/"
 VERIFIER = "v" * 64
 CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=")

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from tests.sandbox.helpers import (
     APP_ID,

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from sandbox.png import default_seed, png_size, png_text
 from tests.sandbox.helpers import (

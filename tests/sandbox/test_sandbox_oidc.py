@@ -9,7 +9,7 @@ import uuid
 
 import jwt
 import pytest
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from tests.sandbox.helpers import (
     ACCESS_TOKEN_TYPE,

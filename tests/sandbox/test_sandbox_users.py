@@ -6,7 +6,7 @@ import re
 import uuid
 
 import pytest
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from tests.sandbox.helpers import APP_ID, BASIC, M2M_ID, claims, jose_header, provision
 from tests.sandbox_server import SandboxControl

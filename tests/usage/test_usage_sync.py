@@ -243,7 +243,7 @@ def test_concurrent_syncs_do_not_double_count(
     def run() -> None:
         try:
             results.append(usage_sync_run())
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

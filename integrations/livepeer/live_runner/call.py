@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+import requests
 
 from integrations.livepeer.config import LivepeerConfig
 from integrations.livepeer.errors import LivepeerUnavailableError

@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+import requests
 from pydantic import ValidationError
 
 from integrations.livepeer.config import LivepeerConfig

@@ -13,7 +13,7 @@ import time
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+import requests
 from pydantic import BaseModel, ValidationError
 
 from integrations.livepeer.addresses import check_url

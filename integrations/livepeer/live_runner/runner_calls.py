@@ -26,7 +26,7 @@ import logging
 import time
 from typing import Any
 
-import requests  # noqa: TID251 -- integrations.livepeer is the one Livepeer HTTP client
+import requests
 from pydantic import ValidationError
 
 from integrations.livepeer.config import LivepeerConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import requests  # noqa: TID251 -- asserting the exception types the session raises
+import requests
 from django.core.exceptions import ImproperlyConfigured
 
 from integrations.livepeer import (
@@ -81,7 +81,7 @@ def test_credentials_hide_their_tokens() -> None:
     ],
 )
 def test_image_request_validation(overrides: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011
+    with pytest.raises(ValueError):
         image_request(**overrides)
 
 

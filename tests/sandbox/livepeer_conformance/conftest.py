@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from tests.sandbox.livepeer_conformance.support import Caller
 

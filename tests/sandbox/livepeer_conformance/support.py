@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from tests.sandbox.helpers import (
     SDXL_RUNNER,

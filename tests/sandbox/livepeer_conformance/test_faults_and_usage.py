@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 import pytest
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from sandbox.png import png_size
 from tests.sandbox.helpers import (

@@ -10,7 +10,7 @@ import concurrent.futures
 import re
 import time
 
-import requests  # noqa: TID251 - tests drive the sandbox over real HTTP
+import requests
 
 from sandbox.png import png_size
 from tests.sandbox.helpers import (
