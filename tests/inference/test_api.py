@@ -13,19 +13,6 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/generations"
 
 
-@pytest.fixture
-def user(django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks():  # no provisioning call in these tests
-        return UserFactory()
-
-
-@pytest.fixture
-def api(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def _create(api: Client, django_capture_on_commit_callbacks, **body):
     payload = {"prompt": "a red fox", "width": 512, "height": 512, **body}
     with django_capture_on_commit_callbacks() as callbacks:

@@ -8,25 +8,11 @@ import pytest
 from django.test import Client
 
 from inference.models import Generation
-from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/generations"
 RLO = "\u202e"
-
-
-@pytest.fixture
-def user(django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks():  # no provisioning call in these tests
-        return UserFactory()
-
-
-@pytest.fixture
-def api(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _post(api: Client, django_capture_on_commit_callbacks, **body):
