@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing.charts import ChartPoint
 from billing.db import WeiSum
-from billing.models import Account, EntryEffect, EntryKind, LedgerEntry, PlanType
-from billing.services.admission import generations_counted_this_month
+from billing.hooks import images_this_month
+from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry
+from billing.plan_policy import plan_policy
 from integrations.pymthouse.money import parse_wei
 
 
@@ -55,19 +56,38 @@ class Allowance:
 def account_allowance(*, account: Account) -> Allowance | None:
     """This month's image count against the plan's allowance or cap (counted plans)."""
     plan = account.plan
-    if plan.plan_type == PlanType.USAGE:
+    policy = plan_policy(plan)
+    if not policy.counts_images:
         return None
-    limit = (
-        plan.monthly_generation_allowance
-        if plan.plan_type == PlanType.FREE
-        else plan.monthly_generation_cap
+    return Allowance(limit=policy.monthly_limit(plan), used=images_this_month(owner_id=account.pk))
+
+
+@dataclass(frozen=True)
+class PlanDisplay:
+    """What the pages show of an account's plan (templates never compare plan types)."""
+
+    name: str
+    #: Prepaid credit: show balance, held and available.
+    shows_credit: bool
+    #: A monthly allowance or cap: show the count.
+    shows_allowance: bool
+    #: A subscription period: show whether it is active.
+    shows_subscription: bool
+
+
+def plan_display(*, account: Account) -> PlanDisplay:
+    policy = plan_policy(account.plan)
+    return PlanDisplay(
+        name=account.plan.name,
+        shows_credit=policy.charges,
+        shows_allowance=policy.counts_images,
+        shows_subscription=policy.has_subscription,
     )
-    return Allowance(limit=limit, used=generations_counted_this_month(owner_id=account.pk))
 
 
 def low_balance_threshold(*, account: Account) -> int | None:
     """The lowest configured threshold the available balance is at or below, if any."""
-    if account.plan.plan_type != PlanType.USAGE:
+    if not plan_policy(account.plan).charges:
         return None
     thresholds = sorted(parse_wei(t) for t in settings.BILLING_LOW_BALANCE_THRESHOLDS_WEI)
     crossed = [t for t in thresholds if account.available_wei <= t]
@@ -111,3 +131,27 @@ def generation_charge(*, generation_id: uuid.UUID | str) -> LedgerEntry | None:
     return LedgerEntry.objects.filter(
         generation_id=generation_id, kind=EntryKind.USAGE_DEBIT
     ).first()
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    """An open hold, as the stale-hold sweep sees it."""
+
+    hold_id: int
+    generation_id: uuid.UUID
+    user_id: int
+    amount_wei: int
+    created_at: datetime
+
+
+def holds_open_stale(*, before: datetime, limit: int) -> list[OpenHold]:
+    """Open holds placed before ``before``, at most ``limit``: least recently looked at by
+    the sweep first (never looked at before anything), then oldest. A run is bounded, and
+    the holds it leaves open go behind the ones it did not reach, so a crowd of
+    unresolvable holds cannot starve a settleable one."""
+    rows = (
+        Hold.objects.filter(status=HoldStatus.OPEN, created_at__lt=before)
+        .order_by(F("swept_at").asc(nulls_first=True), "created_at", "pk")
+        .values_list("pk", "generation_id", "account_id", "amount_wei", "created_at")[:limit]
+    )
+    return [OpenHold(*row) for row in rows]

@@ -23,6 +23,7 @@ from billing.selectors import (
     account_entries,
     account_recent_charges,
     low_balance_threshold,
+    plan_display,
 )
 from billing.services import account_open
 
@@ -55,6 +56,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {
         "account": account,
         "plan": account.plan,
+        "shown": plan_display(account=account),
         "allowance": account_allowance(account=account),
         "low_balance": low_balance_threshold(account=account),
         "usage_chart": bar_chart_svg(

@@ -569,7 +569,7 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
     # without its hook running, and release (and report) unknown outcomes that
     # the usage mirror has not resolved within BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS.
     "billing-resolve-stale-holds": {
-        "task": "billing.tasks.holds_resolve_stale_task",
+        "task": "inference.tasks.holds_resolve_stale_task",
         "every": 300,
         "expire_seconds": 240,
         "description": "Settle or release stale billing holds.",

@@ -9,6 +9,9 @@ class InferenceConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.hooks import account_closed_hook_register
+        from billing.hooks import images_this_month_counter_register
+        from inference.selectors import generations_counted_this_month
         from inference.services.transitions import generations_cancel_for_closed_owner
 
         account_closed_hook_register(generations_cancel_for_closed_owner)
+        images_this_month_counter_register(generations_counted_this_month)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
-from inference.models import Generation
+from inference.models import Generation, GenerationStatus
 
 
 def generation_list(*, owner_id: int) -> QuerySet[Generation]:
@@ -63,3 +64,22 @@ def generations_by_manifest(
         ).values_list("id", "manifest_id", "owner_id", "created_at"):
             found[(owner_id, manifest_id)].append((pk, created_at.astimezone(UTC).date()))
     return {key: matches[0] for key, matches in found.items() if len(matches) == 1}
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def generations_counted_this_month(*, owner_id: int, now: datetime | None = None) -> int:
+    """Images that count against a monthly allowance: all this calendar month (UTC)
+    except those that ended without paying anything. Billing is handed this count at
+    admission and calls it (``billing.hooks``) to show an allowance."""
+    start = _month_start(now or timezone.now())
+    return (
+        Generation.objects.filter(owner_id=owner_id, created_at__gte=start)
+        .exclude(
+            Q(status__in=[GenerationStatus.FAILED, GenerationStatus.CANCELED])
+            & Q(payment_claimed_at__isnull=True)
+        )
+        .count()
+    )

@@ -86,3 +86,14 @@ def generations_reconcile_task() -> dict[str, int]:
     from inference.services import generations_reconcile
 
     return generations_reconcile()
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
+def holds_resolve_stale_task() -> int:
+    """Periodic: settle or release billing holds left open; each one is in the log."""
+    from inference.services import holds_resolve_stale
+
+    report = holds_resolve_stale()
+    if report:
+        logger.warning("billing: resolved %d stale holds", len(report))
+    return len(report)

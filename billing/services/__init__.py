@@ -1,9 +1,10 @@
 """Writes of the billing app. Every balance change goes through ``ledger``.
 
-The three generation hooks (``generation_admit``, ``generation_charge_settle``,
-``generation_hold_release``) are called by ``inference.services``; the usage mirror
-calls ``generation_usage_settle`` when a manifest row shows the fee of a generation
-whose outcome was unknown.
+The generation hooks (``generation_admit``, ``generation_charge_settle``,
+``generation_hold_release``, and the stale-hold sweep's ``hold_settle`` /
+``hold_release``) are called by ``inference.services`` with the values they need;
+billing reads no generation row. The usage mirror calls ``generation_usage_settle``
+when a manifest row shows the fee of a generation whose outcome was unknown.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from billing.services.accounts import (
     plans_seed,
     subscription_renew,
 )
-from billing.services.admission import (
+from billing.services.holds import (
     generation_admit,
     generation_charge_settle,
     generation_hold_release,
     generation_usage_settle,
-    holds_resolve_stale,
-    max_fee_estimate,
-    price_observe,
+    hold_release,
+    hold_settle,
+    holds_mark_swept,
 )
 from billing.services.ledger import credit_deduct, credit_grant, ledger_correct, ledger_entry_append
+from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
 
 __all__ = [
     "account_change_plan",
@@ -34,11 +36,14 @@ __all__ = [
     "credit_deduct",
     "credit_grant",
     "demo_billing_seed",
+    "estimated_fee_wei",
     "generation_admit",
     "generation_charge_settle",
     "generation_hold_release",
     "generation_usage_settle",
-    "holds_resolve_stale",
+    "hold_release",
+    "hold_settle",
+    "holds_mark_swept",
     "ledger_correct",
     "ledger_entry_append",
     "max_fee_estimate",

@@ -22,6 +22,8 @@ from billing.models import (
     PlanAssignment,
     PlanType,
 )
+from billing.plan_policy import plan_policy
+from billing.services.ledger import credit_grant, ledger_entry_append
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ def account_change_plan(
         )
         account.plan = plan
     fields = ["plan", "updated_at"]
-    if plan.plan_type == PlanType.SUBSCRIPTION and subscription_ends_at is not None:
+    if plan_policy(plan).has_subscription and subscription_ends_at is not None:
         account.subscription_starts_at = subscription_starts_at or now
         account.subscription_ends_at = subscription_ends_at
         fields += ["subscription_starts_at", "subscription_ends_at"]
@@ -176,13 +178,11 @@ def subscription_renew(
     The fee entry is a record (``effect=record``): collecting it is outside the product.
     Renewing the same period twice records one fee (the key is the period start).
     """
-    from billing.services.ledger import ledger_entry_append
-
     if ends_at <= starts_at:
         raise ValueError("a subscription period must end after it starts")
     account = account_lock(user_id=user.pk)
     plan = account.plan
-    if plan.plan_type != PlanType.SUBSCRIPTION:
+    if not plan_policy(plan).has_subscription:
         raise ValueError("the account is not on a subscription plan")
     account.subscription_starts_at = starts_at
     account.subscription_ends_at = ends_at
@@ -207,7 +207,6 @@ def demo_billing_seed(*, usage_user: User, free_user: User, subscription_user: U
     """One demo user per plan type: idempotent (plan changes are no-ops when already
     set; the credit grant and the subscription fee have fixed keys)."""
     plans = {plan.slug: plan for plan in plans_seed()}
-    from billing.services.ledger import credit_grant
 
     account_change_plan(
         user=usage_user, plan=plans["pay-as-you-go"], acting_user=None, reason="demo seed"

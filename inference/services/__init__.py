@@ -4,7 +4,8 @@
 * ``run``: ``generation_run`` (one attempt: credentials, Livepeer, outcome)
 * ``transitions``: every state change, each conditional on the owning attempt
 * ``delete``: ``generation_delete``
-* ``reconcile``: ``generations_reconcile`` (lost messages, abandoned runs)
+* ``reconcile``: ``generations_reconcile`` (lost messages, abandoned runs) and
+  ``holds_resolve_stale`` (billing holds their hooks left open)
 
 Money rule: at most one ticket request per generation, ever. The payment is
 claimed in the database by a conditional UPDATE immediately before the signer
@@ -17,7 +18,7 @@ from __future__ import annotations
 from inference.services.admission import SEED_MAX, generation_admit_step, generation_create
 from inference.services.delete import generation_delete
 from inference.services.failures import FAILURE_MESSAGES
-from inference.services.reconcile import generations_reconcile
+from inference.services.reconcile import generations_reconcile, holds_resolve_stale
 from inference.services.run import generation_run
 from inference.services.transitions import (
     AttemptPaymentGuard,
@@ -38,4 +39,5 @@ __all__ = [
     "generation_payment_confirm",
     "generation_run",
     "generations_reconcile",
+    "holds_resolve_stale",
 ]

@@ -28,6 +28,7 @@ from inference.errors import (
     GenerationValidationError,
 )
 from inference.models import Generation, GenerationStatus, SubmissionWindow
+from inference.selectors import generations_counted_this_month
 from inference.tasks import generation_run_task
 
 logger = logging.getLogger("inference.services")
@@ -114,12 +115,17 @@ def generation_admit_step(*, generation: Generation) -> None:
 
     Raising :class:`inference.errors.GenerationAdmissionRefusedError` (or a subclass)
     refuses the submission: the transaction rolls back, so no row, no task and no
-    upstream call remain, and the API answers 402. Billing's credit hold goes here:
-    ``billing.services.generation_admit(generation=generation)`` (its
-    ``CreditRefusedError`` subclasses, or is re-raised as, that error).
+    upstream call remain, and the API answers 402. Billing admits it (a counted limit,
+    or a credit hold), handed the owner, the model and this month's count, which
+    includes this image: ``billing.services.generation_admit``.
     """
     try:
-        generation_admit(generation=generation)
+        generation_admit(
+            owner_id=generation.owner_id,
+            generation_id=generation.pk,
+            model_id=generation.model_id,
+            images_this_month=generations_counted_this_month(owner_id=generation.owner_id),
+        )
     except CreditRefusedError as exc:
         raise GenerationAdmissionRefusedError(exc.message, code=exc.code) from exc
 

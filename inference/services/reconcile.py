@@ -1,15 +1,19 @@
-"""The periodic sweep: lost messages and abandoned runs (beat, every minute)."""
+"""The periodic sweeps: lost messages and abandoned runs (beat, every minute), and the
+billing holds their hooks left open (every 5 minutes)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.selectors import OpenHold, holds_open_stale
+from billing.services import estimated_fee_wei, hold_release, hold_settle, holds_mark_swept
 from inference.models import Generation, GenerationStage, GenerationStatus
 from inference.services.transitions import generation_fail
 from inference.tasks import generation_run_task
@@ -17,6 +21,7 @@ from inference.tasks import generation_run_task
 logger = logging.getLogger("inference.services")
 
 BATCH = 200
+_OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 def _send(generation_id: uuid.UUID, *, claim: Q, now: datetime, **changes: object) -> bool:
@@ -78,3 +83,120 @@ def generations_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     if requeued or interrupted:
         logger.info("reconcile: %d re-enqueued, %d ended", requeued, interrupted)
     return {"requeued": requeued, "interrupted": interrupted}
+
+
+# --- stale billing holds -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaleHold:
+    """One stale hold the sweep resolved, for the report and the log."""
+
+    generation_id: str
+    user_id: int
+    amount_wei: int
+    action: str  # "settled", "released", "timed_out"
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Fate:
+    """What a finished (or vanished) generation means for its hold's money."""
+
+    action: str  # "settle" or "release"
+    detail: str
+    reason: str
+    fee_wei: int | None = None
+
+
+def _hold_fate(
+    *, generation: Generation | None, generation_id: uuid.UUID, timed_out: bool
+) -> _Fate | None:
+    """Decide a stale hold from its generation: settle it (succeeded, or paid and
+    finished with a known fee), release it (deleted, or ended before paying, or an
+    unknown outcome past the timeout), or leave it for the usage mirror (``None``)."""
+    if generation is None:
+        return _Fate("release", "deleted", "image deleted; hold released")
+    paid = generation.payment_claimed_at is not None
+    unknown = generation.error_code == _OUTCOME_UNKNOWN or (paid and not generation.is_finished)
+    if generation.status == GenerationStatus.SUCCEEDED:
+        fee = generation.expected_fee_wei
+        fee = estimated_fee_wei() if fee is None else fee
+        reason = f"image {generation_id}: fee {fee} wei (settled by the stale-hold sweep)"
+        return _Fate("settle", "succeeded", reason, fee)
+    if generation.is_finished and not paid:
+        return _Fate("release", "unpaid", "ended before paying; hold released")
+    if generation.is_finished and generation.expected_fee_wei is not None and not unknown:
+        fee = generation.expected_fee_wei
+        reason = f"image {generation_id}: paid fee {fee} wei (settled by the sweep)"
+        return _Fate("settle", "paid", reason, fee)
+    if timed_out:
+        reason = "outcome unknown and no metered usage before the timeout; released"
+        return _Fate("release", "unknown", reason)
+    return None
+
+
+def _hold_resolve(*, hold: OpenHold, now: datetime) -> StaleHold | None:
+    generation = Generation.objects.filter(pk=hold.generation_id).first()
+    timeout = timedelta(seconds=settings.BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS)
+    fate = _hold_fate(
+        generation=generation,
+        generation_id=hold.generation_id,
+        timed_out=now - hold.created_at >= timeout,
+    )
+    if fate is None:
+        return None
+    if fate.action == "settle":
+        assert fate.fee_wei is not None
+        done = hold_settle(
+            generation_id=hold.generation_id, fee_wei=fate.fee_wei, reason=fate.reason
+        )
+        action = "settled"
+    else:
+        done = hold_release(generation_id=hold.generation_id, reason=fate.reason)
+        action = "timed_out" if fate.detail == "unknown" else "released"
+    if not done:
+        return None  # resolved meanwhile by its own hook
+    return StaleHold(
+        generation_id=str(hold.generation_id),
+        user_id=hold.user_id,
+        amount_wei=hold.amount_wei,
+        action=action,
+        detail=fate.detail,
+    )
+
+
+def holds_resolve_stale(*, now: datetime | None = None) -> list[StaleHold]:
+    """Resolve billing holds open longer than ``BILLING_STALE_HOLD_AFTER_SECONDS``.
+
+    A hold whose generation succeeded is settled at its expected fee; one whose generation
+    ended without paying (or was deleted) is released; one whose outcome is unknown waits
+    for the usage mirror until ``BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS``, then is released.
+    At most ``BILLING_STALE_HOLD_SWEEP_LIMIT`` holds a run, least recently examined first
+    (``billing.selectors.holds_open_stale``). Each resolution is logged at WARNING (a hook
+    did not run, or the outcome stayed unknown). Billing moves the money
+    (``billing.services.hold_settle`` / ``hold_release``); this decides what it means.
+    """
+    now = now or timezone.now()
+    holds = holds_open_stale(
+        before=now - timedelta(seconds=settings.BILLING_STALE_HOLD_AFTER_SECONDS),
+        limit=settings.BILLING_STALE_HOLD_SWEEP_LIMIT,
+    )
+    report = []
+    left_open = []
+    for hold in holds:
+        resolved = _hold_resolve(hold=hold, now=now)
+        if resolved is None:
+            left_open.append(hold.hold_id)
+            continue
+        logger.warning(
+            "billing: stale hold %s wei for image %s of user %s %s (%s)",
+            resolved.amount_wei,
+            resolved.generation_id,
+            resolved.user_id,
+            resolved.action,
+            resolved.detail,
+        )
+        report.append(resolved)
+    holds_mark_swept(hold_ids=left_open, now=now)
+    return report

@@ -143,7 +143,12 @@ def _attempt_run(
         result = backend.generate(
             request,
             credentials=credentials,
-            guard=AttemptPaymentGuard(generation_id=generation.pk, attempt_id=attempt),
+            guard=AttemptPaymentGuard(
+                generation_id=generation.pk,
+                attempt_id=attempt,
+                owner_id=generation.owner_id,
+                model_id=generation.model_id,
+            ),
         )
     except PaymentAlreadyClaimedError:
         logger.warning("generation %s: another attempt owns it; stopping", generation.pk)

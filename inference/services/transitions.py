@@ -113,9 +113,13 @@ class AttemptPaymentGuard:
     only while no claim is held.
     """
 
-    def __init__(self, *, generation_id: uuid.UUID, attempt_id: str) -> None:
+    def __init__(
+        self, *, generation_id: uuid.UUID, attempt_id: str, owner_id: int, model_id: str
+    ) -> None:
         self.generation_id = generation_id
         self.attempt_id = attempt_id
+        self.owner_id = owner_id
+        self.model_id = model_id
 
     def claim(self, *, manifest_id: str | None, runner_url: str | None) -> None:
         claimed = Generation.objects.filter(
@@ -144,7 +148,11 @@ class AttemptPaymentGuard:
         # A paid image must be recorded: the transaction is re-run if it lost a deadlock.
         deadlock_retrying(
             lambda: generation_payment_confirm(
-                generation_id=self.generation_id, attempt_id=self.attempt_id, record=record
+                generation_id=self.generation_id,
+                attempt_id=self.attempt_id,
+                owner_id=self.owner_id,
+                model_id=self.model_id,
+                record=record,
             ),
             what=f"payment confirm of generation {self.generation_id}",
         )
@@ -152,14 +160,19 @@ class AttemptPaymentGuard:
 
 @transaction.atomic
 def generation_payment_confirm(
-    *, generation_id: uuid.UUID, attempt_id: str, record: PaymentRecord
+    *,
+    generation_id: uuid.UUID,
+    attempt_id: str,
+    owner_id: int,
+    model_id: str,
+    record: PaymentRecord,
 ) -> None:
     """Record what the payment bought, at payment time (the guard's ``confirm``).
 
-    Billing settles the charge in this same transaction:
-    ``generation_charge_settle(generation_id=…, expected_fee_wei=record.expected_fee_wei)``
-    is called right after the UPDATE below. Lock order: the generation row, then the
-    account (as in the usage sync; ``billing.transactions``).
+    Billing settles the charge in this same transaction, handed the owner, the model
+    and the record: ``generation_charge_settle`` is called right after the UPDATE below.
+    Lock order: the generation row, then the account (as in the usage sync;
+    ``billing.transactions``).
     """
     updated = Generation.objects.filter(
         pk=generation_id, attempt_id=attempt_id, payment_claimed_at__isnull=False
@@ -175,7 +188,7 @@ def generation_payment_confirm(
     )
     if updated:
         generation_charge_settle(
-            generation_id=generation_id, expected_fee_wei=record.expected_fee_wei
+            owner_id=owner_id, generation_id=generation_id, model_id=model_id, record=record
         )
     else:
         # The hold stays open: the usage mirror or the stale-hold sweep resolves it.

@@ -8,10 +8,19 @@ import pytest
 from django.conf import settings
 
 from accounts.models import User
-from billing.models import Account, Plan
+from billing.models import Account, Hold, Plan
 from billing.selectors import account_ledger_totals
-from billing.services import account_change_plan, credit_grant, plans_seed
+from billing.services import (
+    account_change_plan,
+    credit_grant,
+    generation_admit,
+    generation_charge_settle,
+    generation_usage_settle,
+    plans_seed,
+)
 from inference.models import Generation
+from inference.selectors import generations_counted_this_month
+from integrations.livepeer.types import PaymentRecord
 
 _serial = itertools.count()
 
@@ -68,3 +77,57 @@ def assert_ledger_matches(user: User) -> None:
     account = account_of(user)
     totals = account_ledger_totals(account=account)
     assert (totals.balance_wei, totals.held_wei) == (account.balance_wei, account.held_wei)
+
+
+# Billing's hooks take values; these call them as the product's callers do (inference's
+# admission step and payment confirm, the usage mirror), reading the generation row.
+
+
+def admit_generation(generation: Generation) -> None:
+    """``billing.services.generation_admit`` as ``inference.services.admission`` calls it."""
+    generation_admit(
+        owner_id=generation.owner_id,
+        generation_id=generation.pk,
+        model_id=generation.model_id,
+        images_this_month=generations_counted_this_month(owner_id=generation.owner_id),
+    )
+
+
+def charge_at_payment(*, generation_id: Any, expected_fee_wei: int | None) -> None:
+    """``generation_charge_settle`` as the payment confirm calls it: with the payment
+    record (the price fields as the test recorded them on the row)."""
+    generation = Generation.objects.filter(pk=generation_id).first()
+    if generation is None:
+        return
+    generation_charge_settle(
+        owner_id=generation.owner_id,
+        generation_id=generation.pk,
+        model_id=generation.model_id,
+        record=PaymentRecord(
+            manifest_id=generation.manifest_id or None,
+            runner_url=generation.runner_url or None,
+            price_wei=generation.price_wei,
+            price_unit=generation.price_unit,
+            units_paid=generation.units_paid,
+            expected_fee_wei=expected_fee_wei,
+        ),
+    )
+
+
+def usage_settle(*, generation_id: Any, fee_wei: int, usage_ref: str) -> bool:
+    """``generation_usage_settle`` as the usage mirror calls it (the owner from the
+    joined generation, or from the hold when the generation is gone)."""
+    owner_id = (
+        Generation.objects.filter(pk=generation_id).values_list("owner_id", flat=True).first()
+    )
+    if owner_id is None:
+        owner_id = (
+            Hold.objects.filter(generation_id=generation_id)
+            .values_list("account_id", flat=True)
+            .first()
+        )
+    if owner_id is None:
+        return False
+    return generation_usage_settle(
+        owner_id=owner_id, generation_id=generation_id, fee_wei=fee_wei, usage_ref=usage_ref
+    )

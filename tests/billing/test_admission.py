@@ -26,17 +26,22 @@ from billing.models import (
 from billing.services import (
     account_change_plan,
     account_set_suspended,
-    generation_admit,
-    generation_charge_settle,
     generation_hold_release,
-    generation_usage_settle,
-    holds_resolve_stale,
     max_fee_estimate,
     price_observe,
     subscription_renew,
 )
 from inference.models import Generation, GenerationStatus
-from tests.billing.conftest import account_of, assert_ledger_matches, grant, new_generation
+from inference.services import holds_resolve_stale
+from tests.billing.conftest import (
+    account_of,
+    admit_generation,
+    assert_ledger_matches,
+    charge_at_payment,
+    grant,
+    new_generation,
+    usage_settle,
+)
 
 ESTIMATE = 5_000_000_000_000  # BILLING_ESTIMATED_FEE_WEI default
 HOLD = ESTIMATE * 6 // 5  # pay-as-you-go multiplier 6/5
@@ -46,7 +51,7 @@ def admit(owner: User, **kwargs: Any) -> Generation:
     """What generation_create's admission step does: insert, then admit, atomically."""
     with transaction.atomic():
         generation = new_generation(owner, **kwargs)
-        generation_admit(generation=generation)
+        admit_generation(generation)
     return generation
 
 
@@ -75,7 +80,7 @@ def test_settle_debits_the_real_fee_times_the_multiplier_once(usage_user: User) 
     generation = admit(usage_user)
     fee = 1_250_000_000_001  # 512×512 px at 4,768,371 wei/px would be 1,249,999,967,232
     for _ in range(2):
-        generation_charge_settle(generation_id=generation.pk, expected_fee_wei=fee)
+        charge_at_payment(generation_id=generation.pk, expected_fee_wei=fee)
     charge = (fee * 6 + 4) // 5  # rounded up: 1,500,000,000,001.2 → 1,500,000,000,002
     assert charge == 1_500_000_000_002
     account = account_of(usage_user)
@@ -96,7 +101,7 @@ def test_settle_debits_the_real_fee_times_the_multiplier_once(usage_user: User) 
 def test_gateway_backend_charges_the_configured_estimate(usage_user: User) -> None:
     grant(usage_user, HOLD)
     generation = admit(usage_user)
-    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=None)
+    charge_at_payment(generation_id=generation.pk, expected_fee_wei=None)
     account = account_of(usage_user)
     assert (account.balance_wei, account.held_wei) == (0, 0)
     assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == HOLD
@@ -111,7 +116,7 @@ def test_flat_price_plan_charges_the_flat_price(usage_user: User, plans: dict[st
     assert account_of(usage_user).held_wei == flat
     with pytest.raises(CreditRefusedError):
         admit(usage_user)
-    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=10**20)
+    charge_at_payment(generation_id=generation.pk, expected_fee_wei=10**20)
     assert account_of(usage_user).balance_wei == 0
     assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == flat
 
@@ -153,7 +158,7 @@ def test_settle_remembers_the_runner_price_for_the_next_hold(usage_user: User) -
         price_wei=4_768_371_000_000, price_unit="fixed", units_paid=1,
         expected_fee_wei=4_768_371_000_000,
     )  # fmt: skip
-    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=4_768_371_000_000)
+    charge_at_payment(generation_id=generation.pk, expected_fee_wei=4_768_371_000_000)
     model = settings.INFERENCE_MODELS[0]
     # ceil(4,768,371,000,000 × 1.012) = 4,825,591,452,000
     assert max_fee_estimate(model_id=model) == 4_825_591_452_000
@@ -176,7 +181,7 @@ def test_holds_and_settlement_work_while_the_cache_is_down(usage_user: User) -> 
         Generation.objects.filter(pk=first.pk).update(
             price_wei=7, price_unit="fixed", units_paid=1, expected_fee_wei=7
         )
-        generation_charge_settle(generation_id=first.pk, expected_fee_wei=7)
+        charge_at_payment(generation_id=first.pk, expected_fee_wei=7)
         second = admit(usage_user)
     # ceil(7 × 1.012) = 8 wei, × 6/5 rounded up = 10 wei
     assert Hold.objects.get(generation_id=second.pk).amount_wei == 10
@@ -249,12 +254,8 @@ def test_outcome_unknown_keeps_its_hold_until_the_mirror_shows_the_manifest(
     )
     assert holds_resolve_stale() == []  # before the timeout: kept
     assert account_of(usage_user).held_wei == HOLD
-    assert generation_usage_settle(
-        generation_id=generation.pk, fee_wei=1000, usage_ref="manifest:m-1"
-    )
-    assert not generation_usage_settle(
-        generation_id=generation.pk, fee_wei=1000, usage_ref="manifest:m-1"
-    )
+    assert usage_settle(generation_id=generation.pk, fee_wei=1000, usage_ref="manifest:m-1")
+    assert not usage_settle(generation_id=generation.pk, fee_wei=1000, usage_ref="manifest:m-1")
     account = account_of(usage_user)
     assert (account.balance_wei, account.held_wei) == (10**20 - 1200, 0)
     debit = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
@@ -289,7 +290,7 @@ def test_stale_holds_are_settled_released_or_timed_out_and_reported(
     assert (account.balance_wei, account.held_wei) == (10**20 - 12, 0)
     assert holds_resolve_stale() == []
     # The manifest shows up after the timeout: the charge is still taken, once.
-    assert generation_usage_settle(generation_id=unknown.pk, fee_wei=5, usage_ref="manifest:x")
+    assert usage_settle(generation_id=unknown.pk, fee_wei=5, usage_ref="manifest:x")
     assert account_of(usage_user).balance_wei == 10**20 - 12 - 6
     assert_ledger_matches(usage_user)
 
@@ -380,7 +381,7 @@ def test_concurrent_grants_deducts_and_holds_lose_no_update(usage_user: User) ->
 
 @pytest.mark.django_db
 def test_the_periodic_task_resolves_and_counts_stale_holds(usage_user: User) -> None:
-    from billing.tasks import holds_resolve_stale_task
+    from inference.tasks import holds_resolve_stale_task
 
     schedule = settings.PERIODIC_JOBS["billing-resolve-stale-holds"]
     assert schedule["task"] == holds_resolve_stale_task.name
@@ -400,7 +401,7 @@ def test_an_image_is_charged_at_the_plan_that_admitted_it(
     grant(usage_user, 10**20)
     generation = admit(usage_user)
     account_change_plan(user=usage_user, plan=plans["free"], acting_user=None, reason="downgrade")
-    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=1000)
+    charge_at_payment(generation_id=generation.pk, expected_fee_wei=1000)
     assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == 1200
     account = account_of(usage_user)
     assert (account.balance_wei, account.held_wei) == (10**20 - 1200, 0)

@@ -4,8 +4,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import User
-from billing.services import generation_admit
-from tests.billing.conftest import grant, new_generation
+from tests.billing.conftest import admit_generation, grant, new_generation
 
 pytestmark = pytest.mark.django_db
 MAX = 2**256 - 1
@@ -30,7 +29,7 @@ def test_account_json_carries_wei_as_exact_strings(
 def test_ledger_json_pages_and_shows_holds(usage_user: User, client: Client) -> None:
     grant(usage_user, 10**20)
     for _ in range(3):
-        generation_admit(generation=new_generation(usage_user))
+        admit_generation(new_generation(usage_user))
     client.force_login(usage_user)
     body = client.get("/api/v1/billing/account").json()
     assert body["held_wei"] == str(3 * 6_000_000_000_000)

@@ -19,11 +19,11 @@ from billing.models import (
     ObservedPrice,
     Plan,
 )
-from billing.services import account_change_plan, credit_grant, generation_charge_settle
+from billing.services import account_change_plan, credit_grant
 from inference.errors import GenerationAdmissionRefusedError
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
-from tests.billing.conftest import account_of, assert_ledger_matches
+from tests.billing.conftest import account_of, assert_ledger_matches, charge_at_payment
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
 from tests.worker import WorkerProcess
@@ -188,7 +188,7 @@ def test_a_settling_payment_and_a_new_submission_of_one_owner_do_not_deadlock(
     thread = threading.Thread(target=submit)
     thread.start()
     with transaction.atomic():
-        generation_charge_settle(generation_id=first.pk, expected_fee_wei=ESTIMATE)
+        charge_at_payment(generation_id=first.pk, expected_fee_wei=ESTIMATE)
         settling.set()
         time.sleep(1.0)  # the submission now waits for the account this settle holds
     thread.join(30)

@@ -20,12 +20,9 @@ from billing.services import (
     account_change_plan,
     credit_deduct,
     credit_grant,
-    generation_admit,
-    generation_charge_settle,
     generation_hold_release,
-    generation_usage_settle,
 )
-from tests.billing.conftest import new_generation
+from tests.billing.conftest import admit_generation, charge_at_payment, new_generation, usage_settle
 
 MAX = 2**256 - 1
 HOLD = 5_000_000_000_000 * 6 // 5
@@ -100,7 +97,7 @@ class LedgerMachine(RuleBasedStateMachine):
         try:
             with transaction.atomic():
                 generation = new_generation(self.user)
-                generation_admit(generation=generation)
+                admit_generation(generation)
         except CreditRefusedError:
             assert self.available < HOLD
             return
@@ -113,9 +110,9 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         gid = data.draw(st.sampled_from(sorted(self.open)))
         if metered:
-            generation_usage_settle(generation_id=gid, fee_wei=fee, usage_ref=f"manifest:{gid}")
+            usage_settle(generation_id=gid, fee_wei=fee, usage_ref=f"manifest:{gid}")
         else:
-            generation_charge_settle(generation_id=gid, expected_fee_wei=fee)
+            charge_at_payment(generation_id=gid, expected_fee_wei=fee)
         self.open.pop(gid)
         charge = -((-fee * 6) // 5)
         self.balance -= min(charge, self.available)
@@ -137,8 +134,8 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         gid = data.draw(st.sampled_from(self.settled))
         generation_hold_release(generation_id=gid, reason="again")
-        generation_charge_settle(generation_id=gid, expected_fee_wei=fee)
-        generation_usage_settle(generation_id=gid, fee_wei=fee, usage_ref="again")
+        charge_at_payment(generation_id=gid, expected_fee_wei=fee)
+        usage_settle(generation_id=gid, fee_wei=fee, usage_ref="again")
 
     @rule(data=st.data(), fee=st.integers(0, 10**20))
     def late_charge_after_release(self, data: Any, fee: int) -> None:
@@ -147,7 +144,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if not self.released:
             return
         gid = data.draw(st.sampled_from(self.released))
-        generation_usage_settle(generation_id=gid, fee_wei=fee, usage_ref=f"manifest:{gid}")
+        usage_settle(generation_id=gid, fee_wei=fee, usage_ref=f"manifest:{gid}")
         generation_hold_release(generation_id=gid, reason="again")
         self.released.remove(gid)
         self.settled.append(gid)

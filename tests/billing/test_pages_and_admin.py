@@ -15,8 +15,7 @@ from django.test import Client
 
 from accounts.models import User
 from billing.models import Account, EntryKind, LedgerEntry, Plan
-from billing.services import generation_admit, generation_charge_settle
-from tests.billing.conftest import grant, new_generation
+from tests.billing.conftest import admit_generation, charge_at_payment, grant, new_generation
 from tests.sandbox_server import SandboxControl
 
 pytestmark = pytest.mark.django_db
@@ -54,8 +53,8 @@ def test_dashboard_chart_recent_charges_and_image_page_show_the_charge(
 ) -> None:
     grant(usage_user, 10**20)
     generation = new_generation(usage_user)
-    generation_admit(generation=generation)
-    generation_charge_settle(generation_id=generation.pk, expected_fee_wei=10**30 // 6)
+    admit_generation(generation)
+    charge_at_payment(generation_id=generation.pk, expected_fee_wei=10**30 // 6)
     charge = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei
     assert charge == 10**20  # capped at the available balance (shortfall reported)
     client.force_login(usage_user)

@@ -17,12 +17,13 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from billing.models import Account, Hold, HoldStatus, LedgerEntry, Plan
-from billing.services import account_change_plan, credit_grant, generation_admit, plans_seed
+from billing.services import account_change_plan, credit_grant, plans_seed
 from billing.transactions import is_deadlock
 from inference.models import Generation, GenerationStatus
 from inference.services import transitions
 from inference.services.transitions import AttemptPaymentGuard
 from integrations.livepeer import PaymentRecord
+from tests.billing.conftest import admit_generation
 from tests.factories import UserFactory
 from tests.sandbox_server import SandboxControl
 from usage.services.sync import usage_sync_run
@@ -51,7 +52,7 @@ def _generation(owner: Any, manifest_id: str) -> Generation:
             owner=owner, prompt="p", model_id="ByteDance/SDXL-Lightning", width=512,
             height=512, manifest_id=manifest_id,
         )  # fmt: skip
-        generation_admit(generation=generation)
+        admit_generation(generation)
     return generation
 
 
@@ -102,7 +103,10 @@ def test_the_sync_and_a_confirm_take_the_same_lock_order(
 
     def confirm() -> None:
         try:
-            AttemptPaymentGuard(generation_id=paid.pk, attempt_id="att-b").confirm(
+            AttemptPaymentGuard(
+                generation_id=paid.pk, attempt_id="att-b", owner_id=paid.owner_id,
+                model_id=paid.model_id,
+            ).confirm(
                 PaymentRecord(
                     manifest_id="sess-b", runner_url="http://runner.test", price_wei=900,
                     price_unit="fixed", units_paid=1, expected_fee_wei=900,

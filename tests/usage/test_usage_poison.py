@@ -14,8 +14,9 @@ from django.test import Client
 from django.utils import timezone
 
 from billing.models import Account, Hold, HoldStatus, LedgerEntry, Plan
-from billing.services import account_change_plan, credit_grant, generation_admit, plans_seed
+from billing.services import account_change_plan, credit_grant, plans_seed
 from inference.models import Generation
+from tests.billing.conftest import admit_generation
 from tests.factories import UserFactory
 from tests.integrations.conftest import builder_path
 from tests.sandbox_server import SandboxControl
@@ -147,7 +148,7 @@ def test_a_manifest_listed_twice_with_different_amounts_is_flagged_and_never_cha
             owner=owner, prompt="p", model_id="ByteDance/SDXL-Lightning", width=512,
             height=512, manifest_id="sess-twice",
         )  # fmt: skip
-        generation_admit(generation=generation)
+        admit_generation(generation)
     Generation.objects.filter(pk=generation.pk).update(
         status="failed", error_code="outcome_unknown", payment_claimed_at=timezone.now()
     )

@@ -13,6 +13,7 @@ from django.db import connection
 from django.test import Client
 
 from accounts.services import user_email_change
+from tests.billing.conftest import admit_generation, charge_at_payment
 from tests.factories import UserFactory
 from tests.integrations.conftest import builder_path
 from tests.sandbox_server import SandboxControl
@@ -266,7 +267,6 @@ def test_a_concurrent_fetch_killed_after_one_chunk_keeps_only_that_chunk(
 def _paid_debit(owner: Any, manifest_id: str, fee: int) -> None:
     from django.db import transaction
 
-    from billing.services import generation_admit, generation_charge_settle
     from inference.models import Generation
 
     with transaction.atomic():
@@ -274,8 +274,8 @@ def _paid_debit(owner: Any, manifest_id: str, fee: int) -> None:
             owner=owner, prompt="p", model_id="ByteDance/SDXL-Lightning", width=512,
             height=512, manifest_id=manifest_id, expected_fee_wei=fee,
         )  # fmt: skip
-        generation_admit(generation=generation)
-        generation_charge_settle(generation_id=generation.pk, expected_fee_wei=fee)
+        admit_generation(generation)
+        charge_at_payment(generation_id=generation.pk, expected_fee_wei=fee)
 
 
 def test_drift_recheck_is_skipped_only_while_the_ledger_is_quiet(

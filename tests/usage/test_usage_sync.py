@@ -13,6 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from inference.models import Generation
+from tests.billing.conftest import admit_generation, charge_at_payment
 from tests.factories import UserFactory
 from tests.integrations.conftest import builder_path
 from tests.sandbox_server import SandboxControl
@@ -319,7 +320,7 @@ def test_outcome_unknown_generation_settles_from_a_later_manifest_row(
     from django.db import transaction
 
     from billing.models import Account, Hold, HoldStatus, LedgerEntry, Plan
-    from billing.services import account_change_plan, credit_grant, generation_admit, plans_seed
+    from billing.services import account_change_plan, credit_grant, plans_seed
 
     plans_seed()
     owner = UserFactory()
@@ -334,7 +335,7 @@ def test_outcome_unknown_generation_settles_from_a_later_manifest_row(
             owner=owner, prompt="p", model_id="ByteDance/SDXL-Lightning", width=512,
             height=512, manifest_id="sess-unknown",
         )  # fmt: skip
-        generation_admit(generation=generation)
+        admit_generation(generation)
     Generation.objects.filter(pk=generation.pk).update(
         status="failed", error_code="outcome_unknown", payment_claimed_at=timezone.now()
     )
@@ -421,8 +422,6 @@ def test_drift_follows_local_debits_before_and_after_metering(sandbox: SandboxCo
     from billing.services import (
         account_change_plan,
         credit_grant,
-        generation_admit,
-        generation_charge_settle,
         plans_seed,
     )
 
@@ -439,8 +438,8 @@ def test_drift_follows_local_debits_before_and_after_metering(sandbox: SandboxCo
                 owner=owner, prompt="p", model_id="ByteDance/SDXL-Lightning", width=512,
                 height=512, manifest_id=manifest_id, expected_fee_wei=fee,
             )  # fmt: skip
-            generation_admit(generation=generation)
-            generation_charge_settle(generation_id=generation.pk, expected_fee_wei=fee)
+            admit_generation(generation)
+            charge_at_payment(generation_id=generation.pk, expected_fee_wei=fee)
         return generation
 
     first = paid_image("sess-a", 10**18)

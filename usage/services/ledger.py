@@ -61,8 +61,9 @@ def local_usage_debits(
     return totals
 
 
-def settle_from_usage(*, generation_id: object, fee_wei: int, usage_ref: str) -> bool:
-    """Charge an ``outcome_unknown`` generation its metered fee; False if nothing to do."""
+def settle_from_usage(*, user_id: int, generation_id: object, fee_wei: int, usage_ref: str) -> bool:
+    """Charge an ``outcome_unknown`` generation of ``user_id`` its metered fee; False if
+    nothing to do."""
     return generation_usage_settle(
-        generation_id=str(generation_id), fee_wei=fee_wei, usage_ref=usage_ref
+        owner_id=user_id, generation_id=str(generation_id), fee_wei=fee_wei, usage_ref=usage_ref
     )

@@ -553,6 +553,7 @@ def _settlements_write(settlements: Sequence[Settlement]) -> int:
     settled = 0
     for settlement in settlements:
         if settle_from_usage(
+            user_id=settlement.user_id,
             generation_id=settlement.generation_id,
             fee_wei=settlement.fee_wei,
             usage_ref=settlement.usage_ref,

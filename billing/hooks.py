@@ -1,0 +1,26 @@
+"""Extension points of the billing app for the apps above it.
+
+billing reads no generation row; the app that owns generations registers, from its
+``AppConfig.ready()``, the function that counts a user's images this month
+(``inference.apps`` registers ``inference.selectors.generations_counted_this_month``).
+Billing's pages and API use it to show an allowance; admission is handed the count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+#: ``counter(owner_id=…) -> int``: this month's images that count against a limit.
+ImagesThisMonthCounter = Callable[..., int]
+
+_counters: list[ImagesThisMonthCounter] = []
+
+
+def images_this_month_counter_register(counter: ImagesThisMonthCounter) -> None:
+    """Register the counter (``ready()`` may run more than once in tests: the last wins)."""
+    _counters[:] = [counter]
+
+
+def images_this_month(*, owner_id: int) -> int:
+    """This month's counted images of ``owner_id`` (0 when no app counts images)."""
+    return sum(counter(owner_id=owner_id) for counter in _counters)

@@ -1,0 +1,119 @@
+"""What each plan type does, in one place: one small policy per ``PlanType``.
+
+A policy answers the questions admission, settlement and the pages ask of a plan:
+whether images are counted against a monthly limit (and which limit), whether an image
+may start now, whether it places a hold and is charged, and what it is charged for a
+network fee. A new plan type is one more entry in ``POLICIES``; nothing else compares
+``plan_type`` strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from billing.errors import CreditRefusedError
+from billing.models import Account, Plan, PlanType
+from billing.money import apply_ratio
+
+
+def _refuse(message: str, code: str) -> CreditRefusedError:
+    return CreditRefusedError(message, code=code)
+
+
+@dataclass(frozen=True)
+class PlanPolicy:
+    """The behaviour shared by every plan type; subclasses override what differs."""
+
+    #: Each image places a hold at admission and is charged from it (prepaid credit).
+    charges: bool = False
+    #: Images are counted against a monthly limit (``monthly_limit``).
+    counts_images: bool = False
+    #: The account's subscription period gates admission.
+    has_subscription: bool = False
+
+    def monthly_limit(self, plan: Plan) -> int | None:
+        """The images allowed per calendar month (UTC), if this type counts any."""
+        return None
+
+    def refusal(
+        self, *, account: Account, plan: Plan, images_this_month: int, now: datetime
+    ) -> CreditRefusedError | None:
+        """Why an image may not start now (counted limits, subscription), or ``None``.
+
+        ``images_this_month`` includes the image being admitted. Credit is checked
+        separately (``charges``), against the hold.
+        """
+        return None
+
+    def charge(self, plan: Plan, *, fee_wei: int) -> int:
+        """What the user is charged for a network fee of ``fee_wei`` (0 when not charged)."""
+        return 0
+
+
+@dataclass(frozen=True)
+class FreePolicy(PlanPolicy):
+    counts_images: bool = True
+
+    def monthly_limit(self, plan: Plan) -> int | None:
+        return plan.monthly_generation_allowance or 0
+
+    def refusal(
+        self, *, account: Account, plan: Plan, images_this_month: int, now: datetime
+    ) -> CreditRefusedError | None:
+        allowance = self.monthly_limit(plan) or 0
+        if images_this_month > allowance:
+            return _refuse(
+                f"You've used all {allowance} free images for this month. "
+                "Upgrade your plan to keep generating.",
+                "allowance_used",
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class SubscriptionPolicy(PlanPolicy):
+    counts_images: bool = True
+    has_subscription: bool = True
+
+    def monthly_limit(self, plan: Plan) -> int | None:
+        return plan.monthly_generation_cap
+
+    def refusal(
+        self, *, account: Account, plan: Plan, images_this_month: int, now: datetime
+    ) -> CreditRefusedError | None:
+        starts, ends = account.subscription_starts_at, account.subscription_ends_at
+        if starts is None or ends is None or not starts <= now < ends:
+            return _refuse(
+                "Your subscription isn't active. Renew it to keep generating.",
+                "subscription_inactive",
+            )
+        cap = self.monthly_limit(plan)
+        if cap is not None and images_this_month > cap:
+            return _refuse(
+                f"You've reached your plan's {cap} images for this month.", "monthly_cap_reached"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class UsagePolicy(PlanPolicy):
+    charges: bool = True
+
+    def charge(self, plan: Plan, *, fee_wei: int) -> int:
+        """The plan's flat price if it has one, else the fee × its multiplier (rounded up)."""
+        if plan.flat_price_wei is not None:
+            return plan.flat_price_wei
+        return apply_ratio(fee_wei, plan.multiplier_numerator, plan.multiplier_denominator)
+
+
+POLICIES: dict[str, PlanPolicy] = {
+    PlanType.FREE: FreePolicy(),
+    PlanType.SUBSCRIPTION: SubscriptionPolicy(),
+    PlanType.USAGE: UsagePolicy(),
+}
+
+
+def plan_policy(plan: Plan) -> PlanPolicy:
+    """The policy of ``plan``'s type (every ``PlanType`` has one: a test checks it)."""
+    return POLICIES[plan.plan_type]

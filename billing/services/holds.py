@@ -1,0 +1,277 @@
+"""Holds and charges for images: admit, settle, release.
+
+Billing is handed what it needs (owner, generation id, model, the images counted this
+month, the payment record); it reads no generation row. The callers are
+``inference.services`` (admission, payment time, an end without payment, the
+stale-hold sweep in ``inference.services.reconcile``) and the usage mirror
+(``usage.services.ledger``).
+
+* ``generation_admit`` runs in the admission transaction, after the generation row is
+  inserted. Counted plans check their limit; charging plans place a hold of the most the
+  image may cost. A refusal raises ``CreditRefusedError`` and the whole transaction
+  (row, task, upstream call) is gone.
+* ``generation_charge_settle`` runs at payment time: the hold becomes a usage debit of
+  the real fee × the plan's multiplier (or the plan's flat price). On the ai-gateway
+  backend no fee is known and the configured estimate is the charge.
+* ``generation_hold_release`` gives the hold back when nothing was paid.
+* An unknown outcome keeps its hold until ``generation_usage_settle`` (the usage mirror
+  found its manifest) or the stale-hold sweep (timeout: ``hold_release``, reported).
+
+Every movement carries a key derived from the generation id, so each hook may run any
+number of times and moves money once. All run under the account row lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing.errors import CreditRefusedError
+from billing.lock_objects import account_lock
+from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry
+from billing.money import format_eth
+from billing.plan_policy import plan_policy
+from billing.services.ledger import ledger_entry_append
+from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
+from integrations.livepeer.types import PaymentRecord
+
+logger = logging.getLogger(__name__)
+
+
+def generation_admit(
+    *, owner_id: int, generation_id: uuid.UUID, model_id: str, images_this_month: int
+) -> None:
+    """Admit a generation (already inserted, not yet committed) or raise ``CreditRefusedError``.
+
+    ``images_this_month`` counts the images of this month that count against a limit,
+    this one included. Runs inside the caller's transaction; holds the account row lock
+    until it ends.
+    """
+    account = account_lock(user_id=owner_id)
+    plan = account.plan
+    if account.suspended:
+        raise CreditRefusedError(
+            "Your account is suspended. Contact support to generate images again.",
+            code="account_suspended",
+        )
+    policy = plan_policy(plan)
+    refusal = policy.refusal(
+        account=account, plan=plan, images_this_month=images_this_month, now=timezone.now()
+    )
+    if refusal is not None:
+        raise refusal
+    if not policy.charges:
+        return
+    amount = policy.charge(plan, fee_wei=max_fee_estimate(model_id=model_id))
+    if amount > account.available_wei:
+        raise CreditRefusedError(
+            f"You're out of credit: this image may cost up to {format_eth(amount)} and you "
+            f"have {format_eth(account.available_wei)} available. Add credit to keep "
+            "generating.",
+            code="insufficient_credit",
+        )
+    Hold.objects.create(generation_id=generation_id, account=account, plan=plan, amount_wei=amount)
+    ledger_entry_append(
+        account=account,
+        kind=EntryKind.HOLD,
+        effect=EntryEffect.HOLD,
+        amount_wei=amount,
+        reason=f"hold for image {generation_id}",
+        idempotency_key=f"hold:{generation_id}",
+        generation_id=generation_id,
+    )
+
+
+@dataclass(frozen=True)
+class _Settled:
+    charged_wei: int
+    shortfall_wei: int
+
+
+def _settle(
+    *,
+    account: Account,
+    generation_id: uuid.UUID,
+    fee_wei: int,
+    reason: str,
+    usage_ref: str = "",
+) -> _Settled | None:
+    """Turn the generation's hold (if open) into a usage debit; debit directly if the hold
+    was already released by a timeout. ``None`` when it was already charged."""
+    key = f"usage_debit:{generation_id}"
+    if LedgerEntry.objects.filter(idempotency_key=key).exists():
+        return None
+    hold = Hold.objects.filter(generation_id=generation_id).select_related("plan").first()
+    plan = account.plan
+    if hold is None and not plan_policy(plan).charges:
+        return None  # counted plans: nothing to charge
+    if hold is not None and hold.status == HoldStatus.OPEN:
+        ledger_entry_append(
+            account=account,
+            kind=EntryKind.HOLD_RELEASE,
+            effect=EntryEffect.RELEASE,
+            amount_wei=hold.amount_wei,
+            reason=f"hold settled for image {generation_id}",
+            idempotency_key=f"hold_release:{generation_id}",
+            generation_id=generation_id,
+            usage_ref=usage_ref,
+        )
+    if hold is not None and hold.plan is not None:
+        plan = hold.plan  # the plan that admitted the image, even if it changed since
+    charge = plan_policy(plan).charge(plan, fee_wei=fee_wei)
+    collectable = min(charge, account.available_wei)
+    shortfall = charge - collectable
+    if shortfall:
+        # The network was paid more than the user can cover (the price rose above the
+        # observed one, or the hold had timed out). Debit what is there and report.
+        logger.warning(
+            "billing: image %s charge %s wei exceeds the available %s wei; shortfall %s wei",
+            generation_id,
+            charge,
+            collectable,
+            shortfall,
+        )
+        reason = f"{reason}; uncollected shortfall {shortfall} wei"
+    ledger_entry_append(
+        account=account,
+        kind=EntryKind.USAGE_DEBIT,
+        effect=EntryEffect.DEBIT,
+        amount_wei=collectable,
+        reason=reason,
+        idempotency_key=key,
+        generation_id=generation_id,
+        usage_ref=usage_ref,
+    )
+    if hold is not None:
+        hold.status = HoldStatus.SETTLED
+        hold.charged_wei = collectable
+        hold.resolution = reason[:200]
+        hold.resolved_at = timezone.now()
+        hold.save(update_fields=["status", "charged_wei", "resolution", "resolved_at"])
+    return _Settled(charged_wei=collectable, shortfall_wei=shortfall)
+
+
+@transaction.atomic
+def generation_charge_settle(
+    *, owner_id: int, generation_id: uuid.UUID, model_id: str, record: PaymentRecord
+) -> None:
+    """Charge the generation at payment time (same transaction as the payment record).
+
+    ``record.expected_fee_wei`` is the runner's real fee; ``None`` (ai-gateway backend,
+    where pymthouse does not charge the user) charges ``BILLING_ESTIMATED_FEE_WEI``.
+    The runner's price is remembered for the next holds. Idempotent: a second call
+    changes nothing.
+    """
+    account = account_lock(user_id=owner_id)
+    if record.expected_fee_wei is None:
+        fee, source = estimated_fee_wei(), "estimated fee (gateway backend)"
+    else:
+        fee, source = record.expected_fee_wei, "runner fee"
+    _settle(
+        account=account,
+        generation_id=generation_id,
+        fee_wei=fee,
+        reason=f"image {generation_id}: {source} {fee} wei",
+    )
+    if record.price_wei is not None and record.units_paid:
+        price_observe(
+            model_id=model_id, price_wei=record.price_wei, units_per_payment=record.units_paid
+        )
+
+
+@transaction.atomic
+def generation_usage_settle(
+    *, owner_id: int, generation_id: uuid.UUID | str, fee_wei: int, usage_ref: str
+) -> bool:
+    """Charge a generation from the usage mirror's metered fee (outcome was unknown).
+
+    Does nothing when the generation was already charged (returns False). If the hold
+    had already timed out and been released, the debit is taken from what is available.
+    """
+    account = account_lock(user_id=owner_id)
+    settled = _settle(
+        account=account,
+        generation_id=uuid.UUID(str(generation_id)),
+        fee_wei=fee_wei,
+        reason=f"image {generation_id}: metered fee {fee_wei} wei",
+        usage_ref=usage_ref,
+    )
+    return settled is not None
+
+
+def _release(*, account: Account, hold: Hold, reason: str) -> None:
+    ledger_entry_append(
+        account=account,
+        kind=EntryKind.HOLD_RELEASE,
+        effect=EntryEffect.RELEASE,
+        amount_wei=hold.amount_wei,
+        reason=reason,
+        idempotency_key=f"hold_release:{hold.generation_id}",
+        generation_id=hold.generation_id,
+    )
+    hold.status = HoldStatus.RELEASED
+    hold.resolution = reason[:200]
+    hold.resolved_at = timezone.now()
+    hold.save(update_fields=["status", "resolution", "resolved_at"])
+
+
+def _open_hold_locked(generation_id: uuid.UUID | str) -> tuple[Account, Hold] | None:
+    """The generation's open hold and its account, locked; ``None`` if none is open."""
+    hold = Hold.objects.filter(generation_id=generation_id).first()
+    if hold is None or hold.status != HoldStatus.OPEN:
+        return None
+    account = account_lock(user_id=hold.account_id)
+    hold = Hold.objects.get(pk=hold.pk)  # re-read under the lock
+    if hold.status != HoldStatus.OPEN:
+        return None
+    return account, hold
+
+
+@transaction.atomic
+def generation_hold_release(*, generation_id: uuid.UUID | str, reason: str) -> None:
+    """Give back the hold of a generation that ended without paying; idempotent."""
+    found = _open_hold_locked(generation_id)
+    if found is not None:
+        account, hold = found
+        _release(account=account, hold=hold, reason=f"image {generation_id}: {reason}")
+
+
+# --- the stale-hold sweep's hooks (inference.services.reconcile decides) -------------
+
+
+@transaction.atomic
+def hold_release(*, generation_id: uuid.UUID, reason: str) -> bool:
+    """Release the open hold of ``generation_id`` with ``reason`` as written; False if
+    it was no longer open."""
+    found = _open_hold_locked(generation_id)
+    if found is None:
+        return False
+    account, hold = found
+    _release(account=account, hold=hold, reason=reason)
+    return True
+
+
+@transaction.atomic
+def hold_settle(*, generation_id: uuid.UUID, fee_wei: int, reason: str) -> bool:
+    """Charge the open hold of ``generation_id`` for a network fee of ``fee_wei``; False
+    if it was no longer open."""
+    found = _open_hold_locked(generation_id)
+    if found is None:
+        return False
+    account, _ = found
+    _settle(account=account, generation_id=generation_id, fee_wei=fee_wei, reason=reason)
+    return True
+
+
+def holds_mark_swept(*, hold_ids: list[int], now: datetime) -> None:
+    """Record that the sweep looked at these holds and left them open (they go behind
+    the ones it did not reach next time)."""
+    for start in range(0, len(hold_ids), 500):
+        Hold.objects.filter(pk__in=hold_ids[start : start + 500], status=HoldStatus.OPEN).update(
+            swept_at=now
+        )
