@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sandbox.keys import unverified_claims
 from sandbox.state import Fault, SandboxState, iso_millis
 from sandbox.transport import DROPPED_EXTENSION, drop_connection
-from sandbox.web import Credentials, parse_authorization_header
+from sandbox.web import RECORD_EXTENSION, Credentials, parse_authorization_header
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,10 @@ class SandboxMiddleware:
             "answerLost": None,
         }
         state.request_log.append(record)
+        extensions = scope.get("extensions")
+        if extensions is None:
+            extensions = scope["extensions"] = {}
+        extensions[RECORD_EXTENSION] = record  # handlers add fields (note_request)
 
         async def send_and_record(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -22,6 +22,15 @@ JSON = "application/json"
 JSON_UTF8 = "application/json; charset=utf-8"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: ``scope["extensions"]`` key of the request's log record (set by the fault middleware).
+RECORD_EXTENSION = "sandbox.record"
+
+
+def note_request(request: Request, **fields: Any) -> None:
+    """Add non-secret ``fields`` to this request's ``/__sandbox/requests`` record."""
+    record = (request.scope.get("extensions") or {}).get(RECORD_EXTENSION)
+    if isinstance(record, dict):
+        record.update(fields)
 
 
 def json_response(

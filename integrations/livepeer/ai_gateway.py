@@ -6,6 +6,9 @@ pymthouse never sees these calls: the gateway operator pays, and pixelhouse's lo
 ledger is the only per-user charge. A user token is sent only when
 ``LIVEPEER_GATEWAY_HONOURS_USER_TOKENS`` says the gateway honours one.
 
+A per-image ``max_fee_wei`` cannot be enforced here (the gateway pays, at a price it
+alone knows): it is accepted and ignored.
+
 The POST may spend (the operator's) money, so it runs under the guard: error
 statuses and connections that failed (or dropped: go-livepeer crashes without an
 answer when it finds no orchestrator) release it; a read timeout or a proxy's 504
@@ -51,6 +54,7 @@ from integrations.livepeer.types import (
     PaymentGuard,
     PaymentRecord,
     SignerCredentials,
+    check_max_fee_wei,
     raw_token,
 )
 
@@ -78,9 +82,17 @@ class AiGatewayBackend:
         *,
         credentials: SignerCredentials | GatewayCredentials,
         guard: PaymentGuard,
+        max_fee_wei: int | None = None,
     ) -> InferenceResult:
+        """One image through the gateway.
+
+        ``max_fee_wei`` is accepted for the common backend interface but **not enforced**:
+        the gateway pays orchestrators with its own key, within its operator's own price
+        limits, and nothing here learns the price paid.
+        """
         if not isinstance(credentials, GatewayCredentials):
             raise TypeError("the ai-gateway backend needs GatewayCredentials")
+        check_max_fee_wei(max_fee_wei)  # validated alike, then not used (see above)
         config = LivepeerConfig.from_settings()
         policy = AddressPolicy(
             allow_private=config.allow_private_addresses,

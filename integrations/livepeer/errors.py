@@ -10,6 +10,8 @@
     ├── LivepeerBadRequestError           terminal: 400/422 and any other unmapped 4xx
     ├── LivepeerAuthError                 terminal: 401/403 (bad or expired token)
     ├── LivepeerPriceExceededError        terminal: signer 481
+    │   └── PriceExceededError            terminal: every runner's fee is above this
+    │                                     image's ceiling (``max_fee_wei``); nothing sent
     ├── LivepeerInsufficientBalanceError  terminal: signer 483, gateway 402
     ├── LivepeerOutcomeUnknownError       terminal: a request that may have spent money got
     │                                     no answer (read timeout, 504); never pay again
@@ -95,6 +97,18 @@ class LivepeerAuthError(LivepeerError):
 
 class LivepeerPriceExceededError(LivepeerError):
     """Signer 481: the orchestrator's price is above our ``maxPrice``."""
+
+
+class PriceExceededError(LivepeerPriceExceededError):
+    """No runner's expected fee is within this image's ceiling (``max_fee_wei``).
+
+    Raised before any payment is claimed: no claim, no signer call, no ticket. A
+    subclass of :class:`LivepeerPriceExceededError`, so code handling the signer's 481
+    handles it too; ``code`` is always ``"price_exceeded"``.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message, code="price_exceeded", request_id=request_id)
 
 
 class LivepeerInsufficientBalanceError(LivepeerError):

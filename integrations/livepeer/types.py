@@ -233,8 +233,24 @@ class _SignerSessionLike(Protocol):
 Credentials: TypeAlias = "SignerCredentials | GatewayCredentials"
 
 
+def check_max_fee_wei(max_fee_wei: int | None) -> None:
+    """``max_fee_wei`` must be ``None`` or a whole number of wei >= 0 (never a bool)."""
+    if max_fee_wei is None:
+        return
+    if isinstance(max_fee_wei, bool) or not isinstance(max_fee_wei, int):
+        raise TypeError("max_fee_wei must be an int (wei) or None")
+    if max_fee_wei < 0:
+        raise ValueError("max_fee_wei must not be negative")
+
+
 class InferenceBackend(Protocol):
-    """One way of turning an :class:`ImageRequest` into images (see ``backends.py``)."""
+    """One way of turning an :class:`ImageRequest` into images (see ``backends.py``).
+
+    ``max_fee_wei`` is this image's hard ceiling: the most its one payment may cost at
+    the network, in wei (``None``: no ceiling beyond ``LIVEPEER_MAX_PRICE_MARKUP``).
+    Backends that pay through the remote signer enforce it before anything is claimed;
+    the ai-gateway backend accepts it but cannot enforce it (the gateway pays).
+    """
 
     name: str
 
@@ -244,4 +260,5 @@ class InferenceBackend(Protocol):
         *,
         credentials: SignerCredentials | GatewayCredentials,
         guard: PaymentGuard,
+        max_fee_wei: int | None = None,
     ) -> InferenceResult: ...

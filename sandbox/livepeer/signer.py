@@ -32,7 +32,7 @@ from sandbox.livepeer.common import (
 )
 from sandbox.livepeer.tickets import SealError, seal, sign_state, unseal, verify_state
 from sandbox.state import InsufficientBalanceError, SandboxState
-from sandbox.web import get_state, json_response
+from sandbox.web import get_state, json_response, note_request
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +227,8 @@ async def generate_live_payment(request: Request) -> Response:
         return go_error(
             400, f"json: cannot unmarshal {kind} into Go value of type {GO_REQUEST_TYPE}"
         )
+    # The ceiling exactly as received (not secret), for tests of what the client sends.
+    note_request(request, maxPrice=_field(body, "maxPrice"))
     try:
         return _generate(state, request, body, request_id)
     except SignerError as exc:

@@ -20,7 +20,10 @@ One ``generate`` call, one module per step (facts: docs/upstream.md §L5-L9, go-
    must be PNG or JPEG of exactly the requested size.
 
 At most one ticket is bought per ``generate`` that reaches step 4, and a ticket is
-never bought after the paid call has started.
+never bought after the paid call has started. With a per-image ``max_fee_wei``, runners
+whose expected fee is above it are dropped after step 1 (none left:
+``PriceExceededError``, nothing claimed or sent) and ``maxPrice`` is capped at
+``max_fee_wei // units_per_payment`` per unit in step 3.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from integrations.livepeer.types import (
     InferenceResult,
     PaymentGuard,
     SignerCredentials,
+    check_max_fee_wei,
 )
 
 __all__ = [
@@ -60,9 +64,17 @@ class LiveRunnerBackend:
         *,
         credentials: SignerCredentials | GatewayCredentials,
         guard: PaymentGuard,
+        max_fee_wei: int | None = None,
     ) -> InferenceResult:
+        """One image. ``max_fee_wei``: this image's ceiling in wei (``None``: none).
+
+        With a ceiling, runners whose expected fee is above it are skipped; if none is
+        within it, :class:`PriceExceededError` is raised before anything is claimed or
+        sent to the signer. The signer's ``maxPrice`` is capped at the ceiling per unit.
+        """
         if not isinstance(credentials, SignerCredentials):
             raise TypeError("the live-runner backend needs SignerCredentials")
+        check_max_fee_wei(max_fee_wei)
         config = LivepeerConfig.from_settings()
         policy = AddressPolicy(
             allow_private=config.allow_private_addresses,
@@ -70,6 +82,11 @@ class LiveRunnerBackend:
         )
         with LivepeerSession(default_timeout=config.signer_timeout, address_policy=policy) as http:
             call = LiveRunnerCall(
-                http=http, config=config, request=request, credentials=credentials, guard=guard
+                http=http,
+                config=config,
+                request=request,
+                credentials=credentials,
+                guard=guard,
+                max_fee_wei=max_fee_wei,
             )
             return call.run()

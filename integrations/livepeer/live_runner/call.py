@@ -9,7 +9,7 @@ import requests
 from integrations.livepeer.config import LivepeerConfig
 from integrations.livepeer.errors import LivepeerUnavailableError
 from integrations.livepeer.images import ImageFetcher
-from integrations.livepeer.live_runner.payment import TicketBuyer
+from integrations.livepeer.live_runner.payment import TicketBuyer, price_exceeded
 from integrations.livepeer.live_runner.queue import QueuePoller, parse_model
 from integrations.livepeer.live_runner.runner_calls import RunnerCalls
 from integrations.livepeer.live_runner.selection import Runner, select_runners
@@ -42,6 +42,7 @@ class LiveRunnerCall:
         request: ImageRequest,
         credentials: SignerCredentials,
         guard: PaymentGuard,
+        max_fee_wei: int | None = None,
     ) -> None:
         self.http = http
         self.config = config
@@ -57,6 +58,7 @@ class LiveRunnerCall:
             guard=guard,
             model_id=request.model_id,
             request_id=request.request_id,
+            max_fee_wei=max_fee_wei,
         )
 
     def run(self) -> InferenceResult:
@@ -68,6 +70,18 @@ class LiveRunnerCall:
             allow_private=self.config.allow_private_addresses,
             app_path=self.config.runner_app_path,
         )
+        # A runner whose payment would cost more than this image's ceiling is never
+        # paid (nor challenged): the next one within it is tried; none: nothing is sent.
+        problems: list[str] = []
+        affordable = [runner for runner in runners if self.buyer.affordable(runner)]
+        if self.buyer.max_fee_wei is not None:
+            if not affordable:
+                raise price_exceeded(runners, self.buyer.max_fee_wei, request_id=self.request_id)
+            problems.extend(
+                f"{url_path(runner.url)}: fee above this image's ceiling"
+                for runner in runners
+                if runner not in affordable
+            )
         calls = RunnerCalls(
             http=self.http,
             config=self.config,
@@ -75,8 +89,7 @@ class LiveRunnerCall:
             payer_address=self.signer.payer_address(),
         )
         # 2. the unpaid challenge; a runner failing here costs nothing: try the next
-        problems: list[str] = []
-        for runner in runners:
+        for runner in affordable:
             challenge = calls.challenge(runner, problems)
             if challenge is not None:
                 return self._pay_and_call(calls, runner, challenge)

@@ -39,11 +39,17 @@ from integrations.livepeer.errors import (
     LivepeerProtocolError,
     LivepeerRateLimitedError,
     LivepeerUnavailableError,
+    PriceExceededError,
     describe,
     parse_retry_after,
     response_message,
 )
-from integrations.livepeer.live_runner.pricing import expected_fee_wei, max_price
+from integrations.livepeer.live_runner.pricing import (
+    expected_fee_wei,
+    max_price,
+    max_price_per_unit,
+    within_ceiling,
+)
 from integrations.livepeer.live_runner.selection import Runner
 from integrations.livepeer.schemas import PaymentChallenge, PaymentResponse
 from integrations.livepeer.session import (
@@ -137,19 +143,29 @@ def payment_record(runner: Runner, challenge: PaymentChallenge) -> PaymentRecord
 
 
 def payment_body(
-    runner: Runner, challenge: PaymentChallenge, *, model_id: str, markup: Any
+    runner: Runner,
+    challenge: PaymentChallenge,
+    *,
+    model_id: str,
+    markup: Any,
+    max_fee_wei: int | None = None,
 ) -> dict[str, Any]:
     """The ``RemotePaymentRequest``: never ``type:""``, ``maxPrice`` in the runner's unit.
+
+    ``maxPrice`` is the runner's price × markup, and with a per-image ``max_fee_wei`` never
+    more than ``max_fee_wei // units_per_payment`` per unit: the signer refuses (481) an
+    orchestrator price above it, so a price that rose after our check is never paid.
 
     No ``gatewayRequestId``: go-livepeer ignores it and the usage collector writes the
     signer's own request id there; the join key is ``ManifestID``.
     """
+    cap = None if max_fee_wei is None else max_price_per_unit(max_fee_wei, runner.pricing)
     return {
         "orchestrator": challenge.payment_params,
         "type": runner.pricing.payment_type,
         "ManifestID": challenge.manifest_id,
         "app": runner.app,
-        "maxPrice": max_price(runner.price_wei, runner.pricing.unit, markup),
+        "maxPrice": max_price(runner.price_wei, runner.pricing.unit, markup, cap_per_unit=cap),
         "pipeline": PIPELINE,
         "modelId": model_id,
         "attributionSource": ATTRIBUTION_SOURCE,
@@ -157,8 +173,26 @@ def payment_body(
     }
 
 
+def price_exceeded(
+    runners: list[Runner], max_fee_wei: int, *, request_id: str
+) -> PriceExceededError:
+    """No runner of ``runners`` can be paid within this image's ceiling."""
+    fees = sorted(expected_fee_wei(runner.price_wei, runner.pricing) for runner in runners)
+    cheapest = f", lowest runner fee {fees[0]} wei" if fees else ""
+    return PriceExceededError(
+        "livepeer: the network price rose above what this image was admitted at"
+        f" (ceiling {max_fee_wei} wei{cheapest}); nothing was paid",
+        request_id=request_id,
+    )
+
+
 class TicketBuyer:
-    """Buys tickets for one ``generate`` and counts them."""
+    """Buys tickets for one ``generate`` and counts them.
+
+    ``max_fee_wei`` (``None``: none) is the image's ceiling: a runner whose expected fee
+    is above it is never paid (checked before the claim), and ``maxPrice`` never lets
+    the signer pay more per unit than the ceiling allows.
+    """
 
     def __init__(
         self,
@@ -169,6 +203,7 @@ class TicketBuyer:
         guard: PaymentGuard,
         model_id: str,
         request_id: str,
+        max_fee_wei: int | None = None,
     ) -> None:
         self.http = http
         self.config = config
@@ -176,14 +211,26 @@ class TicketBuyer:
         self.guard = guard
         self.model_id = model_id
         self.request_id = request_id
+        self.max_fee_wei = max_fee_wei
         self.tickets_paid = 0
+
+    def affordable(self, runner: Runner) -> bool:
+        """True when one payment to ``runner`` stays within the image's ceiling."""
+        return within_ceiling(runner.price_wei, runner.pricing, self.max_fee_wei)
 
     def buy(self, runner: Runner, challenge: PaymentChallenge) -> Ticket | Refresh:
         """A ticket, or ``"refresh"`` (480: the caller fetches a fresh challenge)."""
+        if self.max_fee_wei is not None and not self.affordable(runner):
+            # Before the claim: no claim, no signer call, no ticket.
+            raise price_exceeded([runner], self.max_fee_wei, request_id=self.request_id)
         url = self.signer.url("generate-live-payment")
         path = url_path(url)
         body = payment_body(
-            runner, challenge, model_id=self.model_id, markup=self.config.max_price_markup
+            runner,
+            challenge,
+            model_id=self.model_id,
+            markup=self.config.max_price_markup,
+            max_fee_wei=self.max_fee_wei,
         )
         record = payment_record(runner, challenge)
         self.guard.claim(manifest_id=challenge.manifest_id, runner_url=runner.url)

@@ -66,16 +66,38 @@ def pricing_for_unit(unit: str) -> Pricing | str:
     return REFUSED_UNITS.get(normalized, f"has an unknown price unit {unit[:40]!r}")
 
 
-def max_price(price_wei: int, unit: str, markup: Decimal) -> dict[str, str]:
+def max_price(
+    price_wei: int, unit: str, markup: Decimal, *, cap_per_unit: int | None = None
+) -> dict[str, str]:
     """``maxPrice`` for the signer: the advertised price × markup, rounded up.
+
+    With ``cap_per_unit`` the price is ``min(ceil(price × markup), cap_per_unit)``: the
+    signer compares the orchestrator's price per unit against it (remote_signer.go
+    ``checkRemotePaymentPrice``: refused, 481, when strictly above), so a cap derived
+    from a per-image fee ceiling is never exceeded by what the signer will pay.
 
     ``unit`` must equal the runner's unit (remote_signer.go ``parseRemotePaymentMaxPrice``
     answers 400 otherwise); the price is an exact decimal integer string of any size.
     """
     with localcontext() as context:
         context.prec = 200  # exact for any wei amount up to 2**256 and any sane markup
-        ceiling = (Decimal(price_wei) * markup).to_integral_value(rounding=ROUND_CEILING)
-    return {"price": str(int(ceiling)), "currency": "wei", "unit": unit}
+        ceiling = int((Decimal(price_wei) * markup).to_integral_value(rounding=ROUND_CEILING))
+    if cap_per_unit is not None:
+        ceiling = min(ceiling, cap_per_unit)
+    return {"price": str(ceiling), "currency": "wei", "unit": unit}
+
+
+def max_price_per_unit(max_fee_wei: int, pricing: Pricing) -> int:
+    """The highest per-unit price whose payment stays within ``max_fee_wei`` (floored).
+
+    ``units_per_payment × max_price_per_unit(…) <= max_fee_wei``, exactly.
+    """
+    return max_fee_wei // pricing.units_per_payment
+
+
+def within_ceiling(price_wei: int, pricing: Pricing, max_fee_wei: int | None) -> bool:
+    """True when one payment to this runner costs at most ``max_fee_wei`` (or no ceiling)."""
+    return max_fee_wei is None or expected_fee_wei(price_wei, pricing) <= max_fee_wei
 
 
 def expected_fee_wei(price_wei: int, pricing: Pricing) -> int:

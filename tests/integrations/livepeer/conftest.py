@@ -66,21 +66,34 @@ def image_request(**overrides: Any) -> ImageRequest:
     return ImageRequest(**values)
 
 
-def generate(credentials: SignerCredentials, guard: RecordingGuard, **overrides: Any) -> Any:
+def generate(
+    credentials: SignerCredentials,
+    guard: RecordingGuard,
+    *,
+    max_fee_wei: int | None = None,
+    **overrides: Any,
+) -> Any:
     """One live-runner ``generate`` of a fresh request: ``(request, result)``."""
     request = image_request(**overrides)
     return request, get_backend("live-runner").generate(
-        request, credentials=credentials, guard=guard
+        request, credentials=credentials, guard=guard, max_fee_wei=max_fee_wei
     )
 
 
 def generate_error(
-    credentials: SignerCredentials, guard: RecordingGuard, error: type[Exception], **overrides: Any
+    credentials: SignerCredentials,
+    guard: RecordingGuard,
+    error: type[Exception],
+    *,
+    max_fee_wei: int | None = None,
+    **overrides: Any,
 ) -> Any:
     """A live-runner ``generate`` that must raise ``error``: ``(request, exception)``."""
     request = image_request(**overrides)
     with pytest.raises(error) as excinfo:
-        get_backend("live-runner").generate(request, credentials=credentials, guard=guard)
+        get_backend("live-runner").generate(
+            request, credentials=credentials, guard=guard, max_fee_wei=max_fee_wei
+        )
     return request, excinfo.value
 
 

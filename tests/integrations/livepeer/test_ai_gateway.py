@@ -91,6 +91,19 @@ def test_happy_path_downloads_the_relative_stream_url(
     assert request.request_id in caplog.text
 
 
+def test_a_fee_ceiling_is_accepted_but_not_enforced_by_the_gateway(
+    sandbox: SandboxControl, gateway_credentials: GatewayCredentials, guard: RecordingGuard
+) -> None:
+    """The gateway pays with its own key: a ceiling of 1 wei changes nothing here."""
+    result = get_backend("ai-gateway").generate(
+        image_request(), credentials=gateway_credentials, guard=guard, max_fee_wei=1
+    )
+
+    assert len(result.images) == 1
+    assert guard.calls == ["claim", "confirm"]
+    assert len(calls(sandbox, GATEWAY_PATH)) == 1
+
+
 def test_gateway_url_comes_from_settings_and_defaults_to_pymthouse_url(settings: Any) -> None:
     settings.LIVEPEER_GATEWAY_URL = None
     settings.PYMTHOUSE_URL = "http://127.0.0.1:9/"

@@ -14,6 +14,8 @@ from integrations.livepeer.live_runner.pricing import (
     Pricing,
     expected_fee_wei,
     max_price,
+    max_price_per_unit,
+    within_ceiling,
 )
 
 
@@ -73,6 +75,38 @@ def test_max_price_rounds_up_exactly_in_the_runner_unit() -> None:
     big = 2**256 - 1
     assert max_price(big, "fixed", Decimal("1"))["price"] == str(big)
     assert max_price(big, "fixed", Decimal("1.5"))["price"] == str(-(-big * 3 // 2))
+
+
+def test_max_price_never_exceeds_the_cap_per_unit() -> None:
+    markup = Decimal("1.012")
+    # The cap binds below the marked-up price, is ignored above it, and stays exact.
+    assert max_price(1001, "seconds", markup, cap_per_unit=1005)["price"] == "1005"
+    assert max_price(1001, "seconds", markup, cap_per_unit=2000)["price"] == "1014"
+    assert max_price(1001, "fixed", markup, cap_per_unit=1001)["price"] == "1001"
+    big = 2**256 - 1
+    assert max_price(big, "fixed", Decimal("1.5"), cap_per_unit=big)["price"] == str(big)
+
+
+def test_the_cap_per_unit_is_the_ceiling_floored_by_the_units_paid() -> None:
+    fixed = pricing_for_unit("fixed")
+    seconds = pricing_for_unit("seconds")
+    assert isinstance(fixed, Pricing)
+    assert isinstance(seconds, Pricing)
+
+    assert max_price_per_unit(10_000_500_009, fixed) == 10_000_500_009
+    assert max_price_per_unit(10_000_500_009, seconds) == 1_000_050_000
+    assert max_price_per_unit(9, seconds) == 0
+    huge = 10 * 2**255 + 9
+    assert max_price_per_unit(huge, seconds) == 2**255
+    # Whatever passes the fee check has a cap of at least its own price.
+    for price in (1, 7, 1_000_000_007, 2**200 + 3):
+        for pricing in (fixed, seconds):
+            fee = expected_fee_wei(price, pricing)
+            assert within_ceiling(price, pricing, fee)
+            assert not within_ceiling(price, pricing, fee - 1)
+            assert max_price_per_unit(fee, pricing) == price
+            assert max_price_per_unit(fee + pricing.units_per_payment - 1, pricing) == price
+    assert within_ceiling(2**255, seconds, None)
 
 
 @pytest.mark.parametrize(

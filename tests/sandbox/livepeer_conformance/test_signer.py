@@ -137,6 +137,56 @@ def test_signer_481_price_exceeded(caller: Caller, control: SandboxControl) -> N
     assert control.events() == []
 
 
+@pytest.mark.parametrize(
+    ("unit", "price", "max_price", "status"),
+    [
+        ("fixed", DEFAULT_PRICE, str(DEFAULT_PRICE), 200),  # equal is within the ceiling
+        ("fixed", DEFAULT_PRICE, str(DEFAULT_PRICE - 1), 481),
+        ("fixed", DEFAULT_PRICE, f"{DEFAULT_PRICE - 1}.999", 481),  # exact rationals
+        # Per unit, never per fee: a seconds payment buys 10 units at the price, and a
+        # maxPrice equal to the price is enough (the fee is 10 × price).
+        ("seconds", 1_000_000_007, "1000000007", 200),
+        ("seconds", 1_000_000_007, "1000000006", 481),
+    ],
+)
+def test_signer_481_compares_the_price_per_unit_like_go_livepeer(
+    caller: Caller,
+    control: SandboxControl,
+    unit: str,
+    price: int,
+    max_price: str,
+    status: int,
+) -> None:
+    """GL checkRemotePaymentPrice: refused exactly when pricePerUnit/pixelsPerUnit > maxPrice."""
+    control.set_runner(SDXL_RUNNER, unit=unit, price=price)
+    params = caller.challenge()
+    response = caller.sign(
+        params, unit=unit, maxPrice={"price": max_price, "currency": "wei", "unit": unit}
+    )
+    assert response.status_code == status, response.text
+    assert len(control.events()) == (1 if status == 200 else 0)
+    [record] = control.requests("/signer/generate-live-payment")
+    assert record["maxPrice"] == {"price": max_price, "currency": "wei", "unit": unit}
+
+
+def test_signer_uses_the_price_of_the_challenge_it_is_given(
+    caller: Caller, control: SandboxControl
+) -> None:
+    """The signer reads the price from the challenge's payment params, not discovery."""
+    params = caller.challenge()
+    control.set_runner(SDXL_RUNNER, price=DEFAULT_PRICE * 2)  # after the challenge
+    at_old_price = {"price": str(DEFAULT_PRICE), "currency": "wei", "unit": "fixed"}
+    assert caller.sign(params, maxPrice=at_old_price).status_code == 200
+    response = caller.sign(caller.challenge(), maxPrice=at_old_price)  # a fresh challenge
+    assert_go_json(
+        response,
+        481,
+        f"orchestrator price {DEFAULT_PRICE * 2}.000 exceeds request maxPrice ceiling"
+        f" {DEFAULT_PRICE}.000",
+    )
+    assert len(control.events()) == 1
+
+
 def test_signer_480_when_the_payment_params_expired(
     caller: Caller, base: str, control: SandboxControl
 ) -> None:
