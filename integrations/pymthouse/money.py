@@ -12,12 +12,18 @@ A JSON *integer* is accepted only up to ``2**53 - 1``: pymthouse is written in
 JavaScript, and a larger JSON number has already been rounded to a double before it
 reached us. JSON floats (``1.5``, ``1e21``), ``Decimal``, booleans and ``None`` are
 rejected.
+
+``networkFeeUsdExact`` (``byManifest[]`` rows) is the one amount with a fraction: USD
+*micros*, not dollars, written by pymthouse ``formatExactUsdMicros``
+(``src/lib/openmeter/usage-read.ts``: ``toFixed(12)``, trailing zeros trimmed, ``"0"``
+for zero). It parses to a ``Fraction`` of micros, see :func:`parse_exact_usd_micros`.
 """
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal
+from fractions import Fraction
 
 MAX_UINT256 = 2**256 - 1
 MAX_SAFE_JSON_INTEGER = 2**53 - 1
@@ -86,3 +92,37 @@ def parse_decimal(value: object) -> Decimal:
     if not _DECIMAL.fullmatch(value):
         raise MoneyParseError(f"decimal must be a plain decimal string, got {len(value)} chars")
     return Decimal(value)
+
+
+EXACT_MICROS_FRACTION_DIGITS = 12
+_EXACT_MICROS = re.compile(r"(0|[1-9][0-9]{0,77})(?:\.([0-9]{1,12}))?", re.ASCII)
+
+
+def parse_exact_usd_micros(value: object) -> Fraction:
+    """``networkFeeUsdExact``: exact USD **micros** to a ``Fraction`` of micros; no floats.
+
+    ``"0"`` → 0, ``"0.932"`` → 932/1000 micros ($0.000000932), ``"29999996.338176"`` →
+    29999996338176/10**6 micros (about $30). pymthouse formats the value with
+    ``Number.prototype.toFixed(12)``, so at most 12 fraction digits are accepted; it is a
+    sum of fees, so no sign. The figure comes from a JS double upstream, so digits past
+    ~15 significant figures can be binary noise (``"14305.112999999999"`` for exactly
+    14305.113): it is exact *as sent*, and ``networkFeeUsdMicros`` (its ceiling) stays
+    the amount to account with. A JSON integer is accepted as whole micros up to
+    ``2**53 - 1``; exponents (which ``toFixed`` emits from 1e21), signs, spaces,
+    ``"1."``, ``".5"`` and non-ASCII digits are rejected.
+    """
+    what = "networkFeeUsdExact (USD micros)"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise MoneyParseError(f"{what} must be a decimal string, got {type(value).__name__}")
+    if isinstance(value, int):
+        return Fraction(_parse(value, what=what, signed=False))
+    match = _EXACT_MICROS.fullmatch(value)
+    if match is None:
+        raise MoneyParseError(
+            f"{what} must be a plain non-negative decimal string with at most "
+            f"{EXACT_MICROS_FRACTION_DIGITS} fraction digits, got {len(value)} chars"
+        )
+    whole, fraction = match.group(1), match.group(2) or ""
+    if int(whole) > MAX_UINT256:
+        raise MoneyParseError(f"{what} exceeds 2**256-1")
+    return Fraction(int(whole + fraction), 10 ** len(fraction))

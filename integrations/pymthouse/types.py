@@ -2,7 +2,8 @@
 
 Builder/usage JSON is camelCase and pymthouse says to treat unknown keys as additive, so
 the models ignore extra keys but require the keys we rely on. OAuth bodies are
-snake_case. Money is ``int`` (USD micros, wei), exact decimals are ``Decimal``; see
+snake_case. Money is ``int`` (USD micros, wei), exact decimals are ``Decimal``, the one
+fractional amount (``networkFeeUsdExact``, USD micros) is a ``Fraction`` of micros; see
 ``money.py`` for the grammar. Tokens are wrapped in ``SecretToken`` and live only in
 frozen dataclasses whose token fields are excluded from ``repr``.
 """
@@ -13,6 +14,7 @@ import hmac
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated, Any, Final, Literal, NoReturn, final
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool
@@ -21,6 +23,7 @@ from pydantic.alias_generators import to_camel
 from integrations.pymthouse.money import (
     parse_count,
     parse_decimal,
+    parse_exact_usd_micros,
     parse_signed_usd_micros,
     parse_usd_micros,
     parse_wei,
@@ -31,6 +34,7 @@ SignedUsdMicros = Annotated[int, PlainValidator(parse_signed_usd_micros)]
 Wei = Annotated[int, PlainValidator(parse_wei)]
 Count = Annotated[int, PlainValidator(parse_count)]
 ExactDecimal = Annotated[Decimal, PlainValidator(parse_decimal)]
+ExactUsdMicros = Annotated[Fraction, PlainValidator(parse_exact_usd_micros)]
 
 GroupBy = Literal["none", "user", "pipeline_model", "manifest"]
 UserStatus = Literal["active", "inactive"]
@@ -278,13 +282,23 @@ class UsageByPipelineModel(_CamelModel):
 
 
 class UsageByManifest(_CamelModel):
-    """``byManifest[]`` row: the only usage rows carrying wei (``fee_wei``)."""
+    """``byManifest[]`` row: the only usage rows carrying wei (``fee_wei``).
+
+    ``network_fee_usd_exact_micros`` is ``networkFeeUsdExact``: the manifest's summed
+    fee in USD **micros** with a fraction (``"29999996.338176"`` is about $30, not
+    $29.99), as a ``Fraction`` of micros. pymthouse sets ``networkFeeUsdMicros`` to its
+    ceiling (``ceilExactUsdMicrosSum``, ``src/lib/openmeter/usage-read.ts``), computed
+    from the same JS double, so the two are not cross-checked here: the integer is what
+    the mirror accounts with, the exact figure is for audit and display.
+    """
 
     manifest_id: str
     currency: str
     network_fee_usd_micros: UsdMicros
     fee_wei: Wei
-    network_fee_usd_exact: ExactDecimal | None = None
+    network_fee_usd_exact_micros: ExactUsdMicros | None = Field(
+        default=None, alias="networkFeeUsdExact"
+    )
     owner_charge_usd_micros: UsdMicros | None = None
     billable_secs: ExactDecimal | None = None
     pipeline: str | None = None

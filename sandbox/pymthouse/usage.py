@@ -2,12 +2,14 @@
 
 Basic M2M only; every auth or tenant failure is ``404 {"error":"Not found"}``. Only
 events older than the configured usage lag are visible, like OpenMeter after the
-Kafka collector. Money: ``*UsdMicros`` are integer strings, ``feeWei`` a decimal string.
+Kafka collector. Money: ``*UsdMicros`` are integer strings, ``feeWei`` a decimal string,
+``networkFeeUsdExact`` USD micros with up to 12 fraction digits (``"29999996.338176"``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -17,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.money import format_usd_exact
+from sandbox.money import format_exact_usd_micros
 from sandbox.pymthouse import usage_seed
 from sandbox.state import SandboxState, UsageEvent, iso_millis
 from sandbox.web import get_state, json_response, parse_authorization, secret_matches
@@ -181,13 +183,18 @@ async def usage(request: Request) -> Response:
 
 
 def _manifest_row(manifest_id: str, group: list[UsageEvent]) -> dict[str, Any]:
+    # As pymthouse's usage-read.ts: both figures come from the manifest's summed exact
+    # micros, networkFeeUsdMicros = ceil(sum) (ceilExactUsdMicrosSum) and
+    # networkFeeUsdExact = that sum in micros (formatExactUsdMicros), so a manifest with
+    # several events can total less than the sum of its per-event ceilings.
     exact = sum((event.usd_micros_exact for event in group), Fraction(0))
+    micros = str(math.ceil(exact))
     return {
         "manifestId": manifest_id,
         "currency": "USD",
-        "networkFeeUsdMicros": str(_fee(group)),
-        "networkFeeUsdExact": format_usd_exact(exact),
-        "ownerChargeUsdMicros": str(_fee(group)),
+        "networkFeeUsdMicros": micros,
+        "networkFeeUsdExact": format_exact_usd_micros(exact),
+        "ownerChargeUsdMicros": micros,
         "feeWei": str(sum(event.fee_wei for event in group)),
         "billableSecs": "0",
         "pipeline": group[0].pipeline,

@@ -25,12 +25,14 @@ import json
 import time
 import weakref
 from datetime import datetime
+from fractions import Fraction
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandbox.money import format_exact_usd_micros
 from sandbox.state import SandboxState
 from sandbox.web import get_state, json_response
 
@@ -163,7 +165,8 @@ def manifest_rows(
             "manifestId": manifest_id,
             "currency": "USD",
             "networkFeeUsdMicros": str(row.usd_micros),
-            "networkFeeUsdExact": f"{row.usd_micros // 1_000_000}.{row.usd_micros % 1_000_000:06d}",
+            # Seeded amounts are whole micros, so the exact figure is the same integer.
+            "networkFeeUsdExact": format_exact_usd_micros(Fraction(row.usd_micros)),
             "ownerChargeUsdMicros": str(row.usd_micros),
             "feeWei": str(row.fee_wei),
             "billableSecs": "0",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -12,6 +13,7 @@ from integrations.pymthouse.money import (
     MoneyParseError,
     parse_count,
     parse_decimal,
+    parse_exact_usd_micros,
     parse_signed_usd_micros,
     parse_usd_micros,
     parse_wei,
@@ -143,3 +145,32 @@ def test_parse_decimal_is_exact(text: str, expected: Decimal) -> None:
 def test_parse_decimal_rejects_floats_and_exponents(value: object) -> None:
     with pytest.raises(MoneyParseError):
         parse_decimal(value)
+
+
+# networkFeeUsdExact: USD micros with a fraction, as pymthouse formatExactUsdMicros writes
+# them (src/lib/openmeter/usage-read.ts; its UI shows "0.932" as $0.000000932).
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("0", Fraction(0)), ("0.932", Fraction(932, 1000)), ("932", Fraction(932)),
+     ("29999996.338176", Fraction(29_999_996_338_176, 10**6)),
+     ("14305.112999999999", Fraction(14_305_112_999_999_999, 10**12)),
+     ("0.000000000001", Fraction(1, 10**12)), ("1.50", Fraction(3, 2)),
+     (str(MAX_UINT256) + ".5", MAX_UINT256 + Fraction(1, 2)),
+     (0, Fraction(0)), (14306, Fraction(14306))],
+)  # fmt: skip
+def test_parse_exact_usd_micros_is_exact(value: object, expected: Fraction) -> None:
+    parsed = parse_exact_usd_micros(value)
+    assert parsed == expected
+    assert type(parsed) is Fraction
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "-0.932", "-1", "+1", "1e3", "1E-7", "1e+21", "1.", ".5", " 1.5", "1.5 ", "1,5",
+     "1_000", "01", "00.5", "0x10", "NaN", "Infinity", "１.５", "0.0000000000001",
+     str(MAX_UINT256 + 1), "9" * 79, -1, MAX_SAFE_JSON_INTEGER + 1, 0.932, Decimal("0.932"),
+     None, True, [], {}],
+)  # fmt: skip
+def test_parse_exact_usd_micros_rejects(value: object) -> None:
+    with pytest.raises(MoneyParseError):
+        parse_exact_usd_micros(value)

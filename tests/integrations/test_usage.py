@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -332,8 +333,10 @@ def test_pipeline_model_rows(client: PymthouseClient, sandbox: SandboxControl) -
 def test_manifest_rows_carry_exact_big_wei(
     client: PymthouseClient, sandbox: SandboxControl, fee_wei: int
 ) -> None:
-    row = {"manifestId": "m-1", "currency": "USD", "networkFeeUsdMicros": "30000000",
-           "networkFeeUsdExact": "29.999996338176", "ownerChargeUsdMicros": "30000000",
+    # networkFeeUsdExact is USD micros with a fraction (about $30), networkFeeUsdMicros
+    # its ceiling: pymthouse src/lib/openmeter/usage-read.ts formatExactUsdMicros.
+    row = {"manifestId": "m-1", "currency": "USD", "networkFeeUsdMicros": "29999997",
+           "networkFeeUsdExact": "29999996.338176", "ownerChargeUsdMicros": "29999997",
            "feeWei": str(fee_wei), "billableSecs": "12.5", "pipeline": "text-to-image",
            "modelId": "ByteDance/SDXL-Lightning"}  # fmt: skip
     sandbox.add_fault("GET", USAGE, status=200, body=_usage_body(byManifest=[row]))
@@ -343,9 +346,10 @@ def test_manifest_rows_carry_exact_big_wei(
     assert manifest.fee_wei == fee_wei
     assert type(manifest.fee_wei) is int
     assert str(manifest.fee_wei) == str(fee_wei)
-    assert manifest.network_fee_usd_exact == Decimal("29.999996338176")
+    assert manifest.network_fee_usd_exact_micros == Fraction(29_999_996_338_176, 10**6)
+    assert type(manifest.network_fee_usd_exact_micros) is Fraction
     assert manifest.billable_secs == Decimal("12.5")
-    assert manifest.network_fee_usd_micros == 30_000_000
+    assert manifest.network_fee_usd_micros == 29_999_997
 
 
 @pytest.mark.parametrize(

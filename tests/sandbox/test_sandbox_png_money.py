@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from sandbox.money import format_usd_exact, usd_micros_exact, usd_micros_for_fee
+from sandbox.money import format_exact_usd_micros, usd_micros_exact, usd_micros_for_fee
 from sandbox.png import PNG_SIGNATURE, default_seed, png_size, png_text, render_png
 
 
@@ -98,9 +98,47 @@ def test_usd_micros_for_fee(fee_wei: int, eth_usd: str, micros: int) -> None:
     assert usd_micros_for_fee(fee_wei, Decimal(eth_usd)) == micros
 
 
-def test_exact_usd_formatting() -> None:
+def test_exact_usd_micros_formatting() -> None:
+    """networkFeeUsdExact is USD micros (pymthouse formatExactUsdMicros), not dollars."""
     exact = usd_micros_exact(4_999_999_389_696, Decimal("3000"))
     assert exact == Fraction(14_999_998_169_088, 10**9)
-    assert format_usd_exact(exact) == "0.014999998169088"
-    assert format_usd_exact(Fraction(0)) == "0"
-    assert format_usd_exact(Fraction(3_000_000)) == "3"
+    # upstream's JS double prints "14999.998169087999"; the sandbox keeps the exact value
+    assert format_exact_usd_micros(exact) == "14999.998169088"
+    assert format_exact_usd_micros(usd_micros_exact(4_768_371_000_000, Decimal(3000))) == (
+        "14305.113"
+    )
+    assert format_exact_usd_micros(Fraction(0)) == "0"
+    assert format_exact_usd_micros(Fraction(3_000_000)) == "3000000"
+    assert format_exact_usd_micros(Fraction(932)) == "932"
+    assert format_exact_usd_micros(Fraction(932, 1000)) == "0.932"
+    assert format_exact_usd_micros(Fraction(29_999_996_338_176, 10**6)) == "29999996.338176"
+    # plain digits at any size (upstream's toFixed switches to "3.47e+65" from 1e21)
+    scaled = (2**256 - 1) * 3  # x 3000 / 10**12 = x 3 / 10**9
+    expected = f"{scaled // 10**9}.{scaled % 10**9:09d}".rstrip("0")
+    assert format_exact_usd_micros(usd_micros_exact(2**256 - 1, Decimal("3000"))) == expected
+
+
+@pytest.mark.parametrize(
+    ("micros", "text"),
+    [
+        # at most 12 fraction digits, rounded to nearest as toFixed(12) does; a tie
+        # rounds up (toFixed picks the larger n), not half-even
+        (Fraction(1, 10**13), "0"),
+        (Fraction(4, 10**13), "0"),
+        (Fraction(5, 10**13), "0.000000000001"),
+        (Fraction(25, 10**13), "0.000000000003"),
+        (Fraction(35, 10**13), "0.000000000004"),
+        (Fraction(1, 3), "0.333333333333"),
+        (Fraction(2, 3), "0.666666666667"),
+        (Fraction(10**13) + Fraction(1, 10**12), "10000000000000.000000000001"),
+        (Fraction(999_999_999_999_999, 10**15), "1"),
+        (Fraction(15, 10), "1.5"),
+    ],
+)
+def test_exact_usd_micros_rounding(micros: Fraction, text: str) -> None:
+    assert format_exact_usd_micros(micros) == text
+
+
+def test_exact_usd_micros_refuses_negative() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        format_exact_usd_micros(Fraction(-1, 2))

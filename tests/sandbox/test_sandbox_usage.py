@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import requests
 
+from sandbox.money import usd_micros_exact, usd_micros_for_fee
+from sandbox.pymthouse import usage as usage_routes
+from sandbox.state import UsageEvent
 from tests.sandbox.helpers import (
     APP_ID,
     BASIC,
@@ -140,7 +144,8 @@ def test_group_by_pipeline_model_daily_and_manifest(
         "ownerChargeUsdMicros", "feeWei", "billableSecs", "pipeline", "modelId",
     ]  # fmt: skip
     assert [row["feeWei"] for row in manifests] == [str(FEE_1024), str(FEE_1024)]
-    assert manifests[0]["networkFeeUsdExact"] == "0.014999998169088"
+    # networkFeeUsdExact is USD micros with a fraction (pymthouse formatExactUsdMicros).
+    assert manifests[0]["networkFeeUsdExact"] == "14999.998169088"
     assert manifests[0]["networkFeeUsdMicros"] == "15000"
     assert sum(int(row["feeWei"]) for row in manifests) == 2 * FEE_1024
 
@@ -283,3 +288,44 @@ def test_identities(http: requests.Session, base: str) -> None:
         params={"startDate": "2026-01-01", "endDate": "2027-06-01"},
     )
     assert (response.status_code, response.json()) == (400, {"error": "Invalid date range"})
+
+
+def test_manifest_row_ceils_the_exact_sum_not_each_event() -> None:
+    """pymthouse usage-read.ts: networkFeeUsdMicros = ceilExactUsdMicrosSum(exact) and
+    networkFeeUsdExact = formatExactUsdMicros(exact) over the manifest's summed exact micros."""
+    eth_usd = Decimal("3000")
+
+    def event(fee_wei: int) -> UsageEvent:
+        return UsageEvent(
+            event_id=f"e-{fee_wei}", timestamp=0.0, external_user_id="alpha",
+            gateway_request_id=None, pipeline="live-video-to-video", model_id="unknown",
+            manifest_id="m-live", fee_wei=fee_wei,
+            usd_micros=usd_micros_for_fee(fee_wei, eth_usd),
+            usd_micros_exact=usd_micros_exact(fee_wei, eth_usd), pixels=0, source="test",
+        )  # fmt: skip
+
+    # about 0.5 micros each: per-event ceilings sum to 3, the exact sum is 1.5 -> 2
+    events = [event(166_666_667), event(166_666_667), event(166_666_666)]
+    assert sum(e.usd_micros for e in events) == 3
+    row = usage_routes._manifest_row("m-live", events)
+    assert row["networkFeeUsdExact"] == "1.5"
+    assert (row["networkFeeUsdMicros"], row["ownerChargeUsdMicros"]) == ("2", "2")
+    assert row["feeWei"] == "500000000"
+
+
+def test_seeded_manifest_rows_carry_exact_micros(
+    http: requests.Session, base: str, control: SandboxControl
+) -> None:
+    """Seeded amounts are whole micros, so networkFeeUsdExact is the same integer string."""
+    past = time.time() - 3600
+    control.seed_usage(
+        [{"externalUserId": "seeded", "manifestId": "m-seed", "feeWei": "4768371000000",
+          "usdMicros": "30000000", "time": past},
+         {"externalUserId": "seeded", "manifestId": "m-zero", "feeWei": "0",
+          "usdMicros": "0", "time": past}]
+    )  # fmt: skip
+    rows = usage(http, base, groupBy="manifest", userId="seeded").json()["byManifest"]
+    assert [(r["manifestId"], r["networkFeeUsdMicros"], r["networkFeeUsdExact"]) for r in rows] == [
+        ("m-seed", "30000000", "30000000"),
+        ("m-zero", "0", "0"),
+    ]

@@ -127,7 +127,7 @@ def test_usage_by_manifest_joins_on_the_challenge_session(
             "manifestId": params["manifest_id"],
             "currency": "USD",
             "networkFeeUsdMicros": "14306",
-            "networkFeeUsdExact": "0.014305113",
+            "networkFeeUsdExact": "14305.113",  # USD micros, not dollars
             "ownerChargeUsdMicros": "14306",
             "feeWei": str(DEFAULT_PRICE),
             "billableSecs": "0",
