@@ -10,9 +10,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from accounts.tasks import retry_countdown
 from inference.errors import GenerationRetryableError
 from inference.failure_codes import FailureCode
+from integrations.task_retry import retry_countdown
 
 logger = logging.getLogger("tasks." + __name__)
 
