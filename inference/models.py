@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import models
 
 from billing.fields import WeiField
+from inference.failure_codes import FailureCode as FailureCode  # re-exported
 
 
 class GenerationStatus(models.TextChoices):
@@ -130,7 +131,9 @@ class Generation(models.Model):
     stage = models.CharField(
         max_length=32, choices=GenerationStage.choices, default=GenerationStage.QUEUED
     )
-    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_code = models.CharField(
+        max_length=64, choices=FailureCode.choices, blank=True, default=""
+    )
     error_message = models.CharField(max_length=500, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
     backend = models.CharField(max_length=32, blank=True, default="")

@@ -10,8 +10,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from accounts.tasks import retry_countdown
 from inference.errors import GenerationRetryableError
+from inference.failure_codes import FailureCode
+from integrations.task_retry import retry_countdown
 
 logger = logging.getLogger("tasks." + __name__)
 
@@ -59,7 +60,9 @@ def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore
             )
             raise self.retry(exc=exc, countdown=countdown) from exc
         generation_fail(
-            generation_id=generation_id, code="upstream_unavailable", attempt_id=self.request.id
+            generation_id=generation_id,
+            code=FailureCode.UPSTREAM_UNAVAILABLE,
+            attempt_id=self.request.id,
         )
     except (OperationalError, InterfaceError) as exc:
         # The database went away: nothing could be recorded. The same message comes
@@ -75,8 +78,8 @@ def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore
         # Usually already recorded by generation_run; this covers the start itself.
         generation_fail(
             generation_id=generation_id,
-            code="timeout",
-            code_if_claimed="outcome_unknown",
+            code=FailureCode.TIMEOUT,
+            code_if_claimed=FailureCode.OUTCOME_UNKNOWN,
             attempt_id=self.request.id,
         )
 

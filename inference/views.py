@@ -33,7 +33,13 @@ from inference.errors import (
     GenerationValidationError,
 )
 from inference.forms import SEED_INVALID_MESSAGE, GenerationForm, size_value
-from inference.models import IMAGE_EXTENSIONS, Generation, GenerationStage, GenerationStatus
+from inference.models import (
+    IMAGE_EXTENSIONS,
+    FailureCode,
+    Generation,
+    GenerationStage,
+    GenerationStatus,
+)
 from inference.selectors import generation_get, generation_list, model_choices, size_presets
 from inference.services import SEED_MAX, generation_create, generation_delete
 
@@ -45,13 +51,15 @@ GALLERY_PAGE_SIZE = 24
 RECENT_COUNT = 6
 IMAGE_CACHE_CONTROL = "private, max-age=3600"
 
-# Extra guidance shown next to a failure message, by error code.
-FAILURE_HINTS: dict[str, str] = {
-    "insufficient_credit": (
+# Extra guidance shown next to a failure message, by failure code.
+FAILURE_HINTS: dict[FailureCode, str] = {
+    FailureCode.INSUFFICIENT_CREDIT: (
         "Top up your pymthouse balance, then use “Generate similar” to try again."
     ),
-    "upstream_unavailable": "This is on the network's side, not yours; your prompt is fine.",
-    "model_unavailable": "Pick another model with “Generate similar”.",
+    FailureCode.UPSTREAM_UNAVAILABLE: (
+        "This is on the network's side, not yours; your prompt is fine."
+    ),
+    FailureCode.MODEL_UNAVAILABLE: "Pick another model with “Generate similar”.",
 }
 
 
@@ -171,13 +179,14 @@ def detail(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
     }
     if generation.seed is not None:  # only a seed the user chose; a random one stays random
         similar_query["seed"] = generation.seed
+    failure_code = FailureCode.of(generation.error_code)
     seed_used = generation.image_seed if generation.image_seed is not None else generation.seed
     context = {
         "generation": generation,
         "seed_used": seed_used,
         "progress": generation.progress,
         "similar_url": f"{reverse('inference:generate')}?{urlencode(similar_query)}",
-        "failure_hint": FAILURE_HINTS.get(generation.error_code, ""),
+        "failure_hint": FAILURE_HINTS.get(failure_code, "") if failure_code else "",
         "is_succeeded": generation.status == GenerationStatus.SUCCEEDED,
         "is_failed": generation.status in (GenerationStatus.FAILED, GenerationStatus.CANCELED),
         "is_running": generation.status == GenerationStatus.RUNNING,

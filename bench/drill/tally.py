@@ -32,12 +32,13 @@ from typing import Any
 
 from bench.drill.chaos import ActionRecord
 from bench.drill.load import Attempt
+from inference.failure_codes import FailureCode
 
 SUCCEEDED = "succeeded"
 #: Anything else (queued, running, or a state added later) is unfinished.
 FINISHED = ("succeeded", "failed", "canceled")
-OUTCOME_UNKNOWN = "outcome_unknown"
-UPSTREAM_FAILED = "upstream_failed"
+OUTCOME_UNKNOWN = FailureCode.OUTCOME_UNKNOWN.value
+UPSTREAM_FAILED = FailureCode.UPSTREAM_FAILED.value
 
 
 @dataclass

@@ -1,36 +1,44 @@
-"""Failure codes of a generation and what the user is told for each.
+"""What the user is told for each ``FailureCode`` (inference.failure_codes).
 
 Upstream detail never reaches users except for the network's own validation
-message on ``invalid_request``; ``internal_error`` (a bug or a configuration
+message on ``INVALID_REQUEST``; ``INTERNAL_ERROR`` (a bug or a configuration
 error on our side) says nothing about what went wrong internally.
 """
 
 from __future__ import annotations
 
-FAILURE_MESSAGES: dict[str, str] = {
-    "insufficient_credit": "You're out of credit. Add funds to keep generating images.",
-    "upstream_unavailable": (
+from inference.failure_codes import FailureCode
+
+FAILURE_MESSAGES: dict[FailureCode, str] = {
+    FailureCode.INSUFFICIENT_CREDIT: "You're out of credit. Add funds to keep generating images.",
+    FailureCode.UPSTREAM_UNAVAILABLE: (
         "The image network is busy or unavailable right now. Please try again in a few minutes."
     ),
-    "upstream_auth": (
+    FailureCode.UPSTREAM_AUTH: (
         "We couldn't authorize this generation with our billing provider. "
         "Our team has been notified."
     ),
-    "account_unavailable": "Your billing account isn't ready yet. Please try again shortly.",
-    "invalid_request": "The image network rejected this request.",
-    "model_unavailable": (
+    FailureCode.ACCOUNT_UNAVAILABLE: (
+        "Your billing account isn't ready yet. Please try again shortly."
+    ),
+    FailureCode.INVALID_REQUEST: "The image network rejected this request.",
+    FailureCode.MODEL_UNAVAILABLE: (
         "Nobody on the network is serving this model right now. Try another model."
     ),
-    "price_exceeded": "The network's price for this model is above our limit right now.",
-    "outcome_unknown": (
+    FailureCode.PRICE_EXCEEDED: "The network's price for this model is above our limit right now.",
+    FailureCode.OUTCOME_UNKNOWN: (
         "We lost contact with the network while it was generating. "
         "You will not be charged twice; please try again."
     ),
-    "upstream_failed": "The image network failed to deliver this image. Please try again.",
-    "interrupted": "This generation was interrupted. Please try again.",
-    "account_closed": "This account was closed, so the image was canceled. Nothing was charged.",
-    "timeout": "This generation took too long and was stopped. Please try again.",
-    "internal_error": (
+    FailureCode.UPSTREAM_FAILED: (
+        "The image network failed to deliver this image. Please try again."
+    ),
+    FailureCode.INTERRUPTED: "This generation was interrupted. Please try again.",
+    FailureCode.ACCOUNT_CLOSED: (
+        "This account was closed, so the image was canceled. Nothing was charged."
+    ),
+    FailureCode.TIMEOUT: "This generation took too long and was stopped. Please try again.",
+    FailureCode.INTERNAL_ERROR: (
         "Something went wrong on our side and this image could not be generated. "
         "Our team has been notified; please try again."
     ),
@@ -38,7 +46,9 @@ FAILURE_MESSAGES: dict[str, str] = {
 
 
 def failure_message(code: str, detail: str | None = None) -> str:
-    message = FAILURE_MESSAGES.get(code, FAILURE_MESSAGES["upstream_failed"])
+    """What the user is told for ``code`` (a ``FailureCode``; an unknown one reads as
+    ``upstream_failed``), with ``detail`` appended when given."""
+    message = FAILURE_MESSAGES[FailureCode.of(code) or FailureCode.UPSTREAM_FAILED]
     if detail:
         message = f"{message} ({detail.strip()[:200]})"
     return message[:500]

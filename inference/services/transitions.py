@@ -29,7 +29,13 @@ from django.utils import timezone
 from billing.services import generation_charge_settle, generation_hold_release
 from billing.transactions import deadlock_retrying
 from inference.errors import PaymentAlreadyClaimedError
-from inference.models import IMAGE_EXTENSIONS, Generation, GenerationStage, GenerationStatus
+from inference.models import (
+    IMAGE_EXTENSIONS,
+    FailureCode,
+    Generation,
+    GenerationStage,
+    GenerationStatus,
+)
 from inference.services.failures import failure_message
 from integrations.livepeer import InferenceResult, PaymentRecord
 
@@ -61,7 +67,7 @@ def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> 
         ours, pk=generation_id, owner__is_active=False, payment_claimed_at__isnull=True
     ).exists():
         # A closed account's work never reaches the signer (its hold is released).
-        generation_cancel(generation_id=generation_id, code="account_closed")
+        generation_cancel(generation_id=generation_id, code=FailureCode.ACCOUNT_CLOSED)
         return None
     started = (
         Generation.objects.filter(ours, pk=generation_id)
@@ -89,10 +95,14 @@ def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> 
         return None  # finished, deleted, or owned by another live attempt
     if row["payment_claimed_at"] is not None:
         # This attempt died after claiming: a ticket may have been spent.
-        generation_fail(generation_id=generation_id, code="outcome_unknown", attempt_id=attempt_id)
+        generation_fail(
+            generation_id=generation_id, code=FailureCode.OUTCOME_UNKNOWN, attempt_id=attempt_id
+        )
     else:
         logger.error("generation %s: started %d times; giving up", generation_id, row["attempts"])
-        generation_fail(generation_id=generation_id, code="interrupted", attempt_id=attempt_id)
+        generation_fail(
+            generation_id=generation_id, code=FailureCode.INTERRUPTED, attempt_id=attempt_id
+        )
     return None
 
 
@@ -353,7 +363,7 @@ def generations_cancel_for_closed_owner(*, user_id: int) -> int:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    return sum(generation_cancel(generation_id=pk, code="account_closed") for pk in ids)
+    return sum(generation_cancel(generation_id=pk, code=FailureCode.ACCOUNT_CLOSED) for pk in ids)
 
 
 def generation_fail_unexpected(*, generation_id: str | uuid.UUID, attempt_id: str | None) -> bool:
@@ -364,8 +374,8 @@ def generation_fail_unexpected(*, generation_id: str | uuid.UUID, attempt_id: st
     """
     return generation_fail(
         generation_id=generation_id,
-        code="internal_error",
-        code_if_claimed="outcome_unknown",
+        code=FailureCode.INTERNAL_ERROR,
+        code_if_claimed=FailureCode.OUTCOME_UNKNOWN,
         attempt_id=attempt_id,
     )
 

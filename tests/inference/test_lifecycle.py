@@ -328,7 +328,7 @@ def test_a_broker_outage_at_submit_admits_once_and_the_next_sweep_sends_the_mess
 
 
 def test_retry_countdowns_stay_below_the_reconcile_window_and_visibility_timeout() -> None:
-    from accounts.tasks import retry_countdown
+    from integrations.task_retry import retry_countdown
 
     assert retry_countdown(retries=0, retry_after=86_400) == settings.TASK_RETRY_MAX_DELAY_SECONDS
     assert retry_countdown(retries=30, retry_after=None) <= settings.TASK_RETRY_MAX_DELAY_SECONDS
