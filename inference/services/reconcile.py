@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from inference.models import Generation, GenerationStage, GenerationStatus
+from inference.models import FailureCode, Generation, GenerationStage, GenerationStatus
 from inference.services.transitions import generation_fail
 from inference.tasks import generation_run_task
 
@@ -61,7 +61,7 @@ def generations_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     for pk, attempt_id, claimed_at in abandoned:
         if claimed_at is not None:
             interrupted += generation_fail(
-                generation_id=pk, code="outcome_unknown", attempt_id=attempt_id
+                generation_id=pk, code=FailureCode.OUTCOME_UNKNOWN, attempt_id=attempt_id
             )
             continue
         owned = Q(
