@@ -14,14 +14,13 @@ from django.utils import timezone
 
 from billing.selectors import OpenHold, holds_open_stale
 from billing.services import estimated_fee_wei, hold_release, hold_settle, holds_mark_swept
-from inference.models import Generation, GenerationStage, GenerationStatus
+from inference.models import FailureCode, Generation, GenerationStage, GenerationStatus
 from inference.services.transitions import generation_fail
 from inference.tasks import generation_run_task
 
 logger = logging.getLogger("inference.services")
 
 BATCH = 200
-_OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 def _send(generation_id: uuid.UUID, *, claim: Q, now: datetime, **changes: object) -> bool:
@@ -66,7 +65,7 @@ def generations_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     for pk, attempt_id, claimed_at in abandoned:
         if claimed_at is not None:
             interrupted += generation_fail(
-                generation_id=pk, code="outcome_unknown", attempt_id=attempt_id
+                generation_id=pk, code=FailureCode.OUTCOME_UNKNOWN, attempt_id=attempt_id
             )
             continue
         owned = Q(
@@ -118,7 +117,7 @@ def _hold_fate(
     if generation is None:
         return _Fate("release", "deleted", "image deleted; hold released")
     paid = generation.payment_claimed_at is not None
-    unknown = generation.error_code == _OUTCOME_UNKNOWN or (paid and not generation.is_finished)
+    unknown = generation.error_code == FailureCode.OUTCOME_UNKNOWN or (paid and not generation.is_finished)
     if generation.status == GenerationStatus.SUCCEEDED:
         fee = generation.expected_fee_wei
         fee = estimated_fee_wei() if fee is None else fee

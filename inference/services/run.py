@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from inference.errors import GenerationRetryableError, PaymentAlreadyClaimedError
-from inference.models import Generation, GenerationStage
+from inference.models import FailureCode, Generation, GenerationStage
 from inference.services.transitions import (
     AttemptPaymentGuard,
     attempt_requeue,
@@ -113,8 +113,8 @@ def generation_run(
         logger.warning("generation %s hit the soft time limit", generation.pk)
         generation_fail(
             generation_id=generation.pk,
-            code="timeout",
-            code_if_claimed="outcome_unknown",
+            code=FailureCode.TIMEOUT,
+            code_if_claimed=FailureCode.OUTCOME_UNKNOWN,
             attempt_id=attempt,
         )
         raise
@@ -161,26 +161,26 @@ def _attempt_run(
 
 # First match wins. A pymthouse 400 means our request shape or configuration is
 # wrong, which the user can do nothing about: reported like an auth failure.
-_FAILURE_CODES: tuple[tuple[type[Exception], str], ...] = (
-    (PymthouseInsufficientFundsError, "insufficient_credit"),
-    (livepeer.LivepeerInsufficientBalanceError, "insufficient_credit"),
-    (livepeer.LivepeerOutcomeUnknownError, "outcome_unknown"),
-    (livepeer.LivepeerPaidCallFailedError, "upstream_failed"),
-    (livepeer.LivepeerPriceExceededError, "price_exceeded"),
-    (livepeer.LivepeerModelUnavailableError, "model_unavailable"),
-    (livepeer.LivepeerBadRequestError, "invalid_request"),
-    (livepeer.LivepeerAuthError, "upstream_auth"),
-    (PymthouseAuthError, "upstream_auth"),
-    (PymthouseBadRequestError, "upstream_auth"),
-    (PymthouseNotFoundError, "account_unavailable"),
+_FAILURE_CODES: tuple[tuple[type[Exception], FailureCode], ...] = (
+    (PymthouseInsufficientFundsError, FailureCode.INSUFFICIENT_CREDIT),
+    (livepeer.LivepeerInsufficientBalanceError, FailureCode.INSUFFICIENT_CREDIT),
+    (livepeer.LivepeerOutcomeUnknownError, FailureCode.OUTCOME_UNKNOWN),
+    (livepeer.LivepeerPaidCallFailedError, FailureCode.UPSTREAM_FAILED),
+    (livepeer.LivepeerPriceExceededError, FailureCode.PRICE_EXCEEDED),
+    (livepeer.LivepeerModelUnavailableError, FailureCode.MODEL_UNAVAILABLE),
+    (livepeer.LivepeerBadRequestError, FailureCode.INVALID_REQUEST),
+    (livepeer.LivepeerAuthError, FailureCode.UPSTREAM_AUTH),
+    (PymthouseAuthError, FailureCode.UPSTREAM_AUTH),
+    (PymthouseBadRequestError, FailureCode.UPSTREAM_AUTH),
+    (PymthouseNotFoundError, FailureCode.ACCOUNT_UNAVAILABLE),
 )
 
 
-def _failure_code(exc: PymthouseError | LivepeerError) -> str:
+def _failure_code(exc: PymthouseError | LivepeerError) -> FailureCode:
     for error_class, code in _FAILURE_CODES:
         if isinstance(exc, error_class):
             return code
-    return "upstream_unavailable" if exc.retryable else "upstream_failed"
+    return FailureCode.UPSTREAM_UNAVAILABLE if exc.retryable else FailureCode.UPSTREAM_FAILED
 
 
 def _attempt_upstream_error(
@@ -192,7 +192,7 @@ def _attempt_upstream_error(
     ):
         logger.info("generation %s: retryable %s", generation.pk, type(exc).__name__)
         raise GenerationRetryableError(_RETRYABLE_MESSAGE, retry_after=exc.retry_after) from exc
-    if code == "upstream_auth":
+    if code == FailureCode.UPSTREAM_AUTH:
         logger.error(
             "generation %s: upstream refused our credentials (%s); check pymthouse settings",
             generation.pk,
@@ -201,6 +201,6 @@ def _attempt_upstream_error(
     else:
         logger.warning("generation %s failed: %s (%s)", generation.pk, code, type(exc).__name__)
     detail = None
-    if code == "invalid_request":
+    if code == FailureCode.INVALID_REQUEST:
         detail = getattr(exc, "message", None) or getattr(exc, "description", None)
     generation_fail(generation_id=generation.pk, code=code, detail=detail, attempt_id=attempt)

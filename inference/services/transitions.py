@@ -270,7 +270,7 @@ def _success_write(
     )
 
 
-def attempt_requeue(*, generation_id: uuid.UUID, attempt_id: str, code: str) -> bool:
+def attempt_requeue(*, generation_id: uuid.UUID, attempt_id: str, code: FailureCode) -> bool:
     """Back to ``queued`` after a retryable error before any payment; False if not ours."""
     requeued = Generation.objects.filter(
         pk=generation_id,
@@ -290,10 +290,10 @@ def attempt_requeue(*, generation_id: uuid.UUID, attempt_id: str, code: str) -> 
 def generation_fail(
     *,
     generation_id: str | uuid.UUID,
-    code: str,
+    code: FailureCode,
     detail: str | None = None,
     attempt_id: str | None = None,
-    code_if_claimed: str | None = None,
+    code_if_claimed: FailureCode | None = None,
 ) -> bool:
     """Record a terminal failure unless the generation already finished; True if recorded.
 
@@ -325,7 +325,7 @@ def generation_fail(
     return True
 
 
-def generation_cancel(*, generation_id: str | uuid.UUID, code: str) -> bool:
+def generation_cancel(*, generation_id: str | uuid.UUID, code: FailureCode) -> bool:
     """End a generation that holds no payment claim as ``canceled``; True if it did.
 
     A finished or claimed generation is left alone (a claimed one may have bought its
