@@ -464,7 +464,7 @@ with transaction.atomic():
         user=user, plan=plans["pay-as-you-go"], acting_user=None, reason="bench user"
     )
     credit_grant(
-        user=user, amount_wei=10**24, reason="bench credit", acting_user=None,
+        user=user, amount_micros=10**24, reason="bench credit", acting_user=None,
         idempotency_key="bench-credit:%%s" %% user.pk,
     )
 

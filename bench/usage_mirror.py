@@ -218,7 +218,7 @@ def load_ledger(database_url: str, users: int, entries: int) -> None:
         database_url,
         [
             """
-            INSERT INTO billing_account (user_id, plan_id, balance_wei, held_wei, suspended,
+            INSERT INTO billing_account (user_id, plan_id, balance_micros, held_micros, suspended,
                 suspended_reason, created_at, updated_at)
             SELECT u.id, (SELECT id FROM billing_plan WHERE slug = 'pay-as-you-go'),
                    10::numeric ^ 30, 0, false, '', now(), now()
@@ -226,8 +226,8 @@ def load_ledger(database_url: str, users: int, entries: int) -> None:
             WHERE NOT EXISTS (SELECT 1 FROM billing_account a WHERE a.user_id = u.id)
             """,
             f"""
-            INSERT INTO billing_ledgerentry (account_id, kind, effect, amount_wei,
-                balance_after_wei, held_after_wei, reason, idempotency_key, usage_ref,
+            INSERT INTO billing_ledgerentry (account_id, kind, effect, amount_micros,
+                balance_after_micros, held_after_micros, reason, idempotency_key, usage_ref,
                 created_at)
             WITH ids AS (SELECT array_agg(user_id ORDER BY user_id) AS a FROM billing_account)
             SELECT ids.a[1 + i % {users}], 'usage_debit', 'debit', 1000000000000 + (i % 997),

@@ -34,13 +34,14 @@ from billing.models import (
     Plan,
     PlanAssignment,
 )
-from billing.money import format_eth
+from billing.money import format_eth, format_usd_micros
 from billing.services import (
     account_change_plan,
     account_set_suspended,
     credit_deduct,
     credit_grant,
 )
+from billing.services.pricing import price_jump_adopt
 from integrations.pymthouse import PymthouseError, get_client
 
 
@@ -54,6 +55,11 @@ def _wei(value: int | None) -> str:
         if value is None
         else format_html('{} <span class="quiet">({} wei)</span>', format_eth(value), value)
     )
+
+
+def _usd(value: int | None) -> str:
+    """Staff see the exact amount: every micro."""
+    return "" if value is None else format_usd_micros(value)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -93,7 +99,7 @@ class PlanAdmin(admin.ModelAdmin[Plan]):
 
     @admin.display(description="Flat price")
     def flat_price(self, obj: Plan) -> str:
-        return _wei(obj.flat_price_wei)
+        return _usd(obj.flat_price_micros)
 
 
 class PlanHistoryInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -154,15 +160,15 @@ class AccountAdmin(admin.ModelAdmin[Account]):
 
     @admin.display(description="Balance")
     def balance(self, obj: Account) -> str:
-        return _wei(obj.balance_wei)
+        return _usd(obj.balance_micros)
 
     @admin.display(description="Held")
     def held(self, obj: Account) -> str:
-        return _wei(obj.held_wei)
+        return _usd(obj.held_micros)
 
     @admin.display(description="Available")
     def available(self, obj: Account) -> str:
-        return _wei(obj.available_wei)
+        return _usd(obj.available_micros)
 
     @admin.display(description="pymthouse provisioning", ordering="user__provisioning_status")
     def provisioning(self, obj: Account) -> str:
@@ -224,8 +230,8 @@ class AccountAdmin(admin.ModelAdmin[Account]):
             "title": title,
             "form": form,
             "extra": extra,
-            "balance": format_eth(account.balance_wei),
-            "available": format_eth(account.available_wei),
+            "balance": format_usd_micros(account.balance_micros),
+            "available": format_usd_micros(account.available_micros),
         }
         return TemplateResponse(request, "admin/billing/account/action_form.html", context)
 
@@ -256,7 +262,7 @@ class AccountAdmin(admin.ModelAdmin[Account]):
             try:
                 entry = service(
                     user=account.user,
-                    amount_wei=data["amount_wei"],
+                    amount_micros=data["amount_micros"],
                     reason=data["reason"],
                     acting_user=self._staff(request),
                     idempotency_key=f"admin:{data['idempotency_key']}",
@@ -266,7 +272,7 @@ class AccountAdmin(admin.ModelAdmin[Account]):
             else:
                 verb = "Granted" if data["operation"] == "grant" else "Deducted"
                 message = (
-                    f"{verb} {entry.amount_wei} wei ({format_eth(entry.amount_wei)}): "
+                    f"{verb} {format_usd_micros(entry.amount_micros)}: "
                     f"{entry.reason} {_entry_tag(entry)}"
                 )
                 # The history follows the ledger: a replayed submit (same key, same
@@ -370,22 +376,30 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "idempotency_key",
         "generation_id",
         "usage_ref",
+        "network_fee",
+        "eth_usd_rate",
+        "rate_source",
+        "rate_at",
         "corrects",
         "created_at",
     )
     fields = readonly_fields
 
+    @admin.display(description="Network fee")
+    def network_fee(self, obj: LedgerEntry) -> str:
+        return _wei(obj.network_fee_wei)
+
     @admin.display(description="Amount")
     def amount(self, obj: LedgerEntry) -> str:
-        return _wei(obj.amount_wei)
+        return _usd(obj.amount_micros)
 
     @admin.display(description="Balance after")
     def balance_after(self, obj: LedgerEntry) -> str:
-        return _wei(obj.balance_after_wei)
+        return _usd(obj.balance_after_micros)
 
     @admin.display(description="Held after")
     def held_after(self, obj: LedgerEntry) -> str:
-        return _wei(obj.held_after_wei)
+        return _usd(obj.held_after_micros)
 
 
 @admin.register(Hold)
@@ -396,6 +410,8 @@ class HoldAdmin(ReadOnlyAdmin):
         "amount",
         "status",
         "charged",
+        "absorbed",
+        "max_fee",
         "created_at",
         "resolved_at",
     )
@@ -404,18 +420,62 @@ class HoldAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Amount")
     def amount(self, obj: Hold) -> str:
-        return _wei(obj.amount_wei)
+        return _usd(obj.amount_micros)
 
     @admin.display(description="Charged")
     def charged(self, obj: Hold) -> str:
-        return _wei(obj.charged_wei)
+        return _usd(obj.charged_micros)
+
+    @admin.display(description="Absorbed (operator)")
+    def absorbed(self, obj: Hold) -> str:
+        return _usd(obj.absorbed_micros) if obj.absorbed_micros else ""
+
+    @admin.display(description="Network fee ceiling")
+    def max_fee(self, obj: Hold) -> str:
+        return _wei(obj.max_fee_wei)
 
 
 @admin.register(LedgerRejection)
 class LedgerRejectionAdmin(ReadOnlyAdmin):
-    list_display = ("idempotency_key", "account", "kind", "amount_wei", "reason", "created_at")
+    list_display = ("idempotency_key", "account", "kind", "amount", "reason", "created_at")
+
+    @admin.display(description="Amount")
+    def amount(self, obj: LedgerRejection) -> str:
+        return _usd(obj.amount_micros)
 
 
 @admin.register(ObservedPrice)
 class ObservedPriceAdmin(ReadOnlyAdmin):
-    list_display = ("model_id", "price_wei", "units_per_payment", "observed_at")
+    """The runner prices holds are based on; a jump above ``BILLING_PRICE_JUMP_FACTOR`` is
+    shown here and adopted only by the action."""
+
+    list_display = (
+        "model_id",
+        "fee_per_payment",
+        "units_per_payment",
+        "observed_at",
+        "jumped",
+        "jumped_at",
+    )
+    actions = ("adopt_jumped_price",)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if not request.user.has_perm("billing.change_account"):
+            actions.pop("adopt_jumped_price", None)
+        return actions
+
+    @admin.display(description="Adopted fee per payment")
+    def fee_per_payment(self, obj: ObservedPrice) -> str:
+        return _wei(obj.price_wei * obj.units_per_payment)
+
+    @admin.display(description="Jumped to (not adopted)")
+    def jumped(self, obj: ObservedPrice) -> str:
+        if obj.jumped_price_wei is None or not obj.jumped_units_per_payment:
+            return ""
+        return _wei(obj.jumped_price_wei * obj.jumped_units_per_payment)
+
+    @admin.action(description="Adopt the jumped price as the base of holds")
+    def adopt_jumped_price(self, request: HttpRequest, queryset: Any) -> None:
+        adopted = [row.model_id for row in queryset if price_jump_adopt(model_id=row.model_id)]
+        self.message_user(request, f"Adopted the jumped price for {len(adopted)} model(s).")

@@ -17,6 +17,7 @@ from ninja import Field, Router, Schema
 from accounts.api_auth import API_AUTH
 from accounts.models import User
 from billing.models import LedgerEntry
+from billing.money import format_usd
 from billing.selectors import account_allowance, account_entries
 from billing.services import account_open
 
@@ -34,9 +35,10 @@ class AllowanceOut(Schema):
 class AccountOut(Schema):
     plan: str
     plan_type: str
-    balance_wei: str = Field(description="Exact wei as a decimal string")
-    held_wei: str = Field(description="Wei held for images in progress, decimal string")
-    available_wei: str = Field(description="balance_wei - held_wei, decimal string")
+    balance_micros: str = Field(description="Exact USD micros (1 USD = 1,000,000), decimal string")
+    held_micros: str = Field(description="USD micros held for images in progress")
+    available_micros: str = Field(description="balance_micros - held_micros")
+    available: str = Field(description="The available balance as shown: dollars and cents")
     suspended: bool
     allowance: AllowanceOut | None
 
@@ -46,9 +48,9 @@ class EntryOut(Schema):
     created_at: datetime
     kind: str
     effect: str
-    amount_wei: str
-    balance_after_wei: str
-    held_after_wei: str
+    amount_micros: str = Field(description="USD micros, decimal string")
+    balance_after_micros: str
+    held_after_micros: str
     generation_id: UUID | None
     reason: str
 
@@ -71,9 +73,10 @@ def account(request: HttpRequest) -> dict[str, Any]:
     return {
         "plan": acct.plan.slug,
         "plan_type": acct.plan.plan_type,
-        "balance_wei": str(acct.balance_wei),
-        "held_wei": str(acct.held_wei),
-        "available_wei": str(acct.available_wei),
+        "balance_micros": str(acct.balance_micros),
+        "held_micros": str(acct.held_micros),
+        "available_micros": str(acct.available_micros),
+        "available": format_usd(acct.available_micros, round_down=True),
         "suspended": acct.suspended,
         "allowance": (
             None
@@ -93,9 +96,9 @@ def _entry_out(entry: LedgerEntry) -> dict[str, Any]:
         "created_at": entry.created_at,
         "kind": entry.kind,
         "effect": entry.effect,
-        "amount_wei": str(entry.amount_wei),
-        "balance_after_wei": str(entry.balance_after_wei),
-        "held_after_wei": str(entry.held_after_wei),
+        "amount_micros": str(entry.amount_micros),
+        "balance_after_micros": str(entry.balance_after_micros),
+        "held_after_micros": str(entry.held_after_micros),
         "generation_id": entry.generation_id,
         "reason": entry.reason,
     }

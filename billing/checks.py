@@ -29,13 +29,13 @@ def check_billing_settings(
         errors.append(
             Error("BILLING_ESTIMATED_FEE_WEI must be wei as plain digits.", id="billing.E001")
         )
-    for value in settings.BILLING_LOW_BALANCE_THRESHOLDS_WEI:
+    for value in settings.BILLING_LOW_BALANCE_THRESHOLDS_MICROS:
         try:
             parse_wei_text(value)
         except MoneyParseError:
             errors.append(
                 Error(
-                    "BILLING_LOW_BALANCE_THRESHOLDS_WEI must be wei as plain digits, "
+                    "BILLING_LOW_BALANCE_THRESHOLDS_MICROS must be wei as plain digits, "
                     "comma-separated.",
                     id="billing.E002",
                 )

@@ -1,4 +1,4 @@
-"""Staff forms for the billing admin. Amounts are wei as plain digits (``WeiFormField``)."""
+"""Staff forms for the billing admin. Amounts are dollars and cents (``UsdAmountField``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import uuid
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
-from billing.fields import WeiFormField
 from billing.models import Plan
+from billing.money import MoneyParseError, parse_usd_amount
+from billing.plan_policy import plan_policy
 
 _KEY = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
@@ -30,19 +32,32 @@ class _IdempotentForm(forms.Form):
         return key
 
 
+class UsdAmountField(forms.CharField):
+    """Dollars and cents typed by staff (``12.50``, ``$0.25``), trimmed, to exact micros."""
+
+    def to_python(self, value: Any) -> int | None:  # type: ignore[override]
+        text = super().to_python(value)
+        if text in self.empty_values:
+            return None
+        try:
+            return parse_usd_amount(text, maximum=settings.BILLING_MAX_STAFF_AMOUNT_MICROS)
+        except MoneyParseError as exc:
+            raise forms.ValidationError(str(exc), code="invalid_amount") from exc
+
+
 class CreditAdjustForm(_IdempotentForm):
     operation = forms.ChoiceField(
         choices=[("grant", "Grant credit (add)"), ("deduct", "Deduct credit (take away)")],
         widget=forms.RadioSelect,
     )
-    amount_wei = WeiFormField(
-        label="Amount (wei)",
-        help_text="Plain digits only, e.g. 1000000000000000000 for 1 ETH.",
+    amount_micros = UsdAmountField(
+        label="Amount (USD)",
+        help_text="Dollars and cents, e.g. 12.50 (down to $0.000001).",
     )
     reason = forms.CharField(max_length=500, help_text="Required; shown in the user's ledger.")
 
-    def clean_amount_wei(self) -> int:
-        amount = self.cleaned_data["amount_wei"]
+    def clean_amount_micros(self) -> int:
+        amount = self.cleaned_data["amount_micros"]
         if amount is None or amount == 0:
             raise forms.ValidationError("Enter an amount above zero.")
         return int(amount)
@@ -63,6 +78,13 @@ class PlanChangeForm(forms.Form):
         starts, ends = data.get("subscription_starts_at"), data.get("subscription_ends_at")
         if starts and ends and ends <= starts:
             raise forms.ValidationError("The period must end after it starts.")
+        plan = data.get("plan")
+        if plan is not None and plan_policy(plan).has_subscription and not ends:
+            self.add_error(
+                "subscription_ends_at",
+                "A subscription needs the end of its active period; without one the user "
+                "cannot generate.",
+            )
         return data
 
 

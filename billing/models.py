@@ -1,9 +1,14 @@
-"""Plans, per-user billing accounts, holds, and the append-only wei ledger.
+"""Plans, per-user billing accounts, holds, and the append-only ledger.
 
-Money is exact integer wei (``WeiField``). The ledger is the record: every change
-of an account's ``balance_wei`` or ``held_wei`` is one or more ``LedgerEntry`` rows
+What users pay is exact integer **USD micros** (1 USD = 1,000,000; the unit pymthouse
+bills in); what the network costs is exact integer **wei**. Both are stored in the
+exact big-integer columns of ``billing.fields`` (``*_micros`` and ``*_wei`` names say
+which). Every usage charge records its network fee in wei, the ETH/USD rate it was
+converted at, and where and when that rate came from (docs/billing.md). The ledger is
+the record: every change
+of an account's ``balance_micros`` or ``held_micros`` is one or more ``LedgerEntry`` rows
 written in the same transaction, under the account's row lock, so that for every
-account ``balance_wei == Σ credit − Σ debit`` and ``held_wei == Σ hold − Σ release``
+account ``balance_micros == Σ credit − Σ debit`` and ``held_micros == Σ hold − Σ release``
 over its entries (``billing.selectors.account_ledger_totals`` checks it). Entries are
 never updated or deleted (model guards here, read-only admin, and a database trigger
 in migration 0002); a mistake is fixed by a new ``correction`` entry.
@@ -31,10 +36,10 @@ class Plan(models.Model):
 
     * ``free``: ``monthly_generation_allowance`` images per calendar month (UTC), no charge.
     * ``subscription``: images while the account's subscription period is active, at most
-      ``monthly_generation_cap`` per month if set; ``subscription_fee_wei`` is recorded as a
-      ``subscription_fee`` ledger entry at each renewal (collecting it is out of scope).
-    * ``usage``: prepaid credit; each image debits its fee × ``multiplier_numerator /
-      multiplier_denominator`` (rounded up to a whole wei), or ``flat_price_wei`` if set.
+      ``monthly_generation_cap`` per month if set; ``subscription_fee_micros`` is recorded as
+      a ``subscription_fee`` ledger entry at each renewal (collecting it is out of scope).
+    * ``usage``: prepaid credit; each image debits its network fee in USD × ``multiplier_numerator
+      / multiplier_denominator`` (rounded up to a whole micro), or ``flat_price_micros`` if set.
     """
 
     slug = models.SlugField(max_length=64, unique=True)
@@ -42,10 +47,10 @@ class Plan(models.Model):
     plan_type = models.CharField(max_length=16, choices=PlanType.choices)
     monthly_generation_allowance = models.PositiveIntegerField(null=True, blank=True)
     monthly_generation_cap = models.PositiveIntegerField(null=True, blank=True)
-    subscription_fee_wei = WeiAmountField(default=0)
+    subscription_fee_micros = WeiAmountField(default=0)
     multiplier_numerator = models.PositiveBigIntegerField(default=1)
     multiplier_denominator = models.PositiveBigIntegerField(default=1)
-    flat_price_wei = WeiField(null=True, blank=True)
+    flat_price_micros = WeiField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -77,7 +82,7 @@ class Plan(models.Model):
 
 
 class Account(models.Model):
-    """One per user: current plan, balance and held amount (both exact wei).
+    """One per user: current plan, balance and held amount (both exact USD micros).
 
     ``available = balance − held`` is never negative (a CHECK constraint; WeiField
     itself keeps both non-negative). Holds exist only on usage-based plans, so on the
@@ -91,8 +96,8 @@ class Account(models.Model):
         related_name="billing_account",
     )
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="accounts")
-    balance_wei = WeiAmountField(default=0)
-    held_wei = WeiAmountField(default=0)
+    balance_micros = WeiAmountField(default=0)
+    held_micros = WeiAmountField(default=0)
     suspended = models.BooleanField(default=False)
     suspended_reason = models.CharField(max_length=500, blank=True, default="")
     subscription_starts_at = models.DateTimeField(null=True, blank=True)
@@ -104,16 +109,17 @@ class Account(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(balance_wei__gte=models.F("held_wei")),
+                condition=models.Q(balance_micros__gte=models.F("held_micros")),
                 name="billing_account_available_non_negative",
             ),
             # Each amount on its own too: a raw write that sets both negative would
             # otherwise pass the comparison above (WeiField parsing is Python only).
             models.CheckConstraint(
-                condition=models.Q(balance_wei__gte=0), name="billing_account_balance_non_negative"
+                condition=models.Q(balance_micros__gte=0),
+                name="billing_account_balance_non_negative",
             ),
             models.CheckConstraint(
-                condition=models.Q(held_wei__gte=0), name="billing_account_held_non_negative"
+                condition=models.Q(held_micros__gte=0), name="billing_account_held_non_negative"
             ),
         ]
 
@@ -121,8 +127,8 @@ class Account(models.Model):
         return f"account of {self.user_id}"
 
     @property
-    def available_wei(self) -> int:
-        return self.balance_wei - self.held_wei
+    def available_micros(self) -> int:
+        return self.balance_micros - self.held_micros
 
 
 class PlanAssignment(models.Model):
@@ -184,6 +190,12 @@ KIND_EFFECTS: dict[str, tuple[str, ...]] = {
 }
 
 
+class RateSource(models.TextChoices):
+    METERED = "metered", "pymthouse metering"
+    CONFIGURED = "configured", "configured rate"
+    MIGRATION = "migration", "wei balance migration"
+
+
 class LedgerImmutableError(Exception):
     """Ledger entries are append-only."""
 
@@ -203,16 +215,16 @@ class LedgerEntry(models.Model):
     entry already written instead of writing another. ``generation`` has no database
     constraint, so deleting an image never touches its entries. ``usage_ref`` names the
     mirrored pymthouse usage row an entry comes from (``manifest:<manifestId>``).
-    ``balance_after_wei``/``held_after_wei`` are the account's totals right after it.
+    ``balance_after_micros``/``held_after_micros`` are the account's totals right after it.
     """
 
     id = models.BigAutoField(primary_key=True)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
     kind = models.CharField(max_length=20, choices=EntryKind.choices)
     effect = models.CharField(max_length=10, choices=EntryEffect.choices)
-    amount_wei = WeiAmountField()
-    balance_after_wei = WeiAmountField()
-    held_after_wei = WeiAmountField()
+    amount_micros = WeiAmountField()
+    balance_after_micros = WeiAmountField()
+    held_after_micros = WeiAmountField()
     reason = models.CharField(max_length=500)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -232,6 +244,12 @@ class LedgerEntry(models.Model):
         related_name="+",
     )
     usage_ref = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    #: A usage charge's network side (staff only): the fee paid in wei, the ETH/USD rate
+    #: it was converted at (USD per ETH, exact decimal text), and that rate's origin.
+    network_fee_wei = WeiField(null=True, blank=True)
+    eth_usd_rate = models.CharField(max_length=64, blank=True, default="")
+    rate_source = models.CharField(max_length=16, choices=RateSource.choices, blank=True)
+    rate_at = models.DateTimeField(null=True, blank=True)
     corrects = models.ForeignKey(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="corrections"
     )
@@ -258,7 +276,7 @@ class LedgerEntry(models.Model):
                 name="billing_ledger_kind_effect",
             ),
             models.CheckConstraint(
-                condition=models.Q(balance_after_wei__gte=models.F("held_after_wei")),
+                condition=models.Q(balance_after_micros__gte=models.F("held_after_micros")),
                 name="billing_ledger_available_non_negative",
             ),
             models.CheckConstraint(
@@ -267,7 +285,7 @@ class LedgerEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount_wei} wei ({self.idempotency_key})"
+        return f"{self.kind} {self.amount_micros} µUSD ({self.idempotency_key})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
@@ -301,11 +319,19 @@ class Hold(models.Model):
         related_name="+",
         help_text="The plan that admitted the image; its price applies when it is charged.",
     )
-    amount_wei = WeiAmountField()
+    amount_micros = WeiAmountField()
     status = models.CharField(
         max_length=10, choices=HoldStatus.choices, default=HoldStatus.OPEN, db_index=True
     )
-    charged_wei = WeiField(null=True, blank=True)
+    charged_micros = WeiField(null=True, blank=True)
+    #: The most this image's payment may cost at the network (wei): the fee the hold
+    #: covers at ``eth_usd_rate``. The signer's ``maxPrice`` is derived from it.
+    max_fee_wei = WeiField(null=True, blank=True)
+    eth_usd_rate = models.CharField(max_length=64, blank=True, default="")
+    #: What the charge came to beyond the hold: never debited, borne by the operator.
+    absorbed_micros = WeiAmountField(default=0)
+    #: The image in words (prompt excerpt and model), for the entries' reasons.
+    description = models.CharField(max_length=200, blank=True, default="")
     resolution = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
@@ -324,16 +350,16 @@ class Hold(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(amount_wei__gte=0), name="billing_hold_amount_non_negative"
+                condition=models.Q(amount_micros__gte=0), name="billing_hold_amount_non_negative"
             ),
             models.CheckConstraint(
-                condition=models.Q(charged_wei__isnull=True) | models.Q(charged_wei__gte=0),
+                condition=models.Q(charged_micros__isnull=True) | models.Q(charged_micros__gte=0),
                 name="billing_hold_charged_non_negative",
             ),
         ]
 
     def __str__(self) -> str:
-        return f"hold {self.amount_wei} wei for {self.generation_id} ({self.status})"
+        return f"hold {self.amount_micros} µUSD for {self.generation_id} ({self.status})"
 
 
 class LedgerRejection(models.Model):
@@ -346,12 +372,12 @@ class LedgerRejection(models.Model):
     idempotency_key = models.CharField(max_length=200, unique=True)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
     kind = models.CharField(max_length=20, choices=EntryKind.choices)
-    amount_wei = WeiAmountField()
+    amount_micros = WeiAmountField()
     reason = models.CharField(max_length=500)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"refused {self.kind} {self.amount_wei} wei ({self.idempotency_key})"
+        return f"refused {self.kind} {self.amount_micros} µUSD ({self.idempotency_key})"
 
 
 class ObservedPrice(models.Model):
@@ -366,8 +392,29 @@ class ObservedPrice(models.Model):
     units_per_payment = models.PositiveBigIntegerField()
     observed_at = models.DateTimeField(auto_now=True)
 
+    #: A price that jumped more than ``BILLING_PRICE_JUMP_FACTOR`` above this one: not
+    #: adopted as the base of holds, shown to staff until a staff member adopts it.
+    jumped_price_wei = WeiField(null=True, blank=True)
+    jumped_units_per_payment = models.PositiveBigIntegerField(null=True, blank=True)
+    jumped_at = models.DateTimeField(null=True, blank=True)
+
     def __str__(self) -> str:
         return f"{self.model_id}: {self.price_wei} wei x {self.units_per_payment}"
+
+
+class MeteredRate(models.Model):
+    """An ETH/USD rate taken from pymthouse's own metering: a mirrored manifest's exact
+    USD figure over its ``feeWei``. The newest one, while fresh, converts fees."""
+
+    eth_usd_rate = models.CharField(max_length=64, help_text="USD per ETH, exact decimal")
+    usage_ref = models.CharField(max_length=200, blank=True, default="")
+    observed_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ("-observed_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.eth_usd_rate} USD/ETH ({self.usage_ref or 'metering'})"
 
 
 def new_idempotency_key() -> str:

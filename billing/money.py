@@ -1,6 +1,7 @@
 """Exact money: parse typed and transported amounts, format them for people.
 
-Every amount is an ``int``: wei (0 … 2**256 - 1) or USD micros (1 USD = 1,000,000).
+Every amount is an ``int``: wei (0 … 2**256 - 1) for what the network costs, USD micros
+(1 USD = 1,000,000) for what users pay. Conversions between them use ``Fraction`` only.
 The grammar is pymthouse's (``integrations.pymthouse.money``), not a second one: ASCII
 digits only, no exponent, separator, space, point, plus sign or full-width digit.
 Values typed by people or sent to our API must be *strings*; a JSON number is refused
@@ -32,8 +33,13 @@ __all__ = [
     "format_eth",
     "format_usd_estimate",
     "format_usd_micros",
+    "format_usd",
+    "usd_decimal",
     "format_wei",
+    "fraction_ceil",
     "parse_eth_usd_rate",
+    "parse_usd_amount",
+    "wei_to_usd_micros_exact",
     "parse_usd_micros_text",
     "parse_wei_text",
 ]
@@ -126,3 +132,61 @@ def format_usd_estimate(wei: int, rate: Fraction | Decimal | str | None = None) 
         if rate is None:
             return ""
     return f"≈ {format_usd_micros(estimate_usd_micros(wei, rate))} (estimate)"
+
+
+def wei_to_usd_micros_exact(wei: int, usd_per_eth: Fraction) -> Fraction:
+    """The exact USD micros of ``wei`` at ``usd_per_eth`` (no rounding)."""
+    return Fraction(wei) * usd_per_eth * USD_MICROS_PER_USD / WEI_PER_ETH
+
+
+def fraction_ceil(value: Fraction) -> int:
+    """``value`` rounded up to a whole number (exact)."""
+    return -((-value.numerator) // value.denominator)
+
+
+def format_usd(micros: int, *, round_down: bool = False) -> str:
+    """Dollars as a payer reads them: ``$1,234.57``; sub-cent digits only below a cent.
+
+    An amount of a cent or more is shown to the cent, rounded half up (``round_down``
+    truncates instead: balances, so the page never shows more than is there). An amount
+    below a cent shows its significant micros: ``$0.0042``, ``$0.000001``. The exact
+    figure is ``format_usd_micros``.
+    """
+    sign = "-" if micros < 0 else ""
+    value = abs(micros)
+    if 0 < value < 10_000:
+        return f"{sign}${_fixed(value, 6, min_places=2, max_places=6)}"
+    cents = value // 10_000 if round_down else (value + 5_000) // 10_000
+    return f"{sign}${_fixed(cents, 2, min_places=2, max_places=2)}"
+
+
+_AMOUNT_CHARS = set("0123456789.")
+
+
+def parse_usd_amount(value: object, *, maximum: int | None = None) -> int:
+    """Dollars typed by a person (``"12.50"``, ``"$0.25"``, ``" 5 "``) to exact micros.
+
+    Surrounding spaces and one leading ``$`` are allowed; then ASCII digits with at most
+    one point and at most six decimals. No sign, exponent, separator or full-width digit.
+    Messages are written for the person who typed it.
+    """
+    if not isinstance(value, str):
+        raise MoneyParseError("Enter an amount in dollars, such as 12.50.")
+    text = value.strip()
+    text = text.removeprefix("$").strip()
+    if not text or not set(text) <= _AMOUNT_CHARS or text.count(".") > 1 or text == ".":
+        raise MoneyParseError("Enter an amount in dollars, such as 12.50.")
+    whole, _, fraction = text.partition(".")
+    if len(fraction) > 6:
+        raise MoneyParseError("Amounts go down to $0.000001 (six decimal places) at most.")
+    micros = int(whole or "0") * USD_MICROS_PER_USD + int(fraction.ljust(6, "0") or "0")
+    if maximum is not None and micros > maximum:
+        raise MoneyParseError(f"That amount is too large: at most {format_usd(maximum)}.")
+    return micros
+
+
+def usd_decimal(micros: int) -> str:
+    """Exact dollars as plain decimal text for files: ``17164`` → ``0.017164``."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), USD_MICROS_PER_USD)
+    return f"{sign}{whole}.{frac:06d}"

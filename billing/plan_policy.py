@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 
 from billing.errors import CreditRefusedError
 from billing.models import Account, Plan, PlanType
-from billing.money import apply_ratio
+from billing.money import fraction_ceil, wei_to_usd_micros_exact
 
 
 def _refuse(message: str, code: str) -> CreditRefusedError:
@@ -46,8 +47,9 @@ class PlanPolicy:
         """
         return None
 
-    def charge(self, plan: Plan, *, fee_wei: int) -> int:
-        """What the user is charged for a network fee of ``fee_wei`` (0 when not charged)."""
+    def charge(self, plan: Plan, *, fee_wei: int, usd_per_eth: Fraction) -> int:
+        """USD micros the user is charged for a network fee of ``fee_wei`` converted at
+        ``usd_per_eth`` (0 when this type does not charge per image)."""
         return 0
 
 
@@ -100,11 +102,15 @@ class SubscriptionPolicy(PlanPolicy):
 class UsagePolicy(PlanPolicy):
     charges: bool = True
 
-    def charge(self, plan: Plan, *, fee_wei: int) -> int:
-        """The plan's flat price if it has one, else the fee × its multiplier (rounded up)."""
-        if plan.flat_price_wei is not None:
-            return plan.flat_price_wei
-        return apply_ratio(fee_wei, plan.multiplier_numerator, plan.multiplier_denominator)
+    def charge(self, plan: Plan, *, fee_wei: int, usd_per_eth: Fraction) -> int:
+        """The plan's flat price if it has one, else the fee in USD × its multiplier,
+        rounded up to a whole micro once (exact ``Fraction`` arithmetic until then)."""
+        if plan.flat_price_micros is not None:
+            return plan.flat_price_micros
+        exact = wei_to_usd_micros_exact(fee_wei, usd_per_eth)
+        return fraction_ceil(
+            exact * Fraction(plan.multiplier_numerator, plan.multiplier_denominator)
+        )
 
 
 POLICIES: dict[str, PlanPolicy] = {

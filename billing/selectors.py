@@ -13,29 +13,34 @@ from django.utils import timezone
 
 from billing.charts import ChartPoint
 from billing.db import WeiSum
+from billing.errors import CreditRefusedError
 from billing.hooks import images_this_month
 from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry
+from billing.money import format_usd
 from billing.plan_policy import plan_policy
-from integrations.pymthouse.money import parse_wei
+from billing.rates import rate_now
+from billing.services.pricing import max_fee_estimate
+from integrations.pymthouse.money import parse_usd_micros
 
 
 @dataclass(frozen=True)
 class LedgerTotals:
-    balance_wei: int
-    held_wei: int
+    balance_micros: int
+    held_micros: int
 
 
 def account_ledger_totals(*, account: Account) -> LedgerTotals:
     """Balance and held recomputed from the entries (exact sums); equals the account row."""
     sums = LedgerEntry.objects.filter(account=account).aggregate(
-        credit=WeiSum("amount_wei", filter=Q(effect=EntryEffect.CREDIT)),
-        debit=WeiSum("amount_wei", filter=Q(effect=EntryEffect.DEBIT)),
-        hold=WeiSum("amount_wei", filter=Q(effect=EntryEffect.HOLD)),
-        release=WeiSum("amount_wei", filter=Q(effect=EntryEffect.RELEASE)),
+        credit=WeiSum("amount_micros", filter=Q(effect=EntryEffect.CREDIT)),
+        debit=WeiSum("amount_micros", filter=Q(effect=EntryEffect.DEBIT)),
+        hold=WeiSum("amount_micros", filter=Q(effect=EntryEffect.HOLD)),
+        release=WeiSum("amount_micros", filter=Q(effect=EntryEffect.RELEASE)),
     )
     value = {key: sums[key] or 0 for key in sums}
     return LedgerTotals(
-        balance_wei=value["credit"] - value["debit"], held_wei=value["hold"] - value["release"]
+        balance_micros=value["credit"] - value["debit"],
+        held_micros=value["hold"] - value["release"],
     )
 
 
@@ -85,12 +90,82 @@ def plan_display(*, account: Account) -> PlanDisplay:
     )
 
 
+@dataclass(frozen=True)
+class ImageQuote:
+    """What the next image costs this user, said before they press Generate."""
+
+    model_id: str
+    #: The most one image costs (its hold) on a charging plan, USD micros.
+    price_micros: int | None
+    #: Images left this month on a counted plan (``None``: no monthly limit).
+    remaining: int | None
+    available_micros: int | None
+    affordable: bool
+    #: One line for the button's neighbourhood: "Up to $0.02 per image", "Free · 18 left".
+    text: str
+    #: Why the next image would be refused, in words ("" when it would not).
+    refusal: str
+    refusal_code: str
+
+
+def image_quote(*, account: Account, model_id: str) -> ImageQuote:
+    """The price (or allowance) of the next image of ``model_id``, and whether it would
+    be admitted now: the same policy and hold arithmetic admission uses, at the rate in
+    force now. Reads only (no lock, no hold)."""
+    plan = account.plan
+    policy = plan_policy(plan)
+    used = images_this_month(owner_id=account.pk) if policy.counts_images else 0
+    refusal = policy.refusal(
+        account=account, plan=plan, images_this_month=used + 1, now=timezone.now()
+    )
+    if account.suspended:
+        refusal = CreditRefusedError("Your account is suspended.", code="account_suspended")
+    limit = policy.monthly_limit(plan) if policy.counts_images else None
+    remaining = None if limit is None else max(limit - used, 0)
+    if not policy.charges:
+        text = "Free" if not policy.has_subscription else "Included in your plan"
+        if remaining is not None:
+            text += f" · {remaining} left this month"
+        return ImageQuote(
+            model_id=model_id,
+            price_micros=None,
+            remaining=remaining,
+            available_micros=None,
+            affordable=refusal is None,
+            text=text,
+            refusal="" if refusal is None else refusal.message,
+            refusal_code="" if refusal is None else refusal.code,
+        )
+    price = policy.charge(
+        plan, fee_wei=max_fee_estimate(model_id=model_id), usd_per_eth=rate_now().usd_per_eth
+    )
+    available = account.available_micros
+    if refusal is None and price > available:
+        refusal = CreditRefusedError(
+            f"This image costs up to {format_usd(price)} and you have "
+            f"{format_usd(available, round_down=True)} available. Add credit to keep "
+            "generating.",
+            code="insufficient_credit",
+        )
+    exact = plan.flat_price_micros is not None
+    return ImageQuote(
+        model_id=model_id,
+        price_micros=price,
+        remaining=None,
+        available_micros=available,
+        affordable=refusal is None,
+        text=f"{format_usd(price)} per image" if exact else f"Up to {format_usd(price)} per image",
+        refusal="" if refusal is None else refusal.message,
+        refusal_code="" if refusal is None else refusal.code,
+    )
+
+
 def low_balance_threshold(*, account: Account) -> int | None:
     """The lowest configured threshold the available balance is at or below, if any."""
     if not plan_policy(account.plan).charges:
         return None
-    thresholds = sorted(parse_wei(t) for t in settings.BILLING_LOW_BALANCE_THRESHOLDS_WEI)
-    crossed = [t for t in thresholds if account.available_wei <= t]
+    thresholds = sorted(parse_usd_micros(t) for t in settings.BILLING_LOW_BALANCE_THRESHOLDS_MICROS)
+    crossed = [t for t in thresholds if account.available_micros <= t]
     return crossed[0] if crossed else None
 
 
@@ -107,7 +182,7 @@ def account_daily_usage(
         )
         .annotate(day=TruncDate("created_at"))
         .values("day")
-        .annotate(total=WeiSum("amount_wei"))
+        .annotate(total=WeiSum("amount_micros"))
         .order_by()
     )
     by_day = {row["day"]: row["total"] or 0 for row in rows}
@@ -120,10 +195,45 @@ def account_daily_usage(
     ]
 
 
-def account_recent_charges(*, account: Account, limit: int = 20) -> QuerySet[LedgerEntry]:
-    return LedgerEntry.objects.filter(account=account, kind=EntryKind.USAGE_DEBIT).order_by("-id")[
-        :limit
-    ]
+@dataclass(frozen=True)
+class EntryDisplay:
+    """One ledger entry as its owner reads it: a signed amount in dollars, what it was."""
+
+    entry: LedgerEntry
+    what: str
+    reason: str
+    #: "+", "−" or "" (holds move money aside, not out; records move nothing)
+    sign: str
+    #: The change to the available balance: holds show as "−", releases as "+".
+    affects_available: bool
+
+
+_WHAT: dict[str, str] = {
+    EntryKind.GRANT: "Credit added",
+    EntryKind.DEDUCT: "Credit removed",
+    EntryKind.HOLD: "Held",
+    EntryKind.HOLD_RELEASE: "Hold returned",
+    EntryKind.USAGE_DEBIT: "Image charge",
+    EntryKind.SUBSCRIPTION_FEE: "Subscription",
+    EntryKind.CORRECTION: "Correction",
+}
+
+
+def entry_display(entry: LedgerEntry) -> EntryDisplay:
+    signs: dict[str, str] = {
+        EntryEffect.CREDIT: "+",
+        EntryEffect.DEBIT: "−",
+        EntryEffect.HOLD: "−",
+        EntryEffect.RELEASE: "+",
+    }
+    sign = signs.get(entry.effect, "")
+    return EntryDisplay(
+        entry=entry,
+        what=_WHAT.get(entry.kind, entry.get_kind_display()),
+        reason=entry.reason,
+        sign=sign,
+        affects_available=entry.effect in (EntryEffect.HOLD, EntryEffect.RELEASE),
+    )
 
 
 def generation_charge(*, generation_id: uuid.UUID | str) -> LedgerEntry | None:
@@ -140,7 +250,7 @@ class OpenHold:
     hold_id: int
     generation_id: uuid.UUID
     user_id: int
-    amount_wei: int
+    amount_micros: int
     created_at: datetime
 
 
@@ -152,6 +262,6 @@ def holds_open_stale(*, before: datetime, limit: int) -> list[OpenHold]:
     rows = (
         Hold.objects.filter(status=HoldStatus.OPEN, created_at__lt=before)
         .order_by(F("swept_at").asc(nulls_first=True), "created_at", "pk")
-        .values_list("pk", "generation_id", "account_id", "amount_wei", "created_at")[:limit]
+        .values_list("pk", "generation_id", "account_id", "amount_micros", "created_at")[:limit]
     )
     return [OpenHold(*row) for row in rows]

@@ -6,7 +6,9 @@ import csv
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -16,27 +18,35 @@ from accounts.models import User
 from billing.charts import bar_chart_svg
 from billing.exports import csv_text
 from billing.models import LedgerEntry
-from billing.money import format_eth
+from billing.money import format_usd, usd_decimal
 from billing.selectors import (
     account_allowance,
     account_daily_usage,
     account_entries,
-    account_recent_charges,
+    entry_display,
+    image_quote,
     low_balance_threshold,
     plan_display,
 )
 from billing.services import account_open
+
+ACTIVITY_PAGE_SIZE = 25
 
 CSV_COLUMNS = (
     "entry_id",
     "created_at",
     "kind",
     "effect",
-    "amount_wei",
-    "balance_after_wei",
-    "held_after_wei",
+    "amount_usd",
+    "balance_after_usd",
+    "held_after_usd",
+    "amount_micros",
+    "balance_after_micros",
+    "held_after_micros",
+    "network_fee_wei",
+    "eth_usd_rate",
+    "rate_source",
     "generation_id",
-    "usage_ref",
     "reason",
 )
 
@@ -53,6 +63,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     account = account_open(user_id=user.pk)
     usage = account_daily_usage(account=account)
+    page = Paginator(account_entries(account=account), ACTIVITY_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
     context: dict[str, Any] = {
         "account": account,
         "plan": account.plan,
@@ -60,11 +73,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "allowance": account_allowance(account=account),
         "low_balance": low_balance_threshold(account=account),
         "usage_chart": bar_chart_svg(
-            usage, title="Charges per day, last 30 days", value_label=format_eth
+            usage, title="Charges per day, last 30 days", value_label=format_usd
         ),
         "usage_total": sum(point.value for point in usage),
-        "charges": list(account_recent_charges(account=account)),
-        "entries": list(account_entries(account=account)[:20]),
+        "quote": image_quote(account=account, model_id=settings.INFERENCE_MODELS[0]),
+        "page": page,
+        "entries": [entry_display(entry) for entry in page.object_list],
         "now": timezone.now(),
     }
     return render(request, "billing/dashboard.html", context)
@@ -78,11 +92,16 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:
             entry.created_at.isoformat(),
             entry.kind,
             entry.effect,
-            str(entry.amount_wei),  # plain digits, never 1E+30
-            str(entry.balance_after_wei),
-            str(entry.held_after_wei),
+            usd_decimal(entry.amount_micros),  # exact: 0.017164
+            usd_decimal(entry.balance_after_micros),
+            usd_decimal(entry.held_after_micros),
+            str(entry.amount_micros),  # plain digits, never 1E+30
+            str(entry.balance_after_micros),
+            str(entry.held_after_micros),
+            "" if entry.network_fee_wei is None else str(entry.network_fee_wei),
+            entry.eth_usd_rate,
+            entry.rate_source,
             str(entry.generation_id or ""),
-            entry.usage_ref,
             csv_text(entry.reason),
         ]
 

@@ -502,17 +502,31 @@ if not (
 INFERENCE_SOFT_TIME_LIMIT: int = env.int("INFERENCE_SOFT_TIME_LIMIT", default=300)
 INFERENCE_TIME_LIMIT: int = env.int("INFERENCE_TIME_LIMIT", default=330)
 
-# --- Billing (the local wei ledger) -----------------------------------------
+# --- Billing (the local ledger, in USD micros; docs/billing.md) --------------
 # Plan every new user starts on (a slug seeded by billing.services.plans_seed).
 BILLING_DEFAULT_PLAN: str = env.str("BILLING_DEFAULT_PLAN", default="free")
 # Per-image fee (wei) assumed when no runner price has been observed for a model,
 # and the charge on the ai-gateway backend, where no fee is known at payment time.
 BILLING_ESTIMATED_FEE_WEI: str = env.str("BILLING_ESTIMATED_FEE_WEI", default="5000000000000")
-# ETH/USD rate (decimal string) for USD estimates of wei amounts; empty = no estimate.
+# The configured ETH/USD rate (a decimal string, USD per ETH): network fees (wei) are
+# converted to USD at pymthouse's own metered rate while one is fresh, else at this.
 BILLING_ETH_USD_RATE: str = env.str("BILLING_ETH_USD_RATE", default="3000")
-# Available-balance thresholds (wei, comma-separated) that show a low-balance notice.
-BILLING_LOW_BALANCE_THRESHOLDS_WEI: list[str] = env.list(
-    "BILLING_LOW_BALANCE_THRESHOLDS_WEI", default=["20000000000000", "5000000000000"]
+# A rate taken from pymthouse's metering (the mirrored manifests' feeWei and exact USD)
+# is used for this long after the manifest's sync; then the configured rate again.
+BILLING_METERED_RATE_MAX_AGE_SECONDS: int = env.int(
+    "BILLING_METERED_RATE_MAX_AGE_SECONDS", default=3600
+)
+# A runner price more than this factor above the last adopted one for a model is not
+# adopted as the base of holds: it is shown to staff (Observed prices) instead.
+BILLING_PRICE_JUMP_FACTOR: str = env.str("BILLING_PRICE_JUMP_FACTOR", default="3")
+# Available-balance thresholds (USD micros, comma-separated) that show a low-balance
+# notice: $5 and $1 by default.
+BILLING_LOW_BALANCE_THRESHOLDS_MICROS: list[str] = env.list(
+    "BILLING_LOW_BALANCE_THRESHOLDS_MICROS", default=["5000000", "1000000"]
+)
+# The largest amount staff may grant or deduct at once (USD micros; $100,000).
+BILLING_MAX_STAFF_AMOUNT_MICROS: int = env.int(
+    "BILLING_MAX_STAFF_AMOUNT_MICROS", default=100_000_000_000
 )
 # A hold whose generation ended in an unknown outcome waits this long for the usage
 # mirror to show its manifest, then is released and reported.

@@ -90,10 +90,24 @@ class GenerationPageOut(Schema):
     previous_page: int | None
 
 
+class PriceOut(Schema):
+    model: str
+    price_micros: str | None = Field(
+        description="The most one image costs you, exact USD micros; null with an allowance"
+    )
+    price: str = Field(description="What the page shows: '$0.02 per image', 'Free · 18 left…'")
+    remaining_this_month: int | None
+    affordable: bool = Field(description="Whether the next image would be admitted now")
+    refusal: str
+    refusal_code: str
+
+
 class ModelsOut(Schema):
     models: list[str]
     default_model: str
     sizes: list[dict[str, Any]]
+    prices: list[PriceOut]
+    available_micros: str | None = Field(description="Your available balance (charging plans)")
 
 
 class MessageOut(Schema):
@@ -247,6 +261,8 @@ def delete_generation(request: HttpRequest, generation_id: str) -> Any:
 @router.get("/models", response=ModelsOut, summary="Models and size presets you can use")
 def list_models(request: HttpRequest) -> Any:
     models = selectors.model_choices()
+    quotes = selectors.model_quotes(owner_id=_user_id(request))
+    first = quotes[models[0]]
     return {
         "models": models,
         "default_model": models[0],
@@ -254,4 +270,19 @@ def list_models(request: HttpRequest) -> Any:
             {"label": label, "width": width, "height": height}
             for label, width, height in selectors.size_presets()
         ],
+        "prices": [
+            {
+                "model": model,
+                "price_micros": None if q.price_micros is None else str(q.price_micros),
+                "price": q.text,
+                "remaining_this_month": q.remaining,
+                "affordable": q.affordable,
+                "refusal": q.refusal,
+                "refusal_code": q.refusal_code,
+            }
+            for model, q in quotes.items()
+        ],
+        "available_micros": (
+            None if first.available_micros is None else str(first.available_micros)
+        ),
     }

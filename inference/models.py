@@ -159,6 +159,10 @@ class Generation(models.Model):
     image_seed = models.BigIntegerField(null=True, blank=True)
     nsfw = models.BooleanField(default=False)
 
+    # The most this image's payment may cost at the network (wei), decided at admission
+    # (billing's hold covers it): the signer's maxPrice never exceeds it.
+    max_fee_wei = WeiField(null=True, blank=True)
+
     # What the payment bought, recorded at payment time (PaymentRecord). The
     # expected fee is what billing debits; it never waits for a usage report.
     price_wei = WeiField(null=True, blank=True)

@@ -11,6 +11,8 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from billing.selectors import ImageQuote, image_quote
+from billing.services import account_open
 from inference.models import Generation, GenerationStatus
 
 
@@ -83,3 +85,10 @@ def generations_counted_this_month(*, owner_id: int, now: datetime | None = None
         )
         .count()
     )
+
+
+def model_quotes(*, owner_id: int) -> dict[str, ImageQuote]:
+    """For each model the user may pick: what the next image costs them (or how many are
+    left this month) and whether it would be admitted now (``billing.selectors.image_quote``)."""
+    account = account_open(user_id=owner_id)
+    return {model: image_quote(account=account, model_id=model) for model in model_choices()}

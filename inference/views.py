@@ -40,7 +40,13 @@ from inference.models import (
     GenerationStage,
     GenerationStatus,
 )
-from inference.selectors import generation_get, generation_list, model_choices, size_presets
+from inference.selectors import (
+    generation_get,
+    generation_list,
+    model_choices,
+    model_quotes,
+    size_presets,
+)
 from inference.services import SEED_MAX, generation_create, generation_delete
 
 logger = logging.getLogger(__name__)
@@ -102,10 +108,17 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         or form["seed"].value()
         or form.errors.keys() & {"negative_prompt", "seed"}
     )
+    selected = form["model_id"].value() or model_choices()[0]
+    quotes = model_quotes(owner_id=owner.pk)
     return {
         "form": form,
         "models": model_choices(),
-        "selected_model": form["model_id"].value() or model_choices()[0],
+        "selected_model": selected,
+        "quote": quotes.get(selected) or next(iter(quotes.values())),
+        "quotes_json": {
+            model: {"text": q.text, "affordable": q.affordable, "refusal": q.refusal}
+            for model, q in quotes.items()
+        },
         "size_options": form.size_options(size_presets()),
         "advanced_open": advanced_open,
         "recent_generations": list(generation_list(owner_id=owner.pk)[:RECENT_COUNT]),

@@ -35,10 +35,10 @@ class PlanSeed:
     plan_type: str
     monthly_generation_allowance: int | None = None
     monthly_generation_cap: int | None = None
-    subscription_fee_wei: int = 0
+    subscription_fee_micros: int = 0
     multiplier_numerator: int = 1
     multiplier_denominator: int = 1
-    flat_price_wei: int | None = None
+    flat_price_micros: int | None = None
 
 
 #: The standard plans. Existing rows are never changed by seeding (staff may edit them).
@@ -49,7 +49,7 @@ STANDARD_PLANS: tuple[PlanSeed, ...] = (
         "Studio subscription",
         PlanType.SUBSCRIPTION,
         monthly_generation_cap=500,
-        subscription_fee_wei=10**16,
+        subscription_fee_micros=29_000_000,  # $29.00
     ),
     PlanSeed(
         "pay-as-you-go",
@@ -58,7 +58,12 @@ STANDARD_PLANS: tuple[PlanSeed, ...] = (
         multiplier_numerator=6,
         multiplier_denominator=5,
     ),
-    PlanSeed("pay-per-image", "Pay per image", PlanType.USAGE, flat_price_wei=2 * 10**12),
+    PlanSeed(
+        "pay-per-image",
+        "Pay per image",
+        PlanType.USAGE,
+        flat_price_micros=20_000,  # $0.02
+    ),
 )
 
 
@@ -73,10 +78,10 @@ def plans_seed() -> list[Plan]:
                 "plan_type": seed.plan_type,
                 "monthly_generation_allowance": seed.monthly_generation_allowance,
                 "monthly_generation_cap": seed.monthly_generation_cap,
-                "subscription_fee_wei": seed.subscription_fee_wei,
+                "subscription_fee_micros": seed.subscription_fee_micros,
                 "multiplier_numerator": seed.multiplier_numerator,
                 "multiplier_denominator": seed.multiplier_denominator,
-                "flat_price_wei": seed.flat_price_wei,
+                "flat_price_micros": seed.flat_price_micros,
             },
         )
         plans.append(plan)
@@ -191,16 +196,17 @@ def subscription_renew(
         account=account,
         kind=EntryKind.SUBSCRIPTION_FEE,
         effect=EntryEffect.RECORD,
-        amount_wei=plan.subscription_fee_wei,
+        amount_micros=plan.subscription_fee_micros,
         reason=f"{plan.name}: {starts_at:%Y-%m-%d} to {ends_at:%Y-%m-%d}",
         idempotency_key=f"subscription_fee:{user.pk}:{plan.pk}:{starts_at.isoformat()}",
         acting_user=acting_user,
     )
 
 
-#: Demo credit for the usage-based demo user: 17 images at the sandbox runners' fixed
-#: price (4,768,371,000,000 wei per call) with the pay-as-you-go multiplier of 6/5.
-DEMO_CREDIT_WEI = 10**14
+#: Demo credit for the usage-based demo user: $5.00, about 290 images at the sandbox
+#: runners' fixed price (4,768,371,000,000 wei per call, $0.0143 at $3,000/ETH) with the
+#: pay-as-you-go multiplier of 6/5.
+DEMO_CREDIT_MICROS = 5_000_000
 
 
 def demo_billing_seed(*, usage_user: User, free_user: User, subscription_user: User) -> None:
@@ -213,7 +219,7 @@ def demo_billing_seed(*, usage_user: User, free_user: User, subscription_user: U
     )
     credit_grant(
         user=usage_user,
-        amount_wei=DEMO_CREDIT_WEI,
+        amount_micros=DEMO_CREDIT_MICROS,
         reason="demo credit",
         acting_user=None,
         idempotency_key=f"demo-credit:{usage_user.pk}",

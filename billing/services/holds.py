@@ -27,15 +27,25 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 
 from django.db import transaction
 from django.utils import timezone
 
 from billing.errors import CreditRefusedError
 from billing.lock_objects import account_lock
-from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry
-from billing.money import format_eth
+from billing.models import (
+    Account,
+    EntryEffect,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    RateSource,
+)
+from billing.money import format_usd
 from billing.plan_policy import plan_policy
+from billing.rates import Rate, rate_from_metering, rate_now, rate_text
 from billing.services.ledger import ledger_entry_append
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
 from integrations.livepeer.types import PaymentRecord
@@ -43,13 +53,31 @@ from integrations.livepeer.types import PaymentRecord
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """What admission decided: the most the image's payment may cost at the network (the
+    signer's ``maxPrice`` is derived from it) and the hold covering it, on a plan that
+    charges per image; both ``None`` on a plan that includes images."""
+
+    max_fee_wei: int | None
+    hold_micros: int | None
+
+
 def generation_admit(
-    *, owner_id: int, generation_id: uuid.UUID, model_id: str, images_this_month: int
-) -> None:
+    *,
+    owner_id: int,
+    generation_id: uuid.UUID,
+    model_id: str,
+    images_this_month: int,
+    description: str = "",
+) -> Admitted:
     """Admit a generation (already inserted, not yet committed) or raise ``CreditRefusedError``.
 
     ``images_this_month`` counts the images of this month that count against a limit,
-    this one included. Runs inside the caller's transaction; holds the account row lock
+    this one included; ``description`` names the image in words (prompt excerpt, model)
+    for the ledger. A charging plan holds its charge for the most the image may cost at
+    the network, converted at the current rate: that hold is the most the image will
+    ever cost the user. Runs inside the caller's transaction; holds the account row lock
     until it ends.
     """
     account = account_lock(user_id=owner_id)
@@ -66,31 +94,45 @@ def generation_admit(
     if refusal is not None:
         raise refusal
     if not policy.charges:
-        return
-    amount = policy.charge(plan, fee_wei=max_fee_estimate(model_id=model_id))
-    if amount > account.available_wei:
+        # No hold, so no ceiling: the operator pays the runner's price (up to the
+        # client's maxPrice markup) for images its plans include.
+        return Admitted(max_fee_wei=None, hold_micros=None)
+    max_fee = max_fee_estimate(model_id=model_id)
+    rate = rate_now()
+    amount = policy.charge(plan, fee_wei=max_fee, usd_per_eth=rate.usd_per_eth)
+    if amount > account.available_micros:
         raise CreditRefusedError(
-            f"You're out of credit: this image may cost up to {format_eth(amount)} and you "
-            f"have {format_eth(account.available_wei)} available. Add credit to keep "
-            "generating.",
+            f"You're out of credit: this image costs up to {format_usd(amount)} and you "
+            f"have {format_usd(account.available_micros, round_down=True)} available. "
+            "Add credit to keep generating.",
             code="insufficient_credit",
         )
-    Hold.objects.create(generation_id=generation_id, account=account, plan=plan, amount_wei=amount)
+    description = description[:200] or "an image"
+    Hold.objects.create(
+        generation_id=generation_id,
+        account=account,
+        plan=plan,
+        amount_micros=amount,
+        max_fee_wei=max_fee,
+        eth_usd_rate=rate.text,
+        description=description,
+    )
     ledger_entry_append(
         account=account,
         kind=EntryKind.HOLD,
         effect=EntryEffect.HOLD,
-        amount_wei=amount,
-        reason=f"hold for image {generation_id}",
+        amount_micros=amount,
+        reason=f"Held while generating {description}",
         idempotency_key=f"hold:{generation_id}",
         generation_id=generation_id,
     )
+    return Admitted(max_fee_wei=max_fee, hold_micros=amount)
 
 
 @dataclass(frozen=True)
 class _Settled:
-    charged_wei: int
-    shortfall_wei: int
+    charged_micros: int
+    absorbed_micros: int
 
 
 def _settle(
@@ -98,62 +140,70 @@ def _settle(
     account: Account,
     generation_id: uuid.UUID,
     fee_wei: int,
-    reason: str,
+    rate: Rate,
+    how: str,
     usage_ref: str = "",
 ) -> _Settled | None:
-    """Turn the generation's hold (if open) into a usage debit; debit directly if the hold
-    was already released by a timeout. ``None`` when it was already charged."""
+    """Turn the generation's hold into a usage debit of its plan's charge for ``fee_wei``
+    at ``rate``, never more than the hold. ``None`` when there is nothing to charge: it
+    was charged already, or no hold was placed (the image was admitted on a plan that
+    does not charge per image, whatever the account's plan is now)."""
     key = f"usage_debit:{generation_id}"
     if LedgerEntry.objects.filter(idempotency_key=key).exists():
         return None
     hold = Hold.objects.filter(generation_id=generation_id).select_related("plan").first()
-    plan = account.plan
-    if hold is None and not plan_policy(plan).charges:
-        return None  # counted plans: nothing to charge
-    if hold is not None and hold.status == HoldStatus.OPEN:
+    if hold is None:
+        return None
+    if hold.status == HoldStatus.OPEN:
         ledger_entry_append(
             account=account,
             kind=EntryKind.HOLD_RELEASE,
             effect=EntryEffect.RELEASE,
-            amount_wei=hold.amount_wei,
-            reason=f"hold settled for image {generation_id}",
+            amount_micros=hold.amount_micros,
+            reason=f"Hold ended: {hold.description or 'an image'}",
             idempotency_key=f"hold_release:{generation_id}",
             generation_id=generation_id,
             usage_ref=usage_ref,
         )
-    if hold is not None and hold.plan is not None:
-        plan = hold.plan  # the plan that admitted the image, even if it changed since
-    charge = plan_policy(plan).charge(plan, fee_wei=fee_wei)
-    collectable = min(charge, account.available_wei)
-    shortfall = charge - collectable
-    if shortfall:
-        # The network was paid more than the user can cover (the price rose above the
-        # observed one, or the hold had timed out). Debit what is there and report.
+    plan = hold.plan or account.plan  # the plan that admitted the image
+    charge = plan_policy(plan).charge(plan, fee_wei=fee_wei, usd_per_eth=rate.usd_per_eth)
+    billed = min(charge, hold.amount_micros)  # the hold is the ceiling
+    collectable = min(billed, account.available_micros)
+    absorbed = charge - collectable
+    if absorbed:
+        # Beyond the hold (the network asked more than admission allowed for), or the
+        # hold had timed out and the credit is gone: the operator bears it, recorded.
         logger.warning(
-            "billing: image %s charge %s wei exceeds the available %s wei; shortfall %s wei",
+            "billing: image %s charge %s µUSD above what is collectable (%s µUSD); "
+            "%s µUSD absorbed",
             generation_id,
             charge,
             collectable,
-            shortfall,
+            absorbed,
         )
-        reason = f"{reason}; uncollected shortfall {shortfall} wei"
     ledger_entry_append(
         account=account,
         kind=EntryKind.USAGE_DEBIT,
         effect=EntryEffect.DEBIT,
-        amount_wei=collectable,
-        reason=reason,
+        amount_micros=collectable,
+        reason=f"Image: {hold.description or 'an image'}",
         idempotency_key=key,
         generation_id=generation_id,
         usage_ref=usage_ref,
+        network_fee_wei=fee_wei,
+        eth_usd_rate=rate.text,
+        rate_source=rate.source,
+        rate_at=rate.at,
     )
-    if hold is not None:
-        hold.status = HoldStatus.SETTLED
-        hold.charged_wei = collectable
-        hold.resolution = reason[:200]
-        hold.resolved_at = timezone.now()
-        hold.save(update_fields=["status", "charged_wei", "resolution", "resolved_at"])
-    return _Settled(charged_wei=collectable, shortfall_wei=shortfall)
+    hold.status = HoldStatus.SETTLED
+    hold.charged_micros = collectable
+    hold.absorbed_micros = absorbed
+    hold.resolution = how[:200]
+    hold.resolved_at = timezone.now()
+    hold.save(
+        update_fields=["status", "charged_micros", "absorbed_micros", "resolution", "resolved_at"]
+    )
+    return _Settled(charged_micros=collectable, absorbed_micros=absorbed)
 
 
 @transaction.atomic
@@ -164,8 +214,9 @@ def generation_charge_settle(
 
     ``record.expected_fee_wei`` is the runner's real fee; ``None`` (ai-gateway backend,
     where pymthouse does not charge the user) charges ``BILLING_ESTIMATED_FEE_WEI``.
-    The runner's price is remembered for the next holds. Idempotent: a second call
-    changes nothing.
+    The fee is converted at the current rate; the charge never exceeds the hold. The
+    runner's price is remembered for the next holds (unless it jumped: ``price_observe``).
+    Idempotent: a second call changes nothing.
     """
     account = account_lock(user_id=owner_id)
     if record.expected_fee_wei is None:
@@ -176,7 +227,8 @@ def generation_charge_settle(
         account=account,
         generation_id=generation_id,
         fee_wei=fee,
-        reason=f"image {generation_id}: {source} {fee} wei",
+        rate=rate_now(),
+        how=f"charged at payment: {source} {fee} wei",
     )
     if record.price_wei is not None and record.units_paid:
         price_observe(
@@ -186,19 +238,38 @@ def generation_charge_settle(
 
 @transaction.atomic
 def generation_usage_settle(
-    *, owner_id: int, generation_id: uuid.UUID | str, fee_wei: int, usage_ref: str
+    *,
+    owner_id: int,
+    generation_id: uuid.UUID | str,
+    fee_wei: int,
+    usage_ref: str,
+    usd_micros_exact: Fraction | None = None,
 ) -> bool:
     """Charge a generation from the usage mirror's metered fee (outcome was unknown).
 
-    Does nothing when the generation was already charged (returns False). If the hold
-    had already timed out and been released, the debit is taken from what is available.
+    ``usd_micros_exact`` is pymthouse's own exact USD figure for that manifest: the fee
+    is then converted at the rate it implies (source ``metered``), else at the current
+    rate. Does nothing when the generation was already charged or held nothing (returns
+    False). Never more than the hold, even if the hold had already timed out.
     """
     account = account_lock(user_id=owner_id)
+    rate = rate_now()
+    if usd_micros_exact is not None:
+        implied = rate_from_metering(fee_wei=fee_wei, usd_micros_exact=usd_micros_exact)
+        if implied is not None:
+            text = rate_text(implied)
+            rate = Rate(
+                usd_per_eth=Fraction(text),
+                text=text,
+                source=RateSource.METERED,
+                at=timezone.now(),
+            )
     settled = _settle(
         account=account,
         generation_id=uuid.UUID(str(generation_id)),
         fee_wei=fee_wei,
-        reason=f"image {generation_id}: metered fee {fee_wei} wei",
+        rate=rate,
+        how=f"charged from metering: {fee_wei} wei",
         usage_ref=usage_ref,
     )
     return settled is not None
@@ -209,8 +280,8 @@ def _release(*, account: Account, hold: Hold, reason: str) -> None:
         account=account,
         kind=EntryKind.HOLD_RELEASE,
         effect=EntryEffect.RELEASE,
-        amount_wei=hold.amount_wei,
-        reason=reason,
+        amount_micros=hold.amount_micros,
+        reason=f"Released, not charged: {hold.description or 'an image'}",
         idempotency_key=f"hold_release:{hold.generation_id}",
         generation_id=hold.generation_id,
     )
@@ -238,7 +309,7 @@ def generation_hold_release(*, generation_id: uuid.UUID | str, reason: str) -> N
     found = _open_hold_locked(generation_id)
     if found is not None:
         account, hold = found
-        _release(account=account, hold=hold, reason=f"image {generation_id}: {reason}")
+        _release(account=account, hold=hold, reason=reason)
 
 
 # --- the stale-hold sweep's hooks (inference.services.reconcile decides) -------------
@@ -264,7 +335,9 @@ def hold_settle(*, generation_id: uuid.UUID, fee_wei: int, reason: str) -> bool:
     if found is None:
         return False
     account, _ = found
-    _settle(account=account, generation_id=generation_id, fee_wei=fee_wei, reason=reason)
+    _settle(
+        account=account, generation_id=generation_id, fee_wei=fee_wei, rate=rate_now(), how=reason
+    )
     return True
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
@@ -29,16 +30,16 @@ from billing.models import (
     LedgerEntry,
     LedgerRejection,
 )
-from billing.money import MAX_UINT256, format_eth
+from billing.money import MAX_UINT256, format_usd
 
 logger = logging.getLogger(__name__)
 
 
-def _check_amount(amount_wei: int) -> None:
-    if isinstance(amount_wei, bool) or not isinstance(amount_wei, int):
-        raise TypeError("amount_wei must be an int")
-    if not 0 <= amount_wei <= MAX_UINT256:
-        raise ValueError("amount_wei must be between 0 and 2**256 - 1")
+def _check_amount(amount_micros: int) -> None:
+    if isinstance(amount_micros, bool) or not isinstance(amount_micros, int):
+        raise TypeError("amount_micros must be an int")
+    if not 0 <= amount_micros <= MAX_UINT256:
+        raise ValueError("amount_micros must be between 0 and 2**256 - 1")
 
 
 def ledger_entry_append(
@@ -46,13 +47,17 @@ def ledger_entry_append(
     account: Account,
     kind: str,
     effect: str,
-    amount_wei: int,
+    amount_micros: int,
     reason: str,
     idempotency_key: str,
     acting_user: User | None = None,
     generation_id: uuid.UUID | str | None = None,
     usage_ref: str = "",
     corrects: LedgerEntry | None = None,
+    network_fee_wei: int | None = None,
+    eth_usd_rate: str = "",
+    rate_source: str = "",
+    rate_at: datetime | None = None,
 ) -> LedgerEntry:
     """Append one entry to a **locked** ``account`` and update its totals; idempotent.
 
@@ -60,55 +65,60 @@ def ledger_entry_append(
     balance (balance − held) below zero, and ``ValueError`` when a release exceeds
     what is held or a credit would pass 2**256 − 1. Nothing is written then.
     """
-    _check_amount(amount_wei)
+    _check_amount(amount_micros)
     if effect not in KIND_EFFECTS[kind]:
         raise ValueError(f"a {kind} entry cannot have effect {effect}")
     if not reason.strip():
         raise ValueError("a ledger entry needs a reason")
     existing = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
-        if (existing.account_id, existing.kind, existing.effect, existing.amount_wei) != (
+        if (existing.account_id, existing.kind, existing.effect, existing.amount_micros) != (
             account.pk,
             kind,
             effect,
-            amount_wei,
+            amount_micros,
         ):
             raise IdempotencyConflictError(
                 "This operation key was already used for a different entry."
             )
         return existing
 
-    balance, held = account.balance_wei, account.held_wei
+    balance, held = account.balance_micros, account.held_micros
     if effect == EntryEffect.CREDIT:
-        balance += amount_wei
+        balance += amount_micros
     elif effect == EntryEffect.DEBIT:
-        balance -= amount_wei
+        balance -= amount_micros
     elif effect == EntryEffect.HOLD:
-        held += amount_wei
+        held += amount_micros
     elif effect == EntryEffect.RELEASE:
-        held -= amount_wei
+        held -= amount_micros
     if held < 0:
         raise ValueError("cannot release more than is held")
     if balance > MAX_UINT256 or held > MAX_UINT256:
-        raise AmountOutOfRangeError("The balance would exceed 2**256 - 1 wei.")
+        raise AmountOutOfRangeError("That amount is too large for the account.")
     if balance < held:
         raise InsufficientFundsError(
-            f"Not enough available credit: {format_eth(account.available_wei)} available, "
-            f"{format_eth(amount_wei)} needed."
+            "Not enough available credit: "
+            f"{format_usd(account.available_micros, round_down=True)} available, "
+            f"{format_usd(amount_micros)} needed."
         )
     entry = LedgerEntry(
         account=account,
         kind=kind,
         effect=effect,
-        amount_wei=amount_wei,
-        balance_after_wei=balance,
-        held_after_wei=held,
+        amount_micros=amount_micros,
+        balance_after_micros=balance,
+        held_after_micros=held,
         reason=reason.strip()[:500],
         actor=acting_user,
         idempotency_key=idempotency_key,
         generation_id=generation_id,
         usage_ref=usage_ref,
         corrects=corrects,
+        network_fee_wei=network_fee_wei,
+        eth_usd_rate=eth_usd_rate,
+        rate_source=rate_source,
+        rate_at=rate_at,
     )
     entry.full_clean(exclude=["generation"])
     try:
@@ -118,9 +128,9 @@ def ledger_entry_append(
         # Only a concurrent writer of the same key on another account can get here
         # (the account lock serialises this one): report it, never write twice.
         raise IdempotencyConflictError("This operation key was already used.") from exc
-    if (balance, held) != (account.balance_wei, account.held_wei):
-        account.balance_wei, account.held_wei = balance, held
-        account.save(update_fields=["balance_wei", "held_wei", "updated_at"])
+    if (balance, held) != (account.balance_micros, account.held_micros):
+        account.balance_micros, account.held_micros = balance, held
+        account.save(update_fields=["balance_micros", "held_micros", "updated_at"])
     return entry
 
 
@@ -129,11 +139,16 @@ def _refused_before(*, idempotency_key: str) -> LedgerRejection | None:
 
 
 def _record_rejection(
-    *, account: Account, kind: str, amount_wei: int, reason: str, idempotency_key: str
+    *, account: Account, kind: str, amount_micros: int, reason: str, idempotency_key: str
 ) -> None:
     LedgerRejection.objects.get_or_create(
         idempotency_key=idempotency_key,
-        defaults={"account": account, "kind": kind, "amount_wei": amount_wei, "reason": reason},
+        defaults={
+            "account": account,
+            "kind": kind,
+            "amount_micros": amount_micros,
+            "reason": reason,
+        },
     )
 
 
@@ -141,7 +156,7 @@ def _record_rejection(
 def credit_grant(
     *,
     user: User,
-    amount_wei: int,
+    amount_micros: int,
     reason: str,
     acting_user: User | None,
     idempotency_key: str,
@@ -152,14 +167,14 @@ def credit_grant(
         account=account,
         kind=EntryKind.GRANT,
         effect=EntryEffect.CREDIT,
-        amount_wei=amount_wei,
+        amount_micros=amount_micros,
         reason=reason,
         idempotency_key=f"grant:{idempotency_key}",
         acting_user=acting_user,
     )
     logger.info(
-        "billing: grant %s wei to user %s by %s (entry %s)",
-        amount_wei,
+        "billing: grant %s µUSD to user %s by %s (entry %s)",
+        amount_micros,
         user.pk,
         acting_user.pk if acting_user else "system",
         entry.pk,
@@ -171,7 +186,7 @@ def _debit_or_refuse(
     *,
     user: User,
     kind: str,
-    amount_wei: int,
+    amount_micros: int,
     reason: str,
     acting_user: User | None,
     idempotency_key: str,
@@ -191,7 +206,7 @@ def _debit_or_refuse(
                     account=account,
                     kind=kind,
                     effect=EntryEffect.DEBIT,
-                    amount_wei=amount_wei,
+                    amount_micros=amount_micros,
                     reason=reason,
                     idempotency_key=idempotency_key,
                     acting_user=acting_user,
@@ -201,7 +216,7 @@ def _debit_or_refuse(
             _record_rejection(
                 account=account,
                 kind=kind,
-                amount_wei=amount_wei,
+                amount_micros=amount_micros,
                 reason=reason,
                 idempotency_key=idempotency_key,
             )
@@ -212,7 +227,7 @@ def _debit_or_refuse(
 def credit_deduct(
     *,
     user: User,
-    amount_wei: int,
+    amount_micros: int,
     reason: str,
     acting_user: User | None,
     idempotency_key: str,
@@ -221,14 +236,14 @@ def credit_deduct(
     entry = _debit_or_refuse(
         user=user,
         kind=EntryKind.DEDUCT,
-        amount_wei=amount_wei,
+        amount_micros=amount_micros,
         reason=reason,
         acting_user=acting_user,
         idempotency_key=f"deduct:{idempotency_key}",
     )
     logger.info(
-        "billing: deduct %s wei from user %s by %s (entry %s)",
-        amount_wei,
+        "billing: deduct %s µUSD from user %s by %s (entry %s)",
+        amount_micros,
         user.pk,
         acting_user.pk if acting_user else "system",
         entry.pk,
@@ -240,7 +255,7 @@ def ledger_correct(
     *,
     entry: LedgerEntry,
     credit: bool,
-    amount_wei: int,
+    amount_micros: int,
     reason: str,
     acting_user: User | None,
     idempotency_key: str,
@@ -252,7 +267,7 @@ def ledger_correct(
         return _debit_or_refuse(
             user=user,
             kind=EntryKind.CORRECTION,
-            amount_wei=amount_wei,
+            amount_micros=amount_micros,
             reason=reason,
             acting_user=acting_user,
             idempotency_key=key,
@@ -264,7 +279,7 @@ def ledger_correct(
             account=account,
             kind=EntryKind.CORRECTION,
             effect=EntryEffect.CREDIT,
-            amount_wei=amount_wei,
+            amount_micros=amount_micros,
             reason=reason,
             idempotency_key=key,
             acting_user=acting_user,

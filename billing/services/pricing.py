@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from fractions import Fraction
 
@@ -20,6 +21,8 @@ from billing.money import apply_ratio
 from billing.plan_policy import plan_policy
 from integrations.pymthouse.money import parse_wei
 
+logger = logging.getLogger(__name__)
+
 
 def estimated_fee_wei() -> int:
     return parse_wei(str(settings.BILLING_ESTIMATED_FEE_WEI))
@@ -29,34 +32,81 @@ def _markup() -> Fraction:
     return Fraction(Decimal(str(settings.LIVEPEER_MAX_PRICE_MARKUP)))
 
 
-def price_observe(*, model_id: str, price_wei: int, units_per_payment: int) -> None:
-    """Remember a runner's price for ``model_id``: wei per unit, and the units one payment
-    buys (1 for ``fixed``, the seconds of a first ``live`` payment).
+def _jump_factor() -> Fraction:
+    return Fraction(Decimal(str(settings.BILLING_PRICE_JUMP_FACTOR)))
 
-    Runs in every settlement: it writes (and so locks the model's row until commit) only
-    when the price changed, so settlements of one model by many users do not queue here.
+
+def price_observe(*, model_id: str, price_wei: int, units_per_payment: int) -> bool:
+    """Remember a runner's price for ``model_id``: wei per unit, and the units one payment
+    buys (1 for ``fixed``, the seconds of a first ``live`` payment). Returns whether it
+    was adopted as the base of the next holds.
+
+    A payment that costs more than ``BILLING_PRICE_JUMP_FACTOR`` × the adopted one is not
+    adopted: it is kept beside it (``jumped_*``) for staff, who adopt it in the admin, so
+    one spike never silently becomes every user's hold. Runs in every settlement: it
+    writes (and so locks the model's row until commit) only when something changed.
     """
-    current = (
-        ObservedPrice.objects.filter(model_id=model_id)
-        .values_list("price_wei", "units_per_payment")
-        .first()
-    )
-    if current == (price_wei, units_per_payment):
-        return
-    if current is not None:
-        ObservedPrice.objects.filter(model_id=model_id).update(
-            price_wei=price_wei, units_per_payment=units_per_payment, observed_at=timezone.now()
-        )
-        return
-    try:
-        with transaction.atomic():
-            ObservedPrice.objects.create(
-                model_id=model_id, price_wei=price_wei, units_per_payment=units_per_payment
+    current = ObservedPrice.objects.filter(model_id=model_id).first()
+    if current is None:
+        try:
+            with transaction.atomic():
+                ObservedPrice.objects.create(
+                    model_id=model_id, price_wei=price_wei, units_per_payment=units_per_payment
+                )
+        except IntegrityError:  # another settlement recorded it first
+            current = ObservedPrice.objects.get(model_id=model_id)
+        else:
+            return True
+    if (current.price_wei, current.units_per_payment) == (price_wei, units_per_payment):
+        if current.jumped_price_wei is not None:
+            ObservedPrice.objects.filter(pk=current.pk).update(
+                jumped_price_wei=None, jumped_units_per_payment=None, jumped_at=None
             )
-    except IntegrityError:  # another settlement recorded it first
-        ObservedPrice.objects.filter(model_id=model_id).update(
-            price_wei=price_wei, units_per_payment=units_per_payment
-        )
+        return True
+    adopted_fee = current.price_wei * current.units_per_payment
+    if price_wei * units_per_payment > adopted_fee * _jump_factor():
+        if (current.jumped_price_wei, current.jumped_units_per_payment) != (
+            price_wei,
+            units_per_payment,
+        ):
+            logger.warning(
+                "billing: runner price for %s jumped from %s to %s wei per payment; "
+                "not adopted (staff: Observed prices)",
+                model_id,
+                adopted_fee,
+                price_wei * units_per_payment,
+            )
+            ObservedPrice.objects.filter(pk=current.pk).update(
+                jumped_price_wei=price_wei,
+                jumped_units_per_payment=units_per_payment,
+                jumped_at=timezone.now(),
+            )
+        return False
+    ObservedPrice.objects.filter(pk=current.pk).update(
+        price_wei=price_wei,
+        units_per_payment=units_per_payment,
+        observed_at=timezone.now(),
+        jumped_price_wei=None,
+        jumped_units_per_payment=None,
+        jumped_at=None,
+    )
+    return True
+
+
+def price_jump_adopt(*, model_id: str) -> bool:
+    """Staff: adopt a jumped price as the base of holds (the admin's action)."""
+    current = ObservedPrice.objects.filter(model_id=model_id).first()
+    if current is None or current.jumped_price_wei is None or not current.jumped_units_per_payment:
+        return False
+    ObservedPrice.objects.filter(pk=current.pk).update(
+        price_wei=current.jumped_price_wei,
+        units_per_payment=current.jumped_units_per_payment,
+        observed_at=timezone.now(),
+        jumped_price_wei=None,
+        jumped_units_per_payment=None,
+        jumped_at=None,
+    )
+    return True
 
 
 def max_fee_estimate(*, model_id: str) -> int:
@@ -77,6 +127,6 @@ def max_fee_estimate(*, model_id: str) -> int:
     )
 
 
-def plan_charge(*, plan: Plan, fee_wei: int) -> int:
-    """What ``plan`` charges the user for a network fee of ``fee_wei`` (its policy)."""
-    return plan_policy(plan).charge(plan, fee_wei=fee_wei)
+def plan_charge(*, plan: Plan, fee_wei: int, usd_per_eth: Fraction) -> int:
+    """USD micros ``plan`` charges for a network fee of ``fee_wei`` (its policy)."""
+    return plan_policy(plan).charge(plan, fee_wei=fee_wei, usd_per_eth=usd_per_eth)

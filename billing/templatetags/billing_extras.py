@@ -7,7 +7,7 @@ import uuid
 from django import template
 
 from billing.models import LedgerEntry
-from billing.money import format_eth, format_usd_estimate, format_usd_micros
+from billing.money import format_eth, format_usd, format_usd_micros
 
 register = template.Library()
 
@@ -41,15 +41,23 @@ def wei_digits(value: object) -> str:
 
 @register.filter
 def usd(value: object) -> str:
+    """USD micros as a payer reads them: "$1.23", sub-cent digits only below a cent."""
     amount = _int(value)
-    return "" if amount is None else format_usd_micros(amount)
+    return "" if amount is None else format_usd(amount)
 
 
 @register.filter
-def usd_estimate(value: object) -> str:
-    """≈ USD from the BILLING_ETH_USD_RATE setting, labelled as an estimate."""
+def usd_balance(value: object) -> str:
+    """A balance: to the cent, rounded down (never shows more than is there)."""
     amount = _int(value)
-    return "" if amount is None else format_usd_estimate(amount)
+    return "" if amount is None else format_usd(amount, round_down=True)
+
+
+@register.filter
+def usd_exact(value: object) -> str:
+    """Every micro: "$1.234567" (titles, staff)."""
+    amount = _int(value)
+    return "" if amount is None else format_usd_micros(amount)
 
 
 @register.simple_tag

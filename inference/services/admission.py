@@ -120,14 +120,27 @@ def generation_admit_step(*, generation: Generation) -> None:
     includes this image: ``billing.services.generation_admit``.
     """
     try:
-        generation_admit(
+        admitted = generation_admit(
             owner_id=generation.owner_id,
             generation_id=generation.pk,
             model_id=generation.model_id,
             images_this_month=generations_counted_this_month(owner_id=generation.owner_id),
+            description=generation_description(generation),
         )
     except CreditRefusedError as exc:
         raise GenerationAdmissionRefusedError(exc.message, code=exc.code) from exc
+    if admitted.max_fee_wei is not None:
+        generation.max_fee_wei = admitted.max_fee_wei
+        Generation.objects.filter(pk=generation.pk).update(max_fee_wei=admitted.max_fee_wei)
+
+
+def generation_description(generation: Generation) -> str:
+    """The image in words for the ledger: ``“a lighthouse at dusk…” (SDXL-Lightning)``."""
+    prompt = " ".join(generation.prompt.split())
+    if len(prompt) > 60:
+        prompt = prompt[:59].rstrip() + "…"
+    model = generation.model_id.rsplit("/", 1)[-1]
+    return f"“{prompt}” ({model})"
 
 
 def _publish(generation_id: str) -> None:

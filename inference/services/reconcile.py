@@ -93,7 +93,7 @@ class StaleHold:
 
     generation_id: str
     user_id: int
-    amount_wei: int
+    amount_micros: int
     action: str  # "settled", "released", "timed_out"
     detail: str
 
@@ -117,7 +117,9 @@ def _hold_fate(
     if generation is None:
         return _Fate("release", "deleted", "image deleted; hold released")
     paid = generation.payment_claimed_at is not None
-    unknown = generation.error_code == FailureCode.OUTCOME_UNKNOWN or (paid and not generation.is_finished)
+    unknown = generation.error_code == FailureCode.OUTCOME_UNKNOWN or (
+        paid and not generation.is_finished
+    )
     if generation.status == GenerationStatus.SUCCEEDED:
         fee = generation.expected_fee_wei
         fee = estimated_fee_wei() if fee is None else fee
@@ -159,7 +161,7 @@ def _hold_resolve(*, hold: OpenHold, now: datetime) -> StaleHold | None:
     return StaleHold(
         generation_id=str(hold.generation_id),
         user_id=hold.user_id,
-        amount_wei=hold.amount_wei,
+        amount_micros=hold.amount_micros,
         action=action,
         detail=fate.detail,
     )
@@ -190,7 +192,7 @@ def holds_resolve_stale(*, now: datetime | None = None) -> list[StaleHold]:
             continue
         logger.warning(
             "billing: stale hold %s wei for image %s of user %s %s (%s)",
-            resolved.amount_wei,
+            resolved.amount_micros,
             resolved.generation_id,
             resolved.user_id,
             resolved.action,

@@ -149,6 +149,7 @@ def _attempt_run(
                 owner_id=generation.owner_id,
                 model_id=generation.model_id,
             ),
+            max_fee_wei=generation.max_fee_wei,
         )
     except PaymentAlreadyClaimedError:
         logger.warning("generation %s: another attempt owns it; stopping", generation.pk)

@@ -518,8 +518,31 @@
     }
   }
 
+  /* ---- The price of the next image, per model (server-computed quotes) ---------- */
+
+  function bindQuotes(form) {
+    var data = document.getElementById("model-quotes");
+    var select = form.elements.model_id;
+    var line = form.querySelector("[data-quote]");
+    if (!data || !select || !line) return;
+    var quotes = JSON.parse(data.textContent);
+    var text = line.querySelector("[data-quote-text]");
+    var refusal = form.querySelector("[data-quote-refusal]");
+    var button = form.querySelector("[data-submit]");
+    select.addEventListener("change", function () {
+      var quote = quotes[select.value];
+      if (!quote) return;
+      text.textContent = quote.text;
+      line.setAttribute("data-affordable", quote.affordable ? "true" : "false");
+      refusal.textContent = quote.refusal;
+      refusal.hidden = quote.affordable;
+      button.disabled = !quote.affordable;
+    });
+  }
+
   function init() {
     var form = document.querySelector("[data-generate-form]");
+    if (form) bindQuotes(form);
     if (form && window.fetch) new GeneratePage(form);
     var watched = document.querySelector("[data-generation-detail][data-watch]");
     if (watched && window.fetch) watchDetail(watched);

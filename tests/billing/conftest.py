@@ -20,6 +20,7 @@ from billing.services import (
 )
 from inference.models import Generation
 from inference.selectors import generations_counted_this_month
+from inference.services.admission import generation_description
 from integrations.livepeer.types import PaymentRecord
 
 _serial = itertools.count()
@@ -53,7 +54,7 @@ def usage_user(make_user: Callable[..., User], plans: dict[str, Plan]) -> User:
 
 def grant(user: User, amount: int, key: str = "setup") -> None:
     credit_grant(
-        user=user, amount_wei=amount, reason="test credit", acting_user=None, idempotency_key=key
+        user=user, amount_micros=amount, reason="test credit", acting_user=None, idempotency_key=key
     )
 
 
@@ -76,7 +77,10 @@ def assert_ledger_matches(user: User) -> None:
     """The account row's running totals equal the sums of its ledger entries."""
     account = account_of(user)
     totals = account_ledger_totals(account=account)
-    assert (totals.balance_wei, totals.held_wei) == (account.balance_wei, account.held_wei)
+    assert (totals.balance_micros, totals.held_micros) == (
+        account.balance_micros,
+        account.held_micros,
+    )
 
 
 # Billing's hooks take values; these call them as the product's callers do (inference's
@@ -90,6 +94,7 @@ def admit_generation(generation: Generation) -> None:
         generation_id=generation.pk,
         model_id=generation.model_id,
         images_this_month=generations_counted_this_month(owner_id=generation.owner_id),
+        description=generation_description(generation),
     )
 
 
@@ -114,7 +119,9 @@ def charge_at_payment(*, generation_id: Any, expected_fee_wei: int | None) -> No
     )
 
 
-def usage_settle(*, generation_id: Any, fee_wei: int, usage_ref: str) -> bool:
+def usage_settle(
+    *, generation_id: Any, fee_wei: int, usage_ref: str, usd_micros_exact: Any = None
+) -> bool:
     """``generation_usage_settle`` as the usage mirror calls it (the owner from the
     joined generation, or from the hold when the generation is gone)."""
     owner_id = (
@@ -129,5 +136,15 @@ def usage_settle(*, generation_id: Any, fee_wei: int, usage_ref: str) -> bool:
     if owner_id is None:
         return False
     return generation_usage_settle(
-        owner_id=owner_id, generation_id=generation_id, fee_wei=fee_wei, usage_ref=usage_ref
+        owner_id=owner_id,
+        generation_id=generation_id,
+        fee_wei=fee_wei,
+        usage_ref=usage_ref,
+        usd_micros_exact=usd_micros_exact,
     )
+
+
+def charge_micros(fee_wei: int, *, numerator: int = 6, denominator: int = 5) -> int:
+    """The pay-as-you-go charge for ``fee_wei`` at the test rate ($3,000/ETH): the fee in
+    USD micros × 6/5, rounded up once. Exact integers: fee × 3,000 × 10⁶ / 10¹⁸ × 6/5."""
+    return -((-fee_wei * 3000 * 10**6 * numerator) // (10**18 * denominator))

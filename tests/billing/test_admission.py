@@ -44,7 +44,9 @@ from tests.billing.conftest import (
 )
 
 ESTIMATE = 5_000_000_000_000  # BILLING_ESTIMATED_FEE_WEI default
-HOLD = ESTIMATE * 6 // 5  # pay-as-you-go multiplier 6/5
+# 5,000,000,000,000 wei at $3,000/ETH (BILLING_ETH_USD_RATE) = $0.015 = 15,000 µ$;
+# × the pay-as-you-go multiplier 6/5 = 18,000 µ$ ($0.018).
+HOLD = 18_000
 
 
 def admit(owner: User, **kwargs: Any) -> Generation:
@@ -68,8 +70,8 @@ def test_usage_plan_holds_the_estimate_and_refuses_past_the_credit(usage_user: U
     assert Generation.objects.count() == 3  # the refused row was rolled back
     assert Hold.objects.filter(status=HoldStatus.OPEN).count() == 3
     account = account_of(usage_user)
-    assert account.held_wei == 3 * HOLD
-    assert account.balance_wei == 4 * HOLD - 1
+    assert account.held_micros == 3 * HOLD
+    assert account.balance_micros == 4 * HOLD - 1
     assert LedgerEntry.objects.filter(kind=EntryKind.HOLD).count() == 3
     assert_ledger_matches(usage_user)
 
@@ -81,19 +83,20 @@ def test_settle_debits_the_real_fee_times_the_multiplier_once(usage_user: User) 
     fee = 1_250_000_000_001  # 512×512 px at 4,768,371 wei/px would be 1,249,999,967,232
     for _ in range(2):
         charge_at_payment(generation_id=generation.pk, expected_fee_wei=fee)
-    charge = (fee * 6 + 4) // 5  # rounded up: 1,500,000,000,001.2 → 1,500,000,000,002
-    assert charge == 1_500_000_000_002
+    # 1,250,000,000,001 wei × $3,000/ETH = 3,750.000000003 µ$; × 6/5 = 4,500.0000000036,
+    # rounded up once to a whole micro: 4,501 µ$.
+    charge = 4_501
     account = account_of(usage_user)
-    assert account.held_wei == 0
-    assert account.balance_wei == 10**30 - charge
+    assert account.held_micros == 0
+    assert account.balance_micros == 10**30 - charge
     debits = LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT)
-    assert [(d.amount_wei, d.generation_id) for d in debits] == [(charge, generation.pk)]
+    assert [(d.amount_micros, d.generation_id) for d in debits] == [(charge, generation.pk)]
     assert LedgerEntry.objects.filter(kind=EntryKind.HOLD_RELEASE).count() == 1
     hold = Hold.objects.get(generation_id=generation.pk)
-    assert (hold.status, hold.charged_wei) == (HoldStatus.SETTLED, charge)
+    assert (hold.status, hold.charged_micros) == (HoldStatus.SETTLED, charge)
     # A release arriving after the settle changes nothing.
     generation_hold_release(generation_id=generation.pk, reason="late failure")
-    assert account_of(usage_user).balance_wei == 10**30 - charge
+    assert account_of(usage_user).balance_micros == 10**30 - charge
     assert_ledger_matches(usage_user)
 
 
@@ -103,22 +106,22 @@ def test_gateway_backend_charges_the_configured_estimate(usage_user: User) -> No
     generation = admit(usage_user)
     charge_at_payment(generation_id=generation.pk, expected_fee_wei=None)
     account = account_of(usage_user)
-    assert (account.balance_wei, account.held_wei) == (0, 0)
-    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == HOLD
+    assert (account.balance_micros, account.held_micros) == (0, 0)
+    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_micros == HOLD
 
 
 @pytest.mark.django_db
 def test_flat_price_plan_charges_the_flat_price(usage_user: User, plans: dict[str, Plan]) -> None:
     account_change_plan(user=usage_user, plan=plans["pay-per-image"], acting_user=None, reason="x")
-    flat = 2 * 10**12
+    flat = 20_000  # $0.02, the seeded pay-per-image price
     grant(usage_user, flat)
     generation = admit(usage_user)
-    assert account_of(usage_user).held_wei == flat
+    assert account_of(usage_user).held_micros == flat
     with pytest.raises(CreditRefusedError):
         admit(usage_user)
     charge_at_payment(generation_id=generation.pk, expected_fee_wei=10**20)
-    assert account_of(usage_user).balance_wei == 0
-    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == flat
+    assert account_of(usage_user).balance_micros == 0
+    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_micros == flat
 
 
 @pytest.mark.django_db
@@ -128,11 +131,11 @@ def test_a_failed_generation_releases_its_hold_once(usage_user: User) -> None:
     for _ in range(2):
         generation_hold_release(generation_id=generation.pk, reason="failed before paying")
     account = account_of(usage_user)
-    assert (account.balance_wei, account.held_wei) == (HOLD, 0)
+    assert (account.balance_micros, account.held_micros) == (HOLD, 0)
     assert LedgerEntry.objects.filter(kind=EntryKind.HOLD_RELEASE).count() == 1
     assert not LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT).exists()
     admit(usage_user)  # the credit is usable again
-    assert account_of(usage_user).held_wei == HOLD
+    assert account_of(usage_user).held_micros == HOLD
 
 
 @pytest.mark.django_db
@@ -145,7 +148,8 @@ def test_hold_uses_the_observed_price_with_the_max_price_markup(usage_user: User
     assert max_fee_estimate(model_id=model) == expected_max
     grant(usage_user, 10**20)
     generation = admit(usage_user)
-    assert Hold.objects.get(generation_id=generation.pk).amount_wei == (expected_max * 6 + 4) // 5
+    # 48,255,920 wei × $3,000/ETH = 0.14476776 µ$; × 6/5 = 0.173721312 → 1 µ$ (rounded up)
+    assert Hold.objects.get(generation_id=generation.pk).amount_micros == 1
     price_observe(model_id=model, price_wei=7, units_per_payment=1)  # a "fixed" runner
     assert max_fee_estimate(model_id=model) == 8  # ceil(7.084)
 
@@ -177,14 +181,15 @@ def test_holds_and_settlement_work_while_the_cache_is_down(usage_user: User) -> 
     grant(usage_user, 10**20)
     with override_settings(CACHES=unreachable):
         first = admit(usage_user)
-        assert Hold.objects.get(generation_id=first.pk).amount_wei == HOLD  # the estimate
+        assert Hold.objects.get(generation_id=first.pk).amount_micros == HOLD  # the estimate
         Generation.objects.filter(pk=first.pk).update(
             price_wei=7, price_unit="fixed", units_paid=1, expected_fee_wei=7
         )
         charge_at_payment(generation_id=first.pk, expected_fee_wei=7)
         second = admit(usage_user)
-    # ceil(7 × 1.012) = 8 wei, × 6/5 rounded up = 10 wei
-    assert Hold.objects.get(generation_id=second.pk).amount_wei == 10
+    # ceil(7 × 1.012) = 8 wei = 0.000000024 µ$, × 6/5, rounded up to a whole micro: 1 µ$
+    assert Hold.objects.get(generation_id=second.pk).max_fee_wei == 8
+    assert Hold.objects.get(generation_id=second.pk).amount_micros == 1
     assert ObservedPrice.objects.get().price_wei == 7
     assert_ledger_matches(usage_user)
 
@@ -236,7 +241,7 @@ def test_suspended_accounts_are_refused(usage_user: User) -> None:
     with pytest.raises(CreditRefusedError) as refused:
         admit(usage_user)
     assert refused.value.code == "account_suspended"
-    assert account_of(usage_user).held_wei == 0
+    assert account_of(usage_user).held_micros == 0
 
 
 @pytest.mark.django_db
@@ -253,13 +258,20 @@ def test_outcome_unknown_keeps_its_hold_until_the_mirror_shows_the_manifest(
         created_at=timezone.now() - timedelta(hours=1)
     )
     assert holds_resolve_stale() == []  # before the timeout: kept
-    assert account_of(usage_user).held_wei == HOLD
-    assert usage_settle(generation_id=generation.pk, fee_wei=1000, usage_ref="manifest:m-1")
-    assert not usage_settle(generation_id=generation.pk, fee_wei=1000, usage_ref="manifest:m-1")
+    assert account_of(usage_user).held_micros == HOLD
+    fee = 4_768_371_000_000
+    assert usage_settle(generation_id=generation.pk, fee_wei=fee, usage_ref="manifest:m-1")
+    assert not usage_settle(generation_id=generation.pk, fee_wei=fee, usage_ref="manifest:m-1")
+    # 4,768,371,000,000 wei × $3,000/ETH = 14,305.113 µ$; × 6/5 = 17,166.1356 → 17,167 µ$
     account = account_of(usage_user)
-    assert (account.balance_wei, account.held_wei) == (10**20 - 1200, 0)
+    assert (account.balance_micros, account.held_micros) == (10**20 - 17_167, 0)
     debit = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
-    assert (debit.amount_wei, debit.usage_ref) == (1200, "manifest:m-1")
+    assert (debit.amount_micros, debit.usage_ref) == (17_167, "manifest:m-1")
+    assert (debit.network_fee_wei, debit.eth_usd_rate, debit.rate_source) == (
+        fee,
+        "3000",
+        "configured",
+    )
     assert_ledger_matches(usage_user)
 
 
@@ -287,11 +299,13 @@ def test_stale_holds_are_settled_released_or_timed_out_and_reported(
     }
     assert "stale hold" in caplog.text
     account = account_of(usage_user)
-    assert (account.balance_wei, account.held_wei) == (10**20 - 12, 0)
+    # 10 wei × $3,000/ETH × 6/5 = 0.000000036 µ$, rounded up: 1 µ$
+    assert (account.balance_micros, account.held_micros) == (10**20 - 1, 0)
     assert holds_resolve_stale() == []
-    # The manifest shows up after the timeout: the charge is still taken, once.
-    assert usage_settle(generation_id=unknown.pk, fee_wei=5, usage_ref="manifest:x")
-    assert account_of(usage_user).balance_wei == 10**20 - 12 - 6
+    # The manifest shows up after the timeout: the charge is still taken, once, and never
+    # more than the hold it had (18,000 µ$): 4,768,371,000,000 wei → 17,167 µ$.
+    assert usage_settle(generation_id=unknown.pk, fee_wei=4_768_371_000_000, usage_ref="manifest:x")
+    assert account_of(usage_user).balance_micros == 10**20 - 1 - 17_167
     assert_ledger_matches(usage_user)
 
 
@@ -336,8 +350,8 @@ def test_twenty_concurrent_submissions_with_credit_for_three_admit_exactly_three
     assert Generation.objects.count() == 3
     assert Hold.objects.count() == 3
     account = account_of(usage_user)
-    assert account.held_wei == 3 * HOLD
-    assert account.balance_wei - account.held_wei == HOLD - 1
+    assert account.held_micros == 3 * HOLD
+    assert account.balance_micros - account.held_micros == HOLD - 1
     assert_ledger_matches(usage_user)
 
 
@@ -353,10 +367,10 @@ def test_concurrent_grants_deducts_and_holds_lose_no_update(usage_user: User) ->
         try:
             barrier.wait()
             if index % 3 == 0:
-                credit_grant(user=usage_user, amount_wei=10**27 + index, reason="top-up",
+                credit_grant(user=usage_user, amount_micros=10**27 + index, reason="top-up",
                              acting_user=None, idempotency_key=f"g{index}")  # fmt: skip
             elif index % 3 == 1:
-                credit_deduct(user=usage_user, amount_wei=10**26 + index, reason="fix",
+                credit_deduct(user=usage_user, amount_micros=10**26 + index, reason="fix",
                               acting_user=None, idempotency_key=f"d{index}")  # fmt: skip
             else:
                 admit(usage_user)
@@ -374,8 +388,8 @@ def test_concurrent_grants_deducts_and_holds_lose_no_update(usage_user: User) ->
     granted = sum(10**27 + i for i in range(12) if i % 3 == 0)
     deducted = sum(10**26 + i for i in range(12) if i % 3 == 1)
     account = account_of(usage_user)
-    assert account.balance_wei == 10**30 + granted - deducted
-    assert account.held_wei == 4 * HOLD
+    assert account.balance_micros == 10**30 + granted - deducted
+    assert account.held_micros == 4 * HOLD
     assert_ledger_matches(usage_user)
 
 
@@ -391,7 +405,7 @@ def test_the_periodic_task_resolves_and_counts_stale_holds(usage_user: User) -> 
     Hold.objects.update(created_at=timezone.now() - timedelta(hours=1))
     assert holds_resolve_stale_task.delay().get() == 1
     assert holds_resolve_stale_task.delay().get() == 0
-    assert account_of(usage_user).held_wei == 0
+    assert account_of(usage_user).held_micros == 0
 
 
 @pytest.mark.django_db
@@ -401,10 +415,10 @@ def test_an_image_is_charged_at_the_plan_that_admitted_it(
     grant(usage_user, 10**20)
     generation = admit(usage_user)
     account_change_plan(user=usage_user, plan=plans["free"], acting_user=None, reason="downgrade")
-    charge_at_payment(generation_id=generation.pk, expected_fee_wei=1000)
-    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei == 1200
+    charge_at_payment(generation_id=generation.pk, expected_fee_wei=4_768_371_000_000)
+    assert LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_micros == 17_167
     account = account_of(usage_user)
-    assert (account.balance_wei, account.held_wei) == (10**20 - 1200, 0)
+    assert (account.balance_micros, account.held_micros) == (10**20 - 17_167, 0)
 
 
 @pytest.mark.django_db
@@ -428,7 +442,7 @@ def test_a_crowd_of_unresolvable_holds_does_not_starve_a_settleable_one(
         for _ in range(1000)
     )
     Hold.objects.bulk_create(
-        Hold(generation_id=g.pk, account=account, amount_wei=1, status=HoldStatus.OPEN)
+        Hold(generation_id=g.pk, account=account, amount_micros=1, status=HoldStatus.OPEN)
         for g in waiting
     )
     Hold.objects.update(created_at=now - timedelta(hours=2))
@@ -444,4 +458,4 @@ def test_a_crowd_of_unresolvable_holds_does_not_starve_a_settleable_one(
     assert [(r.generation_id, r.action) for r in second] == [(str(settleable.pk), "settled")]
     assert Hold.objects.get(generation_id=settleable.pk).status == HoldStatus.SETTLED
     assert Hold.objects.filter(status=HoldStatus.OPEN).count() == 1000
-    assert account_of(usage_user).balance_wei == 10**20 - 12
+    assert account_of(usage_user).balance_micros == 10**20 - 1  # 10 wei → 1 µ$ (rounded up)

@@ -23,13 +23,18 @@ from billing.services import account_change_plan, credit_grant
 from inference.errors import GenerationAdmissionRefusedError
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
-from tests.billing.conftest import account_of, assert_ledger_matches, charge_at_payment
+from tests.billing.conftest import (
+    account_of,
+    assert_ledger_matches,
+    charge_at_payment,
+    charge_micros,
+)
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
 from tests.worker import WorkerProcess
 
 ESTIMATE = 5_000_000_000_000
-HOLD = ESTIMATE * 6 // 5  # pay-as-you-go: × 6/5
+HOLD = 18_000  # the estimate at $3,000/ETH ($0.015) × 6/5, in USD micros
 
 
 def _usage_user(email: str, credit: int) -> User:
@@ -38,7 +43,7 @@ def _usage_user(email: str, credit: int) -> User:
         user=user, plan=Plan.objects.get(slug="pay-as-you-go"), acting_user=None, reason="test"
     )
     if credit:
-        credit_grant(user=user, amount_wei=credit, reason="test credit", acting_user=None,
+        credit_grant(user=user, amount_micros=credit, reason="test credit", acting_user=None,
                      idempotency_key=f"credit-{email}")  # fmt: skip
     return user
 
@@ -64,7 +69,7 @@ def test_out_of_credit_is_402_with_no_row_no_task_and_no_upstream_call(
     assert not Generation.objects.exists()
     assert not Hold.objects.exists()
     assert sandbox.requests() == []  # no token, no signer, no runner call
-    assert account_of(user).balance_wei == HOLD - 1
+    assert account_of(user).balance_micros == HOLD - 1
 
 
 @pytest.mark.django_db
@@ -82,7 +87,7 @@ def test_a_generation_failing_before_payment_releases_its_hold(
     hold = Hold.objects.get(generation_id=generation.pk)
     assert hold.status == HoldStatus.RELEASED
     account = account_of(user)
-    assert (account.balance_wei, account.held_wei) == (10**20, 0)
+    assert (account.balance_micros, account.held_micros) == (10**20, 0)
     assert not LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT).exists()
     assert_ledger_matches(user)
 
@@ -96,7 +101,7 @@ def test_a_generation_through_a_real_worker_debits_exactly_its_expected_fee(
     generation = generation_create(
         owner=user, prompt="a lighthouse at dusk", width=512, height=384, seed=7
     )
-    assert account_of(user).held_wei == HOLD  # no price observed yet: the estimate
+    assert account_of(user).held_micros == HOLD  # no price observed yet: the estimate
     wait_for(lambda: Generation.objects.get(pk=generation.pk).is_finished, timeout=30)
     generation.refresh_from_db()
     assert generation.status == GenerationStatus.SUCCEEDED, generation.error_message
@@ -105,19 +110,21 @@ def test_a_generation_through_a_real_worker_debits_exactly_its_expected_fee(
     assert fee == generation.price_wei * generation.units_paid  # the runner's real price
     (event,) = [e for e in sandbox.events() if e["manifestId"] == generation.manifest_id]
     assert int(event["feeWei"]) == fee  # what the network metered for this payment
-    charge = -((-fee * 6) // 5)
+    charge = charge_micros(fee)
+    assert (fee, charge) == (4_768_371_000_000, 17_167)  # $0.014305113 × 6/5 → $0.017167
     debit = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
-    assert (debit.amount_wei, debit.generation_id) == (charge, generation.pk)
+    assert (debit.amount_micros, debit.generation_id) == (charge, generation.pk)
     account = account_of(user)
-    assert (account.balance_wei, account.held_wei) == (10**20 - charge, 0)
+    assert (account.balance_micros, account.held_micros) == (10**20 - charge, 0)
     assert_ledger_matches(user)
     # The next hold uses the observed price × the maxPrice markup (per unit, rounded up).
     second = generation_create(owner=user, prompt="again", width=512, height=384, seed=8,
                                enqueue=False)  # fmt: skip
     per_unit_max = -((-generation.price_wei * 1012) // 1000)
-    assert Hold.objects.get(generation_id=second.pk).amount_wei == -(
-        (-per_unit_max * generation.units_paid * 6) // 5
-    )
+    second_hold = Hold.objects.get(generation_id=second.pk)
+    assert second_hold.max_fee_wei == per_unit_max * generation.units_paid
+    assert second_hold.amount_micros == charge_micros(per_unit_max * generation.units_paid)
+    assert second_hold.amount_micros == 17_373  # 4,825,591,452,000 wei → $0.0173721292…
 
 
 @pytest.mark.django_db(transaction=True)
@@ -153,7 +160,7 @@ def test_twenty_concurrent_submissions_with_credit_for_three_admit_exactly_three
         thread.join()
     assert sorted(outcomes) == ["admitted"] * 3 + ["insufficient_credit"] * 17
     assert Generation.objects.filter(owner=user).count() == 3
-    assert account_of(user).held_wei == 3 * HOLD
+    assert account_of(user).held_micros == 3 * HOLD
     assert_ledger_matches(user)
 
 

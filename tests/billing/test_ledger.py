@@ -42,8 +42,8 @@ def test_new_account_gets_the_default_plan_with_history(
     user = make_user()
     account = account_open(user_id=user.pk)
     assert account.plan.slug == "free"
-    assert account.balance_wei == 0
-    assert account.held_wei == 0
+    assert account.balance_micros == 0
+    assert account.held_micros == 0
     assert list(
         PlanAssignment.objects.filter(account=account).values_list("plan__slug", flat=True)
     ) == ["free"]
@@ -57,19 +57,29 @@ def test_grant_twice_with_one_key_grants_once(
     staff = make_user(is_staff=True)
     user = make_user()
     first = credit_grant(
-        user=user, amount_wei=10**30 + 1, reason="top-up", acting_user=staff, idempotency_key="k1"
+        user=user,
+        amount_micros=10**30 + 1,
+        reason="top-up",
+        acting_user=staff,
+        idempotency_key="k1",
     )
     second = credit_grant(
-        user=user, amount_wei=10**30 + 1, reason="top-up", acting_user=staff, idempotency_key="k1"
+        user=user,
+        amount_micros=10**30 + 1,
+        reason="top-up",
+        acting_user=staff,
+        idempotency_key="k1",
     )
     assert first.pk == second.pk
     assert LedgerEntry.objects.count() == 1
-    assert Account.objects.get(pk=user.pk).balance_wei == 10**30 + 1
+    assert Account.objects.get(pk=user.pk).balance_micros == 10**30 + 1
     assert first.actor == staff
     assert first.kind == EntryKind.GRANT
     with pytest.raises(IdempotencyConflictError):
-        credit_grant(user=user, amount_wei=5, reason="x", acting_user=staff, idempotency_key="k1")
-    assert Account.objects.get(pk=user.pk).balance_wei == 10**30 + 1
+        credit_grant(
+            user=user, amount_micros=5, reason="x", acting_user=staff, idempotency_key="k1"
+        )
+    assert Account.objects.get(pk=user.pk).balance_micros == 10**30 + 1
 
 
 def test_deduct_beyond_available_is_refused_and_stays_refused(
@@ -79,23 +89,23 @@ def test_deduct_beyond_available_is_refused_and_stays_refused(
     grant(user, 100)
     with pytest.raises(InsufficientFundsError):
         credit_deduct(
-            user=user, amount_wei=101, reason="fix", acting_user=None, idempotency_key="d1"
+            user=user, amount_micros=101, reason="fix", acting_user=None, idempotency_key="d1"
         )
     assert LedgerEntry.objects.filter(kind=EntryKind.DEDUCT).count() == 0
-    assert Account.objects.get(pk=user.pk).balance_wei == 100
+    assert Account.objects.get(pk=user.pk).balance_micros == 100
     assert LedgerRejection.objects.filter(idempotency_key="deduct:d1").count() == 1
     grant(user, 1000, key="top-up")
     # Same key after a top-up: still refused (a retry is not a new decision).
     with pytest.raises(InsufficientFundsError):
         credit_deduct(
-            user=user, amount_wei=101, reason="fix", acting_user=None, idempotency_key="d1"
+            user=user, amount_micros=101, reason="fix", acting_user=None, idempotency_key="d1"
         )
-    assert Account.objects.get(pk=user.pk).balance_wei == 1100
+    assert Account.objects.get(pk=user.pk).balance_micros == 1100
     entry = credit_deduct(
-        user=user, amount_wei=101, reason="fix", acting_user=None, idempotency_key="d2"
+        user=user, amount_micros=101, reason="fix", acting_user=None, idempotency_key="d2"
     )
-    assert entry.balance_after_wei == 999
-    assert Account.objects.get(pk=user.pk).balance_wei == 999
+    assert entry.balance_after_micros == 999
+    assert Account.objects.get(pk=user.pk).balance_micros == 999
 
 
 def test_entries_are_never_updated_or_deleted(
@@ -104,16 +114,16 @@ def test_entries_are_never_updated_or_deleted(
     user = make_user()
     grant(user, 5)
     entry = LedgerEntry.objects.get()
-    entry.amount_wei = 6
+    entry.amount_micros = 6
     with pytest.raises(LedgerImmutableError):
         entry.save()
     with pytest.raises(LedgerImmutableError):
         entry.delete()
     with pytest.raises(LedgerImmutableError):
-        LedgerEntry.objects.filter(pk=entry.pk).update(amount_wei=6)
+        LedgerEntry.objects.filter(pk=entry.pk).update(amount_micros=6)
     with pytest.raises(LedgerImmutableError):
         LedgerEntry.objects.all().delete()
-    assert LedgerEntry.objects.get().amount_wei == 5
+    assert LedgerEntry.objects.get().amount_micros == 5
 
 
 def test_the_database_refuses_raw_updates_and_deletes_of_entries(
@@ -141,21 +151,21 @@ def test_corrections_are_new_entries_and_totals_match_the_ledger(
     grant(user, MAX - 10)
     original = LedgerEntry.objects.get()
     ledger_correct(
-        entry=original, credit=False, amount_wei=MAX - 20, reason="typo", acting_user=staff,
+        entry=original, credit=False, amount_micros=MAX - 20, reason="typo", acting_user=staff,
         idempotency_key="c1",
     )  # fmt: skip
     ledger_correct(
-        entry=original, credit=True, amount_wei=3, reason="goodwill", acting_user=staff,
+        entry=original, credit=True, amount_micros=3, reason="goodwill", acting_user=staff,
         idempotency_key="c2",
     )  # fmt: skip
     account = Account.objects.get(pk=user.pk)
-    assert account.balance_wei == 13
-    assert LedgerEntry.objects.get(pk=original.pk).amount_wei == MAX - 10
+    assert account.balance_micros == 13
+    assert LedgerEntry.objects.get(pk=original.pk).amount_micros == MAX - 10
     assert original.corrections.count() == 2
     totals = account_ledger_totals(account=account)
-    assert (totals.balance_wei, totals.held_wei) == (13, 0)
+    assert (totals.balance_micros, totals.held_micros) == (13, 0)
     credits = LedgerEntry.objects.filter(effect=EntryEffect.CREDIT).aggregate(
-        t=WeiSum("amount_wei")
+        t=WeiSum("amount_micros")
     )
     assert credits["t"] == MAX - 7
 
@@ -171,7 +181,7 @@ def test_subscription_renewal_records_its_fee_once_per_period(
             user=user, starts_at=start, ends_at=start + timedelta(days=30), acting_user=None
         )
     fees = LedgerEntry.objects.filter(kind=EntryKind.SUBSCRIPTION_FEE)
-    assert [(e.amount_wei, e.effect) for e in fees] == [(10**16, EntryEffect.RECORD)]
+    assert [(e.amount_micros, e.effect) for e in fees] == [(29_000_000, EntryEffect.RECORD)]  # $29
     account = Account.objects.get(pk=user.pk)
-    assert account.balance_wei == 0
+    assert account.balance_micros == 0
     assert account.subscription_ends_at == start + timedelta(days=30)

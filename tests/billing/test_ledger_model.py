@@ -22,10 +22,16 @@ from billing.services import (
     credit_grant,
     generation_hold_release,
 )
-from tests.billing.conftest import admit_generation, charge_at_payment, new_generation, usage_settle
+from tests.billing.conftest import (
+    admit_generation,
+    charge_at_payment,
+    charge_micros,
+    new_generation,
+    usage_settle,
+)
 
 MAX = 2**256 - 1
-HOLD = 5_000_000_000_000 * 6 // 5
+HOLD = 18_000  # the estimate, 5,000,000,000,000 wei at $3,000/ETH, × 6/5 in USD micros
 amounts = st.one_of(st.integers(0, 10**14), st.integers(0, MAX), st.sampled_from([0, 1, HOLD, MAX]))
 
 
@@ -54,10 +60,10 @@ class LedgerMachine(RuleBasedStateMachine):
         key = f"{self.prefix}-g{len(self.grants)}"
         if self.balance + amount > MAX:
             with pytest.raises(AmountOutOfRangeError):
-                credit_grant(user=self.user, amount_wei=amount, reason="m", acting_user=None,
+                credit_grant(user=self.user, amount_micros=amount, reason="m", acting_user=None,
                              idempotency_key=key)  # fmt: skip
             return
-        credit_grant(user=self.user, amount_wei=amount, reason="m", acting_user=None,
+        credit_grant(user=self.user, amount_micros=amount, reason="m", acting_user=None,
                      idempotency_key=key)  # fmt: skip
         self.balance += amount
         self.grants.append((key, amount))
@@ -67,7 +73,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if not self.grants:
             return
         key, amount = data.draw(st.sampled_from(self.grants))
-        credit_grant(user=self.user, amount_wei=amount, reason="m", acting_user=None,
+        credit_grant(user=self.user, amount_micros=amount, reason="m", acting_user=None,
                      idempotency_key=key)  # fmt: skip
 
     @rule(amount=amounts)
@@ -75,11 +81,11 @@ class LedgerMachine(RuleBasedStateMachine):
         key = f"{self.prefix}-d{uuid.uuid4().hex}"
         if amount > self.available:
             with pytest.raises(InsufficientFundsError):
-                credit_deduct(user=self.user, amount_wei=amount, reason="m", acting_user=None,
+                credit_deduct(user=self.user, amount_micros=amount, reason="m", acting_user=None,
                               idempotency_key=key)  # fmt: skip
             self.refused_keys.append((key, amount))
             return
-        credit_deduct(user=self.user, amount_wei=amount, reason="m", acting_user=None,
+        credit_deduct(user=self.user, amount_micros=amount, reason="m", acting_user=None,
                       idempotency_key=key)  # fmt: skip
         self.balance -= amount
 
@@ -89,7 +95,7 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         key, amount = data.draw(st.sampled_from(self.refused_keys))
         with pytest.raises(InsufficientFundsError):
-            credit_deduct(user=self.user, amount_wei=amount, reason="m", acting_user=None,
+            credit_deduct(user=self.user, amount_micros=amount, reason="m", acting_user=None,
                           idempotency_key=key)  # fmt: skip
 
     @rule()
@@ -114,7 +120,7 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             charge_at_payment(generation_id=gid, expected_fee_wei=fee)
         self.open.pop(gid)
-        charge = -((-fee * 6) // 5)
+        charge = min(charge_micros(fee), HOLD)  # never more than the hold
         self.balance -= min(charge, self.available)
         self.settled.append(gid)
 
@@ -153,11 +159,14 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def matches_the_model_and_the_ledger(self) -> None:
         account = Account.objects.get(pk=self.user.pk)
-        assert account.balance_wei == self.balance
-        assert account.held_wei == sum(self.open.values())
-        assert account.balance_wei >= account.held_wei
+        assert account.balance_micros == self.balance
+        assert account.held_micros == sum(self.open.values())
+        assert account.balance_micros >= account.held_micros
         totals = account_ledger_totals(account=account)
-        assert (totals.balance_wei, totals.held_wei) == (account.balance_wei, account.held_wei)
+        assert (totals.balance_micros, totals.held_micros) == (
+            account.balance_micros,
+            account.held_micros,
+        )
 
 
 @pytest.mark.django_db

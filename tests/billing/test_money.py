@@ -114,11 +114,11 @@ def test_big_wei_round_trips_through_account_and_ledger(
     grant(user, amount, key=f"rt-{amount}")
     account = Account.objects.get(pk=user.pk)
     entry = LedgerEntry.objects.get(account=account)
-    assert type(account.balance_wei) is int
-    assert account.balance_wei == amount
-    assert entry.amount_wei == amount
-    assert entry.balance_after_wei == amount
-    assert LedgerEntry.objects.filter(amount_wei=amount).count() == 1
+    assert type(account.balance_micros) is int
+    assert account.balance_micros == amount
+    assert entry.amount_micros == amount
+    assert entry.balance_after_micros == amount
+    assert LedgerEntry.objects.filter(amount_micros=amount).count() == 1
 
 
 @pytest.mark.django_db
@@ -131,22 +131,26 @@ def test_sums_and_comparisons_are_exact_on_this_database(
     grant(users[2], 9, key="c")
     grant(users[2], 10, key="d")
 
-    total = LedgerEntry.objects.aggregate(total=WeiSum("amount_wei"))["total"]
+    total = LedgerEntry.objects.aggregate(total=WeiSum("amount_micros"))["total"]
     assert total == MAX + (MAX - 1) + 19  # beyond 2**256: no overflow, no float
     per_user = dict(
-        LedgerEntry.objects.values_list("account_id").annotate(total=WeiSum("amount_wei"))
+        LedgerEntry.objects.values_list("account_id").annotate(total=WeiSum("amount_micros"))
     )
     assert per_user == {users[0].pk: MAX, users[1].pk: MAX - 1, users[2].pk: 19}
-    assert LedgerEntry.objects.filter(amount_wei__gt=9).count() == 3  # "10" > "9" numerically
-    assert set(Account.objects.filter(balance_wei__gte=MAX - 1).values_list("pk", flat=True)) == {
+    assert LedgerEntry.objects.filter(amount_micros__gt=9).count() == 3  # "10" > "9" numerically
+    assert set(
+        Account.objects.filter(balance_micros__gte=MAX - 1).values_list("pk", flat=True)
+    ) == {
         users[0].pk,
         users[1].pk,
     }
-    ordered = list(Account.objects.order_by("balance_wei").values_list("balance_wei", flat=True))
+    ordered = list(
+        Account.objects.order_by("balance_micros").values_list("balance_micros", flat=True)
+    )
     assert ordered == [19, MAX - 1, MAX]
-    assert LedgerEntry.objects.filter(amount_wei=10**30).aggregate(t=WeiSum("amount_wei")) == {
-        "t": None
-    }
+    assert LedgerEntry.objects.filter(amount_micros=10**30).aggregate(
+        t=WeiSum("amount_micros")
+    ) == {"t": None}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -157,10 +161,10 @@ def test_database_refuses_held_above_balance(
     account_open(user_id=user.pk)
     grant(user, MAX - 1)
     account = Account.objects.get(pk=user.pk)
-    account.held_wei = MAX  # one wei more than the balance: only an exact compare sees it
+    account.held_micros = MAX  # one wei more than the balance: only an exact compare sees it
     with pytest.raises(IntegrityError), transaction.atomic():
-        account.save(update_fields=["held_wei"])
-    assert Account.objects.get(pk=user.pk).held_wei == 0
+        account.save(update_fields=["held_micros"])
+    assert Account.objects.get(pk=user.pk).held_micros == 0
     assert connection.vendor in {"sqlite", "postgresql"}
 
 
@@ -168,7 +172,7 @@ def test_database_refuses_held_above_balance(
     ("name", "value", "check_id"),
     [
         ("BILLING_ESTIMATED_FEE_WEI", "5e12", "billing.E001"),
-        ("BILLING_LOW_BALANCE_THRESHOLDS_WEI", ["1_000"], "billing.E002"),
+        ("BILLING_LOW_BALANCE_THRESHOLDS_MICROS", ["1_000"], "billing.E002"),
         ("BILLING_ETH_USD_RATE", "3e3", "billing.E003"),
         ("BILLING_ETH_USD_RATE", "-1", "billing.E003"),
         ("BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS", 0, "billing.E005"),

@@ -29,7 +29,7 @@ def _raw_update(table: str, column: str, value: int, where: str, key: object) ->
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("held_wei", -1), ("balance_wei", -1), ("held_wei", -(10**30))],
+    [("held_micros", -1), ("balance_micros", -1), ("held_micros", -(10**30))],
 )
 def test_an_account_amount_below_zero_is_refused(
     make_user: Callable[..., User], plans: dict[str, Plan], column: str, value: int
@@ -39,7 +39,7 @@ def test_an_account_amount_below_zero_is_refused(
     with pytest.raises(IntegrityError):
         _raw_update("billing_account", column, value, "user_id", user.pk)
     account = account_of(user)
-    assert (account.balance_wei, account.held_wei) == (1_000, 0)
+    assert (account.balance_micros, account.held_micros) == (1_000, 0)
 
 
 def test_both_account_amounts_below_zero_are_refused(
@@ -50,26 +50,27 @@ def test_both_account_amounts_below_zero_are_refused(
     grant(user, 1_000)
     with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            'UPDATE "billing_account" SET "balance_wei" = %s, "held_wei" = %s WHERE "user_id" = %s',
+            'UPDATE "billing_account" SET "balance_micros" = %s, "held_micros" = %s '
+            'WHERE "user_id" = %s',
             ["-5", "-5", user.pk],
         )
     account = account_of(user)
-    assert (account.balance_wei, account.held_wei) == (1_000, 0)
+    assert (account.balance_micros, account.held_micros) == (1_000, 0)
 
 
-@pytest.mark.parametrize("column", ["amount_wei", "charged_wei"])
+@pytest.mark.parametrize("column", ["amount_micros", "charged_micros"])
 def test_a_hold_amount_below_zero_is_refused(
     usage_user: User, plans: dict[str, Plan], column: str
 ) -> None:
     account = account_of(usage_user)
     generation = new_generation(usage_user)
     hold = Hold.objects.create(
-        generation_id=generation.pk, account=account, amount_wei=700, status=HoldStatus.OPEN
+        generation_id=generation.pk, account=account, amount_micros=700, status=HoldStatus.OPEN
     )
     with pytest.raises(IntegrityError):
         _raw_update("billing_hold", column, -1, "id", hold.pk)
     hold.refresh_from_db()
-    assert (hold.amount_wei, hold.charged_wei) == (700, None)
+    assert (hold.amount_micros, hold.charged_micros) == (700, None)
 
 
 def test_zero_and_uint256_max_stay_allowed(
@@ -77,6 +78,6 @@ def test_zero_and_uint256_max_stay_allowed(
 ) -> None:
     user = make_user()
     grant(user, 0)
-    assert Account.objects.filter(pk=user.pk).update(balance_wei=2**256 - 1, held_wei=0) == 1
+    assert Account.objects.filter(pk=user.pk).update(balance_micros=2**256 - 1, held_micros=0) == 1
     account = account_of(user)
-    assert (account.balance_wei, account.held_wei) == (2**256 - 1, 0)
+    assert (account.balance_micros, account.held_micros) == (2**256 - 1, 0)

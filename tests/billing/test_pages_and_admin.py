@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
+from django.db import transaction
 from django.test import Client
 
 from accounts.models import User
 from billing.models import Account, EntryKind, LedgerEntry, Plan
+from inference.models import Generation
 from tests.billing.conftest import admit_generation, charge_at_payment, grant, new_generation
 from tests.sandbox_server import SandboxControl
 
@@ -34,37 +36,74 @@ def staff_client(staff: User) -> Client:
     return client
 
 
-@pytest.mark.parametrize("amount", BIG)
-def test_dashboard_shows_exact_big_balances(usage_user: User, client: Client, amount: int) -> None:
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        (12_345_678, "$12.34"),  # a balance is rounded down to the cent
+        (5_000_000, "$5.00"),
+        (4_200, "$0.0042"),  # below a cent: its significant micros
+        (10**30 + 1, "$1,000,000,000,000,000,000,000,000.00"),  # $10**24, to the cent
+    ],
+)
+def test_dashboard_shows_balances_in_dollars_and_never_eth(
+    usage_user: User, client: Client, amount: int, shown: str
+) -> None:
     grant(usage_user, amount)
     client.force_login(usage_user)
     page = client.get("/billing/").content.decode()
-    assert f'data-balance-wei="{amount}"' in page
-    assert f'data-available-wei="{amount}"' in page
-    whole, frac = divmod(amount, 10**18)
-    eth_text = f"{whole:,}" + (f".{frac:018d}".rstrip("0") if frac else "") + " ETH"
-    assert eth_text in page
-    assert "(estimate)" in page
+    assert f'data-balance-micros="{amount}"' in page
+    assert f'data-available-micros="{amount}"' in page
+    assert f">{shown}</p>" in page
+    main = page.split("<main")[1]
+    assert "ETH" not in main
+    assert "wei" not in main
     assert "e+" not in page.lower().replace("e+0", "")  # no float notation anywhere
 
 
-def test_dashboard_chart_recent_charges_and_image_page_show_the_charge(
+def test_dashboard_activity_and_image_page_show_the_charge_in_dollars(
     usage_user: User, client: Client
 ) -> None:
-    grant(usage_user, 10**20)
-    generation = new_generation(usage_user)
-    admit_generation(generation)
-    charge_at_payment(generation_id=generation.pk, expected_fee_wei=10**30 // 6)
-    charge = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT).amount_wei
-    assert charge == 10**20  # capped at the available balance (shortfall reported)
+    grant(usage_user, 5_000_000)
+    generation = new_generation(usage_user, prompt="a lighthouse at dusk")
+    with transaction.atomic():
+        admit_generation(generation)
+    Generation.objects.filter(pk=generation.pk).update(
+        price_wei=4_768_371_000_000, price_unit="fixed", units_paid=1,
+        expected_fee_wei=4_768_371_000_000,
+    )  # fmt: skip
+    charge_at_payment(generation_id=generation.pk, expected_fee_wei=4_768_371_000_000)
+    entry = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
+    assert entry.amount_micros == 17_167  # $0.014305113 × 6/5, rounded up to the micro
     client.force_login(usage_user)
     page = client.get("/billing/").content.decode()
     assert f'href="/generations/{generation.pk}/"' in page
-    assert f'data-charge-wei="{charge}"' in page
+    assert 'data-amount-micros="17167">−$0.02</td>' in page
+    assert "Image charge" in page
+    assert "“a lighthouse at dusk” (SDXL-Lightning)" in page  # the reason in words
+    assert str(generation.pk) not in page.split("Account activity")[1].replace(
+        f"/generations/{generation.pk}/", ""
+    )  # no raw ids in what the user reads
     assert '<svg class="chart"' in page
     assert "<script" not in page.split("<main")[1]  # the chart is plain SVG
     detail = client.get(f"/generations/{generation.pk}/").content.decode()
-    assert f'data-charge-wei="{charge}"' in detail
+    assert 'data-charge-micros="17167">$0.02</span>' in detail
+    # wei and the rate only inside "Network details"
+    before, network = detail.split('<details class="network-details">')
+    assert "wei" not in before.split("<main")[1]
+    assert "4,768,371,000,000 wei" in network
+    assert 'data-testid="eth-usd-rate">3000</span> USD/ETH' in network
+
+
+def test_activity_pages_through_the_whole_ledger(usage_user: User, client: Client) -> None:
+    for index in range(30):
+        grant(usage_user, 1_000_000, key=f"g{index}")
+    client.force_login(usage_user)
+    first = client.get("/billing/").content.decode()
+    assert first.count("data-entry-id=") == 25
+    assert "Page 1 of 2" in first
+    second = client.get("/billing/?page=2").content.decode()
+    assert second.count("data-entry-id=") == 5
+    assert 'rel="prev"' in second
 
 
 def test_image_page_says_nothing_charged_without_a_debit(usage_user: User, client: Client) -> None:
@@ -72,16 +111,16 @@ def test_image_page_says_nothing_charged_without_a_debit(usage_user: User, clien
     client.force_login(usage_user)
     detail = client.get(f"/generations/{generation.pk}/").content.decode()
     assert "Nothing charged" in detail
-    assert "data-charge-wei" not in detail
+    assert "data-charge-micros" not in detail
 
 
 def test_low_balance_notice_appears_at_the_threshold(usage_user: User, client: Client) -> None:
-    low = int(settings.BILLING_LOW_BALANCE_THRESHOLDS_WEI[0])
+    low = int(settings.BILLING_LOW_BALANCE_THRESHOLDS_MICROS[0])
     grant(usage_user, low + 1)
     client.force_login(usage_user)
     assert "data-low-balance" not in client.get("/billing/").content.decode()
     grant(usage_user, 0, key="nudge")  # nothing changes
-    Account.objects.filter(pk=usage_user.pk).update(balance_wei=low)
+    Account.objects.filter(pk=usage_user.pk).update(balance_micros=low)
     assert "data-low-balance" in client.get("/billing/").content.decode()
 
 
@@ -111,16 +150,16 @@ def test_csv_export_has_plain_digits_and_only_the_users_rows(
     assert "E+" not in body
     assert "e+" not in body
     rows = list(csv.DictReader(io.StringIO(body)))
-    assert sorted(int(row["amount_wei"]) for row in rows) == sorted(amounts)
-    assert int(rows[0]["balance_after_wei"]) == MAX
-    assert all(re.fullmatch(r"[0-9]+", row["amount_wei"]) for row in rows)
+    assert sorted(int(row["amount_micros"]) for row in rows) == sorted(amounts)
+    assert int(rows[0]["balance_after_micros"]) == MAX
+    assert all(re.fullmatch(r"[0-9]+", row["amount_micros"]) for row in rows)
 
 
 def test_csv_neutralises_formula_reasons(usage_user: User, client: Client) -> None:
     from billing.services import credit_grant
 
     credit_grant(
-        user=usage_user, amount_wei=1, reason="=HYPERLINK(1)", acting_user=None,
+        user=usage_user, amount_micros=1, reason="=HYPERLINK(1)", acting_user=None,
         idempotency_key="f",
     )  # fmt: skip
     client.force_login(usage_user)
@@ -143,51 +182,67 @@ def _credit_form(client: Client, account_pk: int) -> str:
     return match.group(1)
 
 
-@pytest.mark.parametrize("amount", BIG)
-def test_admin_grant_round_trips_big_amounts_and_a_double_submit_grants_once(
-    usage_user: User, staff: User, amount: int
+@pytest.mark.parametrize(
+    ("typed", "micros"),
+    [("12.50", 12_500_000), ("$0.25", 250_000), (" 5 ", 5_000_000), ("0.000001", 1)],
+)
+def test_admin_grant_takes_dollars_and_a_double_submit_grants_once(
+    usage_user: User, staff: User, typed: str, micros: int
 ) -> None:
     client = staff_client(staff)
     key = _credit_form(client, usage_user.pk)
-    form = {"operation": "grant", "amount_wei": str(amount), "reason": "goodwill",
+    form = {"operation": "grant", "amount_micros": typed, "reason": "goodwill",
             "idempotency_key": key}  # fmt: skip
     for _ in range(2):
         response = client.post(f"/admin/billing/account/{usage_user.pk}/credit/", form)
         assert response.status_code == 302
     entry = LedgerEntry.objects.get()
-    assert (entry.amount_wei, entry.actor_id, entry.reason) == (amount, staff.pk, "goodwill")
-    assert Account.objects.get(pk=usage_user.pk).balance_wei == amount
+    assert (entry.amount_micros, entry.actor_id, entry.reason) == (micros, staff.pk, "goodwill")
+    assert Account.objects.get(pk=usage_user.pk).balance_micros == micros
     # The second submit replays the first: one ledger entry, one history row.
     assert LogEntry.objects.filter(user=staff, object_id=str(usage_user.pk)).count() == 1
-    change = client.get(f"/admin/billing/account/{usage_user.pk}/change/").content.decode()
-    assert f"({amount} wei)" in change
 
 
 @pytest.mark.parametrize(
-    "bad",
-    ["1e30", "1E+30", "１２３", "1_000", " 12 ", "-5", "1.5", "9" * 79, "", "0", str(MAX + 1)],
+    ("bad", "message"),
+    [
+        ("1e30", "Enter an amount in dollars"),
+        ("１２３", "Enter an amount in dollars"),
+        ("1_000", "Enter an amount in dollars"),
+        ("1,000", "Enter an amount in dollars"),
+        ("-5", "Enter an amount in dollars"),
+        ("1.5.0", "Enter an amount in dollars"),
+        ("0.0000001", "six decimal places"),
+        ("100000.01", "too large: at most $100,000.00"),
+        ("", "This field is required"),
+        ("0", "above zero"),
+    ],
 )
-def test_admin_rejects_bad_amounts_without_writing(usage_user: User, staff: User, bad: str) -> None:
+def test_admin_rejects_bad_amounts_without_writing(
+    usage_user: User, staff: User, bad: str, message: str
+) -> None:
     client = staff_client(staff)
     key = _credit_form(client, usage_user.pk)
     response = client.post(
         f"/admin/billing/account/{usage_user.pk}/credit/",
-        {"operation": "grant", "amount_wei": bad, "reason": "x", "idempotency_key": key},
+        {"operation": "grant", "amount_micros": bad, "reason": "x", "idempotency_key": key},
     )
     assert response.status_code == 200
-    assert "errorlist" in response.content.decode()
+    body = response.content.decode()
+    assert "errorlist" in body
+    assert message in body
     assert not LedgerEntry.objects.exists()
-    assert Account.objects.get(pk=usage_user.pk).balance_wei == 0
+    assert Account.objects.get(pk=usage_user.pk).balance_micros == 0
     assert not LogEntry.objects.exists()
 
 
 def test_admin_requires_a_reason_and_refuses_overdrafts(usage_user: User, staff: User) -> None:
     client = staff_client(staff)
     url = f"/admin/billing/account/{usage_user.pk}/credit/"
-    no_reason = {"operation": "grant", "amount_wei": "5", "reason": "",
+    no_reason = {"operation": "grant", "amount_micros": "5.00", "reason": "",
                  "idempotency_key": _credit_form(client, usage_user.pk)}  # fmt: skip
     assert client.post(url, no_reason).status_code == 200
-    overdraft = {"operation": "deduct", "amount_wei": "5", "reason": "oops",
+    overdraft = {"operation": "deduct", "amount_micros": "5.00", "reason": "oops",
                  "idempotency_key": _credit_form(client, usage_user.pk)}  # fmt: skip
     response = client.post(url, overdraft)
     assert response.status_code == 200
@@ -231,7 +286,7 @@ def test_admin_ledger_is_read_only(usage_user: User, staff: User) -> None:
     assert client.get(f"/admin/billing/ledgerentry/{entry.pk}/change/").status_code == 200
     assert (
         client.post(
-            f"/admin/billing/ledgerentry/{entry.pk}/change/", {"amount_wei": "6"}
+            f"/admin/billing/ledgerentry/{entry.pk}/change/", {"amount_micros": "6"}
         ).status_code
         == 403
     )
@@ -240,23 +295,23 @@ def test_admin_ledger_is_read_only(usage_user: User, staff: User) -> None:
         == 403
     )
     assert client.get("/admin/billing/ledgerentry/add/").status_code == 403
-    assert LedgerEntry.objects.get().amount_wei == 5
+    assert LedgerEntry.objects.get().amount_micros == 5
 
 
 def test_admin_plan_form_round_trips_max_wei_unchanged(staff: User, plans: dict[str, Plan]) -> None:
     plan = plans["pay-per-image"]
-    Plan.objects.filter(pk=plan.pk).update(flat_price_wei=MAX)
+    Plan.objects.filter(pk=plan.pk).update(flat_price_micros=MAX)
     client = staff_client(staff)
     page = client.get(f"/admin/billing/plan/{plan.pk}/change/").content.decode()
     assert f'value="{MAX}"' in page
     form: dict[str, Any] = {
         "slug": plan.slug, "name": plan.name, "plan_type": plan.plan_type,
         "monthly_generation_allowance": "", "monthly_generation_cap": "",
-        "subscription_fee_wei": "0", "multiplier_numerator": "1",
-        "multiplier_denominator": "1", "flat_price_wei": str(MAX), "is_active": "on",
+        "subscription_fee_micros": "0", "multiplier_numerator": "1",
+        "multiplier_denominator": "1", "flat_price_micros": str(MAX), "is_active": "on",
     }  # fmt: skip
     assert client.post(f"/admin/billing/plan/{plan.pk}/change/", form).status_code == 302
-    assert Plan.objects.get(pk=plan.pk).flat_price_wei == MAX
+    assert Plan.objects.get(pk=plan.pk).flat_price_micros == MAX
 
 
 def test_admin_pymthouse_view_shows_errors_instead_of_crashing(
@@ -282,16 +337,16 @@ def test_admin_account_is_not_editable(usage_user: User, staff: User) -> None:
     grant(usage_user, 5)
     client = staff_client(staff)
     response = client.post(
-        f"/admin/billing/account/{usage_user.pk}/change/", {"balance_wei": str(MAX)}
+        f"/admin/billing/account/{usage_user.pk}/change/", {"balance_micros": str(MAX)}
     )
-    assert Account.objects.get(pk=usage_user.pk).balance_wei == 5
+    assert Account.objects.get(pk=usage_user.pk).balance_micros == 5
     assert response.status_code == 403
 
 
 def test_replayed_grant_submits_write_one_history_row(usage_user: User, staff: User) -> None:
     """Eight submits of one form (back button, double clicks): one entry, one history row."""
     client = staff_client(staff)
-    form = {"operation": "grant", "amount_wei": "5000", "reason": "goodwill",
+    form = {"operation": "grant", "amount_micros": "50.00", "reason": "goodwill",
             "idempotency_key": _credit_form(client, usage_user.pk)}  # fmt: skip
     for _ in range(8):
         response = client.post(f"/admin/billing/account/{usage_user.pk}/credit/", form)
@@ -302,10 +357,8 @@ def test_replayed_grant_submits_write_one_history_row(usage_user: User, staff: U
             "change_message", flat=True
         )
     )
-    assert history == [
-        f"Granted 5000 wei (0.000000000000005 ETH): goodwill [ledger entry {entry.pk}]"
-    ]
-    assert Account.objects.get(pk=usage_user.pk).balance_wei == 5000
+    assert history == [f"Granted $50.00: goodwill [ledger entry {entry.pk}]"]
+    assert Account.objects.get(pk=usage_user.pk).balance_micros == 50_000_000
 
 
 def test_the_pymthouse_view_without_account_permission_is_403_not_500(

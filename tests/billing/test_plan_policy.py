@@ -4,6 +4,7 @@ the plan descriptions say."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_free_counts_against_its_allowance() -> None:
     refused = policy.refusal(account=account, plan=plan, images_this_month=3, now=NOW)
     assert refused is not None
     assert refused.code == "allowance_used"
-    assert policy.charge(plan, fee_wei=10**18) == 0
+    assert policy.charge(plan, fee_wei=10**18, usd_per_eth=Fraction(3000)) == 0
 
 
 def test_subscription_needs_an_active_period_and_respects_its_cap() -> None:
@@ -46,11 +47,23 @@ def test_subscription_needs_an_active_period_and_respects_its_cap() -> None:
     assert capped.code == "monthly_cap_reached"
 
 
-def test_usage_charges_the_fee_times_its_multiplier_rounded_up_or_a_flat_price() -> None:
+def test_usage_charges_the_fee_in_usd_times_its_multiplier_rounded_up_or_a_flat_price() -> None:
     multiplied = Plan(plan_type=PlanType.USAGE, multiplier_numerator=6, multiplier_denominator=5)
-    flat = Plan(plan_type=PlanType.USAGE, flat_price_wei=2 * 10**12)
-    assert plan_policy(multiplied).charge(multiplied, fee_wei=7) == 9  # ceil(8.4)
-    assert plan_policy(flat).charge(flat, fee_wei=10**20) == 2 * 10**12
+    flat = Plan(plan_type=PlanType.USAGE, flat_price_micros=20_000)
+    rate = Fraction(3000)
+    # 4,768,371,000,000 wei × $3,000/ETH = 14,305.113 µ$; × 6/5 = 17,166.1356 → 17,167
+    assert (
+        plan_policy(multiplied).charge(multiplied, fee_wei=4_768_371_000_000, usd_per_eth=rate)
+        == 17_167
+    )
+    # exactly 1 ETH at $3,000 × 6/5 = $3,600: no rounding
+    assert (
+        plan_policy(multiplied).charge(multiplied, fee_wei=10**18, usd_per_eth=rate)
+        == 3_600_000_000
+    )
+    # one wei is still charged a whole micro (rounded up, never down)
+    assert plan_policy(multiplied).charge(multiplied, fee_wei=1, usd_per_eth=rate) == 1
+    assert plan_policy(flat).charge(flat, fee_wei=10**20, usd_per_eth=rate) == 20_000
     assert plan_policy(multiplied).monthly_limit(multiplied) is None
 
 

@@ -8,8 +8,8 @@ from billing.services import account_change_plan, plans_seed
 from tests.billing.conftest import grant
 from tests.factories import UserFactory
 
-CREDIT = 10**20  # wei granted up front
-HOLD_WEI = 6_000_000_000_000  # the 5e12 wei fee estimate × 6/5, while no price was seen
+CREDIT = 5_000_000  # $5.00 granted up front (USD micros)
+HOLD_MICROS = 18_000  # the 5e12 wei fee estimate at $3,000/ETH × 6/5, while no price was seen
 
 
 def pay_as_you_go_user(**fields: object) -> User:
@@ -27,4 +27,4 @@ def ledger_kinds(user: User) -> list[str]:
     )
 
 
-__all__ = ["CREDIT", "HOLD_WEI", "EntryKind", "ledger_kinds", "pay_as_you_go_user"]
+__all__ = ["CREDIT", "HOLD_MICROS", "EntryKind", "ledger_kinds", "pay_as_you_go_user"]

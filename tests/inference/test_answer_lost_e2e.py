@@ -20,7 +20,7 @@ from inference.services import FAILURE_MESSAGES, generation_create, generations_
 from inference.tasks import generation_run_task
 from tests.billing.conftest import account_of
 from tests.helpers import wait_for
-from tests.inference.paying_user import CREDIT, HOLD_WEI, ledger_kinds, pay_as_you_go_user
+from tests.inference.paying_user import CREDIT, HOLD_MICROS, ledger_kinds, pay_as_you_go_user
 from tests.integrations.livepeer.conftest import RUNNER_1
 from tests.sandbox_server import SandboxControl
 from tests.worker import running_worker
@@ -88,8 +88,8 @@ def test_ticket_issued_answer_lost_ends_outcome_unknown_without_a_second_ticket(
     assert [r["status"] for r in sandbox.requests(RUNNER_1)] == [402]  # never called paid
     # Billing keeps the hold open for the usage record to settle; nothing charged yet.
     hold = Hold.objects.get(generation_id=generation.pk)
-    assert (hold.status, hold.charged_wei) == (HoldStatus.OPEN, None)
+    assert (hold.status, hold.charged_micros) == (HoldStatus.OPEN, None)
     account = account_of(user)
-    assert (account.balance_wei, account.held_wei) == (CREDIT, hold.amount_wei)
-    assert hold.amount_wei == HOLD_WEI
+    assert (account.balance_micros, account.held_micros) == (CREDIT, hold.amount_micros)
+    assert hold.amount_micros == HOLD_MICROS
     assert ledger_kinds(user) == [EntryKind.GRANT, EntryKind.HOLD]  # no release, no debit

@@ -47,7 +47,7 @@ def _assert_canceled_and_free(owner: User, generations: list[Generation]) -> Non
         HoldStatus.RELEASED
     }
     account = Account.objects.get(pk=owner.pk)
-    assert (account.balance_wei, account.held_wei) == (CREDIT, 0)
+    assert (account.balance_micros, account.held_micros) == (CREDIT, 0)
     assert EntryKind.USAGE_DEBIT not in ledger_kinds(owner)
 
 
@@ -56,7 +56,7 @@ def test_closing_an_account_cancels_its_queued_work_before_any_ticket(
     owner: User, sandbox: SandboxControl, close: str, django_capture_on_commit_callbacks
 ) -> None:
     generations = _three_queued(owner)
-    assert Account.objects.get(pk=owner.pk).held_wei > 0
+    assert Account.objects.get(pk=owner.pk).held_micros > 0
     sandbox.clear_requests()
     with django_capture_on_commit_callbacks(execute=False):
         if close == "deactivate":

@@ -56,9 +56,9 @@ def _assert_refused_and_released(generation: Generation, code: str, user: Any) -
     assert generation.manifest_id == ""
     assert generation.attempts == 1
     hold = Hold.objects.get(generation_id=generation.pk)
-    assert (hold.status, hold.charged_wei) == (HoldStatus.RELEASED, None)
+    assert (hold.status, hold.charged_micros) == (HoldStatus.RELEASED, None)
     account = account_of(user)
-    assert (account.balance_wei, account.held_wei) == (CREDIT, 0)
+    assert (account.balance_micros, account.held_micros) == (CREDIT, 0)
     assert ledger_kinds(user) == [EntryKind.GRANT, EntryKind.HOLD, EntryKind.HOLD_RELEASE]
 
 

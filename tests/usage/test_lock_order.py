@@ -71,7 +71,9 @@ def test_the_sync_and_a_confirm_take_the_same_lock_order(
     account_change_plan(
         user=owner, plan=Plan.objects.get(slug="pay-as-you-go"), acting_user=None, reason="t"
     )
-    credit_grant(user=owner, amount_wei=10**30, reason="t", acting_user=None, idempotency_key="g")
+    credit_grant(
+        user=owner, amount_micros=10**30, reason="t", acting_user=None, idempotency_key="g"
+    )
     # A: its outcome was unknown, the sync settles it. B: paid, its confirm is under way.
     unknown = _generation(owner, "sess-a")
     Generation.objects.filter(pk=unknown.pk).update(
@@ -138,9 +140,9 @@ def test_the_sync_and_a_confirm_take_the_same_lock_order(
     paid.refresh_from_db()
     assert (paid.tickets_paid, paid.expected_fee_wei, paid.cost_wei) == (1, 900, 900)
     debits = dict(
-        LedgerEntry.objects.filter(kind="usage_debit").values_list("generation_id", "amount_wei")
+        LedgerEntry.objects.filter(kind="usage_debit").values_list("generation_id", "amount_micros")
     )
     assert debits == {unknown.pk: 840, paid.pk: 1080}  # × 6/5 each, once
     assert set(Hold.objects.values_list("status", flat=True)) == {HoldStatus.SETTLED}
     account = Account.objects.get(pk=owner.pk)
-    assert (account.balance_wei, account.held_wei) == (10**30 - 840 - 1080, 0)
+    assert (account.balance_micros, account.held_micros) == (10**30 - 840 - 1080, 0)

@@ -9,6 +9,7 @@ from billing.models import Account, LedgerEntry, Plan
 from billing.services import account_change_plan, credit_grant, plans_seed
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create
+from tests.billing.conftest import charge_micros
 from tests.factories import UserFactory
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
@@ -29,7 +30,9 @@ def test_generated_image_shows_its_exact_metered_fee_after_a_sync(
     account_change_plan(
         user=user, plan=Plan.objects.get(slug="pay-as-you-go"), acting_user=None, reason="e2e"
     )
-    credit_grant(user=user, amount_wei=10**30, reason="e2e", acting_user=None, idempotency_key="e")
+    credit_grant(
+        user=user, amount_micros=10**30, reason="e2e", acting_user=None, idempotency_key="e"
+    )
     created = generation_create(
         owner=user, prompt="a lighthouse at dusk", width=512, height=384, seed=7
     )
@@ -63,12 +66,14 @@ def test_generated_image_shows_its_exact_metered_fee_after_a_sync(
     assert (aggregate.fee_wei, aggregate.request_count) == (fee, 1)
     assert usage_sync_state().status == UsageSyncStatus.OK
 
-    # Ledger and mirror agree: the debit is the metered fee x the plan's 6/5, rounded up.
+    # Ledger and mirror agree: the debit is the fee in USD (at $3,000/ETH) × 6/5, rounded
+    # up once; the drift compares the network fee it recorded (wei) with the metered one.
     debit = LedgerEntry.objects.get(kind="usage_debit", generation_id=generation.pk)
-    assert debit.amount_wei == -(-fee * 6 // 5)
-    assert Account.objects.get(pk=user.pk).balance_wei == 10**30 - debit.amount_wei
+    assert debit.amount_micros == charge_micros(fee)
+    assert (debit.network_fee_wei, debit.eth_usd_rate) == (fee, "3000")
+    assert Account.objects.get(pk=user.pk).balance_micros == 10**30 - debit.amount_micros
     drift = UsageDrift.objects.get(external_user_id=user.external_user_id)
-    assert (drift.local_debit_wei, drift.metered_fee_wei) == (debit.amount_wei, fee)
+    assert (drift.local_debit_wei, drift.metered_fee_wei) == (fee, fee)
     assert drift.alert is False
 
     owner_page = Client()

@@ -142,7 +142,9 @@ def test_a_manifest_listed_twice_with_different_amounts_is_flagged_and_never_cha
     account_change_plan(
         user=owner, plan=Plan.objects.get(slug="pay-as-you-go"), acting_user=None, reason="t"
     )
-    credit_grant(user=owner, amount_wei=10**30, reason="t", acting_user=None, idempotency_key="g")
+    credit_grant(
+        user=owner, amount_micros=10**30, reason="t", acting_user=None, idempotency_key="g"
+    )
     with transaction.atomic():
         generation = Generation.objects.create(
             owner=owner, prompt="p", model_id="ByteDance/SDXL-Lightning", width=512,
@@ -152,7 +154,7 @@ def test_a_manifest_listed_twice_with_different_amounts_is_flagged_and_never_cha
     Generation.objects.filter(pk=generation.pk).update(
         status="failed", error_code="outcome_unknown", payment_claimed_at=timezone.now()
     )
-    account_before = Account.objects.values_list("balance_wei", "held_wei").get(pk=owner.pk)
+    account_before = Account.objects.values_list("balance_micros", "held_micros").get(pk=owner.pk)
     ext = owner.external_user_id
     sandbox.add_fault(
         "GET",
@@ -194,7 +196,10 @@ def test_a_manifest_listed_twice_with_different_amounts_is_flagged_and_never_cha
     assert Hold.objects.get(generation_id=generation.pk).status == HoldStatus.OPEN
     generation.refresh_from_db()
     assert generation.cost_wei is None
-    assert Account.objects.values_list("balance_wei", "held_wei").get(pk=owner.pk) == account_before
+    assert (
+        Account.objects.values_list("balance_micros", "held_micros").get(pk=owner.pk)
+        == account_before
+    )
 
 
 def test_staff_without_the_permission_see_neither_the_page_nor_the_csv(

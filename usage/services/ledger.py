@@ -1,8 +1,9 @@
 """The two places the usage mirror touches the ledger.
 
-- ``local_usage_debits``: per (externalUserId, UTC day), the wei our ledger debited for
-  usage (``usage_debit`` entries), for the drift report: one grouped query, exact
-  on both databases (``billing.db.WeiSum``).
+- ``local_usage_debits``: per (externalUserId, UTC day), the network fee in wei our
+  ledger's usage charges account for (``usage_debit.network_fee_wei``; users pay in USD
+  micros, the network in wei, and drift compares wei with wei), for the drift report:
+  one grouped query, exact on both databases (``billing.db.WeiSum``).
 - ``settle_from_usage``: a newly mirrored manifest row joined to a generation calls
   ``billing.services.generation_usage_settle``, which charges a generation whose outcome
   was unknown (its hold kept) and does nothing for one already charged.
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from fractions import Fraction
 
 from django.db.models.functions import TruncDate
 
@@ -22,7 +24,7 @@ from billing.services import generation_usage_settle
 def local_usage_debits(
     *, user_ids: dict[str, int] | None, since: date, changed_since: datetime | None = None
 ) -> dict[tuple[str, date], int]:
-    """``{(externalUserId, day): wei}`` of usage debits on days from ``since`` (exact).
+    """``{(externalUserId, day): wei}``: network fees of usage debits on days from ``since``.
 
     With ``changed_since``, only the (user, day) pairs that gained a debit at or after that
     moment are returned (with their whole day's total), so a run with nothing new costs
@@ -52,7 +54,7 @@ def local_usage_debits(
     grouped = (
         entries.annotate(day=TruncDate("created_at"))
         .values_list("account__user__external_user_id", "day")
-        .annotate(total=WeiSum("amount_wei"))
+        .annotate(total=WeiSum("network_fee_wei"))
         .order_by()
     )
     totals = {(ext, day): int(total or 0) for ext, day, total in grouped}
@@ -61,9 +63,21 @@ def local_usage_debits(
     return totals
 
 
-def settle_from_usage(*, user_id: int, generation_id: object, fee_wei: int, usage_ref: str) -> bool:
-    """Charge an ``outcome_unknown`` generation of ``user_id`` its metered fee; False if
+def settle_from_usage(
+    *,
+    user_id: int,
+    generation_id: object,
+    fee_wei: int,
+    usage_ref: str,
+    usd_micros_exact: Fraction | None = None,
+) -> bool:
+    """Charge an ``outcome_unknown`` generation of ``user_id`` its metered fee (converted
+    at the rate pymthouse metered it at, when its exact USD figure is known); False if
     nothing to do."""
     return generation_usage_settle(
-        owner_id=user_id, generation_id=str(generation_id), fee_wei=fee_wei, usage_ref=usage_ref
+        owner_id=user_id,
+        generation_id=str(generation_id),
+        fee_wei=fee_wei,
+        usage_ref=usage_ref,
+        usd_micros_exact=usd_micros_exact,
     )

@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from fractions import Fraction
 
 from integrations.pymthouse import UsageByManifest, validate_external_user_id
 
@@ -87,6 +88,8 @@ class NewManifest:
     pipeline: str
     model_id: str
     day: date
+    #: pymthouse's exact USD micros for the manifest (``networkFeeUsdExact``), if sent.
+    network_fee_usd_exact_micros: Fraction | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class Settlement:
     fee_wei: int
     network_fee_usd_micros: int
     usage_ref: str
+    network_fee_usd_exact_micros: Fraction | None = None
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,7 @@ def chunk_plan(
                 pipeline=(row.pipeline or "")[:PIPELINE_MAX],
                 model_id=(row.model_id or "")[:MODEL_ID_MAX],
                 day=generation[1] if generation else today,
+                network_fee_usd_exact_micros=row.network_fee_usd_exact_micros,
             )
         )
 
@@ -328,6 +333,7 @@ def chunk_plan(
                 fee_wei=new.fee_wei,
                 network_fee_usd_micros=new.network_fee_usd_micros,
                 usage_ref=f"manifest:{new.manifest_id}",
+                network_fee_usd_exact_micros=new.network_fee_usd_exact_micros,
             )
             for new in plan.inserts
             if new.generation_id is not None and new.user_id is not None

@@ -43,6 +43,7 @@ from django.utils import timezone
 
 from billing.db import WeiSum
 from billing.models import LedgerEntry
+from billing.rates import rate_observe_metered
 from billing.transactions import deadlock_retrying
 from inference.selectors import generations_by_manifest
 from inference.services.metering import MeteredCost, generations_cost_record
@@ -73,6 +74,7 @@ from usage.services.plan import (
     ChunkPlan,
     DayDelta,
     LocalUser,
+    NewManifest,
     Poison,
     Settlement,
     StoredAggregate,
@@ -422,6 +424,7 @@ def _apply_chunk(
     progress.manifests_new += len(plan.inserts)
     progress.quarantined += quarantine_write(plan.quarantine, now=now)
     _days_write(plan.days)
+    _metered_rate_record(plan.inserts, now=now)
     progress.settled += _settlements_write(plan.settlements)
     _aggregates_write(plan.aggregates, now=now)
     if plan.drift:
@@ -533,6 +536,22 @@ def _days_write(days: dict[date, DayDelta]) -> None:
         row.save(update_fields=["fee_wei", "network_fee_usd_micros", "manifest_count"])
 
 
+def _metered_rate_record(inserts: Sequence[NewManifest], *, now: datetime) -> None:
+    """Hand billing the ETH/USD rate pymthouse metered the chunk's largest new payment at
+    (its exact USD micros over its wei): while fresh, fees are converted at it."""
+    priced = [new for new in inserts if new.fee_wei > 0 and new.network_fee_usd_exact_micros]
+    if not priced:
+        return
+    largest = max(priced, key=lambda new: (new.fee_wei, new.manifest_id))
+    assert largest.network_fee_usd_exact_micros is not None
+    rate_observe_metered(
+        fee_wei=largest.fee_wei,
+        usd_micros_exact=largest.network_fee_usd_exact_micros,
+        usage_ref=f"manifest:{largest.manifest_id}",
+        observed_at=now,
+    )
+
+
 def _settlements_write(settlements: Sequence[Settlement]) -> int:
     """Joined generations: record the metered cost; settle holds kept by outcome_unknown.
 
@@ -557,6 +576,7 @@ def _settlements_write(settlements: Sequence[Settlement]) -> int:
             generation_id=settlement.generation_id,
             fee_wei=settlement.fee_wei,
             usage_ref=settlement.usage_ref,
+            usd_micros_exact=settlement.network_fee_usd_exact_micros,
         ):
             settled += 1
     return settled

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inference', '0004_generation_manifest_index'),
+        ('inference', '0006_generation_max_fee_wei'),
     ]
 
     operations = [
