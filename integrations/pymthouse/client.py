@@ -147,7 +147,7 @@ class PymthouseClient:
     # --- discovery ------------------------------------------------------------------------
 
     def discovery(self) -> ProviderMetadata:
-        """OIDC metadata (cached in the Django cache for PYMTHOUSE_DISCOVERY_CACHE_SECONDS)."""
+        """OIDC metadata (cached in the Django cache for OIDC_DISCOVERY_CACHE_SECONDS)."""
         return self._discovery.metadata()
 
     # --- users ----------------------------------------------------------------------------

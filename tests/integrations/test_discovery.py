@@ -173,7 +173,7 @@ def test_unavailable_issuer_document_propagates_without_fallback(
 def test_discovery_cache_lifetime_comes_from_settings(
     sandbox: SandboxControl, settings: Any
 ) -> None:
-    settings.PYMTHOUSE_DISCOVERY_CACHE_SECONDS = 0  # 0 = do not cache
+    settings.OIDC_DISCOVERY_CACHE_SECONDS = 0  # 0 = do not cache
     client = PymthouseClient.from_settings()
 
     client.discovery()
