@@ -12,5 +12,6 @@ class AccountsConfig(AppConfig):
 
         from accounts import checks  # noqa: F401  (registers the system checks)
         from accounts.services import user_email_changed
+        from integrations.pymthouse import checks as pymthouse_checks  # noqa: F401  (same)
 
         email_changed.connect(user_email_changed, dispatch_uid="accounts-email-changed")

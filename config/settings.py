@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import django_stubs_ext
@@ -239,6 +240,8 @@ SSO_PYMTHOUSE_NAME: str = env.str(
 )
 SSO_EXTRA_PROVIDERS: list[dict[str, Any]] = env.json("SSO_EXTRA_PROVIDERS", default=[])
 OIDC_LEEWAY_SECONDS: int = env.int("OIDC_LEEWAY_SECONDS", default=60)
+# Lifetime of every OIDC discovery document and JWKS in the cache (SSO, API bearer
+# tokens and the pymthouse client's token endpoint); an unknown `kid` refetches.
 OIDC_DISCOVERY_CACHE_SECONDS: int = env.int("OIDC_DISCOVERY_CACHE_SECONDS", default=300)
 EMAIL_BACKEND = env.str(
     "DJANGO_EMAIL_BACKEND",
@@ -360,10 +363,6 @@ if not DEBUG and not (PYMTHOUSE_PUBLIC_CLIENT_ID and PYMTHOUSE_M2M_CLIENT_ID):
     )
 PYMTHOUSE_CONNECT_TIMEOUT: float = env.float("PYMTHOUSE_CONNECT_TIMEOUT", default=3.05)
 PYMTHOUSE_READ_TIMEOUT: float = env.float("PYMTHOUSE_READ_TIMEOUT", default=15.0)
-PYMTHOUSE_TOKEN_EXPIRY_SKEW_SECONDS: int = env.int(
-    "PYMTHOUSE_TOKEN_EXPIRY_SKEW_SECONDS", default=60
-)
-PYMTHOUSE_DISCOVERY_CACHE_SECONDS: int = env.int("PYMTHOUSE_DISCOVERY_CACHE_SECONDS", default=300)
 PYMTHOUSE_MAX_RETRIES: int = env.int("PYMTHOUSE_MAX_RETRIES", default=2)
 
 
@@ -442,7 +441,8 @@ OIDC_TIMEOUT = (3.05, 10)
 # "ai-gateway": a go-livepeer AI gateway's batch API; the gateway pays with its
 # own key, so pymthouse charges nobody per user (see LIVEPEER_GATEWAY_HONOURS_USER_TOKENS).
 INFERENCE_BACKEND: str = env.str("INFERENCE_BACKEND", default="live-runner")
-LIVEPEER_GATEWAY_URL: str = env.str("LIVEPEER_GATEWAY_URL", default=PYMTHOUSE_URL).rstrip("/")
+# Empty: the AI gateway is PYMTHOUSE_URL (integrations/livepeer/config.py).
+LIVEPEER_GATEWAY_URL: str = env.str("LIVEPEER_GATEWAY_URL", default="").rstrip("/")
 LIVEPEER_CONNECT_TIMEOUT: float = env.float("LIVEPEER_CONNECT_TIMEOUT", default=3.05)
 LIVEPEER_READ_TIMEOUT: float = env.float("LIVEPEER_READ_TIMEOUT", default=120.0)
 LIVEPEER_SIGNER_READ_TIMEOUT: float = env.float("LIVEPEER_SIGNER_READ_TIMEOUT", default=15.0)
@@ -464,6 +464,22 @@ LIVEPEER_RUNNER_APP_PATH: str = env.str("LIVEPEER_RUNNER_APP_PATH", default="")
 LIVEPEER_GATEWAY_HONOURS_USER_TOKENS: bool = env.bool(
     "LIVEPEER_GATEWAY_HONOURS_USER_TOKENS", default=False
 )
+
+
+# The two clients' configurations, built once here from the values above: an invalid
+# one (a URL without a scheme, a negative timeout, a markup below 1 …) stops the
+# process at start-up with ImproperlyConfigured. The clients rebuild them from these
+# same settings (tests override the flat names) and hold no defaults of their own.
+def client_configs_validate(values: dict[str, Any]) -> None:
+    from integrations.livepeer.config import LivepeerConfig
+    from integrations.pymthouse.config import PymthouseConfig
+
+    namespace = SimpleNamespace(**values)
+    PymthouseConfig.from_settings(namespace)
+    LivepeerConfig.from_settings(namespace)
+
+
+client_configs_validate(globals())
 
 INFERENCE_MODELS: list[str] = env.list(
     "INFERENCE_MODELS",

@@ -15,6 +15,7 @@ from config.settings import (
     CACHES,
     CELERY_BROKER_URL,
     DATABASES,
+    LIVEPEER_MAX_PRICE_MARKUP,
     REDIS_URL,
     SANDBOX_DEMO_M2M_CLIENT_ID,
     SANDBOX_DEMO_M2M_CLIENT_SECRET,
@@ -46,6 +47,11 @@ OIDC_OP_JWKS_ENDPOINT = f"{PYMTHOUSE_ISSUER}/jwks"
 LIVEPEER_GATEWAY_URL = PYMTHOUSE_URL  # the sandbox also serves the AI gateway batch API
 # The sandbox is on loopback; a test (or worker env) turns this off to get production's refusal.
 LIVEPEER_ALLOW_PRIVATE_ADDRESSES = env.bool("TEST_LIVEPEER_ALLOW_PRIVATE_ADDRESSES", default=True)
+# config/settings.py refuses an invalid markup at import; applied here, after that check,
+# it gives a worker a configuration error it only meets mid-run (tests/inference e2e).
+LIVEPEER_MAX_PRICE_MARKUP = env.str(
+    "TEST_LIVEPEER_MAX_PRICE_MARKUP", default=LIVEPEER_MAX_PRICE_MARKUP
+)
 PYMTHOUSE_PUBLIC_CLIENT_ID = SANDBOX_DEMO_PUBLIC_CLIENT_ID
 PYMTHOUSE_M2M_CLIENT_ID = SANDBOX_DEMO_M2M_CLIENT_ID
 PYMTHOUSE_M2M_CLIENT_SECRET = SANDBOX_DEMO_M2M_CLIENT_SECRET

@@ -40,6 +40,7 @@ from integrations.livepeer import (
     ImageRequest,
     LivepeerError,
     SignerCredentials,
+    gateway_credentials,
 )
 from integrations.pymthouse import (
     PymthouseAuthError,
@@ -65,7 +66,7 @@ def _credentials(
         # go-livepeer's gateway ignores the user's token and pays with its own key
         # (docs/upstream.md): mint one only for a gateway configured as honouring it.
         if not settings.LIVEPEER_GATEWAY_HONOURS_USER_TOKENS:
-            return GatewayCredentials(gateway_url=settings.LIVEPEER_GATEWAY_URL)
+            return gateway_credentials()
         try:
             token = client.mint_user_token(external_user_id=external_user_id)
         except PymthouseNotFoundError:
@@ -74,14 +75,9 @@ def _credentials(
 
             user_provision(user_id=generation.owner_id)
             token = client.mint_user_token(external_user_id=external_user_id)
-        return GatewayCredentials(
-            gateway_url=settings.LIVEPEER_GATEWAY_URL, bearer_token=token.access_token
-        )
-    session = client.mint_signer_session(external_user_id=external_user_id)
-    return SignerCredentials(
-        signer_url=session.signer_url,
-        discovery_url=session.discovery_url,
-        access_token=session.access_token,
+        return gateway_credentials(token.access_token)
+    return SignerCredentials.from_signer_session(
+        client.mint_signer_session(external_user_id=external_user_id)
     )
 
 

@@ -1,27 +1,20 @@
-"""Client configuration, read lazily from ``django.conf.settings`` with defaults.
+"""Client configuration, built from the flat ``LIVEPEER_*`` settings.
 
-Read at the start of every ``generate`` call (never at import time), so
-``override_settings`` and pytest-django's ``settings`` fixture take effect.
+``config/settings.py`` holds every default and builds this once at import (an invalid
+value stops the process there). Backends rebuild it from ``django.conf.settings`` at the
+start of every ``generate`` call, so ``override_settings`` and pytest-django's
+``settings`` fixture take effect; there are no defaults here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-
-DEFAULT_BACKEND = "live-runner"
-DEFAULT_CONNECT_TIMEOUT = 3.05
-DEFAULT_READ_TIMEOUT = 120.0
-DEFAULT_SIGNER_READ_TIMEOUT = 15.0
-DEFAULT_QUEUE_POLL_INTERVAL = 1.0
-DEFAULT_QUEUE_TIMEOUT = 120.0
-DEFAULT_MAX_IMAGE_BYTES = 20_000_000
-DEFAULT_MAX_PRICE_MARKUP = "1.012"
-DEFAULT_MAX_RESPONSE_BYTES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +28,17 @@ class LivepeerConfig:
     """
 
     gateway_url: str
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float = DEFAULT_READ_TIMEOUT
-    signer_read_timeout: float = DEFAULT_SIGNER_READ_TIMEOUT
-    queue_poll_interval: float = DEFAULT_QUEUE_POLL_INTERVAL
-    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-    max_price_markup: Decimal = Decimal(DEFAULT_MAX_PRICE_MARKUP)
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
-    allow_private_addresses: bool = False
-    runner_app_path: str = ""
-    gateway_honours_user_tokens: bool = False
+    connect_timeout: float
+    read_timeout: float
+    signer_read_timeout: float
+    queue_poll_interval: float
+    queue_timeout: float
+    max_image_bytes: int
+    max_price_markup: Decimal
+    max_response_bytes: int
+    allow_private_addresses: bool
+    runner_app_path: str
+    gateway_honours_user_tokens: bool
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.gateway_url)
@@ -79,50 +72,29 @@ class LivepeerConfig:
         return self.max_response_bytes + self.max_image_bytes * 4 // 3 + 4
 
     @classmethod
-    def from_settings(cls) -> LivepeerConfig:
-        gateway_url = str(
-            getattr(settings, "LIVEPEER_GATEWAY_URL", None)
-            or getattr(settings, "PYMTHOUSE_URL", "")
-            or ""
-        ).rstrip("/")
+    def from_settings(cls, source: Any = None) -> LivepeerConfig:
+        """From ``source`` (default ``django.conf.settings``): any object with the settings
+        as attributes, e.g. the settings module's own namespace while it is imported."""
+        values = settings if source is None else source
         try:
             return cls(
-                gateway_url=gateway_url,
-                connect_timeout=float(
-                    getattr(settings, "LIVEPEER_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
-                ),
-                read_timeout=float(
-                    getattr(settings, "LIVEPEER_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)
-                ),
-                signer_read_timeout=float(
-                    getattr(settings, "LIVEPEER_SIGNER_READ_TIMEOUT", DEFAULT_SIGNER_READ_TIMEOUT)
-                ),
-                queue_poll_interval=float(
-                    getattr(settings, "LIVEPEER_QUEUE_POLL_INTERVAL", DEFAULT_QUEUE_POLL_INTERVAL)
-                ),
-                queue_timeout=float(
-                    getattr(settings, "LIVEPEER_QUEUE_TIMEOUT", DEFAULT_QUEUE_TIMEOUT)
-                ),
-                max_image_bytes=int(
-                    getattr(settings, "LIVEPEER_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)
-                ),
-                max_price_markup=Decimal(
-                    str(getattr(settings, "LIVEPEER_MAX_PRICE_MARKUP", DEFAULT_MAX_PRICE_MARKUP))
-                ),
-                max_response_bytes=int(
-                    getattr(settings, "LIVEPEER_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE_BYTES)
-                ),
-                allow_private_addresses=bool(
-                    getattr(settings, "LIVEPEER_ALLOW_PRIVATE_ADDRESSES", False)
-                ),
-                runner_app_path=str(getattr(settings, "LIVEPEER_RUNNER_APP_PATH", "") or ""),
-                gateway_honours_user_tokens=bool(
-                    getattr(settings, "LIVEPEER_GATEWAY_HONOURS_USER_TOKENS", False)
-                ),
+                # An empty gateway URL means pymthouse's own (it serves the batch API).
+                gateway_url=str(values.LIVEPEER_GATEWAY_URL or values.PYMTHOUSE_URL).rstrip("/"),
+                connect_timeout=float(values.LIVEPEER_CONNECT_TIMEOUT),
+                read_timeout=float(values.LIVEPEER_READ_TIMEOUT),
+                signer_read_timeout=float(values.LIVEPEER_SIGNER_READ_TIMEOUT),
+                queue_poll_interval=float(values.LIVEPEER_QUEUE_POLL_INTERVAL),
+                queue_timeout=float(values.LIVEPEER_QUEUE_TIMEOUT),
+                max_image_bytes=int(values.LIVEPEER_MAX_IMAGE_BYTES),
+                max_price_markup=Decimal(str(values.LIVEPEER_MAX_PRICE_MARKUP)),
+                max_response_bytes=int(values.LIVEPEER_MAX_RESPONSE_BYTES),
+                allow_private_addresses=bool(values.LIVEPEER_ALLOW_PRIVATE_ADDRESSES),
+                runner_app_path=str(values.LIVEPEER_RUNNER_APP_PATH or ""),
+                gateway_honours_user_tokens=bool(values.LIVEPEER_GATEWAY_HONOURS_USER_TOKENS),
             )
         except (TypeError, ValueError, InvalidOperation) as exc:
             raise ImproperlyConfigured(f"invalid LIVEPEER_* setting: {exc}") from exc
 
 
 def backend_name_from_settings() -> str:
-    return str(getattr(settings, "INFERENCE_BACKEND", None) or DEFAULT_BACKEND)
+    return str(settings.INFERENCE_BACKEND)

@@ -6,7 +6,7 @@ Use ``get_client()`` (built from ``PYMTHOUSE_*`` settings) and catch the narrowe
 
 from __future__ import annotations
 
-from integrations.pymthouse.client import MACHINE_TOKEN_SCOPES, PymthouseClient, get_client
+from integrations.pymthouse.client import PymthouseClient, get_client
 from integrations.pymthouse.config import PymthouseConfig
 from integrations.pymthouse.errors import (
     PymthouseAuthError,
@@ -29,12 +29,7 @@ from integrations.pymthouse.money import (
 )
 from integrations.pymthouse.session import MAX_CONCURRENT_REQUESTS
 from integrations.pymthouse.types import (
-    CredentialCheck,
     GroupBy,
-    HealthStatus,
-    IdentitiesReport,
-    Identity,
-    MachineToken,
     ProviderMetadata,
     PymthouseUser,
     SecretToken,
@@ -53,13 +48,7 @@ from integrations.pymthouse.types import (
 
 __all__ = [
     "MAX_CONCURRENT_REQUESTS",
-    "MACHINE_TOKEN_SCOPES",
-    "CredentialCheck",
     "GroupBy",
-    "HealthStatus",
-    "IdentitiesReport",
-    "Identity",
-    "MachineToken",
     "MoneyParseError",
     "ProviderMetadata",
     "PymthouseAuthError",

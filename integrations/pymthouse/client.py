@@ -5,8 +5,8 @@ every Builder, user-token, signer-mint and usage call sends HTTP Basic with the
 ``m2m_…`` client id and ``pmth_cs_…`` secret, while paths carry the public ``app_…`` id.
 A ``client_credentials`` machine token is *not* accepted on those routes (its
 ``client_id`` is ``m2m_…``, the path is ``app_…``: 401 on ``/users``, 404 on usage), so
-it is only fetched by :meth:`PymthouseClient.machine_token` and used by
-:meth:`PymthouseClient.verify_credentials`.
+the client never fetches one. Its only ``client_credentials`` grant is the per-user
+signer session (:meth:`PymthouseClient.mint_signer_session`).
 """
 
 from __future__ import annotations
@@ -14,27 +14,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar, get_args
+from typing import Any, get_args
 from urllib.parse import quote, urlsplit
 
 from integrations.pymthouse.config import PymthouseConfig
 from integrations.pymthouse.discovery import Discovery
-from integrations.pymthouse.errors import PymthouseAuthError, PymthouseProtocolError, describe
+from integrations.pymthouse.errors import PymthouseProtocolError, describe
 from integrations.pymthouse.identifiers import validate_external_user_id
 from integrations.pymthouse.money import parse_count, parse_usd_micros
 from integrations.pymthouse.session import PymthouseSession
-from integrations.pymthouse.tokens import DEFAULT_TTL_SECONDS, MachineTokenCache
 from integrations.pymthouse.transport import ClientSecretBasic, Transport, parse_model
 from integrations.pymthouse.types import (
-    CredentialCheck,
     GroupBy,
-    HealthStatus,
-    IdentitiesReport,
-    MachineToken,
-    MachineTokenResponse,
     ProviderMetadata,
     PymthouseUser,
     SecretToken,
@@ -43,7 +35,6 @@ from integrations.pymthouse.types import (
     UsageBalance,
     UsageByUserTotals,
     UsageReport,
-    UsersList,
     UserStatus,
     UserToken,
     UserTokenResponse,
@@ -52,10 +43,6 @@ from integrations.pymthouse.types import (
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-#: Scopes of the machine token (docs/upstream.md §P3.1). ``sign:job`` may not be mixed in.
-MACHINE_TOKEN_SCOPES = ("users:read", "users:write", "users:token")
 #: The tutorial's user-token scope, which pymthouse rejects (400 invalid_scope).
 _USER_SCOPE_ALIASES = {"inference": "sign:job"}
 _FORBIDDEN_USER_SCOPES = frozenset({"admin"})
@@ -130,21 +117,6 @@ class PymthouseClient:
         self._transport = Transport(self._session)
         self._discovery = Discovery(config=config, transport=self._transport)
         self._basic = ClientSecretBasic(config.m2m_client_id, config.m2m_client_secret)
-        self._machine_tokens = MachineTokenCache(
-            # The secret is part of the (hashed) key so that a rotated secret never
-            # reuses a token minted with the old one.
-            fingerprint="|".join(
-                (
-                    config.issuer,
-                    config.m2m_client_id,
-                    config.m2m_client_secret.reveal(),
-                    " ".join(MACHINE_TOKEN_SCOPES),
-                )
-            ),
-            fetch=self._fetch_machine_token,
-            skew_seconds=config.token_expiry_skew_seconds,
-            lock_seconds=config.connect_timeout + config.read_timeout + 1,
-        )
 
     @classmethod
     def from_settings(cls) -> PymthouseClient:
@@ -172,62 +144,11 @@ class PymthouseClient:
     def _builder_app_path(self) -> str:
         return f"/api/v1/builder/apps/{self.config.public_client_id}"
 
-    # --- discovery and machine token -------------------------------------------------------
+    # --- discovery ------------------------------------------------------------------------
 
     def discovery(self) -> ProviderMetadata:
-        """OIDC metadata (cached in the Django cache for PYMTHOUSE_DISCOVERY_CACHE_SECONDS)."""
+        """OIDC metadata (cached in the Django cache for OIDC_DISCOVERY_CACHE_SECONDS)."""
         return self._discovery.metadata()
-
-    def machine_token(self) -> MachineToken:
-        """The m2m ``client_credentials`` token, shared by all processes through the cache."""
-        return self._machine_tokens.get()
-
-    def _fetch_machine_token(self) -> MachineToken:
-        url = self.discovery().token_endpoint
-        form = {"grant_type": "client_credentials", "scope": " ".join(MACHINE_TOKEN_SCOPES)}
-        _, payload = self._transport.request_json("POST", url, auth=self._basic, form=form)
-        path = urlsplit(url).path
-        response = parse_model(MachineTokenResponse, payload, method="POST", path=path)
-        _require_bearer(response.token_type, method="POST", path=path)
-        lifetime = response.expires_in if response.expires_in is not None else DEFAULT_TTL_SECONDS
-        return MachineToken(
-            access_token=SecretToken(response.access_token),
-            token_type=response.token_type,
-            scope=tuple((response.scope or "").split()),
-            expires_in=response.expires_in,
-            expires_at=time.time() + lifetime,
-        )
-
-    def _call_with_machine_token(self, fn: Callable[[MachineToken], T]) -> T:
-        """Run ``fn(token)``; on an upstream 401 flush the cached token and retry once.
-
-        A 401 means the token was revoked or the signing keys rotated before ``exp``;
-        one fresh token settles that. A second 401 is a real credential problem and
-        propagates (no retry storm). 403 and everything else propagate at once.
-        """
-        token = self.machine_token()
-        try:
-            return fn(token)
-        except PymthouseAuthError as exc:
-            if exc.status != 401:
-                raise
-            self._machine_tokens.invalidate(token)
-        return fn(self.machine_token())
-
-    def verify_credentials(self) -> CredentialCheck:
-        """Diagnostic: the token endpoint accepts our secret and Basic works on our app.
-
-        Fetches the machine token (``client_credentials``), then lists users with HTTP
-        Basic (``users:read`` on the ``app_…`` path). Builder routes use Basic, not the
-        machine token, because that is what the real server accepts.
-        """
-
-        def check(token: MachineToken) -> CredentialCheck:
-            return CredentialCheck(
-                machine_token_scope=token.scope, user_count=len(self.list_users())
-            )
-
-        return self._call_with_machine_token(check)
 
     # --- users ----------------------------------------------------------------------------
 
@@ -251,39 +172,6 @@ class PymthouseClient:
         user = parse_model(PymthouseUser, payload, method="POST", path=path)
         return UserUpsert(user=user, created=status_code == 201)
 
-    def list_users(self) -> list[PymthouseUser]:
-        """Every user of the app, active and inactive (no pagination upstream)."""
-        path = f"{self._app_path}/users"
-        _, payload = self._transport.request_json("GET", self._url(path), auth=self._basic)
-        return list(parse_model(UsersList, payload, method="GET", path=path).users)
-
-    def update_user(
-        self,
-        *,
-        external_user_id: str,
-        email: str | None = None,
-        status: UserStatus | None = None,
-    ) -> None:
-        """PUT; ``None`` fields are left unchanged. 404 → ``PymthouseNotFoundError``."""
-        body = self._user_body(external_user_id=external_user_id, email=email, status=status)
-        path = f"{self._app_path}/users"
-        _, payload = self._transport.request_json(
-            "PUT", self._url(path), auth=self._basic, json_body=body
-        )
-        self._require_success(payload, method="PUT", path=path)
-
-    def deactivate_user(self, *, external_user_id: str) -> None:
-        """Soft delete (``status=inactive``): the user can no longer mint user tokens."""
-        params = {"externalUserId": validate_external_user_id(external_user_id)}
-        path = f"{self._app_path}/users"
-        _, payload = self._transport.request_json(
-            "DELETE", self._url(path), auth=self._basic, params=params
-        )
-        self._require_success(payload, method="DELETE", path=path)
-
-    def reactivate_user(self, *, external_user_id: str) -> None:
-        self.update_user(external_user_id=external_user_id, status="active")
-
     @staticmethod
     def _user_body(
         *, external_user_id: str, email: str | None, status: UserStatus | None
@@ -296,15 +184,6 @@ class PymthouseClient:
                 raise ValueError("status must be 'active' or 'inactive'")
             body["status"] = status
         return body
-
-    @staticmethod
-    def _require_success(payload: dict[str, Any], *, method: str, path: str) -> None:
-        if payload.get("success") is not True:
-            raise PymthouseProtocolError(
-                describe(method=method, path=path, status=None, detail="success is not true"),
-                method=method,
-                path=path,
-            )
 
     # --- tokens for end users ---------------------------------------------------------------
 
@@ -451,29 +330,6 @@ class PymthouseClient:
             "GET", self._url(path), auth=self._basic, params=params, not_found_is_auth=True
         )
         return parse_model(UsageBalance, payload, method="GET", path=path)
-
-    def identities(
-        self,
-        *,
-        start: date | datetime | None = None,
-        end: date | datetime | None = None,
-    ) -> IdentitiesReport:
-        """Per-identity rollup (email, status, lastActiveDate). Default: this UTC month."""
-        path = f"{self._app_path}/identities"
-        _, payload = self._transport.request_json(
-            "GET",
-            self._url(path),
-            auth=self._basic,
-            params=_date_params(start, end),
-            not_found_is_auth=True,
-        )
-        return parse_model(IdentitiesReport, payload, method="GET", path=path)
-
-    def health(self) -> HealthStatus:
-        """``GET /api/v1/health`` (no auth). A 503 "status: error" raises Unavailable."""
-        path = "/api/v1/health"
-        _, payload = self._transport.request_json("GET", self._url(path))
-        return parse_model(HealthStatus, payload, method="GET", path=path)
 
 
 _clients: dict[tuple[int, PymthouseConfig], PymthouseClient] = {}

@@ -1,12 +1,15 @@
-"""Client configuration, read lazily from ``django.conf.settings``.
+"""Client configuration, built from the flat ``PYMTHOUSE_*`` settings.
 
-Read at client construction (``PymthouseClient.from_settings()``/``get_client()``), never
-at import time, so ``override_settings`` in tests takes effect.
+``config/settings.py`` holds every default and builds this once at import (an invalid
+value stops the process there). The client rebuilds it from ``django.conf.settings`` at
+construction (``PymthouseClient.from_settings()``/``get_client()``), so
+``override_settings`` in tests takes effect; there are no defaults here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -14,12 +17,6 @@ from django.core.exceptions import ImproperlyConfigured
 
 from integrations.pymthouse.identifiers import is_public_client_id
 from integrations.pymthouse.types import SecretToken
-
-DEFAULT_CONNECT_TIMEOUT = 3.05
-DEFAULT_READ_TIMEOUT = 15.0
-DEFAULT_TOKEN_EXPIRY_SKEW_SECONDS = 60
-DEFAULT_DISCOVERY_CACHE_SECONDS = 300
-DEFAULT_MAX_RETRIES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +28,10 @@ class PymthouseConfig:
     public_client_id: str
     m2m_client_id: str
     m2m_client_secret: SecretToken = field(repr=False)
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float = DEFAULT_READ_TIMEOUT
-    token_expiry_skew_seconds: int = DEFAULT_TOKEN_EXPIRY_SKEW_SECONDS
-    discovery_cache_seconds: int = DEFAULT_DISCOVERY_CACHE_SECONDS
-    max_retries: int = DEFAULT_MAX_RETRIES
+    connect_timeout: float
+    read_timeout: float
+    discovery_cache_seconds: int
+    max_retries: int
 
     def __post_init__(self) -> None:
         for name, url in (("PYMTHOUSE_URL", self.base_url), ("PYMTHOUSE_ISSUER", self.issuer)):
@@ -50,16 +46,19 @@ class PymthouseConfig:
             raise ImproperlyConfigured("PYMTHOUSE_M2M_CLIENT_ID is required")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ImproperlyConfigured("PYMTHOUSE_CONNECT/READ_TIMEOUT must be positive")
-        if self.token_expiry_skew_seconds < 0 or self.discovery_cache_seconds < 0:
-            raise ImproperlyConfigured("PYMTHOUSE_*_SECONDS must not be negative")
+        if self.discovery_cache_seconds < 0:
+            raise ImproperlyConfigured("OIDC_DISCOVERY_CACHE_SECONDS must not be negative")
         if self.max_retries < 0:
             raise ImproperlyConfigured("PYMTHOUSE_MAX_RETRIES must not be negative")
 
     @classmethod
-    def from_settings(cls) -> PymthouseConfig:
-        base_url = str(getattr(settings, "PYMTHOUSE_URL", "") or "").rstrip("/")
-        issuer = str(getattr(settings, "PYMTHOUSE_ISSUER", "") or "").rstrip("/")
-        secret = str(getattr(settings, "PYMTHOUSE_M2M_CLIENT_SECRET", "") or "")
+    def from_settings(cls, source: Any = None) -> PymthouseConfig:
+        """From ``source`` (default ``django.conf.settings``): any object with the settings
+        as attributes, e.g. the settings module's own namespace while it is imported."""
+        values = settings if source is None else source
+        base_url = str(values.PYMTHOUSE_URL or "").rstrip("/")
+        issuer = str(values.PYMTHOUSE_ISSUER or "").rstrip("/")
+        secret = str(values.PYMTHOUSE_M2M_CLIENT_SECRET or "")
         if not base_url:
             raise ImproperlyConfigured("PYMTHOUSE_URL is required")
         if not secret:
@@ -68,30 +67,13 @@ class PymthouseConfig:
             return cls(
                 base_url=base_url,
                 issuer=issuer or f"{base_url}/api/v1/oidc",
-                public_client_id=str(getattr(settings, "PYMTHOUSE_PUBLIC_CLIENT_ID", "") or ""),
-                m2m_client_id=str(getattr(settings, "PYMTHOUSE_M2M_CLIENT_ID", "") or ""),
+                public_client_id=str(values.PYMTHOUSE_PUBLIC_CLIENT_ID or ""),
+                m2m_client_id=str(values.PYMTHOUSE_M2M_CLIENT_ID or ""),
                 m2m_client_secret=SecretToken(secret),
-                connect_timeout=float(
-                    getattr(settings, "PYMTHOUSE_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
-                ),
-                read_timeout=float(
-                    getattr(settings, "PYMTHOUSE_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)
-                ),
-                token_expiry_skew_seconds=int(
-                    getattr(
-                        settings,
-                        "PYMTHOUSE_TOKEN_EXPIRY_SKEW_SECONDS",
-                        DEFAULT_TOKEN_EXPIRY_SKEW_SECONDS,
-                    )
-                ),
-                discovery_cache_seconds=int(
-                    getattr(
-                        settings,
-                        "PYMTHOUSE_DISCOVERY_CACHE_SECONDS",
-                        DEFAULT_DISCOVERY_CACHE_SECONDS,
-                    )
-                ),
-                max_retries=int(getattr(settings, "PYMTHOUSE_MAX_RETRIES", DEFAULT_MAX_RETRIES)),
+                connect_timeout=float(values.PYMTHOUSE_CONNECT_TIMEOUT),
+                read_timeout=float(values.PYMTHOUSE_READ_TIMEOUT),
+                discovery_cache_seconds=int(values.OIDC_DISCOVERY_CACHE_SECONDS),
+                max_retries=int(values.PYMTHOUSE_MAX_RETRIES),
             )
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"invalid PYMTHOUSE_* setting: {exc}") from exc

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any, Final, Literal, NoReturn, final
@@ -129,10 +129,6 @@ class PymthouseUser(_CamelModel):
         return self.status == "active"
 
 
-class UsersList(_CamelModel):
-    users: tuple[PymthouseUser, ...]
-
-
 @dataclass(frozen=True, slots=True)
 class UserUpsert:
     """Result of ``POST /users``: ``created`` is True for 201, False for 200."""
@@ -142,21 +138,6 @@ class UserUpsert:
 
 
 # --- tokens -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MachineToken:
-    """``client_credentials`` token of the m2m client (admin scopes).
-
-    ``expires_in`` is ``None`` when the server omitted it; ``expires_at`` is a Unix
-    timestamp (wall clock, because the token is shared between processes).
-    """
-
-    access_token: SecretToken = field(repr=False)
-    token_type: str
-    scope: tuple[str, ...]
-    expires_in: int | None
-    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,21 +177,6 @@ class SignerSession:
     lifetime_granted_usd_micros: int | None
     issued_token_type: str | None
     correlation_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialCheck:
-    """Result of ``verify_credentials()``: both auth paths answered."""
-
-    machine_token_scope: tuple[str, ...]
-    user_count: int
-
-
-class MachineTokenResponse(_SnakeModel):
-    access_token: str = Field(min_length=1)
-    token_type: str
-    expires_in: Count | None = None
-    scope: str | None = None
 
 
 class UserTokenResponse(_SnakeModel):
@@ -350,52 +316,7 @@ class UsageBalance(_CamelModel):
     consumed_usd_micros: SignedUsdMicros | None = None
 
 
-class Identity(_CamelModel):
-    """One row of ``/identities``. ``api_key`` is deliberately not parsed."""
-
-    external_user_id: str
-    status: str
-    request_count: Count
-    network_fee_usd_micros: UsdMicros
-    app_user_id: str | None = None
-    label: str | None = None
-    email: str | None = None
-    provisioned: StrictBool | None = None
-    api_key_count: Count | None = None
-    billable_secs: ExactDecimal | None = None
-    last_active_date: date | None = None
-    created_at: datetime | None = None
-
-
-class IdentitiesCycle(_CamelModel):
-    start: str | None = None
-    end: str | None = None
-
-
-class IdentitiesReport(_CamelModel):
-    """``GET /apps/{app}/identities``: provisioned and metered users, fee descending."""
-
-    app_id: str
-    cycle: IdentitiesCycle
-    identities: tuple[Identity, ...]
-    app_name: str | None = None
-
-
-# --- health and discovery ---------------------------------------------------------------
-
-
-class SignerHealth(_CamelModel):
-    status: str
-    reachable: StrictBool | None = None
-    eth_address: str | None = None
-
-
-class HealthStatus(_CamelModel):
-    status: str
-    timestamp: str | None = None
-    version: str | None = None
-    database: str | None = None
-    signer: SignerHealth | None = None
+# --- discovery ---------------------------------------------------------------------------
 
 
 class ProviderMetadata(_SnakeModel):

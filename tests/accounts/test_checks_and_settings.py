@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ids() -> list[str]:
-    from accounts.checks import check_pymthouse_settings
+    from integrations.pymthouse.checks import check_pymthouse_settings
 
     return [message.id for message in check_pymthouse_settings(None)]
 
@@ -39,7 +39,7 @@ def test_demo_settings_pass_the_pymthouse_checks() -> None:
         ("PYMTHOUSE_READ_TIMEOUT", "10", ["accounts.E007"]),
         ("PYMTHOUSE_READ_TIMEOUT", 301, ["accounts.E007"]),
         ("PYMTHOUSE_MAX_RETRIES", -1, ["accounts.E008"]),
-        ("PYMTHOUSE_TOKEN_EXPIRY_SKEW_SECONDS", 1.5, ["accounts.E008"]),
+        ("OIDC_DISCOVERY_CACHE_SECONDS", 1.5, ["accounts.E008"]),
     ],
 )
 def test_bad_pymthouse_settings_are_reported_with_stable_ids(
@@ -162,3 +162,21 @@ def test_sandbox_and_django_share_the_demo_credentials() -> None:
         settings.SANDBOX_DEMO_M2M_CLIENT_ID,
         settings.SANDBOX_DEMO_M2M_CLIENT_SECRET,
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PYMTHOUSE_URL", "pymthouse.example", "PYMTHOUSE_URL must be an absolute http(s) URL"),
+        ("PYMTHOUSE_READ_TIMEOUT", "-1", "PYMTHOUSE_CONNECT/READ_TIMEOUT must be positive"),
+        ("LIVEPEER_MAX_PRICE_MARKUP", "0.5", "LIVEPEER_MAX_PRICE_MARKUP must be a decimal >= 1"),
+        ("LIVEPEER_QUEUE_TIMEOUT", "0", "LIVEPEER_QUEUE_TIMEOUT must be positive"),
+    ],
+)
+def test_invalid_client_settings_fail_at_settings_import(
+    name: str, value: str, message: str
+) -> None:
+    result = _settings_subprocess({name: value}, "import django; django.setup()")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr

@@ -339,8 +339,9 @@ def test_paid_call_dropped_after_sending_is_never_resent_nor_paid_again(
 def test_an_unexpected_error_in_the_worker_ends_the_generation_within_the_task(
     sandbox: SandboxControl, transactional_db
 ) -> None:
-    # A configuration error the worker only meets mid-run (the markup must be >= 1).
-    with running_worker(name="misconfigured", env={"LIVEPEER_MAX_PRICE_MARKUP": "0.5"}):
+    # A configuration error the worker only meets mid-run (the markup must be >= 1;
+    # tests/settings.py applies it after config/settings.py's import-time check).
+    with running_worker(name="misconfigured", env={"TEST_LIVEPEER_MAX_PRICE_MARKUP": "0.5"}):
         user = UserFactory()
         generation = _finished(_create(user), timeout=30)  # no reconcile runs here
 

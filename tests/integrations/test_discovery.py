@@ -66,7 +66,7 @@ def test_token_endpoint_comes_from_discovery(
     sandbox.add_fault("POST", "/api/v1/oidc/token-moved", status=503, times=1)
 
     with pytest.raises(PymthouseUnavailableError) as excinfo:
-        client.machine_token()
+        client.mint_signer_session(external_user_id="user-1")
 
     assert excinfo.value.path == "/api/v1/oidc/token-moved"
     assert len(calls(sandbox, "POST", "/api/v1/oidc/token-moved")) == 1
@@ -99,7 +99,7 @@ def test_unusable_issuer_document_falls_back_to_root_document(
     assert len(calls(sandbox, "GET", ISSUER_DOC)) == 1
     assert len(calls(sandbox, "GET", ROOT_DOC)) == 1
     # The fallback result is cached like any other.
-    client.machine_token()
+    client.mint_signer_session(external_user_id="user-1")
     assert len(calls(sandbox, "GET", ISSUER_DOC)) == 1
     assert len(calls(sandbox, "GET", ROOT_DOC)) == 1
 
@@ -112,7 +112,7 @@ def test_issuer_mismatch_is_a_configuration_error_and_never_falls_back(
     )
 
     with pytest.raises(PymthouseConfigurationError) as excinfo:
-        client.machine_token()
+        client.mint_signer_session(external_user_id="user-1")
 
     error = excinfo.value
     assert isinstance(error, PymthouseAuthError)
@@ -173,7 +173,7 @@ def test_unavailable_issuer_document_propagates_without_fallback(
 def test_discovery_cache_lifetime_comes_from_settings(
     sandbox: SandboxControl, settings: Any
 ) -> None:
-    settings.PYMTHOUSE_DISCOVERY_CACHE_SECONDS = 0  # 0 = do not cache
+    settings.OIDC_DISCOVERY_CACHE_SECONDS = 0  # 0 = do not cache
     client = PymthouseClient.from_settings()
 
     client.discovery()

@@ -57,15 +57,12 @@ def test_secrets_never_appear_in_logs_errors_or_reprs(
     client = PymthouseClient.from_settings()
 
     # Success paths: every kind of token the client handles.
-    machine = client.machine_token()
     upsert = client.upsert_user(external_user_id="py-user-001", email="a@example.test")
     user_token = client.mint_user_token(external_user_id="py-user-001")
     signer = client.mint_signer_session(external_user_id="py-user-001")
-    check = client.verify_credentials()
     usage = client.usage(group_by="user")
     assert user_token.refresh_token is not None
     tokens = [
-        machine.access_token.reveal(),
         user_token.access_token.reveal(),
         user_token.refresh_token.reveal(),
         signer.access_token.reveal(),
@@ -79,7 +76,7 @@ def test_secrets_never_appear_in_logs_errors_or_reprs(
     ]
     sandbox.add_fault(
         "POST", TOKEN_PATH, status=200,
-        body={"access_token": tokens[0], "token_type": "Bearer", "expires_in": "soon"}, times=1,
+        body={"access_token": tokens[-1], "token_type": "Bearer", "expires_in": "soon"}, times=1,
     )  # fmt: skip
     failures.append(_failure(lambda: client.mint_signer_session(external_user_id="py-user-001")))
     sandbox.add_fault("GET", builder_path("/usage"), drop=True, times=1)
@@ -90,7 +87,6 @@ def test_secrets_never_appear_in_logs_errors_or_reprs(
     settings.PYMTHOUSE_M2M_CLIENT_SECRET = WRONG_SECRET
     wrong = PymthouseClient.from_settings()
     failures += [
-        _failure(wrong.machine_token),
         _failure(lambda: wrong.upsert_user(external_user_id="u-2")),
         _failure(lambda: wrong.mint_user_token(external_user_id="py-user-001")),
         _failure(lambda: wrong.mint_signer_session(external_user_id="py-user-001")),
@@ -110,11 +106,11 @@ def test_secrets_never_appear_in_logs_errors_or_reprs(
         cause = failure.__cause__
         if cause is not None:
             artefacts += [str(cause), repr(cause)]
-    results = (machine, upsert, user_token, signer, check, usage, client, wrong, client.config)
+    results = (upsert, user_token, signer, usage, client, wrong, client.config)
     artefacts += [repr(result) for result in results] + [str(result) for result in results]
     artefacts += [
         repr(ClientSecretBasic(m2m_id, SecretToken(secret))),
-        repr(BearerAuth(machine.access_token)),
+        repr(BearerAuth(signer.access_token)),
     ]
 
     forbidden = {

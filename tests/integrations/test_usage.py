@@ -1,9 +1,9 @@
-"""Usage, balance and identities: typed rows, exact integer money, the deliberate 404."""
+"""Usage and balance: typed rows, exact integer money, the deliberate 404."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -21,7 +21,7 @@ from integrations.pymthouse import (
     PymthouseUnavailableError,
     UsageReport,
 )
-from tests.integrations.conftest import app_path, builder_path, calls
+from tests.integrations.conftest import builder_path, calls
 from tests.sandbox.helpers import FLUX_RUNNER, SDXL_RUNNER, paid_call
 from tests.sandbox_server import SandboxControl
 
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.django_db
 
 USAGE = builder_path("/usage")
 BALANCE = builder_path("/usage/balance")
-IDENTITIES = app_path("/identities")
 MAX_UINT256 = 2**256 - 1
 
 
@@ -127,7 +126,7 @@ def test_usage_auth_failure_404_is_an_auth_error(sandbox: SandboxControl, settin
     settings.PYMTHOUSE_M2M_CLIENT_SECRET = "pmth_cs_" + "2" * 64
     client = PymthouseClient.from_settings()
 
-    for call in (client.usage, lambda: client.balance(external_user_id="u-1"), client.identities):
+    for call in (client.usage, lambda: client.balance(external_user_id="u-1")):
         with pytest.raises(PymthouseAuthError) as excinfo:
             call()
         error = excinfo.value
@@ -137,7 +136,6 @@ def test_usage_auth_failure_404_is_an_auth_error(sandbox: SandboxControl, settin
     # A GET 404 is never retried.
     assert len(calls(sandbox, "GET", USAGE)) == 1
     assert len(calls(sandbox, "GET", BALANCE)) == 1
-    assert len(calls(sandbox, "GET", IDENTITIES)) == 1
 
 
 def test_openmeter_absent_is_unavailable(client: PymthouseClient, sandbox: SandboxControl) -> None:
@@ -192,33 +190,6 @@ def test_negative_balance_is_kept_signed(client: PymthouseClient, sandbox: Sandb
 
     assert balance.balance_usd_micros == -120_000
     assert balance.has_access is False
-
-
-def test_identities_join_users_with_their_metadata(
-    client: PymthouseClient, sandbox: SandboxControl
-) -> None:
-    client.upsert_user(external_user_id="u-1", email="one@example.test")
-    client.upsert_user(external_user_id="u-2", status="inactive")
-
-    report = client.identities(start=date(2026, 1, 1), end=date(2026, 12, 31))
-
-    assert report.app_id == django_settings.PYMTHOUSE_PUBLIC_CLIENT_ID
-    assert report.app_name == "Sandbox App"
-    rows = {identity.external_user_id: identity for identity in report.identities}
-    assert set(rows) == {"u-1", "u-2"}
-    assert (rows["u-1"].email, rows["u-1"].status, rows["u-1"].provisioned) == (
-        "one@example.test",
-        "active",
-        True,
-    )
-    assert rows["u-2"].status == "inactive"
-    assert rows["u-1"].request_count == 0
-    assert rows["u-1"].network_fee_usd_micros == 0
-    assert rows["u-1"].billable_secs == Decimal(0)
-    assert rows["u-1"].last_active_date is None
-    assert not hasattr(rows["u-1"], "api_key")  # per-user keys are never parsed
-    (record,) = calls(sandbox, "GET", IDENTITIES)
-    assert _query(record) == {"startDate": ["2026-01-01"], "endDate": ["2026-12-31"]}
 
 
 def test_usage_of_real_inference_for_each_group_by(
@@ -416,25 +387,3 @@ def test_json_nan_is_refused(client: PymthouseClient, sandbox: SandboxControl) -
     )
     with pytest.raises(PymthouseProtocolError):
         client.usage()
-
-
-def test_health_is_typed(client: PymthouseClient, sandbox: SandboxControl) -> None:
-    health = client.health()
-
-    assert (health.status, health.database) == ("ok", "connected")
-    assert health.signer is not None
-    assert health.signer.reachable is True
-    assert health.timestamp is not None
-    assert datetime.fromisoformat(health.timestamp).tzinfo == UTC
-    (record,) = calls(sandbox, "GET", "/api/v1/health")
-    assert record["auth"] is None
-
-
-def test_health_503_is_unavailable(client: PymthouseClient, sandbox: SandboxControl) -> None:
-    sandbox.add_fault(
-        "GET", "/api/v1/health", status=503,
-        body={"status": "error", "timestamp": "2026-11-26T19:21:00.768Z", "error": "db down"},
-    )  # fmt: skip
-    with pytest.raises(PymthouseUnavailableError) as excinfo:
-        client.health()
-    assert excinfo.value.description == "db down"

@@ -1,4 +1,4 @@
-"""Builder user management over HTTP Basic: upsert, list, update, deactivate, reactivate."""
+"""Builder user management over HTTP Basic: upsert (the one call the product makes)."""
 
 from __future__ import annotations
 
@@ -68,79 +68,20 @@ def test_upsert_applies_a_changed_email_and_keeps_an_inactive_status(
     assert again.user.is_active is False
 
 
-def test_list_users_returns_typed_rows_for_active_and_inactive(
+def test_inactive_user_gets_no_user_token_until_upserted_active(
     client: PymthouseClient, sandbox: SandboxControl
 ) -> None:
-    assert client.list_users() == []
-    client.upsert_user(external_user_id="u-1", email="one@example.test")
-    client.upsert_user(external_user_id="u-2", status="inactive")
+    client.upsert_user(external_user_id="py-user-002", status="inactive")
 
-    users = client.list_users()
-
-    assert [(u.external_user_id, u.email, u.status) for u in users] == [
-        ("u-1", "one@example.test", "active"),
-        ("u-2", None, "inactive"),
-    ]
-    assert len({u.id for u in users}) == 2
-    assert [r["auth"] for r in calls(sandbox, "GET", USERS)] == ["basic", "basic"]
-
-
-def test_update_changes_only_the_given_fields(
-    client: PymthouseClient, sandbox: SandboxControl
-) -> None:
-    client.upsert_user(external_user_id="u-1", email="old@example.test")
-
-    result = client.update_user(external_user_id="u-1", email="new@example.test")
-
-    assert result is None
-    (user,) = client.list_users()
-    assert (user.email, user.status) == ("new@example.test", "active")
-    assert [r["status"] for r in calls(sandbox, "PUT", USERS)] == [200]
-
-
-def test_update_of_an_unknown_user_is_not_found(
-    client: PymthouseClient, sandbox: SandboxControl
-) -> None:
-    with pytest.raises(PymthouseNotFoundError) as excinfo:
-        client.update_user(external_user_id="nobody", email="x@example.test")
-
-    error = excinfo.value
-    assert (error.status, error.code, error.description) == (404, None, "User not found")
-    assert error.retryable is False
-    # PUT is idempotent but a 404 is not retried.
-    assert len(calls(sandbox, "PUT", USERS)) == 1
-    assert sandbox.users() == []
-
-
-def test_deactivate_blocks_user_tokens_and_reactivate_restores_them(
-    client: PymthouseClient, sandbox: SandboxControl
-) -> None:
-    client.upsert_user(external_user_id="py-user-002")
-
-    assert client.deactivate_user(external_user_id="py-user-002") is None
-    assert [u["status"] for u in sandbox.users()] == ["inactive"]
     with pytest.raises(PymthouseNotFoundError) as excinfo:
         client.mint_user_token(external_user_id="py-user-002")
     assert excinfo.value.code == "not_found"
     assert excinfo.value.description == "the provisioned user could not be resolved"
 
-    assert client.reactivate_user(external_user_id="py-user-002") is None
+    client.upsert_user(external_user_id="py-user-002", status="active")
     assert [u["status"] for u in sandbox.users()] == ["active"]
     token = client.mint_user_token(external_user_id="py-user-002")
     assert token.scope == "sign:job"
-
-    (delete,) = calls(sandbox, "DELETE", USERS)
-    assert delete["query"] == "externalUserId=py-user-002"
-    assert delete["status"] == 200
-    assert [r["status"] for r in calls(sandbox, "PUT", USERS)] == [200]
-
-
-def test_deactivate_of_an_unknown_user_is_not_found(
-    client: PymthouseClient, sandbox: SandboxControl
-) -> None:
-    with pytest.raises(PymthouseNotFoundError) as excinfo:
-        client.deactivate_user(external_user_id="nobody")
-    assert excinfo.value.description == "User not found"
 
 
 @pytest.mark.parametrize("external_user_id", ["someone@example.test", "owner:1", "", " u-1", "a/b"])
@@ -149,10 +90,6 @@ def test_invalid_external_user_ids_are_refused_before_any_request(
 ) -> None:
     with pytest.raises(ValueError):
         client.upsert_user(external_user_id=external_user_id)
-    with pytest.raises(ValueError):
-        client.update_user(external_user_id=external_user_id)
-    with pytest.raises(ValueError):
-        client.deactivate_user(external_user_id=external_user_id)
     with pytest.raises(ValueError):
         client.mint_user_token(external_user_id=external_user_id)
     with pytest.raises(ValueError):
