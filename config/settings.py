@@ -510,6 +510,11 @@ BILLING_DEFAULT_PLAN: str = env.str("BILLING_DEFAULT_PLAN", default="free")
 BILLING_ESTIMATED_FEE_WEI: str = env.str("BILLING_ESTIMATED_FEE_WEI", default="5000000000000")
 # ETH/USD rate (decimal string) for USD estimates of wei amounts; empty = no estimate.
 BILLING_ETH_USD_RATE: str = env.str("BILLING_ETH_USD_RATE", default="3000")
+# Charge a paid call that delivered no image (the runner sent a wrong-size image, or a
+# known error after payment)? Off: its charge is refunded (a ``refund`` ledger entry;
+# the usage debit stays, so staff see the network cost). ``outcome_unknown`` is never
+# refunded when it ends: the usage mirror settles it.
+BILLING_CHARGE_UNDELIVERED: bool = env.bool("BILLING_CHARGE_UNDELIVERED", default=False)
 # Available-balance thresholds (wei, comma-separated) that show a low-balance notice.
 BILLING_LOW_BALANCE_THRESHOLDS_WEI: list[str] = env.list(
     "BILLING_LOW_BALANCE_THRESHOLDS_WEI", default=["20000000000000", "5000000000000"]

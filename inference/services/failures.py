@@ -37,8 +37,16 @@ FAILURE_MESSAGES: dict[str, str] = {
 }
 
 
-def failure_message(code: str, detail: str | None = None) -> str:
-    message = FAILURE_MESSAGES.get(code, FAILURE_MESSAGES["upstream_failed"])
+#: Shown instead of the code's message when a paid call delivered no image and its charge
+#: was refunded (any code but ``outcome_unknown``; ``BILLING_CHARGE_UNDELIVERED`` off).
+UNDELIVERED_REFUNDED_MESSAGE = "The network failed to deliver this image; you were not charged."
+
+
+def failure_message(code: str, detail: str | None = None, *, refunded: bool = False) -> str:
+    if refunded:
+        message = UNDELIVERED_REFUNDED_MESSAGE
+    else:
+        message = FAILURE_MESSAGES.get(code, FAILURE_MESSAGES["upstream_failed"])
     if detail:
         message = f"{message} ({detail.strip()[:200]})"
     return message[:500]
