@@ -36,7 +36,13 @@ from billing.services import (
 )
 from billing.transactions import deadlock_retrying
 from inference.errors import PaymentAlreadyClaimedError
-from inference.models import IMAGE_EXTENSIONS, Generation, GenerationStage, GenerationStatus
+from inference.models import (
+    IMAGE_EXTENSIONS,
+    AdmittedImage,
+    Generation,
+    GenerationStage,
+    GenerationStatus,
+)
 from inference.services.failures import failure_message
 from integrations.livepeer import InferenceResult, PaymentRecord
 
@@ -311,9 +317,7 @@ def generation_fail(
         claimed = generation.payment_claimed_at is not None
         if claimed and code_if_claimed:
             code = code_if_claimed
-        refund = (
-            claimed and code != _OUTCOME_UNKNOWN and not settings.BILLING_CHARGE_UNDELIVERED
-        )
+        refund = claimed and code != _OUTCOME_UNKNOWN and not settings.BILLING_CHARGE_UNDELIVERED
         generation.status = GenerationStatus.FAILED
         generation.stage = GenerationStage.DONE
         generation.error_code = code
@@ -394,7 +398,9 @@ def _generation_paid_not_delivered(*, generation_id: uuid.UUID, owner_id: int, r
     confirmed): ``generation_charge_refund``. The usage debit stays for staff.
     """
     generation_charge_refund(owner_id=owner_id, generation_id=generation_id, reason=reason)
-    logger.info("generation %s: paid but not delivered (%s); charge refunded", generation_id, reason)
+    logger.info(
+        "generation %s: paid but not delivered (%s); charge refunded", generation_id, reason
+    )
 
 
 def _generation_ended_without_claim(*, generation_id: uuid.UUID, reason: str) -> None:
@@ -402,7 +408,10 @@ def _generation_ended_without_claim(*, generation_id: uuid.UUID, reason: str) ->
     or deleted while queued). Runs inside the transaction that ends it.
 
     Billing releases the credit hold here:
-    ``generation_hold_release(generation_id=generation_id, reason=reason)``.
+    ``generation_hold_release(generation_id=generation_id, reason=reason)``; its
+    admission record stops counting (``AdmittedImage.counts``).
     """
     generation_hold_release(generation_id=generation_id, reason=reason)
+    # Nothing was paid: the image no longer counts against a monthly allowance or cap.
+    AdmittedImage.objects.filter(generation_id=generation_id).update(counts=False)
     logger.debug("generation %s ended without a payment claim (%s)", generation_id, reason)

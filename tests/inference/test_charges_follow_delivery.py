@@ -212,15 +212,19 @@ def test_a_deleted_paid_unknown_image_is_charged_when_its_manifest_arrives() -> 
     assert Account.objects.get(pk=user.pk).held_wei == HOLD_WEI
 
     # The mirror still joins the manifest to the deleted image, same owner only.
-    assert generations_by_manifest(
-        manifest_ids={"sess-deleted-unknown"}, owner_ids={user.pk}
-    ) == {(user.pk, "sess-deleted-unknown"): (generation.pk, generation.created_at.date())}
+    assert generations_by_manifest(manifest_ids={"sess-deleted-unknown"}, owner_ids={user.pk}) == {
+        (user.pk, "sess-deleted-unknown"): (generation.pk, generation.created_at.date())
+    }
     other = UserFactory()
-    assert generations_by_manifest(manifest_ids={"sess-deleted-unknown"}, owner_ids={other.pk}) == {}
+    assert (
+        generations_by_manifest(manifest_ids={"sess-deleted-unknown"}, owner_ids={other.pk}) == {}
+    )
 
     metered = 10**15 + 7
     assert usage_settle(generation_id=generation.pk, fee_wei=metered, usage_ref="manifest:m")
-    assert usage_settle(generation_id=generation.pk, fee_wei=metered, usage_ref="manifest:m") is False
+    assert (
+        usage_settle(generation_id=generation.pk, fee_wei=metered, usage_ref="manifest:m") is False
+    )
     debit = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
     assert (debit.amount_wei, debit.generation_id) == (_charge(metered), generation.pk)
     account = Account.objects.get(pk=user.pk)
@@ -256,3 +260,40 @@ def test_a_deleted_unpaid_image_still_releases_its_hold() -> None:
     [resolved] = holds_resolve_stale(now=hold.created_at + stale)
     assert (resolved.action, resolved.detail) == ("released", "deleted")
     assert Account.objects.get(pk=user.pk).held_wei == 0
+
+
+def test_the_usage_sync_charges_a_deleted_paid_unknown_image_once(
+    sandbox: SandboxControl,
+) -> None:
+    from usage.models import UsageManifest
+    from usage.services.sync import usage_sync_run
+
+    user = pay_as_you_go_user()
+    generation = _claimed(user, manifest_id="sess-sync-deleted")
+    generation_fail(generation_id=generation.pk, code="outcome_unknown", attempt_id="a-1")
+    generation_delete(generation=generation, acting_user=user)
+    metered = 10**15 + 7
+    sandbox.seed_usage(
+        [
+            {
+                "externalUserId": user.external_user_id,
+                "manifestId": "sess-sync-deleted",
+                "feeWei": str(metered),
+                "usdMicros": "3",
+                "requests": 1,
+            }
+        ]
+    )
+
+    assert usage_sync_run().settled == 1
+
+    manifest = UsageManifest.objects.get(manifest_id="sess-sync-deleted")
+    assert manifest.generation_id is None  # the row is gone; the charge is not
+    assert manifest.day == generation.created_at.date()
+    debit = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
+    assert (debit.amount_wei, debit.generation_id) == (_charge(metered), generation.pk)
+    assert debit.usage_ref == "manifest:sess-sync-deleted"
+    account = Account.objects.get(pk=user.pk)
+    assert (account.balance_wei, account.held_wei) == (CREDIT - _charge(metered), 0)
+    assert usage_sync_run().settled == 0
+    assert LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT).count() == 1
