@@ -165,6 +165,8 @@ class EntryKind(models.TextChoices):
     USAGE_DEBIT = "usage_debit", "Usage debit"
     SUBSCRIPTION_FEE = "subscription_fee", "Subscription fee"
     CORRECTION = "correction", "Correction"
+    #: Credits back the usage debit of an image the network did not deliver.
+    REFUND = "refund", "Refund"
 
 
 class EntryEffect(models.TextChoices):
@@ -187,6 +189,7 @@ KIND_EFFECTS: dict[str, tuple[str, ...]] = {
     # Recorded at renewal; collected outside the product (card payments are out of scope).
     EntryKind.SUBSCRIPTION_FEE: (EntryEffect.RECORD,),
     EntryKind.CORRECTION: (EntryEffect.CREDIT, EntryEffect.DEBIT),
+    EntryKind.REFUND: (EntryEffect.CREDIT,),
 }
 
 

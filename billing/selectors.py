@@ -243,6 +243,11 @@ def generation_charge(*, generation_id: uuid.UUID | str) -> LedgerEntry | None:
     ).first()
 
 
+def generation_refund(*, generation_id: uuid.UUID | str) -> LedgerEntry | None:
+    """The refund of one image the network did not deliver, if it was refunded."""
+    return LedgerEntry.objects.filter(generation_id=generation_id, kind=EntryKind.REFUND).first()
+
+
 @dataclass(frozen=True)
 class OpenHold:
     """An open hold, as the stale-hold sweep sees it."""

@@ -527,6 +527,11 @@ BILLING_ESTIMATED_FEE_WEI: str = env.str("BILLING_ESTIMATED_FEE_WEI", default="5
 # The configured ETH/USD rate (a decimal string, USD per ETH): network fees (wei) are
 # converted to USD at pymthouse's own metered rate while one is fresh, else at this.
 BILLING_ETH_USD_RATE: str = env.str("BILLING_ETH_USD_RATE", default="3000")
+# Charge a paid call that delivered no image (the runner sent a wrong-size image, or a
+# known error after payment)? Off: its charge is refunded (a ``refund`` ledger entry;
+# the usage debit stays, so staff see the network cost). ``outcome_unknown`` is never
+# refunded when it ends: the usage mirror settles it.
+BILLING_CHARGE_UNDELIVERED: bool = env.bool("BILLING_CHARGE_UNDELIVERED", default=False)
 # A rate taken from pymthouse's metering (the mirrored manifests' feeWei and exact USD)
 # is used for this long after the manifest's sync; then the configured rate again.
 BILLING_METERED_RATE_MAX_AGE_SECONDS: int = env.int(

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from inference.models import Generation
+from inference.models import AdmittedImage, Generation
 
 
 @admin.register(Generation)
@@ -37,6 +37,37 @@ class GenerationAdmin(admin.ModelAdmin[Generation]):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in Generation._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AdmittedImage)
+class AdmittedImageAdmin(admin.ModelAdmin[AdmittedImage]):
+    """The append-only admission record allowances count (read-only)."""
+
+    list_display = (
+        "generation_id",
+        "owner",
+        "admitted_at",
+        "counts",
+        "paid_outcome_unknown",
+        "manifest_id",
+        "deleted_at",
+    )
+    list_filter = ("counts", "paid_outcome_unknown")
+    list_select_related = ("owner",)
+    search_fields = ("generation_id", "owner__email", "manifest_id")
+    date_hierarchy = "admitted_at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in AdmittedImage._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -255,3 +255,38 @@ class SubmissionWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}: {self.count} in window {self.window}"
+
+
+class AdmittedImage(models.Model):
+    """Append-only record of every admitted generation: what the monthly allowance and
+    the subscription cap count (``inference.selectors.generations_counted_this_month``).
+
+    Written in the admission transaction, never deleted with its generation (no foreign
+    key to it), so deleting images gives no allowance back. ``counts`` turns False in the
+    transaction that ends a generation without paying anything. A generation deleted
+    while its paid outcome was unknown keeps its ``manifest_id`` here with
+    ``paid_outcome_unknown``: the usage mirror can still join its metered row and charge
+    it, and the stale-hold sweep waits for that instead of releasing the hold.
+    """
+
+    generation_id = models.UUIDField(unique=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    admitted_at = models.DateTimeField(db_index=True)
+    counts = models.BooleanField(default=True)
+    manifest_id = models.CharField(max_length=200, blank=True, default="")
+    paid_outcome_unknown = models.BooleanField(default=False)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-admitted_at",)
+        indexes = [
+            models.Index(fields=["owner", "admitted_at"], name="admitted_owner_month"),
+            models.Index(
+                fields=["manifest_id"],
+                condition=models.Q(paid_outcome_unknown=True),
+                name="admitted_deleted_unknown",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.generation_id} admitted {self.admitted_at:%Y-%m-%d}"

@@ -8,12 +8,12 @@ from collections import defaultdict
 from datetime import UTC, date, datetime
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.selectors import ImageQuote, image_quote
 from billing.services import account_open
-from inference.models import Generation, GenerationStatus
+from inference.models import AdmittedImage, Generation
 
 
 def generation_list(*, owner_id: int) -> QuerySet[Generation]:
@@ -54,7 +54,9 @@ def generations_by_manifest(
     """``(owner_id, manifest_id) -> (generation id, UTC day)`` when exactly one matches.
 
     For the usage mirror: it joins pymthouse's per-manifest rows to our generations by
-    the payment's manifest id, same owner only (1000 ids per query).
+    the payment's manifest id, same owner only (1000 ids per query). A generation deleted
+    while its paid outcome was unknown is joined through its admission record (its id no
+    longer names a row: ``generations_existing`` tells which do).
     """
     if not manifest_ids or not owner_ids:
         return {}
@@ -65,6 +67,13 @@ def generations_by_manifest(
             manifest_id__in=ids[offset : offset + 1000], owner_id__in=owner_ids
         ).values_list("id", "manifest_id", "owner_id", "created_at"):
             found[(owner_id, manifest_id)].append((pk, created_at.astimezone(UTC).date()))
+        # Deleted while a paid outcome was unknown: still charged when metered.
+        for pk, manifest_id, owner_id, admitted_at in AdmittedImage.objects.filter(
+            manifest_id__in=ids[offset : offset + 1000],
+            owner_id__in=owner_ids,
+            paid_outcome_unknown=True,
+        ).values_list("generation_id", "manifest_id", "owner_id", "admitted_at"):
+            found[(owner_id, manifest_id)].append((pk, admitted_at.astimezone(UTC).date()))
     return {key: matches[0] for key, matches in found.items() if len(matches) == 1}
 
 
@@ -73,18 +82,34 @@ def _month_start(now: datetime) -> datetime:
 
 
 def generations_counted_this_month(*, owner_id: int, now: datetime | None = None) -> int:
-    """Images that count against a monthly allowance: all this calendar month (UTC)
-    except those that ended without paying anything. Billing is handed this count at
-    admission and calls it (``billing.hooks``) to show an allowance."""
+    """Images that count against a monthly allowance: all admitted this calendar month
+    (UTC) except those that ended without paying anything, deleted ones included (the
+    append-only ``AdmittedImage`` record). Billing is handed this count at admission and
+    calls it (``billing.hooks``) to show an allowance."""
     start = _month_start(now or timezone.now())
-    return (
-        Generation.objects.filter(owner_id=owner_id, created_at__gte=start)
-        .exclude(
-            Q(status__in=[GenerationStatus.FAILED, GenerationStatus.CANCELED])
-            & Q(payment_claimed_at__isnull=True)
+    return AdmittedImage.objects.filter(
+        owner_id=owner_id, admitted_at__gte=start, counts=True
+    ).count()
+
+
+def generations_existing(*, generation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``generation_ids`` still name a generation row (the others were deleted)."""
+    ids = sorted(generation_ids)
+    found: set[uuid.UUID] = set()
+    for offset in range(0, len(ids), 1000):
+        found.update(
+            Generation.objects.filter(pk__in=ids[offset : offset + 1000]).values_list(
+                "pk", flat=True
+            )
         )
-        .count()
-    )
+    return found
+
+
+def generation_deleted_paid_unknown(*, generation_id: uuid.UUID) -> bool:
+    """Was this generation deleted while its payment was claimed and its outcome unknown?"""
+    return AdmittedImage.objects.filter(
+        generation_id=generation_id, paid_outcome_unknown=True
+    ).exists()
 
 
 def model_quotes(*, owner_id: int) -> dict[str, ImageQuote]:

@@ -1,8 +1,8 @@
 """Writes of the billing app. Every balance change goes through ``ledger``.
 
 The generation hooks (``generation_admit``, ``generation_charge_settle``,
-``generation_hold_release``, and the stale-hold sweep's ``hold_settle`` /
-``hold_release``) are called by ``inference.services`` with the values they need;
+``generation_hold_release``, ``generation_charge_refund``, and the stale-hold sweep's
+``hold_settle`` / ``hold_release``) are called by ``inference.services`` with the values they need;
 billing reads no generation row. The usage mirror calls ``generation_usage_settle``
 when a manifest row shows the fee of a generation whose outcome was unknown.
 """
@@ -19,6 +19,7 @@ from billing.services.accounts import (
 )
 from billing.services.holds import (
     generation_admit,
+    generation_charge_refund,
     generation_charge_settle,
     generation_hold_release,
     generation_usage_settle,
@@ -38,6 +39,7 @@ __all__ = [
     "demo_billing_seed",
     "estimated_fee_wei",
     "generation_admit",
+    "generation_charge_refund",
     "generation_charge_settle",
     "generation_hold_release",
     "generation_usage_settle",

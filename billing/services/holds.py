@@ -14,6 +14,8 @@ stale-hold sweep in ``inference.services.reconcile``) and the usage mirror
   the real fee × the plan's multiplier (or the plan's flat price). On the ai-gateway
   backend no fee is known and the configured estimate is the charge.
 * ``generation_hold_release`` gives the hold back when nothing was paid.
+* ``generation_charge_refund`` credits back the charge of a paid image the network did
+  not deliver (``BILLING_CHARGE_UNDELIVERED`` off); the usage debit stays for staff.
 * An unknown outcome keeps its hold until ``generation_usage_settle`` (the usage mirror
   found its manifest) or the stale-hold sweep (timeout: ``hold_release``, reported).
 
@@ -151,6 +153,8 @@ def _settle(
     key = f"usage_debit:{generation_id}"
     if LedgerEntry.objects.filter(idempotency_key=key).exists():
         return None
+    if LedgerEntry.objects.filter(idempotency_key=f"refund:{generation_id}").exists():
+        return None  # refunded as undelivered (generation_charge_refund): never charged
     hold = Hold.objects.filter(generation_id=generation_id).select_related("plan").first()
     if hold is None:
         return None
@@ -348,3 +352,41 @@ def holds_mark_swept(*, hold_ids: list[int], now: datetime) -> None:
         Hold.objects.filter(pk__in=hold_ids[start : start + 500], status=HoldStatus.OPEN).update(
             swept_at=now
         )
+
+
+# --- refunds (issue 13: no charge for an image the user did not get) ------------------
+
+
+@transaction.atomic
+def generation_charge_refund(*, owner_id: int, generation_id: uuid.UUID | str, reason: str) -> None:
+    """Credit back the charge of a paid image the network did not deliver; idempotent.
+
+    Called by ``inference.services`` when a generation with a payment claim ends failed
+    with a known non-delivery (anything but ``outcome_unknown``) and
+    ``BILLING_CHARGE_UNDELIVERED`` is off. The usage debit stays (staff see what the
+    network cost); a ``refund`` entry (key ``refund:<id>``) credits exactly its amount.
+    With no debit yet and the hold open, the hold is released and a zero refund is
+    recorded, which keeps any later settlement (the usage mirror) from charging it.
+    An image that never took a hold (a plan that does not charge) writes nothing.
+    """
+    generation_id = uuid.UUID(str(generation_id))
+    key = f"refund:{generation_id}"
+    account = account_lock(user_id=owner_id)
+    if LedgerEntry.objects.filter(idempotency_key=key).exists():
+        return
+    debit = LedgerEntry.objects.filter(idempotency_key=f"usage_debit:{generation_id}").first()
+    hold = Hold.objects.filter(generation_id=generation_id).first()
+    if debit is None and hold is None:
+        return  # nothing charged, nothing held, and nothing ever will be (see _settle)
+    if debit is None and hold is not None and hold.status == HoldStatus.OPEN:
+        _release(account=account, hold=hold, reason=f"image {generation_id}: {reason}")
+    amount = debit.amount_micros if debit is not None else 0
+    ledger_entry_append(
+        account=account,
+        kind=EntryKind.REFUND,
+        effect=EntryEffect.CREDIT,
+        amount_micros=amount,
+        reason=f"Refund, not delivered: {hold.description if hold else 'an image'}",
+        idempotency_key=key,
+        generation_id=generation_id,
+    )

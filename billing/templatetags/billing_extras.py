@@ -66,3 +66,11 @@ def generation_charge(generation_id: uuid.UUID | str) -> LedgerEntry | None:
     from billing.selectors import generation_charge as select_charge
 
     return select_charge(generation_id=generation_id)
+
+
+@register.simple_tag
+def generation_refund(generation_id: uuid.UUID | str) -> LedgerEntry | None:
+    """The refund of one undelivered image (``{% generation_refund generation.id as r %}``)."""
+    from billing.selectors import generation_refund as select_refund
+
+    return select_refund(generation_id=generation_id)

@@ -27,7 +27,7 @@ from inference.errors import (
     GenerationRateLimitedError,
     GenerationValidationError,
 )
-from inference.models import Generation, GenerationStatus, SubmissionWindow
+from inference.models import AdmittedImage, Generation, GenerationStatus, SubmissionWindow
 from inference.selectors import generations_counted_this_month
 from inference.tasks import generation_run_task
 
@@ -117,8 +117,12 @@ def generation_admit_step(*, generation: Generation) -> None:
     refuses the submission: the transaction rolls back, so no row, no task and no
     upstream call remain, and the API answers 402. Billing admits it (a counted limit,
     or a credit hold), handed the owner, the model and this month's count, which
-    includes this image: ``billing.services.generation_admit``.
+    includes this image: ``billing.services.generation_admit``. The image is recorded
+    first (``AdmittedImage``, append-only: what the count reads), in this transaction.
     """
+    AdmittedImage.objects.create(
+        generation_id=generation.pk, owner_id=generation.owner_id, admitted_at=generation.created_at
+    )
     try:
         admitted = generation_admit(
             owner_id=generation.owner_id,

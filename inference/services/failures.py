@@ -45,10 +45,19 @@ FAILURE_MESSAGES: dict[FailureCode, str] = {
 }
 
 
-def failure_message(code: str, detail: str | None = None) -> str:
+#: Shown instead of the code's message when a paid call delivered no image and its charge
+#: was refunded (any code but ``outcome_unknown``; ``BILLING_CHARGE_UNDELIVERED`` off).
+UNDELIVERED_REFUNDED_MESSAGE = "The network failed to deliver this image; you were not charged."
+
+
+def failure_message(code: str, detail: str | None = None, *, refunded: bool = False) -> str:
     """What the user is told for ``code`` (a ``FailureCode``; an unknown one reads as
-    ``upstream_failed``), with ``detail`` appended when given."""
-    message = FAILURE_MESSAGES[FailureCode.of(code) or FailureCode.UPSTREAM_FAILED]
+    ``upstream_failed``), with ``detail`` appended when given; a refunded undelivered
+    image says so instead."""
+    if refunded:
+        message = UNDELIVERED_REFUNDED_MESSAGE
+    else:
+        message = FAILURE_MESSAGES[FailureCode.of(code) or FailureCode.UPSTREAM_FAILED]
     if detail:
         message = f"{message} ({detail.strip()[:200]})"
     return message[:500]

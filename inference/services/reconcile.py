@@ -15,6 +15,7 @@ from django.utils import timezone
 from billing.selectors import OpenHold, holds_open_stale
 from billing.services import estimated_fee_wei, hold_release, hold_settle, holds_mark_swept
 from inference.models import FailureCode, Generation, GenerationStage, GenerationStatus
+from inference.selectors import generation_deleted_paid_unknown
 from inference.services.transitions import generation_fail
 from inference.tasks import generation_run_task
 
@@ -109,11 +110,22 @@ class _Fate:
 
 
 def _hold_fate(
-    *, generation: Generation | None, generation_id: uuid.UUID, timed_out: bool
+    *,
+    generation: Generation | None,
+    generation_id: uuid.UUID,
+    timed_out: bool,
+    deleted_paid_unknown: bool = False,
 ) -> _Fate | None:
     """Decide a stale hold from its generation: settle it (succeeded, or paid and
     finished with a known fee), release it (deleted, or ended before paying, or an
-    unknown outcome past the timeout), or leave it for the usage mirror (``None``)."""
+    unknown outcome past the timeout), or leave it for the usage mirror (``None``).
+    A generation deleted while its paid outcome was unknown (``deleted_paid_unknown``,
+    from its admission record) is still an unknown outcome: it waits for the mirror."""
+    if generation is None and deleted_paid_unknown:
+        if timed_out:
+            reason = "outcome unknown (image deleted) and no metered usage before the timeout"
+            return _Fate("release", "unknown", f"{reason}; released")
+        return None
     if generation is None:
         return _Fate("release", "deleted", "image deleted; hold released")
     paid = generation.payment_claimed_at is not None
@@ -144,6 +156,8 @@ def _hold_resolve(*, hold: OpenHold, now: datetime) -> StaleHold | None:
         generation=generation,
         generation_id=hold.generation_id,
         timed_out=now - hold.created_at >= timeout,
+        deleted_paid_unknown=generation is None
+        and generation_deleted_paid_unknown(generation_id=hold.generation_id),
     )
     if fate is None:
         return None
@@ -171,8 +185,9 @@ def holds_resolve_stale(*, now: datetime | None = None) -> list[StaleHold]:
     """Resolve billing holds open longer than ``BILLING_STALE_HOLD_AFTER_SECONDS``.
 
     A hold whose generation succeeded is settled at its expected fee; one whose generation
-    ended without paying (or was deleted) is released; one whose outcome is unknown waits
-    for the usage mirror until ``BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS``, then is released.
+    ended without paying (or was deleted) is released; one whose outcome is unknown (kept,
+    or deleted by its user) waits for the usage mirror until
+    ``BILLING_UNKNOWN_HOLD_TIMEOUT_SECONDS``, then is released.
     At most ``BILLING_STALE_HOLD_SWEEP_LIMIT`` holds a run, least recently examined first
     (``billing.selectors.holds_open_stale``). Each resolution is logged at WARNING (a hook
     did not run, or the outcome stayed unknown). Billing moves the money

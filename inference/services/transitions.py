@@ -11,7 +11,10 @@ carries it; a retry or a redelivery of the same message is the same attempt).
   and never deletes an image another attempt delivered.
 * A failure never clears a payment claim. A generation that ends without a
   kept claim goes through :func:`_generation_ended_without_claim` (the one place
-  a credit hold is released).
+  a credit hold is released). A paid one that ends failed with a known
+  non-delivery goes through :func:`_generation_paid_not_delivered` (its charge is
+  refunded unless ``BILLING_CHARGE_UNDELIVERED``); ``outcome_unknown`` keeps its
+  hold for the usage mirror.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.services import generation_charge_settle, generation_hold_release
+from billing.services import (
+    generation_charge_refund,
+    generation_charge_settle,
+    generation_hold_release,
+)
 from billing.transactions import deadlock_retrying
 from inference.errors import PaymentAlreadyClaimedError
 from inference.models import (
     IMAGE_EXTENSIONS,
+    AdmittedImage,
     FailureCode,
     Generation,
     GenerationStage,
@@ -40,6 +48,8 @@ from inference.services.failures import failure_message
 from integrations.livepeer import InferenceResult, PaymentRecord
 
 logger = logging.getLogger("inference.services")
+
+_OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 def new_attempt_id() -> str:
@@ -312,16 +322,21 @@ def generation_fail(
         claimed = generation.payment_claimed_at is not None
         if claimed and code_if_claimed:
             code = code_if_claimed
+        refund = claimed and code != _OUTCOME_UNKNOWN and not settings.BILLING_CHARGE_UNDELIVERED
         generation.status = GenerationStatus.FAILED
         generation.stage = GenerationStage.DONE
         generation.error_code = code
-        generation.error_message = failure_message(code, detail)
+        generation.error_message = failure_message(code, detail, refunded=refund)
         generation.finished_at = timezone.now()
         generation.save(
             update_fields=["status", "stage", "error_code", "error_message", "finished_at"]
         )
         if not claimed:
             _generation_ended_without_claim(generation_id=generation.pk, reason=code)
+        elif refund:
+            _generation_paid_not_delivered(
+                generation_id=generation.pk, owner_id=generation.owner_id, reason=code
+            )
     return True
 
 
@@ -380,12 +395,28 @@ def generation_fail_unexpected(*, generation_id: str | uuid.UUID, attempt_id: st
     )
 
 
+def _generation_paid_not_delivered(*, generation_id: uuid.UUID, owner_id: int, reason: str) -> None:
+    """A paid generation ended failed with a known non-delivery (not ``outcome_unknown``)
+    and ``BILLING_CHARGE_UNDELIVERED`` is off. Runs inside the transaction that ends it.
+
+    Billing credits back what it charged (or releases the hold if the payment was never
+    confirmed): ``generation_charge_refund``. The usage debit stays for staff.
+    """
+    generation_charge_refund(owner_id=owner_id, generation_id=generation_id, reason=reason)
+    logger.info(
+        "generation %s: paid but not delivered (%s); charge refunded", generation_id, reason
+    )
+
+
 def _generation_ended_without_claim(*, generation_id: uuid.UUID, reason: str) -> None:
     """The one place a generation ends holding no payment claim (failed before paying,
     or deleted while queued). Runs inside the transaction that ends it.
 
     Billing releases the credit hold here:
-    ``generation_hold_release(generation_id=generation_id, reason=reason)``.
+    ``generation_hold_release(generation_id=generation_id, reason=reason)``; its
+    admission record stops counting (``AdmittedImage.counts``).
     """
     generation_hold_release(generation_id=generation_id, reason=reason)
+    # Nothing was paid: the image no longer counts against a monthly allowance or cap.
+    AdmittedImage.objects.filter(generation_id=generation_id).update(counts=False)
     logger.debug("generation %s ended without a payment claim (%s)", generation_id, reason)

@@ -18,7 +18,7 @@ from billing.services import (
     generation_usage_settle,
     plans_seed,
 )
-from inference.models import Generation
+from inference.models import AdmittedImage, Generation
 from inference.selectors import generations_counted_this_month
 from inference.services.admission import generation_description
 from integrations.livepeer.types import PaymentRecord
@@ -88,7 +88,12 @@ def assert_ledger_matches(user: User) -> None:
 
 
 def admit_generation(generation: Generation) -> None:
-    """``billing.services.generation_admit`` as ``inference.services.admission`` calls it."""
+    """``billing.services.generation_admit`` as ``inference.services.admission`` calls it
+    (after recording the admitted image, which the count reads)."""
+    AdmittedImage.objects.get_or_create(
+        generation_id=generation.pk,
+        defaults={"owner_id": generation.owner_id, "admitted_at": generation.created_at},
+    )
     generation_admit(
         owner_id=generation.owner_id,
         generation_id=generation.pk,

@@ -33,6 +33,7 @@ from billing.services import (
 )
 from inference.models import Generation, GenerationStatus
 from inference.services import holds_resolve_stale
+from inference.services.transitions import generation_fail
 from tests.billing.conftest import (
     account_of,
     admit_generation,
@@ -205,8 +206,8 @@ def test_free_plan_counts_the_monthly_allowance(
     with pytest.raises(CreditRefusedError) as refused:
         admit(user)
     assert refused.value.code == "allowance_used"
-    # A generation that failed before paying does not count.
-    Generation.objects.filter(pk=first.pk).update(status=GenerationStatus.FAILED)
+    # A generation that failed before paying does not count (the transition says so).
+    assert generation_fail(generation_id=first.pk, code="upstream_unavailable")
     admit(user)
     assert not Hold.objects.exists()
     assert not LedgerEntry.objects.exists()

@@ -128,7 +128,7 @@ def test_free_plan_dashboard_shows_the_allowance(
     make_user: Callable[..., User], plans: dict[str, Plan], client: Client
 ) -> None:
     user = make_user()
-    new_generation(user)
+    admit_generation(new_generation(user))  # the allowance counts admitted images
     client.force_login(user)
     page = client.get("/billing/").content.decode()
     assert 'data-allowance-used="1"' in page

@@ -45,7 +45,7 @@ from billing.db import WeiSum
 from billing.models import LedgerEntry
 from billing.rates import rate_observe_metered
 from billing.transactions import deadlock_retrying
-from inference.selectors import generations_by_manifest
+from inference.selectors import generations_by_manifest, generations_existing
 from inference.services.metering import MeteredCost, generations_cost_record
 from integrations.pymthouse import (
     MAX_CONCURRENT_REQUESTS,
@@ -440,13 +440,17 @@ def _apply_chunk(
 def _manifests_write(plan: ChunkPlan, *, now: datetime) -> None:
     if not plan.inserts:
         return
+    # A generation deleted while its paid outcome was unknown is joined (and settled)
+    # through its admission record; its row is gone, so the manifest names no generation.
+    joined = {new.generation_id for new in plan.inserts if new.generation_id is not None}
+    present = generations_existing(generation_ids=joined) if joined else set()
     UsageManifest.objects.bulk_create(
         [
             UsageManifest(
                 external_user_id=new.external_user_id,
                 manifest_id=new.manifest_id,
                 user_id=new.user_id,
-                generation_id=new.generation_id,
+                generation_id=new.generation_id if new.generation_id in present else None,
                 fee_wei=new.fee_wei,
                 network_fee_usd_micros=new.network_fee_usd_micros,
                 pipeline=new.pipeline,
