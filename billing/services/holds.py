@@ -386,7 +386,7 @@ def generation_charge_refund(*, owner_id: int, generation_id: uuid.UUID | str, r
         kind=EntryKind.REFUND,
         effect=EntryEffect.CREDIT,
         amount_micros=amount,
-        reason=f"Refund, not delivered: {hold.description if hold else 'an image'}",
+        reason=f"Refund, not delivered ({reason}): {hold.description if hold else 'an image'}",
         idempotency_key=key,
         generation_id=generation_id,
     )

@@ -23,7 +23,8 @@ from tests.billing.conftest import (
 pytestmark = pytest.mark.django_db
 
 FEE = 4_000_000_000_003
-CHARGE = -((-FEE * 6) // 5)  # pay-as-you-go: × 6/5, rounded up
+# 4,000,000,000,003 wei at $3,000/ETH = 12,000.000000009 µ$; × 6/5 → 14,401 µ$ (rounded up)
+CHARGE = 14_401
 
 
 def test_an_image_admitted_on_the_free_plan_is_not_charged_after_a_plan_change(

@@ -154,7 +154,7 @@ class LedgerMachine(RuleBasedStateMachine):
         generation_hold_release(generation_id=gid, reason="again")
         self.released.remove(gid)
         self.settled.append(gid)
-        self.balance -= min(-((-fee * 6) // 5), self.available)
+        self.balance -= min(charge_micros(fee), HOLD, self.available)
 
     @invariant()
     def matches_the_model_and_the_ledger(self) -> None:

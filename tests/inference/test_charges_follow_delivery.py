@@ -20,9 +20,9 @@ from inference.selectors import generations_by_manifest, generations_counted_thi
 from inference.services import generation_create, generation_delete
 from inference.services.reconcile import holds_resolve_stale
 from inference.services.transitions import generation_fail
-from tests.billing.conftest import usage_settle
+from tests.billing.conftest import charge_micros, usage_settle
 from tests.factories import UserFactory
-from tests.inference.paying_user import CREDIT, HOLD_WEI, ledger_kinds, pay_as_you_go_user
+from tests.inference.paying_user import CREDIT, HOLD_MICROS, ledger_kinds, pay_as_you_go_user
 from tests.integrations.livepeer.conftest import RUNNER_1_ID, set_runner
 from tests.sandbox_server import SandboxControl
 
@@ -33,7 +33,8 @@ RUNNER_FEE = 4_768_371_000_000  # the sandbox runner's fixed price, one unit
 
 
 def _charge(fee: int) -> int:
-    return -((-fee * 6) // 5)  # pay-as-you-go: × 6/5, rounded up
+    """Pay-as-you-go at the test rate, rounded up, never more than the hold (the estimate)."""
+    return min(charge_micros(fee), HOLD_MICROS)
 
 
 def _run_eagerly(user: User, capture: Any) -> Generation:
@@ -148,7 +149,7 @@ def test_an_unknown_outcome_is_not_refunded_when_it_ends() -> None:
 
     assert Hold.objects.get(generation_id=generation.pk).status == HoldStatus.OPEN
     assert not LedgerEntry.objects.filter(kind="refund").exists()
-    assert Account.objects.get(pk=user.pk).held_micros == HOLD_WEI
+    assert Account.objects.get(pk=user.pk).held_micros == HOLD_MICROS
     assert Generation.objects.get(pk=generation.pk).error_message != NOT_CHARGED
 
 
@@ -209,7 +210,7 @@ def test_a_deleted_paid_unknown_image_is_charged_when_its_manifest_arrives() -> 
     assert holds_resolve_stale(now=hold.created_at + stale) == []
     hold.refresh_from_db()
     assert hold.status == HoldStatus.OPEN
-    assert Account.objects.get(pk=user.pk).held_micros == HOLD_WEI
+    assert Account.objects.get(pk=user.pk).held_micros == HOLD_MICROS
 
     # The mirror still joins the manifest to the deleted image, same owner only.
     assert generations_by_manifest(manifest_ids={"sess-deleted-unknown"}, owner_ids={user.pk}) == {
@@ -291,9 +292,10 @@ def test_the_usage_sync_charges_a_deleted_paid_unknown_image_once(
     assert manifest.generation_id is None  # the row is gone; the charge is not
     assert manifest.day == generation.created_at.date()
     debit = LedgerEntry.objects.get(kind=EntryKind.USAGE_DEBIT)
-    assert (debit.amount_micros, debit.generation_id) == (_charge(metered), generation.pk)
-    assert debit.usage_ref == "manifest:sess-sync-deleted"
+    # at the rate pymthouse metered it at (3 µ$ for the fee): 3 × 6/5 = 3.6 → 4 µ$
+    assert (debit.amount_micros, debit.generation_id) == (4, generation.pk)
+    assert (debit.usage_ref, debit.rate_source) == ("manifest:sess-sync-deleted", "metered")
     account = Account.objects.get(pk=user.pk)
-    assert (account.balance_micros, account.held_micros) == (CREDIT - _charge(metered), 0)
+    assert (account.balance_micros, account.held_micros) == (CREDIT - 4, 0)
     assert usage_sync_run().settled == 0
     assert LedgerEntry.objects.filter(kind=EntryKind.USAGE_DEBIT).count() == 1
