@@ -8,6 +8,8 @@ from django import template
 
 from billing.models import LedgerEntry
 from billing.money import format_eth, format_usd, format_usd_micros
+from billing.selectors import generation_charge as select_charge
+from billing.selectors import generation_refund as select_refund
 
 register = template.Library()
 
@@ -63,14 +65,10 @@ def usd_exact(value: object) -> str:
 @register.simple_tag
 def generation_charge(generation_id: uuid.UUID | str) -> LedgerEntry | None:
     """The usage debit of one image (``{% generation_charge generation.id as charge %}``)."""
-    from billing.selectors import generation_charge as select_charge
-
     return select_charge(generation_id=generation_id)
 
 
 @register.simple_tag
 def generation_refund(generation_id: uuid.UUID | str) -> LedgerEntry | None:
     """The refund of one undelivered image (``{% generation_refund generation.id as r %}``)."""
-    from billing.selectors import generation_refund as select_refund
-
     return select_refund(generation_id=generation_id)
