@@ -14,7 +14,7 @@ from django.utils import timezone
 from billing.charts import ChartPoint
 from billing.db import WeiSum
 from billing.errors import CreditRefusedError
-from billing.hooks import images_this_month
+from billing.hooks import images_per_day, images_this_month
 from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry
 from billing.money import format_usd
 from billing.plan_policy import plan_policy
@@ -195,6 +195,32 @@ def account_daily_usage(
     ]
 
 
+def account_daily_images(
+    *, account: Account, days: int = 30, today: date | None = None
+) -> list[ChartPoint]:
+    """Images admitted per UTC day for the last ``days`` days, zero-filled (every plan)."""
+    today = today or timezone.now().date()
+    start = today - timedelta(days=days - 1)
+    counts = images_per_day(owner_id=account.pk, since=start)
+    return [
+        ChartPoint(
+            label=(start + timedelta(days=i)).strftime("%m-%d"),
+            value=counts.get(start + timedelta(days=i), 0),
+        )
+        for i in range(days)
+    ]
+
+
+def receipt_entry(*, account: Account, entry_id: int) -> LedgerEntry | None:
+    """A credit entry of ``account`` that has a receipt (a grant, a refund, a credit
+    correction), or ``None``: another user's entry is indistinguishable from none."""
+    return (
+        LedgerEntry.objects.filter(account=account, pk=entry_id, effect=EntryEffect.CREDIT)
+        .select_related("account__user")
+        .first()
+    )
+
+
 @dataclass(frozen=True)
 class EntryDisplay:
     """One ledger entry as its owner reads it: a signed amount in dollars, what it was."""
@@ -206,6 +232,8 @@ class EntryDisplay:
     sign: str
     #: The change to the available balance: holds show as "−", releases as "+".
     affects_available: bool
+    #: Credits (grants, refunds, purchases) have a printable receipt.
+    has_receipt: bool = False
 
 
 _WHAT: dict[str, str] = {
@@ -228,6 +256,7 @@ def entry_display(entry: LedgerEntry) -> EntryDisplay:
     }
     sign = signs.get(entry.effect, "")
     return EntryDisplay(
+        has_receipt=entry.effect == EntryEffect.CREDIT,
         entry=entry,
         what=_WHAT.get(entry.kind, entry.get_kind_display()),
         reason=entry.reason,

@@ -371,3 +371,38 @@ def test_the_pymthouse_view_without_account_permission_is_403_not_500(
     response = client.get(f"/admin/billing/account/{usage_user.pk}/pymthouse/")
     assert response.status_code == 403
     assert not LogEntry.objects.exists()
+
+
+def test_every_credit_has_a_receipt_only_its_owner_can_open(
+    usage_user: User, make_user: Callable[..., User], client: Client
+) -> None:
+    from billing.services import credit_grant
+
+    entry = credit_grant(
+        user=usage_user, amount_micros=12_500_000, reason="Welcome credit", acting_user=None,
+        idempotency_key="welcome",
+    )  # fmt: skip
+    client.force_login(usage_user)
+    page = client.get("/billing/").content.decode()
+    assert f'href="/billing/receipts/{entry.pk}/"' in page
+    receipt = client.get(f"/billing/receipts/{entry.pk}/").content.decode()
+    assert f"PH-{entry.pk:08d}" in receipt
+    assert 'data-receipt-amount="12500000">$12.50</strong>' in receipt
+    assert "Welcome credit" in receipt
+    other = Client()
+    other.force_login(make_user())
+    assert other.get(f"/billing/receipts/{entry.pk}/").status_code == 404
+
+
+def test_a_free_user_sees_images_per_day(
+    make_user: Callable[..., User], plans: dict[str, Plan], client: Client
+) -> None:
+    user = make_user()
+    for _ in range(3):
+        with transaction.atomic():
+            admit_generation(new_generation(user))
+    client.force_login(user)
+    page = client.get("/billing/").content.decode()
+    assert "Images per day" in page
+    assert "3 images" in page
+    assert "Charges per day" not in page  # a free plan is not charged per image
