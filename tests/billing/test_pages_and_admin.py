@@ -406,3 +406,21 @@ def test_a_free_user_sees_images_per_day(
     assert "Images per day" in page
     assert "3 images" in page
     assert "Charges per day" not in page  # a free plan is not charged per image
+
+
+def test_a_subscription_plan_needs_its_period(
+    usage_user: User, staff: User, plans: dict[str, Plan]
+) -> None:
+    client = staff_client(staff)
+    url = f"/admin/billing/account/{usage_user.pk}/plan/"
+    response = client.post(url, {"plan": plans["studio"].pk, "reason": "upgrade"})
+    assert response.status_code == 200
+    assert "A subscription needs the end of its active period" in response.content.decode()
+    assert Account.objects.get(pk=usage_user.pk).plan.slug == "pay-as-you-go"
+    response = client.post(
+        url,
+        {"plan": plans["studio"].pk, "reason": "upgrade",
+         "subscription_starts_at": "2026-12-01 00:00", "subscription_ends_at": "2026-12-31 00:00"},
+    )  # fmt: skip
+    assert response.status_code == 302
+    assert Account.objects.get(pk=usage_user.pk).plan.slug == "studio"
