@@ -48,6 +48,18 @@ def account_entries(*, account: Account) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(account=account).select_related("actor").order_by("-id")
 
 
+def account_activity(*, account: Account) -> QuerySet[LedgerEntry]:
+    """The entries a person reads: every movement of the balance, plus the holds still
+    open. A finished image's hold and its return moved no money (they only set credit
+    aside while it ran), so they are left out here; the CSV and the API keep them."""
+    resolved = Hold.objects.filter(account=account).exclude(status=HoldStatus.OPEN)
+    return (
+        account_entries(account=account)
+        .exclude(kind=EntryKind.HOLD_RELEASE)
+        .exclude(kind=EntryKind.HOLD, generation_id__in=resolved.values("generation_id"))
+    )
+
+
 @dataclass(frozen=True)
 class Allowance:
     limit: int | None

@@ -20,6 +20,7 @@ from billing.exports import csv_text
 from billing.models import LedgerEntry
 from billing.money import format_usd, usd_decimal
 from billing.selectors import (
+    account_activity,
     account_allowance,
     account_daily_images,
     account_daily_usage,
@@ -66,7 +67,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     account = account_open(user_id=user.pk)
     usage = account_daily_usage(account=account)
     images = account_daily_images(account=account)
-    page = Paginator(account_entries(account=account), ACTIVITY_PAGE_SIZE).get_page(
+    page = Paginator(account_activity(account=account), ACTIVITY_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
     context: dict[str, Any] = {

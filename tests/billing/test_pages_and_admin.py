@@ -424,3 +424,24 @@ def test_a_subscription_plan_needs_its_period(
     )  # fmt: skip
     assert response.status_code == 302
     assert Account.objects.get(pk=usage_user.pk).plan.slug == "studio"
+
+
+def test_activity_shows_what_moved_money_and_open_holds_not_finished_holds(
+    usage_user: User, client: Client
+) -> None:
+    grant(usage_user, 5_000_000)
+    finished = new_generation(usage_user, prompt="finished")
+    running = new_generation(usage_user, prompt="running")
+    with transaction.atomic():
+        admit_generation(finished)
+        admit_generation(running)
+    charge_at_payment(generation_id=finished.pk, expected_fee_wei=4_768_371_000_000)
+    client.force_login(usage_user)
+    page = client.get("/billing/").content.decode()
+    kinds = re.findall(r"<strong>(Credit added|Held|Hold returned|Image charge)</strong>", page)
+    assert kinds == ["Image charge", "Held", "Credit added"]  # newest first
+    assert "“running” (SDXL-Lightning)" in page  # the open hold, in words
+    csv_body = b"".join(client.get("/billing/ledger.csv").streaming_content).decode()
+    assert sorted(row.split(",")[2] for row in csv_body.splitlines()[1:]) == [
+        "grant", "hold", "hold", "hold_release", "usage_debit"
+    ]  # fmt: skip
