@@ -13,7 +13,6 @@ and remainder (the tutorial's ``Number(BigInt(x)) / 1e18`` is the bug this avoid
 
 from __future__ import annotations
 
-from decimal import Decimal
 from fractions import Fraction
 
 from integrations.pymthouse.money import (
@@ -29,7 +28,6 @@ __all__ = [
     "WEI_PER_ETH",
     "MoneyParseError",
     "apply_ratio",
-    "estimate_usd_micros",
     "format_eth",
     "format_usd_micros",
     "format_usd",
@@ -112,14 +110,6 @@ def format_usd_micros(micros: int) -> str:
     """USD from micros: at least cents, up to all six places: ``$1,234.56``, ``$0.000001``."""
     sign = "-" if micros < 0 else ""
     return f"{sign}${_fixed(abs(micros), 6, min_places=2, max_places=6)}"
-
-
-def estimate_usd_micros(wei: int, rate: Fraction | Decimal | str) -> int:
-    """USD micros for ``wei`` at ``rate`` USD per ETH, rounded half up (exact)."""
-    if not isinstance(rate, Fraction):
-        rate = parse_eth_usd_rate(str(rate) if isinstance(rate, Decimal) else rate)
-    exact = Fraction(wei) * rate * USD_MICROS_PER_USD / WEI_PER_ETH
-    return int((exact.numerator * 2 + exact.denominator) // (exact.denominator * 2))
 
 
 def wei_to_usd_micros_exact(wei: int, usd_per_eth: Fraction) -> Fraction:

@@ -19,7 +19,7 @@ from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, Le
 from billing.money import format_usd
 from billing.plan_policy import plan_policy
 from billing.rates import rate_now
-from billing.services.pricing import max_fee_estimate
+from billing.services.pricing import max_fee_estimates
 from integrations.pymthouse.money import parse_usd_micros
 
 
@@ -121,9 +121,15 @@ class ImageQuote:
 
 
 def image_quote(*, account: Account, model_id: str) -> ImageQuote:
-    """The price (or allowance) of the next image of ``model_id``, and whether it would
-    be admitted now: the same policy and hold arithmetic admission uses, at the rate in
-    force now. Reads only (no lock, no hold)."""
+    """``image_quotes`` for one model."""
+    return image_quotes(account=account, model_ids=[model_id])[model_id]
+
+
+def image_quotes(*, account: Account, model_ids: list[str]) -> dict[str, ImageQuote]:
+    """The price (or allowance) of the next image of each model, and whether it would be
+    admitted now: the same policy and hold arithmetic admission uses, at the rate in force
+    now. Reads only (no lock, no hold); the count, the rate and the prices are read once
+    for all models."""
     plan = account.plan
     policy = plan_policy(plan)
     used = images_this_month(owner_id=account.pk) if policy.counts_images else 0
@@ -132,41 +138,61 @@ def image_quote(*, account: Account, model_id: str) -> ImageQuote:
     )
     if account.suspended:
         refusal = CreditRefusedError("Your account is suspended.", code="account_suspended")
-    limit = policy.monthly_limit(plan) if policy.counts_images else None
-    remaining = None if limit is None else max(limit - used, 0)
     if not policy.charges:
+        limit = policy.monthly_limit(plan) if policy.counts_images else None
+        remaining = None if limit is None else max(limit - used, 0)
         text = "Free" if not policy.has_subscription else "Included in your plan"
         if remaining is not None:
             text += f" · {remaining} left this month"
-        return ImageQuote(
-            model_id=model_id,
-            price_micros=None,
-            remaining=remaining,
-            available_micros=None,
-            affordable=refusal is None,
-            text=text,
-            refusal="" if refusal is None else refusal.message,
-            refusal_code="" if refusal is None else refusal.code,
-        )
-    price = policy.charge(
-        plan, fee_wei=max_fee_estimate(model_id=model_id), usd_per_eth=rate_now().usd_per_eth
-    )
+        return {
+            model_id: _quote(
+                model_id,
+                price=None,
+                available=None,
+                text=text,
+                remaining=remaining,
+                refusal=refusal,
+            )  # fmt: skip
+            for model_id in model_ids
+        }
+    usd_per_eth = rate_now().usd_per_eth
+    fees = max_fee_estimates(model_ids=model_ids)
     available = account.available_micros
-    if refusal is None and price > available:
-        refusal = CreditRefusedError(
-            f"This image costs up to {format_usd(price)} and you have "
-            f"{format_usd(available, round_down=True)} available. Add credit to keep "
-            "generating.",
-            code="insufficient_credit",
+    quotes = {}
+    for model_id in model_ids:
+        price = policy.charge(plan, fee_wei=fees[model_id], usd_per_eth=usd_per_eth)
+        refused = refusal
+        if refused is None and price > available:
+            refused = CreditRefusedError(
+                f"This image costs up to {format_usd(price)} and you have "
+                f"{format_usd(available, round_down=True)} available. Add credit to keep "
+                "generating.",
+                code="insufficient_credit",
+            )
+        exact = plan.flat_price_micros is not None
+        text = f"{format_usd(price)} per image" if exact else f"Up to {format_usd(price)} per image"
+        quotes[model_id] = _quote(
+            model_id, price=price, available=available, text=text, remaining=None, refusal=refused
         )
-    exact = plan.flat_price_micros is not None
+    return quotes
+
+
+def _quote(
+    model_id: str,
+    *,
+    price: int | None,
+    available: int | None,
+    text: str,
+    remaining: int | None,
+    refusal: CreditRefusedError | None,
+) -> ImageQuote:
     return ImageQuote(
         model_id=model_id,
         price_micros=price,
-        remaining=None,
+        remaining=remaining,
         available_micros=available,
         affordable=refusal is None,
-        text=f"{format_usd(price)} per image" if exact else f"Up to {format_usd(price)} per image",
+        text=text,
         refusal="" if refusal is None else refusal.message,
         refusal_code="" if refusal is None else refusal.code,
     )

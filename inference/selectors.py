@@ -12,7 +12,7 @@ from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing.selectors import ImageQuote, image_quote
+from billing.selectors import ImageQuote, image_quotes
 from billing.services import account_open
 from inference.models import AdmittedImage, Generation
 
@@ -117,7 +117,7 @@ def model_quotes(*, owner_id: int) -> dict[str, ImageQuote]:
     """For each model the user may pick: what the next image costs them (or how many are
     left this month) and whether it would be admitted now (``billing.selectors.image_quote``)."""
     account = account_open(user_id=owner_id)
-    return {model: image_quote(account=account, model_id=model) for model in model_choices()}
+    return image_quotes(account=account, model_ids=model_choices())
 
 
 def admitted_images_per_day(*, owner_id: int, since: date) -> dict[date, int]:

@@ -58,11 +58,10 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Admitted:
     """What admission decided: the most the image's payment may cost at the network (the
-    signer's ``maxPrice`` is derived from it) and the hold covering it, on a plan that
-    charges per image; both ``None`` on a plan that includes images."""
+    signer's ``maxPrice`` is derived from it; the hold covers it), on a plan that charges
+    per image; ``None`` on a plan that includes images."""
 
     max_fee_wei: int | None
-    hold_micros: int | None
 
 
 def generation_admit(
@@ -98,7 +97,7 @@ def generation_admit(
     if not policy.charges:
         # No hold, so no ceiling: the operator pays the runner's price (up to the
         # client's maxPrice markup) for images its plans include.
-        return Admitted(max_fee_wei=None, hold_micros=None)
+        return Admitted(max_fee_wei=None)
     max_fee = max_fee_estimate(model_id=model_id)
     rate = rate_now()
     amount = policy.charge(plan, fee_wei=max_fee, usd_per_eth=rate.usd_per_eth)
@@ -128,7 +127,7 @@ def generation_admit(
         idempotency_key=f"hold:{generation_id}",
         generation_id=generation_id,
     )
-    return Admitted(max_fee_wei=max_fee, hold_micros=amount)
+    return Admitted(max_fee_wei=max_fee)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 * ``price_observe`` remembers a runner's price per model at every settlement.
 * ``max_fee_estimate`` is the most one image's payment may cost at the network (the
   hold is the plan's charge for it).
-* ``plan_charge`` is what a plan charges for a network fee (``billing.plan_policy``).
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.models import ObservedPrice, Plan
+from billing.models import ObservedPrice
 from billing.money import apply_ratio
-from billing.plan_policy import plan_policy
 from integrations.pymthouse.money import parse_wei
 
 logger = logging.getLogger(__name__)
@@ -109,24 +107,25 @@ def price_jump_adopt(*, model_id: str) -> bool:
     return True
 
 
-def max_fee_estimate(*, model_id: str) -> int:
-    """The most one image's payment may cost at the network: what the client would accept.
+def max_fee_estimates(*, model_ids: list[str]) -> dict[str, int]:
+    """The most one image's payment may cost at the network, per model (one query).
 
     The last observed runner price for the model, raised by the ``maxPrice`` markup
     exactly as the client computes ``maxPrice`` (per unit, rounded up), times the units
     one payment buys. Without an observation, the configured per-image estimate
     ``BILLING_ESTIMATED_FEE_WEI``.
     """
-    observed = ObservedPrice.objects.filter(model_id=model_id).first()
-    if observed is None:
-        return estimated_fee_wei()
     markup = _markup()
-    return (
-        apply_ratio(observed.price_wei, markup.numerator, markup.denominator)
-        * observed.units_per_payment
-    )
+    observed = {
+        model_id: apply_ratio(price_wei, markup.numerator, markup.denominator) * units
+        for model_id, price_wei, units in ObservedPrice.objects.filter(
+            model_id__in=model_ids
+        ).values_list("model_id", "price_wei", "units_per_payment")
+    }
+    estimate = estimated_fee_wei()
+    return {model_id: observed.get(model_id, estimate) for model_id in model_ids}
 
 
-def plan_charge(*, plan: Plan, fee_wei: int, usd_per_eth: Fraction) -> int:
-    """USD micros ``plan`` charges for a network fee of ``fee_wei`` (its policy)."""
-    return plan_policy(plan).charge(plan, fee_wei=fee_wei, usd_per_eth=usd_per_eth)
+def max_fee_estimate(*, model_id: str) -> int:
+    """``max_fee_estimates`` for one model."""
+    return max_fee_estimates(model_ids=[model_id])[model_id]

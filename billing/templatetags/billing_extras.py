@@ -28,13 +28,6 @@ def eth(value: object) -> str:
 
 
 @register.filter
-def eth_short(value: object) -> str:
-    """ETH to 6 places, marked ≈ when digits were dropped (the exact value goes in a title)."""
-    amount = _int(value)
-    return "" if amount is None else format_eth(amount, places=6)
-
-
-@register.filter
 def wei_digits(value: object) -> str:
     """The exact wei as plain digits (for titles, data attributes and copy-paste)."""
     amount = _int(value)

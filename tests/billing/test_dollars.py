@@ -176,3 +176,24 @@ def test_admission_stores_the_network_ceiling_the_worker_passes_to_the_signer(
     assert Hold.objects.get(generation_id=generation.pk).description == (
         "“a lighthouse” (SDXL-Lightning)"
     )
+
+
+def test_quotes_for_many_models_cost_the_same_queries_as_one(
+    usage_user: User,
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from billing.selectors import image_quotes
+    from billing.services import account_open
+
+    account = account_open(user_id=usage_user.pk)
+    assert account.plan.slug == "pay-as-you-go"  # loaded once, outside the counts
+    with CaptureQueriesContext(connection) as one:
+        image_quotes(account=account, model_ids=["a/one"])
+    models = ["a/one", "b/two", "c/three", "d/four"]
+    price_observe(model_id="b/two", price_wei=SANDBOX_FEE, units_per_payment=1)
+    with CaptureQueriesContext(connection) as many:
+        quotes = image_quotes(account=account, model_ids=models)
+    assert len(many) == len(one) == 2  # the rate and the observed prices, once each
+    assert [quotes[m].price_micros for m in models] == [18_000, 17_373, 18_000, 18_000]

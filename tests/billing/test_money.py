@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from billing.models import Account, LedgerEntry, Plan
 from billing.money import (
     MoneyParseError,
     apply_ratio,
-    estimate_usd_micros,
     format_eth,
     format_usd,
     format_usd_micros,
@@ -73,16 +71,6 @@ def test_usd_and_wei_formats() -> None:
     assert format_usd_micros(1_234_560_000) == "$1,234.56"
     assert format_usd_micros(-120_000) == "-$0.12"
     assert format_wei(10**18) == "1,000,000,000,000,000,000 wei"
-
-
-def test_usd_estimate_is_exact_and_labelled() -> None:
-    # 1 ETH at $3000.25 = 3,000,250,000 micros.
-    assert estimate_usd_micros(10**18, "3000.25") == 3_000_250_000
-    # Half a micro rounds up; below half rounds down.
-    assert estimate_usd_micros(1, Fraction(5, 10**13)) == 0
-    assert estimate_usd_micros(MAX, "3000") == (MAX * 3000 * 10**6 * 2 + 10**18) // (2 * 10**18)
-    with pytest.raises(MoneyParseError):
-        estimate_usd_micros(1, "3e3")
 
 
 def test_ratio_rounds_up_to_a_whole_wei() -> None:
