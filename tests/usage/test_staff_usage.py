@@ -159,3 +159,24 @@ def test_mirrored_usage_is_read_only_in_the_admin(sandbox: SandboxControl) -> No
         assert admin.get(f"/admin/usage/{model}/add/").status_code == 403
     manifest_page = admin.get("/admin/usage/usagemanifest/").content.decode()
     assert str(MAX_UINT256) in manifest_page
+
+
+def test_the_navigation_links_the_staff_page_only_for_users_allowed_on_it() -> None:
+    link = '<a href="/staff/billing/"'
+    staff = Client()
+    staff.force_login(billing_staff())
+    for url in ("/generate/", "/billing/", URL):
+        page = staff.get(url).content.decode()
+        assert link in page, url
+        assert "Staff billing</a>" in page
+    assert f'{link} aria-current="page"' in staff.get(URL).content.decode()
+    assert f'{link} aria-current="page"' not in staff.get("/billing/").content.decode()
+    # A plain user, and staff without the usage permission, get no link to a page
+    # that would refuse them.
+    for user in (UserFactory(), UserFactory(is_staff=True)):
+        client = Client()
+        client.force_login(user)
+        for url in ("/generate/", "/billing/"):
+            page = client.get(url).content.decode()
+            assert "/staff/billing/" not in page, url
+            assert "Staff billing" not in page
