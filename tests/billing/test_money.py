@@ -194,3 +194,11 @@ def test_unknown_default_plan_fails_the_system_check(settings: Any) -> None:
 
     settings.BILLING_DEFAULT_PLAN = "platinum"
     assert [error.id for error in check_billing_settings()] == ["billing.E004"]
+
+
+def test_breakable_lets_long_figures_wrap_between_digit_groups_and_escapes() -> None:
+    from billing.templatetags.billing_extras import breakable
+
+    assert breakable("1,234.5 ETH") == "1,<wbr>234.<wbr>5 ETH"
+    assert breakable("<b>1,2</b>") == "&lt;b&gt;1,<wbr>2&lt;/b&gt;"
+    assert breakable("") == ""
