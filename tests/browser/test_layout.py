@@ -3,12 +3,15 @@
 For each page and width, in a real Chromium: the document is no wider than the
 viewport (no horizontal scroll), no visible text element in the main content is
 squeezed into a sliver (the "one character per line" column), and nothing sticks
-out past the right edge. Full-page screenshots go to docs/screenshots/ so a person
-can look at them.
+out past the right edge; on user pages no ETH or wei outside the image page's
+"Network details". Full-page screenshots go to var/test/layout/, or with
+`make screenshots` to docs/screenshots/, so a person can look at them.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,9 @@ from usage.services.sync import usage_sync_run
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
+# A plain test run keeps its screenshots out of the repository (var/test/layout/);
+# `make screenshots` writes the committed ones in docs/screenshots/.
+SCREENSHOTS = Path(settings.BASE_DIR) / os.environ.get("LAYOUT_SCREENSHOTS", "var/test/layout")
 WIDTHS = {390: 844, 1280: 900}
 MIN_TEXT_WIDTH = 40  # px: anything narrower that holds words is a squeezed column
 KINDS = {
@@ -138,7 +143,23 @@ def _sign_in(page: Any, live_server: Any, user: User) -> None:
     )
 
 
-def _check_layout(page: Any, url: str, name: str, *, ready: Callable[[Any], None]) -> None:
+# What a user reads (text, titles, labels) outside the image page's "Network details".
+USER_TEXT_JS = """
+() => {
+  const copy = document.body.cloneNode(true);
+  copy.querySelectorAll('details.network-details, script, template').forEach((n) => n.remove());
+  const names = ['title', 'aria-label', 'alt', 'placeholder'];
+  const attributes = [...copy.querySelectorAll('[title], [aria-label], [alt], [placeholder]')]
+    .flatMap((n) => names.map((name) => n.getAttribute(name) || ''));
+  return [copy.textContent, ...attributes].join(' ');
+}
+"""
+NETWORK_MONEY = re.compile(r"\b(ETH|wei|gwei)\b", re.IGNORECASE)
+
+
+def _check_layout(
+    page: Any, url: str, name: str, *, ready: Callable[[Any], None], staff: bool = False
+) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     for width, height in WIDTHS.items():
@@ -156,6 +177,10 @@ def _check_layout(page: Any, url: str, name: str, *, ready: Callable[[Any], None
             )
         for kind, what in KINDS.items():
             problems += [f"{name} at {width}px, {what}: {item}" for item in found[kind]]
+        if not staff:  # users read dollars; wei and ETH only inside "Network details"
+            shown = NETWORK_MONEY.findall(page.evaluate(USER_TEXT_JS))
+            if shown:
+                problems.append(f"{name} at {width}px shows network money to a user: {shown}")
     assert not problems, "\n".join(problems)
 
 
@@ -320,5 +345,6 @@ def test_staff_billing_fits_a_phone_and_a_desktop(
         f"{live_server.url}/staff/billing/",
         "staff-billing",
         ready=lambda page: page.locator(".usage-table").wait_for(state="visible"),
+        staff=True,
     )
     assert browser_page.locator("[data-nav-staff-billing][aria-current=page]").count() == 1
