@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 import jwt
+from allauth.socialaccount.adapter import get_adapter
 from allauth.socialaccount.models import SocialAccount
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
@@ -28,6 +29,7 @@ from ninja.security import HttpBearer, django_auth
 
 from accounts.models import User
 from accounts.services import user_create
+from accounts.sso.adapter import app_issuer
 from integrations.http import RequestException
 from integrations.oidc import OidcError, signing_key
 
@@ -36,10 +38,6 @@ logger = logging.getLogger(__name__)
 
 def provider_ids_for_issuer(issuer: str) -> list[str]:
     """The SSO providers (settings and admin) whose issuer is ``issuer``."""
-    from allauth.socialaccount.adapter import get_adapter
-
-    from accounts.sso.adapter import app_issuer
-
     return [
         app.provider_id
         for app in get_adapter().list_apps(None, provider="openid_connect")

@@ -20,9 +20,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts import tasks
 from accounts.hooks import account_closed_notify, email_changed_notify, user_registered_notify
 from accounts.models import ProvisioningStatus, User
-from accounts.tasks import provision_user_task
 from integrations.pymthouse import PymthouseError, get_client
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def user_register(*, user: User) -> User:
 def user_provision_schedule(*, user: User) -> None:
     """Enqueue the pymthouse sync for ``user`` once the current transaction commits."""
     user_id = user.pk
-    transaction.on_commit(lambda: provision_user_task.delay(user_id))
+    transaction.on_commit(lambda: tasks.provision_user_task.delay(user_id))
 
 
 def user_sessions_end(*, user: User) -> int:
@@ -254,5 +254,5 @@ def users_provision_pending(*, older_than: timedelta = timedelta(minutes=5)) -> 
         )[:500]
     )
     for user_id in user_ids:
-        provision_user_task.delay(user_id)
+        tasks.provision_user_task.delay(user_id)
     return len(user_ids)

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from accounts import services
 from integrations.pymthouse import PymthouseError
 from integrations.task_retry import retry_countdown
 
@@ -20,11 +21,9 @@ class ProvisionUserTask(Task):  # type: ignore[type-arg]
     instead of leaving it ``pending`` for the sweep to re-enqueue forever."""
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        from accounts.services import user_provision_fail
-
         user_id = kwargs.get("user_id") or (args[0] if args else None)
         if user_id is not None:
-            user_provision_fail(
+            services.user_provision_fail(
                 user_id=int(user_id), error=f"internal error ({type(exc).__name__})"
             )
 
@@ -39,10 +38,8 @@ class ProvisionUserTask(Task):  # type: ignore[type-arg]
     time_limit=90,
 )
 def provision_user_task(self: Task, user_id: int) -> None:  # type: ignore[type-arg]
-    from accounts.services import user_provision, user_provision_fail
-
     try:
-        user_provision(user_id=user_id)
+        services.user_provision(user_id=user_id)
     except PymthouseError as exc:
         if exc.retryable and self.request.retries < PROVISION_MAX_RETRIES:
             countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after)
@@ -54,11 +51,9 @@ def provision_user_task(self: Task, user_id: int) -> None:  # type: ignore[type-
                 countdown,
             )
             raise self.retry(exc=exc, countdown=countdown) from exc
-        user_provision_fail(user_id=user_id, error=exc)
+        services.user_provision_fail(user_id=user_id, error=exc)
 
 
 @shared_task(expires=240)
 def provision_pending_users_task() -> int:
-    from accounts.services import users_provision_pending
-
-    return users_provision_pending()
+    return services.users_provision_pending()

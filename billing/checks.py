@@ -13,9 +13,11 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
+from django.db import DatabaseError
 
+from billing.lock_objects import STANDARD_PLANS
+from billing.models import Plan
 from billing.money import MoneyParseError, parse_eth_usd_rate, parse_wei_text
-from billing.services.accounts import STANDARD_PLANS
 
 
 @register()
@@ -41,21 +43,17 @@ def check_billing_settings(
                 )
             )
             break
-    if settings.BILLING_ETH_USD_RATE:
-        try:
-            parse_eth_usd_rate(settings.BILLING_ETH_USD_RATE)
-        except MoneyParseError:
-            errors.append(
-                Error(
-                    "BILLING_ETH_USD_RATE must be a positive decimal such as 3150.25, or empty.",
-                    id="billing.E003",
-                )
+    try:
+        parse_eth_usd_rate(settings.BILLING_ETH_USD_RATE)
+    except MoneyParseError:
+        errors.append(
+            Error(
+                "BILLING_ETH_USD_RATE must be a positive decimal such as 3150.25: network "
+                "fees are converted to dollars at it when no fresh metered rate is known.",
+                id="billing.E003",
             )
+        )
     if settings.BILLING_DEFAULT_PLAN not in {plan.slug for plan in STANDARD_PLANS}:
-        from django.db import DatabaseError
-
-        from billing.models import Plan
-
         try:
             known = Plan.objects.filter(slug=settings.BILLING_DEFAULT_PLAN).exists()
         except DatabaseError:

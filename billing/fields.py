@@ -113,3 +113,81 @@ class WeiField(_WeiFieldBase[int | None, int | None]):
 
 class WeiAmountField(_WeiFieldBase[int, int]):
     """A NOT NULL wei column: the same storage as ``WeiField``, typed ``int``."""
+
+
+#: ``SignedAmountField`` holds ``|x| < 10**80`` (a difference of two 78-digit amounts, or
+#: of two USD figures derived from them, with room to spare).
+SIGNED_DIGITS = 80
+SIGNED_MAX = 10**SIGNED_DIGITS - 1
+
+
+def parse_signed_amount(value: object) -> int:
+    """A signed exact integer: an ``int`` with ``|x| ≤ 10**80 - 1``, or its canonical text
+    (an optional ``-``, then ASCII digits without leading zeros; ``-0`` is refused)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        digits = value[1:] if value.startswith("-") else value
+        if (
+            not digits
+            or not digits.isascii()
+            or not digits.isdigit()
+            or (len(digits) > 1 and digits[0] == "0")
+            or value == "-0"
+        ):
+            raise ValueError("signed amount must be canonical integer text")
+        number = int(value)
+    else:
+        raise TypeError(f"signed amount must be an int, got {type(value).__name__}")
+    if abs(number) > SIGNED_MAX:
+        raise ValueError(f"signed amount must have at most {SIGNED_DIGITS} digits")
+    return number
+
+
+class SignedAmountField(models.Field[int, int]):
+    """A NOT NULL signed exact integer (a difference of wei or of USD micros).
+
+    NUMERIC(80,0) on PostgreSQL. On SQLite, canonical signed decimal text (``"-42"``): a
+    ``DecimalField`` there has NUMERIC affinity and turns values past 2**63 into REAL,
+    losing digits. The text is exact but does not order numerically in SQL, so the
+    column is for reading and display, not for ``ORDER BY`` or range filters.
+    """
+
+    description = "Signed exact integer (up to 80 digits)"
+
+    def db_type(self, connection: BaseDatabaseWrapper) -> str:
+        if connection.vendor == "postgresql":
+            return f"numeric({SIGNED_DIGITS},0)"
+        return f"varchar({SIGNED_DIGITS + 1})"
+
+    def get_prep_value(self, value: Any) -> Any:
+        if value is None:
+            return None
+        return parse_signed_amount(value)
+
+    def get_db_prep_value(
+        self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False
+    ) -> Any:
+        if not prepared:
+            value = self.get_prep_value(value)
+        if value is None or connection.vendor == "postgresql":
+            return value
+        return str(value)
+
+    def from_db_value(
+        self, value: Any, expression: Any, connection: BaseDatabaseWrapper
+    ) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return parse_signed_amount(value)
+        # psycopg returns Decimal for numeric; exact for integers of any size.
+        return int(value)
+
+    def to_python(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse_signed_amount(value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(str(exc), code="invalid_signed_amount") from exc

@@ -2,13 +2,15 @@
 
 billing reads no generation row; the app that owns generations registers, from its
 ``AppConfig.ready()``, the function that counts a user's images this month
-(``inference.apps`` registers ``inference.selectors.generations_counted_this_month``).
+(``inference.apps`` registers ``inference.selectors.generations_counted_this_month``),
+and the one that counts a user's images per UTC day (``admitted_images_per_day``).
 Billing's pages and API use it to show an allowance; admission is handed the count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 
 #: ``counter(owner_id=…) -> int``: this month's images that count against a limit.
 ImagesThisMonthCounter = Callable[..., int]
@@ -24,3 +26,23 @@ def images_this_month_counter_register(counter: ImagesThisMonthCounter) -> None:
 def images_this_month(*, owner_id: int) -> int:
     """This month's counted images of ``owner_id`` (0 when no app counts images)."""
     return sum(counter(owner_id=owner_id) for counter in _counters)
+
+
+#: ``counter(owner_id=…, since=date) -> {date: images}``: images admitted per UTC day.
+ImagesPerDayCounter = Callable[..., dict[date, int]]
+
+_daily_counters: list[ImagesPerDayCounter] = []
+
+
+def images_per_day_counter_register(counter: ImagesPerDayCounter) -> None:
+    """Register the per-day counter (the last registration wins)."""
+    _daily_counters[:] = [counter]
+
+
+def images_per_day(*, owner_id: int, since: date) -> dict[date, int]:
+    """Images admitted per UTC day from ``since`` (empty when no app counts images)."""
+    totals: dict[date, int] = {}
+    for counter in _daily_counters:
+        for day, count in counter(owner_id=owner_id, since=since).items():
+            totals[day] = totals.get(day, 0) + count
+    return totals

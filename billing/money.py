@@ -31,7 +31,6 @@ __all__ = [
     "apply_ratio",
     "estimate_usd_micros",
     "format_eth",
-    "format_usd_estimate",
     "format_usd_micros",
     "format_usd",
     "usd_decimal",
@@ -121,17 +120,6 @@ def estimate_usd_micros(wei: int, rate: Fraction | Decimal | str) -> int:
         rate = parse_eth_usd_rate(str(rate) if isinstance(rate, Decimal) else rate)
     exact = Fraction(wei) * rate * USD_MICROS_PER_USD / WEI_PER_ETH
     return int((exact.numerator * 2 + exact.denominator) // (exact.denominator * 2))
-
-
-def format_usd_estimate(wei: int, rate: Fraction | Decimal | str | None = None) -> str:
-    """``≈ $3.15 (estimate)`` from the ``BILLING_ETH_USD_RATE`` setting, or ``""`` if unset."""
-    if rate is None:
-        from django.conf import settings
-
-        rate = settings.BILLING_ETH_USD_RATE or None
-        if rate is None:
-            return ""
-    return f"≈ {format_usd_micros(estimate_usd_micros(wei, rate))} (estimate)"
 
 
 def wei_to_usd_micros_exact(wei: int, usd_per_eth: Fraction) -> Fraction:

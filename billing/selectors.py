@@ -14,7 +14,7 @@ from django.utils import timezone
 from billing.charts import ChartPoint
 from billing.db import WeiSum
 from billing.errors import CreditRefusedError
-from billing.hooks import images_this_month
+from billing.hooks import images_per_day, images_this_month
 from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry
 from billing.money import format_usd
 from billing.plan_policy import plan_policy
@@ -46,6 +46,18 @@ def account_ledger_totals(*, account: Account) -> LedgerTotals:
 
 def account_entries(*, account: Account) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(account=account).select_related("actor").order_by("-id")
+
+
+def account_activity(*, account: Account) -> QuerySet[LedgerEntry]:
+    """The entries a person reads: every movement of the balance, plus the holds still
+    open. A finished image's hold and its return moved no money (they only set credit
+    aside while it ran), so they are left out here; the CSV and the API keep them."""
+    resolved = Hold.objects.filter(account=account).exclude(status=HoldStatus.OPEN)
+    return (
+        account_entries(account=account)
+        .exclude(kind=EntryKind.HOLD_RELEASE)
+        .exclude(kind=EntryKind.HOLD, generation_id__in=resolved.values("generation_id"))
+    )
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,32 @@ def account_daily_usage(
     ]
 
 
+def account_daily_images(
+    *, account: Account, days: int = 30, today: date | None = None
+) -> list[ChartPoint]:
+    """Images admitted per UTC day for the last ``days`` days, zero-filled (every plan)."""
+    today = today or timezone.now().date()
+    start = today - timedelta(days=days - 1)
+    counts = images_per_day(owner_id=account.pk, since=start)
+    return [
+        ChartPoint(
+            label=(start + timedelta(days=i)).strftime("%m-%d"),
+            value=counts.get(start + timedelta(days=i), 0),
+        )
+        for i in range(days)
+    ]
+
+
+def receipt_entry(*, account: Account, entry_id: int) -> LedgerEntry | None:
+    """A credit entry of ``account`` that has a receipt (a grant, a refund, a credit
+    correction), or ``None``: another user's entry is indistinguishable from none."""
+    return (
+        LedgerEntry.objects.filter(account=account, pk=entry_id, effect=EntryEffect.CREDIT)
+        .select_related("account__user")
+        .first()
+    )
+
+
 @dataclass(frozen=True)
 class EntryDisplay:
     """One ledger entry as its owner reads it: a signed amount in dollars, what it was."""
@@ -206,6 +244,8 @@ class EntryDisplay:
     sign: str
     #: The change to the available balance: holds show as "−", releases as "+".
     affects_available: bool
+    #: Credits (grants, refunds, purchases) have a printable receipt.
+    has_receipt: bool = False
 
 
 _WHAT: dict[str, str] = {
@@ -228,6 +268,7 @@ def entry_display(entry: LedgerEntry) -> EntryDisplay:
     }
     sign = signs.get(entry.effect, "")
     return EntryDisplay(
+        has_receipt=entry.effect == EntryEffect.CREDIT,
         entry=entry,
         what=_WHAT.get(entry.kind, entry.get_kind_display()),
         reason=entry.reason,

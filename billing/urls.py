@@ -11,4 +11,5 @@ app_name = "billing"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("ledger.csv", views.ledger_csv, name="ledger_csv"),
+    path("receipts/<int:entry_id>/", views.receipt, name="receipt"),
 ]

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
@@ -20,13 +20,16 @@ from billing.exports import csv_text
 from billing.models import LedgerEntry
 from billing.money import format_usd, usd_decimal
 from billing.selectors import (
+    account_activity,
     account_allowance,
+    account_daily_images,
     account_daily_usage,
     account_entries,
     entry_display,
     image_quote,
     low_balance_threshold,
     plan_display,
+    receipt_entry,
 )
 from billing.services import account_open
 
@@ -63,7 +66,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     account = account_open(user_id=user.pk)
     usage = account_daily_usage(account=account)
-    page = Paginator(account_entries(account=account), ACTIVITY_PAGE_SIZE).get_page(
+    images = account_daily_images(account=account)
+    page = Paginator(account_activity(account=account), ACTIVITY_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
     context: dict[str, Any] = {
@@ -76,12 +80,31 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             usage, title="Charges per day, last 30 days", value_label=format_usd
         ),
         "usage_total": sum(point.value for point in usage),
+        "images_chart": bar_chart_svg(images, title="Images per day, last 30 days"),
+        "images_total": sum(point.value for point in images),
         "quote": image_quote(account=account, model_id=settings.INFERENCE_MODELS[0]),
         "page": page,
         "entries": [entry_display(entry) for entry in page.object_list],
         "now": timezone.now(),
     }
     return render(request, "billing/dashboard.html", context)
+
+
+@login_required
+@require_safe
+def receipt(request: HttpRequest, entry_id: int) -> HttpResponse:
+    """A printable receipt for one credit to the signed-in user's account."""
+    user = _user(request)
+    account = account_open(user_id=user.pk)
+    entry = receipt_entry(account=account, entry_id=entry_id)
+    if entry is None:
+        raise Http404("No such receipt.")
+    display = entry_display(entry)
+    return render(
+        request,
+        "billing/receipt.html",
+        {"entry": entry, "row": display, "user": user, "number": f"PH-{entry.pk:08d}"},
+    )
 
 
 def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:

@@ -6,7 +6,7 @@ into a 500: with Redis down, a read is a miss, a write is dropped, and ``add`` s
 (allauth's rate-limit lock is then held by nobody; its rate limits fail open for the
 outage, as they would after a cache flush). Each outage is logged once at WARNING when
 it starts and once when Redis answers again. The OIDC discovery and JWKS documents keep
-an in-process copy (``integrations.oidc``), so bearer tokens still verify without
+an in-process copy (``integrations.oidc.discovery``), so bearer tokens still verify without
 fetching the JWKS on every request.
 """
 

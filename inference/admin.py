@@ -10,8 +10,21 @@ from django.http import HttpRequest
 from inference.models import AdmittedImage, Generation
 
 
+class _ReadOnly:
+    """Rows written only by services: viewable, never added, changed or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Generation)
-class GenerationAdmin(admin.ModelAdmin[Generation]):
+class GenerationAdmin(_ReadOnly, admin.ModelAdmin[Generation]):
     list_display = (
         "id",
         "owner",
@@ -38,18 +51,9 @@ class GenerationAdmin(admin.ModelAdmin[Generation]):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in Generation._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(AdmittedImage)
-class AdmittedImageAdmin(admin.ModelAdmin[AdmittedImage]):
+class AdmittedImageAdmin(_ReadOnly, admin.ModelAdmin[AdmittedImage]):
     """The append-only admission record allowances count (read-only)."""
 
     list_display = (
@@ -68,12 +72,3 @@ class AdmittedImageAdmin(admin.ModelAdmin[AdmittedImage]):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in AdmittedImage._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

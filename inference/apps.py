@@ -9,9 +9,13 @@ class InferenceConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.hooks import account_closed_hook_register
-        from billing.hooks import images_this_month_counter_register
-        from inference.selectors import generations_counted_this_month
+        from billing.hooks import (
+            images_per_day_counter_register,
+            images_this_month_counter_register,
+        )
+        from inference.selectors import admitted_images_per_day, generations_counted_this_month
         from inference.services.transitions import generations_cancel_for_closed_owner
 
         account_closed_hook_register(generations_cancel_for_closed_owner)
         images_this_month_counter_register(generations_counted_this_month)
+        images_per_day_counter_register(admitted_images_per_day)

@@ -8,7 +8,8 @@ from collections import defaultdict
 from datetime import UTC, date, datetime
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing.selectors import ImageQuote, image_quote
@@ -117,3 +118,17 @@ def model_quotes(*, owner_id: int) -> dict[str, ImageQuote]:
     left this month) and whether it would be admitted now (``billing.selectors.image_quote``)."""
     account = account_open(user_id=owner_id)
     return {model: image_quote(account=account, model_id=model) for model in model_choices()}
+
+
+def admitted_images_per_day(*, owner_id: int, since: date) -> dict[date, int]:
+    """Images admitted per UTC day from ``since`` (the append-only admission record, so
+    deleted images still count): billing's per-day chart, for every plan."""
+    start = datetime(since.year, since.month, since.day, tzinfo=UTC)
+    rows = (
+        AdmittedImage.objects.filter(owner_id=owner_id, admitted_at__gte=start)
+        .annotate(day=TruncDate("admitted_at", tzinfo=UTC))
+        .values_list("day")
+        .annotate(images=Count("pk"))
+        .order_by()
+    )
+    return {day: images for day, images in rows}

@@ -10,6 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from inference import services
 from inference.errors import GenerationRetryableError
 from inference.failure_codes import FailureCode
 from integrations.task_retry import retry_countdown
@@ -21,12 +22,12 @@ class GenerationRunTask(Task):  # type: ignore[type-arg]
     """Records a terminal failure for anything the run itself could not record."""
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        from inference.services import generation_fail_unexpected
-
         generation_id = kwargs.get("generation_id") or (args[0] if args else None)
         if generation_id is None:
             return
-        if generation_fail_unexpected(generation_id=str(generation_id), attempt_id=task_id):
+        if services.generation_fail_unexpected(
+            generation_id=str(generation_id), attempt_id=task_id
+        ):
             logger.error(
                 "generation %s: ended by %s in the task", generation_id, type(exc).__name__
             )
@@ -45,10 +46,8 @@ class GenerationRunTask(Task):  # type: ignore[type-arg]
     time_limit=settings.INFERENCE_TIME_LIMIT,
 )
 def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore[type-arg]
-    from inference.services import generation_fail, generation_run
-
     try:
-        generation_run(generation_id=generation_id, attempt_id=self.request.id)
+        services.generation_run(generation_id=generation_id, attempt_id=self.request.id)
     except GenerationRetryableError as exc:
         if self.request.retries < settings.INFERENCE_MAX_RETRIES:
             countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after)
@@ -59,7 +58,7 @@ def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore
                 countdown,
             )
             raise self.retry(exc=exc, countdown=countdown) from exc
-        generation_fail(
+        services.generation_fail(
             generation_id=generation_id,
             code=FailureCode.UPSTREAM_UNAVAILABLE,
             attempt_id=self.request.id,
@@ -76,7 +75,7 @@ def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore
         raise
     except SoftTimeLimitExceeded:
         # Usually already recorded by generation_run; this covers the start itself.
-        generation_fail(
+        services.generation_fail(
             generation_id=generation_id,
             code=FailureCode.TIMEOUT,
             code_if_claimed=FailureCode.OUTCOME_UNKNOWN,
@@ -86,17 +85,13 @@ def generation_run_task(self: Task, generation_id: str) -> None:  # type: ignore
 
 @shared_task(expires=50)
 def generations_reconcile_task() -> dict[str, int]:
-    from inference.services import generations_reconcile
-
-    return generations_reconcile()
+    return services.generations_reconcile()
 
 
 @shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
 def holds_resolve_stale_task() -> int:
     """Periodic: settle or release billing holds left open; each one is in the log."""
-    from inference.services import holds_resolve_stale
-
-    report = holds_resolve_stale()
+    report = services.holds_resolve_stale()
     if report:
         logger.warning("billing: resolved %d stale holds", len(report))
     return len(report)

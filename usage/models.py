@@ -21,7 +21,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from billing.fields import WeiField
+from billing.fields import SignedAmountField, WeiField
 
 
 class UsageSyncStatus(models.TextChoices):
@@ -256,16 +256,31 @@ class UsageDay(models.Model):
 
 
 class UsageDrift(models.Model):
-    """Per user and UTC day: what our ledger debited vs what the network metered (wei).
+    """Per user and UTC day: what our charges recorded vs what the network metered.
 
-    ``alert`` is set when the metered cost exceeds the local debits by more than
-    ``BILLING_DRIFT_ALERT_WEI`` (we charged less than the network cost us).
+    ``local_debit_wei``/``local_usd_micros``: the network fee our usage debits recorded and
+    what they converted it to (each debit's wei × its ``eth_usd_rate``, before the plan
+    multiplier, rounded up once per user-day). ``metered_fee_wei``/``metered_usd_micros``:
+    Σ ``feeWei`` and Σ ``networkFeeUsdMicros`` of that user-day's manifests. The USD
+    difference splits into ``fee_diff_wei`` (metered − local wei: the network charged
+    other wei) and ``rate_diff_usd_micros`` (what is left: the same wei at pymthouse's rate
+    instead of ours); ``usage.services.plan.drift_figures`` has the formulas.
+
+    ``alert`` is set when a charge was expected that day (the user had an image admitted
+    with a hold) and the metered wei exceeds the local debits by more than
+    ``BILLING_DRIFT_ALERT_WEI`` (we charged less than the network cost us). Metered fees
+    on a day without holds (plans that include images) are the operator's cost: shown,
+    not alerts.
     """
 
     external_user_id = models.CharField(max_length=128)
     day = models.DateField()
     local_debit_wei = WeiField(default=0)
     metered_fee_wei = WeiField(default=0)
+    local_usd_micros = WeiField(default=0)
+    metered_usd_micros = WeiField(default=0)
+    fee_diff_wei = SignedAmountField(default=0)
+    rate_diff_usd_micros = SignedAmountField(default=0)
     alert = models.BooleanField(default=False)
     computed_at = models.DateTimeField()
 

@@ -243,6 +243,11 @@ def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
 
 
+def _signed(text: str, value: int) -> str:
+    """A difference with its sign always shown: ``+0.001 ETH``, ``-$0.10``, ``0 ETH``."""
+    return f"+{text}" if value > 0 else text
+
+
 def _page_number(value: str | None) -> int:
     return int(value) if value and value.isascii() and value.isdigit() and int(value) > 0 else 1
 
@@ -315,6 +320,14 @@ def staff_dashboard(
                 "local": format_eth(item.local_debit_wei or 0),
                 "metered": format_eth(item.metered_fee_wei or 0),
                 "margin": format_eth(item.margin_wei),
+                "local_usd": format_usd_micros(item.local_usd_micros or 0),
+                "metered_usd": format_usd_micros(item.metered_usd_micros or 0),
+                "fee_diff": _signed(format_eth(item.fee_diff_wei), item.fee_diff_wei),
+                "fee_diff_wei": str(item.fee_diff_wei),
+                "rate_diff": _signed(
+                    format_usd_micros(item.rate_diff_usd_micros), item.rate_diff_usd_micros
+                ),
+                "rate_diff_usd_micros": str(item.rate_diff_usd_micros),
                 "alert": item.alert,
             }
             for item in drift_recent(limit=20)

@@ -11,6 +11,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 from billing.models import LedgerEntry
 from billing.money import format_eth, format_usd, format_usd_micros
+from billing.selectors import generation_charge as select_charge
+from billing.selectors import generation_refund as select_refund
 
 register = template.Library()
 
@@ -74,14 +76,10 @@ def breakable(value: object) -> SafeString:
 @register.simple_tag
 def generation_charge(generation_id: uuid.UUID | str) -> LedgerEntry | None:
     """The usage debit of one image (``{% generation_charge generation.id as charge %}``)."""
-    from billing.selectors import generation_charge as select_charge
-
     return select_charge(generation_id=generation_id)
 
 
 @register.simple_tag
 def generation_refund(generation_id: uuid.UUID | str) -> LedgerEntry | None:
     """The refund of one undelivered image (``{% generation_refund generation.id as r %}``)."""
-    from billing.selectors import generation_refund as select_refund
-
     return select_refund(generation_id=generation_id)

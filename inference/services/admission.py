@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError as BrokerUnavailableError
 from accounts.models import User
 from billing.errors import CreditRefusedError
 from billing.services import generation_admit
+from inference import tasks
 from inference.errors import (
     GenerationAdmissionRefusedError,
     GenerationRateLimitedError,
@@ -29,7 +30,6 @@ from inference.errors import (
 )
 from inference.models import AdmittedImage, Generation, GenerationStatus, SubmissionWindow
 from inference.selectors import generations_counted_this_month
-from inference.tasks import generation_run_task
 
 logger = logging.getLogger("inference.services")
 
@@ -157,7 +157,7 @@ def _publish(generation_id: str) -> None:
     back; ``generations_reconcile`` sends the message once the broker is back).
     """
     try:
-        generation_run_task.delay(generation_id)
+        tasks.generation_run_task.delay(generation_id)
     except (BrokerUnavailableError, OSError):
         logger.warning(
             "generation %s: the broker refused its message; the next reconcile sweep sends it",

@@ -4,7 +4,8 @@ Used by the browser sign-in (``accounts.sso``, allauth's openid_connect provider
 tokens and by the JSON API (``accounts.api_auth``, mozilla-django-oidc) for bearer access
 tokens. What is checked, and why (OIDC Core §3.1.3.7; RFC 8725 §2-§3; RFC 9700 §2.1):
 
-* the discovery document names exactly the configured issuer (mix-up defence);
+* the discovery document names exactly the configured issuer (mix-up defence; the one
+  discovery client, shared with the pymthouse client, is ``integrations.oidc.discovery``);
 * the JOSE header's ``alg`` is one we expect (RS256 by default): ``none`` and HS256 are
   refused before any key is looked up, so a public key can never become an HMAC secret;
   headers that bring their own key (``jku``, ``jwk``, ``x5u``, ``x5c``) are refused;
@@ -19,114 +20,63 @@ Tokens are never logged; errors carry a reason, never the token.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import jwt
-from django.conf import settings
-from django.core.cache import cache
 from jwt.algorithms import RSAAlgorithm
 
-from integrations.http import OutgoingSession
+from integrations.oidc.discovery import (
+    WELL_KNOWN_PATH,
+    DiscoveryError,
+    cache_key,
+    cached,
+    fetch_json,
+    local_copies_clear,
+    remember,
+)
+from integrations.oidc.discovery import discover as _discover
+
+__all__ = [
+    "WELL_KNOWN_PATH",
+    "OidcError",
+    "discover",
+    "local_copies_clear",
+    "signing_key",
+    "verify_jwt",
+]
 
 logger = logging.getLogger(__name__)
 
-WELL_KNOWN_PATH = "/.well-known/openid-configuration"
 FORBIDDEN_HEADERS = ("jku", "jwk", "x5u", "x5c")
 DEFAULT_LEEWAY_SECONDS = 60
-
-_session: OutgoingSession | None = None
 
 
 class OidcError(Exception):
     """Discovery, key lookup or token verification failed (the message names why)."""
 
 
-def _http() -> OutgoingSession:
-    global _session
-    if _session is None:
-        timeout = float(getattr(settings, "SOCIALACCOUNT_REQUESTS_TIMEOUT", 10))
-        _session = OutgoingSession(
-            default_timeout=(min(timeout, 3.05), timeout), user_agent="pixelhouse-oidc/1"
-        )
-    return _session
-
-
-def _cache_key(kind: str, url: str) -> str:
-    return f"oidc:{kind}:{hashlib.sha256(url.encode()).hexdigest()[:32]}"
-
-
-#: This process's own copy of each document, ``key → (expires at, document)``: what
-#: the shared cache answers when Redis is down (a miss) without a fetch per request.
-_local_copies: dict[str, tuple[float, dict[str, Any]]] = {}
-
-
-def _cached(key: str) -> dict[str, Any] | None:
-    document = cache.get(key)
-    if isinstance(document, dict):
-        return document
-    copy = _local_copies.get(key)
-    if copy is not None and copy[0] > time.monotonic():
-        return copy[1]
-    return None
-
-
-def local_copies_clear() -> None:
-    """Forget this process's copies (tests; they follow the shared cache's lifetime)."""
-    _local_copies.clear()
-
-
-def _remember(key: str, document: dict[str, Any]) -> None:
-    timeout = settings.OIDC_DISCOVERY_CACHE_SECONDS
-    cache.set(key, document, timeout=timeout)
-    _local_copies[key] = (time.monotonic() + timeout, document)
-
-
-def _get_json(url: str) -> dict[str, Any]:
-    try:
-        response = _http().get(url)
-    except OSError as exc:
-        raise OidcError(f"could not reach {url}: {type(exc).__name__}") from exc
-    if response.status_code != 200:
-        raise OidcError(f"{url} answered {response.status_code}")
-    try:
-        document = response.json()
-    except ValueError as exc:
-        raise OidcError(f"{url} did not answer JSON") from exc
-    if not isinstance(document, dict):
-        raise OidcError(f"{url} did not answer a JSON object")
-    return document
-
-
 def discover(issuer: str) -> dict[str, Any]:
-    """The issuer's discovery document (cached); its ``issuer`` must equal ``issuer``."""
-    issuer = issuer.rstrip("/")
-    key = _cache_key("discovery", issuer)
-    document = _cached(key)
-    if document is None:
-        document = _get_json(issuer + WELL_KNOWN_PATH)
-        if document.get("issuer") != issuer:
-            raise OidcError(
-                f"discovery names issuer {document.get('issuer')!r}, configured {issuer!r}"
-            )
-        for field in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-            if not isinstance(document.get(field), str):
-                raise OidcError(f"discovery document lacks {field}")
-        _remember(key, document)
-    return document
+    """The issuer's discovery document (cached; ``integrations.oidc.discovery``): its
+    ``issuer`` must equal ``issuer`` and it must name the authorization endpoint."""
+    try:
+        return _discover(issuer, required=("authorization_endpoint",))
+    except DiscoveryError as exc:
+        raise OidcError(str(exc)) from exc
 
 
 def _jwks(jwks_uri: str, *, refresh: bool) -> dict[str, Any]:
-    key = _cache_key("jwks", jwks_uri)
-    keys = None if refresh else _cached(key)
+    key = cache_key("jwks", jwks_uri)
+    keys = None if refresh else cached(key)
     if keys is None:
-        keys = _get_json(jwks_uri)
-        _remember(key, keys)
+        try:
+            keys = fetch_json(jwks_uri)
+        except DiscoveryError as exc:
+            raise OidcError(str(exc)) from exc
+        remember(key, keys)
     return keys
 
 

@@ -18,9 +18,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, get_args
 from urllib.parse import quote, urlsplit
 
+from integrations.oidc.discovery import WELL_KNOWN_PATH, DiscoveryError, discover
 from integrations.pymthouse.config import PymthouseConfig
-from integrations.pymthouse.discovery import Discovery
-from integrations.pymthouse.errors import PymthouseProtocolError, describe
+from integrations.pymthouse.errors import (
+    PymthouseConfigurationError,
+    PymthouseError,
+    PymthouseProtocolError,
+    describe,
+)
 from integrations.pymthouse.identifiers import validate_external_user_id
 from integrations.pymthouse.money import parse_count, parse_usd_micros
 from integrations.pymthouse.session import PymthouseSession
@@ -100,6 +105,28 @@ def _user_row_id(row: Any, *, seen: dict[str, tuple[int, int]]) -> str:
     return external_user_id
 
 
+def _discovery_error(exc: DiscoveryError, *, issuer: str) -> PymthouseError:
+    """The pymthouse error for a document that failed discovery's checks (what
+    ``inference.services.run`` maps to a failure code)."""
+    if exc.reason == "issuer_mismatch":
+        return PymthouseConfigurationError(
+            f"pymthouse discovery issuer mismatch: configured {issuer!r}, "
+            f"document says {exc.found_issuer!r}; check PYMTHOUSE_ISSUER",
+            code="issuer_mismatch",
+        )
+    if exc.reason == "endpoint_origin_mismatch":
+        return PymthouseConfigurationError(
+            f"pymthouse discovery {exc.field} is not on the issuer's origin",
+            code="endpoint_origin_mismatch",
+        )
+    path = urlsplit(exc.url).path if exc.url else WELL_KNOWN_PATH
+    return PymthouseProtocolError(
+        describe(method="GET", path=path, status=None, detail=f"invalid body ({exc})"),
+        method="GET",
+        path=path,
+    )
+
+
 class PymthouseClient:
     """Typed operations on one pymthouse Builder app. Every argument is keyword-only.
 
@@ -115,7 +142,6 @@ class PymthouseClient:
             max_retries=config.max_retries,
         )
         self._transport = Transport(self._session)
-        self._discovery = Discovery(config=config, transport=self._transport)
         self._basic = ClientSecretBasic(config.m2m_client_id, config.m2m_client_secret)
 
     @classmethod
@@ -147,8 +173,38 @@ class PymthouseClient:
     # --- discovery ------------------------------------------------------------------------
 
     def discovery(self) -> ProviderMetadata:
-        """OIDC metadata (cached in the Django cache for OIDC_DISCOVERY_CACHE_SECONDS)."""
-        return self._discovery.metadata()
+        """OIDC metadata from ``integrations.oidc.discovery`` (cached for
+        OIDC_DISCOVERY_CACHE_SECONDS): the issuer's document, else the root one
+        (docs/upstream.md §P2), with the token endpoint and JWKS on the issuer's origin."""
+        try:
+            document = discover(
+                self.config.issuer,
+                fetch=self._fetch_discovery,
+                fallback_url=self.config.base_url + WELL_KNOWN_PATH,
+                same_origin=True,
+            )
+        except DiscoveryError as exc:
+            if isinstance(exc.__cause__, PymthouseError):  # the transport's own typed error
+                raise exc.__cause__ from exc.__cause__.__cause__
+            raise _discovery_error(exc, issuer=self.config.issuer) from exc
+        present = {name: value for name, value in document.items() if value is not None}
+        return parse_model(ProviderMetadata, present, method="GET", path=WELL_KNOWN_PATH)
+
+    def _fetch_discovery(self, url: str) -> dict[str, Any]:
+        """One discovery GET through our transport; its typed error travels as the cause."""
+        try:
+            _, payload = self._transport.request_json("GET", url)
+        except PymthouseConfigurationError as exc:  # invalid URL, redirect: never fall back
+            raise DiscoveryError(str(exc), reason="misconfigured", url=url) from exc
+        except PymthouseError as exc:  # a timeout or 5xx does not fall back, a 404 page does
+            raise DiscoveryError(
+                str(exc),
+                reason="unavailable" if exc.retryable else "unusable",
+                url=url,
+                status=exc.status,
+                retryable=exc.retryable,
+            ) from exc
+        return payload
 
     # --- users ----------------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ class PymthouseConfig:
     m2m_client_secret: SecretToken = field(repr=False)
     connect_timeout: float
     read_timeout: float
-    discovery_cache_seconds: int
     max_retries: int
 
     def __post_init__(self) -> None:
@@ -46,8 +45,6 @@ class PymthouseConfig:
             raise ImproperlyConfigured("PYMTHOUSE_M2M_CLIENT_ID is required")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ImproperlyConfigured("PYMTHOUSE_CONNECT/READ_TIMEOUT must be positive")
-        if self.discovery_cache_seconds < 0:
-            raise ImproperlyConfigured("OIDC_DISCOVERY_CACHE_SECONDS must not be negative")
         if self.max_retries < 0:
             raise ImproperlyConfigured("PYMTHOUSE_MAX_RETRIES must not be negative")
 
@@ -72,7 +69,6 @@ class PymthouseConfig:
                 m2m_client_secret=SecretToken(secret),
                 connect_timeout=float(values.PYMTHOUSE_CONNECT_TIMEOUT),
                 read_timeout=float(values.PYMTHOUSE_READ_TIMEOUT),
-                discovery_cache_seconds=int(values.OIDC_DISCOVERY_CACHE_SECONDS),
                 max_retries=int(values.PYMTHOUSE_MAX_RETRIES),
             )
         except (TypeError, ValueError) as exc:

@@ -16,11 +16,13 @@ from billing.money import (
     apply_ratio,
     estimate_usd_micros,
     format_eth,
-    format_usd_estimate,
+    format_usd,
     format_usd_micros,
     format_wei,
+    parse_usd_amount,
     parse_usd_micros_text,
     parse_wei_text,
+    usd_decimal,
 )
 from billing.services import account_open
 from tests.billing.conftest import grant
@@ -79,7 +81,6 @@ def test_usd_estimate_is_exact_and_labelled() -> None:
     # Half a micro rounds up; below half rounds down.
     assert estimate_usd_micros(1, Fraction(5, 10**13)) == 0
     assert estimate_usd_micros(MAX, "3000") == (MAX * 3000 * 10**6 * 2 + 10**18) // (2 * 10**18)
-    assert format_usd_estimate(10**18, "3000") == "≈ $3,000.00 (estimate)"
     with pytest.raises(MoneyParseError):
         estimate_usd_micros(1, "3e3")
 
@@ -194,6 +195,45 @@ def test_unknown_default_plan_fails_the_system_check(settings: Any) -> None:
 
     settings.BILLING_DEFAULT_PLAN = "platinum"
     assert [error.id for error in check_billing_settings()] == ["billing.E004"]
+
+
+def test_format_usd_shows_cents_and_sub_cent_digits_only_below_a_cent() -> None:
+    assert format_usd(0) == "$0.00"
+    assert format_usd(1) == "$0.000001"
+    assert format_usd(4_200) == "$0.0042"
+    assert format_usd(9_999) == "$0.009999"
+    assert format_usd(10_000) == "$0.01"
+    assert format_usd(17_167) == "$0.02"  # half up
+    assert format_usd(14_999) == "$0.01"
+    assert format_usd(12_345_678) == "$12.35"
+    assert format_usd(12_345_678, round_down=True) == "$12.34"
+    assert format_usd(1_234_560_000) == "$1,234.56"
+    assert format_usd(-17_167) == "-$0.02"
+    assert usd_decimal(17_167) == "0.017167"
+    assert usd_decimal(12_000_000) == "12.000000"
+
+
+@pytest.mark.parametrize(
+    ("typed", "micros"),
+    [("12.50", 12_500_000), ("$0.25", 250_000), (" 5 ", 5_000_000), (".5", 500_000),
+     ("0.000001", 1), ("$ 3", 3_000_000)],
+)  # fmt: skip
+def test_parse_usd_amount_takes_dollars_and_cents(typed: str, micros: int) -> None:
+    assert parse_usd_amount(typed) == micros
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", " ", "$", ".", "1e3", "1,000", "1_000", "-1", "+1", "１２", "1.2.3", "0.0000001", 12],
+)
+def test_parse_usd_amount_refuses_what_is_not_dollars(bad: object) -> None:
+    with pytest.raises(MoneyParseError):
+        parse_usd_amount(bad)
+
+
+def test_parse_usd_amount_says_too_large() -> None:
+    with pytest.raises(MoneyParseError, match="too large: at most \\$100.00"):
+        parse_usd_amount("100.01", maximum=100_000_000)
 
 
 def test_breakable_lets_long_figures_wrap_between_digit_groups_and_escapes() -> None:

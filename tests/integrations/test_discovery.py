@@ -1,4 +1,5 @@
-"""OIDC discovery: issuer document first, root fallback, exact issuer check, shared cache."""
+"""OIDC discovery (``integrations.oidc.discovery``, as the pymthouse client uses it): issuer
+document first, root fallback, exact issuer check, shared cache."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.cache import cache
 
+from integrations import oidc
+from integrations.oidc import discovery
 from integrations.pymthouse import (
     PymthouseAuthError,
     PymthouseClient,
@@ -180,3 +184,19 @@ def test_discovery_cache_lifetime_comes_from_settings(
     client.discovery()
 
     assert len(calls(sandbox, "GET", ISSUER_DOC)) == 2
+
+
+def test_sso_and_the_pymthouse_client_share_one_discovery_client_and_cache(
+    client: PymthouseClient, sandbox: SandboxControl
+) -> None:
+    issuer = django_settings.PYMTHOUSE_ISSUER
+    metadata = client.discovery()
+
+    document = oidc.discover(issuer)  # what SSO reads
+
+    assert document["token_endpoint"] == metadata.token_endpoint
+    assert len(calls(sandbox, "GET", ISSUER_DOC)) == 1
+    # A shared-cache miss (as while Redis is down) is answered by this process's copy.
+    cache.delete(discovery.cache_key("discovery", issuer))
+    assert client.discovery() == metadata
+    assert len(calls(sandbox, "GET", ISSUER_DOC)) == 1

@@ -142,7 +142,9 @@ def test_the_sync_and_a_confirm_take_the_same_lock_order(
     debits = dict(
         LedgerEntry.objects.filter(kind="usage_debit").values_list("generation_id", "amount_micros")
     )
-    assert debits == {unknown.pk: 840, paid.pk: 1080}  # × 6/5 each, once
+    # × 6/5 each, once, in USD micros rounded up: A at the rate its manifest was metered at
+    # (1 µ$ for 700 wei → 1.2 → 2), B at the configured $3,000/ETH (900 wei → 1).
+    assert debits == {unknown.pk: 2, paid.pk: 1}
     assert set(Hold.objects.values_list("status", flat=True)) == {HoldStatus.SETTLED}
     account = Account.objects.get(pk=owner.pk)
-    assert (account.balance_micros, account.held_micros) == (10**30 - 840 - 1080, 0)
+    assert (account.balance_micros, account.held_micros) == (10**30 - 2 - 1, 0)

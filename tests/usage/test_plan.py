@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from integrations.pymthouse import UsageByManifest
 from usage.services.plan import (
     AggregateRow,
     DayDelta,
+    DriftFigures,
     LocalUser,
+    MeteredDay,
     NewManifest,
     Poison,
     Revision,
@@ -20,6 +23,7 @@ from usage.services.plan import (
     StoredAggregate,
     StoredManifest,
     chunk_plan,
+    drift_figures,
     manifest_rows_screen,
     new_manifest_ids,
     users_screen,
@@ -74,7 +78,10 @@ def test_new_rows_are_inserted_joined_and_settled_in_lock_order() -> None:
         Settlement(9, GEN_A, 5, 2, "manifest:m-a"),
     ]
     assert plan.days == {date(2026, 12, 1): DayDelta(5, 2, 1), TODAY: DayDelta(7, 3, 1)}
-    assert plan.drift == {("u-2", TODAY): 7, ("u-1", date(2026, 12, 1)): 5}
+    assert plan.drift == {
+        ("u-2", TODAY): MeteredDay(fee_wei=7, usd_micros=3),
+        ("u-1", date(2026, 12, 1)): MeteredDay(fee_wei=5, usd_micros=2),
+    }
     assert plan.aggregates == [
         AggregateRow("u-2", 4, 1, 3, 7, 1, NOW, "b@x"),
         AggregateRow("u-1", 9, 1, 2, 5, 1, NOW, "A@x.test"),
@@ -173,3 +180,94 @@ def test_new_manifest_ids_are_the_join_input() -> None:
     }
     assert new_manifest_ids(rows, existing) == {"m-b"}
     assert poison == []
+
+
+# --- drift: a fee difference vs a rate difference ------------------------------------------
+
+FINNEY = 10**15  # 0.001 ETH
+AT_3000 = Fraction(3000) * 10**6 / 10**18  # USD micros per wei at $3,000/ETH
+
+
+def test_drift_a_pure_fee_difference() -> None:
+    # We charged 0.001 ETH at $3,000/ETH ($3); the network metered 0.002 ETH at the same
+    # rate ($6): all of the $3 difference is wei the network charged beyond ours.
+    figures = drift_figures(
+        local_wei=FINNEY,
+        local_usd_exact=FINNEY * AT_3000,
+        metered=MeteredDay(fee_wei=2 * FINNEY, usd_micros=6_000_000),
+        charge_expected=True,
+        alert_wei=0,
+    )
+    assert figures == DriftFigures(
+        local_debit_wei=FINNEY,
+        local_usd_micros=3_000_000,
+        metered_fee_wei=2 * FINNEY,
+        metered_usd_micros=6_000_000,
+        fee_diff_wei=FINNEY,
+        rate_diff_usd_micros=0,
+        alert=True,
+    )
+
+
+def test_drift_a_pure_rate_difference() -> None:
+    # The same 0.001 ETH: we converted it at $3,000/ETH ($3), pymthouse at $3,100/ETH
+    # ($3.10). No fee difference; the $0.10 is the rate, and no alert (same wei).
+    figures = drift_figures(
+        local_wei=FINNEY,
+        local_usd_exact=FINNEY * AT_3000,
+        metered=MeteredDay(fee_wei=FINNEY, usd_micros=3_100_000),
+        charge_expected=True,
+        alert_wei=0,
+    )
+    assert (figures.local_usd_micros, figures.metered_usd_micros) == (3_000_000, 3_100_000)
+    assert (figures.fee_diff_wei, figures.rate_diff_usd_micros) == (0, 100_000)
+    assert figures.alert is False
+
+
+def test_drift_both_differences_and_a_lower_metered_rate() -> None:
+    # Metered 0.003 ETH at $2,900/ETH ($8.70) vs our 0.001 ETH at $3,000/ETH ($3):
+    # fee difference 0.002 ETH (= $6 at our rate); rate difference $8.70 − $9 = −$0.30.
+    figures = drift_figures(
+        local_wei=FINNEY,
+        local_usd_exact=FINNEY * AT_3000,
+        metered=MeteredDay(fee_wei=3 * FINNEY, usd_micros=8_700_000),
+        charge_expected=True,
+        alert_wei=0,
+    )
+    assert (figures.fee_diff_wei, figures.rate_diff_usd_micros) == (2 * FINNEY, -300_000)
+    # The parts add up: metered − local USD = fee difference at our rate + rate difference.
+    assert 8_700_000 - 3_000_000 == 2 * FINNEY * AT_3000 + figures.rate_diff_usd_micros
+
+
+def test_drift_local_usd_is_exact_over_several_rates_and_rounded_up_once() -> None:
+    # Two debits of 1 wei each at $3,000 and $3,100/ETH: 0.000003 + 0.0000031 µ$, which
+    # rounds up once to 1 µ$ (not 1 + 1 µ$ rounded per debit).
+    exact = Fraction(3000) * 10**6 / 10**18 + Fraction(3100) * 10**6 / 10**18
+    figures = drift_figures(
+        local_wei=2, local_usd_exact=exact, metered=MeteredDay(), charge_expected=True,
+        alert_wei=0,
+    )  # fmt: skip
+    assert (figures.local_usd_micros, figures.fee_diff_wei, figures.rate_diff_usd_micros) == (
+        1,
+        -2,
+        0,
+    )
+
+
+def test_drift_with_nothing_debited_is_a_fee_difference_and_alerts_only_if_expected() -> None:
+    metered = MeteredDay(fee_wei=FINNEY, usd_micros=3_100_000)
+    free = drift_figures(
+        local_wei=0, local_usd_exact=Fraction(0), metered=metered, charge_expected=False,
+        alert_wei=0,
+    )  # fmt: skip
+    assert (free.fee_diff_wei, free.rate_diff_usd_micros, free.alert) == (FINNEY, 0, False)
+    paid = drift_figures(
+        local_wei=0, local_usd_exact=Fraction(0), metered=metered, charge_expected=True,
+        alert_wei=FINNEY - 1,
+    )  # fmt: skip
+    assert paid.alert is True
+    under_threshold = drift_figures(
+        local_wei=0, local_usd_exact=Fraction(0), metered=metered, charge_expected=True,
+        alert_wei=FINNEY,
+    )  # fmt: skip
+    assert under_threshold.alert is False

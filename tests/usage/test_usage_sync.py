@@ -311,7 +311,10 @@ def test_manifest_rows_join_generations_and_record_the_metered_fee(
     assert foreign.cost_wei is None
     drift = UsageDrift.objects.get(external_user_id=owner.external_user_id, day=row.day)
     assert (drift.metered_fee_wei, drift.local_debit_wei) == (MAX_UINT256, 0)
-    assert drift.alert is True  # metered with nothing debited locally
+    assert (drift.fee_diff_wei, drift.metered_usd_micros) == (MAX_UINT256, 43)
+    # Metered with nothing debited, but the image took no hold (no charge was expected):
+    # the operator's cost, shown, not an alert (the paid variant is an alert, below).
+    assert drift.alert is False
 
 
 def test_outcome_unknown_generation_settles_from_a_later_manifest_row(

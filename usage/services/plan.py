@@ -12,7 +12,9 @@ writers. Everything the sync decides is here, so it is unit-tested without a dat
   amounts (a conflict: ambiguous, so never inserted and never charged);
 - which joined generations record a metered cost and settle an unknown outcome, in the
   one lock order (generation rows, then accounts in id order);
-- the users' aggregates, the per-day deltas and the (user, day) pairs whose drift changes.
+- the users' aggregates, the per-day deltas and the (user, day) pairs whose drift changes;
+- each (user, day)'s drift figures (``drift_figures``): the fee and rate differences, and
+  whether it is an alert.
 
 ``users_screen`` does the same for the ``groupBy=user`` answer before any manifest is
 fetched: a user row the id rule refuses or the columns cannot hold is quarantined and
@@ -33,6 +35,8 @@ from integrations.pymthouse import UsageByManifest, validate_external_user_id
 
 MAX_BIGINT = 2**63 - 1
 MAX_UINT256 = 2**256 - 1
+#: What a signed drift column holds (``billing.fields.SignedAmountField``).
+SIGNED_MAX = 10**80 - 1
 #: Column sizes of the mirror (``usage.models``).
 EXTERNAL_USER_ID_MAX = 128
 MANIFEST_ID_MAX = 200
@@ -130,6 +134,77 @@ class DayDelta:
     manifest_count: int = 0
 
 
+@dataclass(frozen=True)
+class MeteredDay:
+    """What pymthouse metered for one (user, day): Σ ``feeWei``, Σ ``networkFeeUsdMicros``."""
+
+    fee_wei: int = 0
+    usd_micros: int = 0
+
+
+@dataclass(frozen=True)
+class DriftFigures:
+    """One (user, day) of drift, exact integers (see ``drift_figures``)."""
+
+    local_debit_wei: int
+    local_usd_micros: int
+    metered_fee_wei: int
+    metered_usd_micros: int
+    fee_diff_wei: int
+    rate_diff_usd_micros: int
+    alert: bool
+
+
+def _ceil(value: Fraction) -> int:
+    return -((-value.numerator) // value.denominator)
+
+
+def drift_figures(
+    *,
+    local_wei: int,
+    local_usd_exact: Fraction,
+    metered: MeteredDay,
+    charge_expected: bool,
+    alert_wei: int,
+) -> DriftFigures:
+    """Split what pymthouse metered vs what our charges recorded into a fee difference
+    (the network charged other wei) and a rate difference (the same wei converted at
+    pymthouse's rate instead of ours). No float; each USD figure is rounded up once.
+
+    - ``local_usd_micros = ⌈Σ network_fee_wei × eth_usd_rate⌉`` (``local_usd_exact``);
+    - ``fee_diff_wei = metered_wei − local_wei``;
+    - our rate ``r = local_usd_exact / local_wei`` (USD micros per wei; the debits' own
+      rates, weighted by wei), and
+      ``rate_diff_usd_micros = metered_usd − ⌈metered_wei × r⌉``, i.e. exactly
+      ``metered_usd − local_usd − fee_diff × r`` rounded once. With nothing debited there
+      is no rate of ours: the whole difference is a fee difference (rate diff 0 for the
+      metered wei; a metered USD with no metered wei stays a rate difference).
+
+    ``alert``: a charge was expected that day (an image admitted with a hold) and the
+    metered wei exceeds our debits' by more than ``alert_wei``. A metered fee on a day
+    with no hold is an image on a plan that includes images: the operator's cost, shown,
+    not an alert.
+    """
+    local_wei = exact_sum([local_wei])
+    metered_wei = exact_sum([metered.fee_wei])
+    metered_usd = exact_sum([metered.usd_micros])
+    fee_diff = metered_wei - local_wei
+    if local_wei:
+        ours = _ceil(Fraction(metered_wei) * local_usd_exact / local_wei)
+        rate_diff = max(-SIGNED_MAX, min(metered_usd - ours, SIGNED_MAX))
+    else:
+        rate_diff = 0 if metered_wei else metered_usd
+    return DriftFigures(
+        local_debit_wei=local_wei,
+        local_usd_micros=min(_ceil(local_usd_exact), MAX_UINT256),
+        metered_fee_wei=metered_wei,
+        metered_usd_micros=metered_usd,
+        fee_diff_wei=fee_diff,
+        rate_diff_usd_micros=rate_diff,
+        alert=charge_expected and fee_diff > alert_wei,
+    )
+
+
 @dataclass
 class ChunkPlan:
     inserts: list[NewManifest] = field(default_factory=list)
@@ -139,9 +214,9 @@ class ChunkPlan:
     settlements: list[Settlement] = field(default_factory=list)
     aggregates: list[AggregateRow] = field(default_factory=list)
     days: dict[date, DayDelta] = field(default_factory=dict)
-    #: ``(externalUserId, day) -> metered wei`` of the accepted rows, for the pairs that
-    #: gained a row in this chunk (their drift is rewritten).
-    drift: dict[tuple[str, date], int] = field(default_factory=dict)
+    #: ``(externalUserId, day) -> metered wei and USD micros`` of the accepted rows, for
+    #: the pairs that gained a row in this chunk (their drift is rewritten).
+    drift: dict[tuple[str, date], MeteredDay] = field(default_factory=dict)
 
     @property
     def flagged(self) -> set[int]:
@@ -353,11 +428,11 @@ def chunk_plan(
     }
 
     # Per-user rollups over the accepted rows (first amounts; revisions wait for staff).
-    accepted: dict[str, list[tuple[int, date]]] = defaultdict(list)
+    accepted: dict[str, list[tuple[int, date, int]]] = defaultdict(list)
     for (ext, _), old in existing.items():
-        accepted[ext].append((old.fee_wei, old.day))
+        accepted[ext].append((old.fee_wei, old.day, old.network_fee_usd_micros))
     for new in plan.inserts:
-        accepted[new.external_user_id].append((new.fee_wei, new.day))
+        accepted[new.external_user_id].append((new.fee_wei, new.day, new.network_fee_usd_micros))
     for ext in fetched:
         requests, usd = upstream[ext]
         before = previous.get(ext)
@@ -369,7 +444,7 @@ def chunk_plan(
                 user_id=user.pk if user else None,
                 request_count=requests,
                 network_fee_usd_micros=usd,
-                fee_wei=exact_sum(fee for fee, _ in accepted[ext]),
+                fee_wei=exact_sum(fee for fee, _, _ in accepted[ext]),
                 manifest_count=len(accepted[ext]),
                 last_used_at=now if grew else before.last_used_at if before else None,
                 email=user.email if user else "",
@@ -377,10 +452,14 @@ def chunk_plan(
         )
 
     touched = {(new.external_user_id, new.day) for new in plan.inserts}
-    metered: dict[tuple[str, date], int] = {pair: 0 for pair in touched}
+    metered: dict[tuple[str, date], list[int]] = {pair: [0, 0] for pair in touched}
     for ext, fees in accepted.items():
-        for fee, day in fees:
+        for fee, day, usd in fees:
             if (ext, day) in touched:
-                metered[(ext, day)] += fee
-    plan.drift = {pair: exact_sum([wei]) for pair, wei in metered.items()}
+                metered[(ext, day)][0] += fee
+                metered[(ext, day)][1] += usd
+    plan.drift = {
+        pair: MeteredDay(fee_wei=exact_sum([wei]), usd_micros=exact_sum([usd]))
+        for pair, (wei, usd) in metered.items()
+    }
     return plan

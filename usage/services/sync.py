@@ -68,18 +68,25 @@ from usage.models import (
     UsageSyncStatus,
     UsageUserAggregate,
 )
-from usage.services.ledger import local_usage_debits, settle_from_usage
+from usage.services.ledger import (
+    LocalDebits,
+    expected_charge_days,
+    local_usage_debits,
+    settle_from_usage,
+)
 from usage.services.plan import (
     AggregateRow,
     ChunkPlan,
     DayDelta,
     LocalUser,
+    MeteredDay,
     NewManifest,
     Poison,
     Settlement,
     StoredAggregate,
     StoredManifest,
     chunk_plan,
+    drift_figures,
     manifest_rows_screen,
     new_manifest_ids,
     users_screen,
@@ -628,32 +635,46 @@ def _aggregates_write(aggregates: Sequence[AggregateRow], *, now: datetime) -> N
 def _write_drift(
     *,
     pairs: set[tuple[str, date]],
-    metered: dict[tuple[str, date], int],
+    metered: dict[tuple[str, date], MeteredDay],
     user_ids: dict[str, int],
     now: datetime,
     progress: _Progress,
-    local: dict[tuple[str, date], int] | None = None,
+    local: dict[tuple[str, date], LocalDebits] | None = None,
 ) -> None:
+    since = min(day for _, day in pairs)
     if local is None:
         local = local_usage_debits(
-            user_ids={ext: user_ids[ext] for ext, _ in pairs if ext in user_ids},
-            since=min(day for _, day in pairs),
+            user_ids={ext: user_ids[ext] for ext, _ in pairs if ext in user_ids}, since=since
         )
+    expected = expected_charge_days(
+        external_user_ids={ext for ext, _ in pairs},
+        since=since,
+        until=max(day for _, day in pairs),
+    )
     threshold = settings.BILLING_DRIFT_ALERT_WEI
     rows = []
     for ext, day in pairs:
-        local_wei = _exact_sum([local.get((ext, day), 0)])
-        metered_wei = _exact_sum([metered.get((ext, day), 0)])
-        alert = metered_wei - local_wei > threshold
-        if alert:
-            progress.drift_alerts.append((ext, day, metered_wei - local_wei))
+        debits = local.get((ext, day), LocalDebits())
+        figures = drift_figures(
+            local_wei=debits.wei,
+            local_usd_exact=debits.usd_micros_exact,
+            metered=metered.get((ext, day), MeteredDay()),
+            charge_expected=(ext, day) in expected,
+            alert_wei=threshold,
+        )
+        if figures.alert:
+            progress.drift_alerts.append((ext, day, figures.fee_diff_wei))
         rows.append(
             UsageDrift(
                 external_user_id=ext,
                 day=day,
-                local_debit_wei=local_wei,
-                metered_fee_wei=metered_wei,
-                alert=alert,
+                local_debit_wei=figures.local_debit_wei,
+                metered_fee_wei=figures.metered_fee_wei,
+                local_usd_micros=figures.local_usd_micros,
+                metered_usd_micros=figures.metered_usd_micros,
+                fee_diff_wei=figures.fee_diff_wei,
+                rate_diff_usd_micros=figures.rate_diff_usd_micros,
+                alert=figures.alert,
                 computed_at=now,
             )
         )
@@ -662,7 +683,16 @@ def _write_drift(
         batch_size=2000,
         update_conflicts=True,
         unique_fields=["external_user_id", "day"],
-        update_fields=["local_debit_wei", "metered_fee_wei", "alert", "computed_at"],
+        update_fields=[
+            "local_debit_wei",
+            "metered_fee_wei",
+            "local_usd_micros",
+            "metered_usd_micros",
+            "fee_diff_wei",
+            "rate_diff_usd_micros",
+            "alert",
+            "computed_at",
+        ],
     )
 
 
@@ -700,18 +730,18 @@ def _refresh_local_drift(*, now: datetime, progress: _Progress) -> None:
     if not local:
         return
     externals = sorted({ext for ext, _ in local})
-    metered: dict[tuple[str, date], int] = {}
+    metered: dict[tuple[str, date], MeteredDay] = {}
     for offset in range(0, len(externals), 1000):
         grouped = (
             UsageManifest.objects.filter(
                 external_user_id__in=externals[offset : offset + 1000], day__gte=since
             )
             .values_list("external_user_id", "day")
-            .annotate(total=WeiSum("fee_wei"))
+            .annotate(total=WeiSum("fee_wei"), usd=WeiSum("network_fee_usd_micros"))
             .order_by()
         )
-        for ext, day, total in grouped:
-            metered[(ext, day)] = int(total or 0)
+        for ext, day, total, usd in grouped:
+            metered[(ext, day)] = MeteredDay(fee_wei=int(total or 0), usd_micros=int(usd or 0))
     _write_drift(
         pairs=set(local), metered=metered, user_ids={}, now=now, progress=progress, local=local
     )

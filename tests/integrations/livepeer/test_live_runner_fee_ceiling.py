@@ -279,7 +279,7 @@ def test_the_ticket_buyer_refuses_a_runner_above_the_ceiling_before_the_claim() 
     guard = RecordingGuard()
     buyer = TicketBuyer(
         http=cast(LivepeerSession, None),  # never reached
-        config=LivepeerConfig(gateway_url="https://gateway.example"),
+        config=LivepeerConfig.from_settings(),
         signer=cast(SignerClient, None),
         guard=guard,
         model_id="m",
