@@ -11,7 +11,7 @@ WEB_PORT     ?= 8000
 SANDBOX_PORT ?= 8765
 export SANDBOX_PORT WEB_PORT
 
-.PHONY: install run test check lint typecheck bench drill clean
+.PHONY: install run test screenshots check lint typecheck bench drill clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ run: install
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The pages at 390 and 1280 px, checked and saved in docs/screenshots/ (needs Chromium).
+screenshots: install
+	LAYOUT_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/browser/test_layout.py -q
 
 check: lint typecheck
 	$(BIN)/python manage.py makemigrations --check --dry-run

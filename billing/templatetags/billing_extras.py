@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django import template
+from django.utils.html import conditional_escape
+from django.utils.safestring import SafeString, mark_safe
 
 from billing.models import LedgerEntry
 from billing.money import format_eth, format_usd, format_usd_micros
@@ -53,6 +56,14 @@ def usd_exact(value: object) -> str:
     """Every micro: "$1.234567" (titles, staff)."""
     amount = _int(value)
     return "" if amount is None else format_usd_micros(amount)
+
+
+@register.filter(is_safe=True)
+def breakable(value: object) -> SafeString:
+    """Long figures with a line-break opportunity (``<wbr>``) after each "," and ".", so
+    a narrow column wraps between digit groups, not mid-group (copying is unchanged)."""
+    escaped = str(conditional_escape(str(value)))
+    return mark_safe(re.sub(r"([,.])", r"\1<wbr>", escaped))  # noqa: S308  (escaped above)
 
 
 @register.simple_tag

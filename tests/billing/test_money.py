@@ -222,3 +222,11 @@ def test_parse_usd_amount_refuses_what_is_not_dollars(bad: object) -> None:
 def test_parse_usd_amount_says_too_large() -> None:
     with pytest.raises(MoneyParseError, match="too large: at most \\$100.00"):
         parse_usd_amount("100.01", maximum=100_000_000)
+
+
+def test_breakable_lets_long_figures_wrap_between_digit_groups_and_escapes() -> None:
+    from billing.templatetags.billing_extras import breakable
+
+    assert breakable("1,234.5 ETH") == "1,<wbr>234.<wbr>5 ETH"
+    assert breakable("<b>1,2</b>") == "&lt;b&gt;1,<wbr>2&lt;/b&gt;"
+    assert breakable("") == ""

@@ -74,6 +74,9 @@ def test_table_totals_and_csv_are_exact(sandbox: SandboxControl, staff_client: C
     assert response.status_code == 200
     page = response.content.decode()
     assert "alice@example.com" in page
+    # Long figures may wrap after each "," and "." (<wbr>); the digits are exact.
+    assert "2,<wbr>000,<wbr>000,<wbr>000,<wbr>000.<wbr>000000000000000001 ETH" in page
+    page = page.replace("<wbr>", "")
     assert "2,000,000,000,000.000000000000000001 ETH" in page  # 2·10**30 + 1 wei, exact
     assert "$1.500001" in page
     assert f'title="{MAX_UINT256} wei"' in page
@@ -159,3 +162,24 @@ def test_mirrored_usage_is_read_only_in_the_admin(sandbox: SandboxControl) -> No
         assert admin.get(f"/admin/usage/{model}/add/").status_code == 403
     manifest_page = admin.get("/admin/usage/usagemanifest/").content.decode()
     assert str(MAX_UINT256) in manifest_page
+
+
+def test_the_navigation_links_the_staff_page_only_for_users_allowed_on_it() -> None:
+    link = '<a href="/staff/billing/"'
+    staff = Client()
+    staff.force_login(billing_staff())
+    for url in ("/generate/", "/billing/", URL):
+        page = staff.get(url).content.decode()
+        assert link in page, url
+        assert "Staff billing</a>" in page
+    assert f'{link} aria-current="page"' in staff.get(URL).content.decode()
+    assert f'{link} aria-current="page"' not in staff.get("/billing/").content.decode()
+    # A plain user, and staff without the usage permission, get no link to a page
+    # that would refuse them.
+    for user in (UserFactory(), UserFactory(is_staff=True)):
+        client = Client()
+        client.force_login(user)
+        for url in ("/generate/", "/billing/"):
+            page = client.get(url).content.decode()
+            assert "/staff/billing/" not in page, url
+            assert "Staff billing" not in page

@@ -1,0 +1,366 @@
+"""Every user and staff page fits a phone (390 px) and a desktop (1280 px).
+
+For each page and width, in a real Chromium: the document is no wider than the
+viewport (no horizontal scroll), no visible text element in the main content is
+squeezed into a sliver (the "one character per line" column), and nothing sticks
+out past the right edge; on user pages no ETH or wei outside the image page's
+"Network details". Full-page screenshots go to var/test/layout/, or with
+`make screenshots` to docs/screenshots/, so a person can look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import User
+from billing.models import EntryKind, LedgerEntry, Plan
+from billing.services import account_change_plan, plans_seed
+from inference.models import Generation, GenerationStatus
+from tests.billing.conftest import admit_generation, charge_at_payment, grant, new_generation
+from tests.browser.test_generate_flow import browser_page  # noqa: F401  (fixture)
+from tests.factories import UserFactory
+from tests.inference.test_views import _png
+from tests.sandbox_server import SandboxControl
+from tests.usage.helpers import billing_staff
+from usage.services.sync import usage_sync_run
+
+pytestmark = pytest.mark.browser
+
+# A plain test run keeps its screenshots out of the repository (var/test/layout/);
+# `make screenshots` writes the committed ones in docs/screenshots/.
+SCREENSHOTS = Path(settings.BASE_DIR) / os.environ.get("LAYOUT_SCREENSHOTS", "var/test/layout")
+WIDTHS = {390: 844, 1280: 900}
+MIN_TEXT_WIDTH = 40  # px: anything narrower that holds words is a squeezed column
+KINDS = {
+    "narrow": f"narrower than {MIN_TEXT_WIDTH}px",
+    "outside": "past the right edge",
+    "cut": "text cut off",
+}
+
+# Finds what breaks a layout, in <main>:
+# - "narrow": a table cell holding text narrower than the minimum, or any other box laying
+#   out words (a paragraph, a grid item, a block span) narrower than the minimum whose
+#   words wrap or spill (one short word on one line, like a "Size" legend, is fine);
+# - "outside": a box whose right edge passes the window's, unless an ancestor clips or
+#   scrolls it;
+# - "cut": a box that hides overflow and has text wider than itself (clipped sideways).
+# Hidden things are skipped: display:none, closed <details>, aria-hidden, and anything in
+# a box of at most 1 px (the visually-hidden pattern for screen readers).
+OFFENDERS_JS = """
+(minWidth) => {
+  const main = document.querySelector('main');
+  const describe = (el) => {
+    const r = el.getBoundingClientRect();
+    const cls = typeof el.className === 'string' && el.className.trim()
+      ? '.' + el.className.trim().split(/\\s+/).join('.') : '';
+    return `${el.tagName.toLowerCase()}${cls} ${Math.round(r.width)}px @${Math.round(r.left)}: `
+      + JSON.stringify(el.textContent.trim().replace(/\\s+/g, ' ').slice(0, 60));
+  };
+  const hidden = (el) => {
+    for (let node = el; node && node !== main; node = node.parentElement) {
+      const style = getComputedStyle(node);
+      if (style.display === 'none' || style.visibility === 'hidden') return true;
+      if (node.getAttribute('aria-hidden') === 'true') return true;
+      if (node !== el && node.tagName === 'DETAILS' && !node.open
+          && !(el.closest('summary') && el.closest('summary').parentElement === node)) return true;
+      const r = node.getBoundingClientRect();
+      if (r.width <= 1 || r.height <= 1) return true;
+    }
+    return false;
+  };
+  const clipped = (el) => {
+    for (let node = el.parentElement; node && node !== main; node = node.parentElement) {
+      if (getComputedStyle(node).overflowX !== 'visible') return true;
+    }
+    return false;
+  };
+  const ownText = (el) => [...el.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE);
+  const lines = (el) => {
+    const tops = new Set();
+    for (const node of ownText(el)) {
+      const range = document.createRange();
+      range.selectNodeContents(node);
+      for (const rect of range.getClientRects()) if (rect.width > 0) tops.add(Math.round(rect.top));
+    }
+    return tops.size;
+  };
+  const narrow = [];
+  const outside = [];
+  const cut = [];
+  for (const el of main.querySelectorAll('*')) {
+    if (el.closest('svg') || hidden(el)) continue;
+    const r = el.getBoundingClientRect();
+    const display = getComputedStyle(el).display;
+    if (r.width < minWidth) {
+      if (el.matches('td, th')) {
+        if (el.textContent.trim()) narrow.push(describe(el));
+      } else if (display !== 'inline' && display !== 'contents') {
+        const own = ownText(el).map((n) => n.textContent).join('').trim();
+        if (own.length > 2 && (lines(el) > 1 || el.scrollWidth > el.clientWidth + 1)) {
+          narrow.push(describe(el));
+        }
+      }
+    }
+    if (r.right > window.innerWidth + 1 && !clipped(el)) outside.push(describe(el));
+    const overflowX = getComputedStyle(el).overflowX;
+    if (overflowX !== 'visible' && overflowX !== 'auto' && overflowX !== 'scroll'
+        && el.textContent.trim() && el.scrollWidth > el.clientWidth + 1) cut.push(describe(el));
+  }
+  return {
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+    narrow: narrow.slice(0, 40),
+    outside: outside.slice(0, 40),
+    cut: cut.slice(0, 40),
+  };
+}
+"""
+
+
+def _sign_in(page: Any, live_server: Any, user: User) -> None:
+    client = Client()
+    client.force_login(user)
+    page.context.clear_cookies()
+    page.context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                "url": live_server.url,
+            }
+        ]
+    )
+
+
+# What a user reads (text, titles, labels) outside the image page's "Network details".
+USER_TEXT_JS = """
+() => {
+  const copy = document.body.cloneNode(true);
+  copy.querySelectorAll('details.network-details, script, template').forEach((n) => n.remove());
+  const names = ['title', 'aria-label', 'alt', 'placeholder'];
+  const attributes = [...copy.querySelectorAll('[title], [aria-label], [alt], [placeholder]')]
+    .flatMap((n) => names.map((name) => n.getAttribute(name) || ''));
+  return [copy.textContent, ...attributes].join(' ');
+}
+"""
+NETWORK_MONEY = re.compile(r"\b(ETH|wei|gwei)\b", re.IGNORECASE)
+
+
+def _check_layout(
+    page: Any, url: str, name: str, *, ready: Callable[[Any], None], staff: bool = False
+) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    for width, height in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(url)
+        ready(page)
+        page.wait_for_timeout(200)  # let transitions settle before measuring
+        found = page.evaluate(OFFENDERS_JS, MIN_TEXT_WIDTH)
+        page.evaluate("window.scrollTo(0, 0)")  # else the sticky top bar lands mid-page
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+        if found["scrollWidth"] > found["innerWidth"]:
+            problems.append(
+                f"{name} at {width}px scrolls sideways: "
+                f"{found['scrollWidth']}px wide in a {found['innerWidth']}px window"
+            )
+        for kind, what in KINDS.items():
+            problems += [f"{name} at {width}px, {what}: {item}" for item in found[kind]]
+        if not staff:  # users read dollars; wei and ETH only inside "Network details"
+            shown = NETWORK_MONEY.findall(page.evaluate(USER_TEXT_JS))
+            if shown:
+                problems.append(f"{name} at {width}px shows network money to a user: {shown}")
+    assert not problems, "\n".join(problems)
+
+
+def _customer(plans: dict[str, Plan]) -> User:
+    user: User = UserFactory(email="phone.customer.with.a.long.address@example.com")
+    account_change_plan(
+        user=user, plan=plans["pay-as-you-go"], acting_user=None, reason="layout test"
+    )
+    return user
+
+
+def _charged_generation(user: User, prompt: str) -> Generation:
+    """A generation admitted (hold), paid (hold released, image charged)."""
+    with transaction.atomic():
+        generation = new_generation(user, prompt=prompt)
+        admit_generation(generation)
+    fee = 4_768_371_000_000
+    Generation.objects.filter(pk=generation.pk).update(
+        price_wei=fee, price_unit="fixed", units_paid=1, expected_fee_wei=fee,
+        manifest_id=f"session-{generation.pk}", runner_url="http://127.0.0.1:9/runner",
+    )  # fmt: skip
+    charge_at_payment(generation_id=generation.pk, expected_fee_wei=fee)
+    return generation
+
+
+def _succeed(generation: Generation) -> Generation:
+    generation.image.save(f"{generation.pk}.png", ContentFile(_png(512, 512)), save=False)
+    now = timezone.now()
+    Generation.objects.filter(pk=generation.pk).update(
+        status=GenerationStatus.SUCCEEDED, stage="done", image=generation.image.name,
+        started_at=now, finished_at=now, image_seed=1234567890, seed=1234567890,
+        cost_wei=4_768_371_000_000, cost_usd_micros=14_305,
+    )  # fmt: skip
+    return Generation.objects.get(pk=generation.pk)
+
+
+@pytest.fixture
+def customer_with_history(transactional_db: Any, sandbox: SandboxControl) -> Any:
+    """A pay-as-you-go user with ~30 ledger entries: grants, holds, releases, charges,
+    an open hold, and eight succeeded images (with their files)."""
+    plans = {plan.slug: plan for plan in plans_seed()}
+    user = _customer(plans)
+    for index in range(12):
+        grant(user, 2_500_000 + index * 1_234_567, key=f"layout-grant-{index}")
+    prompts = [
+        "A lighthouse on a cliff at dusk, volumetric light, oil painting",
+        "Supercalifragilisticexpialidocious-neon-city-at-night-with-rain-and-reflections",
+        "a fox",
+    ]
+    generations = [_charged_generation(user, prompts[index % 3]) for index in range(8)]
+    with transaction.atomic():  # one still in progress: its hold stays open
+        admit_generation(new_generation(user, prompt="a cat in a spacesuit, watercolor"))
+    done = [_succeed(generation) for generation in generations]
+    yield user, done[0]
+    for generation in done:
+        Path(generation.image.path).unlink(missing_ok=True)
+
+
+def test_generate_page_fits_a_phone_and_a_desktop(
+    live_server,
+    customer_with_history,
+    browser_page,  # noqa: F811
+) -> None:
+    user, _ = customer_with_history
+    _sign_in(browser_page, live_server, user)
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/generate/",
+        "generate",
+        ready=lambda page: page.locator("[data-quote]").wait_for(state="visible"),
+    )
+
+
+def test_image_page_fits_a_phone_and_a_desktop(
+    live_server,
+    customer_with_history,
+    browser_page,  # noqa: F811
+) -> None:
+    user, generation = customer_with_history
+    _sign_in(browser_page, live_server, user)
+
+    def ready(page: Any) -> None:
+        page.wait_for_function("() => document.querySelector('.detail-image').naturalWidth > 0")
+        page.locator("details.network-details summary").click()  # measured open: the widest
+
+    url = f"{live_server.url}/generations/{generation.pk}/"
+    _check_layout(browser_page, url, "detail", ready=ready)
+    assert browser_page.locator("details.network-details").get_attribute("open") is not None
+
+
+def test_billing_page_fits_a_phone_and_a_desktop(
+    live_server,
+    customer_with_history,
+    browser_page,  # noqa: F811
+) -> None:
+    user, _ = customer_with_history
+    _sign_in(browser_page, live_server, user)
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/billing/",
+        "billing",
+        ready=lambda page: page.locator(".ledger-table").wait_for(state="visible"),
+    )
+    assert browser_page.locator(".ledger-table [data-entry-id]").count() >= 20
+
+
+def test_receipt_fits_a_phone_and_a_desktop(
+    live_server,
+    customer_with_history,
+    browser_page,  # noqa: F811
+) -> None:
+    user, _ = customer_with_history
+    entry = LedgerEntry.objects.filter(account_id=user.pk, kind=EntryKind.GRANT).latest("pk")
+    _sign_in(browser_page, live_server, user)
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/billing/receipts/{entry.pk}/",
+        "receipt",
+        ready=lambda page: page.locator("[data-receipt-number]").wait_for(state="visible"),
+    )
+
+
+def test_gallery_fits_a_phone_and_a_desktop(
+    live_server,
+    customer_with_history,
+    browser_page,  # noqa: F811
+) -> None:
+    user, _ = customer_with_history
+    _sign_in(browser_page, live_server, user)
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/gallery/",
+        "gallery",
+        ready=lambda page: page.wait_for_function(
+            "() => [...document.querySelectorAll('.gen-thumb img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        ),
+    )
+
+
+def _usage_row(ext: str, manifest: str, fee_wei: int, usd: int, requests: int) -> dict[str, Any]:
+    return {
+        "externalUserId": ext,
+        "manifestId": manifest,
+        "feeWei": str(fee_wei),
+        "usdMicros": str(usd),
+        "requests": requests,
+    }
+
+
+def test_staff_billing_fits_a_phone_and_a_desktop(
+    live_server,
+    sandbox: SandboxControl,
+    transactional_db: Any,
+    browser_page,  # noqa: F811
+) -> None:
+    staff = billing_staff(email="ops@example.com")
+    customers = [
+        UserFactory(email="alice@example.com"),
+        UserFactory(email="a.very.long.customer.address.for.wrapping@subdomain.example.com"),
+        UserFactory(email="bob@example.com"),
+    ]
+    sandbox.seed_usage(
+        [
+            _usage_row(customers[0].external_user_id, "a1", 10**30, 1_500_000, 2),
+            _usage_row(customers[0].external_user_id, "a2", 10**30 + 1, 1, 1),
+            _usage_row(customers[1].external_user_id, "b1", 2**256 - 1, 987_654_321_000, 17),
+            _usage_row(customers[2].external_user_id, "c1", 4_768_371_000_000, 14_305, 1),
+            _usage_row("unprovisioned-user-0123456789", "u1", 5, 3, 1),
+            _usage_row("u-long", "m" * 201, 9, 3, 1),  # quarantined: an id too long
+        ]
+    )
+    usage_sync_run()
+    usage_sync_run()
+    _sign_in(browser_page, live_server, staff)
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/staff/billing/",
+        "staff-billing",
+        ready=lambda page: page.locator(".usage-table").wait_for(state="visible"),
+        staff=True,
+    )
+    assert browser_page.locator("[data-nav-staff-billing][aria-current=page]").count() == 1
