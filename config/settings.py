@@ -519,6 +519,18 @@ INFERENCE_SOFT_TIME_LIMIT: int = env.int("INFERENCE_SOFT_TIME_LIMIT", default=30
 INFERENCE_TIME_LIMIT: int = env.int("INFERENCE_TIME_LIMIT", default=330)
 
 # --- Billing (the local ledger, in USD micros; docs/billing.md) --------------
+# How the operator's pymthouse app bills (pymthouse ``app_billing_config.billing_mode``;
+# set it to what the app is configured as): ``owner_rollup`` (pymthouse's default: the
+# operator's wallet pays every network fee and the operator bills its users from the
+# local ledger, taking payments through its own Stripe account) or ``merchant`` (each
+# user is a pymthouse customer: pymthouse's wallet is the user's balance, top-ups and
+# plans go through pymthouse checkout, and no local retail charge is made).
+BILLING_MODES = ("owner_rollup", "merchant")
+BILLING_MODE: str = env.str("BILLING_MODE", default="owner_rollup")
+if BILLING_MODE not in BILLING_MODES:
+    raise ImproperlyConfigured(
+        f"BILLING_MODE must be one of {', '.join(BILLING_MODES)}, not {BILLING_MODE!r}"
+    )
 # Plan every new user starts on (a slug seeded by billing.services.plans_seed).
 BILLING_DEFAULT_PLAN: str = env.str("BILLING_DEFAULT_PLAN", default="free")
 # Per-image fee (wei) assumed when no runner price has been observed for a model,
