@@ -28,9 +28,31 @@ from billing.services.holds import (
     holds_mark_swept,
 )
 from billing.services.ledger import credit_deduct, credit_grant, ledger_correct, ledger_entry_append
+from billing.services.payments import (
+    PaymentError,
+    PaymentsUnavailableError,
+    auto_topup_configure,
+    auto_topup_run,
+    card_setup_finish,
+    card_setup_start,
+    credit_purchase,
+    payment_refresh,
+    payments_enabled,
+    stripe_event_process,
+)
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
 
 __all__ = [
+    "PaymentError",
+    "PaymentsUnavailableError",
+    "auto_topup_configure",
+    "auto_topup_run",
+    "card_setup_finish",
+    "card_setup_start",
+    "credit_purchase",
+    "payment_refresh",
+    "payments_enabled",
+    "stripe_event_process",
     "account_change_plan",
     "account_open",
     "account_set_suspended",
