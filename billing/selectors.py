@@ -9,13 +9,15 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.db.models import F, Q, QuerySet
 from django.db.models.functions import TruncDate
+from django.urls import reverse
 from django.utils import timezone
 
 from billing.charts import ChartPoint
 from billing.db import WeiSum
-from billing.errors import CreditRefusedError
+from billing.errors import CREDIT_ADD_ACTION, SUSPENDED_ACTION, CreditRefusedError
 from billing.hooks import images_per_day, images_this_month
 from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry
+from billing.modes import payments_enabled
 from billing.money import format_usd
 from billing.plan_policy import plan_policy
 from billing.rates import rate_now
@@ -102,6 +104,17 @@ def plan_display(*, account: Account) -> PlanDisplay:
     )
 
 
+_ACTION_LABELS = {CREDIT_ADD_ACTION: "Add credit", SUSPENDED_ACTION: "See why"}
+
+
+def refusal_action(refusal: CreditRefusedError | None) -> tuple[str, str]:
+    """(URL, label) of the page that resolves ``refusal``, or ("", "")."""
+    action = "" if refusal is None else getattr(refusal, "action", "")
+    if not action or (action == CREDIT_ADD_ACTION and not payments_enabled()):
+        return "", ""
+    return reverse(action), _ACTION_LABELS[action]
+
+
 @dataclass(frozen=True)
 class ImageQuote:
     """What the next image costs this user, said before they press Generate."""
@@ -118,6 +131,9 @@ class ImageQuote:
     #: Why the next image would be refused, in words ("" when it would not).
     refusal: str
     refusal_code: str
+    #: The page that resolves the refusal ("Add credit") and its link text, or "".
+    refusal_action_url: str = ""
+    refusal_action_label: str = ""
 
 
 def image_quote(*, account: Account, model_id: str) -> ImageQuote:
@@ -137,7 +153,9 @@ def image_quotes(*, account: Account, model_ids: list[str]) -> dict[str, ImageQu
         account=account, plan=plan, images_this_month=used + 1, now=timezone.now()
     )
     if account.suspended:
-        refusal = CreditRefusedError("Your account is suspended.", code="account_suspended")
+        refusal = CreditRefusedError(
+            "Your account is suspended.", code="account_suspended", action=SUSPENDED_ACTION
+        )
     if not policy.charges:
         limit = policy.monthly_limit(plan) if policy.counts_images else None
         remaining = None if limit is None else max(limit - used, 0)
@@ -168,6 +186,7 @@ def image_quotes(*, account: Account, model_ids: list[str]) -> dict[str, ImageQu
                 f"{format_usd(available, round_down=True)} available. Add credit to keep "
                 "generating.",
                 code="insufficient_credit",
+                action=CREDIT_ADD_ACTION,
             )
         exact = plan.flat_price_micros is not None
         text = f"{format_usd(price)} per image" if exact else f"Up to {format_usd(price)} per image"
@@ -186,7 +205,10 @@ def _quote(
     remaining: int | None,
     refusal: CreditRefusedError | None,
 ) -> ImageQuote:
+    action_url, action_label = refusal_action(refusal)
     return ImageQuote(
+        refusal_action_url=action_url,
+        refusal_action_label=action_label,
         model_id=model_id,
         price_micros=price,
         remaining=remaining,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,8 @@ from django.views.decorators.http import require_safe
 from accounts.models import User
 from billing.charts import bar_chart_svg
 from billing.exports import csv_text
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, Payment
+from billing.modes import payments_enabled
 from billing.money import format_usd, usd_decimal
 from billing.selectors import (
     account_activity,
@@ -86,8 +88,27 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "page": page,
         "entries": [entry_display(entry) for entry in page.object_list],
         "now": timezone.now(),
+        "payments_enabled": payments_enabled(),
+        **_payment_shown(account_id=account.pk, payment_id=request.GET.get("payment", "")),
     }
     return render(request, "billing/dashboard.html", context)
+
+
+def _payment_shown(*, account_id: int, payment_id: str) -> dict[str, Any]:
+    """The payment the user just made (``?payment=<id>``, theirs only) and its receipt."""
+    try:
+        key = uuid.UUID(payment_id)
+    except ValueError:
+        return {}
+    payment = Payment.objects.filter(pk=key, account_id=account_id).first()
+    if payment is None:
+        return {}
+    entry = None
+    if payment.payment_intent_id:
+        entry = LedgerEntry.objects.filter(
+            idempotency_key=f"purchase:{payment.payment_intent_id}"
+        ).first()
+    return {"paid": payment, "paid_entry": entry}
 
 
 @login_required

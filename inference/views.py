@@ -116,7 +116,13 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         "selected_model": selected,
         "quote": quotes.get(selected) or next(iter(quotes.values())),
         "quotes_json": {
-            model: {"text": q.text, "affordable": q.affordable, "refusal": q.refusal}
+            model: {
+                "text": q.text,
+                "affordable": q.affordable,
+                "refusal": q.refusal,
+                "action_url": q.refusal_action_url,
+                "action_label": q.refusal_action_label,
+            }
             for model, q in quotes.items()
         },
         "size_options": form.size_options(size_presets()),

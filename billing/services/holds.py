@@ -34,7 +34,7 @@ from fractions import Fraction
 from django.db import transaction
 from django.utils import timezone
 
-from billing.errors import CreditRefusedError
+from billing.errors import CREDIT_ADD_ACTION, SUSPENDED_ACTION, CreditRefusedError
 from billing.lock_objects import account_lock
 from billing.models import (
     Account,
@@ -88,6 +88,7 @@ def generation_admit(
         raise CreditRefusedError(
             "Your account is suspended. Contact support to generate images again.",
             code="account_suspended",
+            action=SUSPENDED_ACTION,
         )
     policy = plan_policy(plan)
     refusal = policy.refusal(
@@ -108,6 +109,7 @@ def generation_admit(
             f"have {format_usd(account.available_micros, round_down=True)} available. "
             "Add credit to keep generating.",
             code="insufficient_credit",
+            action=CREDIT_ADD_ACTION,
         )
     description = description[:200] or "an image"
     Hold.objects.create(

@@ -49,6 +49,7 @@ from billing.models import (
     StripeCustomer,
     StripeEvent,
 )
+from billing.modes import payments_enabled
 from billing.money import format_usd
 from billing.services.ledger import ledger_entry_append
 from integrations.stripe import (
@@ -95,10 +96,6 @@ class PaymentsUnavailableError(PaymentError):
 
     code = "payments_unavailable"
     status = 503
-
-
-def payments_enabled() -> bool:
-    return settings.BILLING_MODE == "owner_rollup" and bool(settings.STRIPE_SECRET_KEY)
 
 
 def _gateway_error(exc: StripeError) -> PaymentError:

@@ -534,7 +534,16 @@
       if (!quote) return;
       text.textContent = quote.text;
       line.setAttribute("data-affordable", quote.affordable ? "true" : "false");
-      refusal.textContent = quote.refusal;
+      var refusalText = refusal.querySelector("[data-quote-refusal-text]") || refusal;
+      var action = refusal.querySelector("[data-quote-action]");
+      refusalText.textContent = quote.refusal;
+      if (action) {
+        action.hidden = !quote.action_url;
+        if (quote.action_url) {
+          action.setAttribute("href", quote.action_url);
+          action.textContent = quote.action_label;
+        }
+      }
       refusal.hidden = quote.affordable;
       button.disabled = !quote.affordable;
     });
