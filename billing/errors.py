@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 #: Where a refusal sends the user: buying credit, or the billing page (why suspended).
 CREDIT_ADD_ACTION = "billing:credit_add"
 SUSPENDED_ACTION = "billing:dashboard"

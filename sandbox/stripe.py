@@ -58,7 +58,7 @@ def _memory_only() -> None:
     def dump_to_disk(self: object) -> None:  # the store stays in this process
         return None
 
-    resources.Store.dump_to_disk = dump_to_disk  # type: ignore[method-assign]
+    resources.Store.dump_to_disk = dump_to_disk
     resources.store.clear()
 
 

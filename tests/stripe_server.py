@@ -38,9 +38,7 @@ class StripeProcess:
         self._stderr: IO[bytes] | None = None
 
     def start(self, timeout: float = 20) -> None:
-        environment = {
-            k: v for k, v in os.environ.items() if not k.startswith("STRIPE_WEBHOOK_")
-        }
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_WEBHOOK_")}
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "sandbox.stripe", "--port", str(self.port)],

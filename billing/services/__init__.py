@@ -37,7 +37,6 @@ from billing.services.payments import (
     card_setup_start,
     credit_purchase,
     payment_refresh,
-    payments_enabled,
     stripe_event_process,
 )
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
@@ -51,7 +50,6 @@ __all__ = [
     "card_setup_start",
     "credit_purchase",
     "payment_refresh",
-    "payments_enabled",
     "stripe_event_process",
     "account_change_plan",
     "account_open",

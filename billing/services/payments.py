@@ -364,7 +364,7 @@ def _intent_apply(*, intent: PaymentIntentInfo) -> Payment | None:
 
 def _purchase_credit(*, account: Account, payment: Payment, intent: PaymentIntentInfo) -> None:
     if intent.currency.lower() != "usd":
-        logger.error("billing: payment intent %s is in %s, not credited", intent.id, intent.currency)
+        logger.error("billing: intent %s is in %s, not credited", intent.id, intent.currency)
         return
     amount = intent.amount_cents * MICROS_PER_CENT
     if amount != payment.amount_micros:
@@ -443,7 +443,8 @@ def stripe_event_process(*, event: WebhookEvent) -> str:
         if event.type == "charge.refunded":
             charge = gateway.charge_retrieve(event.object_id)
             intent = gateway.payment_intent_retrieve(charge.payment_intent_id)
-            refunds = [r for r in gateway.refunds_list(charge_id=charge.id) if r.status == "succeeded"]
+            refunds = gateway.refunds_list(charge_id=charge.id)
+            refunds = [refund for refund in refunds if refund.status == "succeeded"]
             return _reversals_apply(event=event, intent=intent, refunds=refunds)
         if event.type == "charge.dispute.created":
             # Disputes cannot be fetched from localstripe: the signed event's dispute id
