@@ -62,7 +62,7 @@ def _id(value: Any) -> str:
     return str(value["id"])
 
 
-def _payment_intent(obj: Any) -> PaymentIntentInfo:
+def _payment_intent(obj: dict[str, Any]) -> PaymentIntentInfo:
     error = obj.get("last_payment_error") or {}
     return PaymentIntentInfo(
         id=str(obj["id"]),
@@ -87,9 +87,11 @@ class StripeGateway:
             max_network_retries=0,
         )
 
-    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """One API call; the answer as plain dicts (``StripeObject`` is not a dict)."""
         try:
-            return function(*args, **kwargs)
+            answer: dict[str, Any] = function(*args, **kwargs).to_dict()
+            return answer
         except stripe.StripeError as exc:
             error = _translate(exc)
             logger.warning(
@@ -108,7 +110,7 @@ class StripeGateway:
             params={"email": email, "metadata": {"pixelhouse_user": user_ref}},
             options={"idempotency_key": idempotency_key},
         )
-        return str(customer.id)
+        return str(customer["id"])
 
     def setup_intent_create(self, *, customer_id: str) -> SetupIntentInfo:
         intent = self._call(
@@ -125,7 +127,7 @@ class StripeGateway:
         return self._setup_intent(intent)
 
     @staticmethod
-    def _setup_intent(intent: Any) -> SetupIntentInfo:
+    def _setup_intent(intent: dict[str, Any]) -> SetupIntentInfo:
         return SetupIntentInfo(
             id=str(intent["id"]),
             status=str(intent["status"]),
@@ -216,7 +218,7 @@ class StripeGateway:
         )
         return [
             RefundInfo(id=str(r["id"]), amount_cents=int(r["amount"]), status=str(r["status"]))
-            for r in page.data
+            for r in page["data"]
         ]
 
 
