@@ -31,7 +31,13 @@ from billing.services import (
     credit_deduct,
     credit_purchase,
 )
-from tests.billing.conftest import account_of, assert_ledger_matches
+from tests.billing.conftest import (
+    account_of,
+    admit_generation,
+    assert_ledger_matches,
+    charge_at_payment,
+    new_generation,
+)
 from tests.billing.stripe_helpers import (
     DECLINED_AT_CHARGE,
     card_save,
@@ -447,3 +453,44 @@ def test_with_payments_off_the_page_says_so_and_charges_nothing(
     assert StripeCustomer.objects.count() == 0
     webhook = client.post("/billing/stripe/webhook/", data=b"{}", content_type="application/json")
     assert webhook.status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_usage_charge_below_the_threshold_enqueues_one_top_up_after_commit(
+    usage_user: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    card_save(usage_user)
+    buy(usage_user, amount=5_000_000)  # $5.00 of credit
+    auto_topup_configure(
+        user=usage_user, enabled=True, threshold_micros=4_990_000, amount_micros=10_000_000
+    )
+    generation = new_generation(usage_user)
+    admit_generation(generation)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        charge_at_payment(generation_id=generation.pk, expected_fee_wei=4_768_371_000_000)
+    # Enqueued only after the charge commits, and nothing paid before that.
+    assert len(callbacks) == 1
+    assert Payment.objects.filter(purpose=PaymentPurpose.AUTO_TOPUP).count() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        callbacks[0]()  # the task runs (eager in tests) with the account id only
+    [top_up] = Payment.objects.filter(purpose=PaymentPurpose.AUTO_TOPUP)
+    assert top_up.status == PaymentStatus.SUCCEEDED
+    assert account_of(usage_user).balance_micros == 5_000_000 - 17_167 + 10_000_000
+    assert_ledger_matches(usage_user)
+
+
+@pytest.mark.django_db
+def test_a_usage_charge_above_the_threshold_enqueues_nothing(
+    usage_user: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    card_save(usage_user)
+    buy(usage_user, amount=10_000_000)
+    auto_topup_configure(
+        user=usage_user, enabled=True, threshold_micros=5_000_000, amount_micros=10_000_000
+    )
+    generation = new_generation(usage_user)
+    admit_generation(generation)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        charge_at_payment(generation_id=generation.pk, expected_fee_wei=4_768_371_000_000)
+    assert callbacks == []
+    assert Payment.objects.filter(purpose=PaymentPurpose.AUTO_TOPUP).count() == 0
