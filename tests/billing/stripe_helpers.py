@@ -44,6 +44,11 @@ def stripe_post(path: str, body: dict[str, Any]) -> Any:
     return _stripe("POST", path, body, key=settings.STRIPE_SECRET_KEY)
 
 
+def browser_post(path: str, body: dict[str, Any]) -> Any:
+    """A call Stripe.js makes from the page: no secret key, the publishable one in the body."""
+    return _stripe("POST", path, body)
+
+
 def card_save(user: User, number: str = VISA) -> StripeCustomer:
     """What the page does: a SetupIntent from our service, confirmed the way
     ``confirmCardSetup`` in localstripe's Stripe.js confirms it, then recorded."""

@@ -30,6 +30,7 @@ from billing.services import (
     auto_topup_run,
     credit_deduct,
     credit_purchase,
+    payment_refresh,
 )
 from tests.billing.conftest import (
     account_of,
@@ -40,6 +41,8 @@ from tests.billing.conftest import (
 )
 from tests.billing.stripe_helpers import (
     DECLINED_AT_CHARGE,
+    VISA_3DS,
+    browser_post,
     card_save,
     event_body,
     signed,
@@ -494,3 +497,33 @@ def test_a_usage_charge_above_the_threshold_enqueues_nothing(
         charge_at_payment(generation_id=generation.pk, expected_fee_wei=4_768_371_000_000)
     assert callbacks == []
     assert Payment.objects.filter(purpose=PaymentPurpose.AUTO_TOPUP).count() == 0
+
+
+@pytest.mark.django_db
+def test_three_d_secure_waits_for_the_bank_then_credits_once(usage_user: User) -> None:
+    customer = card_save(usage_user)
+    method = stripe_post(
+        "/v1/payment_methods",
+        {"type": "card", "card": {"number": VISA_3DS, "exp_month": "12", "exp_year": "2030",
+                                  "cvc": "123"}},
+    )  # fmt: skip
+    StripeCustomer.objects.filter(pk=customer.pk).update(payment_method_id=method["id"])
+    result = credit_purchase(user=usage_user, amount_micros=TWENTY_FIVE, request_key="3ds")
+    payment = result.payment
+    assert payment.status == PaymentStatus.REQUIRES_ACTION
+    assert result.client_secret.startswith(f"{payment.payment_intent_id}_secret_")
+    assert purchases(usage_user) == []
+    # Reading it back before the bank answered changes nothing.
+    assert payment_refresh(user=usage_user, payment_id=payment.pk).status == (
+        PaymentStatus.REQUIRES_ACTION
+    )
+    # What confirmCardPayment does in the page (publishable key + client secret only).
+    browser_post(
+        f"/v1/payment_intents/{payment.payment_intent_id}/_authenticate?success=true",
+        {"key": settings.STRIPE_PUBLISHABLE_KEY, "client_secret": result.client_secret},
+    )
+    assert payment_refresh(user=usage_user, payment_id=payment.pk).status == (
+        PaymentStatus.SUCCEEDED
+    )
+    payment_refresh(user=usage_user, payment_id=payment.pk)
+    assert [e.amount_micros for e in purchases(usage_user)] == [TWENTY_FIVE]
