@@ -90,8 +90,7 @@ class StripeGateway:
     def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """One API call; the answer as plain dicts (``StripeObject`` is not a dict)."""
         try:
-            answer: dict[str, Any] = function(*args, **kwargs).to_dict()
-            return answer
+            answer = function(*args, **kwargs)
         except stripe.StripeError as exc:
             error = _translate(exc)
             logger.warning(
@@ -102,6 +101,8 @@ class StripeGateway:
                 error.status,
             )
             raise error from exc
+        result: dict[str, Any] = answer.to_dict()
+        return result
 
     def customer_create(self, *, email: str, user_ref: str, idempotency_key: str) -> str:
         customer = self._call(
