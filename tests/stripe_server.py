@@ -89,7 +89,9 @@ class StripeProcess:
 
     def webhook_unregister(self) -> None:
         """Point the endpoint at a closed port (localstripe cannot delete one)."""
-        self.webhook_register(url="http://127.0.0.1:9/", secret="unused", events=())
+        self.webhook_register(
+            url="http://127.0.0.1:9/", secret="unused", events=("pixelhouse.none",)
+        )
 
     def _post(self, path: str, body: bytes) -> None:
         request = urllib.request.Request(f"{self.url}{path}", data=body, method="POST")

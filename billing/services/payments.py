@@ -410,7 +410,7 @@ def _reverse(
         account.suspended_reason = (
             f"A card payment was {what}: {format_usd(amount_micros)} was taken back, but "
             f"only {format_usd(taken)} of credit was left, so {format_usd(shortfall)} is "
-            "owed. Pay it to generate images again."
+            "owed. Contact support to settle it."
         )[:500]
         account.save(update_fields=["suspended", "suspended_reason", "updated_at"])
         logger.warning(

@@ -220,7 +220,7 @@ def test_a_dispute_of_spent_credit_debits_what_is_left_and_suspends(usage_user: 
     assert account.suspended
     assert account.suspended_reason == (
         "A card payment was disputed: $25.00 was taken back, but only $5.00 of credit was "
-        "left, so $20.00 is owed. Pay it to generate images again."
+        "left, so $20.00 is owed. Contact support to settle it."
     )
     assert_ledger_matches(usage_user)
 
