@@ -26,6 +26,7 @@ from billing.models import (
 )
 from billing.services import (
     PaymentError,
+    PaymentsUnavailableError,
     auto_topup_configure,
     auto_topup_run,
     credit_deduct,
@@ -527,3 +528,74 @@ def test_three_d_secure_waits_for_the_bank_then_credits_once(usage_user: User) -
     )
     payment_refresh(user=usage_user, payment_id=payment.pk)
     assert [e.amount_micros for e in purchases(usage_user)] == [TWENTY_FIVE]
+
+
+@pytest.mark.django_db
+def test_with_stripe_unreachable_the_webhook_asks_for_a_retry_and_records_nothing(
+    usage_user: User, settings: Any
+) -> None:
+    card_save(usage_user)
+    payment, intent = charged_without_our_answer(usage_user, "stripe-down")
+    event = event_body("payment_intent.succeeded", intent)
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # nothing listens there
+    response = webhook_post(Client(), event)
+    assert response.status_code == 503
+    assert StripeEvent.objects.count() == 0
+    assert purchases(usage_user) == []
+    settings.STRIPE_API_BASE = f"http://127.0.0.1:{settings.TEST_STRIPE_PORT}"
+    assert webhook_post(Client(), event).status_code == 200  # Stripe's retry
+    assert [e.amount_micros for e in purchases(usage_user)] == [TWENTY_FIVE]
+
+
+@pytest.mark.django_db
+def test_with_stripe_unreachable_a_purchase_stays_unsent_and_is_never_sent_twice(
+    usage_user: User, settings: Any
+) -> None:
+    card_save(usage_user)
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"
+    with pytest.raises(PaymentsUnavailableError):
+        buy(usage_user, key="down-click")
+    payment = Payment.objects.get(request_key="down-click")
+    assert (payment.status, payment.payment_intent_id) == (PaymentStatus.SUBMITTED, None)
+    settings.STRIPE_API_BASE = f"http://127.0.0.1:{settings.TEST_STRIPE_PORT}"
+    again = buy(usage_user, key="down-click")  # the same click, Stripe back: not re-sent
+    assert (again.pk, again.status) == (payment.pk, PaymentStatus.SUBMITTED)
+    customer = StripeCustomer.objects.get(account_id=usage_user.pk)
+    listed = stripe_get("/v1/payment_intents?limit=100")["data"]
+    assert [pi for pi in listed if pi["customer"] == customer.customer_id] == []
+    assert purchases(usage_user) == []
+
+
+@pytest.mark.django_db
+def test_an_event_claiming_success_is_checked_with_stripe_and_credits_nothing(
+    usage_user: User,
+) -> None:
+    customer = card_save(usage_user)
+    payment = Payment.objects.create(
+        account=account_of(usage_user),
+        purpose=PaymentPurpose.PURCHASE,
+        amount_micros=TWENTY_FIVE,
+        request_key="fails",
+        status=PaymentStatus.SUBMITTED,
+    )
+    method = stripe_post(
+        "/v1/payment_methods",
+        {"type": "card", "card": {"number": DECLINED_AT_CHARGE, "exp_month": "12",
+                                  "exp_year": "2030", "cvc": "123"}},
+    )  # fmt: skip
+    intent = stripe_post(
+        "/v1/payment_intents",
+        {
+            "amount": 2500,
+            "currency": "usd",
+            "customer": customer.customer_id,
+            "payment_method": method["id"],
+            "metadata": {"pixelhouse_payment": str(payment.pk)},
+        },
+    )  # fmt: skip  (created unconfirmed: the failure is read from Stripe below)
+    # The event claims success; Stripe says the PaymentIntent has not succeeded.
+    lie = {**intent, "status": "succeeded"}
+    assert webhook_post(Client(), event_body("payment_intent.succeeded", lie)).status_code == 200
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUBMITTED  # requires_confirmation at Stripe
+    assert purchases(usage_user) == []
