@@ -599,3 +599,16 @@ def test_an_event_claiming_success_is_checked_with_stripe_and_credits_nothing(
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.SUBMITTED  # requires_confirmation at Stripe
     assert purchases(usage_user) == []
+
+
+@pytest.mark.django_db
+def test_staff_see_payments_read_only(usage_user: User, admin_client: Client) -> None:
+    card_save(usage_user)
+    payment = buy(usage_user)
+    listing = admin_client.get("/admin/billing/payment/")
+    assert listing.status_code == 200
+    assert payment.payment_intent_id in listing.content.decode()
+    assert '<td class="field-amount">$25.00</td>' in listing.content.decode()
+    assert admin_client.get("/admin/billing/payment/add/").status_code == 403
+    assert admin_client.get("/admin/billing/stripeevent/").status_code == 200
+    assert admin_client.get("/admin/billing/stripecustomer/").status_code == 200
