@@ -349,6 +349,9 @@ def _intent_apply(*, intent: PaymentIntentInfo) -> Payment | None:
     status = _STATUS_FROM_STRIPE.get(intent.status, payment.status)
     if payment.status == PaymentStatus.SUCCEEDED:
         status = PaymentStatus.SUCCEEDED  # a stale answer never undoes a success
+    elif payment.status == PaymentStatus.FAILED and status != PaymentStatus.SUCCEEDED:
+        status = PaymentStatus.FAILED  # given up here (e.g. an auto top-up asking for 3-D
+        # Secure): only money actually taken brings it back, never "in flight" again
     fields = {"payment_intent_id": intent.id, "status": status}
     if status == PaymentStatus.FAILED and intent.error_message:
         fields["failure_message"] = intent.error_message[:300]
