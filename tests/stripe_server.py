@@ -31,8 +31,13 @@ class StripeSandboxError(RuntimeError):
 class StripeProcess:
     """localstripe on 127.0.0.1:``port`` (in memory, from scratch)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, webhook_url: str = "", webhook_secret: str = "") -> None:
         self.port = port
+        self.webhook_args = (
+            ["--webhook-url", webhook_url, "--webhook-secret", webhook_secret]
+            if webhook_url
+            else []
+        )
         self.url = f"http://127.0.0.1:{port}"
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
@@ -41,7 +46,7 @@ class StripeProcess:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_WEBHOOK_")}
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.stripe", "--port", str(self.port)],
+            [sys.executable, "-m", "sandbox.stripe", "--port", str(self.port), *self.webhook_args],
             cwd=REPO_ROOT,
             env=environment,
             stdout=subprocess.DEVNULL,
