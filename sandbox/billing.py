@@ -1,7 +1,7 @@
 """The app's billing book: mode, Stripe Connect, plans, end-user wallets and Checkouts.
 
-Models pymthouse/pymthouse@5ee7cfc7's merchant billing (docs/upstream.md, pymthouse
-billing): ``app_billing_config`` (``billing_mode``, Connect readiness), the per-app plans
+Models pymthouse/pymthouse@5ee7cfc7's merchant billing (docs/upstream.md §P9):
+``app_billing_config`` (``billing_mode``, Connect readiness), the per-app plans
 (``src/lib/starter-default-plan.ts``), each merchant end user's ``sbx_eu_…`` OpenMeter
 customer (prepaid credit grants, the Starter's included usage, the saved card, the
 subscription) and the Stripe Checkout sessions the top-up and setup flows create.

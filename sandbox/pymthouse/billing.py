@@ -1,6 +1,6 @@
 """End-user billing routes: wallet, state, top-up, plans, checkout, subscription, invoices.
 
-Built to pymthouse/pymthouse@5ee7cfc7 (docs/upstream.md, pymthouse billing) and its live
+Built to pymthouse/pymthouse@5ee7cfc7 (docs/upstream.md §P9) and its live
 transcript against the real local server (T#n below):
 
 * auth (§3): **M2M-strict** (``authorizeOwnerWalletM2m``,
