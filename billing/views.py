@@ -92,6 +92,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_safe
+def credit_add_placeholder(request: HttpRequest) -> HttpResponse:
+    """PLACEHOLDER for the "Add credit" page (issue 14, another branch builds it): says
+    how to get credit until then. Replace this view, keep the URL name ``billing:credit_add``."""
+    account = account_open(user_id=_user(request).pk)
+    return render(request, "billing/credit_add_placeholder.html", {"account": account})
+
+
+@login_required
+@require_safe
 def receipt(request: HttpRequest, entry_id: int) -> HttpResponse:
     """A printable receipt for one credit to the signed-in user's account."""
     user = _user(request)

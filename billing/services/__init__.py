@@ -28,7 +28,13 @@ from billing.services.holds import (
     holds_mark_swept,
 )
 from billing.services.ledger import credit_deduct, credit_grant, ledger_correct, ledger_entry_append
+from billing.services.low_balance import low_balance_mail_send
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
+from billing.services.promotions import (
+    promotion_grant,
+    promotions_expire_due,
+    promotions_expire_for_account,
+)
 
 __all__ = [
     "account_change_plan",
@@ -48,8 +54,12 @@ __all__ = [
     "holds_mark_swept",
     "ledger_correct",
     "ledger_entry_append",
+    "low_balance_mail_send",
     "max_fee_estimate",
     "plans_seed",
     "price_observe",
+    "promotion_grant",
+    "promotions_expire_due",
+    "promotions_expire_for_account",
     "subscription_renew",
 ]
