@@ -27,6 +27,7 @@ def test_every_job_is_seeded_with_its_task_interval_and_expiry() -> None:
             240,
         ),
         "billing-resolve-stale-holds": ("inference.tasks.holds_resolve_stale_task", 300, 240),
+        "billing-expire-promotional-credit": ("billing.tasks.promotions_expire_task", 300, 240),
         "usage-sync": (
             "usage.tasks.usage_sync_task",
             settings.BILLING_USAGE_SYNC_INTERVAL_SECONDS,
