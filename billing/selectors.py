@@ -26,6 +26,7 @@ from billing.models import (
 from billing.money import format_usd
 from billing.plan_policy import plan_policy
 from billing.rates import rate_now
+from billing.services.ledger import promotion_spend_order
 from billing.services.low_balance import low_balance_level
 from billing.services.pricing import max_fee_estimates
 
@@ -91,7 +92,7 @@ def account_credit_split(*, account: Account, now: datetime | None = None) -> Cr
     now = now or timezone.now()
     open_lots = list(
         PromotionalCredit.objects.filter(account=account, closed_at__isnull=True)
-        .order_by(F("expires_at").asc(nulls_last=True), "created_at", "pk")
+        .order_by(*promotion_spend_order())
         .values_list("remaining_micros", "expires_at")
     )
     usable = [

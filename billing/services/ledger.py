@@ -24,7 +24,7 @@ import uuid
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, OrderBy
 from django.utils import timezone
 
 from accounts.models import User
@@ -165,7 +165,7 @@ def ledger_entry_append(
     return entry
 
 
-def promotion_spend_order() -> tuple[F | str, ...]:
+def promotion_spend_order() -> tuple[OrderBy | str, ...]:
     """The order promotional lots are spent (and holds are counted against them): the
     earliest expiry first, lots without expiry last, then the oldest."""
     return (F("expires_at").asc(nulls_last=True), "created_at", "pk")
