@@ -108,6 +108,11 @@ class Account(models.Model):
     #: when every threshold is armed. Changed under the account lock with the entry that
     #: crossed it, so concurrent settlements mail once (``billing.services.low_balance``).
     low_balance_notified_micros = WeiField(null=True, blank=True)
+    #: A change the user scheduled for the end of the subscription period (a downgrade
+    #: or a cancellation); applied by ``subscriptions.pending_change_apply``.
+    pending_plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

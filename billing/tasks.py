@@ -1,4 +1,6 @@
-"""Celery tasks of the billing app: thin wrappers over billing.services (ids only)."""
+"""Celery tasks of the billing app: thin wrappers over billing.services (arguments are
+ids only). ``billing.services`` schedules some of them, so this module imports the
+package, not its modules, and reads the functions when a task runs."""
 
 from __future__ import annotations
 
@@ -10,6 +12,19 @@ from django.utils import timezone
 from billing import services
 
 logger = logging.getLogger("tasks." + __name__)
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
+def plan_changes_apply_due_task() -> int:
+    """Apply the scheduled plan changes (downgrades, cancellations) whose period ended."""
+    now = timezone.now()
+    applied = 0
+    for user_id in services.pending_changes_due(now=now):
+        if services.pending_change_apply(user_id=user_id, now=now) is not None:
+            applied += 1
+    if applied:
+        logger.info("billing: applied %s scheduled plan change(s)", applied)
+    return applied
 
 
 @shared_task(

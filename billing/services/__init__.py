@@ -35,6 +35,7 @@ from billing.services.promotions import (
     promotions_expire_due,
     promotions_expire_for_account,
 )
+from billing.services.subscriptions import pending_change_apply, pending_changes_due
 
 __all__ = [
     "account_change_plan",
@@ -56,6 +57,8 @@ __all__ = [
     "ledger_entry_append",
     "low_balance_mail_send",
     "max_fee_estimate",
+    "pending_change_apply",
+    "pending_changes_due",
     "plans_seed",
     "price_observe",
     "promotion_grant",

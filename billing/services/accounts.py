@@ -139,7 +139,7 @@ def demo_billing_seed(*, usage_user: User, free_user: User, subscription_user: U
         user=usage_user, plan=plans["pay-as-you-go"], acting_user=None, reason="demo seed"
     )
     # Demo credit is promotional (no expiry). A database seeded before promotional
-    # credit has it as a plain grant, which migration 0014 turned into a lot: not twice.
+    # credit has it as a plain grant, which migration 0015 turned into a lot: not twice.
     legacy_key = f"grant:demo-credit:{usage_user.pk}"
     if not LedgerEntry.objects.filter(idempotency_key=legacy_key).exists():
         promotion_grant(

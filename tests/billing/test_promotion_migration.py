@@ -1,4 +1,4 @@
-"""billing/0014: the demo seed's credit becomes promotional (no expiry, what its debits
+"""billing/0015: the demo seed's credit becomes promotional (no expiry, what its debits
 left of it, spent first); every other existing grant stays purchased credit."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from accounts.models import User
 from billing.models import Account, PromotionalCredit
 from billing.selectors import account_credit_split
 
-BEFORE = [("billing", "0013_ledger_refund_kind")]
+BEFORE = [("billing", "0014_account_pending_plan")]
 
 
 def _migrate(targets: list[tuple[str, str]]) -> Any:
