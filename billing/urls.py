@@ -17,4 +17,7 @@ urlpatterns = [
     path("plans/resume/", views_plans.plan_resume, name="plan_resume"),
     path("plans/<slug:slug>/", views_plans.plan_choose, name="plan_choose"),
     path("plans/<slug:slug>/pay/", views_plans.plan_pay, name="plan_pay"),
+    # PLACEHOLDER (promo-low): the Stripe / pymthouse "Add credit" page replaces this view
+    # under the same name and path; the low-balance notices and mail link to it.
+    path("credit/", views.credit_add_placeholder, name="credit_add"),
 ]
