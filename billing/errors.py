@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-#: Where a refusal sends the user: buying credit, or the billing page (why suspended).
-CREDIT_ADD_ACTION = "billing:credit_add"
-SUSPENDED_ACTION = "billing:dashboard"
-
 
 class BillingError(Exception):
     """Base class; ``message`` is safe to show to the user it concerns."""
@@ -29,11 +25,6 @@ class CreditRefusedError(BillingError):
 
     code = "insufficient_credit"
     status = 402
-
-    def __init__(self, message: str, *, code: str | None = None, action: str = "") -> None:
-        super().__init__(message, code=code)
-        #: The URL name of the page that resolves it ("billing:credit_add"), or "".
-        self.action = action
 
 
 class InsufficientFundsError(BillingError):

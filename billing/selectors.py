@@ -9,20 +9,29 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.db.models import F, Q, QuerySet
 from django.db.models.functions import TruncDate
-from django.urls import reverse
 from django.utils import timezone
 
 from billing.charts import ChartPoint
 from billing.db import WeiSum
-from billing.errors import CREDIT_ADD_ACTION, SUSPENDED_ACTION, CreditRefusedError
+from billing.errors import CreditRefusedError
 from billing.hooks import images_per_day, images_this_month
-from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry
-from billing.modes import payments_enabled
+from billing.models import (
+    Account,
+    EntryEffect,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    Plan,
+    PromotionalCredit,
+)
 from billing.money import format_usd
 from billing.plan_policy import plan_policy
 from billing.rates import rate_now
+from billing.services.ledger import promotion_spend_order
+from billing.services.low_balance import low_balance_level
 from billing.services.pricing import max_fee_estimates
-from integrations.pymthouse.money import parse_usd_micros
+from billing.services.subscriptions import PlanChangeError, PlanChangeQuote, plan_change_quote
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,58 @@ def account_ledger_totals(*, account: Account) -> LedgerTotals:
 
 
 def account_entries(*, account: Account) -> QuerySet[LedgerEntry]:
-    return LedgerEntry.objects.filter(account=account).select_related("actor").order_by("-id")
+    return (
+        LedgerEntry.objects.filter(account=account)
+        .select_related("actor", "promotional_credit")
+        .order_by("-id")
+    )
+
+
+def entry_promotion(entry: LedgerEntry) -> PromotionalCredit | None:
+    """The promotional lot ``entry`` granted, if it is promotional credit."""
+    try:
+        return entry.promotional_credit
+    except PromotionalCredit.DoesNotExist:
+        return None
+
+
+@dataclass(frozen=True)
+class PromotionLot:
+    remaining_micros: int
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CreditSplit:
+    """The balance as promotional and purchased credit (purchased: everything else)."""
+
+    #: Promotional credit still usable now (open lots not past their expiry).
+    promotional_micros: int
+    #: The balance less every open promotional lot (spent after promotional credit).
+    purchased_micros: int
+    #: The usable lots, in the order they are spent (earliest expiry first).
+    lots: list[PromotionLot]
+
+
+def account_credit_split(*, account: Account, now: datetime | None = None) -> CreditSplit:
+    """Promotional credit (and when each part expires) beside purchased credit. A lot
+    past its expiry whose take-back has not been written yet counts as neither."""
+    now = now or timezone.now()
+    open_lots = list(
+        PromotionalCredit.objects.filter(account=account, closed_at__isnull=True)
+        .order_by(*promotion_spend_order())
+        .values_list("remaining_micros", "expires_at")
+    )
+    usable = [
+        PromotionLot(remaining_micros=remaining, expires_at=expires)
+        for remaining, expires in open_lots
+        if remaining and (expires is None or expires > now)
+    ]
+    return CreditSplit(
+        promotional_micros=sum(lot.remaining_micros for lot in usable),
+        purchased_micros=account.balance_micros - sum(remaining for remaining, _ in open_lots),
+        lots=usable,
+    )
 
 
 def account_activity(*, account: Account) -> QuerySet[LedgerEntry]:
@@ -104,17 +164,6 @@ def plan_display(*, account: Account) -> PlanDisplay:
     )
 
 
-_ACTION_LABELS = {CREDIT_ADD_ACTION: "Add credit", SUSPENDED_ACTION: "See why"}
-
-
-def refusal_action(refusal: CreditRefusedError | None) -> tuple[str, str]:
-    """(URL, label) of the page that resolves ``refusal``, or ("", "")."""
-    action = "" if refusal is None else getattr(refusal, "action", "")
-    if not action or (action == CREDIT_ADD_ACTION and not payments_enabled()):
-        return "", ""
-    return reverse(action), _ACTION_LABELS[action]
-
-
 @dataclass(frozen=True)
 class ImageQuote:
     """What the next image costs this user, said before they press Generate."""
@@ -131,9 +180,6 @@ class ImageQuote:
     #: Why the next image would be refused, in words ("" when it would not).
     refusal: str
     refusal_code: str
-    #: The page that resolves the refusal ("Add credit") and its link text, or "".
-    refusal_action_url: str = ""
-    refusal_action_label: str = ""
 
 
 def image_quote(*, account: Account, model_id: str) -> ImageQuote:
@@ -153,9 +199,7 @@ def image_quotes(*, account: Account, model_ids: list[str]) -> dict[str, ImageQu
         account=account, plan=plan, images_this_month=used + 1, now=timezone.now()
     )
     if account.suspended:
-        refusal = CreditRefusedError(
-            "Your account is suspended.", code="account_suspended", action=SUSPENDED_ACTION
-        )
+        refusal = CreditRefusedError("Your account is suspended.", code="account_suspended")
     if not policy.charges:
         limit = policy.monthly_limit(plan) if policy.counts_images else None
         remaining = None if limit is None else max(limit - used, 0)
@@ -186,7 +230,6 @@ def image_quotes(*, account: Account, model_ids: list[str]) -> dict[str, ImageQu
                 f"{format_usd(available, round_down=True)} available. Add credit to keep "
                 "generating.",
                 code="insufficient_credit",
-                action=CREDIT_ADD_ACTION,
             )
         exact = plan.flat_price_micros is not None
         text = f"{format_usd(price)} per image" if exact else f"Up to {format_usd(price)} per image"
@@ -205,10 +248,7 @@ def _quote(
     remaining: int | None,
     refusal: CreditRefusedError | None,
 ) -> ImageQuote:
-    action_url, action_label = refusal_action(refusal)
     return ImageQuote(
-        refusal_action_url=action_url,
-        refusal_action_label=action_label,
         model_id=model_id,
         price_micros=price,
         remaining=remaining,
@@ -221,12 +261,25 @@ def _quote(
 
 
 def low_balance_threshold(*, account: Account) -> int | None:
-    """The lowest configured threshold the available balance is at or below, if any."""
+    """The lowest configured threshold the available balance is at or below, if any
+    (plans that charge per image only)."""
     if not plan_policy(account.plan).charges:
         return None
-    thresholds = sorted(parse_usd_micros(t) for t in settings.BILLING_LOW_BALANCE_THRESHOLDS_MICROS)
-    crossed = [t for t in thresholds if account.available_micros <= t]
-    return crossed[0] if crossed else None
+    return low_balance_level(available_micros=account.available_micros)
+
+
+@dataclass(frozen=True)
+class LowBalance:
+    threshold_micros: int
+    available_micros: int
+
+
+def low_balance_notice(*, account: Account) -> LowBalance | None:
+    """What the low-balance notices say (/generate/, /billing/, the API), or ``None``."""
+    threshold = low_balance_threshold(account=account)
+    if threshold is None:
+        return None
+    return LowBalance(threshold_micros=threshold, available_micros=account.available_micros)
 
 
 def account_daily_usage(
@@ -294,6 +347,10 @@ class EntryDisplay:
     affects_available: bool
     #: Credits (grants, refunds, purchases) have a printable receipt.
     has_receipt: bool = False
+    #: Promotional credit: "promotional"; any other credit: "purchased"; else "".
+    credit_type: str = ""
+    #: When promotional credit expires (``None``: never, or not promotional).
+    expires_at: datetime | None = None
 
 
 _WHAT: dict[str, str] = {
@@ -304,6 +361,8 @@ _WHAT: dict[str, str] = {
     EntryKind.USAGE_DEBIT: "Image charge",
     EntryKind.SUBSCRIPTION_FEE: "Subscription",
     EntryKind.CORRECTION: "Correction",
+    EntryKind.PROMOTION: "Promotional credit added",
+    EntryKind.PROMOTION_EXPIRY: "Promotional credit expired",
 }
 
 
@@ -315,10 +374,19 @@ def entry_display(entry: LedgerEntry) -> EntryDisplay:
         EntryEffect.RELEASE: "+",
     }
     sign = signs.get(entry.effect, "")
+    promotion = entry_promotion(entry) if entry.effect == EntryEffect.CREDIT else None
+    credit_type = ""
+    if entry.effect == EntryEffect.CREDIT:
+        credit_type = "promotional" if promotion is not None else "purchased"
+    what = _WHAT.get(entry.kind, entry.get_kind_display())
+    if promotion is not None:
+        what = _WHAT[EntryKind.PROMOTION]  # the demo seed's grants of before 0014, too
     return EntryDisplay(
         has_receipt=entry.effect == EntryEffect.CREDIT,
+        credit_type=credit_type,
+        expires_at=promotion.expires_at if promotion is not None else None,
         entry=entry,
-        what=_WHAT.get(entry.kind, entry.get_kind_display()),
+        what=what,
         reason=entry.reason,
         sign=sign,
         affects_available=entry.effect in (EntryEffect.HOLD, EntryEffect.RELEASE),
@@ -359,3 +427,60 @@ def holds_open_stale(*, before: datetime, limit: int) -> list[OpenHold]:
         .values_list("pk", "generation_id", "account_id", "amount_micros", "created_at")[:limit]
     )
     return [OpenHold(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class PlanOffer:
+    """One plan on the Plans page: what it is, in dollars, and what moving to it does."""
+
+    plan: Plan
+    #: "20 free images a month", "$29.00 per 30 days, up to 500 images a month", …
+    terms: str
+    current: bool
+    #: What a change to it does now (``None`` for the current plan or when refused).
+    quote: PlanChangeQuote | None
+    #: Why it cannot be chosen ("" when it can).
+    refusal: str
+
+
+def plan_terms(plan: Plan) -> str:
+    """A plan's terms in one line, in the user's words and dollars."""
+    policy = plan_policy(plan)
+    if policy.has_subscription:
+        cap = policy.monthly_limit(plan)
+        terms = (
+            f"{format_usd(plan.subscription_fee_micros)} per "
+            f"{settings.BILLING_SUBSCRIPTION_PERIOD_DAYS} days"
+        )
+        return terms + (f", up to {cap} images a month" if cap else ", no monthly cap")
+    if policy.counts_images:
+        return f"{policy.monthly_limit(plan) or 0} free images a month"
+    if plan.flat_price_micros is not None:
+        return f"{format_usd(plan.flat_price_micros)} per image, from your credit"
+    return f"Each image's network cost {plan.multiplier_text}, from your credit"
+
+
+def plan_offers(*, account: Account) -> list[PlanOffer]:
+    """The active plans, the current one first, each with what choosing it would do."""
+    now = timezone.now()
+    offers = []
+    plans = sorted(
+        Plan.objects.filter(Q(is_active=True) | Q(pk=account.plan_id)),
+        key=lambda plan: (plan.pk != account.plan_id, plan.subscription_fee_micros, plan.name),
+    )
+    for plan in plans:
+        quote, refusal = None, ""
+        try:
+            quote = plan_change_quote(account=account, plan=plan, now=now)
+        except PlanChangeError as exc:
+            refusal = exc.message
+        offers.append(
+            PlanOffer(
+                plan=plan,
+                terms=plan_terms(plan),
+                current=plan.pk == account.plan_id,
+                quote=quote,
+                refusal=refusal,
+            )
+        )
+    return offers

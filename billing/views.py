@@ -24,12 +24,13 @@ from billing.money import format_usd, usd_decimal
 from billing.selectors import (
     account_activity,
     account_allowance,
+    account_credit_split,
     account_daily_images,
     account_daily_usage,
     account_entries,
     entry_display,
     image_quote,
-    low_balance_threshold,
+    low_balance_notice,
     plan_display,
     receipt_entry,
 )
@@ -53,6 +54,8 @@ CSV_COLUMNS = (
     "rate_source",
     "generation_id",
     "reason",
+    "credit_type",
+    "promotion_expires_at",
 )
 
 
@@ -77,7 +80,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "plan": account.plan,
         "shown": plan_display(account=account),
         "allowance": account_allowance(account=account),
-        "low_balance": low_balance_threshold(account=account),
+        "low_balance": low_balance_notice(account=account),
+        "credit": account_credit_split(account=account),
         "usage_chart": bar_chart_svg(
             usage, title="Charges per day, last 30 days", value_label=format_usd
         ),
@@ -131,6 +135,7 @@ def receipt(request: HttpRequest, entry_id: int) -> HttpResponse:
 def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:
     yield list(CSV_COLUMNS)
     for entry in entries:
+        display = entry_display(entry)
         yield [
             str(entry.pk),
             entry.created_at.isoformat(),
@@ -147,6 +152,8 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:
             entry.rate_source,
             str(entry.generation_id or ""),
             csv_text(entry.reason),
+            display.credit_type,
+            display.expires_at.isoformat() if display.expires_at else "",
         ]
 
 

@@ -45,6 +45,7 @@ from inference.selectors import (
     generation_list,
     model_choices,
     model_quotes,
+    owner_low_balance,
     size_presets,
 )
 from inference.services import SEED_MAX, generation_create, generation_delete
@@ -115,14 +116,9 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         "models": model_choices(),
         "selected_model": selected,
         "quote": quotes.get(selected) or next(iter(quotes.values())),
+        "low_balance": owner_low_balance(owner_id=owner.pk),
         "quotes_json": {
-            model: {
-                "text": q.text,
-                "affordable": q.affordable,
-                "refusal": q.refusal,
-                "action_url": q.refusal_action_url,
-                "action_label": q.refusal_action_label,
-            }
+            model: {"text": q.text, "affordable": q.affordable, "refusal": q.refusal}
             for model, q in quotes.items()
         },
         "size_options": form.size_options(size_presets()),

@@ -34,7 +34,7 @@ from fractions import Fraction
 from django.db import transaction
 from django.utils import timezone
 
-from billing.errors import CREDIT_ADD_ACTION, SUSPENDED_ACTION, CreditRefusedError
+from billing.errors import CreditRefusedError
 from billing.lock_objects import account_lock
 from billing.models import (
     Account,
@@ -51,6 +51,7 @@ from billing.rates import Rate, rate_from_metering, rate_now, rate_text
 from billing.services.ledger import ledger_entry_append
 from billing.services.payments import auto_topup_enqueue
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
+from billing.services.promotions import promotions_expire_for_account
 from integrations.livepeer.types import PaymentRecord
 
 logger = logging.getLogger(__name__)
@@ -83,12 +84,14 @@ def generation_admit(
     until it ends.
     """
     account = account_lock(user_id=owner_id)
+    # Promotional credit past its expiry is taken back before deciding (the beat task
+    # may not have run yet); a refusal rolls it back with the rest, for the beat to redo.
+    promotions_expire_for_account(account=account, now=timezone.now())
     plan = account.plan
     if account.suspended:
         raise CreditRefusedError(
             "Your account is suspended. Contact support to generate images again.",
             code="account_suspended",
-            action=SUSPENDED_ACTION,
         )
     policy = plan_policy(plan)
     refusal = policy.refusal(
@@ -109,7 +112,6 @@ def generation_admit(
             f"have {format_usd(account.available_micros, round_down=True)} available. "
             "Add credit to keep generating.",
             code="insufficient_credit",
-            action=CREDIT_ADD_ACTION,
         )
     description = description[:200] or "an image"
     Hold.objects.create(

@@ -528,23 +528,15 @@
     var quotes = JSON.parse(data.textContent);
     var text = line.querySelector("[data-quote-text]");
     var refusal = form.querySelector("[data-quote-refusal]");
+    var refusalBox = form.querySelector("[data-quote-refusal-box]");
     var button = form.querySelector("[data-submit]");
     select.addEventListener("change", function () {
       var quote = quotes[select.value];
       if (!quote) return;
       text.textContent = quote.text;
       line.setAttribute("data-affordable", quote.affordable ? "true" : "false");
-      var refusalText = refusal.querySelector("[data-quote-refusal-text]") || refusal;
-      var action = refusal.querySelector("[data-quote-action]");
-      refusalText.textContent = quote.refusal;
-      if (action) {
-        action.hidden = !quote.action_url;
-        if (quote.action_url) {
-          action.setAttribute("href", quote.action_url);
-          action.textContent = quote.action_label;
-        }
-      }
-      refusal.hidden = quote.affordable;
+      refusal.textContent = quote.refusal;
+      refusalBox.hidden = quote.affordable;
       button.disabled = !quote.affordable;
     });
   }

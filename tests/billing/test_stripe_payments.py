@@ -21,6 +21,7 @@ from billing.models import (
     Payment,
     PaymentPurpose,
     PaymentStatus,
+    PromotionalCredit,
     StripeCustomer,
     StripeEvent,
 )
@@ -32,6 +33,7 @@ from billing.services import (
     credit_deduct,
     credit_purchase,
     payment_refresh,
+    promotion_grant,
 )
 from tests.billing.conftest import (
     account_of,
@@ -612,3 +614,22 @@ def test_staff_see_payments_read_only(usage_user: User, admin_client: Client) ->
     assert admin_client.get("/admin/billing/payment/add/").status_code == 403
     assert admin_client.get("/admin/billing/stripeevent/").status_code == 200
     assert admin_client.get("/admin/billing/stripecustomer/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_refund_takes_back_purchased_credit_not_promotional_credit(usage_user: User) -> None:
+    promotion_grant(
+        user=usage_user,
+        amount_micros=5_000_000,
+        reason="welcome",
+        acting_user=None,
+        idempotency_key="welcome",
+    )
+    card_save(usage_user)
+    payment = buy(usage_user)
+    stripe_post("/v1/refunds", {"payment_intent": payment.payment_intent_id, "amount": 1000})
+    assert webhook_post(Client(), charge_event("charge.refunded", payment)).status_code == 200
+    assert [r.amount_micros for r in reversals(usage_user)] == [10_000_000]
+    assert account_of(usage_user).balance_micros == 5_000_000 + TWENTY_FIVE - 10_000_000
+    [lot] = PromotionalCredit.objects.filter(account_id=usage_user.pk)
+    assert (lot.remaining_micros, lot.closed_at) == (5_000_000, None)
