@@ -29,6 +29,7 @@ from billing.services.holds import (
 )
 from billing.services.ledger import credit_deduct, credit_grant, ledger_correct, ledger_entry_append
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
+from billing.services.wallet import wallet_refresh, wallet_refresh_if_stale
 
 __all__ = [
     "account_change_plan",
@@ -52,4 +53,6 @@ __all__ = [
     "plans_seed",
     "price_observe",
     "subscription_renew",
+    "wallet_refresh",
+    "wallet_refresh_if_stale",
 ]
