@@ -29,6 +29,12 @@ from integrations.pymthouse import PymthouseError
 logger = logging.getLogger(__name__)
 
 _NOTHING_CHARGED = "Nothing was charged."
+#: 404s that are answers, not auth failures (``…/subscription`` DELETE, ``…/pending-change``).
+_NOT_FOUND_MESSAGES = {
+    "no_subscription": "You have no subscription to cancel.",
+    "already_starter": "You're already on the starter plan.",
+    "nothing_to_resume": "There's no cancellation to undo.",
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,15 @@ def merchant_refusal(exc: PymthouseError, *, action: str) -> MerchantRefusal:
             f"pymthouse {action}: 400, pymthouse wants an externalUserId (its app is "
             "merchant); the request did not carry one",
         )
+    if status == 403 and "stripe connect" in description:
+        return MerchantRefusal(
+            "connect_not_ready",
+            f"Payments are not set up for this service yet. {_NOTHING_CHARGED}",
+            f"pymthouse {action}: 403, Stripe Connect onboarding is required before checkout "
+            "(finish it in the pymthouse dashboard)",
+        )
+    if status == 404 and code in _NOT_FOUND_MESSAGES:
+        return MerchantRefusal(code, _NOT_FOUND_MESSAGES[code], f"pymthouse {action}: 404 {code}")
     if status in (401, 403, 404):
         return MerchantRefusal(
             "pymthouse_credentials",

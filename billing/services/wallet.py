@@ -72,6 +72,10 @@ class WalletReading:
     status: str
     reason: str
     has_payment_method: bool | None
+    #: ``billingState.subject``: ``end_user`` + ``merchant`` when the app is configured
+    #: as this product expects; ``owner`` means the read is the operator's shared wallet.
+    subject_type: str = "end_user"
+    subject_billing_mode: str = "merchant"
 
 
 def wallet_read(*, external_user_id: str) -> WalletReading:
@@ -87,7 +91,9 @@ def wallet_read(*, external_user_id: str) -> WalletReading:
         can_spend=state.can_spend,
         status=state.status,
         reason=state.reason or "",
-        has_payment_method=wallet.has_default_payment_method,
+        has_payment_method=wallet.payment_method.has_default,
+        subject_type=state.subject.type,
+        subject_billing_mode=state.subject.billing_mode,
     )
 
 
@@ -171,7 +177,7 @@ def wallet_mirror_apply(*, user_id: int, reading: WalletReading) -> MerchantWall
                 reason=f"Network usage charged by pymthouse ({format_usd(amount)})",
                 idempotency_key=f"wallet-consumed:{user_id}:{wallet.consumed_micros}:{explained}",
             )
-    wallet.upstream_balance_micros = reading.balance_micros or 0
+    wallet.upstream_balance_micros = max(reading.balance_micros or 0, 0)
     wallet.can_spend = reading.can_spend
     wallet.status = reading.status[:32]
     wallet.reason = reading.reason[:64]
@@ -212,6 +218,19 @@ def wallet_refresh(*, user: User) -> MerchantWallet | MerchantRefusal:
         reading = wallet_read(external_user_id=user.external_user_id)
     except PymthouseError as exc:
         refusal = merchant_refusal(exc, action="wallet read")
+        staff_report(refusal, user_id=user.pk)
+        _wallet_error_record(user_id=user.pk, refusal=refusal)
+        return refusal
+    if reading.subject_type != "end_user" or reading.subject_billing_mode != "merchant":
+        # An owner_rollup app answers with the operator's shared wallet: never mirror it
+        # as this user's balance (pymthouse-billing §2.3, "Wallet / state subject").
+        refusal = MerchantRefusal(
+            "owner_wallet_not_app_user",
+            "Payments are not available for this service. Nothing was charged.",
+            "pymthouse wallet read: the answer is the app owner's wallet (subject "
+            f"{reading.subject_type}, mode {reading.subject_billing_mode}); the pymthouse app "
+            "is not in merchant mode while BILLING_MODE=merchant",
+        )
         staff_report(refusal, user_id=user.pk)
         _wallet_error_record(user_id=user.pk, refusal=refusal)
         return refusal
