@@ -449,6 +449,10 @@ class MerchantWallet(models.Model):
     )
     granted_micros = WeiAmountField(default=0)
     consumed_micros = WeiAmountField(default=0)
+    #: ``funding.includedUsage``: the month (its ``resetsAt`` date) and what the plan's
+    #: included usage had paid in it at the last read (given back as credit).
+    included_period = models.CharField(max_length=32, blank=True, default="")
+    included_consumed_micros = WeiAmountField(default=0)
     #: pymthouse's own ``balance.usdMicros`` as last read (shown to staff).
     upstream_balance_micros = WeiAmountField(default=0)
     #: Entries up to this id predate the mirror: they explain no pymthouse consumption.

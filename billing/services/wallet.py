@@ -55,6 +55,9 @@ from integrations.pymthouse import PymthouseError, get_client
 
 logger = logging.getLogger(__name__)
 
+#: ``usage_ref`` of the credits that give back what the plan's included usage paid.
+INCLUDED_USAGE_REF = "pymthouse:included-usage"
+
 
 def merchant_mode() -> bool:
     return bool(settings.BILLING_MODE == "merchant")
@@ -76,6 +79,10 @@ class WalletReading:
     #: as this product expects; ``owner`` means the read is the operator's shared wallet.
     subject_type: str = "end_user"
     subject_billing_mode: str = "merchant"
+    #: ``funding.includedUsage``: what the plan's included usage paid this calendar
+    #: month (``consumed``) and when that month ends (``resetsAt``, its key).
+    included_consumed_micros: int = 0
+    included_period: str = ""
 
 
 def wallet_read(*, external_user_id: str) -> WalletReading:
@@ -94,6 +101,8 @@ def wallet_read(*, external_user_id: str) -> WalletReading:
         has_payment_method=wallet.payment_method.has_default,
         subject_type=state.subject.type,
         subject_billing_mode=state.subject.billing_mode,
+        included_consumed_micros=state.funding.included_usage.consumed.usd_micros,
+        included_period=state.funding.included_usage.resets_at.date().isoformat(),
     )
 
 
@@ -107,11 +116,20 @@ def _explained_micros(*, wallet: MerchantWallet) -> int:
             filter=Q(kind__in=(EntryKind.USAGE_DEBIT, EntryKind.WALLET_DEBIT)),
         ),
         refunded=WeiSum("amount_micros", filter=Q(kind=EntryKind.REFUND)),
+        included=WeiSum(
+            "amount_micros",
+            filter=Q(kind=EntryKind.WALLET_CREDIT, usage_ref=INCLUDED_USAGE_REF),
+        ),
     )
     held = Hold.objects.filter(account_id=wallet.account_id, status=HoldStatus.OPEN).aggregate(
         held=WeiSum("amount_micros")
     )
-    return (sums["debited"] or 0) - (sums["refunded"] or 0) + (held["held"] or 0)
+    return (
+        (sums["debited"] or 0)
+        - (sums["refunded"] or 0)
+        - (sums["included"] or 0)
+        + (held["held"] or 0)
+    )
 
 
 def _wallet_locked(*, user_id: int) -> MerchantWallet:
@@ -152,6 +170,7 @@ def wallet_mirror_apply(*, user_id: int, reading: WalletReading) -> MerchantWall
             wallet.granted_micros,
             granted,
         )
+    _included_mirror(wallet=wallet, reading=reading)
     consumed = reading.consumed_micros
     if consumed is not None and consumed > wallet.consumed_micros:
         wallet.consumed_micros = consumed
@@ -191,6 +210,31 @@ def wallet_mirror_apply(*, user_id: int, reading: WalletReading) -> MerchantWall
             status=TopUpStatus.CREDITED, resolved_at=timezone.now()
         )
     return wallet
+
+
+def _included_mirror(*, wallet: MerchantWallet, reading: WalletReading) -> None:
+    """Give back what the plan's included usage paid (its ``consumed`` this month grows):
+    the local settlement debited those fees, pymthouse took them from the allowance, not
+    from the wallet. Keyed on the month and the counter value."""
+    if not reading.included_period:
+        return
+    seen = wallet.included_consumed_micros if wallet.included_period == reading.included_period else 0
+    value = reading.included_consumed_micros
+    if value > seen:
+        ledger_entry_append(
+            account=wallet.account,
+            kind=EntryKind.WALLET_CREDIT,
+            effect=EntryEffect.CREDIT,
+            amount_micros=value - seen,
+            reason="Network usage covered by your plan's included usage",
+            idempotency_key=(
+                f"wallet-included:{wallet.account_id}:{reading.included_period}:{value}"
+            ),
+            usage_ref=INCLUDED_USAGE_REF,
+        )
+    if wallet.included_period != reading.included_period or value > seen:
+        wallet.included_period = reading.included_period
+        wallet.included_consumed_micros = max(value, seen)
 
 
 def _credited_top_ups(*, wallet: MerchantWallet) -> list[object]:
