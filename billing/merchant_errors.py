@@ -118,4 +118,6 @@ def merchant_refusal(exc: PymthouseError, *, action: str) -> MerchantRefusal:
 
 def staff_report(refusal: MerchantRefusal, *, user_id: int | None) -> None:
     """One ERROR line for staff (the log is where operators look first)."""
-    logger.error("merchant billing: %s (code %s, user %s)", refusal.staff_message, refusal.code, user_id)
+    logger.error(
+        "merchant billing: %s (code %s, user %s)", refusal.staff_message, refusal.code, user_id
+    )

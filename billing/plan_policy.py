@@ -163,7 +163,8 @@ class MerchantPolicy(PlanPolicy):
             )
         if not wallet.can_spend:
             message = MERCHANT_BLOCKED_MESSAGES.get(
-                wallet.reason, "Your balance can't be spent right now. Add credit to keep generating."
+                wallet.reason,
+                "Your balance can't be spent right now. Add credit to keep generating.",
             )
             return _refuse(message, wallet.reason or "cannot_spend")
         return None

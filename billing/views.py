@@ -15,8 +15,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from accounts.models import User
-from billing.charts import bar_chart_svg
 from billing import views_merchant
+from billing.charts import bar_chart_svg
 from billing.exports import csv_text
 from billing.models import LedgerEntry
 from billing.money import format_usd, usd_decimal
@@ -151,7 +151,7 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
 
 
 def credit_add(request: HttpRequest) -> HttpResponse:
-    """"Add credit" (``billing:credit_add``), by ``BILLING_MODE``: merchant mode buys
+    """ "Add credit" (``billing:credit_add``), by ``BILLING_MODE``: merchant mode buys
     through pymthouse checkout (``views_merchant``); owner_rollup takes cards through
     the operator's own Stripe account (its page lives with the Stripe provider)."""
     if settings.BILLING_MODE == "merchant":

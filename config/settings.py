@@ -539,7 +539,9 @@ BILLING_WALLET_MAX_AGE_SECONDS: int = env.int("BILLING_WALLET_MAX_AGE_SECONDS", 
 BILLING_TOPUP_CONFIRM_SECONDS: int = env.int("BILLING_TOPUP_CONFIRM_SECONDS", default=60)
 # Top-up amounts offered on "Add credit" in merchant mode (whole dollars; pymthouse
 # accepts $1.00 to $10,000.00 with at most two decimals).
-BILLING_TOPUP_PRESETS_USD: list[str] = env.list("BILLING_TOPUP_PRESETS_USD", default=["10", "25", "50"])
+BILLING_TOPUP_PRESETS_USD: list[str] = env.list(
+    "BILLING_TOPUP_PRESETS_USD", default=["10", "25", "50"]
+)
 # How many merchant wallets one beat run re-reads (least recently read first).
 BILLING_WALLET_SYNC_LIMIT: int = env.int("BILLING_WALLET_SYNC_LIMIT", default=200)
 if BILLING_WALLET_MAX_AGE_SECONDS < 0 or BILLING_TOPUP_CONFIRM_SECONDS < 1:

@@ -27,6 +27,7 @@ outside any transaction; the copy is applied under the account row lock.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -218,7 +219,9 @@ def _included_mirror(*, wallet: MerchantWallet, reading: WalletReading) -> None:
     from the wallet. Keyed on the month and the counter value."""
     if not reading.included_period:
         return
-    seen = wallet.included_consumed_micros if wallet.included_period == reading.included_period else 0
+    seen = (
+        wallet.included_consumed_micros if wallet.included_period == reading.included_period else 0
+    )
     value = reading.included_consumed_micros
     if value > seen:
         ledger_entry_append(
@@ -237,7 +240,7 @@ def _included_mirror(*, wallet: MerchantWallet, reading: WalletReading) -> None:
         wallet.included_consumed_micros = max(value, seen)
 
 
-def _credited_top_ups(*, wallet: MerchantWallet) -> list[object]:
+def _credited_top_ups(*, wallet: MerchantWallet) -> list[uuid.UUID]:
     return [
         top_up.pk
         for top_up in PendingTopUp.objects.filter(

@@ -35,12 +35,10 @@ def pay_at_checkout(checkout_url: str) -> str:
     """Press Pay (or Save card) on the sandbox's checkout page; the success URL it sends
     the browser to (not followed)."""
     request = urllib.request.Request(checkout_url, data=b"", method="POST")
-    try:
+    with pytest.raises(urllib.error.HTTPError) as redirected:
         _OPENER.open(request, timeout=10)
-    except urllib.error.HTTPError as exc:
-        assert exc.code == 303, exc.code
-        return str(exc.headers["Location"])
-    raise AssertionError("the checkout did not redirect")
+    assert redirected.value.code == 303
+    return str(redirected.value.headers["Location"])
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +76,8 @@ def top_up(browser: Client, amount: str = "25", key: str = KEY) -> Any:
 
 def entries(user: User) -> list[tuple[str, int]]:
     return [
-        (e.kind, e.amount_micros) for e in LedgerEntry.objects.filter(account_id=user.pk).order_by("pk")
+        (e.kind, e.amount_micros)
+        for e in LedgerEntry.objects.filter(account_id=user.pk).order_by("pk")
     ]
 
 
@@ -207,7 +206,9 @@ def test_top_up_without_openmeter_is_503(
     # T#21/T#22: the local server has no OpenMeter/Stripe (merchant app, Connect ready).
     sandbox.set_billing(billingMode="merchant", billingEnabled=False, connectReady=True)
     shown = _refused_top_up(browser, caplog)
-    assert shown == "Payments are unavailable right now. Nothing was charged. Please try again later."
+    assert (
+        shown == "Payments are unavailable right now. Nothing was charged. Please try again later."
+    )
     assert "503, billing is not configured on the pymthouse deployment" in caplog.text
     assert entries(user) == []
     assert sandbox.billing()["sessions"] == []
@@ -262,7 +263,9 @@ def test_bad_credentials_are_404(
     # T#3–T#7: every auth failure on the billing routes is 404 {"error":"Not found"}.
     settings.PYMTHOUSE_M2M_CLIENT_SECRET = "pmth_cs_wrong"
     shown = _refused_top_up(browser, caplog)
-    assert shown == "Payments are unavailable right now. Nothing was charged. Please try again later."
+    assert (
+        shown == "Payments are unavailable right now. Nothing was charged. Please try again later."
+    )
     assert "pymthouse refused our credentials" in caplog.text
     assert "pmth_cs_wrong" not in caplog.text
     assert entries(user) == []
@@ -327,7 +330,10 @@ def test_merchant_pages_do_not_exist_in_owner_rollup(browser: Client, settings: 
 
 
 def test_generate_refuses_an_empty_wallet_with_add_credit_then_admits(
-    browser: Client, user: User, merchant_sandbox: SandboxControl, django_capture_on_commit_callbacks: Any
+    browser: Client,
+    user: User,
+    merchant_sandbox: SandboxControl,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     from inference.services import generation_create
 
@@ -337,7 +343,9 @@ def test_generate_refuses_an_empty_wallet_with_add_credit_then_admits(
 
     top_up(browser)
     pay_at_checkout(PendingTopUp.objects.get().checkout_url)
-    generation = generation_create(owner=user, prompt="a lighthouse", width=512, height=512, enqueue=False)
+    generation = generation_create(
+        owner=user, prompt="a lighthouse", width=512, height=512, enqueue=False
+    )
     account = account_of(user)
     assert account.balance_micros == 25_000_000
     assert account.held_micros == 15_000  # the ceiling in USD, no plan multiplier

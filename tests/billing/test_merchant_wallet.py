@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from billing.errors import CreditRefusedError
-from billing.models import EntryKind, Hold, HoldStatus, LedgerEntry, MerchantWallet
+from billing.models import EntryKind, Hold, LedgerEntry, MerchantWallet
 from billing.services.wallet import INCLUDED_USAGE_REF, WalletReading, wallet_mirror_apply
 from tests.billing.conftest import (
     account_of,
@@ -171,7 +171,10 @@ def test_debit_beyond_the_available_credit_takes_what_is_there(usage_user: Any) 
     wallet_mirror_apply(
         user_id=usage_user.pk, reading=reading(granted_micros=1_100, consumed_micros=300)
     )
-    assert kinds(usage_user)[2:] == [(EntryKind.WALLET_CREDIT, 1_000), (EntryKind.WALLET_DEBIT, 200)]
+    assert kinds(usage_user)[2:] == [
+        (EntryKind.WALLET_CREDIT, 1_000),
+        (EntryKind.WALLET_DEBIT, 200),
+    ]
     assert account_of(usage_user).balance_micros == 800
     assert_ledger_matches(usage_user)
 
