@@ -65,7 +65,8 @@ def user(make_user: Any, plans: Any) -> User:
 
 @pytest.fixture
 def browser(user: User) -> Client:
-    client = Client()
+    # pymthouse keeps http return URLs only on loopback names (``checkout`` route).
+    client = Client(HTTP_HOST="localhost")
     client.force_login(user)
     return client
 
@@ -108,7 +109,7 @@ def test_add_credit_pay_and_return_credits_once(
     assert entries(user) == []  # nothing is credited before pymthouse says so
 
     back = pay_at_checkout(top_up_row.checkout_url)
-    assert back == "http://testserver" + reverse("billing:credit_return", args=[top_up_row.pk])
+    assert back == "http://localhost" + reverse("billing:credit_return", args=[top_up_row.pk])
     returned = browser.get(back)
     assert returned.status_code == 200
     assert b"was added to your balance" in returned.content
@@ -165,7 +166,7 @@ def test_another_users_top_up_is_not_found(
     browser: Client, make_user: Any, merchant_sandbox: SandboxControl
 ) -> None:
     top_up(browser)
-    stranger = Client()
+    stranger = Client(HTTP_HOST="localhost")
     stranger.force_login(make_user())
     top_up_row = PendingTopUp.objects.get()
     assert stranger.get(reverse("billing:credit_status", args=[top_up_row.pk])).status_code == 404
@@ -287,16 +288,19 @@ def test_change_plan_without_a_card_goes_through_setup_then_changes(
     assert chosen.status_code == 302
     setup_url = chosen["Location"]
     assert "/checkout/" in setup_url  # a setup-mode checkout: nothing changed yet
-    assert merchant_sandbox.billing_customer(user.external_user_id)["subscription"] is None
+    customer = merchant_sandbox.billing_customer(user.external_user_id)
+    assert customer["planId"] != plan["id"]
+    assert customer["defaultPaymentMethod"] is None
 
     back = pay_at_checkout(setup_url)  # "Save card"
-    assert back.startswith("http://testserver" + reverse("billing:plan_return"))
-    done = browser.get(back.removeprefix("http://testserver"))
+    assert back.startswith("http://localhost" + reverse("billing:plan_return"))
+    done = browser.get(back.removeprefix("http://localhost"))
     assert done["Location"] == reverse("billing:plans")
     page = browser.get(reverse("billing:plans"))
     assert messages_of(page) == ["Your plan has changed."]
     assert b"Your plan: Pro" in page.content
     assert entries(user) == []  # pymthouse invoices the fee; the ledger moves nothing
+    assert merchant_sandbox.billing_customer(user.external_user_id)["planId"] == plan["id"]
 
     cancelled = browser.post(reverse("billing:plan_cancel"))
     page = browser.get(cancelled["Location"])
@@ -320,7 +324,9 @@ def test_invoices_list_the_top_up_and_link_to_it(
     assert b"$25.00" in page.content
     invoice_id = page.content.split(b'data-invoice="')[1].split(b'"')[0].decode()
     link = browser.get(reverse("billing:invoice_link", args=[invoice_id]))
-    assert link.status_code == 302
+    assert link["Location"] == f"{merchant_sandbox.url}/checkout/invoices/{invoice_id}"
+    missing = browser.get(reverse("billing:invoice_link", args=["in_nope"]))
+    assert missing["Location"] == reverse("billing:invoices")
 
 
 def test_merchant_pages_do_not_exist_in_owner_rollup(browser: Client, settings: Any) -> None:
