@@ -462,7 +462,7 @@ class MerchantWallet(models.Model):
     reason = models.CharField(max_length=64, blank=True, default="")
     has_payment_method = models.BooleanField(null=True, blank=True)
     refreshed_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    #: The last refusal pymthouse gave a wallet call, for staff ("" once one succeeds).
+    #: The last refusal pymthouse gave any billing call for this user, and when (staff).
     last_error = models.CharField(max_length=500, blank=True, default="")
     last_error_at = models.DateTimeField(null=True, blank=True)
 

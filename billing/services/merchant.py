@@ -28,7 +28,7 @@ from billing.errors import BillingError
 from billing.lock_objects import account_lock
 from billing.merchant_errors import MerchantRefusal, merchant_refusal, staff_report
 from billing.models import MerchantWallet, PendingTopUp, TopUpStatus
-from billing.services.wallet import wallet_refresh
+from billing.services.wallet import wallet_error_record, wallet_refresh
 from integrations.pymthouse import PymthouseError, get_client
 from integrations.pymthouse.billing_types import (
     InvoicePage,
@@ -67,6 +67,7 @@ def _call(action: str, user: User, call: Callable[[], T]) -> T:
     except PymthouseError as exc:
         refusal = merchant_refusal(exc, action=action)
         staff_report(refusal, user_id=user.pk)
+        wallet_error_record(user_id=user.pk, refusal=refusal)
         raise MerchantBillingError(refusal) from exc
 
 

@@ -203,7 +203,6 @@ def wallet_mirror_apply(*, user_id: int, reading: WalletReading) -> MerchantWall
     wallet.reason = reading.reason[:64]
     wallet.has_payment_method = reading.has_payment_method
     wallet.refreshed_at = timezone.now()
-    wallet.last_error = ""
     wallet.save()
     credited = _credited_top_ups(wallet=wallet)
     if credited:
@@ -251,7 +250,8 @@ def _credited_top_ups(*, wallet: MerchantWallet) -> list[uuid.UUID]:
 
 
 @transaction.atomic
-def _wallet_error_record(*, user_id: int, refusal: MerchantRefusal) -> None:
+def wallet_error_record(*, user_id: int, refusal: MerchantRefusal) -> None:
+    """Keep pymthouse's last refusal on the user's wallet row, for staff (the admin)."""
     wallet = _wallet_locked(user_id=user_id)
     wallet.last_error = refusal.staff_message[:500]
     wallet.last_error_at = timezone.now()
@@ -266,7 +266,7 @@ def wallet_refresh(*, user: User) -> MerchantWallet | MerchantRefusal:
     except PymthouseError as exc:
         refusal = merchant_refusal(exc, action="wallet read")
         staff_report(refusal, user_id=user.pk)
-        _wallet_error_record(user_id=user.pk, refusal=refusal)
+        wallet_error_record(user_id=user.pk, refusal=refusal)
         return refusal
     if reading.subject_type != "end_user" or reading.subject_billing_mode != "merchant":
         # An owner_rollup app answers with the operator's shared wallet: never mirror it
@@ -279,7 +279,7 @@ def wallet_refresh(*, user: User) -> MerchantWallet | MerchantRefusal:
             "is not in merchant mode while BILLING_MODE=merchant",
         )
         staff_report(refusal, user_id=user.pk)
-        _wallet_error_record(user_id=user.pk, refusal=refusal)
+        wallet_error_record(user_id=user.pk, refusal=refusal)
         return refusal
     return wallet_mirror_apply(user_id=user.pk, reading=reading)
 

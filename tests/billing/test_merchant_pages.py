@@ -225,6 +225,7 @@ def test_top_up_with_connect_not_ready_is_409(
     shown = _refused_top_up(browser, caplog)
     assert shown == "Payments are not set up for this service yet. Nothing was charged."
     assert "409, the app's Stripe Connect account is not ready" in caplog.text
+    assert "Stripe Connect" in MerchantWallet.objects.get(account_id=user.pk).last_error
     assert entries(user) == []
     assert sandbox.billing()["sessions"] == []
 
@@ -356,3 +357,50 @@ def test_generate_refuses_an_empty_wallet_with_add_credit_then_admits(
     assert account.balance_micros == 25_000_000
     assert account.held_micros == 15_000  # the ceiling in USD, no plan multiplier
     assert generation.max_fee_wei == 5_000_000_000_000
+
+
+def test_a_fresh_copy_is_not_read_again_before_admission(
+    user: User, merchant_sandbox: SandboxControl, settings: Any
+) -> None:
+    from billing.services import wallet_refresh_if_stale
+
+    settings.BILLING_WALLET_MAX_AGE_SECONDS = 60
+    wallet_refresh_if_stale(user_id=user.pk)
+    merchant_sandbox.billing_customer(user.external_user_id, prepaidUsdMicros="3000000")
+    wallet_refresh_if_stale(user_id=user.pk)
+    assert entries(user) == []  # younger than 60 s: pymthouse was not asked
+
+    settings.BILLING_WALLET_MAX_AGE_SECONDS = 0
+    wallet_refresh_if_stale(user_id=user.pk)
+    assert entries(user) == [(EntryKind.WALLET_CREDIT, 3_000_000)]
+
+
+def test_the_beat_task_mirrors_pending_top_ups_and_nothing_in_owner_rollup(
+    browser: Client, user: User, merchant_sandbox: SandboxControl, settings: Any
+) -> None:
+    from billing.tasks import merchant_wallets_refresh_task
+
+    top_up(browser, amount="5")
+    pay_at_checkout(PendingTopUp.objects.get().checkout_url)
+    settings.BILLING_MODE = "owner_rollup"
+    assert merchant_wallets_refresh_task.delay().get() == 0
+    assert entries(user) == []
+
+    settings.BILLING_MODE = "merchant"
+    assert merchant_wallets_refresh_task.delay().get() == 1
+    assert entries(user) == [(EntryKind.WALLET_CREDIT, 5_000_000)]
+    assert PendingTopUp.objects.get().status == TopUpStatus.CREDITED
+
+
+def test_staff_see_wallets_in_the_admin(
+    user: User, merchant_sandbox: SandboxControl, make_user: Any
+) -> None:
+    from billing.services import wallet_refresh_if_stale
+
+    wallet_refresh_if_stale(user_id=user.pk)
+    staff = make_user(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+    page = client.get(reverse("admin:billing_merchantwallet_changelist"))
+    assert page.status_code == 200
+    assert user.email.encode() in page.content or str(user.pk).encode() in page.content
