@@ -87,6 +87,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "page": page,
         "entries": [entry_display(entry) for entry in page.object_list],
         "now": timezone.now(),
+        "merchant_mode": settings.BILLING_MODE == "merchant",
     }
     return render(request, "billing/dashboard.html", context)
 

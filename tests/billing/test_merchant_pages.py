@@ -126,6 +126,9 @@ def test_add_credit_pay_and_return_credits_once(
     assert PendingTopUp.objects.count() == 1
     assert len(merchant_sandbox.billing()["sessions"]) == 1  # no second purchase
     assert_ledger_matches(user)
+    dashboard = browser.get(reverse("billing:dashboard"))
+    assert b'data-available-micros="25000000"' in dashboard.content
+    assert f'href="{reverse("billing:credit_add")}"'.encode() in dashboard.content
 
 
 def test_the_return_page_polls_a_bounded_time_then_says_still_processing(
