@@ -1,7 +1,7 @@
 """The app's billing book: mode, Stripe Connect, plans, end-user wallets and Checkouts.
 
-Models pymthouse/pymthouse@5ee7cfc7's merchant billing (docs/upstream.md, pymthouse
-billing): ``app_billing_config`` (``billing_mode``, Connect readiness), the per-app plans
+Models pymthouse/pymthouse@5ee7cfc7's merchant billing (docs/upstream.md §P9):
+``app_billing_config`` (``billing_mode``, Connect readiness), the per-app plans
 (``src/lib/starter-default-plan.ts``), each merchant end user's ``sbx_eu_…`` OpenMeter
 customer (prepaid credit grants, the Starter's included usage, the saved card, the
 subscription) and the Stripe Checkout sessions the top-up and setup flows create.
@@ -281,6 +281,8 @@ class BillingBook:
             self.plans[plan.id] = plan
         self.customers: dict[str, Customer] = {}
         self.sessions: dict[str, CheckoutSession] = {}
+        #: Owner top-ups forward ``Idempotency-Key`` to Stripe: the same key, the same session.
+        self.idempotent_sessions: dict[str, str] = {}
 
     # --- config ---------------------------------------------------------------------------
 
@@ -389,8 +391,16 @@ class BillingBook:
         return True
 
     def refusal(self, customer: Customer, now: datetime) -> str | None:
-        """The mint/re-auth gate (§8): ``None`` to allow, else the denial reason code."""
+        """The mint/re-auth gate (§8): ``None`` to allow, else the denial reason code.
+
+        Spendable > 0 allows; else a merchant auto top-up (enabled, a card, Connect
+        ready) grants its amount once per PaymentIntent and allows; else overage
+        eligibility and the soft-negative ceiling decide (``src/lib/oidc/signer-balance-gate.ts``,
+        ``src/lib/stripe/auto-topup.ts``, ``src/lib/billing/soft-negative-gate.ts``).
+        """
         if self.spendable(customer, now) > 0:
+            return None
+        if self.auto_top_up(customer):
             return None
         if not self.overage_eligible(customer):
             return "overage_not_available" if customer.has_default_card else "no_payment_method"
@@ -398,6 +408,23 @@ class BillingBook:
         if ceiling and self.unbilled_debt(customer) >= ceiling:
             return "debt_ceiling_reached"
         return None
+
+    def auto_top_up(self, customer: Customer) -> bool:
+        """An off-session PaymentIntent for the saved amount, granted synchronously
+        (key ``autotopup:{pi_id}``); False when it is skipped (not merchant, Connect not
+        ready, no card, disabled)."""
+        if not (
+            self.is_merchant
+            and self.connect_ready
+            and customer.has_default_card
+            and customer.auto_top_up_enabled
+        ):
+            return False
+        amount = customer.auto_top_up_usd_micros or DEFAULT_AUTO_TOP_UP_USD_MICROS
+        intent = f"pi_{secrets.token_hex(12)}"
+        self.grant(customer, amount, key=f"autotopup:{intent}")
+        self.new_invoice(customer, total_usd_micros=amount, invoice_type="auto_topup")
+        return True
 
     # --- checkout sessions ----------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """pymthouse end-user billing: wallet, top-up, plans, subscription, invoices, cards.
 
 The routes of pymthouse/pymthouse@5ee7cfc7 ``src/app/api/v1/apps/[id]/billing/…`` and
-``…/users/[externalUserId]/…`` (docs/upstream.md, pymthouse billing). Mixed into
+``…/users/[externalUserId]/…`` (docs/upstream.md §P9). Mixed into
 ``PymthouseClient``, so ``get_client().wallet_get(...)``.
 
 Auth is HTTP Basic with the ``m2m_…`` client on every route: the wallet, state and

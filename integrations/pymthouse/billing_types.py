@@ -1,6 +1,6 @@
 """Typed results of pymthouse's end-user billing routes (house style R10).
 
-Shapes are pymthouse/pymthouse@5ee7cfc7's (docs/upstream.md, pymthouse billing):
+Shapes are pymthouse/pymthouse@5ee7cfc7's (docs/upstream.md §P9):
 ``BillingState`` from ``src/lib/billing/billing-state.ts``, the wallet from
 ``src/app/api/v1/apps/[id]/billing/wallet/route.ts``, plans from
 ``src/lib/billing/product-dto.ts``, the user subscription from

@@ -1,6 +1,6 @@
 """End-user billing routes: wallet, state, top-up, plans, checkout, subscription, invoices.
 
-Built to pymthouse/pymthouse@5ee7cfc7 (docs/upstream.md, pymthouse billing) and its live
+Built to pymthouse/pymthouse@5ee7cfc7 (docs/upstream.md §P9) and its live
 transcript against the real local server (T#n below):
 
 * auth (§3): **M2M-strict** (``authorizeOwnerWalletM2m``,
@@ -461,13 +461,18 @@ async def top_up(request: Request) -> Response:
     if not state.billing_on:
         return _error(503, BILLING_UNAVAILABLE)
     fallback = _dashboard(state, "/billing?topup=succeeded")
-    session = book.new_session(
+    # Only the owner_rollup branch forwards Idempotency-Key to Stripe (§6.4).
+    key = None if book.is_merchant else request.headers.get("idempotency-key")
+    known = book.sessions.get(book.idempotent_sessions.get(key or "", ""))
+    session = known or book.new_session(
         mode="payment",
         customer_key=book.customer_key(ext),
         success_url=_return_url(body.get("successUrl"), fallback),
         cancel_url=_return_url(body.get("cancelUrl"), _dashboard(state, "/billing")),
         amount_usd_micros=micros,
     )
+    if key:
+        book.idempotent_sessions[key] = session.id
     logger.info("top-up checkout %s for %s micros", session.id, micros)
     return json_response(
         {

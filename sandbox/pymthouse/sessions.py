@@ -51,9 +51,9 @@ def signer_session_response(
         book = state.billing
         customer = book.customer(book.customer_key(external_user_id))
         now = datetime.now(UTC)
+        refusal = book.refusal(customer, now) if metered else None  # may auto top up
         balance = book.spendable(customer, now)
         lifetime = customer.lifetime_granted_usd_micros + book.included_total(customer)
-        refusal = book.refusal(customer, now) if metered else None
     if refusal is not None:
         body: dict[str, object] = {
             "error": "trial_credits_exhausted",

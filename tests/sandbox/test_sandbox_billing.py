@@ -517,3 +517,89 @@ def test_reset_restores_the_local_server_defaults(
         "softNegativeUsdMicros": None,
         "sessions": [],
     }
+
+
+def _mint(http: requests.Session, base: str, ext: str = USER) -> requests.Response:
+    return http.post(
+        f"{base}/api/v1/oidc/token", auth=BASIC,
+        data={"grant_type": "client_credentials", "scope": "sign:mint_user_token",
+              "external_user_id": ext},
+    )  # fmt: skip
+
+
+def _state(http: requests.Session, base: str) -> dict[str, Any]:
+    response = http.get(f"{base}{APP}/billing/state", auth=BASIC, params={"externalUserId": USER})
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_overage_with_a_card_on_a_paid_plan_runs_to_the_ceiling(
+    control: SandboxControl, http: requests.Session
+) -> None:
+    _merchant(control)
+    metered = control.add_plan("Metered", type="usage")
+    control.billing_customer(USER, card=True)
+    changed = http.post(f"{control.url}{APP}/users/{USER}/subscription/change", auth=BASIC,
+                        json={"planId": metered["id"]})  # fmt: skip
+    assert changed.json()["planId"] == metered["id"]
+    control.billing_customer(USER, prepaidUsdMicros=-800_000)  # $0.80 unbilled
+    state = _state(http, control.url)
+    assert (state["status"], state["canSpend"]) == ("overage", True)
+    assert state["funding"]["overage"]["eligible"] is True
+    assert state["funding"]["overage"]["unbilledDebt"] == _money(800_000, "0.80")
+    assert state["funding"]["overage"]["remaining"] == _money(1_200_000, "1.20")
+    assert state["funding"]["overage"]["utilizationBps"] == 4000
+    assert _mint(http, control.url).status_code == 200
+    control.billing_customer(USER, prepaidUsdMicros=-1_500_000)  # $0.50 left <= $1.00 lead
+    state = _state(http, control.url)
+    assert (state["status"], state["collection"]["nextAction"]) == (
+        "at_risk",
+        "awaiting_settlement",
+    )
+    control.billing_customer(USER, prepaidUsdMicros=-2_000_000)  # at the $2.00 ceiling
+    state = _state(http, control.url)
+    assert (state["status"], state["reason"]) == ("blocked", "debt_ceiling_reached")
+    refused = _mint(http, control.url)
+    assert (refused.status_code, refused.json()["reason"]) == (402, "debt_ceiling_reached")
+    assert refused.json()["error_description"] == (
+        "Overage limit reached while payment is collected"
+    )
+    control.set_billing(softNegativeUsdMicros="0")  # no ceiling: overage alone carries spend
+    assert _state(http, control.url)["status"] == "overage"
+    assert _mint(http, control.url).status_code == 200
+
+
+def test_auto_top_up_refills_at_the_gate(control: SandboxControl, http: requests.Session) -> None:
+    _merchant(control)
+    control.billing_customer(USER, includedConsumedUsdMicros=5_000_000, card=True)
+    enabled = http.patch(
+        f"{control.url}{APP}/billing/wallet",
+        auth=BASIC,
+        json={"externalUserId": USER, "enabled": True, "amountUsd": "20.00"},
+    )
+    assert enabled.json() == {
+        "externalUserId": USER, "autoTopUp": {"enabled": True, "amountUsd": "20.00"},
+    }  # fmt: skip
+    session = signer_session(http, control.url, USER)
+    assert session["balanceUsdMicros"] == "20000000"
+    (grant,) = control.billing_customer(USER)["grantKeys"]
+    assert grant.startswith("autotopup:pi_")
+    assert _mint(http, control.url).status_code == 200
+    assert len(control.billing_customer(USER)["grantKeys"]) == 1  # spendable > 0: no charge
+
+
+def test_owner_top_up_forwards_the_idempotency_key(
+    control: SandboxControl, http: requests.Session
+) -> None:
+    control.set_billing(billingEnabled=True, creditDelaySeconds=0)
+    key = {"Idempotency-Key": "probe-topup-1"}
+    first = http.post(f"{control.url}{APP}/billing/wallet/top-up", auth=BASIC, headers=key,
+                      json={"amountUsd": "25.00", "successUrl": SUCCESS})  # fmt: skip
+    again = http.post(f"{control.url}{APP}/billing/wallet/top-up", auth=BASIC, headers=key,
+                      json={"amountUsd": "25.00", "successUrl": SUCCESS})  # fmt: skip
+    other = _top_up(http, control.url, "25.00", successUrl=SUCCESS)
+    assert first.json()["sessionId"] == again.json()["sessionId"] != other.json()["sessionId"]
+    http.post(first.json()["checkoutUrl"], allow_redirects=False)
+    wallet = _wallet(http, control.url, None)
+    assert wallet["balance"]["usdMicros"] == "25000000"  # the owner's shared wallet
+    assert wallet["billingState"]["subject"]["type"] == "owner"
