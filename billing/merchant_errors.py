@@ -3,7 +3,7 @@ and for staff.
 
 The real server's refusals (pymthouse/pymthouse@5ee7cfc7 ``src/app/api/v1/apps/[id]/
 billing/wallet/top-up/route.ts``, ``…/billing/checkout/route.ts``,
-``…/users/[externalUserId]/subscription/change/route.ts``; docs/upstream.md):
+``…/users/[externalUserId]/subscription/change/route.ts``; docs/upstream.md §P9):
 
 * 503 ``Billing is not available right now``: the pymthouse deployment has no
   OpenMeter (or no Stripe key);
@@ -24,7 +24,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from integrations.pymthouse import PymthouseError
+from integrations.pymthouse import (
+    PymthouseAuthError,
+    PymthouseBillingUnavailableError,
+    PymthouseConnectNotReadyError,
+    PymthouseError,
+    PymthouseNotFoundError,
+    PymthouseOwnerWalletError,
+    PymthousePaymentMethodRequiredError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,36 +55,37 @@ class MerchantRefusal:
 
 
 def merchant_refusal(exc: PymthouseError, *, action: str) -> MerchantRefusal:
-    """The refusal ``exc`` (from a billing call doing ``action``) means."""
+    """The refusal ``exc`` (from a billing call doing ``action``) means; the client's
+    narrowest classes first (``integrations.pymthouse.billing``)."""
     status, code = exc.status, exc.code or ""
     description = (exc.description or "").lower()
-    if status == 503:
+    if isinstance(exc, PymthouseBillingUnavailableError):
         return MerchantRefusal(
             "billing_unavailable",
             f"Payments are unavailable right now. {_NOTHING_CHARGED} Please try again later.",
             f"pymthouse {action}: 503, billing is not configured on the pymthouse "
             "deployment (no OpenMeter or no Stripe key)",
         )
-    if status == 409 and ("payment method" in description or code == "payment_method_required"):
+    if isinstance(exc, PymthousePaymentMethodRequiredError):
         return MerchantRefusal(
             "payment_method_required",
             f"Add a card first, then choose the plan again. {_NOTHING_CHARGED}",
             f"pymthouse {action}: 409, the user has no saved card",
         )
-    if status == 409:
+    if isinstance(exc, PymthouseConnectNotReadyError):
         return MerchantRefusal(
             "connect_not_ready",
             f"Payments are not set up for this service yet. {_NOTHING_CHARGED}",
-            f"pymthouse {action}: 409, the app's Stripe Connect account is not ready "
+            f"pymthouse {action}: {status}, the app's Stripe Connect account is not ready "
             "(finish Connect onboarding in the pymthouse dashboard)",
         )
-    if status == 400 and code == "owner_wallet_not_app_user":
+    if isinstance(exc, PymthouseOwnerWalletError):
         return MerchantRefusal(
             "owner_wallet_not_app_user",
             f"Payments are not available for this service. {_NOTHING_CHARGED}",
-            f"pymthouse {action}: 400 owner_wallet_not_app_user, the pymthouse app is in "
-            "owner_rollup mode while BILLING_MODE=merchant (switch the app to merchant in "
-            "pymthouse, or set BILLING_MODE=owner_rollup)",
+            f"pymthouse {action}: {status} {code}, the pymthouse app is in owner_rollup mode "
+            "while BILLING_MODE=merchant (switch the app to merchant in pymthouse, or set "
+            "BILLING_MODE=owner_rollup)",
         )
     if status == 400 and "externaluserid is required" in description:
         return MerchantRefusal(
@@ -85,16 +94,9 @@ def merchant_refusal(exc: PymthouseError, *, action: str) -> MerchantRefusal:
             f"pymthouse {action}: 400, pymthouse wants an externalUserId (its app is "
             "merchant); the request did not carry one",
         )
-    if status == 403 and "stripe connect" in description:
-        return MerchantRefusal(
-            "connect_not_ready",
-            f"Payments are not set up for this service yet. {_NOTHING_CHARGED}",
-            f"pymthouse {action}: 403, Stripe Connect onboarding is required before checkout "
-            "(finish it in the pymthouse dashboard)",
-        )
-    if status == 404 and code in _NOT_FOUND_MESSAGES:
+    if isinstance(exc, PymthouseNotFoundError) and code in _NOT_FOUND_MESSAGES:
         return MerchantRefusal(code, _NOT_FOUND_MESSAGES[code], f"pymthouse {action}: 404 {code}")
-    if status in (401, 403, 404):
+    if isinstance(exc, PymthouseAuthError | PymthouseNotFoundError):
         return MerchantRefusal(
             "pymthouse_credentials",
             f"Payments are unavailable right now. {_NOTHING_CHARGED} Please try again later.",
@@ -102,7 +104,7 @@ def merchant_refusal(exc: PymthouseError, *, action: str) -> MerchantRefusal:
             "(check PYMTHOUSE_PUBLIC_CLIENT_ID, PYMTHOUSE_M2M_CLIENT_ID and "
             "PYMTHOUSE_M2M_CLIENT_SECRET)",
         )
-    if status is not None and 400 <= status < 500:
+    if not exc.retryable and status is not None and 400 <= status < 500:
         shown = exc.description or "The payment service refused the request."
         return MerchantRefusal(
             "refused",
