@@ -407,3 +407,42 @@ def test_staff_see_wallets_in_the_admin(
     page = client.get(reverse("admin:billing_merchantwallet_changelist"))
     assert page.status_code == 200
     assert user.email.encode() in page.content or str(user.pk).encode() in page.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_polls_credit_a_top_up_once(
+    browser: Client, user: User, merchant_sandbox: SandboxControl
+) -> None:
+    import threading
+
+    from django.db import connection
+
+    from billing.services.merchant import top_up_progress
+
+    top_up(browser)
+    top_up_row = PendingTopUp.objects.get()
+    pay_at_checkout(top_up_row.checkout_url)
+    barrier = threading.Barrier(8)
+    states: list[str] = []
+    lock = threading.Lock()
+
+    def poll() -> None:
+        try:
+            barrier.wait()
+            progress = top_up_progress(user=user, top_up_id=top_up_row.pk)
+            state = progress.state if progress is not None else "missing"
+        except Exception as exc:  # reported in the assertion below
+            state = f"error: {exc!r}"
+        finally:
+            connection.close()
+        with lock:
+            states.append(state)
+
+    threads = [threading.Thread(target=poll) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert states == ["credited"] * 8
+    assert entries(user) == [(EntryKind.WALLET_CREDIT, 25_000_000)]
+    assert_ledger_matches(user)
