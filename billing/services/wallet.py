@@ -203,7 +203,20 @@ def wallet_mirror_apply(*, user_id: int, reading: WalletReading) -> MerchantWall
     wallet.reason = reading.reason[:64]
     wallet.has_payment_method = reading.has_payment_method
     wallet.refreshed_at = timezone.now()
-    wallet.save()
+    wallet.save(
+        update_fields=[
+            "granted_micros",
+            "consumed_micros",
+            "included_period",
+            "included_consumed_micros",
+            "upstream_balance_micros",
+            "can_spend",
+            "status",
+            "reason",
+            "has_payment_method",
+            "refreshed_at",
+        ]
+    )
     credited = _credited_top_ups(wallet=wallet)
     if credited:
         PendingTopUp.objects.filter(pk__in=credited).update(
@@ -240,13 +253,20 @@ def _included_mirror(*, wallet: MerchantWallet, reading: WalletReading) -> None:
 
 
 def _credited_top_ups(*, wallet: MerchantWallet) -> list[uuid.UUID]:
-    return [
-        top_up.pk
-        for top_up in PendingTopUp.objects.filter(
-            account_id=wallet.account_id, status=TopUpStatus.PENDING
-        )
-        if wallet.granted_micros >= top_up.granted_before_micros + top_up.amount_micros
-    ]
+    """The pending top-ups the granted counter now covers, oldest first, each taking its
+    own amount of the growth: two checkouts open at once are not both shown as credited
+    by the first one that lands."""
+    credited = []
+    covered = 0
+    for top_up in PendingTopUp.objects.filter(
+        account_id=wallet.account_id, status=TopUpStatus.PENDING
+    ).order_by("created_at", "pk"):
+        needed = max(top_up.granted_before_micros, covered) + top_up.amount_micros
+        if wallet.granted_micros < needed:
+            break
+        credited.append(top_up.pk)
+        covered = needed
+    return credited
 
 
 @transaction.atomic

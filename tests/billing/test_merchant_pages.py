@@ -446,3 +446,22 @@ def test_concurrent_polls_credit_a_top_up_once(
     assert states == ["credited"] * 8
     assert entries(user) == [(EntryKind.WALLET_CREDIT, 25_000_000)]
     assert_ledger_matches(user)
+
+
+def test_two_open_checkouts_are_not_both_credited_by_the_first_payment(
+    browser: Client, user: User, merchant_sandbox: SandboxControl
+) -> None:
+    top_up(browser, amount="10", key="a" * 32)
+    top_up(browser, amount="10", key="b" * 32)
+    first, second = PendingTopUp.objects.order_by("created_at")
+    pay_at_checkout(second.checkout_url)  # either one landing covers one of them
+
+    browser.get(reverse("billing:credit_status", args=[first.pk]))
+    assert sorted(PendingTopUp.objects.values_list("status", flat=True)) == [
+        TopUpStatus.CREDITED,
+        TopUpStatus.PENDING,
+    ]
+    pay_at_checkout(first.checkout_url)
+    browser.get(reverse("billing:credit_status", args=[second.pk]))
+    assert set(PendingTopUp.objects.values_list("status", flat=True)) == {TopUpStatus.CREDITED}
+    assert entries(user) == [(EntryKind.WALLET_CREDIT, 10_000_000)] * 2
