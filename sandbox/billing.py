@@ -19,7 +19,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-BILLING_MODES = ("owner_rollup", "merchant")
+from sandbox.config import BillingDefaults
+
 PLAN_TYPES = ("free", "subscription", "usage")
 NETWORK_DEFAULT_PLAN = "__pymthouse_network_default__"
 STARTER_PLAN = "__pymthouse_starter__"
@@ -30,7 +31,6 @@ MINIMUM_CHARGE_USD_MICROS = 500_000
 LEAD_CAP_USD_MICROS = 5_000_000
 MICROS_PER_CENT = 10_000
 DEFAULT_AUTO_TOP_UP_USD_MICROS = 10_000_000
-DEFAULT_CREDIT_DELAY_SECONDS = 1.0
 PAY_AS_YOU_GO = (
     "Pay-as-you-go — usage draws down prepaid credits first, then continues as overage and "
     "is invoiced automatically as it accrues."
@@ -254,13 +254,13 @@ class CheckoutSession:
 class BillingBook:
     """Billing state of the sandbox's one app (all synchronous: no awaits inside)."""
 
-    def __init__(self, app_id: str, owner_id: str) -> None:
+    def __init__(self, app_id: str, owner_id: str, defaults: BillingDefaults) -> None:
         self.app_id = app_id
         self.owner_id = owner_id
-        self.mode = "owner_rollup"
-        self.enabled = False
-        self.connect_ready = False
-        self.credit_delay_seconds = DEFAULT_CREDIT_DELAY_SECONDS
+        self.mode = defaults.mode
+        self.enabled = defaults.enabled
+        self.connect_ready = defaults.connect_ready
+        self.credit_delay_seconds = defaults.credit_delay_seconds
         self.soft_negative_usd_micros: int | None = None
         self.plans: dict[str, Plan] = {}
         for plan in (

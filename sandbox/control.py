@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.billing import BILLING_MODES, PLAN_TYPES, Plan
-from sandbox.config import ConfigError, parse_integer, parse_seconds
+from sandbox.billing import PLAN_TYPES, Plan
+from sandbox.config import BILLING_MODES, ConfigError, parse_integer, parse_seconds
 from sandbox.faults import ANSWER_LOST_KINDS
 from sandbox.pymthouse import usage_seed
 from sandbox.runners import apply_runner_update, new_runner

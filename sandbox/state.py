@@ -182,7 +182,7 @@ class SandboxState:
         self.orch_balances: dict[tuple[str, str], int] = {}
         self.fixed_prices: dict[tuple[str, str], tuple[int, int]] = {}
         self.runners: dict[str, RunnerConfig] = default_runners(settings)
-        self.billing = BillingBook(settings.app_id, self.owner_id)
+        self.billing = BillingBook(settings.app_id, self.owner_id, settings.billing_defaults)
         self.orchestrator_address = "0x" + secrets.token_hex(20)
         self.queue_jobs: dict[str, QueueJob] = {}
         self.streams: collections.OrderedDict[str, collections.OrderedDict[str, bytes]] = (
@@ -200,7 +200,9 @@ class SandboxState:
         self.orch_balances.clear()
         self.fixed_prices.clear()
         self.runners = default_runners(self.settings)
-        self.billing = BillingBook(self.settings.app_id, self.owner_id)
+        self.billing = BillingBook(
+            self.settings.app_id, self.owner_id, self.settings.billing_defaults
+        )
         self.queue_jobs.clear()
         self.streams.clear()
         self.sso.reset()

@@ -12,16 +12,20 @@ from typing import Any
 import pytest
 import requests
 
+from sandbox.config import ConfigError, load_settings
 from tests.sandbox.helpers import (
     APP_ID,
     BASIC,
     M2M_ID,
     SDXL_RUNNER,
+    challenge,
     paid_call,
     provision,
+    sign_payment,
+    signer_address,
     signer_session,
 )
-from tests.sandbox_server import SandboxControl
+from tests.sandbox_server import SandboxControl, SandboxProcess, free_port
 
 WEB_BASIC = (
     "web_b50c8e3d43c6d3641cae2e66",
@@ -347,8 +351,6 @@ def test_merchant_usage_spends_the_wallet_then_the_signer_refuses_483(
     control.billing_customer(USER, prepaidUsdMicros=1_000_000)
     token = signer_session(http, control.url, USER)["access_token"]
     control.billing_customer(USER, prepaidUsdMicros=0)
-    from tests.sandbox.helpers import challenge, sign_payment, signer_address
-
     sender = signer_address(http, control.url, token)
     params = challenge(http, control.url, SDXL_RUNNER, sender, {"prompt": "p", "size": "64x64"})
     payment = sign_payment(http, control.url, token, params)
@@ -603,3 +605,37 @@ def test_owner_top_up_forwards_the_idempotency_key(
     wallet = _wallet(http, control.url, None)
     assert wallet["balance"]["usdMicros"] == "25000000"  # the owner's shared wallet
     assert wallet["billingState"]["subject"]["type"] == "owner"
+
+
+def test_start_up_billing_comes_from_the_environment() -> None:
+    """``make run`` can start the sandbox as a merchant app with billing on."""
+    settings = load_settings(
+        {
+            "SANDBOX_BILLING_MODE": "merchant",
+            "SANDBOX_BILLING_ENABLED": "true",
+            "SANDBOX_CONNECT_READY": "1",
+            "SANDBOX_CREDIT_DELAY_SECONDS": "0.25",
+        }
+    )
+    defaults = settings.billing_defaults
+    assert (defaults.mode, defaults.enabled, defaults.connect_ready) == ("merchant", True, True)
+    assert defaults.credit_delay_seconds == 0.25
+    plain = load_settings({}).billing_defaults
+    assert (plain.mode, plain.enabled, plain.connect_ready, plain.credit_delay_seconds) == (
+        "owner_rollup", False, False, 1.0,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="SANDBOX_BILLING_MODE"):
+        load_settings({"SANDBOX_BILLING_MODE": "rollup"})
+
+
+def test_a_merchant_sandbox_process_resets_to_its_start_up_billing() -> None:
+    env = {"SANDBOX_BILLING_MODE": "merchant", "SANDBOX_BILLING_ENABLED": "true",
+           "SANDBOX_CONNECT_READY": "true"}  # fmt: skip
+    with SandboxProcess(port=free_port(), env=env) as process:
+        control = SandboxControl(process.url)
+        control.set_billing(billingMode="owner_rollup", connectReady=False)
+        control.reset()
+        billing = control.billing()
+        assert (billing["billingMode"], billing["billingOn"], billing["connectReady"]) == (
+            "merchant", True, True,
+        )  # fmt: skip
