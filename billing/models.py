@@ -103,6 +103,11 @@ class Account(models.Model):
     subscription_starts_at = models.DateTimeField(null=True, blank=True)
     subscription_ends_at = models.DateTimeField(null=True, blank=True)
     low_balance_notified_at = models.DateTimeField(null=True, blank=True)
+    #: A change the user scheduled for the end of the subscription period (a downgrade
+    #: or a cancellation); applied by ``subscriptions.pending_change_apply``.
+    pending_plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

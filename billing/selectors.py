@@ -15,11 +15,12 @@ from billing.charts import ChartPoint
 from billing.db import WeiSum
 from billing.errors import CreditRefusedError
 from billing.hooks import images_per_day, images_this_month
-from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry
+from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry, Plan
 from billing.money import format_usd
 from billing.plan_policy import plan_policy
 from billing.rates import rate_now
 from billing.services.pricing import max_fee_estimates
+from billing.services.subscriptions import PlanChangeError, PlanChangeQuote, plan_change_quote
 from integrations.pymthouse.money import parse_usd_micros
 
 
@@ -337,3 +338,60 @@ def holds_open_stale(*, before: datetime, limit: int) -> list[OpenHold]:
         .values_list("pk", "generation_id", "account_id", "amount_micros", "created_at")[:limit]
     )
     return [OpenHold(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class PlanOffer:
+    """One plan on the Plans page: what it is, in dollars, and what moving to it does."""
+
+    plan: Plan
+    #: "20 free images a month", "$29.00 per 30 days, up to 500 images a month", …
+    terms: str
+    current: bool
+    #: What a change to it does now (``None`` for the current plan or when refused).
+    quote: PlanChangeQuote | None
+    #: Why it cannot be chosen ("" when it can).
+    refusal: str
+
+
+def plan_terms(plan: Plan) -> str:
+    """A plan's terms in one line, in the user's words and dollars."""
+    policy = plan_policy(plan)
+    if policy.has_subscription:
+        cap = policy.monthly_limit(plan)
+        terms = (
+            f"{format_usd(plan.subscription_fee_micros)} per "
+            f"{settings.BILLING_SUBSCRIPTION_PERIOD_DAYS} days"
+        )
+        return terms + (f", up to {cap} images a month" if cap else ", no monthly cap")
+    if policy.counts_images:
+        return f"{policy.monthly_limit(plan) or 0} free images a month"
+    if plan.flat_price_micros is not None:
+        return f"{format_usd(plan.flat_price_micros)} per image, from your credit"
+    return f"Each image's network cost {plan.multiplier_text}, from your credit"
+
+
+def plan_offers(*, account: Account) -> list[PlanOffer]:
+    """The active plans, the current one first, each with what choosing it would do."""
+    now = timezone.now()
+    offers = []
+    plans = sorted(
+        Plan.objects.filter(Q(is_active=True) | Q(pk=account.plan_id)),
+        key=lambda plan: (plan.pk != account.plan_id, plan.subscription_fee_micros, plan.name),
+    )
+    for plan in plans:
+        quote, refusal = None, ""
+        try:
+            quote = plan_change_quote(account=account, plan=plan, now=now)
+        except PlanChangeError as exc:
+            refusal = exc.message
+        offers.append(
+            PlanOffer(
+                plan=plan,
+                terms=plan_terms(plan),
+                current=plan.pk == account.plan_id,
+                quote=quote,
+                refusal=refusal,
+            )
+        )
+    return offers

@@ -180,7 +180,7 @@ def plans(request: HttpRequest) -> HttpResponse:
 def _plan_change_and_go(request: HttpRequest, plan_id: str, *, returning: bool) -> HttpResponse:
     user = _user(request)
     success = request.build_absolute_uri(
-        reverse("billing:plan_return") + "?" + urlencode({"plan": plan_id})
+        reverse("billing:merchant_plan_return") + "?" + urlencode({"plan": plan_id})
     )
     try:
         result = plan_change(

@@ -550,6 +550,10 @@ if BILLING_WALLET_MAX_AGE_SECONDS < 0 or BILLING_TOPUP_CONFIRM_SECONDS < 1:
     )
 # Plan every new user starts on (a slug seeded by billing.services.plans_seed).
 BILLING_DEFAULT_PLAN: str = env.str("BILLING_DEFAULT_PLAN", default="free")
+# Length of a subscription period bought by a user (and of each renewal), in days.
+BILLING_SUBSCRIPTION_PERIOD_DAYS: int = env.int("BILLING_SUBSCRIPTION_PERIOD_DAYS", default=30)
+if BILLING_SUBSCRIPTION_PERIOD_DAYS < 1:
+    raise ImproperlyConfigured("BILLING_SUBSCRIPTION_PERIOD_DAYS must be at least 1")
 # Per-image fee (wei) assumed when no runner price has been observed for a model,
 # and the charge on the ai-gateway backend, where no fee is known at payment time.
 BILLING_ESTIMATED_FEE_WEI: str = env.str("BILLING_ESTIMATED_FEE_WEI", default="5000000000000")
@@ -645,6 +649,14 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
         "every": 60,
         "expire_seconds": 50,
         "description": "Mirror users' pymthouse wallets into the ledger (merchant mode).",
+    },
+    # Every 5 minutes: apply the plan changes users scheduled for the end of their
+    # subscription period (downgrades and cancellations; billing/services/subscriptions.py).
+    "billing-apply-scheduled-plan-changes": {
+        "task": "billing.tasks.plan_changes_apply_due_task",
+        "every": 300,
+        "expire_seconds": 240,
+        "description": "Apply plan changes scheduled for the end of a subscription period.",
     },
     # Mirror pymthouse usage (groupBy=user, then groupBy=manifest per changed user).
     "usage-sync": {

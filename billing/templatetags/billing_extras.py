@@ -6,6 +6,7 @@ import re
 import uuid
 
 from django import template
+from django.urls import reverse
 from django.utils.html import conditional_escape
 from django.utils.safestring import SafeString, mark_safe
 
@@ -76,3 +77,26 @@ def generation_charge(generation_id: uuid.UUID | str) -> LedgerEntry | None:
 def generation_refund(generation_id: uuid.UUID | str) -> LedgerEntry | None:
     """The refund of one undelivered image (``{% generation_refund generation.id as r %}``)."""
     return select_refund(generation_id=generation_id)
+
+
+#: Where a refused image leads: the way out of each refusal (by its code).
+REFUSAL_ACTIONS: dict[str, tuple[str, str]] = {
+    "allowance_used": ("See plans", "billing:plans"),
+    "monthly_cap_reached": ("See plans", "billing:plans"),
+    "subscription_inactive": ("Renew your subscription", "billing:plans"),
+    # Out of credit (both modes), and pymthouse's blocked reasons in merchant mode.
+    "insufficient_credit": ("Add credit", "billing:credit_add"),
+    "no_payment_method": ("Add credit", "billing:credit_add"),
+    "overage_not_available": ("Add credit", "billing:credit_add"),
+    "debt_ceiling_reached": ("Add credit", "billing:credit_add"),
+}
+
+
+@register.simple_tag
+def refusal_action(code: str) -> dict[str, str] | None:
+    """``{"label", "url"}`` of the page that resolves a refusal ``code``, if any."""
+    action = REFUSAL_ACTIONS.get(code)
+    if action is None:
+        return None
+    label, url_name = action
+    return {"label": label, "url": reverse(url_name)}

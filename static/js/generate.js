@@ -528,6 +528,7 @@
     var quotes = JSON.parse(data.textContent);
     var text = line.querySelector("[data-quote-text]");
     var refusal = form.querySelector("[data-quote-refusal]");
+    var refusalBox = form.querySelector("[data-quote-refusal-box]");
     var button = form.querySelector("[data-submit]");
     select.addEventListener("change", function () {
       var quote = quotes[select.value];
@@ -535,7 +536,7 @@
       text.textContent = quote.text;
       line.setAttribute("data-affordable", quote.affordable ? "true" : "false");
       refusal.textContent = quote.refusal;
-      refusal.hidden = quote.affordable;
+      refusalBox.hidden = quote.affordable;
       button.disabled = !quote.affordable;
     });
   }

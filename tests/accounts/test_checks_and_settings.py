@@ -171,6 +171,7 @@ def test_sandbox_and_django_share_the_demo_credentials() -> None:
         ("PYMTHOUSE_READ_TIMEOUT", "-1", "PYMTHOUSE_CONNECT/READ_TIMEOUT must be positive"),
         ("LIVEPEER_MAX_PRICE_MARKUP", "0.5", "LIVEPEER_MAX_PRICE_MARKUP must be a decimal >= 1"),
         ("LIVEPEER_QUEUE_TIMEOUT", "0", "LIVEPEER_QUEUE_TIMEOUT must be positive"),
+        ("BILLING_MODE", "merchnt", "BILLING_MODE must be one of owner_rollup, merchant"),
     ],
 )
 def test_invalid_client_settings_fail_at_settings_import(

@@ -253,7 +253,7 @@ def test_plan_change_against_an_owner_rollup_app_is_400(
     sandbox.set_billing(billingMode="owner_rollup", billingEnabled=True, connectReady=True)
     plan = sandbox.add_plan("Pro", type="subscription", priceUsdMicros="9000000")
     with caplog.at_level(logging.ERROR, logger="billing.merchant_errors"):
-        response = browser.post(reverse("billing:plan_change"), {"plan": plan["id"]})
+        response = browser.post(reverse("billing:merchant_plan_change"), {"plan": plan["id"]})
     assert response["Location"] == reverse("billing:plans")
     assert messages_of(browser.get(reverse("billing:plans"))) == [
         "Payments are not available for this service. Nothing was charged."
@@ -288,7 +288,7 @@ def test_change_plan_without_a_card_goes_through_setup_then_changes(
     assert f'data-plan="{plan["id"]}"'.encode() in listed.content
     assert b"__pymthouse_network_default__" not in listed.content
 
-    chosen = browser.post(reverse("billing:plan_change"), {"plan": plan["id"]})
+    chosen = browser.post(reverse("billing:merchant_plan_change"), {"plan": plan["id"]})
     assert chosen.status_code == 302
     setup_url = chosen["Location"]
     assert "/checkout/" in setup_url  # a setup-mode checkout: nothing changed yet
@@ -297,7 +297,7 @@ def test_change_plan_without_a_card_goes_through_setup_then_changes(
     assert customer["defaultPaymentMethod"] is None
 
     back = pay_at_checkout(setup_url)  # "Save card"
-    assert back.startswith("http://localhost" + reverse("billing:plan_return"))
+    assert back.startswith("http://localhost" + reverse("billing:merchant_plan_return"))
     done = browser.get(back.removeprefix("http://localhost"))
     assert done["Location"] == reverse("billing:plans")
     page = browser.get(reverse("billing:plans"))
@@ -335,8 +335,10 @@ def test_invoices_list_the_top_up_and_link_to_it(
 
 def test_merchant_pages_do_not_exist_in_owner_rollup(browser: Client, settings: Any) -> None:
     settings.BILLING_MODE = "owner_rollup"
-    for name in ("billing:plans", "billing:invoices", "billing:cards"):
+    for name in ("billing:invoices", "billing:cards", "billing:merchant_plan_return"):
         assert browser.get(reverse(name)).status_code == 404
+    # The plans page is owner_rollup's own there (billing/views_plans.py).
+    assert b"data-plan-choose" not in browser.get(reverse("billing:plans")).content
 
 
 def test_generate_refuses_an_empty_wallet_with_add_credit_then_admits(
@@ -465,3 +467,8 @@ def test_two_open_checkouts_are_not_both_credited_by_the_first_payment(
     browser.get(reverse("billing:credit_status", args=[second.pk]))
     assert set(PendingTopUp.objects.values_list("status", flat=True)) == {TopUpStatus.CREDITED}
     assert entries(user) == [(EntryKind.WALLET_CREDIT, 10_000_000)] * 2
+
+
+def test_local_plan_choice_does_not_exist_in_merchant_mode(browser: Client) -> None:
+    assert browser.post(reverse("billing:plan_choose", args=["studio"])).status_code == 404
+    assert browser.get(reverse("billing:plan_pay", args=["studio"])).status_code == 404

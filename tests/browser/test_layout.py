@@ -303,6 +303,22 @@ def test_receipt_fits_a_phone_and_a_desktop(
     )
 
 
+def test_plans_page_fits_a_phone_and_a_desktop(
+    live_server,
+    customer_with_history,
+    browser_page,  # noqa: F811
+) -> None:
+    user, _ = customer_with_history
+    _sign_in(browser_page, live_server, user)
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/billing/plans/",
+        "plans",
+        ready=lambda page: page.locator("[data-plan='studio']").wait_for(state="visible"),
+    )
+    assert browser_page.locator("[data-plan]").count() == 4
+
+
 def test_gallery_fits_a_phone_and_a_desktop(
     live_server,
     customer_with_history,

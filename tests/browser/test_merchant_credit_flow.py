@@ -62,10 +62,11 @@ def test_empty_wallet_add_credit_pay_return_and_generate(
         assert "Add credit to keep generating." in refusal.inner_text()
         assert page.locator("[data-submit]").is_disabled()
         assert page.locator("[data-quote-available]").inner_text() == "$0.00 available"
+        assert page.locator("[data-quote-action]").inner_text() == "Add credit"
 
         # Add credit → pymthouse's (the sandbox's) checkout → pay.
         with page.expect_navigation():
-            page.click("[data-add-credit]")
+            page.click("[data-quote-action]")
         page.fill("[data-custom-amount]", "12.50")
         with page.expect_navigation():
             page.click("[data-pay]")

@@ -28,7 +28,7 @@ def sqlite_trigger_recreate(apps: Any, schema_editor: Any) -> None:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0013_ledger_refund_kind'),
+        ('billing', '0014_account_pending_plan'),
         ('inference', '0008_admitted_image_record'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
