@@ -544,6 +544,10 @@ BILLING_TOPUP_PRESETS_USD: list[str] = env.list(
 )
 # How many merchant wallets one beat run re-reads (least recently read first).
 BILLING_WALLET_SYNC_LIMIT: int = env.int("BILLING_WALLET_SYNC_LIMIT", default=200)
+if not all(p.isdigit() and 1 <= int(p) <= 10_000 for p in BILLING_TOPUP_PRESETS_USD):
+    raise ImproperlyConfigured(
+        "BILLING_TOPUP_PRESETS_USD must be whole dollars from 1 to 10000 (pymthouse's limits)."
+    )
 if BILLING_WALLET_MAX_AGE_SECONDS < 0 or BILLING_TOPUP_CONFIRM_SECONDS < 1:
     raise ImproperlyConfigured(
         "BILLING_WALLET_MAX_AGE_SECONDS must be >= 0 and BILLING_TOPUP_CONFIRM_SECONDS >= 1."
