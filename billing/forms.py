@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.utils import timezone
 
 from billing.models import Plan
 from billing.money import MoneyParseError, parse_usd_amount
@@ -47,7 +48,10 @@ class UsdAmountField(forms.CharField):
 
 class CreditAdjustForm(_IdempotentForm):
     operation = forms.ChoiceField(
-        choices=[("grant", "Grant credit (add)"), ("deduct", "Deduct credit (take away)")],
+        choices=[
+            ("grant", "Grant promotional credit (add; spent before purchased credit)"),
+            ("deduct", "Deduct credit (take away; promotional credit first)"),
+        ],
         widget=forms.RadioSelect,
     )
     amount_micros = UsdAmountField(
@@ -55,12 +59,26 @@ class CreditAdjustForm(_IdempotentForm):
         help_text="Dollars and cents, e.g. 12.50 (down to $0.000001).",
     )
     reason = forms.CharField(max_length=500, help_text="Required; shown in the user's ledger.")
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Promotional credit expires (optional)",
+        help_text="UTC, e.g. 2026-12-31 23:59. Empty: never. What is left then is taken back.",
+    )
 
     def clean_amount_micros(self) -> int:
         amount = self.cleaned_data["amount_micros"]
         if amount is None or amount == 0:
             raise forms.ValidationError("Enter an amount above zero.")
         return int(amount)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        expires_at = data.get("expires_at")
+        if expires_at is not None and data.get("operation") == "deduct":
+            self.add_error("expires_at", "Only a grant of promotional credit expires.")
+        elif expires_at is not None and expires_at <= timezone.now():
+            self.add_error("expires_at", "The expiry must be in the future.")
+        return data
 
 
 class PlanChangeForm(forms.Form):

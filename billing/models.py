@@ -103,6 +103,11 @@ class Account(models.Model):
     subscription_starts_at = models.DateTimeField(null=True, blank=True)
     subscription_ends_at = models.DateTimeField(null=True, blank=True)
     low_balance_notified_at = models.DateTimeField(null=True, blank=True)
+    #: The lowest low-balance threshold (``BILLING_LOW_BALANCE_THRESHOLDS_MICROS``) the
+    #: user was told about (or was already below when a credit re-armed the rest); null
+    #: when every threshold is armed. Changed under the account lock with the entry that
+    #: crossed it, so concurrent settlements mail once (``billing.services.low_balance``).
+    low_balance_notified_micros = WeiField(null=True, blank=True)
     #: A change the user scheduled for the end of the subscription period (a downgrade
     #: or a cancellation); applied by ``subscriptions.pending_change_apply``.
     pending_plan = models.ForeignKey(
@@ -176,6 +181,11 @@ class EntryKind(models.TextChoices):
     WALLET_CREDIT = "wallet_credit", "pymthouse wallet credit"
     #: Merchant mode: pymthouse's ``consumedUsdMicros`` beyond what local usage debits explain.
     WALLET_DEBIT = "wallet_debit", "pymthouse wallet usage"
+    #: Staff (or demo) credit that is spent before purchased credit and may expire; its
+    #: lot (``PromotionalCredit``) tracks what is left of it.
+    PROMOTION = "promotion", "Promotional credit"
+    #: Takes back what an expired promotional lot had left, once per lot.
+    PROMOTION_EXPIRY = "promotion_expiry", "Promotional credit expired"
 
 
 class EntryEffect(models.TextChoices):
@@ -201,6 +211,8 @@ KIND_EFFECTS: dict[str, tuple[str, ...]] = {
     EntryKind.REFUND: (EntryEffect.CREDIT,),
     EntryKind.WALLET_CREDIT: (EntryEffect.CREDIT,),
     EntryKind.WALLET_DEBIT: (EntryEffect.DEBIT,),
+    EntryKind.PROMOTION: (EntryEffect.CREDIT,),
+    EntryKind.PROMOTION_EXPIRY: (EntryEffect.DEBIT,),
 }
 
 
@@ -374,6 +386,59 @@ class Hold(models.Model):
 
     def __str__(self) -> str:
         return f"hold {self.amount_micros} µUSD for {self.generation_id} ({self.status})"
+
+
+class PromotionalCredit(models.Model):
+    """One lot of promotional credit: what a ``promotion`` entry granted, and what is left.
+
+    Promotional credit is spent before purchased credit (anything else on the balance):
+    every debit, under the account lock, takes what it can from the open lots first,
+    earliest expiry first (lots without expiry last, then oldest), so that for every
+    account ``Σ remaining_micros of open lots ≤ balance_micros``. When ``expires_at``
+    passes, one ``promotion_expiry`` entry (key ``promotion_expiry:<lot id>``) takes back
+    what is left of the lot and not held by images in progress, and the lot closes
+    (``closed_at``). The lot is state beside the ledger, like a ``Hold``; its money
+    movements are ledger entries.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="promotions")
+    entry = models.OneToOneField(
+        "LedgerEntry", on_delete=models.PROTECT, related_name="promotional_credit"
+    )
+    amount_micros = WeiAmountField()
+    remaining_micros = WeiAmountField()
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    #: When the lot stopped counting: expired (``expiry_entry``) or spent to zero.
+    closed_at = models.DateTimeField(null=True, blank=True)
+    expiry_entry = models.OneToOneField(
+        "LedgerEntry",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="expired_promotional_credit",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        verbose_name_plural = "promotional credit"
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                condition=models.Q(closed_at__isnull=True),
+                name="billing_promo_open_expiry",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(remaining_micros__gte=0)
+                & models.Q(remaining_micros__lte=models.F("amount_micros")),
+                name="billing_promo_remaining_within_amount",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"promotional {self.remaining_micros}/{self.amount_micros} µUSD ({self.account_id})"
 
 
 class LedgerRejection(models.Model):

@@ -23,12 +23,13 @@ from billing.money import format_usd, usd_decimal
 from billing.selectors import (
     account_activity,
     account_allowance,
+    account_credit_split,
     account_daily_images,
     account_daily_usage,
     account_entries,
     entry_display,
     image_quote,
-    low_balance_threshold,
+    low_balance_notice,
     plan_display,
     receipt_entry,
 )
@@ -52,6 +53,8 @@ CSV_COLUMNS = (
     "rate_source",
     "generation_id",
     "reason",
+    "credit_type",
+    "promotion_expires_at",
 )
 
 
@@ -76,7 +79,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "plan": account.plan,
         "shown": plan_display(account=account),
         "allowance": account_allowance(account=account),
-        "low_balance": low_balance_threshold(account=account),
+        "low_balance": low_balance_notice(account=account),
+        "credit": account_credit_split(account=account),
         "usage_chart": bar_chart_svg(
             usage, title="Charges per day, last 30 days", value_label=format_usd
         ),
@@ -90,6 +94,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "merchant_mode": settings.BILLING_MODE == "merchant",
     }
     return render(request, "billing/dashboard.html", context)
+
+
+@login_required
+@require_safe
+def credit_add_placeholder(request: HttpRequest) -> HttpResponse:
+    """PLACEHOLDER for the "Add credit" page (issue 14, another branch builds it): says
+    how to get credit until then. Replace this view, keep the URL name ``billing:credit_add``."""
+    account = account_open(user_id=_user(request).pk)
+    return render(request, "billing/credit_add_placeholder.html", {"account": account})
 
 
 @login_required
@@ -112,6 +125,7 @@ def receipt(request: HttpRequest, entry_id: int) -> HttpResponse:
 def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:
     yield list(CSV_COLUMNS)
     for entry in entries:
+        display = entry_display(entry)
         yield [
             str(entry.pk),
             entry.created_at.isoformat(),
@@ -128,6 +142,8 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:
             entry.rate_source,
             str(entry.generation_id or ""),
             csv_text(entry.reason),
+            display.credit_type,
+            display.expires_at.isoformat() if display.expires_at else "",
         ]
 
 
@@ -157,7 +173,7 @@ def credit_add(request: HttpRequest) -> HttpResponse:
     the operator's own Stripe account (its page lives with the Stripe provider)."""
     if _merchant_mode():
         return views_merchant.credit_add(request)
-    raise Http404("Buying credit is not available here yet.")
+    return credit_add_placeholder(request)
 
 
 def _merchant_mode() -> bool:

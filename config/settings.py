@@ -654,6 +654,14 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
         "expire_seconds": 50,
         "description": "Mirror users' pymthouse wallets into the ledger (merchant mode).",
     },
+    # Every 5 minutes: take back what expired promotional credit has left (once per
+    # lot; the admission of the owner's next image does it first if it comes sooner).
+    "billing-expire-promotional-credit": {
+        "task": "billing.tasks.promotions_expire_task",
+        "every": 300,
+        "expire_seconds": 240,
+        "description": "Take back the rest of expired promotional credit.",
+    },
     # Every 5 minutes: apply the plan changes users scheduled for the end of their
     # subscription period (downgrades and cancellations; billing/services/subscriptions.py).
     "billing-apply-scheduled-plan-changes": {

@@ -46,6 +46,7 @@ from inference.selectors import (
     generation_list,
     model_choices,
     model_quotes,
+    owner_low_balance,
     size_presets,
 )
 from inference.services import SEED_MAX, generation_create, generation_delete
@@ -116,6 +117,7 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         "models": model_choices(),
         "selected_model": selected,
         "quote": quotes.get(selected) or next(iter(quotes.values())),
+        "low_balance": owner_low_balance(owner_id=owner.pk),
         "quotes_json": {
             model: {"text": q.text, "affordable": q.affordable, "refusal": q.refusal}
             for model, q in quotes.items()
