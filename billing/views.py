@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from accounts.models import User
+from billing import views_merchant, views_plans
 from billing.charts import bar_chart_svg
 from billing.exports import csv_text
 from billing.models import LedgerEntry
@@ -90,6 +91,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "page": page,
         "entries": [entry_display(entry) for entry in page.object_list],
         "now": timezone.now(),
+        "merchant_mode": settings.BILLING_MODE == "merchant",
     }
     return render(request, "billing/dashboard.html", context)
 
@@ -163,3 +165,48 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
     response["Content-Disposition"] = 'attachment; filename="pixelhouse-ledger.csv"'
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def credit_add(request: HttpRequest) -> HttpResponse:
+    """ "Add credit" (``billing:credit_add``), by ``BILLING_MODE``: merchant mode buys
+    through pymthouse checkout (``views_merchant``); owner_rollup takes cards through
+    the operator's own Stripe account (its page lives with the Stripe provider)."""
+    if _merchant_mode():
+        return views_merchant.credit_add(request)
+    return credit_add_placeholder(request)
+
+
+def _merchant_mode() -> bool:
+    return bool(settings.BILLING_MODE == "merchant")
+
+
+def plans(request: HttpRequest) -> HttpResponse:
+    """Plans: pymthouse's catalogue in merchant mode, the local plans otherwise."""
+    if _merchant_mode():
+        return views_merchant.plans(request)
+    return views_plans.plans(request)
+
+
+def plan_cancel(request: HttpRequest) -> HttpResponse:
+    if _merchant_mode():
+        return views_merchant.plan_cancel_view(request)
+    return views_plans.plan_cancel(request)
+
+
+def plan_resume(request: HttpRequest) -> HttpResponse:
+    if _merchant_mode():
+        return views_merchant.plan_resume_view(request)
+    return views_plans.plan_resume(request)
+
+
+def plan_choose(request: HttpRequest, slug: str) -> HttpResponse:
+    """A local plan (owner_rollup); merchant mode sells pymthouse's plans instead."""
+    if _merchant_mode():
+        raise Http404("Plans are chosen through pymthouse in this billing mode.")
+    return views_plans.plan_choose(request, slug)
+
+
+def plan_pay(request: HttpRequest, slug: str) -> HttpResponse:
+    if _merchant_mode():
+        raise Http404("Plans are chosen through pymthouse in this billing mode.")
+    return views_plans.plan_pay(request, slug)
