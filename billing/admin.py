@@ -31,7 +31,9 @@ from billing.models import (
     Hold,
     LedgerEntry,
     LedgerRejection,
+    MerchantWallet,
     ObservedPrice,
+    PendingTopUp,
     Plan,
     PlanAssignment,
     PromotionalCredit,
@@ -542,3 +544,47 @@ class ObservedPriceAdmin(ReadOnlyAdmin):
     def adopt_jumped_price(self, request: HttpRequest, queryset: Any) -> None:
         adopted = [row.model_id for row in queryset if price_jump_adopt(model_id=row.model_id)]
         self.message_user(request, f"Adopted the jumped price for {len(adopted)} model(s).")
+
+
+@admin.register(MerchantWallet)
+class MerchantWalletAdmin(ReadOnlyAdmin):
+    """Merchant mode: each user's pymthouse wallet as last read, and the last refusal
+    pymthouse gave (what staff must fix: docs/billing.md "Merchant mode")."""
+
+    list_display = (
+        "account",
+        "upstream_balance",
+        "granted",
+        "consumed",
+        "can_spend",
+        "reason",
+        "refreshed_at",
+        "last_error",
+    )
+    list_filter = ("can_spend", "reason")
+    search_fields = ("account__user__email",)
+    raw_id_fields = ("account",)
+
+    @admin.display(description="pymthouse balance")
+    def upstream_balance(self, obj: MerchantWallet) -> str:
+        return _usd(obj.upstream_balance_micros)
+
+    @admin.display(description="Granted (lifetime)")
+    def granted(self, obj: MerchantWallet) -> str:
+        return _usd(obj.granted_micros)
+
+    @admin.display(description="Consumed")
+    def consumed(self, obj: MerchantWallet) -> str:
+        return _usd(obj.consumed_micros)
+
+
+@admin.register(PendingTopUp)
+class PendingTopUpAdmin(ReadOnlyAdmin):
+    list_display = ("session_id", "account", "amount", "status", "created_at", "resolved_at")
+    list_filter = ("status",)
+    search_fields = ("session_id", "account__user__email")
+    raw_id_fields = ("account",)
+
+    @admin.display(description="Amount")
+    def amount(self, obj: PendingTopUp) -> str:
+        return _usd(obj.amount_micros)

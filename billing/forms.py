@@ -115,3 +115,31 @@ class SuspendForm(forms.Form):
         if data.get("suspended") and not str(data.get("reason", "")).strip():
             self.add_error("reason", "Say why the account is suspended.")
         return data
+
+
+class TopUpForm(_IdempotentForm):
+    """Merchant mode "Add credit": a preset (``amount``) or a custom amount in dollars
+    and cents (``custom_amount`` wins when filled). pymthouse takes $1.00 … $10,000.00
+    in whole cents; the service checks again."""
+
+    amount = forms.CharField(max_length=20, required=False)
+    custom_amount = forms.CharField(max_length=20, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        text = (cleaned.get("custom_amount") or "").strip() or (cleaned.get("amount") or "")
+        if not text:
+            self.add_error("amount", "Choose an amount.")
+            return cleaned
+        try:
+            micros = parse_usd_amount(text)
+        except MoneyParseError as exc:
+            self.add_error("amount", str(exc))
+            return cleaned
+        if micros % 10_000:
+            self.add_error("amount", "Enter whole cents, such as 12.50.")
+        elif not 1_000_000 <= micros <= 10_000_000_000:
+            self.add_error("amount", "Choose an amount between $1.00 and $10,000.00.")
+        else:
+            cleaned["amount_micros"] = micros
+        return cleaned

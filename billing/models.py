@@ -181,6 +181,10 @@ class EntryKind(models.TextChoices):
     PURCHASE = "purchase", "Card purchase"
     #: A card payment taken back (a Stripe refund or dispute): debits what is available.
     PAYMENT_REVERSAL = "payment_reversal", "Card payment reversed"
+    #: Merchant mode: growth of pymthouse's ``lifetimeGrantedUsdMicros`` (a top-up landed).
+    WALLET_CREDIT = "wallet_credit", "pymthouse wallet credit"
+    #: Merchant mode: pymthouse's ``consumedUsdMicros`` beyond what local usage debits explain.
+    WALLET_DEBIT = "wallet_debit", "pymthouse wallet usage"
     #: Staff (or demo) credit that is spent before purchased credit and may expire; its
     #: lot (``PromotionalCredit``) tracks what is left of it.
     PROMOTION = "promotion", "Promotional credit"
@@ -211,6 +215,8 @@ KIND_EFFECTS: dict[str, tuple[str, ...]] = {
     EntryKind.REFUND: (EntryEffect.CREDIT,),
     EntryKind.PURCHASE: (EntryEffect.CREDIT,),
     EntryKind.PAYMENT_REVERSAL: (EntryEffect.DEBIT,),
+    EntryKind.WALLET_CREDIT: (EntryEffect.CREDIT,),
+    EntryKind.WALLET_DEBIT: (EntryEffect.DEBIT,),
     EntryKind.PROMOTION: (EntryEffect.CREDIT,),
     EntryKind.PROMOTION_EXPIRY: (EntryEffect.DEBIT,),
 }
@@ -608,3 +614,87 @@ class StripeEvent(models.Model):
 
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
+
+
+# --- merchant mode (BILLING_MODE=merchant; docs/billing.md "Merchant mode") -----------
+
+
+class MerchantWallet(models.Model):
+    """The local copy of a user's pymthouse wallet and billing state (merchant mode).
+
+    ``granted_micros`` and ``consumed_micros`` are the last values seen of pymthouse's
+    monotone counters ``lifetimeGrantedUsdMicros`` / ``consumedUsdMicros``; the mirror
+    (``billing.services.wallet``) credits the growth of the first and debits the part of
+    the second that local usage debits (entries after ``ledger_baseline_id``) have not
+    already explained. ``can_spend``/``status``/``reason`` are pymthouse's
+    ``billingState`` as last read; admission respects them.
+    """
+
+    account = models.OneToOneField(
+        Account, on_delete=models.PROTECT, primary_key=True, related_name="merchant_wallet"
+    )
+    granted_micros = WeiAmountField(default=0)
+    consumed_micros = WeiAmountField(default=0)
+    #: ``funding.includedUsage``: the month (its ``resetsAt`` date) and what the plan's
+    #: included usage had paid in it at the last read (given back as credit).
+    included_period = models.CharField(max_length=32, blank=True, default="")
+    included_consumed_micros = WeiAmountField(default=0)
+    #: pymthouse's own ``balance.usdMicros`` as last read (shown to staff).
+    upstream_balance_micros = WeiAmountField(default=0)
+    #: Entries up to this id predate the mirror: they explain no pymthouse consumption.
+    ledger_baseline_id = models.BigIntegerField(default=0)
+    can_spend = models.BooleanField(default=False)
+    status = models.CharField(max_length=32, blank=True, default="")
+    reason = models.CharField(max_length=64, blank=True, default="")
+    has_payment_method = models.BooleanField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    #: The last refusal pymthouse gave any billing call for this user, and when (staff).
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"pymthouse wallet of {self.account_id}"
+
+
+class TopUpStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for the payment"
+    CREDITED = "credited", "Credited"
+    CANCELLED = "cancelled", "Cancelled at checkout"
+
+
+class PendingTopUp(models.Model):
+    """One "Add credit" click in merchant mode: pymthouse's checkout session for it.
+
+    ``click_key`` is the form's nonce (a double submit reuses the same session) and
+    ``session_id`` the ``cs_…`` pymthouse returned; the row is written only after
+    pymthouse accepted the top-up, so a refusal leaves nothing behind. The credit itself
+    is never written from here: it arrives through the wallet mirror (the growth of
+    ``lifetimeGrantedUsdMicros``); this row only tells the return page when it showed.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="top_ups")
+    click_key = models.CharField(max_length=64, unique=True)
+    session_id = models.CharField(max_length=200, unique=True)
+    checkout_url = models.URLField(max_length=2000)
+    amount_micros = WeiAmountField()
+    #: The mirror's granted counter when the checkout began: the credit has shown once
+    #: the counter reaches this plus ``amount_micros``.
+    granted_before_micros = WeiAmountField(default=0)
+    status = models.CharField(
+        max_length=16, choices=TopUpStatus.choices, default=TopUpStatus.PENDING
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=TopUpStatus.values),
+                name="billing_pending_top_up_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"top-up {self.session_id} ({self.status})"

@@ -231,7 +231,7 @@ def image_quotes(*, account: Account, model_ids: list[str]) -> dict[str, ImageQu
                 "generating.",
                 code="insufficient_credit",
             )
-        exact = plan.flat_price_micros is not None
+        exact = policy.flat_price(plan) is not None
         text = f"{format_usd(price)} per image" if exact else f"Up to {format_usd(price)} per image"
         quotes[model_id] = _quote(
             model_id, price=price, available=available, text=text, remaining=None, refusal=refused
@@ -363,6 +363,8 @@ _WHAT: dict[str, str] = {
     EntryKind.CORRECTION: "Correction",
     EntryKind.PROMOTION: "Promotional credit added",
     EntryKind.PROMOTION_EXPIRY: "Promotional credit expired",
+    EntryKind.WALLET_CREDIT: "Credit from pymthouse",
+    EntryKind.WALLET_DEBIT: "Network usage charged by pymthouse",
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from billing import services
@@ -45,6 +46,13 @@ def low_balance_mail_task(entry_id: int) -> bool:
 def promotions_expire_task() -> int:
     """Take back what expired promotional lots have left (each lot once)."""
     return services.promotions_expire_due(now=timezone.now())
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
+def merchant_wallets_refresh_task() -> int:
+    """Periodic (merchant mode; nothing in owner_rollup): mirror users' pymthouse wallets
+    into the ledger. Idempotent (each change is keyed on pymthouse's counters)."""
+    return services.merchant_wallets_refresh(limit=settings.BILLING_WALLET_SYNC_LIMIT)
 
 
 @shared_task(soft_time_limit=60, time_limit=90)

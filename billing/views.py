@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from accounts.models import User
+from billing import credit_views, views_merchant, views_plans
 from billing.charts import bar_chart_svg
 from billing.exports import csv_text
 from billing.models import LedgerEntry, Payment
@@ -94,6 +95,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "now": timezone.now(),
         "payments_enabled": payments_enabled(),
         **_payment_shown(account_id=account.pk, payment_id=request.GET.get("payment", "")),
+        "merchant_mode": settings.BILLING_MODE == "merchant",
     }
     return render(request, "billing/dashboard.html", context)
 
@@ -175,3 +177,48 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
     response["Content-Disposition"] = 'attachment; filename="pixelhouse-ledger.csv"'
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def credit_add(request: HttpRequest) -> HttpResponse:
+    """ "Add credit" (``billing:credit_add``), by ``BILLING_MODE``: merchant mode buys
+    through pymthouse checkout (``views_merchant``); owner_rollup takes cards through
+    the operator's own Stripe account (``credit_views``)."""
+    if _merchant_mode():
+        return views_merchant.credit_add(request)
+    return credit_views.credit_add(request)
+
+
+def _merchant_mode() -> bool:
+    return bool(settings.BILLING_MODE == "merchant")
+
+
+def plans(request: HttpRequest) -> HttpResponse:
+    """Plans: pymthouse's catalogue in merchant mode, the local plans otherwise."""
+    if _merchant_mode():
+        return views_merchant.plans(request)
+    return views_plans.plans(request)
+
+
+def plan_cancel(request: HttpRequest) -> HttpResponse:
+    if _merchant_mode():
+        return views_merchant.plan_cancel_view(request)
+    return views_plans.plan_cancel(request)
+
+
+def plan_resume(request: HttpRequest) -> HttpResponse:
+    if _merchant_mode():
+        return views_merchant.plan_resume_view(request)
+    return views_plans.plan_resume(request)
+
+
+def plan_choose(request: HttpRequest, slug: str) -> HttpResponse:
+    """A local plan (owner_rollup); merchant mode sells pymthouse's plans instead."""
+    if _merchant_mode():
+        raise Http404("Plans are chosen through pymthouse in this billing mode.")
+    return views_plans.plan_choose(request, slug)
+
+
+def plan_pay(request: HttpRequest, slug: str) -> HttpResponse:
+    if _merchant_mode():
+        raise Http404("Plans are chosen through pymthouse in this billing mode.")
+    return views_plans.plan_pay(request, slug)

@@ -26,6 +26,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accounts.models import User
+from billing.services import wallet_refresh_if_stale
 from inference.errors import (
     GenerationAdmissionRefusedError,
     GenerationConflictError,
@@ -136,6 +137,7 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
 @require_http_methods(["GET", "HEAD", "POST"])
 def generate(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
+        wallet_refresh_if_stale(user_id=_owner(request).pk)  # merchant mode only
         form = GenerationForm(initial=_initial_from_query(request))
         return render(request, "inference/generate.html", _generate_context(request, form))
 

@@ -47,6 +47,11 @@ from billing.services.promotions import (
     promotions_expire_for_account,
 )
 from billing.services.subscriptions import pending_change_apply, pending_changes_due
+from billing.services.wallet import (
+    merchant_wallets_refresh,
+    wallet_refresh,
+    wallet_refresh_if_stale,
+)
 
 __all__ = [
     "PaymentError",
@@ -85,4 +90,7 @@ __all__ = [
     "promotions_expire_due",
     "promotions_expire_for_account",
     "subscription_renew",
+    "merchant_wallets_refresh",
+    "wallet_refresh",
+    "wallet_refresh_if_stale",
 ]

@@ -29,7 +29,7 @@ def sqlite_trigger_recreate(apps: Any, schema_editor: Any) -> None:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0015_promotional_credit'),
+        ('billing', '0016_merchant_wallet'),
         ('inference', '0008_admitted_image_record'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
@@ -87,16 +87,16 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='ledgerentry',
             name='kind',
-            field=models.CharField(choices=[('grant', 'Grant'), ('deduct', 'Deduct'), ('hold', 'Hold'), ('hold_release', 'Hold release'), ('usage_debit', 'Usage debit'), ('subscription_fee', 'Subscription fee'), ('correction', 'Correction'), ('refund', 'Refund'), ('purchase', 'Card purchase'), ('payment_reversal', 'Card payment reversed'), ('promotion', 'Promotional credit'), ('promotion_expiry', 'Promotional credit expired')], max_length=20),
+            field=models.CharField(choices=[('grant', 'Grant'), ('deduct', 'Deduct'), ('hold', 'Hold'), ('hold_release', 'Hold release'), ('usage_debit', 'Usage debit'), ('subscription_fee', 'Subscription fee'), ('correction', 'Correction'), ('refund', 'Refund'), ('purchase', 'Card purchase'), ('payment_reversal', 'Card payment reversed'), ('wallet_credit', 'pymthouse wallet credit'), ('wallet_debit', 'pymthouse wallet usage'), ('promotion', 'Promotional credit'), ('promotion_expiry', 'Promotional credit expired')], max_length=20),
         ),
         migrations.AlterField(
             model_name='ledgerrejection',
             name='kind',
-            field=models.CharField(choices=[('grant', 'Grant'), ('deduct', 'Deduct'), ('hold', 'Hold'), ('hold_release', 'Hold release'), ('usage_debit', 'Usage debit'), ('subscription_fee', 'Subscription fee'), ('correction', 'Correction'), ('refund', 'Refund'), ('purchase', 'Card purchase'), ('payment_reversal', 'Card payment reversed'), ('promotion', 'Promotional credit'), ('promotion_expiry', 'Promotional credit expired')], max_length=20),
+            field=models.CharField(choices=[('grant', 'Grant'), ('deduct', 'Deduct'), ('hold', 'Hold'), ('hold_release', 'Hold release'), ('usage_debit', 'Usage debit'), ('subscription_fee', 'Subscription fee'), ('correction', 'Correction'), ('refund', 'Refund'), ('purchase', 'Card purchase'), ('payment_reversal', 'Card payment reversed'), ('wallet_credit', 'pymthouse wallet credit'), ('wallet_debit', 'pymthouse wallet usage'), ('promotion', 'Promotional credit'), ('promotion_expiry', 'Promotional credit expired')], max_length=20),
         ),
         migrations.AddConstraint(
             model_name='ledgerentry',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('effect__in', ('credit',)), ('kind', 'grant')), models.Q(('effect__in', ('debit',)), ('kind', 'deduct')), models.Q(('effect__in', ('hold',)), ('kind', 'hold')), models.Q(('effect__in', ('release',)), ('kind', 'hold_release')), models.Q(('effect__in', ('debit',)), ('kind', 'usage_debit')), models.Q(('effect__in', ('record',)), ('kind', 'subscription_fee')), models.Q(('effect__in', ('credit', 'debit')), ('kind', 'correction')), models.Q(('effect__in', ('credit',)), ('kind', 'refund')), models.Q(('effect__in', ('credit',)), ('kind', 'purchase')), models.Q(('effect__in', ('debit',)), ('kind', 'payment_reversal')), models.Q(('effect__in', ('credit',)), ('kind', 'promotion')), models.Q(('effect__in', ('debit',)), ('kind', 'promotion_expiry')), _connector='OR'), name='billing_ledger_kind_effect'),
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('effect__in', ('credit',)), ('kind', 'grant')), models.Q(('effect__in', ('debit',)), ('kind', 'deduct')), models.Q(('effect__in', ('hold',)), ('kind', 'hold')), models.Q(('effect__in', ('release',)), ('kind', 'hold_release')), models.Q(('effect__in', ('debit',)), ('kind', 'usage_debit')), models.Q(('effect__in', ('record',)), ('kind', 'subscription_fee')), models.Q(('effect__in', ('credit', 'debit')), ('kind', 'correction')), models.Q(('effect__in', ('credit',)), ('kind', 'refund')), models.Q(('effect__in', ('credit',)), ('kind', 'purchase')), models.Q(('effect__in', ('debit',)), ('kind', 'payment_reversal')), models.Q(('effect__in', ('credit',)), ('kind', 'wallet_credit')), models.Q(('effect__in', ('debit',)), ('kind', 'wallet_debit')), models.Q(('effect__in', ('credit',)), ('kind', 'promotion')), models.Q(('effect__in', ('debit',)), ('kind', 'promotion_expiry')), _connector='OR'), name='billing_ledger_kind_effect'),
         ),
         migrations.AddField(
             model_name='payment',
