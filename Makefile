@@ -9,7 +9,8 @@ export PATH := $(BIN):$(PATH)
 
 WEB_PORT     ?= 8000
 SANDBOX_PORT ?= 8765
-export SANDBOX_PORT WEB_PORT
+STRIPE_SANDBOX_PORT ?= 8420
+export SANDBOX_PORT WEB_PORT STRIPE_SANDBOX_PORT
 
 .PHONY: install run test screenshots check lint typecheck bench drill clean
 
@@ -23,6 +24,13 @@ install: $(STAMP)
 
 run: export PYMTHOUSE_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
 run: export LIVEPEER_ALLOW_PRIVATE_ADDRESSES ?= true
+# Card payments on localstripe (sandbox/stripe.py): test keys only, never real ones.
+run: export STRIPE_SECRET_KEY ?= sk_test_pixelhouse_local
+run: export STRIPE_PUBLISHABLE_KEY ?= pk_test_pixelhouse_local
+run: export STRIPE_WEBHOOK_SECRET ?= whsec_pixelhouse_local
+run: export STRIPE_API_BASE ?= http://127.0.0.1:$(STRIPE_SANDBOX_PORT)
+run: export STRIPE_JS_URL ?= http://127.0.0.1:$(STRIPE_SANDBOX_PORT)/js.stripe.com/v3/
+run: export STRIPE_WEBHOOK_URL ?= http://127.0.0.1:$(WEB_PORT)/billing/stripe/webhook/
 run: install
 	@mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
@@ -31,6 +39,7 @@ run: install
 	@echo ""
 	@echo "  web      http://127.0.0.1:$(WEB_PORT)/          (admin: /admin/)"
 	@echo "  sandbox  http://127.0.0.1:$(SANDBOX_PORT)/      (stands in for pymthouse + Livepeer)"
+	@echo "  stripe   http://127.0.0.1:$(STRIPE_SANDBOX_PORT)/      (localstripe; test card 4242 4242 4242 4242)"
 	@echo "  logins   admin@example.com (staff), alice@example.com, bob@example.com — password pixelhouse-demo"
 	@echo "  SSO      'Continue with pymthouse (sandbox)' on the sign-in page (ada@, grace@ … sandbox.pymthouse.test)"
 	@echo ""

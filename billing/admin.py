@@ -22,6 +22,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from accounts.models import User
+from billing import payments_admin  # noqa: F401  (registers the card-payment admins)
 from billing.errors import BillingError
 from billing.forms import CreditAdjustForm, PlanChangeForm, SuspendForm
 from billing.lock_objects import account_lock

@@ -177,6 +177,10 @@ class EntryKind(models.TextChoices):
     CORRECTION = "correction", "Correction"
     #: Credits back the usage debit of an image the network did not deliver.
     REFUND = "refund", "Refund"
+    #: Credit bought with a card (one per Stripe PaymentIntent, key ``purchase:<pi>``).
+    PURCHASE = "purchase", "Card purchase"
+    #: A card payment taken back (a Stripe refund or dispute): debits what is available.
+    PAYMENT_REVERSAL = "payment_reversal", "Card payment reversed"
     #: Merchant mode: growth of pymthouse's ``lifetimeGrantedUsdMicros`` (a top-up landed).
     WALLET_CREDIT = "wallet_credit", "pymthouse wallet credit"
     #: Merchant mode: pymthouse's ``consumedUsdMicros`` beyond what local usage debits explain.
@@ -209,6 +213,8 @@ KIND_EFFECTS: dict[str, tuple[str, ...]] = {
     EntryKind.SUBSCRIPTION_FEE: (EntryEffect.RECORD,),
     EntryKind.CORRECTION: (EntryEffect.CREDIT, EntryEffect.DEBIT),
     EntryKind.REFUND: (EntryEffect.CREDIT,),
+    EntryKind.PURCHASE: (EntryEffect.CREDIT,),
+    EntryKind.PAYMENT_REVERSAL: (EntryEffect.DEBIT,),
     EntryKind.WALLET_CREDIT: (EntryEffect.CREDIT,),
     EntryKind.WALLET_DEBIT: (EntryEffect.DEBIT,),
     EntryKind.PROMOTION: (EntryEffect.CREDIT,),
@@ -494,6 +500,116 @@ class MeteredRate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.eth_usd_rate} USD/ETH ({self.usage_ref or 'metering'})"
+
+
+class StripeCustomer(models.Model):
+    """The account's customer at the operator's Stripe, its saved card and auto top-up.
+
+    Holds ids and display facts only (brand, last 4 digits, expiry); no card data.
+    """
+
+    account = models.OneToOneField(
+        Account, on_delete=models.PROTECT, primary_key=True, related_name="stripe_customer"
+    )
+    customer_id = models.CharField(max_length=255, unique=True)
+    payment_method_id = models.CharField(max_length=255, blank=True, default="")
+    card_brand = models.CharField(max_length=32, blank=True, default="")
+    card_last4 = models.CharField(max_length=4, blank=True, default="")
+    card_exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    card_exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    auto_topup_enabled = models.BooleanField(default=False)
+    #: Below this available balance (USD micros) an off-session payment of
+    #: ``auto_topup_amount_micros`` is made with the saved card.
+    auto_topup_threshold_micros = WeiAmountField(default=0)
+    auto_topup_amount_micros = WeiAmountField(default=0)
+    #: Why auto top-up turned itself off (a refused card), shown on the page.
+    auto_topup_error = models.CharField(max_length=300, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} ({self.card_brand} {self.card_last4})"
+
+    @property
+    def has_card(self) -> bool:
+        return bool(self.payment_method_id)
+
+
+class PaymentStatus(models.TextChoices):
+    #: Created, not yet sent to Stripe.
+    CREATED = "created", "Created"
+    #: Claimed by the one request that sends it (a double click sends nothing more).
+    SUBMITTED = "submitted", "Sent to Stripe"
+    REQUIRES_ACTION = "requires_action", "Waiting for the bank (3-D Secure)"
+    PROCESSING = "processing", "Processing"
+    SUCCEEDED = "succeeded", "Paid"
+    FAILED = "failed", "Failed"
+
+
+#: A payment in these states may still take money: one auto top-up at a time.
+PAYMENT_IN_FLIGHT = (
+    PaymentStatus.CREATED,
+    PaymentStatus.SUBMITTED,
+    PaymentStatus.REQUIRES_ACTION,
+    PaymentStatus.PROCESSING,
+)
+
+
+class PaymentPurpose(models.TextChoices):
+    PURCHASE = "purchase", "Add credit"
+    AUTO_TOPUP = "auto_topup", "Auto top-up"
+
+
+class Payment(models.Model):
+    """One attempt to take a card payment: one Stripe PaymentIntent at most.
+
+    ``request_key`` comes from the form that asked for it (or the auto top-up run), so a
+    repeated submit finds this row instead of paying again; its own ``id`` is the
+    idempotency key sent to Stripe and the ``pixelhouse_payment`` metadata the webhook
+    finds it by. Crediting is the ledger's ``purchase:<payment_intent_id>`` entry.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="payments")
+    purpose = models.CharField(max_length=16, choices=PaymentPurpose.choices)
+    amount_micros = WeiAmountField()
+    request_key = models.CharField(max_length=64, unique=True)
+    payment_intent_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    status = models.CharField(
+        max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.CREATED
+    )
+    failure_message = models.CharField(max_length=300, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=PaymentStatus.values),
+                name="billing_payment_status_valid",
+            ),
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=models.Q(purpose=PaymentPurpose.AUTO_TOPUP, status__in=PAYMENT_IN_FLIGHT),
+                name="billing_payment_one_auto_topup_in_flight",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"payment {self.id} {self.amount_micros} µUSD ({self.status})"
+
+
+class StripeEvent(models.Model):
+    """A webhook event processed (its effects committed in the same transaction)."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    outcome = models.CharField(max_length=200)
+    processed_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}: {self.outcome}"
 
 
 def new_idempotency_key() -> str:

@@ -53,3 +53,16 @@ def merchant_wallets_refresh_task() -> int:
     """Periodic (merchant mode; nothing in owner_rollup): mirror users' pymthouse wallets
     into the ledger. Idempotent (each change is keyed on pymthouse's counters)."""
     return services.merchant_wallets_refresh(limit=settings.BILLING_WALLET_SYNC_LIMIT)
+
+
+@shared_task(soft_time_limit=60, time_limit=90)
+def auto_topup_task(account_id: int) -> None:
+    """Top the account up if it is below its threshold (at most one payment in flight).
+
+    Never retried: when Stripe could not be reached the attempt stays in flight (its
+    outcome is unknown until the webhook says), and the next usage charge checks again.
+    """
+    try:
+        services.auto_topup_run(account_id=account_id)
+    except services.PaymentsUnavailableError:
+        logger.warning("auto top-up of account %s: Stripe unavailable", account_id)

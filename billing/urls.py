@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from billing import views, views_merchant
+from billing import credit_views, views, views_merchant
 
 app_name = "billing"
 
@@ -13,12 +13,20 @@ urlpatterns = [
     path("ledger.csv", views.ledger_csv, name="ledger_csv"),
     path("receipts/<int:entry_id>/", views.receipt, name="receipt"),
     # "Add credit" and the plan pages are dispatched on BILLING_MODE (billing/views.py):
-    # owner_rollup pages in views_plans (and the Stripe provider), merchant mode's in
-    # views_merchant (pymthouse checkout).
+    # owner_rollup pages in views_plans and credit_views (the operator's Stripe), merchant
+    # mode's in views_merchant (pymthouse checkout).
     path("credit/", views.credit_add, name="credit_add"),
     path("plans/", views.plans, name="plans"),
     path("plans/cancel/", views.plan_cancel, name="plan_cancel"),
     path("plans/resume/", views.plan_resume, name="plan_resume"),
+    # owner_rollup only: the Stripe provider (credit_views).
+    path(
+        "credit/<uuid:payment_id>/confirmed/",
+        credit_views.credit_confirmed,
+        name="credit_confirmed",
+    ),
+    path("credit/auto-top-up/", credit_views.auto_topup, name="auto_topup"),
+    path("stripe/webhook/", credit_views.stripe_webhook, name="stripe_webhook"),
     # Merchant mode only (views_merchant): pymthouse checkout, plans, invoices, cards.
     path("credit/<uuid:top_up_id>/return/", views_merchant.credit_return, name="credit_return"),
     path("credit/<uuid:top_up_id>/status", views_merchant.credit_status, name="credit_status"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,10 +16,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from accounts.models import User
-from billing import views_merchant, views_plans
+from billing import credit_views, views_merchant, views_plans
 from billing.charts import bar_chart_svg
 from billing.exports import csv_text
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, Payment
+from billing.modes import payments_enabled
 from billing.money import format_usd, usd_decimal
 from billing.selectors import (
     account_activity,
@@ -91,18 +93,28 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "page": page,
         "entries": [entry_display(entry) for entry in page.object_list],
         "now": timezone.now(),
+        "payments_enabled": payments_enabled(),
+        **_payment_shown(account_id=account.pk, payment_id=request.GET.get("payment", "")),
         "merchant_mode": settings.BILLING_MODE == "merchant",
     }
     return render(request, "billing/dashboard.html", context)
 
 
-@login_required
-@require_safe
-def credit_add_placeholder(request: HttpRequest) -> HttpResponse:
-    """PLACEHOLDER for the "Add credit" page (issue 14, another branch builds it): says
-    how to get credit until then. Replace this view, keep the URL name ``billing:credit_add``."""
-    account = account_open(user_id=_user(request).pk)
-    return render(request, "billing/credit_add_placeholder.html", {"account": account})
+def _payment_shown(*, account_id: int, payment_id: str) -> dict[str, Any]:
+    """The payment the user just made (``?payment=<id>``, theirs only) and its receipt."""
+    try:
+        key = uuid.UUID(payment_id)
+    except ValueError:
+        return {}
+    payment = Payment.objects.filter(pk=key, account_id=account_id).first()
+    if payment is None:
+        return {}
+    entry = None
+    if payment.payment_intent_id:
+        entry = LedgerEntry.objects.filter(
+            idempotency_key=f"purchase:{payment.payment_intent_id}"
+        ).first()
+    return {"paid": payment, "paid_entry": entry}
 
 
 @login_required
@@ -170,10 +182,10 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
 def credit_add(request: HttpRequest) -> HttpResponse:
     """ "Add credit" (``billing:credit_add``), by ``BILLING_MODE``: merchant mode buys
     through pymthouse checkout (``views_merchant``); owner_rollup takes cards through
-    the operator's own Stripe account (its page lives with the Stripe provider)."""
+    the operator's own Stripe account (``credit_views``)."""
     if _merchant_mode():
         return views_merchant.credit_add(request)
-    return credit_add_placeholder(request)
+    return credit_views.credit_add(request)
 
 
 def _merchant_mode() -> bool:

@@ -531,6 +531,71 @@ if BILLING_MODE not in BILLING_MODES:
     raise ImproperlyConfigured(
         f"BILLING_MODE must be one of {', '.join(BILLING_MODES)}, not {BILLING_MODE!r}"
     )
+# --- Card payments through the operator's own Stripe (owner_rollup; docs/billing.md) ---
+# Empty secret key = card payments are off (the pages say so). The secret key reaches
+# only integrations/stripe (never a log, a task argument or a page); the publishable key
+# and the Stripe.js URL go to the browser. STRIPE_API_BASE and STRIPE_JS_URL point at
+# localstripe in `make run` and the tests (sandbox/stripe.py).
+STRIPE_SECRET_KEY: str = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_PUBLISHABLE_KEY: str = env.str("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_WEBHOOK_SECRET: str = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE: str = env.str("STRIPE_API_BASE", default="https://api.stripe.com").rstrip("/")
+STRIPE_JS_URL: str = env.str("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
+STRIPE_TIMEOUT_SECONDS: float = env.float("STRIPE_TIMEOUT_SECONDS", default=20.0)
+# What "Add credit" offers (USD micros; whole cents): presets and the custom range.
+BILLING_CREDIT_PRESETS_MICROS: list[int] = env.list(
+    "BILLING_CREDIT_PRESETS_MICROS", cast=int, default=[10_000_000, 25_000_000, 50_000_000]
+)
+BILLING_CREDIT_MIN_MICROS: int = env.int("BILLING_CREDIT_MIN_MICROS", default=5_000_000)
+BILLING_CREDIT_MAX_MICROS: int = env.int("BILLING_CREDIT_MAX_MICROS", default=500_000_000)
+# Auto top-up defaults shown on the page (the user picks their own; USD micros).
+BILLING_AUTO_TOPUP_THRESHOLD_MICROS: int = env.int(
+    "BILLING_AUTO_TOPUP_THRESHOLD_MICROS", default=5_000_000
+)
+BILLING_AUTO_TOPUP_AMOUNT_MICROS: int = env.int(
+    "BILLING_AUTO_TOPUP_AMOUNT_MICROS", default=25_000_000
+)
+
+
+def stripe_settings_validate(values: dict[str, Any]) -> None:
+    """Refuse an unusable payments configuration at start-up (ImproperlyConfigured)."""
+    from urllib.parse import urlsplit
+
+    cent = 10_000
+    limits = ("BILLING_CREDIT_MIN_MICROS", "BILLING_CREDIT_MAX_MICROS")
+    low, high = (values[name] for name in limits)
+    if not 0 < low <= high or low % cent or high % cent:
+        raise ImproperlyConfigured(
+            "Need 0 < BILLING_CREDIT_MIN_MICROS <= BILLING_CREDIT_MAX_MICROS, whole cents."
+        )
+    presets = values["BILLING_CREDIT_PRESETS_MICROS"]
+    if not presets or any(p % cent or not low <= p <= high for p in presets):
+        raise ImproperlyConfigured(
+            "BILLING_CREDIT_PRESETS_MICROS must be whole cents within the credit limits."
+        )
+    threshold = values["BILLING_AUTO_TOPUP_THRESHOLD_MICROS"]
+    amount = values["BILLING_AUTO_TOPUP_AMOUNT_MICROS"]
+    if threshold < 0 or threshold % cent or amount % cent or not low <= amount <= high:
+        raise ImproperlyConfigured(
+            "BILLING_AUTO_TOPUP_AMOUNT_MICROS must be whole cents within the credit limits "
+            "and BILLING_AUTO_TOPUP_THRESHOLD_MICROS whole cents, not negative."
+        )
+    for name in ("STRIPE_API_BASE", "STRIPE_JS_URL"):
+        parts = urlsplit(values[name])
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ImproperlyConfigured(f"{name} must be an http(s) URL, not {values[name]!r}")
+    if values["STRIPE_SECRET_KEY"]:
+        if not values["STRIPE_SECRET_KEY"].startswith(("sk_", "rk_")):
+            raise ImproperlyConfigured("STRIPE_SECRET_KEY must be a Stripe secret key (sk_…).")
+        if not values["STRIPE_PUBLISHABLE_KEY"].startswith("pk_"):
+            raise ImproperlyConfigured("STRIPE_PUBLISHABLE_KEY (pk_…) is required with a key.")
+        if not values["STRIPE_WEBHOOK_SECRET"]:
+            raise ImproperlyConfigured("STRIPE_WEBHOOK_SECRET is required with a secret key.")
+    if values["STRIPE_TIMEOUT_SECONDS"] <= 0:
+        raise ImproperlyConfigured("STRIPE_TIMEOUT_SECONDS must be positive.")
+
+
+stripe_settings_validate(globals())
 # Merchant mode (docs/billing.md "Merchant mode"): admission re-reads the user's
 # pymthouse wallet when the local copy is older than this many seconds.
 BILLING_WALLET_MAX_AGE_SECONDS: int = env.int("BILLING_WALLET_MAX_AGE_SECONDS", default=5)

@@ -13,6 +13,7 @@ from django.core.management import call_command
 
 from integrations.oidc import local_copies_clear
 from tests.sandbox_server import SandboxControl, SandboxProcess
+from tests.stripe_server import StripeProcess
 from tests.worker import WorkerProcess, running_worker
 
 
@@ -71,6 +72,23 @@ def sandbox_process() -> Iterator[SandboxProcess]:
     process.start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def stripe_process() -> Iterator[StripeProcess]:
+    """localstripe on this session's ``TEST_STRIPE_PORT`` (sandbox/stripe.py)."""
+    process = StripeProcess(port=int(os.environ["TEST_STRIPE_PORT"]))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def stripe_sandbox(stripe_process: StripeProcess) -> StripeProcess:
+    """localstripe with no webhook endpoint: tests post signed events themselves, or
+    register the live server's URL (``stripe_process.webhook_register``)."""
+    stripe_process.webhook_unregister()
+    return stripe_process
 
 
 @pytest.fixture

@@ -29,6 +29,15 @@ from tests.sandbox_server import free_port
 
 TEST_SANDBOX_PORT = os.environ.get("TEST_SANDBOX_PORT") or str(free_port())
 os.environ["TEST_SANDBOX_PORT"] = TEST_SANDBOX_PORT
+# localstripe (sandbox/stripe.py), started once per session by tests/conftest.py.
+TEST_STRIPE_PORT = os.environ.get("TEST_STRIPE_PORT") or str(free_port())
+os.environ["TEST_STRIPE_PORT"] = TEST_STRIPE_PORT
+STRIPE_SECRET_KEY = "sk_test_pixelhouse_tests_0123456789"
+STRIPE_PUBLISHABLE_KEY = "pk_test_pixelhouse_tests"
+STRIPE_WEBHOOK_SECRET = "whsec_pixelhouse_tests"
+STRIPE_API_BASE = f"http://127.0.0.1:{TEST_STRIPE_PORT}"
+STRIPE_JS_URL = f"{STRIPE_API_BASE}/js.stripe.com/v3/"
+STRIPE_TIMEOUT_SECONDS = 10.0
 
 # One directory (SQLite file, broker folder, media) and one queue per test
 # run, so concurrent runs on one machine never share state. Subprocesses

@@ -29,6 +29,17 @@ from billing.services.holds import (
 )
 from billing.services.ledger import credit_deduct, credit_grant, ledger_correct, ledger_entry_append
 from billing.services.low_balance import low_balance_mail_send
+from billing.services.payments import (
+    PaymentError,
+    PaymentsUnavailableError,
+    auto_topup_configure,
+    auto_topup_run,
+    card_setup_finish,
+    card_setup_start,
+    credit_purchase,
+    payment_refresh,
+    stripe_event_process,
+)
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
 from billing.services.promotions import (
     promotion_grant,
@@ -43,6 +54,15 @@ from billing.services.wallet import (
 )
 
 __all__ = [
+    "PaymentError",
+    "PaymentsUnavailableError",
+    "auto_topup_configure",
+    "auto_topup_run",
+    "card_setup_finish",
+    "card_setup_start",
+    "credit_purchase",
+    "payment_refresh",
+    "stripe_event_process",
     "account_change_plan",
     "account_open",
     "account_set_suspended",

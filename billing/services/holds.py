@@ -49,6 +49,7 @@ from billing.money import format_usd
 from billing.plan_policy import plan_policy
 from billing.rates import Rate, rate_from_metering, rate_now, rate_text
 from billing.services.ledger import ledger_entry_append
+from billing.services.payments import auto_topup_enqueue
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
 from billing.services.promotions import promotions_expire_for_account
 from integrations.livepeer.types import PaymentRecord
@@ -210,6 +211,7 @@ def _settle(
     hold.save(
         update_fields=["status", "charged_micros", "absorbed_micros", "resolution", "resolved_at"]
     )
+    auto_topup_enqueue(account=account)  # below its threshold: a task after commit
     return _Settled(charged_micros=collectable, absorbed_micros=absorbed)
 
 

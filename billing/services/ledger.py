@@ -142,7 +142,14 @@ def ledger_entry_append(
         # Only a concurrent writer of the same key on another account can get here
         # (the account lock serialises this one): report it, never write twice.
         raise IdempotencyConflictError("This operation key was already used.") from exc
-    if effect == EntryEffect.DEBIT and kind != EntryKind.PROMOTION_EXPIRY and amount_micros:
+    if effect == EntryEffect.DEBIT and kind == EntryKind.PAYMENT_REVERSAL and amount_micros:
+        # A refunded or disputed card payment takes back purchased credit: promotional
+        # lots give only what keeps Σ open lots ≤ balance.
+        lots = PromotionalCredit.objects.filter(account=account, closed_at__isnull=True)
+        excess = sum(lot.remaining_micros for lot in lots) - balance
+        if excess > 0:
+            promotions_spend(account=account, amount_micros=excess)
+    elif effect == EntryEffect.DEBIT and kind != EntryKind.PROMOTION_EXPIRY and amount_micros:
         promotions_spend(account=account, amount_micros=amount_micros)
     changed = low_balance_track(
         account=account,

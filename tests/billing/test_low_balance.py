@@ -206,9 +206,9 @@ def test_generate_billing_and_api_show_the_low_balance(usage_user: User, client:
         "threshold_micros": "1000000",
         "available_micros": "250000",
     }
-    placeholder = client.get("/billing/credit/").content.decode()
-    assert "data-credit-add-placeholder" in placeholder
-    assert "$0.25" in placeholder
+    credit_page = client.get("/billing/credit/").content.decode()
+    assert "<h1>Add credit</h1>" in credit_page
+    assert 'data-available-micros="250000">$0.25</strong>' in credit_page
 
 
 @pytest.mark.django_db

@@ -29,6 +29,7 @@ from billing.models import EntryKind, LedgerEntry, Plan
 from billing.services import account_change_plan, plans_seed, promotion_grant
 from inference.models import Generation, GenerationStatus
 from tests.billing.conftest import admit_generation, charge_at_payment, grant, new_generation
+from tests.billing.stripe_helpers import card_save
 from tests.browser.test_generate_flow import browser_page  # noqa: F401  (fixture)
 from tests.factories import UserFactory
 from tests.inference.test_views import _png
@@ -424,3 +425,29 @@ def test_staff_billing_fits_a_phone_and_a_desktop(
         staff=True,
     )
     assert browser_page.locator("[data-nav-staff-billing][aria-current=page]").count() == 1
+
+
+def test_add_credit_page_fits_a_phone_and_a_desktop(
+    live_server,
+    customer_with_history,
+    stripe_sandbox,
+    browser_page,  # noqa: F811
+) -> None:
+    """Both states: a new card (localstripe's card element), then a saved card with the
+    auto top-up settings."""
+    user, _ = customer_with_history
+    _sign_in(browser_page, live_server, user)
+    url = f"{live_server.url}/billing/credit/"
+    _check_layout(
+        browser_page,
+        url,
+        "credit-new-card",
+        ready=lambda page: page.locator("[data-card-element] input").first.wait_for(),
+    )
+    card_save(user)
+    _check_layout(
+        browser_page,
+        url,
+        "credit-saved-card",
+        ready=lambda page: page.locator("[data-saved-card]").wait_for(state="visible"),
+    )
