@@ -49,13 +49,50 @@ class PaymentOut(Schema):
     expected_fee_wei: str | None = Field(description="What the payment costs, exact, in wei")
 
 
+#: The rules ``generation_create`` enforces, published in the schema below. They are stated
+#: (``json_schema_extra``), not enforced by pydantic, so that a refusal is the service's one
+#: message per field whichever page or client sent it (tests/inference/test_api_schema.py
+#: submits at each limit and one past it).
+LIMITS = services.generation_limits()
+
+
 class GenerationIn(Schema):
-    prompt: str = Field(max_length=10_000)
-    negative_prompt: str = Field("", max_length=10_000)
-    model_id: str | None = None
-    width: int
-    height: int
-    seed: int | None = None
+    prompt: str = Field(
+        description="What to draw; outer whitespace and control characters are removed, "
+        "and it must not be blank",
+        json_schema_extra={"minLength": 1, "maxLength": LIMITS.max_prompt_length},
+    )
+    negative_prompt: str = Field(
+        "", description="What to avoid", json_schema_extra={"maxLength": LIMITS.max_prompt_length}
+    )
+    model_id: str = Field(
+        LIMITS.default_model,
+        description="One of GET /models; default: the first",
+        json_schema_extra={"enum": list(LIMITS.models)},
+    )
+    width: int = Field(
+        LIMITS.default_width,
+        description="Pixels",
+        json_schema_extra={
+            "minimum": LIMITS.min_size,
+            "maximum": LIMITS.max_size,
+            "multipleOf": LIMITS.size_step,
+        },
+    )
+    height: int = Field(
+        LIMITS.default_height,
+        description="Pixels",
+        json_schema_extra={
+            "minimum": LIMITS.min_size,
+            "maximum": LIMITS.max_size,
+            "multipleOf": LIMITS.size_step,
+        },
+    )
+    seed: int | None = Field(
+        None,
+        description="Same seed, same parameters: the same image; null: random",
+        json_schema_extra={"minimum": 0, "maximum": LIMITS.seed_max},
+    )
 
 
 class GenerationOut(Schema):

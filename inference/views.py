@@ -47,7 +47,7 @@ from inference.selectors import (
     model_quotes,
     size_presets,
 )
-from inference.services import SEED_MAX, generation_create, generation_delete
+from inference.services import SEED_MAX, generation_create, generation_delete, generation_limits
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +88,11 @@ def _initial_from_query(request: HttpRequest) -> dict[str, Any]:
     Query: ``prompt``, ``negative_prompt``, ``model_id``, ``width``, ``height``, ``seed``.
     """
     query = request.GET
-    initial: dict[str, Any] = {"model_id": model_choices()[0]}
-    presets = size_presets()
-    if presets:
-        initial["size"] = size_value(presets[0][1], presets[0][2])
+    limits = generation_limits()  # the same defaults as the JSON API's
+    initial: dict[str, Any] = {
+        "model_id": limits.default_model,
+        "size": size_value(limits.default_width, limits.default_height),
+    }
     for name in ("prompt", "negative_prompt", "model_id", "seed"):
         if query.get(name):
             initial[name] = query[name]

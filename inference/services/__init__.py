@@ -15,7 +15,13 @@ An attempt that finds the claim set never pays again.
 
 from __future__ import annotations
 
-from inference.services.admission import SEED_MAX, generation_admit_step, generation_create
+from inference.services.admission import (
+    SEED_MAX,
+    GenerationLimits,
+    generation_admit_step,
+    generation_create,
+    generation_limits,
+)
 from inference.services.delete import generation_delete
 from inference.services.failures import FAILURE_MESSAGES
 from inference.services.reconcile import generations_reconcile, holds_resolve_stale
@@ -31,11 +37,13 @@ __all__ = [
     "FAILURE_MESSAGES",
     "SEED_MAX",
     "AttemptPaymentGuard",
+    "GenerationLimits",
     "generation_admit_step",
     "generation_create",
     "generation_delete",
     "generation_fail",
     "generation_fail_unexpected",
+    "generation_limits",
     "generation_payment_confirm",
     "generation_run",
     "generations_reconcile",
