@@ -27,6 +27,7 @@ from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer, django_auth
 
 from accounts.models import API_KEY_PREFIX, User
@@ -128,15 +129,20 @@ class OIDCBearer(HttpBearer):
     A ``phk_…`` bearer is a personal API key and only ever checked as one (it never
     reaches the OIDC verifier or its logs); anything else is an OIDC access token. A key
     over its rate limit raises ``ApiKeyRateLimitedError`` (429, config/api.py).
+
+    A bearer that is refused is a 401 at once: the request does not fall through to
+    session auth (where a script's POST would meet a CSRF 403 that says nothing about
+    its credential).
     """
 
-    def authenticate(self, request: HttpRequest, token: str) -> User | None:
+    def authenticate(self, request: HttpRequest, token: str) -> User:
         if token.startswith(API_KEY_PREFIX):
             user = api_key_authenticate(secret=token)
         else:
             user = BearerTokenBackend().user_for_token(token)
-        if user is not None:
-            request.user = user
+        if user is None:
+            raise AuthenticationError
+        request.user = user
         return user
 
 

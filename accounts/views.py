@@ -16,7 +16,7 @@ from accounts.errors import ApiKeyInvalidError
 from accounts.forms import ApiKeyForm
 from accounts.models import User
 from accounts.selectors import api_key_get, api_key_list
-from accounts.services import api_key_create, api_key_revoke
+from accounts import services
 
 
 @require_GET
@@ -68,7 +68,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST)
     if form.is_valid():
         try:
-            created = api_key_create(
+            created = services.api_key_create(
                 user=_owner(request),
                 name=form.cleaned_data["name"],
                 expires_at=form.expires_at(),
@@ -90,6 +90,6 @@ def api_key_revoke(request: HttpRequest, api_key_id: int) -> HttpResponse:
     api_key = api_key_get(user_id=_owner(request).pk, api_key_id=api_key_id)
     if api_key is None:
         raise Http404("No such API key.")
-    api_key_revoke(api_key=api_key, acting_user=_owner(request))
+    services.api_key_revoke(api_key=api_key, acting_user=_owner(request))
     messages.success(request, f"Key “{api_key.name}” ({api_key.prefix}…) revoked.")
     return redirect("accounts:api_keys")

@@ -169,8 +169,7 @@ def test_revoking_from_the_page_stops_the_key_and_another_users_key_is_a_404(
     key = ApiKey.objects.get()
     assert _bearer(secret).status_code == 200
 
-    with pytest.MonkeyPatch.context():
-        other = UserFactory()
+    other = UserFactory()
     other_client = Client()
     other_client.force_login(other)
     assert other_client.post(f"/accounts/api/{key.pk}/revoke/").status_code == 404
@@ -252,9 +251,8 @@ def test_a_key_is_never_logged(
     assert secret[:-1] not in logged
 
 
-def test_the_pages_curl_example_works_against_this_server(
-    live_server, django_capture_on_commit_callbacks
-) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_the_pages_curl_example_works_against_this_server(live_server, sandbox) -> None:
     """The example, pasted into a shell, queues an image as the key's user."""
     user = UserFactory()
     client = Client(HTTP_HOST=live_server.url.removeprefix("http://"))
