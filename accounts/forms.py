@@ -24,7 +24,9 @@ class ApiKeyForm(forms.Form):
     name = forms.CharField(
         label="Name",
         required=False,
-        widget=forms.TextInput(attrs={"placeholder": "e.g. nightly batch script", "maxlength": 100}),
+        widget=forms.TextInput(
+            attrs={"placeholder": "e.g. nightly batch script", "maxlength": 100}
+        ),
     )
     expires_in_days = forms.ChoiceField(
         label="Expires", choices=API_KEY_EXPIRY_CHOICES, required=False

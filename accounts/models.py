@@ -175,7 +175,7 @@ class ApiKey(models.Model):
         ordering = ("-created_at", "-pk")
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(secret_sha256__regex=r"^[0-9a-f]{64}$"),
+                condition=models.Q(secret_sha256__regex=r"^[0-9a-f]{64}$"),  # noqa: S106
                 name="accounts_apikey_secret_sha256_hex",
             ),
             models.CheckConstraint(

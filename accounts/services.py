@@ -28,8 +28,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts import tasks
-from accounts.hooks import account_closed_notify, email_changed_notify, user_registered_notify
 from accounts.errors import ApiKeyInvalidError, ApiKeyRateLimitedError
+from accounts.hooks import account_closed_notify, email_changed_notify, user_registered_notify
 from accounts.models import API_KEY_PREFIX, API_KEY_VISIBLE_LENGTH, ApiKey, ProvisioningStatus, User
 from integrations.pymthouse import PymthouseError, SecretToken, get_client
 
@@ -334,8 +334,10 @@ def api_key_revoke(*, api_key: ApiKey, acting_user: User) -> ApiKey:
 
 def api_keys_revoke_all(*, user: User) -> int:
     """Revoke every key of ``user`` (the account was deleted); returns how many."""
-    return ApiKey.objects.for_user(user.pk).filter(revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
+    return (
+        ApiKey.objects.for_user(user.pk)
+        .filter(revoked_at__isnull=True)
+        .update(revoked_at=timezone.now())
     )
 
 

@@ -12,11 +12,11 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts import services
 from accounts.errors import ApiKeyInvalidError
 from accounts.forms import ApiKeyForm
 from accounts.models import User
 from accounts.selectors import api_key_get, api_key_list
-from accounts import services
 
 
 @require_GET

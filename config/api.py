@@ -74,8 +74,6 @@ def authentication_error(request: HttpRequest, exc: Any) -> HttpResponse:
 @api.exception_handler(ApiKeyRateLimitedError)
 def api_key_rate_limited(request: HttpRequest, exc: ApiKeyRateLimitedError) -> HttpResponse:
     """A personal API key over ``API_KEY_RATE_LIMIT_COUNT``: 429 with ``Retry-After``."""
-    response = api.create_response(
-        request, {"code": exc.code, "detail": exc.message}, status=429
-    )
+    response = api.create_response(request, {"code": exc.code, "detail": exc.message}, status=429)
     response["Retry-After"] = str(exc.retry_after)
     return response

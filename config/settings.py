@@ -635,6 +635,14 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
         "expire_seconds": 240,
         "description": "Settle or release stale billing holds.",
     },
+    # Every hour: forget Idempotency-Keys older than 24 hours (inference/services/idempotency.py;
+    # a submit also ignores an expired key, so this only keeps the table small).
+    "inference-purge-idempotency-keys": {
+        "task": "inference.tasks.idempotent_requests_purge_task",
+        "every": 3600,
+        "expire_seconds": 3000,
+        "description": "Forget Idempotency-Keys older than 24 hours.",
+    },
     # Every 5 minutes: apply the plan changes users scheduled for the end of their
     # subscription period (downgrades and cancellations; billing/services/subscriptions.py).
     "billing-apply-scheduled-plan-changes": {

@@ -4,6 +4,7 @@
 * ``run``: ``generation_run`` (one attempt: credentials, Livepeer, outcome)
 * ``transitions``: every state change, each conditional on the owning attempt
 * ``delete``: ``generation_delete``
+* ``idempotency``: ``Idempotency-Key`` on submits (claim, complete, release, purge)
 * ``reconcile``: ``generations_reconcile`` (lost messages, abandoned runs) and
   ``holds_resolve_stale`` (billing holds their hooks left open)
 
@@ -24,6 +25,15 @@ from inference.services.admission import (
 )
 from inference.services.delete import generation_delete
 from inference.services.failures import FAILURE_MESSAGES
+from inference.services.idempotency import (
+    IdempotencyClaim,
+    IdempotentReplay,
+    idempotent_request_begin,
+    idempotent_request_complete,
+    idempotent_request_release,
+    idempotent_requests_purge,
+    request_fingerprint,
+)
 from inference.services.reconcile import generations_reconcile, holds_resolve_stale
 from inference.services.run import generation_run
 from inference.services.transitions import (
@@ -38,6 +48,8 @@ __all__ = [
     "SEED_MAX",
     "AttemptPaymentGuard",
     "GenerationLimits",
+    "IdempotencyClaim",
+    "IdempotentReplay",
     "generation_admit_step",
     "generation_create",
     "generation_delete",
@@ -48,4 +60,9 @@ __all__ = [
     "generation_run",
     "generations_reconcile",
     "holds_resolve_stale",
+    "idempotent_request_begin",
+    "idempotent_request_complete",
+    "idempotent_request_release",
+    "idempotent_requests_purge",
+    "request_fingerprint",
 ]

@@ -47,7 +47,10 @@ def browser(user) -> Client:
 
 def _new_key(user: User, **fields) -> str:
     created = api_key_create(
-        user=user, name=fields.pop("name", "script"), acting_user=user, **{"expires_at": None, **fields}
+        user=user,
+        name=fields.pop("name", "script"),
+        acting_user=user,
+        **{"expires_at": None, **fields},
     )
     return created.secret.reveal()
 
@@ -74,7 +77,8 @@ def test_the_page_creates_a_key_shows_its_secret_once_and_stores_only_its_hash(
     assert key.prefix == secret[:12]
     assert key.secret_sha256 == hashlib.sha256(secret.encode()).hexdigest()
     assert timedelta(days=29, hours=23) < key.expires_at - timezone.now() <= timedelta(days=30)
-    assert key.last_used_at is None and key.revoked_at is None
+    assert key.last_used_at is None
+    assert key.revoked_at is None
     # The secret is in no column of the row.
     row = ApiKey.objects.filter(pk=key.pk).values().get()
     assert not any(secret in str(value) for value in row.values())
@@ -136,7 +140,9 @@ def test_a_refused_key_is_a_401_and_makes_nothing(
         if state == "revoked":
             api_key_revoke(api_key=key, acting_user=user)
         elif state == "expired":
-            ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+            ApiKey.objects.filter(pk=key.pk).update(
+                expires_at=timezone.now() - timedelta(seconds=1)
+            )
         elif state == "deactivated":
             user_set_active(user=user, is_active=False, acting_user=None)
         elif state == "deleted":
@@ -229,7 +235,10 @@ def test_last_used_moves_at_most_once_a_minute(user: User) -> None:
 
 
 def test_a_key_is_never_logged(
-    browser: Client, user: User, caplog: pytest.LogCaptureFixture, django_capture_on_commit_callbacks
+    browser: Client,
+    user: User,
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     response = browser.post(PAGE, {"name": "logged?", "expires_in_days": ""})
@@ -243,7 +252,8 @@ def test_a_key_is_never_logged(
     assert _bearer(secret).status_code == 401
 
     logged = "\n".join(
-        f"{record.getMessage()} {record.args!r} {record.exc_text or ''}" for record in caplog.records
+        f"{record.getMessage()} {record.args!r} {record.exc_text or ''}"
+        for record in caplog.records
     )
     assert key.prefix in logged  # the logs do name the key, by its visible prefix
     assert secret not in logged
@@ -261,10 +271,12 @@ def test_the_pages_curl_example_works_against_this_server(live_server, sandbox) 
     example = re.search(r"<pre class=\"code-block\" data-curl-example>(.*?)</pre>", html, re.S)
     assert example is not None
     script = example.group(1).replace("&#x27;", "'").replace("&quot;", '"').replace("&amp;", "&")
-    create_part = script.split("\n\ncurl -sS " + live_server.url + "/api/v1/generations/GENERATION_ID")[0]
+    create_part = script.split(
+        "\n\ncurl -sS " + live_server.url + "/api/v1/generations/GENERATION_ID"
+    )[0]
     assert create_part.count("curl ") == 1
 
-    completed = subprocess.run(  # noqa: S603
+    completed = subprocess.run(
         ["/bin/sh", "-c", create_part], capture_output=True, text=True, timeout=30, check=False
     )
 
