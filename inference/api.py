@@ -13,7 +13,8 @@ from uuid import UUID
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
-from ninja import Field, Header, Router, Schema, Status
+from ninja import Field, Router, Schema, Status
+from ninja.params.functions import Header
 
 from accounts.api_auth import API_AUTH
 from inference import selectors, services

@@ -61,9 +61,11 @@ def test_create_use_and_revoke_a_key_then_generate_sends_one_key_per_click(
     keys = []
     page.on(
         "request",
-        lambda request: keys.append(request.headers.get("idempotency-key"))
-        if request.method == "POST" and request.url.endswith("/api/v1/generations")
-        else None,
+        lambda request: (
+            keys.append(request.headers.get("idempotency-key"))
+            if request.method == "POST" and request.url.endswith("/api/v1/generations")
+            else None
+        ),
     )
     page.goto(f"{live_server.url}/generate/")
     page.fill("textarea[name=prompt]", "a lighthouse at dusk")
@@ -76,5 +78,6 @@ def test_create_use_and_revoke_a_key_then_generate_sends_one_key_per_click(
         page.click("[data-submit]")
     assert second.value.status == 201
     assert len(keys) == 2
-    assert all(keys) and keys[0] != keys[1]
+    assert all(keys)
+    assert keys[0] != keys[1]
     assert Generation.objects.filter(owner=user).count() == 2

@@ -162,9 +162,7 @@ def test_keys_belong_to_one_user(api: Client, django_capture_on_commit_callbacks
     assert Generation.objects.count() == 2
 
 
-def test_a_key_is_forgotten_after_24_hours(
-    api: Client, django_capture_on_commit_callbacks
-) -> None:
+def test_a_key_is_forgotten_after_24_hours(api: Client, django_capture_on_commit_callbacks) -> None:
     _post(api, django_capture_on_commit_callbacks)
     IdempotentRequest.objects.update(created_at=timezone.now() - timedelta(hours=24))
 
