@@ -291,3 +291,27 @@ def test_the_pages_curl_example_works_against_this_server(live_server, sandbox) 
         1024,
     )
     assert shlex.split(create_part.splitlines()[0])  # the export line is valid shell
+
+
+def test_staff_see_keys_by_prefix_only_and_may_revoke_them(user: User) -> None:
+    secret = _new_key(user, name="leaked")
+    key = ApiKey.objects.get()
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    admin = Client()
+    admin.force_login(staff)
+
+    listing = admin.get("/admin/accounts/apikey/").content.decode()
+    assert key.prefix in listing
+    assert key.secret_sha256 not in listing
+    assert secret not in listing
+    assert admin.get("/admin/accounts/apikey/add/").status_code == 403
+
+    response = admin.post(
+        "/admin/accounts/apikey/",
+        {"action": "revoke_keys", "_selected_action": [key.pk]},
+    )
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+    assert _bearer(secret).status_code == 401
