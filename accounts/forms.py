@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from django import forms
 from django.utils import timezone
 
+from accounts.models import API_KEY_NAME_MAX_LENGTH
+
 #: Expiry choices, in days ("" = never).
 API_KEY_EXPIRY_CHOICES = [
     ("", "Never"),
@@ -25,7 +27,7 @@ class ApiKeyForm(forms.Form):
         label="Name",
         required=False,
         widget=forms.TextInput(
-            attrs={"placeholder": "e.g. nightly batch script", "maxlength": 100}
+            attrs={"placeholder": "e.g. nightly batch script", "maxlength": API_KEY_NAME_MAX_LENGTH}
         ),
     )
     expires_in_days = forms.ChoiceField(

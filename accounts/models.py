@@ -143,6 +143,7 @@ API_KEY_PREFIX = "phk_"
 #: How much of a key the lists show (``phk_`` + 8 characters): enough to tell keys apart,
 #: far too little to guess the rest (the secret has 256 bits).
 API_KEY_VISIBLE_LENGTH = len(API_KEY_PREFIX) + 8
+API_KEY_NAME_MAX_LENGTH = 100
 
 
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
@@ -160,7 +161,7 @@ class ApiKey(models.Model):
     """
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=API_KEY_NAME_MAX_LENGTH)
     prefix = models.CharField(max_length=API_KEY_VISIBLE_LENGTH, editable=False)
     secret_sha256 = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

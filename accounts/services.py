@@ -30,7 +30,14 @@ from django.utils import timezone
 from accounts import tasks
 from accounts.errors import ApiKeyInvalidError, ApiKeyRateLimitedError
 from accounts.hooks import account_closed_notify, email_changed_notify, user_registered_notify
-from accounts.models import API_KEY_PREFIX, API_KEY_VISIBLE_LENGTH, ApiKey, ProvisioningStatus, User
+from accounts.models import (
+    API_KEY_NAME_MAX_LENGTH,
+    API_KEY_PREFIX,
+    API_KEY_VISIBLE_LENGTH,
+    ApiKey,
+    ProvisioningStatus,
+    User,
+)
 from integrations.pymthouse import PymthouseError, SecretToken, get_client
 
 logger = logging.getLogger(__name__)
@@ -299,8 +306,8 @@ def api_key_create(
     errors: dict[str, str] = {}
     if not name:
         errors["name"] = "Name the key (for example, the script that will use it)."
-    elif len(name) > ApiKey._meta.get_field("name").max_length:  # type: ignore[operator]
-        errors["name"] = "Keep the name under 100 characters."
+    elif len(name) > API_KEY_NAME_MAX_LENGTH:
+        errors["name"] = f"Keep the name to {API_KEY_NAME_MAX_LENGTH} characters or fewer."
     if expires_at is not None and expires_at <= timezone.now():
         errors["expires_at"] = "The expiry must be in the future."
     if errors:
@@ -315,8 +322,13 @@ def api_key_create(
     )
     api_key.full_clean()
     api_key.save()
-    logger.info("API key %s (%s…) created for user %s by %s",
-                api_key.pk, api_key.prefix, user.pk, acting_user.pk)  # fmt: skip
+    logger.info(
+        "API key %s (%s…) created for user %s by %s",
+        api_key.pk,
+        api_key.prefix,
+        user.pk,
+        acting_user.pk,
+    )
     return ApiKeyCreated(api_key=api_key, secret=SecretToken(secret))
 
 
@@ -360,8 +372,11 @@ def api_key_authenticate(*, secret: str) -> User | None:
     now = timezone.now()
     user = api_key.user
     if not api_key.is_usable_at(now) or not user.is_active or user.deleted_at is not None:
-        logger.info("API key %s (%s…) refused: revoked, expired or its user is inactive",
-                    api_key.pk, api_key.prefix)  # fmt: skip
+        logger.info(
+            "API key %s (%s…) refused: revoked, expired or its user is inactive",
+            api_key.pk,
+            api_key.prefix,
+        )
         return None
     _api_key_rate_limit(api_key_id=api_key.pk)
     ApiKey.objects.filter(pk=api_key.pk).filter(

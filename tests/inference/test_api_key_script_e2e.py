@@ -21,7 +21,8 @@ from tests.sandbox_server import SandboxControl
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SCRIPT = """
-curl -sS --max-time "$MAX_TIME" -o /dev/null -w '%{http_code}' -X POST "$ORIGIN/api/v1/generations" \
+curl -sS --max-time "$MAX_TIME" -o /dev/null -w '%{http_code}' \
+  -X POST "$ORIGIN/api/v1/generations" \
   -H "Authorization: Bearer $PIXELHOUSE_API_KEY" \
   -H "Content-Type: application/json" \
   -H "Idempotency-Key: nightly-2026-12-03-0001" \
@@ -41,7 +42,7 @@ def _run(origin: str, secret: str, max_time: float) -> subprocess.CompletedProce
             "ORIGIN": origin,
             "PIXELHOUSE_API_KEY": secret,
             "MAX_TIME": str(max_time),
-        },  # fmt: skip
+        },
     )
 
 
