@@ -295,7 +295,10 @@ def _generation_submit(
     except GenerationAdmissionRefusedError as exc:
         refused = {"detail": exc.message, "code": exc.code}
         if claim is not None:  # it executed and was refused: that is the answer to repeats
-            services.idempotent_request_complete(claim=claim, status=402, body=refused)
+            try:
+                services.idempotent_request_complete(claim=claim, status=402, body=refused)
+            except IdempotencyKeyInUseError:
+                pass  # taken over meanwhile: the request that took it answers the repeats
         return Status(402, refused)
     except IdempotencyKeyInUseError as exc:  # the claim was taken over: nothing was made
         return Status(409, {"detail": exc.message, "code": exc.code})
