@@ -12,8 +12,9 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
 from accounts.hooks import email_changed_notify
-from accounts.models import User
+from accounts.models import ApiKey, User
 from accounts.services import (
+    api_key_revoke,
     user_delete,
     user_provision_retry,
     user_register,
@@ -145,3 +146,39 @@ class UserAdmin(DjangoUserAdmin[User]):
         self.message_user(
             request, f"Provisioning scheduled for {queryset.count()} user(s).", messages.SUCCESS
         )
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+    """Read-only: staff see a key by its prefix (never its hash) and may revoke it."""
+
+    list_display = (
+        "prefix",
+        "name",
+        "user",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
+    list_filter = ("revoked_at",)
+    list_select_related = ("user",)
+    search_fields = ("prefix", "name", "user__email")
+    raw_id_fields = ("user",)
+    fields = ("prefix", "name", "user", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = fields
+    actions = ("revoke_keys",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a key is created by its user, who alone sees the secret
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected API keys")
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        acting_user = request.user
+        assert isinstance(acting_user, User)
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=api_key, acting_user=acting_user)
+        self.message_user(request, "Revoked.", messages.SUCCESS)

@@ -1,4 +1,6 @@
-"""Bearer access tokens on the JSON API (mozilla-django-oidc), beside session auth.
+"""Bearer credentials on the JSON API, beside session auth: personal API keys
+(``phk_…``, ``accounts.services.api_key_authenticate``) and OIDC access tokens
+(mozilla-django-oidc).
 
 mozilla-django-oidc verifies the JWS signature against the OP's JWKS (fetched on every
 request; here from a cache shared with SSO) but, by default,
@@ -25,10 +27,11 @@ from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer, django_auth
 
-from accounts.models import User
-from accounts.services import user_create
+from accounts.models import API_KEY_PREFIX, User
+from accounts.services import api_key_authenticate, user_create
 from accounts.sso.adapter import app_issuer
 from integrations.http import RequestException
 from integrations.oidc import OidcError, signing_key
@@ -121,12 +124,25 @@ class BearerTokenBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
 
 
 class OIDCBearer(HttpBearer):
-    """django-ninja auth: ``Authorization: Bearer <access token>``."""
+    """django-ninja auth: ``Authorization: Bearer <personal API key | access token>``.
 
-    def authenticate(self, request: HttpRequest, token: str) -> User | None:
-        user = BearerTokenBackend().user_for_token(token)
-        if user is not None:
-            request.user = user
+    A ``phk_…`` bearer is a personal API key and only ever checked as one (it never
+    reaches the OIDC verifier or its logs); anything else is an OIDC access token. A key
+    over its rate limit raises ``ApiKeyRateLimitedError`` (429, config/api.py).
+
+    A bearer that is refused is a 401 at once: the request does not fall through to
+    session auth (where a script's POST would meet a CSRF 403 that says nothing about
+    its credential).
+    """
+
+    def authenticate(self, request: HttpRequest, token: str) -> User:
+        if token.startswith(API_KEY_PREFIX):
+            user = api_key_authenticate(secret=token)
+        else:
+            user = BearerTokenBackend().user_for_token(token)
+        if user is None:
+            raise AuthenticationError
+        request.user = user
         return user
 
 

@@ -9,6 +9,7 @@ under one id could not be joined back to the user under another.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
@@ -134,3 +135,59 @@ class User(AbstractUser):
                 {"external_user_id": "The pymthouse external user id cannot change."}
             )
         super().save(*args, **kwargs)
+
+
+#: Personal API keys start with this, so a leaked key is recognisable (secret scanners,
+#: logs) and the API can tell one from an OIDC access token without parsing it.
+API_KEY_PREFIX = "phk_"
+#: How much of a key the lists show (``phk_`` + 8 characters): enough to tell keys apart,
+#: far too little to guess the rest (the secret has 256 bits).
+API_KEY_VISIBLE_LENGTH = len(API_KEY_PREFIX) + 8
+API_KEY_NAME_MAX_LENGTH = 100
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def for_user(self, user_id: int) -> ApiKeyQuerySet:
+        return self.filter(user_id=user_id)
+
+
+class ApiKey(models.Model):
+    """A personal API key: ``Authorization: Bearer phk_…`` on the JSON API.
+
+    Only the SHA-256 of the secret is stored (the secret is 256 random bits, so a plain
+    hash is enough: there is nothing to brute-force, unlike a password); the secret is
+    shown once, when created. ``prefix`` is its first characters, for the lists. A key
+    works while it is not revoked, not expired, and its user is active.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=API_KEY_NAME_MAX_LENGTH)
+    prefix = models.CharField(max_length=API_KEY_VISIBLE_LENGTH, editable=False)
+    secret_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ("-created_at", "-pk")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(secret_sha256__regex=r"^[0-9a-f]{64}$"),  # noqa: S106
+                name="accounts_apikey_secret_sha256_hex",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(prefix__startswith=API_KEY_PREFIX),
+                name="accounts_apikey_prefix",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})"
+
+    def is_usable_at(self, moment: datetime) -> bool:
+        """Not revoked and not expired at ``moment`` (the user's state is checked apart)."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > moment)

@@ -8,22 +8,37 @@ the periodic sweep are all safe to repeat.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
-from datetime import timedelta
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.socialaccount.models import SocialAccount
 from allauth.usersessions.models import UserSession
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts import tasks
+from accounts.errors import ApiKeyInvalidError, ApiKeyRateLimitedError
 from accounts.hooks import account_closed_notify, email_changed_notify, user_registered_notify
-from accounts.models import ProvisioningStatus, User
-from integrations.pymthouse import PymthouseError, get_client
+from accounts.models import (
+    API_KEY_NAME_MAX_LENGTH,
+    API_KEY_PREFIX,
+    API_KEY_VISIBLE_LENGTH,
+    ApiKey,
+    ProvisioningStatus,
+    User,
+)
+from integrations.pymthouse import PymthouseError, SecretToken, get_client
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +156,7 @@ def user_delete(*, user: User, acting_user: User | None) -> User:
     and sessions go; pymthouse marks the user inactive after commit.
     """
     user_sessions_end(user=user)
+    api_keys_revoke_all(user=user)
     SocialAccount.objects.filter(user=user).delete()
     EmailAddress.objects.filter(user=user).delete()
     Authenticator.objects.filter(user=user).delete()
@@ -256,3 +272,129 @@ def users_provision_pending(*, older_than: timedelta = timedelta(minutes=5)) -> 
     for user_id in user_ids:
         tasks.provision_user_task.delay(user_id)
     return len(user_ids)
+
+
+# --- Personal API keys ------------------------------------------------------------------
+
+#: ``last_used_at`` is written at most this often per key: a script calling every second
+#: must not turn each request into a write of the key's row.
+API_KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: Longer than any key we issue (``phk_`` + 43); a longer bearer is not hashed at all.
+_API_KEY_MAX_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class ApiKeyCreated:
+    """A new key and its secret, which exists only here: shown once, never stored."""
+
+    api_key: ApiKey
+    secret: SecretToken
+
+
+def api_key_secret_digest(secret: str) -> str:
+    """The stored form of a key: SHA-256, hex. The secret has 256 random bits, so a fast
+    hash is safe (nothing to brute-force) and lets a request find its key by an index."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(
+    *, user: User, name: str, expires_at: datetime | None, acting_user: User
+) -> ApiKeyCreated:
+    """Create a personal API key for ``user``; the secret is returned, never stored."""
+    name = " ".join((name or "").split())
+    errors: dict[str, str] = {}
+    if not name:
+        errors["name"] = "Name the key (for example, the script that will use it)."
+    elif len(name) > API_KEY_NAME_MAX_LENGTH:
+        errors["name"] = f"Keep the name to {API_KEY_NAME_MAX_LENGTH} characters or fewer."
+    if expires_at is not None and expires_at <= timezone.now():
+        errors["expires_at"] = "The expiry must be in the future."
+    if errors:
+        raise ApiKeyInvalidError(errors)
+    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey(
+        user=user,
+        name=name,
+        prefix=secret[:API_KEY_VISIBLE_LENGTH],
+        secret_sha256=api_key_secret_digest(secret),
+        expires_at=expires_at,
+    )
+    api_key.full_clean()
+    api_key.save()
+    logger.info(
+        "API key %s (%s…) created for user %s by %s",
+        api_key.pk,
+        api_key.prefix,
+        user.pk,
+        acting_user.pk,
+    )
+    return ApiKeyCreated(api_key=api_key, secret=SecretToken(secret))
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, acting_user: User) -> ApiKey:
+    """Revoke ``api_key`` (once: revoking a revoked key keeps its first revocation time)."""
+    now = timezone.now()
+    if ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now):
+        api_key.revoked_at = now
+        logger.info("API key %s (%s…) revoked by %s", api_key.pk, api_key.prefix, acting_user.pk)
+    else:
+        api_key.refresh_from_db(fields=["revoked_at"])
+    return api_key
+
+
+def api_keys_revoke_all(*, user: User) -> int:
+    """Revoke every key of ``user`` (the account was deleted); returns how many."""
+    return (
+        ApiKey.objects.for_user(user.pk)
+        .filter(revoked_at__isnull=True)
+        .update(revoked_at=timezone.now())
+    )
+
+
+def api_key_authenticate(*, secret: str) -> User | None:
+    """The user a bearer ``phk_…`` key acts for, or None when it must be refused.
+
+    Refused: an unknown, revoked or expired key, and any key of an inactive (deactivated
+    or deleted) user. A usable key counts against ``API_KEY_RATE_LIMIT_COUNT`` per
+    ``API_KEY_RATE_LIMIT_WINDOW_SECONDS`` (:class:`ApiKeyRateLimitedError` beyond) and
+    has ``last_used_at`` moved on at most once per ``API_KEY_LAST_USED_RESOLUTION``.
+    The secret is never logged: only the key's id and visible prefix are.
+    """
+    if not secret.startswith(API_KEY_PREFIX) or len(secret) > _API_KEY_MAX_LENGTH:
+        return None
+    digest = api_key_secret_digest(secret)
+    api_key = ApiKey.objects.select_related("user").filter(secret_sha256=digest).first()
+    if api_key is None or not hmac.compare_digest(api_key.secret_sha256, digest):
+        logger.info("API key refused: unknown key")
+        return None
+    now = timezone.now()
+    user = api_key.user
+    if not api_key.is_usable_at(now) or not user.is_active or user.deleted_at is not None:
+        logger.info(
+            "API key %s (%s…) refused: revoked, expired or its user is inactive",
+            api_key.pk,
+            api_key.prefix,
+        )
+        return None
+    _api_key_rate_limit(api_key_id=api_key.pk)
+    ApiKey.objects.filter(pk=api_key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - API_KEY_LAST_USED_RESOLUTION)
+    ).update(last_used_at=now)
+    return user
+
+
+def _api_key_rate_limit(*, api_key_id: int) -> None:
+    """A fixed window per key in the shared cache (with Redis down it fails open)."""
+    length = settings.API_KEY_RATE_LIMIT_WINDOW_SECONDS
+    now = int(time.time())
+    counter = f"api-key-rate:{api_key_id}:{now // length}"
+    cache.add(counter, 0, timeout=length + 1)
+    try:
+        count = cache.incr(counter)
+    except ValueError:  # expired between add and incr: a new window
+        cache.set(counter, 1, timeout=length + 1)
+        count = 1
+    if count > settings.API_KEY_RATE_LIMIT_COUNT:
+        raise ApiKeyRateLimitedError(retry_after=max(1, length - now % length))

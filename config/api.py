@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
 
+from accounts.errors import ApiKeyRateLimitedError
 from billing.api import router as billing_router
 from billing.errors import BillingError
 from inference.api import router as inference_router
@@ -67,4 +68,12 @@ def authentication_error(request: HttpRequest, exc: Any) -> HttpResponse:
     """401 with the RFC 6750 challenge; why a token was refused is logged, not told."""
     response = api.create_response(request, {"detail": "Authentication required."}, status=401)
     response["WWW-Authenticate"] = 'Bearer realm="pixelhouse"'
+    return response
+
+
+@api.exception_handler(ApiKeyRateLimitedError)
+def api_key_rate_limited(request: HttpRequest, exc: ApiKeyRateLimitedError) -> HttpResponse:
+    """A personal API key over ``API_KEY_RATE_LIMIT_COUNT``: 429 with ``Retry-After``."""
+    response = api.create_response(request, {"code": exc.code, "detail": exc.message}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
     return response

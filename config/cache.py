@@ -58,6 +58,12 @@ class ResilientRedisCache(RedisCache):
         return self._degraded("add", lambda: super(ResilientRedisCache, self).add(
             key, value, timeout, version), True)  # fmt: skip
 
+    def incr(self, key: Any, delta: int = 1, version: Any = None) -> int:
+        """With Redis down, every count is the first (a rate limit fails open)."""
+        return self._degraded(
+            "incr", lambda: super(ResilientRedisCache, self).incr(key, delta, version), delta
+        )
+
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
         return self._degraded(
             "get", lambda: super(ResilientRedisCache, self).get(key, default, version), default

@@ -435,6 +435,16 @@ OIDC_OP_JWKS_ENDPOINT = f"{OIDC_API_ISSUER}/jwks"
 OIDC_USE_NONCE = False  # bearer access tokens carry no nonce
 OIDC_TIMEOUT = (3.05, 10)
 
+# --- Personal API keys (accounts/services.py) --------------------------------
+# ``Authorization: Bearer phk_…``: requests per key per fixed window (429 + Retry-After
+# beyond), counted in the cache shared by every web process.
+API_KEY_RATE_LIMIT_COUNT: int = env.int("API_KEY_RATE_LIMIT_COUNT", default=120)
+API_KEY_RATE_LIMIT_WINDOW_SECONDS: int = env.int("API_KEY_RATE_LIMIT_WINDOW_SECONDS", default=60)
+if API_KEY_RATE_LIMIT_COUNT < 1 or API_KEY_RATE_LIMIT_WINDOW_SECONDS < 1:
+    raise ImproperlyConfigured(
+        "API_KEY_RATE_LIMIT_COUNT and API_KEY_RATE_LIMIT_WINDOW_SECONDS must be positive."
+    )
+
 # --- Image generation (Livepeer) -------------------------------------------
 # "live-runner": pay Livepeer runners with tickets from pymthouse's remote
 # signer (docs/upstream.md, "Paying a live runner"); each call is charged to the end user.
@@ -710,6 +720,14 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
         "every": 300,
         "expire_seconds": 240,
         "description": "Settle or release stale billing holds.",
+    },
+    # Every hour: forget Idempotency-Keys older than 24 hours (inference/services/idempotency.py;
+    # a submit also ignores an expired key, so this only keeps the table small).
+    "inference-purge-idempotency-keys": {
+        "task": "inference.tasks.idempotent_requests_purge_task",
+        "every": 3600,
+        "expire_seconds": 3000,
+        "description": "Forget Idempotency-Keys older than 24 hours.",
     },
     # Merchant mode only (the task does nothing in owner_rollup): re-read users'
     # pymthouse wallets into the ledger (top-ups that landed, consumption).

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", include("inference.urls")),
     path("accounts/", include("accounts.sso.urls")),  # hardened openid_connect views
+    path("accounts/", include("accounts.urls")),  # the API page (personal API keys)
     path("billing/", include("billing.urls")),
     path("accounts/", include("allauth.urls")),
     path("staff/billing/", include("usage.urls")),

@@ -10,9 +10,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import Field, Router, Schema, Status
+from ninja.params.functions import Header
 
 from accounts.api_auth import API_AUTH
 from inference import selectors, services
@@ -21,6 +23,9 @@ from inference.errors import (
     GenerationConflictError,
     GenerationRateLimitedError,
     GenerationValidationError,
+    IdempotencyKeyError,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyInvalidError,
 )
 from inference.models import Generation, GenerationStatus
 
@@ -49,13 +54,50 @@ class PaymentOut(Schema):
     expected_fee_wei: str | None = Field(description="What the payment costs, exact, in wei")
 
 
+#: The rules ``generation_create`` enforces, published in the schema below. They are stated
+#: (``json_schema_extra``), not enforced by pydantic, so that a refusal is the service's one
+#: message per field whichever page or client sent it (tests/inference/test_api_schema.py
+#: submits at each limit and one past it).
+LIMITS = services.generation_limits()
+
+
 class GenerationIn(Schema):
-    prompt: str = Field(max_length=10_000)
-    negative_prompt: str = Field("", max_length=10_000)
-    model_id: str | None = None
-    width: int
-    height: int
-    seed: int | None = None
+    prompt: str = Field(
+        description="What to draw; outer whitespace and control characters are removed, "
+        "and it must not be blank",
+        json_schema_extra={"minLength": 1, "maxLength": LIMITS.max_prompt_length},
+    )
+    negative_prompt: str = Field(
+        "", description="What to avoid", json_schema_extra={"maxLength": LIMITS.max_prompt_length}
+    )
+    model_id: str = Field(
+        LIMITS.default_model,
+        description="One of GET /models; default: the first",
+        json_schema_extra={"enum": list(LIMITS.models)},
+    )
+    width: int = Field(
+        LIMITS.default_width,
+        description="Pixels",
+        json_schema_extra={
+            "minimum": LIMITS.min_size,
+            "maximum": LIMITS.max_size,
+            "multipleOf": LIMITS.size_step,
+        },
+    )
+    height: int = Field(
+        LIMITS.default_height,
+        description="Pixels",
+        json_schema_extra={
+            "minimum": LIMITS.min_size,
+            "maximum": LIMITS.max_size,
+            "multipleOf": LIMITS.size_step,
+        },
+    )
+    seed: int | None = Field(
+        None,
+        description="Same seed, same parameters: the same image; null: random",
+        json_schema_extra={"minimum": 0, "maximum": LIMITS.seed_max},
+    )
 
 
 class GenerationOut(Schema):
@@ -177,30 +219,95 @@ def _user_id(request: HttpRequest) -> int:
     return int(request.user.pk)  # type: ignore[arg-type]
 
 
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Makes a retry safe (Stripe's semantics): a repeat with the same key and body is answered "
+    "with the first response (the same status and body, marked `Idempotent-Replayed: true`) and "
+    "makes, holds and charges nothing more; the same key with a different body is a 422; a "
+    "repeat while the first is still being processed is a 409. Nothing is saved for a 400 or a "
+    "429, so the key may be sent again. Keys are yours alone and are forgotten after 24 hours."
+)
+
+
 @router.post(
     "/generations",
-    response={201: GenerationOut, 400: InvalidOut, 402: RefusedOut, 429: MessageOut},
+    response={
+        201: GenerationOut,
+        400: InvalidOut,
+        402: RefusedOut,
+        409: RefusedOut,
+        422: RefusedOut,
+        429: MessageOut,
+    },
     summary="Queue an image generation",
 )
-def create_generation(request: HttpRequest, response: HttpResponse, payload: GenerationIn) -> Any:
+def create_generation(
+    request: HttpRequest,
+    response: HttpResponse,
+    payload: GenerationIn,
+    idempotency_key: str | None = Header(
+        None, alias="Idempotency-Key", description=IDEMPOTENCY_KEY_DESCRIPTION
+    ),
+) -> Any:
+    arguments = payload.model_dump()
+    if idempotency_key is None:
+        return _generation_submit(request, response, arguments, claim=None)
     try:
-        generation = services.generation_create(
-            owner=request.user,  # type: ignore[arg-type]
-            prompt=payload.prompt,
-            negative_prompt=payload.negative_prompt,
-            model_id=payload.model_id,
-            width=payload.width,
-            height=payload.height,
-            seed=payload.seed,
+        begun = services.idempotent_request_begin(
+            owner_id=_user_id(request),
+            key=idempotency_key,
+            fingerprint=services.request_fingerprint(arguments),
         )
+    except IdempotencyKeyInvalidError as exc:
+        return Status(400, {"detail": "Invalid input.", "errors": {"Idempotency-Key": exc.message}})
+    except IdempotencyKeyError as exc:
+        return Status(exc.status, {"detail": exc.message, "code": exc.code})
+    if isinstance(begun, services.IdempotentReplay):
+        response["Idempotent-Replayed"] = "true"
+        return Status(begun.status, begun.body)
+    try:
+        return _generation_submit(request, response, arguments, claim=begun)
+    except BaseException:
+        services.idempotent_request_release(claim=begun)
+        raise
+
+
+def _generation_submit(
+    request: HttpRequest,
+    response: HttpResponse,
+    arguments: dict[str, Any],
+    *,
+    claim: services.IdempotencyClaim | None,
+) -> Any:
+    """Create the generation; with a claim, save the response with it (one transaction)."""
+    try:
+        with transaction.atomic():
+            generation = services.generation_create(owner=request.user, **arguments)  # type: ignore[arg-type]
+            body = GenerationOut.model_validate(generation_out(generation)).model_dump(mode="json")
+            if claim is not None:
+                services.idempotent_request_complete(claim=claim, status=201, body=body)
     except GenerationValidationError as exc:
+        _release(claim)
         return Status(400, {"detail": exc.message, "errors": exc.field_errors})
     except GenerationRateLimitedError as exc:
+        _release(claim)
         response["Retry-After"] = str(exc.retry_after)
         return Status(429, {"detail": exc.message})
     except GenerationAdmissionRefusedError as exc:
-        return Status(402, {"detail": exc.message, "code": exc.code})
-    return Status(201, generation_out(generation))
+        refused = {"detail": exc.message, "code": exc.code}
+        if claim is not None:  # it executed and was refused: that is the answer to repeats
+            try:
+                services.idempotent_request_complete(claim=claim, status=402, body=refused)
+            except IdempotencyKeyInUseError:
+                pass  # taken over meanwhile: the request that took it answers the repeats
+        return Status(402, refused)
+    except IdempotencyKeyInUseError as exc:  # the claim was taken over: nothing was made
+        return Status(409, {"detail": exc.message, "code": exc.code})
+    return Status(201, body)
+
+
+def _release(claim: services.IdempotencyClaim | None) -> None:
+    if claim is not None:
+        services.idempotent_request_release(claim=claim)
 
 
 @router.get(

@@ -69,3 +69,27 @@ class PaymentAlreadyClaimedError(GenerationError):
     """Another attempt already claimed (and may have spent) this generation's payment."""
 
     code = "payment_already_claimed"
+
+
+class IdempotencyKeyError(GenerationError):
+    """An ``Idempotency-Key`` that cannot be honoured; ``status`` is the API's answer."""
+
+    status = 400
+
+
+class IdempotencyKeyInvalidError(IdempotencyKeyError):
+    code = "idempotency_key_invalid"
+
+
+class IdempotencyKeyInUseError(IdempotencyKeyError):
+    """Another request with this key is still executing (409: retry later)."""
+
+    code = "idempotency_key_in_use"
+    status = 409
+
+
+class IdempotencyKeyReusedError(IdempotencyKeyError):
+    """The key was first used with a different request (422, as Stripe answers)."""
+
+    code = "idempotency_key_reused"
+    status = 422

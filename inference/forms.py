@@ -60,6 +60,9 @@ class GenerationForm(forms.Form):
     model_id = forms.CharField(required=False)
     size = forms.CharField(required=False)
     seed = forms.CharField(required=False, strip=True)
+    # One per rendering of the form (``inference.views``): a second post of the same form
+    # (a double click, a resubmitted reload) shows the first one's image, never makes two.
+    idempotency_key = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def clean_size(self) -> tuple[int, int]:
         match = _SIZE_RE.fullmatch(self.cleaned_data.get("size") or "")

@@ -290,3 +290,44 @@ class AdmittedImage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.generation_id} admitted {self.admitted_at:%Y-%m-%d}"
+
+
+class IdempotentRequestStatus(models.TextChoices):
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+
+
+class IdempotentRequest(models.Model):
+    """One ``Idempotency-Key`` of one user on ``POST /generations`` (Stripe's semantics).
+
+    ``fingerprint`` is the SHA-256 of the request as the service saw it; ``claim`` names
+    the request that is executing it (in progress) and is what its completion is
+    conditional on; once completed, ``response_status``/``response_body`` are what every
+    repeat of the request is answered with, until the key expires (24 h;
+    ``inference.services.idempotency``).
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=IdempotentRequestStatus.choices)
+    claim = models.UUIDField()
+    claimed_at = models.DateTimeField()
+    created_at = models.DateTimeField(db_index=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "key"], name="inference_idempotent_request_key"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="in_progress", response_status__isnull=True)
+                | models.Q(status="completed", response_status__isnull=False),
+                name="inference_idempotent_request_completed_has_response",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}: {self.key} ({self.status})"

@@ -95,3 +95,9 @@ def holds_resolve_stale_task() -> int:
     if report:
         logger.warning("billing: resolved %d stale holds", len(report))
     return len(report)
+
+
+@shared_task(expires=3000)
+def idempotent_requests_purge_task() -> int:
+    """Forget ``Idempotency-Key``s older than 24 hours."""
+    return services.idempotent_requests_purge()

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -32,6 +33,8 @@ from inference.errors import (
     GenerationConflictError,
     GenerationRateLimitedError,
     GenerationValidationError,
+    IdempotencyKeyError,
+    IdempotencyKeyInUseError,
 )
 from inference.forms import SEED_INVALID_MESSAGE, GenerationForm, size_value
 from inference.models import (
@@ -49,7 +52,17 @@ from inference.selectors import (
     owner_low_balance,
     size_presets,
 )
-from inference.services import SEED_MAX, generation_create, generation_delete
+from inference.services import (
+    SEED_MAX,
+    IdempotentReplay,
+    generation_create,
+    generation_delete,
+    generation_limits,
+    idempotent_request_begin,
+    idempotent_request_complete,
+    idempotent_request_release,
+    request_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +103,11 @@ def _initial_from_query(request: HttpRequest) -> dict[str, Any]:
     Query: ``prompt``, ``negative_prompt``, ``model_id``, ``width``, ``height``, ``seed``.
     """
     query = request.GET
-    initial: dict[str, Any] = {"model_id": model_choices()[0]}
-    presets = size_presets()
-    if presets:
-        initial["size"] = size_value(presets[0][1], presets[0][2])
+    limits = generation_limits()  # the same defaults as the JSON API's
+    initial: dict[str, Any] = {
+        "model_id": limits.default_model,
+        "size": size_value(limits.default_width, limits.default_height),
+    }
     for name in ("prompt", "negative_prompt", "model_id", "seed"):
         if query.get(name):
             initial[name] = query[name]
@@ -127,6 +141,7 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         "recent_generations": list(generation_list(owner_id=owner.pk)[:RECENT_COUNT]),
         "api_url": reverse(GENERATIONS_API_URL_NAME),
         "generation_stages": GenerationStage.table(),
+        "idempotency_key": uuid.uuid4().hex,  # a new one each time the form is shown
         "max_prompt_length": settings.INFERENCE_MAX_PROMPT_LENGTH,
         "seed_max": SEED_MAX,
         "seed_invalid_message": SEED_INVALID_MESSAGE,
@@ -145,8 +160,30 @@ def generate(request: HttpRequest) -> HttpResponse:
     status = 200
     response_headers: dict[str, str] = {}
     if form.is_valid():
+        claim = None
+        arguments = form.service_arguments()
+        if form.cleaned_data["idempotency_key"]:
+            try:
+                begun = idempotent_request_begin(
+                    owner_id=_owner(request).pk,
+                    key=form.cleaned_data["idempotency_key"],
+                    fingerprint=request_fingerprint(arguments),
+                )
+            except IdempotencyKeyInUseError:  # the first post of this form is being admitted
+                messages.success(request, "Your image is on its way.")
+                return redirect("inference:gallery")
+            except IdempotencyKeyError:  # a tampered key: admit the post without one
+                begun = None
+            if isinstance(begun, IdempotentReplay):
+                return _form_replay(request, begun)
+            claim = begun
         try:
-            generation = generation_create(owner=_owner(request), **form.service_arguments())
+            with transaction.atomic():
+                generation = generation_create(owner=_owner(request), **arguments)
+                if claim is not None:
+                    idempotent_request_complete(
+                        claim=claim, status=201, body={"id": str(generation.pk)}
+                    )
         except GenerationValidationError as exc:
             form.add_service_errors(exc.field_errors)
             status = 400
@@ -159,9 +196,17 @@ def generate(request: HttpRequest) -> HttpResponse:
         except GenerationAdmissionRefusedError as exc:
             messages.error(request, exc.message)
             status = 402
+        except IdempotencyKeyInUseError:
+            messages.success(request, "Your image is on its way.")
+            return redirect("inference:gallery")
         else:
             messages.success(request, "Your image is on its way.")
             return redirect("inference:detail", generation_id=generation.pk)
+        finally:
+            if claim is not None:
+                # A no-op once completed: only a created image is remembered (a refused
+                # post may be sent again; the re-rendered form carries a new key anyway).
+                idempotent_request_release(claim=claim)
     else:
         status = 400
     if status == 400:
@@ -172,6 +217,15 @@ def generate(request: HttpRequest) -> HttpResponse:
     for name, value in response_headers.items():
         response[name] = value
     return response
+
+
+def _form_replay(request: HttpRequest, replay: IdempotentReplay) -> HttpResponse:
+    """A repeat post of a form that already made an image: show that image."""
+    body = replay.body if isinstance(replay.body, dict) else {}
+    generation_id = body.get("id")
+    if replay.status == 201 and isinstance(generation_id, str):
+        return redirect("inference:detail", generation_id=generation_id)
+    return redirect("inference:gallery")
 
 
 @login_required

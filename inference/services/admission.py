@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -29,11 +30,48 @@ from inference.errors import (
     GenerationValidationError,
 )
 from inference.models import AdmittedImage, Generation, GenerationStatus, SubmissionWindow
-from inference.selectors import generations_counted_this_month
+from inference.selectors import generations_counted_this_month, model_choices, size_presets
 
 logger = logging.getLogger("inference.services")
 
 SEED_MAX = 2**32 - 1
+SIZE_STEP = 8
+
+
+@dataclass(frozen=True)
+class GenerationLimits:
+    """What a submission may be: the one statement of the rules that
+    :func:`generation_create` enforces and the API's OpenAPI schema publishes
+    (``inference.api.GenerationIn``), with the defaults the generate page starts with."""
+
+    max_prompt_length: int
+    models: tuple[str, ...]
+    min_size: int
+    max_size: int
+    size_step: int
+    seed_max: int
+    default_model: str
+    default_width: int
+    default_height: int
+
+
+def generation_limits() -> GenerationLimits:
+    """The rules under the current settings (``INFERENCE_*``)."""
+    models = tuple(model_choices())
+    presets = size_presets()
+    low, high = settings.INFERENCE_MIN_SIZE, settings.INFERENCE_MAX_SIZE
+    width, height = (presets[0][1], presets[0][2]) if presets else (low, low)
+    return GenerationLimits(
+        max_prompt_length=settings.INFERENCE_MAX_PROMPT_LENGTH,
+        models=models,
+        min_size=low,
+        max_size=high,
+        size_step=SIZE_STEP,
+        seed_max=SEED_MAX,
+        default_model=models[0],
+        default_width=width,
+        default_height=height,
+    )
 
 
 #: Bidirectional formatting characters (embeddings, overrides, isolates, marks): a
@@ -63,7 +101,8 @@ def _validate(
     *, prompt: str, negative_prompt: str, model_id: str, width: Any, height: Any, seed: Any
 ) -> dict[str, str]:
     errors: dict[str, str] = {}
-    max_len = settings.INFERENCE_MAX_PROMPT_LENGTH
+    limits = generation_limits()
+    max_len = limits.max_prompt_length
     if "\0" in prompt:
         errors["prompt"] = "The prompt contains a NUL character; remove it."
     elif not prompt:
@@ -74,18 +113,20 @@ def _validate(
         errors["negative_prompt"] = "The negative prompt contains a NUL character; remove it."
     elif len(negative_prompt) > max_len:
         errors["negative_prompt"] = f"Keep the negative prompt under {max_len} characters."
-    if model_id not in settings.INFERENCE_MODELS:
+    if model_id not in limits.models:
         errors["model_id"] = "Choose one of the available models."
-    low, high = settings.INFERENCE_MIN_SIZE, settings.INFERENCE_MAX_SIZE
+    low, high, step = limits.min_size, limits.max_size, limits.size_step
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int):
             errors[name] = f"{name.capitalize()} must be a whole number of pixels."
-        elif not low <= value <= high or value % 8:
-            errors[name] = f"{name.capitalize()} must be a multiple of 8 between {low} and {high}."
+        elif not low <= value <= high or value % step:
+            errors[name] = (
+                f"{name.capitalize()} must be a multiple of {step} between {low} and {high}."
+            )
     if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= limits.seed_max
     ):
-        errors["seed"] = f"Seed must be a whole number between 0 and {SEED_MAX}."
+        errors["seed"] = f"Seed must be a whole number between 0 and {limits.seed_max}."
     return errors
 
 
@@ -178,8 +219,8 @@ def generation_create(
     *,
     owner: User,
     prompt: str,
-    width: Any,
-    height: Any,
+    width: Any = None,
+    height: Any = None,
     negative_prompt: str = "",
     model_id: str | None = None,
     seed: Any = None,
@@ -188,11 +229,15 @@ def generation_create(
     """Validate, admit (limits, then the admission hook), store, and enqueue after commit.
 
     ``enqueue=False`` leaves running to the caller (the verification command
-    runs it inline).
+    runs it inline). No model or size means the generate page's defaults
+    (:func:`generation_limits`).
     """
     prompt = user_text_clean(prompt or "")
     negative_prompt = user_text_clean(negative_prompt or "")
-    model_id = model_id or settings.INFERENCE_MODELS[0]
+    limits = generation_limits()
+    model_id = model_id or limits.default_model
+    width = limits.default_width if width is None else width
+    height = limits.default_height if height is None else height
     errors = _validate(
         prompt=prompt,
         negative_prompt=negative_prompt,

@@ -4,6 +4,7 @@
  * Vanilla JS, no build step. Talks to the JSON API with the session cookie and
  * the CSRF token from the page's form (X-CSRFToken header):
  *   POST /api/v1/generations        -> 201 generation | 400 {detail, errors} | 429 (Retry-After)
+ *                                      (an Idempotency-Key header per click)
  *   GET  /api/v1/generations/{id}   -> generation {status, stage, progress, error, image_url, ...}
  * Without JavaScript the form posts to /generate/ and the server does the same work.
  */
@@ -22,6 +23,16 @@
   var SLOW_POLL_MS = 3000;
   var SLOW_AFTER_MS = 60000;
   var FIELD_ALIASES = { width: "size", height: "size" };
+
+  /* A random key for one submission (crypto.randomUUID needs a secure context). */
+  function idempotencyKey() {
+    if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    var hex = "";
+    for (var i = 0; i < bytes.length; i++) hex += (bytes[i] + 256).toString(16).slice(1);
+    return hex;
+  }
 
   function readJsonScript(id) {
     var node = document.getElementById(id);
@@ -299,6 +310,8 @@
         "Content-Type": "application/json",
         Accept: "application/json",
         "X-CSRFToken": csrfToken(),
+        // One per click: a request the browser repeats is answered once, never made twice.
+        "Idempotency-Key": idempotencyKey(),
       },
       body: JSON.stringify(this.payload()),
     })

@@ -24,7 +24,8 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import ApiKey, User
+from accounts.services import api_key_create, api_key_revoke
 from billing.models import EntryKind, LedgerEntry, Plan
 from billing.services import account_change_plan, plans_seed, promotion_grant
 from inference.models import Generation, GenerationStatus
@@ -451,3 +452,49 @@ def test_add_credit_page_fits_a_phone_and_a_desktop(
         "credit-saved-card",
         ready=lambda page: page.locator("[data-saved-card]").wait_for(state="visible"),
     )
+
+
+def test_api_page_fits_a_phone_and_a_desktop(
+    live_server,
+    sandbox: SandboxControl,
+    transactional_db: Any,
+    browser_page,  # noqa: F811
+) -> None:
+    """The list (a revoked, an expiring and a long-named key) and the page that shows a
+    new key's secret once, with the curl example carrying it."""
+    user: User = UserFactory(email="phone.customer.with.a.long.address@example.com")
+    now = timezone.now()
+    used = api_key_create(user=user, name="nightly batch", expires_at=None, acting_user=user)
+    ApiKey.objects.filter(pk=used.api_key.pk).update(last_used_at=now - timedelta(minutes=5))
+    api_key_create(
+        user=user,
+        name="A very long key name for the render farm in the basement, rack 7",
+        expires_at=now + timedelta(days=30),
+        acting_user=user,
+    )
+    old = api_key_create(user=user, name="old laptop", expires_at=None, acting_user=user)
+    api_key_revoke(api_key=old.api_key, acting_user=user)
+    _sign_in(browser_page, live_server, user)
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/accounts/api/",
+        "api-keys",
+        ready=lambda page: page.locator(".api-key-table").wait_for(state="visible"),
+    )
+
+    problems: list[str] = []
+    for width, height in WIDTHS.items():
+        page = browser_page
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{live_server.url}/accounts/api/")
+        page.fill("#id_name", f"created at {width}px")
+        page.click("form.api-key-form button[type=submit]")
+        page.locator("[data-new-secret]").wait_for(state="visible")
+        found = page.evaluate(OFFENDERS_JS, MIN_TEXT_WIDTH)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(SCREENSHOTS / f"api-key-created-{width}.png"), full_page=True)
+        if found["scrollWidth"] > found["innerWidth"]:
+            problems.append(f"api-key-created at {width}px scrolls sideways")
+        for kind, what in KINDS.items():
+            problems += [f"api-key-created at {width}px, {what}: {item}" for item in found[kind]]
+    assert not problems, "\n".join(problems)

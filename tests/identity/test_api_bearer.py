@@ -210,8 +210,8 @@ def test_a_token_issued_to_another_client_of_the_issuer_is_refused(ada, sandbox,
         token, "post", content_type="application/json",
         data=json.dumps({"prompt": "a red fox", "width": 512, "height": 512}),
     )  # fmt: skip
-    # The bearer is refused, so the call falls to session auth, whose CSRF check refuses it.
-    assert created.status_code == 403
+    # The bearer is refused: a 401 at once, never falling to session auth (and its CSRF 403).
+    assert created.status_code == 401
     assert not Generation.objects.exists()
 
 
