@@ -44,6 +44,7 @@ from inference.models import (
     GenerationStage,
     GenerationStatus,
 )
+from inference.services.events import generation_event_record
 from inference.services.failures import failure_message
 from integrations.livepeer import InferenceResult, PaymentRecord
 
@@ -237,7 +238,10 @@ def attempt_succeed(
     generation.image.save(f"{generation.pk}.{extension}", ContentFile(image.content), save=False)
     stored_name: str = generation.image.name or ""
     try:
-        updated = _success_write(generation, attempt_id, result, stored_name)
+        with transaction.atomic():
+            updated = _success_write(generation, attempt_id, result, stored_name)
+            if updated:
+                generation_event_record(generation_id=generation.pk)
     except Exception:
         # The run ends outcome_unknown (run.py); the paid image stays on disk for support.
         logger.warning(
@@ -337,6 +341,7 @@ def generation_fail(
             _generation_paid_not_delivered(
                 generation_id=generation.pk, owner_id=generation.owner_id, reason=code
             )
+        generation_event_record(generation_id=generation.pk)
     return True
 
 
@@ -359,6 +364,7 @@ def generation_cancel(*, generation_id: str | uuid.UUID, code: FailureCode) -> b
             update_fields=["status", "stage", "error_code", "error_message", "finished_at"]
         )
         _generation_ended_without_claim(generation_id=generation.pk, reason=code)
+        generation_event_record(generation_id=generation.pk)
     logger.info("generation %s canceled (%s)", generation.pk, code)
     return True
 

@@ -1,0 +1,115 @@
+"""The generation resource: what the JSON API answers and what a completion webhook carries.
+
+One builder for both (``generation_json``), so a webhook's ``data`` is exactly what
+``GET /api/v1/generations/{id}`` answers at that moment.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.urls import reverse
+from ninja import Field, Schema
+
+from inference.models import Generation, GenerationStatus
+
+
+class ErrorOut(Schema):
+    code: str
+    message: str
+
+
+class CostOut(Schema):
+    usd_micros: str | None = Field(description="Integer USD micros as a string (1 USD = 1,000,000)")
+    wei: str | None = Field(description="Exact network fee in wei as a decimal string")
+
+
+class PaymentOut(Schema):
+    """What the payment bought, recorded at payment time (null fields until then)."""
+
+    manifest_id: str | None = Field(
+        description="The runner challenge's session id: usage joins on it"
+    )
+    price_wei: str | None = Field(description="The runner's price per unit, exact, in wei")
+    price_unit: str | None = Field(description="fixed or seconds")
+    units_paid: int | None
+    expected_fee_wei: str | None = Field(description="What the payment costs, exact, in wei")
+
+
+class GenerationOut(Schema):
+    id: UUID
+    status: str
+    stage: str = Field(description="A GenerationStage value (see stage_label)")
+    stage_label: str
+    progress: int = Field(description="0-100, coarse progress derived from the stage")
+    prompt: str
+    negative_prompt: str
+    model_id: str
+    width: int
+    height: int
+    seed: int | None
+    image_seed: int | None
+    error: ErrorOut | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    image_url: str | None
+    detail_url: str
+    payment: PaymentOut
+    cost: CostOut
+
+
+def _digits(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def generation_out(generation: Generation) -> dict[str, Any]:
+    succeeded = generation.status == GenerationStatus.SUCCEEDED and bool(generation.image)
+    return {
+        "id": generation.pk,
+        "status": generation.status,
+        "stage": generation.stage,
+        "stage_label": generation.stage_label,
+        "progress": generation.progress,
+        "prompt": generation.prompt,
+        "negative_prompt": generation.negative_prompt,
+        "model_id": generation.model_id,
+        "width": generation.width,
+        "height": generation.height,
+        "seed": generation.seed,
+        "image_seed": generation.image_seed,
+        "error": (
+            {"code": generation.error_code, "message": generation.error_message}
+            if generation.status == GenerationStatus.FAILED
+            else None
+        ),
+        "created_at": generation.created_at,
+        "started_at": generation.started_at,
+        "finished_at": generation.finished_at,
+        "image_url": (
+            reverse("inference:image", kwargs={"generation_id": generation.pk})
+            if succeeded
+            else None
+        ),
+        "detail_url": reverse("inference:detail", kwargs={"generation_id": generation.pk}),
+        "payment": {
+            "manifest_id": generation.manifest_id or None,
+            "price_wei": _digits(generation.price_wei),
+            "price_unit": generation.price_unit or None,
+            "units_paid": generation.units_paid,
+            "expected_fee_wei": _digits(generation.expected_fee_wei),
+        },
+        "cost": {
+            "usd_micros": (
+                str(generation.cost_usd_micros) if generation.cost_usd_micros is not None else None
+            ),
+            "wei": str(generation.cost_wei) if generation.cost_wei is not None else None,
+        },
+    }
+
+
+def generation_json(generation: Generation) -> dict[str, Any]:
+    """The resource as JSON-ready values (what a response body or a webhook carries)."""
+    return GenerationOut.model_validate(generation_out(generation)).model_dump(mode="json")
