@@ -195,7 +195,7 @@ class ApiKey(models.Model):
 
 #: Webhook signing secrets start with this (as Stripe's ``whsec_``), so a leaked one is
 #: recognisable; the page shows the prefix and 8 more characters.
-WEBHOOK_SECRET_PREFIX = "phwhsec_"
+WEBHOOK_SECRET_PREFIX = "phwhsec_"  # noqa: S105 (a prefix, not a secret)
 WEBHOOK_SECRET_VISIBLE_LENGTH = len(WEBHOOK_SECRET_PREFIX) + 8
 WEBHOOK_URL_MAX_LENGTH = 2000
 

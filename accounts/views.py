@@ -12,8 +12,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import services
-from accounts import webhooks
+from accounts import services, webhooks
 from accounts.errors import ApiKeyInvalidError, WebhookEndpointInvalidError
 from accounts.forms import ApiKeyForm, WebhookEndpointForm
 from accounts.models import User

@@ -97,7 +97,9 @@ def _url_clean(url: str) -> str:
         raise WebhookEndpointInvalidError({"url": "Enter the URL that receives the events."})
     reason = url_refusal(url)
     if reason is not None:
-        raise WebhookEndpointInvalidError({"url": f"This URL cannot receive webhooks: it {reason}."})
+        raise WebhookEndpointInvalidError(
+            {"url": f"This URL cannot receive webhooks: it {reason}."}
+        )
     return url
 
 

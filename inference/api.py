@@ -14,6 +14,7 @@ from ninja import Field, Router, Schema, Status
 from ninja.params.functions import Header
 
 from accounts.api_auth import API_AUTH
+from billing.selectors import generations_money
 from inference import selectors, services
 from inference.errors import (
     GenerationAdmissionRefusedError,
@@ -227,10 +228,11 @@ def list_generations(request: HttpRequest, page: int = 1, page_size: int = 20) -
         return Status(400, {"detail": f"page must be between 1 and {last_page}."})
     offset = (page - 1) * page_size
     items = list(queryset[offset : offset + page_size])
+    money = generations_money(generation_ids=[generation.pk for generation in items])
     return Status(
         200,
         {
-            "items": [generation_out(generation) for generation in items],
+            "items": [generation_out(generation, money[generation.pk]) for generation in items],
             "count": count,
             "page": page,
             "page_size": page_size,

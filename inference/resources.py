@@ -13,6 +13,8 @@ from uuid import UUID
 from django.urls import reverse
 from ninja import Field, Schema
 
+from billing.money import format_usd
+from billing.selectors import GenerationMoney, generations_money
 from inference.models import Generation, GenerationStatus
 
 
@@ -38,6 +40,38 @@ class PaymentOut(Schema):
     expected_fee_wei: str | None = Field(description="What the payment costs, exact, in wei")
 
 
+class MoneyOut(Schema):
+    """What the image costs you, exact USD micros (digit strings) beside dollars text."""
+
+    quoted_micros: str | None = Field(
+        description="The most this image may cost, quoted and held when it was submitted "
+        "(null on a plan that holds nothing: an allowance or a subscription)"
+    )
+    quoted: str | None = Field(description="The same in dollars, e.g. '$0.02'")
+    held_micros: str | None = Field(
+        description="Held from your balance now: the quote while the image runs, 0 once "
+        "it was charged or released"
+    )
+    held: str | None
+    hold_status: str | None = Field(description="open, settled (charged) or released")
+    charged_micros: str | None = Field(
+        description="What you were charged, known at payment time (never more than quoted)"
+    )
+    charged: str | None
+    refunded_micros: str | None = Field(
+        description="Given back because the network did not deliver the image"
+    )
+    refunded: str | None
+
+
+class NetworkOut(Schema):
+    """What the Livepeer network was paid for the image, exact wei (digit strings)."""
+
+    fee_wei: str | None = Field(description="The network fee the charge was computed from")
+    max_fee_wei: str | None = Field(description="The most the payment was allowed to cost")
+    eth_usd_rate: str | None = Field(description="USD per ETH the fee was converted at")
+
+
 class GenerationOut(Schema):
     id: UUID
     status: str
@@ -58,14 +92,35 @@ class GenerationOut(Schema):
     image_url: str | None
     detail_url: str
     payment: PaymentOut
-    cost: CostOut
+    money: MoneyOut
+    network: NetworkOut
+    cost: CostOut = Field(
+        description="What the image cost: the metered figures once the usage mirror has "
+        "them, until then the charge made at payment time (null before any charge)"
+    )
 
 
 def _digits(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-def generation_out(generation: Generation) -> dict[str, Any]:
+def _usd(value: int | None) -> str | None:
+    return None if value is None else format_usd(value)
+
+
+def generation_out(generation: Generation, money: GenerationMoney | None = None) -> dict[str, Any]:
+    """The resource of ``generation``; ``money`` from ``generations_money`` (read if None)."""
+    if money is None:
+        money = generations_money(generation_ids=[generation.pk])[generation.pk]
+    cost_micros = (
+        generation.cost_usd_micros
+        if generation.cost_usd_micros is not None
+        else money.charged_micros
+    )
+    cost_wei = generation.cost_wei if generation.cost_wei is not None else money.charged_fee_wei
+    held = None if money.hold_status is None else 0
+    if money.hold_status == "open":
+        held = money.held_micros
     succeeded = generation.status == GenerationStatus.SUCCEEDED and bool(generation.image)
     return {
         "id": generation.pk,
@@ -101,12 +156,23 @@ def generation_out(generation: Generation) -> dict[str, Any]:
             "units_paid": generation.units_paid,
             "expected_fee_wei": _digits(generation.expected_fee_wei),
         },
-        "cost": {
-            "usd_micros": (
-                str(generation.cost_usd_micros) if generation.cost_usd_micros is not None else None
-            ),
-            "wei": str(generation.cost_wei) if generation.cost_wei is not None else None,
+        "money": {
+            "quoted_micros": _digits(money.held_micros),
+            "quoted": _usd(money.held_micros),
+            "held_micros": _digits(held),
+            "held": _usd(held),
+            "hold_status": money.hold_status,
+            "charged_micros": _digits(money.charged_micros),
+            "charged": _usd(money.charged_micros),
+            "refunded_micros": _digits(money.refunded_micros),
+            "refunded": _usd(money.refunded_micros),
         },
+        "network": {
+            "fee_wei": _digits(money.charged_fee_wei),
+            "max_fee_wei": _digits(money.max_fee_wei),
+            "eth_usd_rate": money.eth_usd_rate or None,
+        },
+        "cost": {"usd_micros": _digits(cost_micros), "wei": _digits(cost_wei)},
     }
 
 

@@ -41,7 +41,7 @@ def documented_verify() -> Callable[..., dict[str, Any]]:
     snippet = re.search(r"<!-- verify-snippet -->\n```python\n(.*?)```", text, re.S)
     assert snippet is not None, "docs/api.md lost its verification snippet"
     namespace: dict[str, Any] = {}
-    exec(compile(snippet.group(1), str(DOCS), "exec"), namespace)  # noqa: S102
+    exec(compile(snippet.group(1), str(DOCS), "exec"), namespace)
     return namespace["verify_pixelhouse_webhook"]  # type: ignore[no-any-return]
 
 
@@ -94,7 +94,7 @@ def submit(origin: str, key: str, idempotency_key: str, timeout: float) -> Any:
             "Idempotency-Key": idempotency_key,
         },
     )
-    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (loopback)
+    return urllib.request.urlopen(request, timeout=timeout)
 
 
 def _page_secrets(live_server: Any, receiver_url: str) -> tuple[Any, str, str]:
@@ -152,6 +152,43 @@ def test_a_script_retries_after_a_timeout_and_verifies_one_signed_webhook(
         verify(webhook_secret, received.headers["Pixelhouse-Signature"], received.body + b" ")
     with pytest.raises(ValueError, match="signature mismatch"):
         verify(webhook_secret.upper(), received.headers["Pixelhouse-Signature"], received.body)
+    # Quoted and held at submit: the 5e12 wei estimate at $3,000/ETH × 6/5.
+    assert created["money"] == {
+        "quoted_micros": "18000",
+        "quoted": "$0.02",
+        "held_micros": "18000",
+        "held": "$0.02",
+        "hold_status": "open",
+        "charged_micros": None,
+        "charged": None,
+        "refunded_micros": None,
+        "refunded": None,
+    }
+    assert created["cost"] == {"usd_micros": None, "wei": None}
+    # Charged at payment time: the runner's fee 4,768,371,000,000 wei at $3,000/ETH is
+    # 14,305.113 µ$, × 6/5 = 17,166.1356, rounded up: 17,167 µ$. Known before metering.
+    assert event["data"]["money"] == {
+        "quoted_micros": "18000",
+        "quoted": "$0.02",
+        "held_micros": "0",
+        "held": "$0.00",
+        "hold_status": "settled",
+        "charged_micros": "17167",
+        "charged": "$0.02",
+        "refunded_micros": None,
+        "refunded": None,
+    }
+    assert event["data"]["network"] == {
+        "fee_wei": "4768371000000",
+        "max_fee_wei": "5000000000000",
+        "eth_usd_rate": "3000",
+    }
+    assert event["data"]["cost"] == {"usd_micros": "17167", "wei": "4768371000000"}
+    assert generation.expected_fee_wei == 4_768_371_000_000
+    fetched = Client().get(
+        f"/api/v1/generations/{generation.pk}", HTTP_AUTHORIZATION=f"Bearer {api_key}"
+    )
+    assert fetched.json()["money"] == event["data"]["money"]
     delivery.refresh_from_db()
     assert (delivery.attempts, delivery.response_status, delivery.subject_id) == (
         1,
