@@ -248,7 +248,7 @@ def webhook_retry_delay(*, attempts: int) -> float:
         float(settings.WEBHOOK_RETRY_MAX_SECONDS),
         float(settings.WEBHOOK_RETRY_FIRST_SECONDS) * 2 ** max(0, attempts - 1),
     )
-    return round(base / 2 + random.uniform(0, base / 2), 3)  # noqa: S311 (jitter, not crypto)
+    return float(round(base / 2 + random.uniform(0, base / 2), 3))  # noqa: S311 (jitter)
 
 
 def _claim(delivery: WebhookDelivery) -> bool:
