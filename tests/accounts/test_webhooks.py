@@ -228,3 +228,18 @@ def test_another_users_endpoint_is_never_touched() -> None:
         assert page.post(f"/accounts/api/webhook/{action}/").status_code == 404
     endpoint.refresh_from_db()
     assert WebhookDelivery.objects.count() == 0
+
+
+def test_the_api_docs_page_is_the_apps_and_documents_the_signature() -> None:
+    page = Client()
+    page.force_login(UserFactory())
+    html = page.get("/api/v1/docs").content.decode()
+    assert "css/api-docs.css" in html
+    assert 'href="/accounts/api/" data-api-page-link' in html
+    assert 'id="swagger-ui"' in html
+    schema = page.get("/api/v1/openapi.json").json()
+    assert "Pixelhouse-Signature: t=<unix seconds>,v1=<hex>" in schema["info"]["description"]
+    generation = schema["components"]["schemas"]["GenerationOut"]
+    assert {"money", "network", "cost"} <= set(generation["required"])
+    api_page = page.get("/accounts/api/").content.decode()
+    assert 'href="/api/v1/docs"' in api_page
