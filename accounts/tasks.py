@@ -76,3 +76,10 @@ def webhook_delivery_send_task(self: Task, delivery_id: int) -> None:  # type: i
     countdown = webhook_delivery_attempt(delivery_id=delivery_id)
     if countdown is not None:
         raise self.retry(countdown=countdown)
+
+
+@shared_task(expires=240)
+def webhook_deliveries_resend_due_task() -> int:
+    from accounts.webhooks import webhook_deliveries_resend_due
+
+    return webhook_deliveries_resend_due()

@@ -34,7 +34,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.errors import WebhookEndpointInvalidError
@@ -324,3 +324,29 @@ def _record(
         fields.get("status", f"retry in {delay}s") if error else "delivered",
     )
     return delay
+
+
+#: A retry this late is taken to be lost (its worker stopped): the sweep sends it again.
+RESEND_OVERDUE = timedelta(minutes=10)
+RESEND_LIMIT = 500
+
+
+def webhook_deliveries_resend_due(*, limit: int = RESEND_LIMIT) -> int:
+    """Enqueue pending deliveries whose next attempt is overdue, or whose attempt was
+    claimed long ago and never recorded; returns how many. A duplicate message is
+    harmless: only one claims each attempt (``_claim``)."""
+    cutoff = timezone.now() - RESEND_OVERDUE
+    due = list(
+        WebhookDelivery.objects.filter(status=WebhookDeliveryStatus.PENDING)
+        .filter(
+            Q(next_attempt_at__lt=cutoff)
+            | Q(next_attempt_at__isnull=True, last_attempt_at__lt=cutoff)
+        )
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    from accounts.tasks import webhook_delivery_send_task
+
+    for delivery_id in due:
+        webhook_delivery_send_task.delay(delivery_id)
+    return len(due)

@@ -748,6 +748,14 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
         "expire_seconds": 3000,
         "description": "Forget Idempotency-Keys older than 24 hours.",
     },
+    # Every 5 minutes: re-send webhook deliveries whose retry is 10 minutes overdue (a
+    # retry's countdown lives in the worker that got it; accounts/webhooks.py).
+    "accounts-resend-due-webhooks": {
+        "task": "accounts.tasks.webhook_deliveries_resend_due_task",
+        "every": 300,
+        "expire_seconds": 240,
+        "description": "Re-send webhook deliveries whose retry is overdue.",
+    },
     # Merchant mode only (the task does nothing in owner_rollup): re-read users'
     # pymthouse wallets into the ledger (top-ups that landed, consumption).
     "billing-merchant-wallets": {

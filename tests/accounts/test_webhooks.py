@@ -243,3 +243,28 @@ def test_the_api_docs_page_is_the_apps_and_documents_the_signature() -> None:
     assert {"money", "network", "cost"} <= set(generation["required"])
     api_page = page.get("/accounts/api/").content.decode()
     assert 'href="/api/v1/docs"' in api_page
+
+
+def test_the_sweep_resends_only_overdue_pending_deliveries(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with webhook_receiver() as receiver:
+        user, endpoint, secret = _endpoint(receiver.url)
+        with django_capture_on_commit_callbacks(execute=False):
+            lost = webhooks.webhook_test_send(endpoint=endpoint, acting_user=user)
+            fresh = webhooks.webhook_test_send(endpoint=endpoint, acting_user=user)
+            crashed = webhooks.webhook_test_send(endpoint=endpoint, acting_user=user)
+        long_ago = timezone.now() - timedelta(minutes=11)
+        WebhookDelivery.objects.filter(pk=lost.pk).update(next_attempt_at=long_ago)
+        WebhookDelivery.objects.filter(pk=crashed.pk).update(
+            next_attempt_at=None, last_attempt_at=long_ago, attempts=1
+        )
+        assert webhooks.webhook_deliveries_resend_due() == 2  # eager: sent at once
+    assert sorted(json.loads(r.body)["id"] for r in receiver.requests) == sorted(
+        [lost.event_id, crashed.event_id]
+    )
+    for request in receiver.requests:
+        _verify(request, secret)
+    fresh.refresh_from_db()
+    assert (fresh.status, fresh.attempts) == (WebhookDeliveryStatus.PENDING, 0)
+    assert WebhookDelivery.objects.filter(status=WebhookDeliveryStatus.DELIVERED).count() == 2
