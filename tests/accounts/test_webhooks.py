@@ -268,3 +268,21 @@ def test_the_sweep_resends_only_overdue_pending_deliveries(
     fresh.refresh_from_db()
     assert (fresh.status, fresh.attempts) == (WebhookDeliveryStatus.PENDING, 0)
     assert WebhookDelivery.objects.filter(status=WebhookDeliveryStatus.DELIVERED).count() == 2
+
+
+def test_staff_read_the_delivery_log_in_the_admin_without_the_secret(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    user, endpoint, secret = _endpoint("http://127.0.0.1:9/hook")
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery = webhooks.webhook_test_send(endpoint=endpoint, acting_user=user)
+    staff = Client()
+    staff.force_login(UserFactory(is_staff=True, is_superuser=True))
+    listing = staff.get("/admin/accounts/webhookdelivery/").content.decode()
+    detail = staff.get(f"/admin/accounts/webhookdelivery/{delivery.pk}/change/").content.decode()
+    assert delivery.event_id in listing
+    assert delivery.event_id in detail
+    for html in (listing, detail):
+        assert secret not in html
+        assert endpoint.secret_encrypted not in html
+    assert staff.get("/admin/accounts/webhookdelivery/add/").status_code == 403
