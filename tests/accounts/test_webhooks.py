@@ -286,3 +286,21 @@ def test_staff_read_the_delivery_log_in_the_admin_without_the_secret(
         assert secret not in html
         assert endpoint.secret_encrypted not in html
     assert staff.get("/admin/accounts/webhookdelivery/add/").status_code == 403
+
+
+def test_a_redirect_is_not_followed_and_counts_as_a_failed_attempt(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with webhook_receiver() as receiver:
+        receiver.status = 302
+        user, endpoint, _ = _endpoint(receiver.url)
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery = webhooks.webhook_test_send(endpoint=endpoint, acting_user=user)
+        assert webhooks.webhook_delivery_attempt(delivery_id=delivery.pk) is not None
+    assert len(receiver.requests) == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.response_status, delivery.last_error) == (
+        WebhookDeliveryStatus.PENDING,
+        302,
+        "the receiver answered 302",
+    )
