@@ -304,3 +304,22 @@ def test_a_redirect_is_not_followed_and_counts_as_a_failed_attempt(
         302,
         "the receiver answered 302",
     )
+
+
+def test_the_task_leaves_a_failed_attempt_pending_for_its_retry(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """Eager, the task makes one attempt (a worker would retry it after its countdown)."""
+    with webhook_receiver() as receiver:
+        receiver.status = 503
+        user, endpoint, _ = _endpoint(receiver.url)
+        with django_capture_on_commit_callbacks(execute=True):
+            delivery = webhooks.webhook_test_send(endpoint=endpoint, acting_user=user)
+    assert len(receiver.requests) == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.response_status) == (
+        WebhookDeliveryStatus.PENDING,
+        1,
+        503,
+    )
+    assert delivery.next_attempt_at is not None
