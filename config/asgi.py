@@ -13,6 +13,6 @@ import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ["PIXELHOUSE_ASGI"] = "true"
 
-from django.core.asgi import get_asgi_application  # noqa: E402  (after the environment)
+from django.core.asgi import get_asgi_application
 
 application = get_asgi_application()
