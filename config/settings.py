@@ -93,7 +93,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "config.middleware.UserSessionsMiddleware",  # allauth's, minus the polled reads
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -164,7 +164,11 @@ class Watcher:
             self.queue.put_nowait(state)
 
     def seen(self, token: str) -> None:
-        """The state the watcher already knows (read by itself); not offered again."""
+        """The state the watcher read itself, at the start: what was offered before the
+        read is dropped (a transition racing the read itself is coalesced into the next
+        state, or caught by the next re-read)."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
         self.last_token = token
 
     async def next(self, timeout: float) -> GenerationState | None:
@@ -268,7 +272,7 @@ class _Hub:
             if not self.watchers:
                 self._detach()
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             with contextlib.suppress(Exception):
                 await client.aclose()
 
