@@ -9,8 +9,6 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.conf import settings
@@ -22,7 +20,7 @@ from inference.services import generation_create
 from inference.tasks import generation_run_task
 from tests.factories import UserFactory
 from tests.sandbox_server import SandboxControl
-from tests.web_server import WebServerProcess, running_web_server
+from tests.web_server import WebServerProcess
 from tests.worker import WorkerProcess
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -36,12 +34,6 @@ LIFECYCLE = [
     "running/saving",
     "succeeded/done",
 ]
-
-
-@pytest.fixture
-def web_server(transactional_db: Any, sandbox: SandboxControl) -> Iterator[WebServerProcess]:
-    with running_web_server() as server:
-        yield server
 
 
 def _cookie(user: User) -> str:
