@@ -26,6 +26,7 @@ from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection as db_connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from ninja import Field, Query, Router, Schema, Status
@@ -341,10 +342,20 @@ def _state_of(data: dict[str, Any]) -> str:
 
 
 def _read_out(owner_id: int, generation_id: str) -> dict[str, Any] | None:
-    generation = selectors.generation_get(owner_id=owner_id, generation_id=generation_id)
-    if generation is None:
-        return None
-    return GenerationOut.model_validate(generation_out(generation)).model_dump(mode="json")
+    """The generation as the API shows it, read by a view that then waits.
+
+    In the ASGI web process the request's database connection is closed right after
+    the read: a waiting stream or long poll holds none (the read before its answer
+    opens a new one).
+    """
+    try:
+        generation = selectors.generation_get(owner_id=owner_id, generation_id=generation_id)
+        if generation is None:
+            return None
+        return GenerationOut.model_validate(generation_out(generation)).model_dump(mode="json")
+    finally:
+        if settings.ASGI_SERVER:
+            db_connection.close()
 
 
 _read_out_async = sync_to_async(_read_out)

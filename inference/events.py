@@ -278,7 +278,7 @@ class _Hub:
 
     async def _listen(self, pubsub: Any) -> None:
         loop = asyncio.get_running_loop()
-        next_resync = loop.time() + REDIS_RESYNC_SECONDS
+        next_resync = loop.time()  # at once: what was published while not subscribed
         while self.watchers:
             message = await pubsub.get_message(timeout=0.5)
             if message is not None and message.get("type") == "message":

@@ -189,3 +189,46 @@ def test_without_a_session_the_stream_is_refused(web_server: WebServerProcess) -
     assert answer.status == 401
     connection.close()
     assert socket  # loopback only (pytest-socket)
+
+
+def _connections_to_this_database() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
+def test_open_streams_hold_no_database_connection(
+    sandbox: SandboxControl, web_server: WebServerProcess
+) -> None:
+    if connection_vendor() != "postgresql":
+        pytest.skip("counts server-side connections (pg_stat_activity): PostgreSQL only")
+    user = _user()
+    cookie = _cookie(user)
+    generations = [_queued(user) for _ in range(4)]
+    warm = EventStream(web_server, f"/api/v1/generations/{generations[0].pk}/events", cookie)
+    assert warm.next() is not None
+    time.sleep(1.0)  # the web process's one watcher connection is open now
+    before = _connections_to_this_database()
+
+    streams = [
+        EventStream(web_server, f"/api/v1/generations/{g.pk}/events", cookie)
+        for g in generations[1:]
+    ]
+    for stream in streams:
+        first = stream.next()
+        assert first is not None
+        assert first["id"] == "queued/queued"
+    time.sleep(1.0)  # several fallback polls / the Redis subscription at work
+
+    assert _connections_to_this_database() == before
+    for stream in [warm, *streams]:
+        stream.close()
+
+
+def connection_vendor() -> str:
+    from django.db import connection
+
+    return connection.vendor
