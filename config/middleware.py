@@ -11,29 +11,24 @@ including the page that started the wait, still records the session's activity.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from allauth.usersessions.middleware import UserSessionsMiddleware as AllauthUserSessions
 from django.http import HttpRequest, HttpResponse
 
 #: GET/HEAD paths that are polled: ``/api/v1/generations/{id}``, ``…/next``, ``…/events``.
-UNTRACKED_READS = re.compile(
-    r"^/api/v1/generations/[0-9a-fA-F-]{32,36}(?:/next|/events)?$"
-)
+UNTRACKED_READS = re.compile(r"^/api/v1/generations/[0-9a-fA-F-]{32,36}(?:/next|/events)?$")
 
 
 def _untracked(request: HttpRequest) -> bool:
     return request.method in ("GET", "HEAD") and bool(UNTRACKED_READS.match(request.path_info))
 
 
-class UserSessionsMiddleware(AllauthUserSessions):
+class UserSessionsMiddleware(AllauthUserSessions):  # type: ignore[misc]
     """allauth's session tracking, skipped for the polled status reads."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        super().__init__(get_response)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if _untracked(request):
-            return self.get_response(request)
-        response: HttpResponse = super().__call__(request)
-        return response
+            response: HttpResponse = self.get_response(request)
+            return response
+        tracked: HttpResponse = super().__call__(request)
+        return tracked
