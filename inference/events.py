@@ -184,6 +184,9 @@ class _Hub:
 
     def __init__(self) -> None:
         self.watchers: dict[str, set[Watcher]] = {}
+        # Messages received per watched generation: a re-read that a message overtook
+        # is older than that message and is not offered.
+        self.messages: dict[str, int] = {}
         self.task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -204,20 +207,30 @@ class _Hub:
             group.discard(watcher)
             if not group:
                 del self.watchers[watcher.generation_id]
+                self.messages.pop(watcher.generation_id, None)
 
     def deliver(self, state: GenerationState) -> None:
         for watcher in list(self.watchers.get(state.generation_id, ())):
             watcher.offer(state)
 
+    def message(self, state: GenerationState) -> None:
+        if state.generation_id in self.watchers:
+            self.messages[state.generation_id] = self.messages.get(state.generation_id, 0) + 1
+            self.deliver(state)
+
     async def resync(self) -> None:
-        """Read every watched row once and offer its state (a missing row is gone)."""
+        """Read every watched row once and offer its state (a missing row is gone),
+        unless a message about it arrived during the read (it is newer)."""
         ids = list(self.watchers)
         if not ids:
             return
+        counts = {generation_id: self.messages.get(generation_id, 0) for generation_id in ids}
         states = await sync_to_async(_states_read_resilient)(ids)
         if states is None:
             return
         for generation_id in ids:
+            if self.messages.get(generation_id, 0) != counts[generation_id]:
+                continue
             self.deliver(states.get(generation_id) or GenerationState(generation_id, GONE, ""))
 
     def _detach(self) -> None:
@@ -284,7 +297,7 @@ class _Hub:
             if message is not None and message.get("type") == "message":
                 state = _parse(message.get("data"))
                 if state is not None:
-                    self.deliver(state)
+                    self.message(state)
             if loop.time() >= next_resync:
                 await self.resync()
                 next_resync = loop.time() + REDIS_RESYNC_SECONDS
