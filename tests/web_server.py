@@ -40,6 +40,7 @@ class WebServerProcess:
                 f"--port={self.port}",
                 "--log-level=warning",
                 "--no-access-log",
+                "--timeout-graceful-shutdown=3",  # open event streams do not hold it up
             ],
             cwd=REPO_ROOT,
             env=worker_env(self.extra_env),
