@@ -147,6 +147,8 @@ def test_the_long_poll_answers_at_the_change_not_at_the_timeout(
     answer = connection.getresponse()
     assert answer.status == 200
     assert json.loads(answer.read())["state"] == "queued/queued"  # differs from since: at once
+    kept_alive = connection.sock
+    assert kept_alive is not None  # the server did not close it
 
     started = time.monotonic()
     generation_run_task.delay(str(generation.pk))
@@ -154,10 +156,11 @@ def test_the_long_poll_answers_at_the_change_not_at_the_timeout(
     state = "queued/queued"
     while not state.startswith("succeeded"):
         connection.request("GET", f"{path}?since={state}&wait=30", headers={"Cookie": cookie})
-        answer = connection.getresponse()  # one keep-alive connection for every poll
+        answer = connection.getresponse()
         assert answer.status == 200
         state = json.loads(answer.read())["state"]
         seen.append(state)
+        assert connection.sock is kept_alive  # every poll on the same connection
     connection.close()
 
     assert time.monotonic() - started < 20  # not one 30 s timeout was waited out
