@@ -235,3 +235,24 @@ def connection_vendor() -> str:
     from django.db import connection
 
     return connection.vendor
+
+
+def test_deleting_a_watched_generation_ends_its_stream_with_gone(
+    sandbox: SandboxControl, web_server: WebServerProcess
+) -> None:
+    from inference.services import generation_delete
+
+    user = _user()
+    generation = _queued(user)
+    stream = EventStream(web_server, f"/api/v1/generations/{generation.pk}/events", _cookie(user))
+    first = stream.next()
+    assert first is not None
+    assert first["id"] == "queued/queued"
+
+    generation_delete(generation=generation, acting_user=user)
+    events = stream.all()
+    stream.close()
+
+    assert [(event["event"], json.loads(event["data"])) for event in events] == [
+        ("gone", {"id": str(generation.pk)})
+    ]
