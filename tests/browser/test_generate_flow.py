@@ -253,6 +253,49 @@ def test_the_page_polls_when_the_stream_cannot_be_opened(
     assert set(api_requests) == {"POST api/v1/generations", f"{poll}/events", poll}
 
 
+def test_the_page_polls_when_the_stream_breaks_mid_run(
+    web_server: WebServerProcess,
+    sandbox: SandboxControl,
+    worker_process: WorkerProcess,
+    browser_page,
+) -> None:
+    sandbox.set_config(runnerLatencySeconds=4.0)
+    user = user_create(email=EMAIL, password=PASSWORD, email_verified=True)
+    wait_for(
+        lambda: User.objects.get(pk=user.pk).provisioning_status == ProvisioningStatus.PROVISIONED,
+        timeout=30,
+    )
+    page = browser_page
+    api_requests = _api_reads(page)
+    page.goto(f"{web_server.url}/accounts/login/")
+    page.fill("input[name=login]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("form button[type=submit]")
+    page.goto(f"{web_server.url}/generate/")
+    page.fill("#id_prompt", PROMPT)
+    page.click("label.chip:has-text('Square (small)')")
+    page.click("[data-submit]")
+    page.locator("[data-status-badge].running").wait_for(timeout=60_000)  # via the stream
+
+    web_server.stop()  # the stream breaks, and its reconnection is refused
+    page.locator("[data-progress-error]:has-text('Connection lost; retrying…')").wait_for(
+        timeout=30_000
+    )
+    web_server.start()
+
+    page.locator("[data-status-badge].succeeded").wait_for(timeout=90_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-result-image]');"
+        " return i.complete && i.naturalWidth === 512; }"
+    )
+    generation = Generation.objects.get(owner=user)
+    poll = f"GET api/v1/generations/{generation.pk}"
+    assert api_requests[:2] == ["POST api/v1/generations", f"{poll}/events"], api_requests
+    assert api_requests.count(poll) >= 2, api_requests  # polled once the stream broke
+    assert page.locator("[data-progress-error]").is_hidden()
+
+
 def test_detail_page_follows_a_running_generation_until_it_finishes(
     web_server: WebServerProcess, sandbox: SandboxControl, browser_page
 ) -> None:
