@@ -30,16 +30,20 @@ from billing.models import (
     Hold,
     LedgerEntry,
     LedgerRejection,
+    MerchantWallet,
     ObservedPrice,
+    PendingTopUp,
     Plan,
     PlanAssignment,
+    PromotionalCredit,
 )
 from billing.money import format_eth, format_usd_micros
+from billing.selectors import account_credit_split, entry_display
 from billing.services import (
     account_change_plan,
     account_set_suspended,
     credit_deduct,
-    credit_grant,
+    promotion_grant,
 )
 from billing.services.pricing import price_jump_adopt
 from integrations.pymthouse import PymthouseError, get_client
@@ -136,6 +140,8 @@ class AccountAdmin(admin.ModelAdmin[Account]):
         "user",
         "plan",
         "balance",
+        "promotional",
+        "purchased",
         "held",
         "available",
         "suspended",
@@ -161,6 +167,21 @@ class AccountAdmin(admin.ModelAdmin[Account]):
     @admin.display(description="Balance")
     def balance(self, obj: Account) -> str:
         return _usd(obj.balance_micros)
+
+    @admin.display(description="Promotional credit (spent first)")
+    def promotional(self, obj: Account) -> str:
+        split = account_credit_split(account=obj)
+        if not split.lots:
+            return _usd(0)
+        return "; ".join(
+            f"{_usd(lot.remaining_micros)} "
+            + (f"expires {lot.expires_at:%Y-%m-%d %H:%M} UTC" if lot.expires_at else "no expiry")
+            for lot in split.lots
+        )
+
+    @admin.display(description="Purchased credit")
+    def purchased(self, obj: Account) -> str:
+        return _usd(account_credit_split(account=obj).purchased_micros)
 
     @admin.display(description="Held")
     def held(self, obj: Account) -> str:
@@ -258,19 +279,37 @@ class AccountAdmin(admin.ModelAdmin[Account]):
         form = CreditAdjustForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
-            service = credit_grant if data["operation"] == "grant" else credit_deduct
+            key = f"admin:{data['idempotency_key']}"
             try:
-                entry = service(
-                    user=account.user,
-                    amount_micros=data["amount_micros"],
-                    reason=data["reason"],
-                    acting_user=self._staff(request),
-                    idempotency_key=f"admin:{data['idempotency_key']}",
-                )
+                if data["operation"] == "grant":
+                    entry = promotion_grant(
+                        user=account.user,
+                        amount_micros=data["amount_micros"],
+                        reason=data["reason"],
+                        acting_user=self._staff(request),
+                        idempotency_key=key,
+                        expires_at=data["expires_at"],
+                    )
+                else:
+                    entry = credit_deduct(
+                        user=account.user,
+                        amount_micros=data["amount_micros"],
+                        reason=data["reason"],
+                        acting_user=self._staff(request),
+                        idempotency_key=key,
+                    )
             except BillingError as exc:
                 form.add_error(None, exc.message)
+            except ValueError as exc:
+                form.add_error(None, str(exc))
             else:
-                verb = "Granted" if data["operation"] == "grant" else "Deducted"
+                if data["operation"] == "grant":
+                    expires = data["expires_at"]
+                    verb = "Granted promotional credit" + (
+                        f" (expires {expires:%Y-%m-%d %H:%M} UTC)" if expires else " (no expiry)"
+                    )
+                else:
+                    verb = "Deducted"
                 message = (
                     f"{verb} {format_usd_micros(entry.amount_micros)}: "
                     f"{entry.reason} {_entry_tag(entry)}"
@@ -355,6 +394,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "created_at",
         "account",
         "kind",
+        "credit_type",
         "amount",
         "balance_after",
         "actor",
@@ -362,12 +402,13 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     )
     list_filter = ("kind", "effect")
     search_fields = ("account__user__email", "idempotency_key", "usage_ref", "reason")
-    list_select_related = ("account__user", "actor")
+    list_select_related = ("account__user", "actor", "promotional_credit")
     date_hierarchy = "created_at"
     readonly_fields = (
         "account",
         "kind",
         "effect",
+        "credit_type",
         "amount",
         "balance_after",
         "held_after",
@@ -384,6 +425,10 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "created_at",
     )
     fields = readonly_fields
+
+    @admin.display(description="Credit")
+    def credit_type(self, obj: LedgerEntry) -> str:
+        return entry_display(obj).credit_type
 
     @admin.display(description="Network fee")
     def network_fee(self, obj: LedgerEntry) -> str:
@@ -435,6 +480,25 @@ class HoldAdmin(ReadOnlyAdmin):
         return _wei(obj.max_fee_wei)
 
 
+@admin.register(PromotionalCredit)
+class PromotionalCreditAdmin(ReadOnlyAdmin):
+    """Lots of promotional credit: what each grant has left and when it expires."""
+
+    list_display = ("id", "account", "amount", "remaining", "expires_at", "closed_at", "entry")
+    list_filter = (("closed_at", admin.EmptyFieldListFilter),)
+    search_fields = ("account__user__email",)
+    list_select_related = ("account__user", "entry")
+    raw_id_fields = ("account", "entry", "expiry_entry")
+
+    @admin.display(description="Granted")
+    def amount(self, obj: PromotionalCredit) -> str:
+        return _usd(obj.amount_micros)
+
+    @admin.display(description="Remaining")
+    def remaining(self, obj: PromotionalCredit) -> str:
+        return _usd(obj.remaining_micros)
+
+
 @admin.register(LedgerRejection)
 class LedgerRejectionAdmin(ReadOnlyAdmin):
     list_display = ("idempotency_key", "account", "kind", "amount", "reason", "created_at")
@@ -479,3 +543,47 @@ class ObservedPriceAdmin(ReadOnlyAdmin):
     def adopt_jumped_price(self, request: HttpRequest, queryset: Any) -> None:
         adopted = [row.model_id for row in queryset if price_jump_adopt(model_id=row.model_id)]
         self.message_user(request, f"Adopted the jumped price for {len(adopted)} model(s).")
+
+
+@admin.register(MerchantWallet)
+class MerchantWalletAdmin(ReadOnlyAdmin):
+    """Merchant mode: each user's pymthouse wallet as last read, and the last refusal
+    pymthouse gave (what staff must fix: docs/billing.md "Merchant mode")."""
+
+    list_display = (
+        "account",
+        "upstream_balance",
+        "granted",
+        "consumed",
+        "can_spend",
+        "reason",
+        "refreshed_at",
+        "last_error",
+    )
+    list_filter = ("can_spend", "reason")
+    search_fields = ("account__user__email",)
+    raw_id_fields = ("account",)
+
+    @admin.display(description="pymthouse balance")
+    def upstream_balance(self, obj: MerchantWallet) -> str:
+        return _usd(obj.upstream_balance_micros)
+
+    @admin.display(description="Granted (lifetime)")
+    def granted(self, obj: MerchantWallet) -> str:
+        return _usd(obj.granted_micros)
+
+    @admin.display(description="Consumed")
+    def consumed(self, obj: MerchantWallet) -> str:
+        return _usd(obj.consumed_micros)
+
+
+@admin.register(PendingTopUp)
+class PendingTopUpAdmin(ReadOnlyAdmin):
+    list_display = ("session_id", "account", "amount", "status", "created_at", "resolved_at")
+    list_filter = ("status",)
+    search_fields = ("session_id", "account__user__email")
+    raw_id_fields = ("account",)
+
+    @admin.display(description="Amount")
+    def amount(self, obj: PendingTopUp) -> str:
+        return _usd(obj.amount_micros)

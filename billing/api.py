@@ -18,7 +18,12 @@ from accounts.api_auth import API_AUTH
 from accounts.models import User
 from billing.models import LedgerEntry
 from billing.money import format_usd
-from billing.selectors import account_allowance, account_entries
+from billing.selectors import (
+    account_allowance,
+    account_credit_split,
+    account_entries,
+    low_balance_notice,
+)
 from billing.services import account_open
 
 router = Router(auth=API_AUTH, tags=["billing"])
@@ -32,6 +37,16 @@ class AllowanceOut(Schema):
     remaining: int | None
 
 
+class LowBalanceOut(Schema):
+    threshold_micros: str = Field(description="The lowest threshold crossed, USD micros")
+    available_micros: str = Field(description="The available balance, USD micros")
+
+
+class PromotionLotOut(Schema):
+    remaining_micros: str = Field(description="USD micros left of this promotional credit")
+    expires_at: datetime | None = Field(description="When what is left expires; null: never")
+
+
 class AccountOut(Schema):
     plan: str
     plan_type: str
@@ -41,6 +56,14 @@ class AccountOut(Schema):
     available: str = Field(description="The available balance as shown: dollars and cents")
     suspended: bool
     allowance: AllowanceOut | None
+    promotional_micros: str = Field(
+        description="Promotional credit (staff grants), spent before purchased credit"
+    )
+    purchased_micros: str = Field(description="The rest of the balance: purchased credit")
+    promotions: list[PromotionLotOut] = Field(description="Promotional credit by expiry")
+    low_balance: LowBalanceOut | None = Field(
+        description="Set while the available balance is at or below a low-balance threshold"
+    )
 
 
 class EntryOut(Schema):
@@ -70,6 +93,8 @@ def _user(request: HttpRequest) -> User:
 def account(request: HttpRequest) -> dict[str, Any]:
     acct = account_open(user_id=_user(request).pk)
     allowance = account_allowance(account=acct)
+    split = account_credit_split(account=acct)
+    low = low_balance_notice(account=acct)
     return {
         "plan": acct.plan.slug,
         "plan_type": acct.plan.plan_type,
@@ -85,6 +110,20 @@ def account(request: HttpRequest) -> dict[str, Any]:
                 "limit": allowance.limit,
                 "used": allowance.used,
                 "remaining": allowance.remaining,
+            }
+        ),
+        "promotional_micros": str(split.promotional_micros),
+        "purchased_micros": str(split.purchased_micros),
+        "promotions": [
+            {"remaining_micros": str(lot.remaining_micros), "expires_at": lot.expires_at}
+            for lot in split.lots
+        ],
+        "low_balance": (
+            None
+            if low is None
+            else {
+                "threshold_micros": str(low.threshold_micros),
+                "available_micros": str(low.available_micros),
             }
         ),
     }

@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.utils import timezone
 
 from billing.models import Plan
 from billing.money import MoneyParseError, parse_usd_amount
@@ -47,7 +48,10 @@ class UsdAmountField(forms.CharField):
 
 class CreditAdjustForm(_IdempotentForm):
     operation = forms.ChoiceField(
-        choices=[("grant", "Grant credit (add)"), ("deduct", "Deduct credit (take away)")],
+        choices=[
+            ("grant", "Grant promotional credit (add; spent before purchased credit)"),
+            ("deduct", "Deduct credit (take away; promotional credit first)"),
+        ],
         widget=forms.RadioSelect,
     )
     amount_micros = UsdAmountField(
@@ -55,12 +59,26 @@ class CreditAdjustForm(_IdempotentForm):
         help_text="Dollars and cents, e.g. 12.50 (down to $0.000001).",
     )
     reason = forms.CharField(max_length=500, help_text="Required; shown in the user's ledger.")
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Promotional credit expires (optional)",
+        help_text="UTC, e.g. 2026-12-31 23:59. Empty: never. What is left then is taken back.",
+    )
 
     def clean_amount_micros(self) -> int:
         amount = self.cleaned_data["amount_micros"]
         if amount is None or amount == 0:
             raise forms.ValidationError("Enter an amount above zero.")
         return int(amount)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        expires_at = data.get("expires_at")
+        if expires_at is not None and data.get("operation") == "deduct":
+            self.add_error("expires_at", "Only a grant of promotional credit expires.")
+        elif expires_at is not None and expires_at <= timezone.now():
+            self.add_error("expires_at", "The expiry must be in the future.")
+        return data
 
 
 class PlanChangeForm(forms.Form):
@@ -97,3 +115,31 @@ class SuspendForm(forms.Form):
         if data.get("suspended") and not str(data.get("reason", "")).strip():
             self.add_error("reason", "Say why the account is suspended.")
         return data
+
+
+class TopUpForm(_IdempotentForm):
+    """Merchant mode "Add credit": a preset (``amount``) or a custom amount in dollars
+    and cents (``custom_amount`` wins when filled). pymthouse takes $1.00 … $10,000.00
+    in whole cents; the service checks again."""
+
+    amount = forms.CharField(max_length=20, required=False)
+    custom_amount = forms.CharField(max_length=20, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        text = (cleaned.get("custom_amount") or "").strip() or (cleaned.get("amount") or "")
+        if not text:
+            self.add_error("amount", "Choose an amount.")
+            return cleaned
+        try:
+            micros = parse_usd_amount(text)
+        except MoneyParseError as exc:
+            self.add_error("amount", str(exc))
+            return cleaned
+        if micros % 10_000:
+            self.add_error("amount", "Enter whole cents, such as 12.50.")
+        elif not 1_000_000 <= micros <= 10_000_000_000:
+            self.add_error("amount", "Choose an amount between $1.00 and $10,000.00.")
+        else:
+            cleaned["amount_micros"] = micros
+        return cleaned

@@ -103,6 +103,11 @@ class Account(models.Model):
     subscription_starts_at = models.DateTimeField(null=True, blank=True)
     subscription_ends_at = models.DateTimeField(null=True, blank=True)
     low_balance_notified_at = models.DateTimeField(null=True, blank=True)
+    #: The lowest low-balance threshold (``BILLING_LOW_BALANCE_THRESHOLDS_MICROS``) the
+    #: user was told about (or was already below when a credit re-armed the rest); null
+    #: when every threshold is armed. Changed under the account lock with the entry that
+    #: crossed it, so concurrent settlements mail once (``billing.services.low_balance``).
+    low_balance_notified_micros = WeiField(null=True, blank=True)
     #: A change the user scheduled for the end of the subscription period (a downgrade
     #: or a cancellation); applied by ``subscriptions.pending_change_apply``.
     pending_plan = models.ForeignKey(
@@ -172,6 +177,15 @@ class EntryKind(models.TextChoices):
     CORRECTION = "correction", "Correction"
     #: Credits back the usage debit of an image the network did not deliver.
     REFUND = "refund", "Refund"
+    #: Merchant mode: growth of pymthouse's ``lifetimeGrantedUsdMicros`` (a top-up landed).
+    WALLET_CREDIT = "wallet_credit", "pymthouse wallet credit"
+    #: Merchant mode: pymthouse's ``consumedUsdMicros`` beyond what local usage debits explain.
+    WALLET_DEBIT = "wallet_debit", "pymthouse wallet usage"
+    #: Staff (or demo) credit that is spent before purchased credit and may expire; its
+    #: lot (``PromotionalCredit``) tracks what is left of it.
+    PROMOTION = "promotion", "Promotional credit"
+    #: Takes back what an expired promotional lot had left, once per lot.
+    PROMOTION_EXPIRY = "promotion_expiry", "Promotional credit expired"
 
 
 class EntryEffect(models.TextChoices):
@@ -195,6 +209,10 @@ KIND_EFFECTS: dict[str, tuple[str, ...]] = {
     EntryKind.SUBSCRIPTION_FEE: (EntryEffect.RECORD,),
     EntryKind.CORRECTION: (EntryEffect.CREDIT, EntryEffect.DEBIT),
     EntryKind.REFUND: (EntryEffect.CREDIT,),
+    EntryKind.WALLET_CREDIT: (EntryEffect.CREDIT,),
+    EntryKind.WALLET_DEBIT: (EntryEffect.DEBIT,),
+    EntryKind.PROMOTION: (EntryEffect.CREDIT,),
+    EntryKind.PROMOTION_EXPIRY: (EntryEffect.DEBIT,),
 }
 
 
@@ -370,6 +388,59 @@ class Hold(models.Model):
         return f"hold {self.amount_micros} µUSD for {self.generation_id} ({self.status})"
 
 
+class PromotionalCredit(models.Model):
+    """One lot of promotional credit: what a ``promotion`` entry granted, and what is left.
+
+    Promotional credit is spent before purchased credit (anything else on the balance):
+    every debit, under the account lock, takes what it can from the open lots first,
+    earliest expiry first (lots without expiry last, then oldest), so that for every
+    account ``Σ remaining_micros of open lots ≤ balance_micros``. When ``expires_at``
+    passes, one ``promotion_expiry`` entry (key ``promotion_expiry:<lot id>``) takes back
+    what is left of the lot and not held by images in progress, and the lot closes
+    (``closed_at``). The lot is state beside the ledger, like a ``Hold``; its money
+    movements are ledger entries.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="promotions")
+    entry = models.OneToOneField(
+        "LedgerEntry", on_delete=models.PROTECT, related_name="promotional_credit"
+    )
+    amount_micros = WeiAmountField()
+    remaining_micros = WeiAmountField()
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    #: When the lot stopped counting: expired (``expiry_entry``) or spent to zero.
+    closed_at = models.DateTimeField(null=True, blank=True)
+    expiry_entry = models.OneToOneField(
+        "LedgerEntry",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="expired_promotional_credit",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        verbose_name_plural = "promotional credit"
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                condition=models.Q(closed_at__isnull=True),
+                name="billing_promo_open_expiry",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(remaining_micros__gte=0)
+                & models.Q(remaining_micros__lte=models.F("amount_micros")),
+                name="billing_promo_remaining_within_amount",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"promotional {self.remaining_micros}/{self.amount_micros} µUSD ({self.account_id})"
+
+
 class LedgerRejection(models.Model):
     """An operation refused for lack of funds, kept by its idempotency key.
 
@@ -427,3 +498,87 @@ class MeteredRate(models.Model):
 
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
+
+
+# --- merchant mode (BILLING_MODE=merchant; docs/billing.md "Merchant mode") -----------
+
+
+class MerchantWallet(models.Model):
+    """The local copy of a user's pymthouse wallet and billing state (merchant mode).
+
+    ``granted_micros`` and ``consumed_micros`` are the last values seen of pymthouse's
+    monotone counters ``lifetimeGrantedUsdMicros`` / ``consumedUsdMicros``; the mirror
+    (``billing.services.wallet``) credits the growth of the first and debits the part of
+    the second that local usage debits (entries after ``ledger_baseline_id``) have not
+    already explained. ``can_spend``/``status``/``reason`` are pymthouse's
+    ``billingState`` as last read; admission respects them.
+    """
+
+    account = models.OneToOneField(
+        Account, on_delete=models.PROTECT, primary_key=True, related_name="merchant_wallet"
+    )
+    granted_micros = WeiAmountField(default=0)
+    consumed_micros = WeiAmountField(default=0)
+    #: ``funding.includedUsage``: the month (its ``resetsAt`` date) and what the plan's
+    #: included usage had paid in it at the last read (given back as credit).
+    included_period = models.CharField(max_length=32, blank=True, default="")
+    included_consumed_micros = WeiAmountField(default=0)
+    #: pymthouse's own ``balance.usdMicros`` as last read (shown to staff).
+    upstream_balance_micros = WeiAmountField(default=0)
+    #: Entries up to this id predate the mirror: they explain no pymthouse consumption.
+    ledger_baseline_id = models.BigIntegerField(default=0)
+    can_spend = models.BooleanField(default=False)
+    status = models.CharField(max_length=32, blank=True, default="")
+    reason = models.CharField(max_length=64, blank=True, default="")
+    has_payment_method = models.BooleanField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    #: The last refusal pymthouse gave any billing call for this user, and when (staff).
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"pymthouse wallet of {self.account_id}"
+
+
+class TopUpStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for the payment"
+    CREDITED = "credited", "Credited"
+    CANCELLED = "cancelled", "Cancelled at checkout"
+
+
+class PendingTopUp(models.Model):
+    """One "Add credit" click in merchant mode: pymthouse's checkout session for it.
+
+    ``click_key`` is the form's nonce (a double submit reuses the same session) and
+    ``session_id`` the ``cs_…`` pymthouse returned; the row is written only after
+    pymthouse accepted the top-up, so a refusal leaves nothing behind. The credit itself
+    is never written from here: it arrives through the wallet mirror (the growth of
+    ``lifetimeGrantedUsdMicros``); this row only tells the return page when it showed.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="top_ups")
+    click_key = models.CharField(max_length=64, unique=True)
+    session_id = models.CharField(max_length=200, unique=True)
+    checkout_url = models.URLField(max_length=2000)
+    amount_micros = WeiAmountField()
+    #: The mirror's granted counter when the checkout began: the credit has shown once
+    #: the counter reaches this plus ``amount_micros``.
+    granted_before_micros = WeiAmountField(default=0)
+    status = models.CharField(
+        max_length=16, choices=TopUpStatus.choices, default=TopUpStatus.PENDING
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=TopUpStatus.values),
+                name="billing_pending_top_up_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"top-up {self.session_id} ({self.status})"

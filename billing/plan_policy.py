@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 
+from django.conf import settings
+
 from billing.errors import CreditRefusedError
-from billing.models import Account, Plan, PlanType
+from billing.models import Account, MerchantWallet, Plan, PlanType
 from billing.money import fraction_ceil, wei_to_usd_micros_exact
 
 
@@ -51,6 +53,10 @@ class PlanPolicy:
         """USD micros the user is charged for a network fee of ``fee_wei`` converted at
         ``usd_per_eth`` (0 when this type does not charge per image)."""
         return 0
+
+    def flat_price(self, plan: Plan) -> int | None:
+        """The exact price of every image, when it does not depend on the fee."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,63 @@ class UsagePolicy(PlanPolicy):
             exact * Fraction(plan.multiplier_numerator, plan.multiplier_denominator)
         )
 
+    def flat_price(self, plan: Plan) -> int | None:
+        return plan.flat_price_micros
+
+
+#: Merchant mode: what pymthouse's ``billingState.reason`` means for the user
+#: (pymthouse/pymthouse@5ee7cfc7 ``src/lib/billing/billing-state.ts`` ``resolvePosture``).
+MERCHANT_BLOCKED_MESSAGES: dict[str, str] = {
+    "no_payment_method": "You're out of credit. Add credit to keep generating.",
+    "overage_not_available": (
+        "You're out of credit and your plan doesn't allow spending past $0. Add credit or "
+        "change plan to keep generating."
+    ),
+    "debt_ceiling_reached": (
+        "You've reached your plan's limit for unbilled usage while it is being collected. "
+        "Add credit, or wait for your invoice to be paid, to keep generating."
+    ),
+    "billing_unavailable": (
+        "Billing is unavailable right now, so images can't be paid for. Please try again later."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MerchantPolicy(PlanPolicy):
+    """``BILLING_MODE=merchant``, whatever the local plan: pymthouse's wallet is the
+    balance and pymthouse charges the network fee, so no retail price applies (no
+    multiplier, no flat price; the operator's margin is in its pymthouse plans). Each
+    image still holds its ceiling locally, in USD at the current rate, so concurrent
+    images cannot spend more than the mirrored balance between wallet reads; pymthouse's
+    billing state (``canSpend``, ``reason``) refuses first."""
+
+    charges: bool = True
+
+    def refusal(
+        self, *, account: Account, plan: Plan, images_this_month: int, now: datetime
+    ) -> CreditRefusedError | None:
+        wallet = MerchantWallet.objects.filter(account=account).first()
+        if wallet is None or wallet.refreshed_at is None:
+            return _refuse(
+                "We couldn't check your balance with the payment service. Please try again "
+                "in a moment.",
+                "wallet_unknown",
+            )
+        if not wallet.can_spend:
+            message = MERCHANT_BLOCKED_MESSAGES.get(
+                wallet.reason,
+                "Your balance can't be spent right now. Add credit to keep generating.",
+            )
+            return _refuse(message, wallet.reason or "cannot_spend")
+        return None
+
+    def charge(self, plan: Plan, *, fee_wei: int, usd_per_eth: Fraction) -> int:
+        """The network fee in USD, rounded up to a whole micro (what pymthouse takes)."""
+        return fraction_ceil(wei_to_usd_micros_exact(fee_wei, usd_per_eth))
+
+
+MERCHANT_POLICY = MerchantPolicy()
 
 POLICIES: dict[str, PlanPolicy] = {
     PlanType.FREE: FreePolicy(),
@@ -121,5 +184,8 @@ POLICIES: dict[str, PlanPolicy] = {
 
 
 def plan_policy(plan: Plan) -> PlanPolicy:
-    """The policy of ``plan``'s type (every ``PlanType`` has one: a test checks it)."""
+    """The policy of ``plan``'s type (every ``PlanType`` has one: a test checks it); in
+    merchant mode, ``MerchantPolicy`` for every plan."""
+    if settings.BILLING_MODE == "merchant":
+        return MERCHANT_POLICY
     return POLICIES[plan.plan_type]

@@ -15,13 +15,23 @@ from billing.charts import ChartPoint
 from billing.db import WeiSum
 from billing.errors import CreditRefusedError
 from billing.hooks import images_per_day, images_this_month
-from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry, Plan
+from billing.models import (
+    Account,
+    EntryEffect,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    Plan,
+    PromotionalCredit,
+)
 from billing.money import format_usd
 from billing.plan_policy import plan_policy
 from billing.rates import rate_now
+from billing.services.ledger import promotion_spend_order
+from billing.services.low_balance import low_balance_level
 from billing.services.pricing import max_fee_estimates
 from billing.services.subscriptions import PlanChangeError, PlanChangeQuote, plan_change_quote
-from integrations.pymthouse.money import parse_usd_micros
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,58 @@ def account_ledger_totals(*, account: Account) -> LedgerTotals:
 
 
 def account_entries(*, account: Account) -> QuerySet[LedgerEntry]:
-    return LedgerEntry.objects.filter(account=account).select_related("actor").order_by("-id")
+    return (
+        LedgerEntry.objects.filter(account=account)
+        .select_related("actor", "promotional_credit")
+        .order_by("-id")
+    )
+
+
+def entry_promotion(entry: LedgerEntry) -> PromotionalCredit | None:
+    """The promotional lot ``entry`` granted, if it is promotional credit."""
+    try:
+        return entry.promotional_credit
+    except PromotionalCredit.DoesNotExist:
+        return None
+
+
+@dataclass(frozen=True)
+class PromotionLot:
+    remaining_micros: int
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CreditSplit:
+    """The balance as promotional and purchased credit (purchased: everything else)."""
+
+    #: Promotional credit still usable now (open lots not past their expiry).
+    promotional_micros: int
+    #: The balance less every open promotional lot (spent after promotional credit).
+    purchased_micros: int
+    #: The usable lots, in the order they are spent (earliest expiry first).
+    lots: list[PromotionLot]
+
+
+def account_credit_split(*, account: Account, now: datetime | None = None) -> CreditSplit:
+    """Promotional credit (and when each part expires) beside purchased credit. A lot
+    past its expiry whose take-back has not been written yet counts as neither."""
+    now = now or timezone.now()
+    open_lots = list(
+        PromotionalCredit.objects.filter(account=account, closed_at__isnull=True)
+        .order_by(*promotion_spend_order())
+        .values_list("remaining_micros", "expires_at")
+    )
+    usable = [
+        PromotionLot(remaining_micros=remaining, expires_at=expires)
+        for remaining, expires in open_lots
+        if remaining and (expires is None or expires > now)
+    ]
+    return CreditSplit(
+        promotional_micros=sum(lot.remaining_micros for lot in usable),
+        purchased_micros=account.balance_micros - sum(remaining for remaining, _ in open_lots),
+        lots=usable,
+    )
 
 
 def account_activity(*, account: Account) -> QuerySet[LedgerEntry]:
@@ -170,7 +231,7 @@ def image_quotes(*, account: Account, model_ids: list[str]) -> dict[str, ImageQu
                 "generating.",
                 code="insufficient_credit",
             )
-        exact = plan.flat_price_micros is not None
+        exact = policy.flat_price(plan) is not None
         text = f"{format_usd(price)} per image" if exact else f"Up to {format_usd(price)} per image"
         quotes[model_id] = _quote(
             model_id, price=price, available=available, text=text, remaining=None, refusal=refused
@@ -200,12 +261,25 @@ def _quote(
 
 
 def low_balance_threshold(*, account: Account) -> int | None:
-    """The lowest configured threshold the available balance is at or below, if any."""
+    """The lowest configured threshold the available balance is at or below, if any
+    (plans that charge per image only)."""
     if not plan_policy(account.plan).charges:
         return None
-    thresholds = sorted(parse_usd_micros(t) for t in settings.BILLING_LOW_BALANCE_THRESHOLDS_MICROS)
-    crossed = [t for t in thresholds if account.available_micros <= t]
-    return crossed[0] if crossed else None
+    return low_balance_level(available_micros=account.available_micros)
+
+
+@dataclass(frozen=True)
+class LowBalance:
+    threshold_micros: int
+    available_micros: int
+
+
+def low_balance_notice(*, account: Account) -> LowBalance | None:
+    """What the low-balance notices say (/generate/, /billing/, the API), or ``None``."""
+    threshold = low_balance_threshold(account=account)
+    if threshold is None:
+        return None
+    return LowBalance(threshold_micros=threshold, available_micros=account.available_micros)
 
 
 def account_daily_usage(
@@ -273,6 +347,10 @@ class EntryDisplay:
     affects_available: bool
     #: Credits (grants, refunds, purchases) have a printable receipt.
     has_receipt: bool = False
+    #: Promotional credit: "promotional"; any other credit: "purchased"; else "".
+    credit_type: str = ""
+    #: When promotional credit expires (``None``: never, or not promotional).
+    expires_at: datetime | None = None
 
 
 _WHAT: dict[str, str] = {
@@ -283,6 +361,10 @@ _WHAT: dict[str, str] = {
     EntryKind.USAGE_DEBIT: "Image charge",
     EntryKind.SUBSCRIPTION_FEE: "Subscription",
     EntryKind.CORRECTION: "Correction",
+    EntryKind.PROMOTION: "Promotional credit added",
+    EntryKind.PROMOTION_EXPIRY: "Promotional credit expired",
+    EntryKind.WALLET_CREDIT: "Credit from pymthouse",
+    EntryKind.WALLET_DEBIT: "Network usage charged by pymthouse",
 }
 
 
@@ -294,10 +376,19 @@ def entry_display(entry: LedgerEntry) -> EntryDisplay:
         EntryEffect.RELEASE: "+",
     }
     sign = signs.get(entry.effect, "")
+    promotion = entry_promotion(entry) if entry.effect == EntryEffect.CREDIT else None
+    credit_type = ""
+    if entry.effect == EntryEffect.CREDIT:
+        credit_type = "promotional" if promotion is not None else "purchased"
+    what = _WHAT.get(entry.kind, entry.get_kind_display())
+    if promotion is not None:
+        what = _WHAT[EntryKind.PROMOTION]  # the demo seed's grants of before 0014, too
     return EntryDisplay(
         has_receipt=entry.effect == EntryEffect.CREDIT,
+        credit_type=credit_type,
+        expires_at=promotion.expires_at if promotion is not None else None,
         entry=entry,
-        what=_WHAT.get(entry.kind, entry.get_kind_display()),
+        what=what,
         reason=entry.reason,
         sign=sign,
         affects_available=entry.effect in (EntryEffect.HOLD, EntryEffect.RELEASE),

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from accounts.models import User
+from billing import views_merchant, views_plans
 from billing.charts import bar_chart_svg
 from billing.exports import csv_text
 from billing.models import LedgerEntry
@@ -22,12 +23,13 @@ from billing.money import format_usd, usd_decimal
 from billing.selectors import (
     account_activity,
     account_allowance,
+    account_credit_split,
     account_daily_images,
     account_daily_usage,
     account_entries,
     entry_display,
     image_quote,
-    low_balance_threshold,
+    low_balance_notice,
     plan_display,
     receipt_entry,
 )
@@ -51,6 +53,8 @@ CSV_COLUMNS = (
     "rate_source",
     "generation_id",
     "reason",
+    "credit_type",
+    "promotion_expires_at",
 )
 
 
@@ -75,7 +79,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "plan": account.plan,
         "shown": plan_display(account=account),
         "allowance": account_allowance(account=account),
-        "low_balance": low_balance_threshold(account=account),
+        "low_balance": low_balance_notice(account=account),
+        "credit": account_credit_split(account=account),
         "usage_chart": bar_chart_svg(
             usage, title="Charges per day, last 30 days", value_label=format_usd
         ),
@@ -86,8 +91,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "page": page,
         "entries": [entry_display(entry) for entry in page.object_list],
         "now": timezone.now(),
+        "merchant_mode": settings.BILLING_MODE == "merchant",
     }
     return render(request, "billing/dashboard.html", context)
+
+
+@login_required
+@require_safe
+def credit_add_placeholder(request: HttpRequest) -> HttpResponse:
+    """PLACEHOLDER for the "Add credit" page (issue 14, another branch builds it): says
+    how to get credit until then. Replace this view, keep the URL name ``billing:credit_add``."""
+    account = account_open(user_id=_user(request).pk)
+    return render(request, "billing/credit_add_placeholder.html", {"account": account})
 
 
 @login_required
@@ -110,6 +125,7 @@ def receipt(request: HttpRequest, entry_id: int) -> HttpResponse:
 def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:
     yield list(CSV_COLUMNS)
     for entry in entries:
+        display = entry_display(entry)
         yield [
             str(entry.pk),
             entry.created_at.isoformat(),
@@ -126,6 +142,8 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[list[str]]:
             entry.rate_source,
             str(entry.generation_id or ""),
             csv_text(entry.reason),
+            display.credit_type,
+            display.expires_at.isoformat() if display.expires_at else "",
         ]
 
 
@@ -147,3 +165,48 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
     response["Content-Disposition"] = 'attachment; filename="pixelhouse-ledger.csv"'
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def credit_add(request: HttpRequest) -> HttpResponse:
+    """ "Add credit" (``billing:credit_add``), by ``BILLING_MODE``: merchant mode buys
+    through pymthouse checkout (``views_merchant``); owner_rollup takes cards through
+    the operator's own Stripe account (its page lives with the Stripe provider)."""
+    if _merchant_mode():
+        return views_merchant.credit_add(request)
+    return credit_add_placeholder(request)
+
+
+def _merchant_mode() -> bool:
+    return bool(settings.BILLING_MODE == "merchant")
+
+
+def plans(request: HttpRequest) -> HttpResponse:
+    """Plans: pymthouse's catalogue in merchant mode, the local plans otherwise."""
+    if _merchant_mode():
+        return views_merchant.plans(request)
+    return views_plans.plans(request)
+
+
+def plan_cancel(request: HttpRequest) -> HttpResponse:
+    if _merchant_mode():
+        return views_merchant.plan_cancel_view(request)
+    return views_plans.plan_cancel(request)
+
+
+def plan_resume(request: HttpRequest) -> HttpResponse:
+    if _merchant_mode():
+        return views_merchant.plan_resume_view(request)
+    return views_plans.plan_resume(request)
+
+
+def plan_choose(request: HttpRequest, slug: str) -> HttpResponse:
+    """A local plan (owner_rollup); merchant mode sells pymthouse's plans instead."""
+    if _merchant_mode():
+        raise Http404("Plans are chosen through pymthouse in this billing mode.")
+    return views_plans.plan_choose(request, slug)
+
+
+def plan_pay(request: HttpRequest, slug: str) -> HttpResponse:
+    if _merchant_mode():
+        raise Http404("Plans are chosen through pymthouse in this billing mode.")
+    return views_plans.plan_pay(request, slug)

@@ -546,6 +546,27 @@ if BILLING_MODE not in BILLING_MODES:
     raise ImproperlyConfigured(
         f"BILLING_MODE must be one of {', '.join(BILLING_MODES)}, not {BILLING_MODE!r}"
     )
+# Merchant mode (docs/billing.md "Merchant mode"): admission re-reads the user's
+# pymthouse wallet when the local copy is older than this many seconds.
+BILLING_WALLET_MAX_AGE_SECONDS: int = env.int("BILLING_WALLET_MAX_AGE_SECONDS", default=5)
+# The return page after a pymthouse checkout polls the wallet this long for the credit
+# (pymthouse learns of the payment from Stripe's webhook), then says "still processing".
+BILLING_TOPUP_CONFIRM_SECONDS: int = env.int("BILLING_TOPUP_CONFIRM_SECONDS", default=60)
+# Top-up amounts offered on "Add credit" in merchant mode (whole dollars; pymthouse
+# accepts $1.00 to $10,000.00 with at most two decimals).
+BILLING_TOPUP_PRESETS_USD: list[str] = env.list(
+    "BILLING_TOPUP_PRESETS_USD", default=["10", "25", "50"]
+)
+# How many merchant wallets one beat run re-reads (least recently read first).
+BILLING_WALLET_SYNC_LIMIT: int = env.int("BILLING_WALLET_SYNC_LIMIT", default=200)
+if not all(p.isdigit() and 1 <= int(p) <= 10_000 for p in BILLING_TOPUP_PRESETS_USD):
+    raise ImproperlyConfigured(
+        "BILLING_TOPUP_PRESETS_USD must be whole dollars from 1 to 10000 (pymthouse's limits)."
+    )
+if BILLING_WALLET_MAX_AGE_SECONDS < 0 or BILLING_TOPUP_CONFIRM_SECONDS < 1:
+    raise ImproperlyConfigured(
+        "BILLING_WALLET_MAX_AGE_SECONDS must be >= 0 and BILLING_TOPUP_CONFIRM_SECONDS >= 1."
+    )
 # Plan every new user starts on (a slug seeded by billing.services.plans_seed).
 BILLING_DEFAULT_PLAN: str = env.str("BILLING_DEFAULT_PLAN", default="free")
 # Length of a subscription period bought by a user (and of each renewal), in days.
@@ -639,6 +660,22 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
         "every": 300,
         "expire_seconds": 240,
         "description": "Settle or release stale billing holds.",
+    },
+    # Merchant mode only (the task does nothing in owner_rollup): re-read users'
+    # pymthouse wallets into the ledger (top-ups that landed, consumption).
+    "billing-merchant-wallets": {
+        "task": "billing.tasks.merchant_wallets_refresh_task",
+        "every": 60,
+        "expire_seconds": 50,
+        "description": "Mirror users' pymthouse wallets into the ledger (merchant mode).",
+    },
+    # Every 5 minutes: take back what expired promotional credit has left (once per
+    # lot; the admission of the owner's next image does it first if it comes sooner).
+    "billing-expire-promotional-credit": {
+        "task": "billing.tasks.promotions_expire_task",
+        "every": 300,
+        "expire_seconds": 240,
+        "description": "Take back the rest of expired promotional credit.",
     },
     # Every 5 minutes: apply the plan changes users scheduled for the end of their
     # subscription period (downgrades and cancellations; billing/services/subscriptions.py).

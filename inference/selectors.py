@@ -12,7 +12,7 @@ from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing.selectors import ImageQuote, image_quotes
+from billing.selectors import ImageQuote, LowBalance, image_quotes, low_balance_notice
 from billing.services import account_open
 from inference.models import AdmittedImage, Generation
 
@@ -118,6 +118,11 @@ def model_quotes(*, owner_id: int) -> dict[str, ImageQuote]:
     left this month) and whether it would be admitted now (``billing.selectors.image_quote``)."""
     account = account_open(user_id=owner_id)
     return image_quotes(account=account, model_ids=model_choices())
+
+
+def owner_low_balance(*, owner_id: int) -> LowBalance | None:
+    """The low-balance notice of the user's billing account, if their credit is low."""
+    return low_balance_notice(account=account_open(user_id=owner_id))
 
 
 def admitted_images_per_day(*, owner_id: int, since: date) -> dict[date, int]:

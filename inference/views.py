@@ -26,6 +26,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accounts.models import User
+from billing.services import wallet_refresh_if_stale
 from inference.errors import (
     GenerationAdmissionRefusedError,
     GenerationConflictError,
@@ -45,6 +46,7 @@ from inference.selectors import (
     generation_list,
     model_choices,
     model_quotes,
+    owner_low_balance,
     size_presets,
 )
 from inference.services import SEED_MAX, generation_create, generation_delete
@@ -115,6 +117,7 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         "models": model_choices(),
         "selected_model": selected,
         "quote": quotes.get(selected) or next(iter(quotes.values())),
+        "low_balance": owner_low_balance(owner_id=owner.pk),
         "quotes_json": {
             model: {"text": q.text, "affordable": q.affordable, "refusal": q.refusal}
             for model, q in quotes.items()
@@ -134,6 +137,7 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
 @require_http_methods(["GET", "HEAD", "POST"])
 def generate(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
+        wallet_refresh_if_stale(user_id=_owner(request).pk)  # merchant mode only
         form = GenerationForm(initial=_initial_from_query(request))
         return render(request, "inference/generate.html", _generate_context(request, form))
 

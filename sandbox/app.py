@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods answer JSON (the real Next.js 404 is an HTML page)."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 405 and request.url.path.startswith("/api/v1/apps/"):
+        # Next.js route handlers: 405, empty body, no Content-Type, no Allow (T#124-T#127).
+        return Response(status_code=405)
     if status == 405:
         headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None
         return json_response({"error": "Method not allowed"}, 405, headers=headers)

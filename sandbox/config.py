@@ -123,6 +123,23 @@ class RuntimeConfig:
             setattr(self, name, value)
 
 
+BILLING_MODES = ("owner_rollup", "merchant")
+
+
+@dataclasses.dataclass(frozen=True)
+class BillingDefaults:
+    """Start-up billing config (``PUT /__sandbox/billing`` changes it, reset restores it).
+
+    The defaults are the real local server: owner_rollup, no OpenMeter/Stripe, no
+    Connected Account; Stripe's webhook lands about a second after payment.
+    """
+
+    mode: str = "owner_rollup"
+    enabled: bool = False
+    connect_ready: bool = False
+    credit_delay_seconds: float = 1.0
+
+
 @dataclasses.dataclass(frozen=True)
 class SandboxSettings:
     """Static settings, fixed for the life of the process."""
@@ -143,6 +160,7 @@ class SandboxSettings:
     runner_unit: str = DEFAULT_RUNNER_UNIT
     log_level: str = "info"
     runtime_defaults: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    billing_defaults: BillingDefaults = dataclasses.field(default_factory=BillingDefaults)
 
     @property
     def issuer(self) -> str:
@@ -267,6 +285,19 @@ def load_settings(
     runner_unit = env.get("SANDBOX_RUNNER_UNIT", DEFAULT_RUNNER_UNIT).strip().lower()
     if runner_unit not in RUNNER_UNITS:
         raise ConfigError(f"SANDBOX_RUNNER_UNIT must be one of: {', '.join(RUNNER_UNITS)}")
+    billing_mode = env.get("SANDBOX_BILLING_MODE", "owner_rollup").strip().lower()
+    if billing_mode not in BILLING_MODES:
+        raise ConfigError(f"SANDBOX_BILLING_MODE must be one of: {', '.join(BILLING_MODES)}")
+    billing = BillingDefaults(
+        mode=billing_mode,
+        enabled=_parse_bool(env.get("SANDBOX_BILLING_ENABLED", "false"), "SANDBOX_BILLING_ENABLED"),
+        connect_ready=_parse_bool(
+            env.get("SANDBOX_CONNECT_READY", "false"), "SANDBOX_CONNECT_READY"
+        ),
+        credit_delay_seconds=parse_seconds(
+            env.get("SANDBOX_CREDIT_DELAY_SECONDS", "1"), "SANDBOX_CREDIT_DELAY_SECONDS"
+        ),
+    )
     return SandboxSettings(
         host=resolved_host,
         port=resolved_port,
@@ -286,4 +317,5 @@ def load_settings(
         runner_unit=runner_unit,
         log_level=resolved_log_level,
         runtime_defaults=runtime,
+        billing_defaults=billing,
     )

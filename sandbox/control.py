@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.config import ConfigError, parse_integer, parse_seconds
+from sandbox.billing import PLAN_TYPES, Plan
+from sandbox.config import BILLING_MODES, ConfigError, parse_integer, parse_seconds
 from sandbox.faults import ANSWER_LOST_KINDS
 from sandbox.pymthouse import usage_seed
 from sandbox.runners import apply_runner_update, new_runner
@@ -361,6 +363,155 @@ async def oidc_access_token(request: Request) -> Response:
     return json_response({"access_token": token, "claims": claims})
 
 
+def _billing_json(state: SandboxState) -> dict[str, Any]:
+    book = state.billing
+    return {
+        **book.as_json(open_meter_enabled=state.config.open_meter_enabled),
+        "sessions": [session.as_json() for session in book.sessions.values()],
+    }
+
+
+def _parse_billing(body: Any) -> dict[str, Any]:
+    """Validate a whole ``PUT /__sandbox/billing`` body before anything is applied."""
+    if not isinstance(body, dict):
+        raise ControlError("the body must be a JSON object")
+    parsed: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "billingMode":
+            if value not in BILLING_MODES:
+                raise ControlError(f"billingMode must be one of: {', '.join(BILLING_MODES)}")
+            parsed["mode"] = value
+        elif key in ("billingEnabled", "connectReady"):
+            if not isinstance(value, bool):
+                raise ControlError(f"{key} must be a boolean")
+            parsed["enabled" if key == "billingEnabled" else "connect_ready"] = value
+        elif key == "creditDelaySeconds":
+            parsed["credit_delay_seconds"] = parse_seconds(value, key)
+        elif key == "softNegativeUsdMicros":
+            parsed["soft_negative_usd_micros"] = (
+                None if value is None else parse_integer(value, key, minimum=0)
+            )
+        else:
+            raise ControlError(f"unknown billing key: {key}")
+    return parsed
+
+
+async def billing(request: Request) -> Response:
+    """GET / PUT ``{billingMode, billingEnabled, connectReady, creditDelaySeconds,
+    softNegativeUsdMicros}``: the app's billing config (reset restores the defaults:
+    owner_rollup, billing off, Connect not ready, 1 s credit delay)."""
+    state = get_state(request)
+    if request.method == "PUT":
+        try:
+            parsed = _parse_billing(await _json_body(request))
+        except (ControlError, ConfigError) as exc:
+            return _bad_request(str(exc))
+        for name, value in parsed.items():
+            setattr(state.billing, name, value)
+        logger.info("billing config set: %s", sorted(parsed))
+    return json_response(_billing_json(state))
+
+
+def _parse_plan(body: dict[str, Any]) -> Plan:
+    unknown = set(body) - {
+        "name", "type", "priceUsdMicros", "includedUsdMicros", "billingCycle", "status",
+        "overageRateUsd",
+    }  # fmt: skip
+    if unknown:
+        raise ControlError(f"unknown plan keys: {', '.join(sorted(unknown))}")
+    name, plan_type = body.get("name"), body.get("type", "subscription")
+    if not isinstance(name, str) or not name.strip():
+        raise ControlError("name is required")
+    if plan_type not in PLAN_TYPES:
+        raise ControlError(f"type must be one of: {', '.join(PLAN_TYPES)}")
+    included = body.get("includedUsdMicros")
+    cycle = body.get("billingCycle", "monthly")
+    if cycle not in ("daily", "weekly", "monthly"):
+        raise ControlError("billingCycle must be daily, weekly or monthly")
+    status = body.get("status", "active")
+    if status not in ("draft", "active", "phase_out"):
+        raise ControlError("status must be draft, active or phase_out")
+    rate = body.get("overageRateUsd")
+    if rate is not None and not isinstance(rate, str):
+        raise ControlError("overageRateUsd must be a decimal string")
+    return Plan(
+        id=str(uuid.uuid4()),
+        name=name.strip(),
+        type=plan_type,
+        price_usd_micros=parse_integer(body.get("priceUsdMicros", 0), "priceUsdMicros", minimum=0),
+        included_usd_micros=(
+            None if included is None else parse_integer(included, "includedUsdMicros", minimum=0)
+        ),
+        billing_cycle=cycle,
+        status=status,
+        overage_rate_usd=rate,
+    )
+
+
+async def billing_plans(request: Request) -> Response:
+    """POST ``{name, type, priceUsdMicros?, includedUsdMicros?, billingCycle?, status?}``:
+    a plan as the app owner would create it in the dashboard (synced once billing is on)."""
+    state = get_state(request)
+    try:
+        plan = _parse_plan(await _json_object(request))
+    except (ControlError, ConfigError) as exc:
+        return _bad_request(str(exc))
+    state.billing.add_plan(plan)
+    return json_response(plan.as_v1(state.settings.app_id, state.billing_on), 201)
+
+
+def _parse_customer(body: dict[str, Any]) -> tuple[int | None, int | None, bool]:
+    if set(body) - {"prepaidUsdMicros", "includedConsumedUsdMicros", "card"}:
+        raise ControlError("expected prepaidUsdMicros, includedConsumedUsdMicros and/or card")
+    prepaid = body.get("prepaidUsdMicros")
+    consumed = body.get("includedConsumedUsdMicros")
+    card = body.get("card")
+    if card is not None and card is not True:
+        raise ControlError("card must be true (saves a default card)")
+    return (
+        None if prepaid is None else parse_integer(prepaid, "prepaidUsdMicros"),
+        None
+        if consumed is None
+        else parse_integer(consumed, "includedConsumedUsdMicros", minimum=0),
+        bool(card),
+    )
+
+
+async def billing_customer(request: Request) -> Response:
+    """GET / PUT ``{prepaidUsdMicros?, includedConsumedUsdMicros?, card?: true}``: test
+    set-up of one end user's (merchant) or the owner's (owner_rollup) customer, as
+    pymthouse's admin grants would. A negative prepaid is unbilled overage debt;
+    ``includedConsumedUsdMicros`` is this month's included usage already used."""
+    state = get_state(request)
+    book = state.billing
+    customer = book.customer(book.customer_key(request.path_params["ext"]))
+    if request.method == "PUT":
+        try:
+            prepaid, consumed, card = _parse_customer(await _json_object(request))
+        except (ControlError, ConfigError) as exc:
+            return _bad_request(str(exc))
+        if consumed is not None:
+            book.set_included_consumed(customer, consumed, datetime.now(UTC))
+        if prepaid is not None:
+            customer.lifetime_granted_usd_micros += prepaid - customer.prepaid_usd_micros
+            customer.prepaid_usd_micros = prepaid
+        if card:
+            book.save_card(customer)
+    now = datetime.now(UTC)
+    return json_response(
+        {
+            "customer": customer.key,
+            "prepaidUsdMicros": str(customer.prepaid_usd_micros),
+            "lifetimeGrantedUsdMicros": str(customer.lifetime_granted_usd_micros),
+            "includedRemainingUsdMicros": str(book.included_remaining(customer, now)),
+            "spendableUsdMicros": str(book.spendable(customer, now)),
+            "defaultPaymentMethod": customer.default_card_id,
+            "planId": book.live_plan(customer).id,
+            "grantKeys": sorted(customer.grant_keys),
+        }
+    )
+
+
 def _loopback_only(endpoint: Any) -> Any:
     async def guarded(request: Request) -> Response:
         if not _is_loopback(request):
@@ -385,6 +536,13 @@ routes = [
     ),
     Route("/__sandbox/requests", _loopback_only(requests_log), methods=["GET", "DELETE"]),
     Route("/__sandbox/events", _loopback_only(events), methods=["GET"]),
+    Route("/__sandbox/billing", _loopback_only(billing), methods=["GET", "PUT"]),
+    Route("/__sandbox/billing/plans", _loopback_only(billing_plans), methods=["POST"]),
+    Route(
+        "/__sandbox/billing/customers/{ext:path}",
+        _loopback_only(billing_customer),
+        methods=["GET", "PUT"],
+    ),
     *(
         Route(route.path, _loopback_only(route.endpoint), methods=sorted(route.methods or ()))
         for route in usage_seed.routes

@@ -17,6 +17,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from sandbox.billing import REASON_MESSAGES, BillingBook
 from sandbox.config import RuntimeConfig, SandboxSettings
 from sandbox.keys import SigningKeys
 from sandbox.money import usd_micros_exact, usd_micros_for_fee
@@ -151,7 +152,11 @@ class QueueJob:
 
 
 class InsufficientBalanceError(Exception):
-    """The user's spendable balance is <= 0."""
+    """The user's spendable balance is <= 0. ``reason`` is the webhook's 483 text."""
+
+    def __init__(self, external_user_id: str, reason: str = "insufficient balance") -> None:
+        super().__init__(external_user_id)
+        self.reason = reason
 
 
 class SandboxState:
@@ -177,6 +182,7 @@ class SandboxState:
         self.orch_balances: dict[tuple[str, str], int] = {}
         self.fixed_prices: dict[tuple[str, str], tuple[int, int]] = {}
         self.runners: dict[str, RunnerConfig] = default_runners(settings)
+        self.billing = BillingBook(settings.app_id, self.owner_id, settings.billing_defaults)
         self.orchestrator_address = "0x" + secrets.token_hex(20)
         self.queue_jobs: dict[str, QueueJob] = {}
         self.streams: collections.OrderedDict[str, collections.OrderedDict[str, bytes]] = (
@@ -194,6 +200,9 @@ class SandboxState:
         self.orch_balances.clear()
         self.fixed_prices.clear()
         self.runners = default_runners(self.settings)
+        self.billing = BillingBook(
+            self.settings.app_id, self.owner_id, self.settings.billing_defaults
+        )
         self.queue_jobs.clear()
         self.streams.clear()
         self.sso.reset()
@@ -239,9 +248,19 @@ class SandboxState:
     def check_balance(self, external_user_id: str) -> None:
         """pymthouse's signer webhook gate: InsufficientBalanceError when spendable <= 0.
 
-        OpenMeter-absent mode is permissive, like pymthouse.
+        OpenMeter-absent mode is permissive, like pymthouse. In merchant mode the payer is
+        the end user's own customer: its spendable (prepaid + included left this month),
+        then overage eligibility and the debt ceiling (``BillingBook.refusal``).
         """
         user = self.resolve_or_create_user(external_user_id)
+        if self.billing.is_merchant:
+            if not self.billing_on:
+                return
+            customer = self.billing.customer(self.billing.customer_key(external_user_id))
+            reason = self.billing.refusal(customer, datetime.now(UTC))
+            if reason is not None:
+                raise InsufficientBalanceError(external_user_id, REASON_MESSAGES[reason])
+            return
         if self.config.open_meter_enabled and user.balance_usd_micros <= 0:
             raise InsufficientBalanceError(external_user_id)
 
@@ -275,8 +294,18 @@ class SandboxState:
             source=source,
         )
         self.events.append(event)
-        user.balance_usd_micros -= event.usd_micros
+        if self.billing.is_merchant:
+            customer = self.billing.customer(self.billing.customer_key(external_user_id))
+            self.billing.consume(customer, event.usd_micros, event.time)
+        else:
+            user.balance_usd_micros -= event.usd_micros
         return event
+
+    @property
+    def billing_on(self) -> bool:
+        """Hosted billing configured (OpenMeter and Stripe): the billing book's switch and
+        the runtime ``openMeterEnabled`` both on."""
+        return self.billing.is_on(self.config.open_meter_enabled)
 
     def visible_events(self) -> list[UsageEvent]:
         """Events older than the usage lag (what the metering pipeline has "ingested")."""

@@ -194,6 +194,27 @@ class SandboxControl:
         result: dict[str, Any] = self._call("GET", "/config")
         return result
 
+    def set_billing(self, **kwargs: Any) -> dict[str, Any]:
+        """``set_billing(billingMode="merchant", billingEnabled=True, connectReady=True,
+        creditDelaySeconds=0, softNegativeUsdMicros="0")``."""
+        result: dict[str, Any] = self._call("PUT", "/billing", kwargs)
+        return result
+
+    def billing(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/billing")
+        return result
+
+    def add_plan(self, name: str, **fields: Any) -> dict[str, Any]:
+        """A plan (PlanV1 back): ``add_plan("Pro", type="subscription", priceUsdMicros=...)``."""
+        result: dict[str, Any] = self._call("POST", "/billing/plans", {"name": name, **fields})
+        return result
+
+    def billing_customer(self, external_user_id: str, **changes: Any) -> dict[str, Any]:
+        """The payer customer of ``external_user_id``; ``prepaidUsdMicros=…``, ``card=True``."""
+        path = f"/billing/customers/{urllib.parse.quote(external_user_id, safe='')}"
+        result: dict[str, Any] = self._call("PUT" if changes else "GET", path, changes or None)
+        return result
+
     def runners(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/runners")
         return result

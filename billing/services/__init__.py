@@ -28,7 +28,19 @@ from billing.services.holds import (
     holds_mark_swept,
 )
 from billing.services.ledger import credit_deduct, credit_grant, ledger_correct, ledger_entry_append
+from billing.services.low_balance import low_balance_mail_send
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
+from billing.services.promotions import (
+    promotion_grant,
+    promotions_expire_due,
+    promotions_expire_for_account,
+)
+from billing.services.subscriptions import pending_change_apply, pending_changes_due
+from billing.services.wallet import (
+    merchant_wallets_refresh,
+    wallet_refresh,
+    wallet_refresh_if_stale,
+)
 
 __all__ = [
     "account_change_plan",
@@ -48,8 +60,17 @@ __all__ = [
     "holds_mark_swept",
     "ledger_correct",
     "ledger_entry_append",
+    "low_balance_mail_send",
     "max_fee_estimate",
+    "pending_change_apply",
+    "pending_changes_due",
     "plans_seed",
     "price_observe",
+    "promotion_grant",
+    "promotions_expire_due",
+    "promotions_expire_for_account",
     "subscription_renew",
+    "merchant_wallets_refresh",
+    "wallet_refresh",
+    "wallet_refresh_if_stale",
 ]

@@ -27,7 +27,8 @@ from billing.models import (
     PlanAssignment,
 )
 from billing.plan_policy import plan_policy
-from billing.services.ledger import credit_grant, ledger_entry_append
+from billing.services.ledger import ledger_entry_append
+from billing.services.promotions import promotion_grant
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +138,17 @@ def demo_billing_seed(*, usage_user: User, free_user: User, subscription_user: U
     account_change_plan(
         user=usage_user, plan=plans["pay-as-you-go"], acting_user=None, reason="demo seed"
     )
-    credit_grant(
-        user=usage_user,
-        amount_micros=DEMO_CREDIT_MICROS,
-        reason="demo credit",
-        acting_user=None,
-        idempotency_key=f"demo-credit:{usage_user.pk}",
-    )
+    # Demo credit is promotional (no expiry). A database seeded before promotional
+    # credit has it as a plain grant, which migration 0015 turned into a lot: not twice.
+    legacy_key = f"grant:demo-credit:{usage_user.pk}"
+    if not LedgerEntry.objects.filter(idempotency_key=legacy_key).exists():
+        promotion_grant(
+            user=usage_user,
+            amount_micros=DEMO_CREDIT_MICROS,
+            reason="demo credit",
+            acting_user=None,
+            idempotency_key=f"demo-credit:{usage_user.pk}",
+        )
     account_change_plan(user=free_user, plan=plans["free"], acting_user=None, reason="demo seed")
     account = account_change_plan(
         user=subscription_user, plan=plans["studio"], acting_user=None, reason="demo seed"

@@ -50,6 +50,7 @@ from billing.plan_policy import plan_policy
 from billing.rates import Rate, rate_from_metering, rate_now, rate_text
 from billing.services.ledger import ledger_entry_append
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
+from billing.services.promotions import promotions_expire_for_account
 from integrations.livepeer.types import PaymentRecord
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ def generation_admit(
     until it ends.
     """
     account = account_lock(user_id=owner_id)
+    # Promotional credit past its expiry is taken back before deciding (the beat task
+    # may not have run yet); a refusal rolls it back with the rest, for the beat to redo.
+    promotions_expire_for_account(account=account, now=timezone.now())
     plan = account.plan
     if account.suspended:
         raise CreditRefusedError(

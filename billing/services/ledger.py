@@ -5,6 +5,16 @@ computes the new totals in Python with ``int`` (exact on both databases), writes
 entry with those totals, and saves the account, all in the caller's transaction.
 An idempotency key already used returns the entry written the first time; the same
 key with a different account, kind or amount is a conflict, never a second entry.
+
+Two rules ride on that one write path, in the same locked transaction:
+
+* **Promotional credit first.** A debit takes what it can from the account's open
+  promotional lots (``PromotionalCredit``) before purchased credit, earliest expiry first
+  (no expiry last, then oldest), so ``Σ open lots' remaining ≤ balance`` always holds.
+  A ``promotion_expiry`` debit belongs to its own lot and is not spread.
+* **Low balance.** Each change of the available balance is checked against the
+  thresholds (``billing.services.low_balance``): a downward crossing is recorded on the
+  account row and mailed after commit, once per crossing.
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ import uuid
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, OrderBy
+from django.utils import timezone
 
 from accounts.models import User
 from billing.errors import (
@@ -29,8 +41,10 @@ from billing.models import (
     EntryKind,
     LedgerEntry,
     LedgerRejection,
+    PromotionalCredit,
 )
 from billing.money import MAX_UINT256, format_usd
+from billing.services.low_balance import low_balance_track
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +142,55 @@ def ledger_entry_append(
         # Only a concurrent writer of the same key on another account can get here
         # (the account lock serialises this one): report it, never write twice.
         raise IdempotencyConflictError("This operation key was already used.") from exc
-    if (balance, held) != (account.balance_micros, account.held_micros):
+    if effect == EntryEffect.DEBIT and kind != EntryKind.PROMOTION_EXPIRY and amount_micros:
+        promotions_spend(account=account, amount_micros=amount_micros)
+    changed = low_balance_track(
+        account=account,
+        available_before=account.available_micros,
+        available_after=balance - held,
+        effect=effect,
+        entry_id=entry.pk,
+    )
+    if (balance, held) != (account.balance_micros, account.held_micros) or changed:
         account.balance_micros, account.held_micros = balance, held
-        account.save(update_fields=["balance_micros", "held_micros", "updated_at"])
+        account.save(
+            update_fields=[
+                "balance_micros",
+                "held_micros",
+                "low_balance_notified_micros",
+                "low_balance_notified_at",
+                "updated_at",
+            ]
+        )
     return entry
+
+
+def promotion_spend_order() -> tuple[OrderBy | str, ...]:
+    """The order promotional lots are spent (and holds are counted against them): the
+    earliest expiry first, lots without expiry last, then the oldest."""
+    return (F("expires_at").asc(nulls_last=True), "created_at", "pk")
+
+
+def promotions_spend(*, account: Account, amount_micros: int) -> int:
+    """Take up to ``amount_micros`` from the **locked** account's open promotional lots,
+    in ``promotion_spend_order``; returns how much came from them (the rest is purchased
+    credit). A lot spent to zero closes."""
+    left = amount_micros
+    lots = PromotionalCredit.objects.filter(account=account, closed_at__isnull=True).order_by(
+        *promotion_spend_order()
+    )
+    for lot in lots:
+        if left == 0:
+            break
+        taken = min(lot.remaining_micros, left)
+        left -= taken
+        lot.remaining_micros -= taken
+        update = ["remaining_micros"]
+        if lot.remaining_micros == 0:
+            lot.closed_at = timezone.now()
+            update.append("closed_at")
+        lot.save(update_fields=update)
+    return amount_micros - left
 
 
 def _refused_before(*, idempotency_key: str) -> LedgerRejection | None:
@@ -161,7 +220,10 @@ def credit_grant(
     acting_user: User | None,
     idempotency_key: str,
 ) -> LedgerEntry:
-    """Add prepaid credit (staff top-up, demo seed). Same key twice = one grant."""
+    """Add credit that counts as purchased (spent after promotional credit, never
+    expires): what staff grants were before promotional credit. Staff now grant
+    ``promotion_grant``; this stays for credit paid for outside the product (the
+    benchmarks' setup). Same key twice = one grant."""
     account = account_lock(user_id=user.pk)
     entry = ledger_entry_append(
         account=account,

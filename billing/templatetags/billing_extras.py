@@ -84,6 +84,11 @@ REFUSAL_ACTIONS: dict[str, tuple[str, str]] = {
     "allowance_used": ("See plans", "billing:plans"),
     "monthly_cap_reached": ("See plans", "billing:plans"),
     "subscription_inactive": ("Renew your subscription", "billing:plans"),
+    # Out of credit (both modes), and pymthouse's blocked reasons in merchant mode.
+    "insufficient_credit": ("Add credit", "billing:credit_add"),
+    "no_payment_method": ("Add credit", "billing:credit_add"),
+    "overage_not_available": ("Add credit", "billing:credit_add"),
+    "debt_ceiling_reached": ("Add credit", "billing:credit_add"),
 }
 
 

@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError as BrokerUnavailableError
 
 from accounts.models import User
 from billing.errors import CreditRefusedError
-from billing.services import generation_admit
+from billing.services import generation_admit, wallet_refresh_if_stale
 from inference import tasks
 from inference.errors import (
     GenerationAdmissionRefusedError,
@@ -203,6 +203,9 @@ def generation_create(
     )
     if errors:
         raise GenerationValidationError(errors)
+    # Merchant mode: a fresh copy of the user's pymthouse wallet before admission reads
+    # it (HTTP, so outside the admission transaction; a no-op in owner_rollup).
+    wallet_refresh_if_stale(user_id=owner.pk)
     with transaction.atomic():
         # The admission lock: every submission of this owner queues up here. NO KEY
         # UPDATE, not UPDATE: it must not block the foreign-key checks (FOR KEY SHARE,

@@ -6,15 +6,21 @@ Use ``get_client()`` (built from ``PYMTHOUSE_*`` settings) and catch the narrowe
 
 from __future__ import annotations
 
+from integrations.pymthouse import billing_types
 from integrations.pymthouse.client import PymthouseClient, get_client
 from integrations.pymthouse.config import PymthouseConfig
 from integrations.pymthouse.errors import (
     PymthouseAuthError,
     PymthouseBadRequestError,
+    PymthouseBillingConflictError,
+    PymthouseBillingUnavailableError,
     PymthouseConfigurationError,
+    PymthouseConnectNotReadyError,
     PymthouseError,
     PymthouseInsufficientFundsError,
     PymthouseNotFoundError,
+    PymthouseOwnerWalletError,
+    PymthousePaymentMethodRequiredError,
     PymthouseProtocolError,
     PymthouseRateLimitedError,
     PymthouseTimeoutError,
@@ -53,12 +59,17 @@ __all__ = [
     "ProviderMetadata",
     "PymthouseAuthError",
     "PymthouseBadRequestError",
+    "PymthouseBillingConflictError",
+    "PymthouseBillingUnavailableError",
     "PymthouseClient",
     "PymthouseConfig",
     "PymthouseConfigurationError",
+    "PymthouseConnectNotReadyError",
     "PymthouseError",
     "PymthouseInsufficientFundsError",
     "PymthouseNotFoundError",
+    "PymthouseOwnerWalletError",
+    "PymthousePaymentMethodRequiredError",
     "PymthouseProtocolError",
     "PymthouseRateLimitedError",
     "PymthouseTimeoutError",
@@ -76,6 +87,7 @@ __all__ = [
     "UserStatus",
     "UserToken",
     "UserUpsert",
+    "billing_types",
     "get_client",
     "parse_signed_usd_micros",
     "parse_usd_micros",

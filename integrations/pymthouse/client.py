@@ -19,6 +19,7 @@ from typing import Any, get_args
 from urllib.parse import quote, urlsplit
 
 from integrations.oidc.discovery import WELL_KNOWN_PATH, DiscoveryError, discover
+from integrations.pymthouse.billing import BillingMixin
 from integrations.pymthouse.config import PymthouseConfig
 from integrations.pymthouse.errors import (
     PymthouseConfigurationError,
@@ -127,11 +128,12 @@ def _discovery_error(exc: DiscoveryError, *, issuer: str) -> PymthouseError:
     )
 
 
-class PymthouseClient:
+class PymthouseClient(BillingMixin):
     """Typed operations on one pymthouse Builder app. Every argument is keyword-only.
 
     Raises ``PymthouseError`` subclasses (see ``errors.py``) for upstream failures and
     ``ValueError`` for arguments that fail client-side validation (nothing is sent).
+    End-user billing (wallet, top-up, plans, subscription, invoices) is in ``billing.py``.
     """
 
     def __init__(self, config: PymthouseConfig, *, session: PymthouseSession | None = None) -> None:

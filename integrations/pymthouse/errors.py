@@ -9,8 +9,13 @@
     ├── PymthouseNotFoundError          404 ``not_found`` / ``User not found``
     ├── PymthouseRateLimitedError       429 (retryable; ``retry_after`` from the header)
     ├── PymthouseUnavailableError       5xx, connection refused/reset/dropped (retryable)
+    │   └── PymthouseBillingUnavailableError  billing routes' 503 (no OpenMeter/Stripe)
     ├── PymthouseTimeoutError           connect/read timeout, 408 (retryable)
     ├── PymthouseBadRequestError        400 and any other 4xx
+    │   ├── PymthouseOwnerWalletError   the app is owner_rollup: end users cannot pay
+    │   └── PymthouseBillingConflictError     billing routes' 409
+    │       ├── PymthouseConnectNotReadyError Stripe Connect not ready (409, 403)
+    │       └── PymthousePaymentMethodRequiredError  save a card first (409)
     └── PymthouseProtocolError          a 2xx whose body we cannot parse (JSON, money)
 
 Callers catch the narrowest class; Celery tasks retry exactly when ``exc.retryable``.
@@ -115,6 +120,31 @@ class PymthouseTimeoutError(PymthouseError):
 
 class PymthouseBadRequestError(PymthouseError):
     """400 or any other 4xx without a more specific class. Terminal."""
+
+
+class PymthouseBillingUnavailableError(PymthouseUnavailableError):
+    """A billing route's 503: hosted billing (OpenMeter/Stripe) is not configured or not
+    reachable (``Billing is not available right now``, ``openmeter_unavailable``)."""
+
+
+class PymthouseOwnerWalletError(PymthouseBadRequestError):
+    """The app is in ``owner_rollup``: pymthouse bills the owner's wallet, so end-user
+    retail billing is refused (400 ``owner_wallet_not_app_user``, 409
+    ``auto_topup_merchant_only``). Terminal until the app is switched to merchant."""
+
+
+class PymthouseBillingConflictError(PymthouseBadRequestError):
+    """A billing route's 409 (e.g. ``Customer already has an active subscription``)."""
+
+
+class PymthouseConnectNotReadyError(PymthouseBillingConflictError):
+    """The operator's Stripe Connect account cannot take payments yet (409 ``Merchant
+    Stripe Connect is not ready to accept payments``, 403 ``…onboarding is required``)."""
+
+
+class PymthousePaymentMethodRequiredError(PymthouseBillingConflictError):
+    """409 ``payment_method_required`` / ``A payment method is required …``: the end
+    user must save a card (setup Checkout) first."""
 
 
 class PymthouseProtocolError(PymthouseError):

@@ -126,3 +126,45 @@ def parse_exact_usd_micros(value: object) -> Fraction:
     if int(whole) > MAX_UINT256:
         raise MoneyParseError(f"{what} exceeds 2**256-1")
     return Fraction(int(whole + fraction), 10 ** len(fraction))
+
+
+_DOLLARS = re.compile(r"(0|[1-9][0-9]{0,15})(?:\.([0-9]{1,6}))?", re.ASCII)
+MICROS_PER_USD = 1_000_000
+MICROS_PER_CENT = 10_000
+
+
+def parse_usd_dollars(value: object) -> int:
+    """A decimal-dollar string (``"25.00"``, ``"0"``, ``"0.000001"``) to exact USD micros.
+
+    pymthouse's plan ``priceAmount``, auto top-up ``amountUsd`` and invoice totals are
+    decimal dollars (pymthouse/pymthouse@5ee7cfc7 ``src/lib/billing/product-dto.ts``,
+    ``src/app/api/v1/apps/[id]/billing/wallet/route.ts``). At most 6 fraction digits (a
+    micro); no sign, exponent or spaces; a JSON integer is whole dollars up to 2**53-1.
+    """
+    what = "USD dollars"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise MoneyParseError(f"{what} must be a decimal string, got {type(value).__name__}")
+    if isinstance(value, int):
+        return _parse(value, what=what, signed=False) * MICROS_PER_USD
+    match = _DOLLARS.fullmatch(value)
+    if match is None:
+        raise MoneyParseError(
+            f"{what} must be a plain non-negative decimal with at most 6 fraction digits, "
+            f"got {len(value)} chars"
+        )
+    whole, fraction = match.group(1), match.group(2) or ""
+    return int(whole) * MICROS_PER_USD + int(fraction.ljust(6, "0"))
+
+
+def format_usd_cents(usd_micros: int) -> str:
+    """Whole-cent USD micros as pymthouse's ``amountUsd`` text: ``25_000_000`` → ``"25.00"``.
+
+    ``ValueError`` for a negative amount or one that is not whole cents (pymthouse's
+    ``parseTopUpAmountUsd`` accepts at most 2 decimals).
+    """
+    if isinstance(usd_micros, bool) or not isinstance(usd_micros, int) or usd_micros < 0:
+        raise ValueError("amount must be a non-negative int of USD micros")
+    if usd_micros % MICROS_PER_CENT:
+        raise ValueError("amount must be whole cents (a multiple of 10,000 USD micros)")
+    cents = usd_micros // MICROS_PER_CENT
+    return f"{cents // 100}.{cents % 100:02d}"

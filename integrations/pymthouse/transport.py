@@ -91,6 +91,7 @@ class Transport:
         params: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
         form: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         expected: Collection[int] = (200,),
         not_found_is_auth: bool = False,
     ) -> tuple[int, dict[str, Any]]:
@@ -98,7 +99,13 @@ class Transport:
         started = time.monotonic()
         try:
             response = self.session.request(
-                method, url, params=params, json=json_body, data=form, auth=auth
+                method,
+                url,
+                params=params,
+                json=json_body,
+                data=form,
+                auth=auth,
+                headers=dict(headers) if headers else None,
             )
         except requests.Timeout as exc:
             self._fail(method, path, started, "timed out", PymthouseTimeoutError, exc)

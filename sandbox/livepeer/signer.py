@@ -331,7 +331,7 @@ def _generate(
     try:
         state.check_balance(claims["external_user_id"])
     except InsufficientBalanceError as exc:
-        raise SignerError(483, "insufficient balance") from exc
+        raise SignerError(483, exc.reason) from exc
 
     nonce = int(previous.get("SenderNonce", 0)) if same_session else 0
     nonces = list(range(nonce + 1, nonce + tickets + 1))

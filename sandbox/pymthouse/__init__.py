@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from sandbox.pymthouse import browser, exchange, oidc, usage, users
+from sandbox.pymthouse import billing, browser, checkout, exchange, oidc, usage, users
 
 routes: list[BaseRoute] = [
     *oidc.routes,
@@ -12,6 +12,8 @@ routes: list[BaseRoute] = [
     *exchange.routes,
     *users.routes,
     *usage.routes,
+    *billing.routes,
+    *checkout.routes,
 ]
 
 __all__ = ["routes"]

@@ -1,13 +1,21 @@
-"""``POST /api/v1/apps/{app}/oidc/token``: app-scoped RFC 8693 exchange (docs/upstream.md §P3.3).
+"""RFC 8693 exchanges of a user JWT for a signer session (docs/upstream.md §P3.3).
 
-A programmatic user JWT (or a signer JWT) with ``sign:job`` for this app becomes a
-SignerSession plus ``correlation_id`` (transcript 10a). Per-user API keys are not
-emulated, so key-shaped subjects are refused with ``invalid_grant``.
+* ``POST /api/v1/apps/{app}/oidc/token`` (app-scoped): a programmatic user JWT (or a
+  signer JWT) with ``sign:job`` for this app becomes a SignerSession plus
+  ``correlation_id`` (transcript 10a). Per-user API keys are not emulated, so key-shaped
+  subjects are refused with ``invalid_grant``.
+* ``POST /api/v1/oidc/token`` with ``subject_token_type=…:access_token`` and
+  ``resource``/``audience`` = the issuer (the signer audience): the "signer-JWT
+  exchange" that ``@pymthouse/builder-sdk`` ``exchangeForSignerSession`` makes, dispatched
+  before the gateway and Pattern-B branches (pymthouse/pymthouse@5ee7cfc7
+  ``src/app/api/v1/oidc/[...oidc]/route.ts``; ``src/lib/oidc/signer-jwt-token-exchange.ts``
+  ``handleSignerJwtTokenExchange``): :func:`signer_jwt_exchange`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import uuid
@@ -18,7 +26,9 @@ from starlette.routing import Route
 
 from sandbox.keys import TokenError, token_scopes
 from sandbox.pymthouse.sessions import ACCESS_TOKEN_TYPE, signer_session_response
+from sandbox.state import SandboxState
 from sandbox.web import (
+    NO_STORE,
     every,
     first,
     get_state,
@@ -36,6 +46,7 @@ API_KEY_TOKEN_TYPE = "urn:pymthouse:oauth:token-type:api_key"
 SIGNER_AUDIENCES = ("livepeer-clearinghouse", "livepeer-remote-signer")
 _KEY_SHAPED = re.compile(r"^(pmth_(?!cs_).+|app_[0-9a-f]{24}_.+|[0-9a-fA-F]{32,})$")
 NOT_FOUND_PADDING_SECONDS = 0.05
+DEVICE_CODE_RESOURCE_PREFIX = "urn:pmth:device_code:"
 
 
 async def app_token_exchange(request: Request) -> Response:
@@ -110,6 +121,84 @@ async def app_token_exchange(request: Request) -> Response:
         correlation_id=correlation_id,
         caps=every(pairs, "caps") or None,
         discovery_url=first(pairs, "discovery_url") or None,
+    )
+
+
+def targets_signer_audience(state: SandboxState, pairs: list[tuple[str, str]]) -> bool:
+    """``isSignerJwtTokenExchangeRequest``: an access-token subject whose ``resource`` or
+    any ``audience`` is the signer audience (the issuer; trailing slashes ignored), and
+    not a device-code binding."""
+    resource = (first(pairs, "resource") or "").strip()
+    if resource.startswith(DEVICE_CODE_RESOURCE_PREFIX):
+        return False
+    if (first(pairs, "subject_token_type") or "").strip() != ACCESS_TOKEN_TYPE:
+        return False
+    expected = state.settings.issuer.rstrip("/")
+    targets = [resource, *every(pairs, "audience")]
+    return any(target.strip().rstrip("/") == expected for target in targets if target.strip())
+
+
+def signer_jwt_exchange(
+    state: SandboxState,
+    pairs: list[tuple[str, str]],
+    *,
+    client_id: str | None,
+    client_secret: str | None,
+) -> Response:
+    """``handleSignerJwtTokenExchange``: every refusal is ``400 {error, error_description}``
+    (the route's ``TokenExchangeError`` catch); success carries the deprecation headers."""
+    settings = state.settings
+
+    def refuse(code: str, description: str) -> Response:
+        return json_response({"error": code, "error_description": description}, 400)
+
+    secrets_by_client = {
+        settings.m2m_client_id: settings.m2m_client_secret,
+        settings.web_client_id: settings.web_client_secret,
+    }
+    expected_secret = secrets_by_client.get(client_id or "")
+    if expected_secret is None or not secret_matches(client_secret, expected_secret):
+        return refuse("invalid_client", "Invalid client credentials")
+    if client_id != settings.m2m_client_id:  # the web_ sibling has neither scope
+        return refuse(
+            "invalid_scope",
+            "Requires sign:mint_user_token or users:token on the confidential client",
+        )
+    try:
+        claims = state.keys.verify(first(pairs, "subject_token") or "")
+    except TokenError:
+        return refuse("invalid_grant", "subject_token is invalid or expired")
+    if claims.get("client_id") != settings.app_id:
+        return refuse("invalid_grant", "subject_token does not belong to this developer app")
+    if "sign:job" not in (token_scopes(claims) or ["sign:job"]):
+        return refuse("invalid_grant", "subject_token must include sign:job scope")
+    external_user_id = claims.get("external_user_id")
+    if not isinstance(external_user_id, str) or not external_user_id:
+        return refuse("invalid_grant", "subject_token has no external_user_id")
+    minted = signer_session_response(state, external_user_id)
+    if minted.status_code != 200:
+        return minted  # the mint's own 402 (balance gate)
+    session = json.loads(bytes(minted.body))
+    body = {
+        name: session[name]
+        for name in (
+            "access_token",
+            "token_type",
+            "expires_in",
+            "scope",
+            "issued_token_type",
+            "balanceUsdMicros",
+            "lifetimeGrantedUsdMicros",
+        )
+    }
+    return json_response(
+        body,
+        headers={
+            **NO_STORE,
+            "Deprecation": "true",
+            "Link": '</api/v1/apps/{clientId}/oidc/token>; rel="successor-version"',
+            "Sunset": "2026-10-01",
+        },
     )
 
 

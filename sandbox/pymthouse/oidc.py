@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from sandbox import __version__
 from sandbox.pymthouse.browser import code_grant, web_client_authenticated
+from sandbox.pymthouse.exchange import signer_jwt_exchange, targets_signer_audience
 from sandbox.pymthouse.sessions import (
     MIXED_SCOPE_DESCRIPTION,
     mixes_sign_job_with_admin,
@@ -216,8 +217,12 @@ async def token_endpoint(request: Request) -> Response:
             state, pairs, client_id=client_id, has_auth=has_client_auth, authenticated=authenticated
         )
     if grant_type == TOKEN_EXCHANGE_GRANT:
-        # The global exchange branches (gateway session, device approval, Pattern-B) are
-        # not emulated; the recorded no-auth answer is returned (transcript 10b).
+        if targets_signer_audience(state, pairs):
+            return signer_jwt_exchange(
+                state, pairs, client_id=client_id, client_secret=client_secret
+            )
+        # The other global exchange branches (gateway session, device approval, Pattern-B)
+        # are not emulated; the recorded no-auth answer is returned (transcript 10b).
         return _custom_error(400, "unsupported_token_type", "Unsupported subject token type")
     if grant_type == "authorization_code":
         web_client = web_client_authenticated(state, request, pairs)

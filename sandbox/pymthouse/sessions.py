@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from starlette.responses import Response
 
+from sandbox.billing import REASON_MESSAGES
 from sandbox.state import SandboxState
 from sandbox.web import NO_STORE, json_response
 
@@ -39,11 +41,24 @@ def signer_session_response(
     """
     user = state.resolve_or_create_user(external_user_id)
     metered = state.config.open_meter_enabled
-    if metered and user.balance_usd_micros <= 0:
+    balance, lifetime = user.balance_usd_micros, user.lifetime_granted_usd_micros
+    refusal = "overage_not_available" if metered and balance <= 0 else None
+    if state.billing.is_merchant:
+        # Merchant (pymthouse/pymthouse@5ee7cfc7 src/lib/oidc/mint-user-signer-token.ts,
+        # src/lib/openmeter/spendable-allowance.ts): the end user's own customer pays;
+        # spendable = prepaid + included left this month; no gate without hosted billing.
+        metered = state.billing_on
+        book = state.billing
+        customer = book.customer(book.customer_key(external_user_id))
+        now = datetime.now(UTC)
+        refusal = book.refusal(customer, now) if metered else None  # may auto top up
+        balance = book.spendable(customer, now)
+        lifetime = customer.lifetime_granted_usd_micros + book.included_total(customer)
+    if refusal is not None:
         body: dict[str, object] = {
             "error": "trial_credits_exhausted",
-            "error_description": "Add funds to continue",
-            "reason": "overage_not_available",
+            "error_description": REASON_MESSAGES[refusal],
+            "reason": refusal,
         }
         if correlation_id is not None:
             body["correlation_id"] = correlation_id
@@ -58,8 +73,8 @@ def signer_session_response(
         "token_type": "Bearer",
         "expires_in": 300,
         "scope": "sign:job",
-        "balanceUsdMicros": str(user.balance_usd_micros) if metered else "0",
-        "lifetimeGrantedUsdMicros": str(user.lifetime_granted_usd_micros) if metered else "0",
+        "balanceUsdMicros": str(balance) if metered else "0",
+        "lifetimeGrantedUsdMicros": str(lifetime) if metered else "0",
         "signer_url": state.settings.signer_url,
         "discovery_url": discovery_url or f"{state.settings.signer_url}/discover-orchestrators",
         "issued_token_type": ACCESS_TOKEN_TYPE,

@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from accounts.models import ProvisioningStatus, User
+from billing.models import PromotionalCredit
 from tests.factories import UserFactory
 from tests.sandbox_server import SandboxControl
 
@@ -109,6 +110,11 @@ def test_seed_demo_creates_the_demo_users_and_provisions_them(
         call_command("seed_demo", stdout=open("/dev/null", "w"))
     assert User.objects.count() == 4
     assert len(sandbox.users()) == 4
+    # alice's demo credit is promotional, without expiry, granted once
+    alice = users["alice@example.com"]
+    lots = list(PromotionalCredit.objects.filter(account_id=alice.pk).values_list(
+        "amount_micros", "remaining_micros", "expires_at", "entry__kind"))  # fmt: skip
+    assert lots == [(5_000_000, 5_000_000, None, "promotion")]
 
 
 def test_generation_admin_is_read_only(client, django_capture_on_commit_callbacks) -> None:

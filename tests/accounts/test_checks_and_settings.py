@@ -172,6 +172,8 @@ def test_sandbox_and_django_share_the_demo_credentials() -> None:
         ("LIVEPEER_MAX_PRICE_MARKUP", "0.5", "LIVEPEER_MAX_PRICE_MARKUP must be a decimal >= 1"),
         ("LIVEPEER_QUEUE_TIMEOUT", "0", "LIVEPEER_QUEUE_TIMEOUT must be positive"),
         ("BILLING_MODE", "merchnt", "BILLING_MODE must be one of owner_rollup, merchant"),
+        ("BILLING_TOPUP_PRESETS_USD", "10,0.5", "BILLING_TOPUP_PRESETS_USD must be whole dollars"),
+        ("BILLING_TOPUP_CONFIRM_SECONDS", "0", "BILLING_TOPUP_CONFIRM_SECONDS >= 1"),
     ],
 )
 def test_invalid_client_settings_fail_at_settings_import(

@@ -357,7 +357,9 @@ def test_replayed_grant_submits_write_one_history_row(usage_user: User, staff: U
             "change_message", flat=True
         )
     )
-    assert history == [f"Granted $50.00: goodwill [ledger entry {entry.pk}]"]
+    assert history == [
+        f"Granted promotional credit (no expiry) $50.00: goodwill [ledger entry {entry.pk}]"
+    ]
     assert Account.objects.get(pk=usage_user.pk).balance_micros == 50_000_000
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from billing.models import EntryKind, LedgerEntry, Plan
-from billing.services import account_change_plan, plans_seed
+from billing.services import account_change_plan, plans_seed, promotion_grant
 from inference.models import Generation, GenerationStatus
 from tests.billing.conftest import admit_generation, charge_at_payment, grant, new_generation
 from tests.browser.test_generate_flow import browser_page  # noqa: F401  (fixture)
@@ -252,6 +253,49 @@ def test_generate_page_fits_a_phone_and_a_desktop(
         "generate",
         ready=lambda page: page.locator("[data-quote]").wait_for(state="visible"),
     )
+
+
+@pytest.fixture
+def low_balance_customer(transactional_db: Any, sandbox: SandboxControl) -> Any:
+    """A pay-as-you-go user below $5: $0.50 purchased, $3.75 promotional expiring in a
+    month, $0.50 promotional without expiry, one charged image."""
+    plans = {plan.slug: plan for plan in plans_seed()}
+    user = _customer(plans)
+    grant(user, 500_000, key="layout-purchased")
+    for key, amount, expires in (
+        ("layout-welcome", 3_750_000, timezone.now() + timedelta(days=30)),
+        ("layout-forever", 500_000, None),
+    ):
+        promotion_grant(
+            user=user, amount_micros=amount, reason="Welcome credit for trying pixelhouse",
+            acting_user=None, idempotency_key=key, expires_at=expires,
+        )  # fmt: skip
+    _charged_generation(user, "A lighthouse on a cliff at dusk, volumetric light, oil painting")
+    return user
+
+
+def test_low_balance_pages_fit_a_phone_and_a_desktop(
+    live_server,
+    low_balance_customer,
+    browser_page,  # noqa: F811
+) -> None:
+    """The low-balance notice (with Add credit) on /generate/ and /billing/, and the
+    promotional/purchased split on /billing/."""
+    _sign_in(browser_page, live_server, low_balance_customer)
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/generate/",
+        "generate-low-balance",
+        ready=lambda page: page.locator("[data-add-credit]").wait_for(state="visible"),
+    )
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/billing/",
+        "billing-low-balance",
+        ready=lambda page: page.locator("[data-credit-split]").wait_for(state="visible"),
+    )
+    assert browser_page.locator("[data-promotional-micros]").count() == 2
+    assert browser_page.locator("[data-low-balance]").is_visible()
 
 
 def test_image_page_fits_a_phone_and_a_desktop(

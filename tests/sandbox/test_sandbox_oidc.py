@@ -20,6 +20,8 @@ from tests.sandbox.helpers import (
     TOKEN_EXCHANGE,
     claims,
     jose_header,
+    provision,
+    signer_address,
     signer_session,
     user_token,
 )
@@ -457,3 +459,92 @@ def test_app_scoped_exchange_errors(http: requests.Session, base: str) -> None:
 
     response = exchange(http, base, token, resource="https://elsewhere.example")
     assert (response.status_code, response.json()["error"]) == (400, "invalid_target")
+
+
+def _sdk_exchange(http: requests.Session, base: str, subject: str) -> requests.Response:
+    """What ``@pymthouse/builder-sdk`` ``exchangeForSignerSession`` sends: a user JWT,
+    access-token types, ``resource`` = the issuer, the M2M client's Basic."""
+    data = {
+        "grant_type": TOKEN_EXCHANGE,
+        "subject_token": subject,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "requested_token_type": ACCESS_TOKEN_TYPE,
+        "resource": f"{base}/api/v1/oidc",
+    }
+    return token_request(http, base, data, auth=BASIC)
+
+
+def test_global_signer_jwt_exchange_returns_a_signer_session(
+    http: requests.Session, base: str, control: SandboxControl
+) -> None:
+    """pymthouse/pymthouse@5ee7cfc7 src/lib/oidc/signer-jwt-token-exchange.ts, dispatched
+    before the gateway and Pattern-B branches in src/app/api/v1/oidc/[...oidc]/route.ts."""
+    provision(http, base, "sdk-user")
+    subject = user_token(http, base, "sdk-user")
+    response = _sdk_exchange(http, base, subject)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["deprecation"] == "true"
+    assert response.headers["sunset"] == "2026-10-01"
+    assert response.headers["link"] == (
+        '</api/v1/apps/{clientId}/oidc/token>; rel="successor-version"'
+    )
+    body = response.json()
+    assert list(body) == [
+        "access_token",
+        "token_type",
+        "expires_in",
+        "scope",
+        "issued_token_type",
+        "balanceUsdMicros",
+        "lifetimeGrantedUsdMicros",
+    ]
+    assert (body["token_type"], body["expires_in"], body["scope"]) == ("Bearer", 300, "sign:job")
+    assert (body["balanceUsdMicros"], body["lifetimeGrantedUsdMicros"]) == ("5000000", "5000000")
+    signer = claims(body["access_token"])
+    assert (signer["external_user_id"], signer["client_id"]) == ("sdk-user", APP_ID)
+    # The session is a real signer JWT: the signer accepts it.
+    assert signer_address(http, base, body["access_token"]).startswith("0x")
+    # ``audience`` instead of ``resource`` (trailing slash ignored) takes the same branch.
+    audience = token_request(
+        http, base,
+        {"grant_type": TOKEN_EXCHANGE, "subject_token": subject,
+         "subject_token_type": ACCESS_TOKEN_TYPE, "audience": f"{base}/api/v1/oidc/"},
+        auth=BASIC,
+    )  # fmt: skip
+    assert audience.status_code == 200
+
+
+def test_global_signer_jwt_exchange_refusals(
+    http: requests.Session, base: str, control: SandboxControl
+) -> None:
+    provision(http, base, "sdk-user")
+    subject = user_token(http, base, "sdk-user")
+    data = {
+        "grant_type": TOKEN_EXCHANGE,
+        "subject_token": subject,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "resource": f"{base}/api/v1/oidc",
+    }
+    no_auth = token_request(http, base, data)
+    assert (no_auth.status_code, no_auth.json()) == (
+        400, {"error": "invalid_client", "error_description": "Invalid client credentials"},
+    )  # fmt: skip
+    wrong = token_request(http, base, data, auth=(M2M_ID, "pmth_cs_wrong"))
+    assert wrong.json()["error"] == "invalid_client"
+    forged = token_request(http, base, {**data, "subject_token": subject[:-4] + "AAAA"}, auth=BASIC)
+    assert forged.json()["error"] == "invalid_grant"
+    m2m_token = token_request(
+        http, base, {"grant_type": "client_credentials", "scope": "users:read"}, auth=BASIC
+    ).json()["access_token"]
+    foreign = token_request(http, base, {**data, "subject_token": m2m_token}, auth=BASIC)
+    assert foreign.json() == {
+        "error": "invalid_grant",
+        "error_description": "subject_token does not belong to this developer app",
+    }
+    control.set_balance("sdk-user", 0)  # the mint's balance gate applies
+    broke = token_request(http, base, data, auth=BASIC)
+    assert (broke.status_code, broke.json()["error"]) == (402, "trial_credits_exhausted")
+    # Without the signer audience it is still the (unemulated) Pattern-B answer (10b).
+    other = token_request(http, base, {**data, "resource": "https://elsewhere.example"})
+    assert other.json()["error"] == "unsupported_token_type"
