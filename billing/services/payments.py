@@ -47,9 +47,9 @@ from billing.models import (
     EntryKind,
     LedgerEntry,
     Payment,
-    Plan,
     PaymentPurpose,
     PaymentStatus,
+    Plan,
     StripeCustomer,
     StripeEvent,
 )
@@ -517,7 +517,9 @@ def _subscription_reverse(
         acting_user=None,
         reason=f"subscription payment {what} ({reference})",
     )
-    Account.objects.filter(pk=account.pk).update(pending_plan=None, subscription_ends_at=timezone.now())
+    Account.objects.filter(pk=account.pk).update(
+        pending_plan=None, subscription_ends_at=timezone.now()
+    )
     logger.warning("billing: account %s subscription ended: payment %s", account.pk, what)
     return entry
 
