@@ -295,7 +295,9 @@ def _payment_open(
                 plan=plan,
                 renews_period_end=renews_period_end,
             )
-            payment.full_clean(validate_constraints=False)
+            # The database decides uniqueness (IntegrityError below), never a pre-check that
+            # a concurrent twin can pass too.
+            payment.full_clean(validate_unique=False, validate_constraints=False)
             payment.save(force_insert=True)
             return payment
     except IntegrityError:
