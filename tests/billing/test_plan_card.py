@@ -378,7 +378,8 @@ def test_the_pay_page_takes_a_new_card_and_refuses_a_moved_price_with_the_new_qu
     response = client.get("/billing/plans/pro/pay/")
     html = response.content.decode()
     assert response.status_code == 200
-    assert "data-card-element" in html and "data-card-pay-form" in html
+    assert "data-card-element" in html
+    assert "data-card-pay-form" in html
     assert 'name="quoted_micros" value="46670000"' in html
     assert "Pay $46.67" in html
     assert f"script-src 'self' {settings.STRIPE_API_BASE};" in response["Content-Security-Policy"]
