@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
@@ -658,33 +659,35 @@ def _renewal_key(account_id: int, period_end: datetime) -> str:
     return f"renewal:{account_id}:{period_end.timestamp():.6f}"
 
 
-def renewals_due(*, now: datetime) -> list[int]:
-    """Accounts whose subscription ends within ``BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS``
-    and renews: no scheduled change or cancel, not suspended, a saved card, no renewal
-    attempted for this period yet."""
+def _renewal_candidates(*, now: datetime) -> QuerySet[Account]:
     lead = timedelta(seconds=settings.BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS)
-    candidates = (
-        Account.objects.filter(
-            pending_plan__isnull=True,
-            suspended=False,
-            subscription_ends_at__gt=now,
-            subscription_ends_at__lte=now + lead,
-            plan__subscription_fee_micros__gt=0,
-            stripe_customer__payment_method_id__gt="",
-        )
-        .select_related("plan")
-        .order_by("subscription_ends_at")[:1000]
-    )
-    return [
-        account.pk
-        for account in candidates
-        if plan_policy(account.plan).has_subscription
+    return Account.objects.filter(
+        pending_plan__isnull=True,
+        suspended=False,
+        subscription_ends_at__gt=now,
+        subscription_ends_at__lte=now + lead,
+        plan__subscription_fee_micros__gt=0,
+        stripe_customer__payment_method_id__gt="",
+    ).select_related("plan", "user")
+
+
+def _renewal_wanted(account: Account) -> bool:
+    return (
+        plan_policy(account.plan).has_subscription
         and not Payment.objects.filter(
             account=account,
             purpose=PaymentPurpose.RENEWAL,
             renews_period_end=account.subscription_ends_at,
         ).exists()
-    ]
+    )
+
+
+def renewals_due(*, now: datetime) -> list[int]:
+    """Accounts whose subscription ends within ``BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS``
+    and renews: no scheduled change or cancel, not suspended, a saved card, no renewal
+    attempted for this period yet."""
+    candidates = _renewal_candidates(now=now).order_by("subscription_ends_at")[:1000]
+    return [account.pk for account in candidates if _renewal_wanted(account)]
 
 
 def subscription_renewal_run(*, account_id: int, now: datetime) -> Payment | None:
@@ -698,8 +701,8 @@ def subscription_renewal_run(*, account_id: int, now: datetime) -> Payment | Non
     """
     if not payments_enabled():
         return None
-    account = Account.objects.select_related("plan", "user").filter(pk=account_id).first()
-    if account is None or account.pk not in renewals_due(now=now):
+    account = _renewal_candidates(now=now).filter(pk=account_id).first()
+    if account is None or not _renewal_wanted(account):
         return None
     assert account.subscription_ends_at is not None
     try:
