@@ -443,3 +443,24 @@ def test_three_d_secure_on_a_plan_payment_changes_the_plan_once_the_bank_agrees(
     assert done["Location"] == f"/billing/plans/?payment={payment.pk}"
     assert account_of(studio_user).plan.slug == "pro"
     assert [f.amount_micros for f in fees(studio_user)] == [46_670_000]
+
+
+@pytest.mark.django_db
+def test_with_payments_off_the_pay_page_says_so_and_nothing_is_charged_or_renewed(
+    studio_user: User, pro_plan: Plan, renewing_user: User, settings: Any
+) -> None:
+    card_save(renewing_user)
+    settings.STRIPE_SECRET_KEY = ""
+    client = Client()
+    client.force_login(studio_user)
+    html = client.get("/billing/plans/pro/pay/").content.decode()
+    assert "Card payments aren't available right now." in html
+    assert "data-card-pay" not in html
+    response = client.post(
+        "/billing/plans/pro/pay/", {"quoted_micros": "46670000", "request_key": "off"}
+    )
+    assert response.status_code == 503
+    assert subscription_renewals_task() == 0
+    assert Payment.objects.count() == 0
+    assert account_of(studio_user).plan.slug == "studio"
+    assert fees(renewing_user) == []
