@@ -6,8 +6,10 @@ page and the receipts (billing/services/payments.py, docs/billing.md "Paying for
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import urllib.error
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -464,3 +466,21 @@ def test_with_payments_off_the_pay_page_says_so_and_nothing_is_charged_or_renewe
     assert Payment.objects.count() == 0
     assert account_of(studio_user).plan.slug == "studio"
     assert fees(renewing_user) == []
+
+
+@pytest.mark.django_db
+def test_the_stripe_sandbox_refuses_a_charge_below_stripes_minimum(usage_user: User) -> None:
+    """What ``card_amount`` guards against: Stripe refuses $0.49 (docs/upstream.md S7)."""
+    customer = card_save(usage_user)
+    body = {"currency": "usd", "customer": customer.customer_id,
+            "payment_method": customer.payment_method_id, "confirm": True}  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        stripe_post("/v1/payment_intents", {**body, "amount": 49})
+    assert raised.value.code == 400
+    error = json.loads(raised.value.read())["error"]
+    assert (error["code"], error["message"]) == (
+        "amount_too_small",
+        "Amount must be at least $0.50 usd",
+    )
+    assert intents_of(usage_user) == []
+    assert stripe_post("/v1/payment_intents", {**body, "amount": 50})["status"] == "succeeded"
