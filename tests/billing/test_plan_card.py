@@ -484,3 +484,19 @@ def test_the_stripe_sandbox_refuses_a_charge_below_stripes_minimum(usage_user: U
     )
     assert intents_of(usage_user) == []
     assert stripe_post("/v1/payment_intents", {**body, "amount": 50})["status"] == "succeeded"
+
+
+@pytest.mark.django_db
+def test_a_proration_under_stripes_minimum_is_quoted_as_the_minimum_and_says_so(
+    make_user: Callable[..., User], plans: dict[str, Plan], pro_plan: Plan
+) -> None:
+    user = make_user()
+    now = timezone.now()
+    on_studio(user, plans, starts=now - timedelta(days=30) + timedelta(minutes=1),
+              ends=now + timedelta(minutes=1))  # fmt: skip
+    quote = plan_change_quote(account=account_of(user), plan=pro_plan, now=now)
+    # 70,000,000 × 60 s / 30 days = 1,620.37… → 1,621 µ$, below Stripe's $0.50.
+    assert quote.charge_now_micros == 500_000
+    assert quote.summary.startswith(
+        "You pay $0.50 now ($0.001621 raised to $0.50, the smallest card payment): "
+    )
