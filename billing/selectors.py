@@ -324,11 +324,25 @@ def account_daily_images(
     ]
 
 
+#: Entries with a printable receipt: credits, and subscription fees paid by card.
+_HAS_RECEIPT = Q(effect=EntryEffect.CREDIT) | Q(
+    kind=EntryKind.SUBSCRIPTION_FEE, idempotency_key__startswith="subscription_fee:payment:"
+)
+
+
+def _paid_fee(entry: LedgerEntry) -> bool:
+    return entry.kind == EntryKind.SUBSCRIPTION_FEE and (entry.idempotency_key or "").startswith(
+        "subscription_fee:payment:"
+    )
+
+
 def receipt_entry(*, account: Account, entry_id: int) -> LedgerEntry | None:
-    """A credit entry of ``account`` that has a receipt (a grant, a refund, a credit
-    correction), or ``None``: another user's entry is indistinguishable from none."""
+    """An entry of ``account`` that has a receipt (a credit: a grant, a refund, a credit
+    correction, a purchase; or a subscription fee paid by card), or ``None``: another
+    user's entry is indistinguishable from none."""
     return (
-        LedgerEntry.objects.filter(account=account, pk=entry_id, effect=EntryEffect.CREDIT)
+        LedgerEntry.objects.filter(account=account, pk=entry_id)
+        .filter(_HAS_RECEIPT)
         .select_related("account__user")
         .first()
     )
@@ -384,7 +398,7 @@ def entry_display(entry: LedgerEntry) -> EntryDisplay:
     if promotion is not None:
         what = _WHAT[EntryKind.PROMOTION]  # the demo seed's grants of before 0014, too
     return EntryDisplay(
-        has_receipt=entry.effect == EntryEffect.CREDIT,
+        has_receipt=entry.effect == EntryEffect.CREDIT or _paid_fee(entry),
         credit_type=credit_type,
         expires_at=promotion.expires_at if promotion is not None else None,
         entry=entry,

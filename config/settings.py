@@ -648,6 +648,15 @@ BILLING_DEFAULT_PLAN: str = env.str("BILLING_DEFAULT_PLAN", default="free")
 BILLING_SUBSCRIPTION_PERIOD_DAYS: int = env.int("BILLING_SUBSCRIPTION_PERIOD_DAYS", default=30)
 if BILLING_SUBSCRIPTION_PERIOD_DAYS < 1:
     raise ImproperlyConfigured("BILLING_SUBSCRIPTION_PERIOD_DAYS must be at least 1")
+#: How long before a subscription period ends its renewal is charged to the saved card
+#: (the beat job billing-renew-subscriptions; docs/billing.md "Paying for a plan").
+BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS: int = env.int(
+    "BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS", default=86_400
+)
+if not 0 < BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS < BILLING_SUBSCRIPTION_PERIOD_DAYS * 86_400:
+    raise ImproperlyConfigured(
+        "BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS must be positive and shorter than a period"
+    )
 # Per-image fee (wei) assumed when no runner price has been observed for a model,
 # and the charge on the ai-gateway backend, where no fee is known at payment time.
 BILLING_ESTIMATED_FEE_WEI: str = env.str("BILLING_ESTIMATED_FEE_WEI", default="5000000000000")
@@ -767,6 +776,14 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
         "every": 300,
         "expire_seconds": 240,
         "description": "Apply plan changes scheduled for the end of a subscription period.",
+    },
+    # Every 5 minutes: charge the saved card for the subscriptions ending within
+    # BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS (once per account and period).
+    "billing-renew-subscriptions": {
+        "task": "billing.tasks.subscription_renewals_task",
+        "every": 300,
+        "expire_seconds": 240,
+        "description": "Renew subscriptions by card shortly before their period ends.",
     },
     # Mirror pymthouse usage (groupBy=user, then groupBy=manifest per changed user).
     "usage-sync": {
