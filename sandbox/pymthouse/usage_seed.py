@@ -27,14 +27,12 @@ import json
 import time
 import weakref
 from datetime import datetime
-from fractions import Fraction
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.money import format_exact_usd_micros
 from sandbox.state import SandboxState
 from sandbox.web import get_state, json_response
 
