@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Container, Sequence
 from datetime import UTC, date, datetime
 
 from django.conf import settings
@@ -15,6 +16,10 @@ from django.utils import timezone
 from billing.selectors import ImageQuote, image_quotes
 from billing.services import account_open
 from inference.models import AdmittedImage, Generation
+
+#: Manifest ids per query of the mirror's app-wide join (well under SQLite's 32,766
+#: bound parameters).
+_APP_JOIN_BATCH = 5000
 
 
 def generation_list(*, owner_id: int) -> QuerySet[Generation]:
@@ -76,6 +81,36 @@ def generations_by_manifest(
         ).values_list("generation_id", "manifest_id", "owner_id", "admitted_at"):
             found[(owner_id, manifest_id)].append((pk, admitted_at.astimezone(UTC).date()))
     return {key: matches[0] for key, matches in found.items() if len(matches) == 1}
+
+
+def generations_by_manifest_app(
+    *, manifest_ids: Sequence[str], owner_ids: Container[int]
+) -> dict[str, tuple[int, uuid.UUID, date]]:
+    """``manifest_id -> (owner id, generation id, UTC day)`` over every owner.
+
+    For the usage mirror's app-wide pass: pymthouse's ``groupBy=manifest`` without a user
+    filter names no user, so a row is attributed to the one generation (or admission
+    record of a generation deleted while its paid outcome was unknown) holding its
+    manifest id. An id that several match, or whose owner is not in ``owner_ids``, is
+    left out (the mirror then reads that user's rows with ``userId``).
+    """
+    found: dict[str, list[tuple[int, uuid.UUID, date]]] = defaultdict(list)
+    ids = sorted(set(manifest_ids) - {""})
+    for offset in range(0, len(ids), _APP_JOIN_BATCH):
+        batch = ids[offset : offset + _APP_JOIN_BATCH]
+        for pk, manifest_id, owner_id, created_at in Generation.objects.filter(
+            manifest_id__in=batch
+        ).values_list("id", "manifest_id", "owner_id", "created_at"):
+            found[manifest_id].append((owner_id, pk, created_at.astimezone(UTC).date()))
+        for pk, manifest_id, owner_id, admitted_at in AdmittedImage.objects.filter(
+            manifest_id__in=batch, paid_outcome_unknown=True
+        ).values_list("generation_id", "manifest_id", "owner_id", "admitted_at"):
+            found[manifest_id].append((owner_id, pk, admitted_at.astimezone(UTC).date()))
+    return {
+        manifest_id: matches[0]
+        for manifest_id, matches in found.items()
+        if len(matches) == 1 and matches[0][0] in owner_ids
+    }
 
 
 def _month_start(now: datetime) -> datetime:

@@ -68,6 +68,7 @@ from usage.models import (
     UsageSyncStatus,
     UsageUserAggregate,
 )
+from usage.services.bulk import manifests_insert
 from usage.services.ledger import (
     LocalDebits,
     expected_charge_days,
@@ -451,24 +452,23 @@ def _manifests_write(plan: ChunkPlan, *, now: datetime) -> None:
     # through its admission record; its row is gone, so the manifest names no generation.
     joined = {new.generation_id for new in plan.inserts if new.generation_id is not None}
     present = generations_existing(generation_ids=joined) if joined else set()
-    UsageManifest.objects.bulk_create(
+    manifests_insert(
         [
-            UsageManifest(
-                external_user_id=new.external_user_id,
-                manifest_id=new.manifest_id,
-                user_id=new.user_id,
-                generation_id=new.generation_id if new.generation_id in present else None,
-                fee_wei=new.fee_wei,
-                network_fee_usd_micros=new.network_fee_usd_micros,
-                pipeline=new.pipeline,
-                model_id=new.model_id,
-                day=new.day,
-                first_seen_at=now,
+            (
+                new.external_user_id,
+                new.manifest_id,
+                new.user_id,
+                new.generation_id if new.generation_id in present else None,
+                new.fee_wei,
+                new.network_fee_usd_micros,
+                new.pipeline,
+                new.model_id,
+                new.day,
+                now,
+                False,
             )
             for new in plan.inserts
-        ],
-        batch_size=2000,
-        ignore_conflicts=True,
+        ]
     )
 
 
