@@ -30,11 +30,11 @@ from integrations.pymthouse.money import (
 from integrations.pymthouse.session import MAX_CONCURRENT_REQUESTS
 from integrations.pymthouse.types import (
     GroupBy,
+    ManifestRow,
     ProviderMetadata,
     PymthouseUser,
     SecretToken,
     SignerSession,
-    ManifestRow,
     UsageBalance,
     UsageByManifest,
     UsageByPipelineModel,

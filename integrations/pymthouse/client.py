@@ -21,9 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, get_args
+from typing import Any, cast, get_args
 from urllib.parse import quote, urlsplit
-
 
 from integrations.oidc.discovery import WELL_KNOWN_PATH, DiscoveryError, discover
 from integrations.pymthouse.config import PymthouseConfig
@@ -64,6 +63,8 @@ logger = logging.getLogger(__name__)
 #: The tutorial's user-token scope, which pymthouse rejects (400 invalid_scope).
 _USER_SCOPE_ALIASES = {"inference": "sign:job"}
 _FORBIDDEN_USER_SCOPES = frozenset({"admin"})
+
+
 def _reject_json_constant(name: str) -> Any:
     raise ValueError(f"JSON constant {name} is not allowed")
 
@@ -191,13 +192,16 @@ class _Stream:
                 if not self._more():
                     raise self.error("body is not JSON") from exc
                 continue
-            if end == len(self._buffer) and not self._done and not isinstance(value, dict | list | str):
+            if (
+                end == len(self._buffer)
+                and not self._done
+                and not isinstance(value, dict | list | str)
+            ):
                 # a number may go on in the next chunk
                 if self._more():
                     continue
             self._pos = end
             return value
-
 
     def items(self) -> Iterator[Any]:
         """The elements of the array whose ``[`` was just consumed, up to its ``]``.
@@ -207,7 +211,7 @@ class _Stream:
         if self.peek() == "]":
             self.punctuation()
             return
-        scan = _DECODER.scan_once
+        scan = cast(Any, _DECODER).scan_once  # the C scanner raw_decode wraps
         while True:
             buffer, pos = self._buffer, self._pos
             try:
@@ -257,24 +261,24 @@ def _manifest_rows(chunks: Iterator[bytes], *, path: str) -> Iterator[ManifestRo
             raise stream.error("body is not JSON")
 
 
+def _text(value: Any, *, optional: bool = False) -> Any:
+    if (value is None and optional) or type(value) is str:
+        return value
+    raise TypeError("not a string")
+
+
 def _manifest_row(row: Any, *, path: str) -> ManifestRow:
+    """The fields and grammar ``UsageByManifest`` requires (``currency`` included)."""
     try:
-        manifest_id = row["manifestId"]
-        if not isinstance(manifest_id, str):
-            raise TypeError("manifestId is not a string")
+        _text(row["currency"])
         exact = row.get("networkFeeUsdExact")
-        pipeline, model_id = row.get("pipeline"), row.get("modelId")
-        if not (pipeline is None or type(pipeline) is str) or not (
-            model_id is None or type(model_id) is str
-        ):
-            raise TypeError("pipeline/modelId is not a string")
         return ManifestRow(
-            manifest_id=manifest_id,
+            manifest_id=_text(row["manifestId"]),
             network_fee_usd_micros=parse_usd_micros(row["networkFeeUsdMicros"]),
             fee_wei=parse_wei(row["feeWei"]),
             network_fee_usd_exact_micros=None if exact is None else parse_exact_usd_micros(exact),
-            pipeline=pipeline,
-            model_id=model_id,
+            pipeline=_text(row.get("pipeline"), optional=True),
+            model_id=_text(row.get("modelId"), optional=True),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PymthouseProtocolError(

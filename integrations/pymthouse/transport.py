@@ -211,11 +211,15 @@ class Transport:
                 except requests.ConnectionError as exc:
                     what = "timed out" if _is_read_timeout(exc) else "connection failed"
                     error_class = (
-                        PymthouseTimeoutError if _is_read_timeout(exc) else PymthouseUnavailableError
+                        PymthouseTimeoutError
+                        if _is_read_timeout(exc)
+                        else PymthouseUnavailableError
                     )
                     self._fail(method, path, started, what, error_class, exc)
                 except requests.RequestException as exc:
-                    self._fail(method, path, started, "transport error", PymthouseUnavailableError, exc)
+                    self._fail(
+                        method, path, started, "transport error", PymthouseUnavailableError, exc
+                    )
 
             yield chunks()
             logger.debug(

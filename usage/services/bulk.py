@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
+from django.db.models import Field
 
 from usage.models import UsageManifest
 
@@ -77,7 +78,8 @@ def _insert_postgresql(rows: Iterable[Row]) -> None:
             for row in rows:
                 copy.write_row(row)
         cursor.execute(
-            f"INSERT INTO {_table()} ({columns}) SELECT {columns} FROM {_STAGE}"
+            # constant identifiers only (the model's table, COLUMNS), no data
+            f"INSERT INTO {_table()} ({columns}) SELECT {columns} FROM {_STAGE}"  # noqa: S608
             " ON CONFLICT (external_user_id, manifest_id) DO NOTHING"
         )
         cursor.execute(f"TRUNCATE {_STAGE}")
@@ -85,10 +87,15 @@ def _insert_postgresql(rows: Iterable[Row]) -> None:
 
 def _insert_generic(rows: Iterable[Row]) -> None:
     meta = UsageManifest._meta
-    fields = [meta.get_field(name.removesuffix("_id") if name in _FOREIGN else name) for name in COLUMNS]
+    fields = [
+        cast(
+            Field[Any, Any], meta.get_field(name.removesuffix("_id") if name in _FOREIGN else name)
+        )
+        for name in COLUMNS
+    ]
     quote = connection.ops.quote_name
-    sql = (
-        f"INSERT INTO {quote(_table())} ({', '.join(quote(name) for name in COLUMNS)})"
+    sql = (  # constant identifiers only (the model's table, COLUMNS), no data
+        f"INSERT INTO {quote(_table())} ({', '.join(quote(name) for name in COLUMNS)})"  # noqa: S608
         f" VALUES ({', '.join(['%s'] * len(COLUMNS))})"
         " ON CONFLICT (external_user_id, manifest_id) DO NOTHING"
     )

@@ -30,7 +30,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -68,6 +68,7 @@ from usage.models import (
     UsageSyncStatus,
     UsageUserAggregate,
 )
+from usage.services.appwide import AppWideStage, app_wide_stage
 from usage.services.bulk import manifests_insert
 from usage.services.ledger import (
     LocalDebits,
@@ -80,6 +81,7 @@ from usage.services.plan import (
     ChunkPlan,
     DayDelta,
     LocalUser,
+    ManifestLike,
     MeteredDay,
     NewManifest,
     Poison,
@@ -108,6 +110,8 @@ class _Progress:
     revisions_new: int = 0
     settled: int = 0
     quarantined: int = 0
+    http_calls: int = 0
+    users_app_wide: int = 0
     fingerprint: str = ""
     drift_alerts: list[tuple[str, date, int]] = field(default_factory=list)
 
@@ -287,40 +291,124 @@ def _sync(
         ).iterator(chunk_size=10_000)
     }
     changed = [ext for ext, value in upstream.items() if stored.get(ext) != value]
+    # Users the mirror has never applied: read app-wide when there are many of them.
+    fresh = [ext for ext in changed if ext not in stored]
     del stored
     progress.users_changed = len(changed)
+    progress.http_calls = 1
+    chunk_size = settings.BILLING_USAGE_SYNC_CHUNK
+    stage: AppWideStage | None = None
+    if fresh and len(fresh) >= settings.BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS:
+        stage = app_wide_stage(
+            client=client,
+            fresh=fresh,
+            upstream=upstream,
+            user_pk=_user_pks(set(fresh)),
+            chunk_size=chunk_size,
+            start=window_start,
+            end=window_end,
+        )
+        progress.http_calls += stage.calls
+        progress.users_app_wide = len(stage.explained)
+        fresh_set = set(fresh)
+        changed = fresh + [ext for ext in changed if ext not in fresh_set]
+    try:
+        _apply_changed(
+            client=client,
+            changed=changed,
+            stage=stage,
+            fresh_chunks=-(-len(fresh) // chunk_size) if stage else 0,
+            upstream=upstream,
+            window_start=window_start,
+            window_end=window_end,
+            progress=progress,
+        )
+    finally:
+        if stage is not None:
+            stage.close()
+    _refresh_local_drift(now=window_end, progress=progress)
+    _log_drift_alerts(progress)
+    detail = (
+        f"{progress.users_seen} users, {progress.users_changed} changed, "
+        f"{progress.manifests_new} new manifest rows, {progress.revisions_new} revisions, "
+        f"{progress.http_calls} calls"
+    )
+    if stage is not None:
+        detail += f" ({stage.windows} day windows; {progress.users_app_wide} users from them)"
+    if progress.quarantined:
+        detail += f", {progress.quarantined} rows quarantined"
+    return UsageSyncStatus.OK, detail
+
+
+def _user_pks(externals: set[str]) -> dict[str, int]:
+    return {
+        ext: pk
+        for ext, pk in get_user_model()
+        .objects.exclude(external_user_id="")
+        .values_list("external_user_id", "id")
+        .iterator(chunk_size=10_000)
+        if ext in externals
+    }
+
+
+def _apply_changed(
+    *,
+    client: PymthouseClient,
+    changed: list[str],
+    stage: AppWideStage | None,
+    fresh_chunks: int,
+    upstream: dict[str, tuple[int, int]],
+    window_start: datetime | None,
+    window_end: datetime,
+    progress: _Progress,
+) -> None:
+    """Apply the changed users in chunks. The first ``fresh_chunks`` chunks are the app-wide
+    stage's (same order, same size); there a user the stage explained is taken from it,
+    every other user is read with ``groupBy=manifest&userId=``."""
     chunk_size = settings.BILLING_USAGE_SYNC_CHUNK
     workers = min(max(1, settings.BILLING_USAGE_SYNC_CONCURRENCY), MAX_CONCURRENT_REQUESTS)
+    explained = stage.explained if stage is not None else set()
 
     def fetch(ext: str) -> tuple[str, Sequence[UsageByManifest]]:
         rows = client.usage(group_by="manifest", user_id=ext, start=window_start, end=window_end)
         return ext, rows.by_manifest
 
-    chunks = [changed[start : start + chunk_size] for start in range(0, len(changed), chunk_size)]
+    fresh = changed[: fresh_chunks * chunk_size] if fresh_chunks else []
+    rest = changed[len(fresh) :]
+    chunks = [fresh[start : start + chunk_size] for start in range(0, len(fresh), chunk_size)]
+    chunks += [rest[start : start + chunk_size] for start in range(0, len(rest), chunk_size)]
+
+    def submit(chunk: list[str]) -> list[Future[tuple[str, Sequence[UsageByManifest]]]]:
+        return [pool.submit(fetch, ext) for ext in chunk if ext not in explained]
+
     # The worker threads only talk HTTP (through the one client, whose connection pool is
     # sized for them); every database write stays in this thread, one transaction per
     # chunk. The next chunk is fetched while this one is applied: at most two chunks of
     # answers are held in memory.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(fetch, ext) for ext in chunks[0]] if chunks else []
+        pending = submit(chunks[0]) if chunks else []
         for index, chunk in enumerate(chunks):
             current = pending
             try:
-                fetched = dict(future.result() for future in current)
+                fetched: dict[str, Sequence[ManifestLike]] = dict(
+                    future.result() for future in current
+                )
             except BaseException:
                 for future in current:
                     future.cancel()
                 raise
-            pending = (
-                [pool.submit(fetch, ext) for ext in chunks[index + 1]]
-                if index + 1 < len(chunks)
-                else []
-            )
+            progress.http_calls += len(current)
+            pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []
+            joined: dict[tuple[int, str], tuple[uuid.UUID, date]] = {}
+            if stage is not None and index < fresh_chunks:
+                staged, joined = stage.chunk_rows(index)
+                fetched.update(staged)
             try:
                 deadlock_retrying(
                     partial(
                         _apply_chunk_counted,
                         fetched=fetched,
+                        joined=joined,
                         upstream=upstream,
                         now=window_end,
                         progress=progress,
@@ -332,15 +420,6 @@ def _sync(
                     future.cancel()
                 raise
             progress.users_applied += len(chunk)
-    _refresh_local_drift(now=window_end, progress=progress)
-    _log_drift_alerts(progress)
-    detail = (
-        f"{progress.users_seen} users, {progress.users_changed} changed, "
-        f"{progress.manifests_new} new manifest rows, {progress.revisions_new} revisions"
-    )
-    if progress.quarantined:
-        detail += f", {progress.quarantined} rows quarantined"
-    return UsageSyncStatus.OK, detail
 
 
 def _fingerprint(upstream: dict[str, tuple[int, int]], window_start: datetime | None) -> str:
@@ -368,7 +447,8 @@ def _log_drift_alerts(progress: _Progress) -> None:
 
 def _apply_chunk_counted(
     *,
-    fetched: dict[str, Sequence[UsageByManifest]],
+    fetched: dict[str, Sequence[ManifestLike]],
+    joined: dict[tuple[int, str], tuple[uuid.UUID, date]],
     upstream: dict[str, tuple[int, int]],
     now: datetime,
     progress: _Progress,
@@ -376,19 +456,23 @@ def _apply_chunk_counted(
     """``_apply_chunk``, counted into ``progress`` only once its transaction committed
     (a chunk re-run after a lost deadlock is not counted twice)."""
     scratch = replace(progress, drift_alerts=list(progress.drift_alerts))
-    _apply_chunk(fetched=fetched, upstream=upstream, now=now, progress=scratch)
+    _apply_chunk(fetched=fetched, joined=joined, upstream=upstream, now=now, progress=scratch)
     progress.__dict__.update(scratch.__dict__)
 
 
 @transaction.atomic
 def _apply_chunk(
     *,
-    fetched: dict[str, Sequence[UsageByManifest]],
+    fetched: dict[str, Sequence[ManifestLike]],
+    joined: dict[tuple[int, str], tuple[uuid.UUID, date]],
     upstream: dict[str, tuple[int, int]],
     now: datetime,
     progress: _Progress,
 ) -> None:
-    """One chunk of changed users, in one transaction: read, plan (pure), write."""
+    """One chunk of changed users, in one transaction: read, plan (pure), write.
+
+    ``joined`` is the generation join the app-wide stage already made for its users'
+    rows; the rows of users read with ``userId`` are joined here."""
     externals = list(fetched)
     users = {
         ext: LocalUser(pk=pk, email=email or "")
@@ -414,10 +498,15 @@ def _apply_chunk(
         ).values_list("external_user_id", "request_count", "last_used_at")
     }
     rows, _ = manifest_rows_screen(fetched)
+    staged = {pk for pk, _ in joined}  # users whose rows the app-wide stage joined
     generations = generations_by_manifest(
-        manifest_ids=new_manifest_ids(rows, existing),
-        owner_ids={user.pk for user in users.values()},
+        manifest_ids=new_manifest_ids(
+            {key: row for key, row in rows.items() if _pk(users, key[0]) not in staged},
+            existing,
+        ),
+        owner_ids={user.pk for user in users.values() if user.pk not in staged},
     )
+    generations.update(joined)
     plan = chunk_plan(
         fetched=fetched,
         upstream=upstream,
@@ -443,6 +532,11 @@ def _apply_chunk(
             now=now,
             progress=progress,
         )
+
+
+def _pk(users: dict[str, LocalUser], ext: str) -> int | None:
+    user = users.get(ext)
+    return user.pk if user else None
 
 
 def _manifests_write(plan: ChunkPlan, *, now: datetime) -> None:
