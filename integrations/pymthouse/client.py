@@ -216,7 +216,7 @@ class _Stream:
             buffer, pos = self._buffer, self._pos
             try:
                 item, end = scan(buffer, pos)
-            except StopIteration:
+            except (StopIteration, ValueError):  # blank, incomplete or not JSON: slow path
                 item, end = None, -1
             if 0 <= end < len(buffer) and isinstance(item, dict | list | str):
                 self._pos = end
