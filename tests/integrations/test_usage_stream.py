@@ -101,9 +101,8 @@ def test_parsing_survives_any_chunk_boundary_and_whitespace() -> None:
     ).encode()  # fmt: skip
     for size in (1, 2, 7, 64, len(body)):
         rows = _parse(body, size)
-        assert [(row.manifest_id, row.fee_wei, row.network_fee_usd_exact_micros) for row in rows] == [
-            ("m", 10, Fraction(3, 2)), ("m", 10, Fraction(3, 2)),
-        ]  # fmt: skip
+        got = [(row.manifest_id, row.fee_wei, row.network_fee_usd_exact_micros) for row in rows]
+        assert got == [("m", 10, Fraction(3, 2)), ("m", 10, Fraction(3, 2))]
     assert _parse(b'{"byManifest": []}') == []
     assert _parse(b'{"clientId": "a"}') == []  # no rows key: no rows
 
