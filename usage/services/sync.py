@@ -44,6 +44,7 @@ from django.utils import timezone
 from billing.db import WeiSum
 from billing.models import LedgerEntry
 from billing.rates import rate_observe_metered
+from billing.selectors import generations_with_usage_charge_pending
 from billing.transactions import deadlock_retrying
 from inference.selectors import generations_by_manifest, generations_existing
 from inference.services.metering import MeteredCost, generations_cost_record
@@ -675,8 +676,11 @@ def _settlements_write(settlements: Sequence[Settlement]) -> int:
         }
     )
     settled = 0
+    pending = generations_with_usage_charge_pending(
+        generation_ids={settlement.generation_id for settlement in settlements}
+    )
     for settlement in settlements:
-        if settle_from_usage(
+        if settlement.generation_id in pending and settle_from_usage(
             user_id=settlement.user_id,
             generation_id=settlement.generation_id,
             fee_wei=settlement.fee_wei,
