@@ -13,7 +13,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing.charts import ChartPoint
-from billing.db import WeiSum
+from billing.db import WeiSum, values_in
 from billing.errors import CreditRefusedError
 from billing.hooks import images_per_day, images_this_month
 from billing.models import Account, EntryEffect, EntryKind, Hold, HoldStatus, LedgerEntry, Plan
@@ -405,13 +405,13 @@ def generations_with_usage_charge_pending(
     neither a usage debit nor a refund was recorded (the checks ``_settle`` makes first,
     in bulk). Stable: holds and ledger entries are never deleted, so an id left out here
     stays out; the settle itself re-checks under the account lock."""
-    ids = sorted(generation_ids)
+    ids = sorted(generation_ids, key=lambda pk: pk.int)
     pending: set[uuid.UUID] = set()
-    for offset in range(0, len(ids), 2000):
+    for offset in range(0, len(ids), 5000):
         held = set(
-            Hold.objects.filter(generation_id__in=ids[offset : offset + 2000]).values_list(
-                "generation_id", flat=True
-            )
+            Hold.objects.filter(
+                generation_id__in=values_in(ids[offset : offset + 5000], uuids=True)
+            ).values_list("generation_id", flat=True)
         )
         if not held:
             continue

@@ -13,6 +13,7 @@ from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from billing.db import values_in
 from billing.selectors import ImageQuote, image_quotes
 from billing.services import account_open
 from inference.models import AdmittedImage, Generation
@@ -99,11 +100,11 @@ def generations_by_manifest_app(
     for offset in range(0, len(ids), _APP_JOIN_BATCH):
         batch = ids[offset : offset + _APP_JOIN_BATCH]
         for pk, manifest_id, owner_id, created_at in Generation.objects.filter(
-            manifest_id__in=batch
+            manifest_id__in=values_in(batch)
         ).values_list("id", "manifest_id", "owner_id", "created_at"):
             found[manifest_id].append((owner_id, pk, created_at.astimezone(UTC).date()))
         for pk, manifest_id, owner_id, admitted_at in AdmittedImage.objects.filter(
-            manifest_id__in=batch, paid_outcome_unknown=True
+            manifest_id__in=values_in(batch), paid_outcome_unknown=True
         ).values_list("generation_id", "manifest_id", "owner_id", "admitted_at"):
             found[manifest_id].append((owner_id, pk, admitted_at.astimezone(UTC).date()))
     return {
@@ -130,13 +131,13 @@ def generations_counted_this_month(*, owner_id: int, now: datetime | None = None
 
 def generations_existing(*, generation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
     """Which of ``generation_ids`` still name a generation row (the others were deleted)."""
-    ids = sorted(generation_ids)
+    ids = sorted(generation_ids, key=lambda pk: pk.int)
     found: set[uuid.UUID] = set()
-    for offset in range(0, len(ids), 1000):
+    for offset in range(0, len(ids), _APP_JOIN_BATCH):
         found.update(
-            Generation.objects.filter(pk__in=ids[offset : offset + 1000]).values_list(
-                "pk", flat=True
-            )
+            Generation.objects.filter(
+                pk__in=values_in(ids[offset : offset + _APP_JOIN_BATCH], uuids=True)
+            ).values_list("pk", flat=True)
         )
     return found
 

@@ -30,7 +30,7 @@ def generations_cost_record(*, costs: dict[uuid.UUID, MeteredCost]) -> int:
     Set-based: on PostgreSQL the batch is locked (``SELECT … ORDER BY id FOR UPDATE``)
     then written by one ``UPDATE … FROM unnest(…)``; elsewhere one ``executemany``.
     """
-    ids = sorted(costs)
+    ids = sorted(costs, key=lambda pk: pk.int)
     written = 0
     for offset in range(0, len(ids), _BATCH):
         batch = ids[offset : offset + _BATCH]

@@ -17,6 +17,7 @@ from typing import Any, cast
 from django.db import connection
 from django.db.models import Field
 
+from billing.fields import wei_text
 from usage.models import UsageManifest
 
 #: Columns written, in order (``flagged`` is always false for a new row).
@@ -33,7 +34,6 @@ COLUMNS = (
     "first_seen_at",
     "flagged",
 )
-_FOREIGN = frozenset({"user_id", "generation_id"})
 _STAGE = "usage_manifest_stage"
 _STAGE_DDL = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (
@@ -86,25 +86,36 @@ def _insert_postgresql(rows: Iterable[Row]) -> None:
 
 
 def _insert_generic(rows: Iterable[Row]) -> None:
+    """SQLite: values prepared as its columns store them (``WeiField``: ``wei_text``;
+    UUID: 32 hex digits; dates ISO; the one ``first_seen_at`` through its field once)."""
     meta = UsageManifest._meta
-    fields = [
-        cast(
-            Field[Any, Any], meta.get_field(name.removesuffix("_id") if name in _FOREIGN else name)
-        )
-        for name in COLUMNS
-    ]
     quote = connection.ops.quote_name
     sql = (  # constant identifiers only (the model's table, COLUMNS), no data
         f"INSERT INTO {quote(_table())} ({', '.join(quote(name) for name in COLUMNS)})"  # noqa: S608
         f" VALUES ({', '.join(['%s'] * len(COLUMNS))})"
         " ON CONFLICT (external_user_id, manifest_id) DO NOTHING"
     )
-    prepared = [
-        tuple(
-            field.get_db_prep_save(value, connection)
-            for field, value in zip(fields, row, strict=True)
+    seen_field = cast(Field[Any, Any], meta.get_field("first_seen_at"))
+    moments: dict[datetime, Any] = {}
+    prepared = []
+    for ext, manifest_id, user_id, generation_id, wei, usd, pipeline, model, day, at, flag in rows:
+        moment = moments.get(at)
+        if moment is None:
+            moment = moments[at] = seen_field.get_db_prep_save(at, connection)
+        prepared.append(
+            (
+                ext,
+                manifest_id,
+                user_id,
+                None if generation_id is None else generation_id.hex,
+                wei_text(wei),
+                wei_text(usd),
+                pipeline,
+                model,
+                day.isoformat(),
+                moment,
+                flag,
+            )
         )
-        for row in rows
-    ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, prepared)
