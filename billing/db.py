@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -102,3 +103,28 @@ def values_in(values: Sequence[str | uuid.UUID], *, uuids: bool = False) -> RawS
         return RawSQL(f"SELECT unnest(%s::{kind}[])", [list(values)])  # noqa: S611
     texts = [value.hex if isinstance(value, uuid.UUID) else value for value in values]
     return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(texts)])
+
+
+@contextmanager
+def server_side_binding() -> Iterator[None]:
+    """PostgreSQL: run the block's statements with server-side parameter binding.
+
+    The project's connections bind client-side (Django's default for psycopg 3: every
+    parameter is quoted into the SQL text in Python), which dominates bulk statements
+    (a 5,000-element array, a 500-row upsert). Django supports server-side binding
+    (``OPTIONS["server_side_binding"]``); this switches the open connection's cursor
+    factory to it for one block (the usage sync's bulk writes) and back. Elsewhere a
+    no-op."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    raw = connection.connection
+    previous = raw.cursor_factory
+    raw.cursor_factory = psycopg.Cursor
+    try:
+        yield
+    finally:
+        raw.cursor_factory = previous

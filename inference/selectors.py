@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -99,19 +101,45 @@ def generations_by_manifest_app(
     ids = sorted(set(manifest_ids) - {""})
     for offset in range(0, len(ids), _APP_JOIN_BATCH):
         batch = ids[offset : offset + _APP_JOIN_BATCH]
-        for pk, manifest_id, owner_id, created_at in Generation.objects.filter(
-            manifest_id__in=values_in(batch)
-        ).values_list("id", "manifest_id", "owner_id", "created_at"):
-            found[manifest_id].append((owner_id, pk, created_at.astimezone(UTC).date()))
-        for pk, manifest_id, owner_id, admitted_at in AdmittedImage.objects.filter(
-            manifest_id__in=values_in(batch), paid_outcome_unknown=True
-        ).values_list("generation_id", "manifest_id", "owner_id", "admitted_at"):
-            found[manifest_id].append((owner_id, pk, admitted_at.astimezone(UTC).date()))
+        for pk, manifest_id, owner_id, day in _by_manifest(
+            Generation.objects.filter(manifest_id__in=values_in(batch)), "id", "created_at"
+        ):
+            found[manifest_id].append((owner_id, pk, day))
+        for pk, manifest_id, owner_id, day in _by_manifest(
+            AdmittedImage.objects.filter(
+                manifest_id__in=values_in(batch), paid_outcome_unknown=True
+            ),
+            "generation_id",
+            "admitted_at",
+        ):
+            found[manifest_id].append((owner_id, pk, day))
     return {
         manifest_id: matches[0]
         for manifest_id, matches in found.items()
         if len(matches) == 1 and matches[0][0] in owner_ids
     }
+
+
+def _by_manifest(
+    queryset: QuerySet[Any], id_field: str, moment_field: str
+) -> Iterator[tuple[uuid.UUID, str, int, date]]:
+    """``(id, manifest id, owner id, UTC day)`` rows, read without the ORM's per-value
+    converters (a bulk join reads hundreds of thousands): the UTC day is computed by the
+    database, the UUID parsed once."""
+    sql, params = (
+        queryset.annotate(utc_day=TruncDate(moment_field, tzinfo=UTC))
+        .values_list(id_field, "manifest_id", "owner_id", "utc_day")
+        .query.sql_with_params()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for pk, manifest_id, owner_id, day in cursor.fetchall():
+            yield (
+                pk if isinstance(pk, uuid.UUID) else uuid.UUID(pk),
+                manifest_id,
+                owner_id,
+                day if isinstance(day, date) else date.fromisoformat(day),
+            )
 
 
 def _month_start(now: datetime) -> datetime:

@@ -41,7 +41,7 @@ from django.db import transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
-from billing.db import WeiSum
+from billing.db import WeiSum, server_side_binding
 from billing.models import LedgerEntry
 from billing.rates import rate_observe_metered
 from billing.selectors import generations_with_usage_charge_pending
@@ -178,12 +178,13 @@ def usage_sync_run(
         return run
     progress = _Progress()
     try:
-        status, detail = _sync(
-            client=client or get_client(),
-            window_start=window_start,
-            window_end=started,
-            progress=progress,
-        )
+        with server_side_binding():
+            status, detail = _sync(
+                client=client or get_client(),
+                window_start=window_start,
+                window_end=started,
+                progress=progress,
+            )
     except PymthouseError as exc:
         status, detail = _status_for(exc), str(exc)[:300]
         if progress.users_applied:
