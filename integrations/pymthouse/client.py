@@ -576,9 +576,11 @@ class PymthouseClient:
         """``groupBy=manifest`` for the whole app (no ``userId``), streamed.
 
         pymthouse answers every manifest of the app in one call, one row per manifest id,
-        with no user id on the rows (PH:``src/lib/openmeter/usage-read.ts``
-        ``aggregateManifestRows``). The body is parsed incrementally (``ijson``), so
-        memory is bounded by what the caller keeps, not by the answer (an unwindowed
+        with no user id on the rows (``pymthouse/pymthouse@5ee7cfc7
+        src/lib/openmeter/usage-read.ts`` ``aggregateManifestRows``). The body is parsed
+        incrementally (``_Stream``: the C JSON scanner decodes one row at a time from a
+        buffer of a few chunks), so memory is bounded by what the caller keeps, not by the
+        answer (an unwindowed
         answer at 1M manifests is 271 MB of JSON). Use as::
 
             with client.usage_manifests(start=..., end=...) as rows:

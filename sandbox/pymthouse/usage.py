@@ -185,7 +185,8 @@ async def usage(request: Request) -> Response:
 def _manifest_rows(
     events: list[UsageEvent], seeded: Iterable[usage_seed.ManifestPart]
 ) -> list[dict[str, Any]]:
-    """``byManifest[]`` as pymthouse's ``aggregateManifestRows`` builds it: one row per
+    """``byManifest[]`` as pymthouse's ``aggregateManifestRows`` builds it
+    (pymthouse/pymthouse@5ee7cfc7 src/lib/openmeter/usage-read.ts): one row per
     ``manifestId`` over everything the filter lets through, so without ``userId`` the rows
     of every user of the app are merged by manifest id (the rows carry no user id);
     ``pipeline``/``modelId`` come from the first meter row seen for the manifest."""

@@ -1,9 +1,9 @@
 """The app-wide pass of a first full sync: every manifest of the app in day windows.
 
 pymthouse's ``groupBy=manifest`` without ``userId`` answers every manifest of the app,
-one row per manifest id, with no user id on the rows (PH:``src/lib/openmeter/
-usage-read.ts`` ``aggregateManifestRows``). For many users new to the mirror, one such
-call per UTC day replaces one call per user:
+one row per manifest id, with no user id on the rows (``pymthouse/pymthouse@5ee7cfc7
+src/lib/openmeter/usage-read.ts`` ``aggregateManifestRows``; docs/upstream.md P6.1). For
+many users new to the mirror, one such call per UTC day replaces one call per user:
 
 1. each day window is streamed (``PymthouseClient.usage_manifests``) and its rows are
    attributed by manifest id to the one generation holding it
