@@ -32,6 +32,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -530,8 +531,10 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             _ledger_and_dashboard(database_url, env, args, results)
     finally:
         sandbox.stop()
-        if backend == "postgres" and not args.keep_db:
-            _sql(ADMIN_URL, [f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'])
+        if not args.keep_db:
+            if backend == "postgres":
+                _sql(ADMIN_URL, [f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'])
+            shutil.rmtree(var_dir, ignore_errors=True)
     return results
 
 
