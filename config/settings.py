@@ -709,6 +709,11 @@ BILLING_USAGE_SYNC_START: datetime | None = (
 BILLING_USAGE_SYNC_LEASE_SECONDS: int = env.int("BILLING_USAGE_SYNC_LEASE_SECONDS", default=900)
 BILLING_USAGE_SYNC_CHUNK: int = env.int("BILLING_USAGE_SYNC_CHUNK", default=500)
 BILLING_USAGE_SYNC_CONCURRENCY: int = env.int("BILLING_USAGE_SYNC_CONCURRENCY", default=16)
+# At least this many users new to the mirror in one run: their manifests are read for the
+# whole app in day windows (usage/services/appwide.py) instead of one call per user.
+BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS: int = env.int(
+    "BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS", default=200
+)
 # Drift: a (user, day) whose metered cost exceeds our usage debits by more than this
 # many wei is an alert (log + staff dashboard); days re-checked for new local debits.
 BILLING_DRIFT_ALERT_WEI: int = env.int("BILLING_DRIFT_ALERT_WEI", default=0)
