@@ -35,7 +35,8 @@ from billing.selectors import (
     plan_display,
     receipt_entry,
 )
-from billing.services import account_open
+from billing.services import account_open, renewal_failure
+from billing.services.payments import RENEWAL_DECLINED
 
 ACTIVITY_PAGE_SIZE = 25
 
@@ -96,6 +97,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "payments_enabled": payments_enabled(),
         **_payment_shown(account_id=account.pk, payment_id=request.GET.get("payment", "")),
         "merchant_mode": settings.BILLING_MODE == "merchant",
+        "renewal_failed": renewal_failure(account=account),
+        "renewal_declined": RENEWAL_DECLINED,
     }
     return render(request, "billing/dashboard.html", context)
 

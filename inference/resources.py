@@ -15,6 +15,7 @@ from ninja import Field, Schema
 
 from billing.money import format_usd
 from billing.selectors import GenerationMoney, generations_money
+from inference import events
 from inference.models import Generation, GenerationStatus
 
 
@@ -76,6 +77,9 @@ class GenerationOut(Schema):
     id: UUID
     status: str
     stage: str = Field(description="A GenerationStage value (see stage_label)")
+    state: str = Field(
+        description="'<status>/<stage>': pass it as `since` to /next; the id of each event"
+    )
     stage_label: str
     progress: int = Field(description="0-100, coarse progress derived from the stage")
     prompt: str
@@ -128,6 +132,7 @@ def generation_out(generation: Generation, money: GenerationMoney | None = None)
         "stage": generation.stage,
         "stage_label": generation.stage_label,
         "progress": generation.progress,
+        "state": events.state_token(generation.status, generation.stage),
         "prompt": generation.prompt,
         "negative_prompt": generation.negative_prompt,
         "model_id": generation.model_id,

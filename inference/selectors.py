@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Container, Iterator, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from billing.db import values_in
 from billing.selectors import ImageQuote, LowBalance, image_quotes, low_balance_notice
 from billing.services import account_open
 from inference.models import AdmittedImage, Generation
+
+#: Manifest ids per query of the mirror's app-wide join (well under SQLite's 32,766
+#: bound parameters).
+_APP_JOIN_BATCH = 5000
 
 
 def generation_list(*, owner_id: int) -> QuerySet[Generation]:
@@ -78,6 +86,62 @@ def generations_by_manifest(
     return {key: matches[0] for key, matches in found.items() if len(matches) == 1}
 
 
+def generations_by_manifest_app(
+    *, manifest_ids: Sequence[str], owner_ids: Container[int]
+) -> dict[str, tuple[int, uuid.UUID, date]]:
+    """``manifest_id -> (owner id, generation id, UTC day)`` over every owner.
+
+    For the usage mirror's app-wide pass: pymthouse's ``groupBy=manifest`` without a user
+    filter names no user, so a row is attributed to the one generation (or admission
+    record of a generation deleted while its paid outcome was unknown) holding its
+    manifest id. An id that several match, or whose owner is not in ``owner_ids``, is
+    left out (the mirror then reads that user's rows with ``userId``).
+    """
+    found: dict[str, list[tuple[int, uuid.UUID, date]]] = defaultdict(list)
+    ids = sorted(set(manifest_ids) - {""})
+    for offset in range(0, len(ids), _APP_JOIN_BATCH):
+        batch = ids[offset : offset + _APP_JOIN_BATCH]
+        for pk, manifest_id, owner_id, day in _by_manifest(
+            Generation.objects.filter(manifest_id__in=values_in(batch)), "id", "created_at"
+        ):
+            found[manifest_id].append((owner_id, pk, day))
+        for pk, manifest_id, owner_id, day in _by_manifest(
+            AdmittedImage.objects.filter(
+                manifest_id__in=values_in(batch), paid_outcome_unknown=True
+            ),
+            "generation_id",
+            "admitted_at",
+        ):
+            found[manifest_id].append((owner_id, pk, day))
+    return {
+        manifest_id: matches[0]
+        for manifest_id, matches in found.items()
+        if len(matches) == 1 and matches[0][0] in owner_ids
+    }
+
+
+def _by_manifest(
+    queryset: QuerySet[Any], id_field: str, moment_field: str
+) -> Iterator[tuple[uuid.UUID, str, int, date]]:
+    """``(id, manifest id, owner id, UTC day)`` rows, read without the ORM's per-value
+    converters (a bulk join reads hundreds of thousands): the UTC day is computed by the
+    database, the UUID parsed once."""
+    sql, params = (
+        queryset.annotate(utc_day=TruncDate(moment_field, tzinfo=UTC))
+        .values_list(id_field, "manifest_id", "owner_id", "utc_day")
+        .query.sql_with_params()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for pk, manifest_id, owner_id, day in cursor.fetchall():
+            yield (
+                pk if isinstance(pk, uuid.UUID) else uuid.UUID(pk),
+                manifest_id,
+                owner_id,
+                day if isinstance(day, date) else date.fromisoformat(day),
+            )
+
+
 def _month_start(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
@@ -95,13 +159,13 @@ def generations_counted_this_month(*, owner_id: int, now: datetime | None = None
 
 def generations_existing(*, generation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
     """Which of ``generation_ids`` still name a generation row (the others were deleted)."""
-    ids = sorted(generation_ids)
+    ids = sorted(generation_ids, key=lambda pk: pk.int)
     found: set[uuid.UUID] = set()
-    for offset in range(0, len(ids), 1000):
+    for offset in range(0, len(ids), _APP_JOIN_BATCH):
         found.update(
-            Generation.objects.filter(pk__in=ids[offset : offset + 1000]).values_list(
-                "pk", flat=True
-            )
+            Generation.objects.filter(
+                pk__in=values_in(ids[offset : offset + _APP_JOIN_BATCH], uuids=True)
+            ).values_list("pk", flat=True)
         )
     return found
 

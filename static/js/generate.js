@@ -6,6 +6,10 @@
  *   POST /api/v1/generations        -> 201 generation | 400 {detail, errors} | 429 (Retry-After)
  *                                      (an Idempotency-Key header per click)
  *   GET  /api/v1/generations/{id}   -> generation {status, stage, progress, error, image_url, ...}
+ *   GET  /api/v1/generations/{id}/events -> text/event-stream: "generation" (whole), "state"
+ *        (id, status, stage, stage_label, progress) per change, "generation" once finished
+ * A generation is watched through the event stream; if the stream cannot be opened or
+ * keeps breaking, the page polls the plain read instead (watch() below).
  * Without JavaScript the form posts to /generate/ and the server does the same work.
  */
 (function () {
@@ -175,6 +179,65 @@
         stopped = true;
       },
     };
+  }
+
+  /* ---- Push: the event stream, falling back to polling ---------------------- */
+
+  /*
+   * Follow url's generation through url + "/events" (Server-Sent Events). The browser
+   * reconnects a dropped stream by itself; a stream that fails before any event
+   * (refused, not a stream) or breaks twice in a row without one is given up for
+   * poll(url). Same handlers as poll().
+   */
+  function watch(url, handlers) {
+    if (!window.EventSource) return poll(url, handlers);
+    var stopped = false;
+    var fallback = null;
+    var failures = 0;
+    var source = new EventSource(url + "/events", { withCredentials: true });
+    function stop() {
+      stopped = true;
+      source.close();
+      if (fallback) fallback.stop();
+    }
+    function received(event) {
+      failures = 0;
+      var data;
+      try {
+        data = JSON.parse(event.data);
+      } catch (e) {
+        return null;
+      }
+      handlers.onTransient("", false);
+      return data;
+    }
+    function onGeneration(event) {
+      var data = received(event);
+      if (!data) return;
+      handlers.onUpdate(data);
+      if (FINISHED[data.status]) {
+        stop();
+        handlers.onFinished(data);
+      }
+    }
+    source.addEventListener("generation", onGeneration);
+    source.addEventListener("state", function (event) {
+      var data = received(event);
+      if (data) handlers.onUpdate(data);
+    });
+    source.addEventListener("gone", function () {
+      stop();
+      handlers.onGone();
+    });
+    source.addEventListener("error", function () {
+      if (stopped || fallback) return;
+      failures += 1;
+      if (source.readyState === EventSource.CLOSED || failures >= 2) {
+        source.close();
+        fallback = poll(url, handlers);
+      }
+    });
+    return { stop: stop };
   }
 
   /* ---- The generate page ---------------------------------------------------- */
@@ -374,7 +437,7 @@
       return;
     }
     var transient = "";
-    this.poller = poll(this.apiUrl + "/" + encodeURIComponent(data.id), {
+    this.poller = watch(this.apiUrl + "/" + encodeURIComponent(data.id), {
       onUpdate: function (update) {
         renderProgress(card, update);
       },
@@ -484,7 +547,7 @@
 
   function watchDetail(container) {
     var url = container.getAttribute("data-watch");
-    poll(url, {
+    watch(url, {
       onUpdate: function (data) {
         renderProgress(container, data);
       },

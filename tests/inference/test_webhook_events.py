@@ -12,8 +12,8 @@ from accounts import webhooks
 from accounts.models import WebhookDelivery
 from inference.models import FailureCode
 from inference.services import generation_create
-from inference.services.events import generation_event_record
 from inference.services.transitions import generation_cancel, generation_fail
+from inference.services.webhook_events import generation_event_record
 from tests.factories import UserFactory
 from tests.inference.paying_user import pay_as_you_go_user
 

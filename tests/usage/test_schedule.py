@@ -44,6 +44,7 @@ def test_every_job_is_seeded_with_its_task_interval_and_expiry() -> None:
             300,
             240,
         ),
+        "billing-renew-subscriptions": ("billing.tasks.subscription_renewals_task", 300, 240),
         "usage-sync": (
             "usage.tasks.usage_sync_task",
             settings.BILLING_USAGE_SYNC_INTERVAL_SECONDS,
