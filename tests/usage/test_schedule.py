@@ -62,7 +62,7 @@ def test_the_seed_never_overwrites_an_admin_edit() -> None:
     assert (task.enabled, task.expire_seconds) == (False, 7)
     PeriodicTask.objects.filter(name="billing-resolve-stale-holds").delete()
     assert periodic_jobs_seed() == ["billing-resolve-stale-holds"]
-    assert PeriodicTask.objects.count() == len(settings.PERIODIC_JOBS) == 9
+    assert PeriodicTask.objects.count() == len(settings.PERIODIC_JOBS) == 10
 
 
 def test_jobs_are_declared_in_one_place_only() -> None:
