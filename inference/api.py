@@ -20,7 +20,6 @@ from accounts.api_auth import API_AUTH
 from inference import selectors, services
 from inference.errors import (
     GenerationAdmissionRefusedError,
-    GenerationAlreadyPaidError,
     GenerationConflictError,
     GenerationRateLimitedError,
     GenerationValidationError,
@@ -419,7 +418,7 @@ def cancel_generation(request: HttpRequest, generation_id: str) -> Any:
             generation_id=generation.pk,
             acting_user=request.user,  # type: ignore[arg-type]
         )
-    except (GenerationAlreadyPaidError, GenerationConflictError) as exc:
+    except GenerationConflictError as exc:  # already_paid, finished
         return Status(409, {"detail": exc.message, "code": exc.code})
     return Status(200, generation_out(canceled))
 
