@@ -126,7 +126,15 @@ def test_watch_a_running_job_in_recent_cancel_it_before_payment_then_retry_it(
         f"/generations/{second.pk}/"
     )
     assert [r["status"] for r in sandbox.requests(PAYMENT)] == [200]  # one payment, the retry's
-    assert ledger_kinds(with_provisioning).count(EntryKind.HOLD_RELEASE) == 1
+    # The canceled one's hold came back; the retry was held and charged like any submit.
+    assert ledger_kinds(with_provisioning) == [
+        EntryKind.GRANT,
+        EntryKind.HOLD,
+        EntryKind.HOLD_RELEASE,
+        EntryKind.HOLD,
+        EntryKind.HOLD_RELEASE,
+        EntryKind.USAGE_DEBIT,
+    ]
     assert Hold.objects.get(generation_id=second.pk).status == HoldStatus.SETTLED
     assert errors == []
 
