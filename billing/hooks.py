@@ -11,8 +11,8 @@ Billing's pages and API use it to show an allowance; admission is handed the cou
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import uuid
+from collections.abc import Callable
 from datetime import date
 
 #: ``counter(owner_id=…) -> int``: this month's images that count against a limit.

@@ -12,10 +12,10 @@ from django.db.models import F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from billing import hooks
 from billing.charts import ChartPoint
 from billing.db import WeiSum
 from billing.errors import CreditRefusedError
-from billing import hooks
 from billing.hooks import images_per_day, images_this_month
 from billing.models import (
     Account,

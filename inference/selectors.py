@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.conf import settings
-from dataclasses import dataclass
-
 from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -108,11 +107,7 @@ def generation_steps(*, generation: Generation) -> list[GenerationStep]:
         label = stage.label
         if stage == GenerationStage.DONE:
             label = _FINISHED_LABELS.get(generation.status, stage.label)
-            state = (
-                ("done" if succeeded else "failed")
-                if generation.is_finished
-                else "todo"
-            )
+            state = ("done" if succeeded else "failed") if generation.is_finished else "todo"
         elif generation.is_finished:
             reached = (
                 at is not None

@@ -251,7 +251,9 @@ def gallery(request: HttpRequest) -> HttpResponse:
     paginator = Paginator(generations, GALLERY_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     page.object_list = list(page.object_list)  # query here, not while rendering
-    filters = {key: value for key, value in (("q", search), ("status", status), ("model", model)) if value}
+    filters = {
+        key: value for key, value in (("q", search), ("status", status), ("model", model)) if value
+    }
     return render(
         request,
         "inference/gallery.html",

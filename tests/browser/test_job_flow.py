@@ -43,9 +43,8 @@ def _console_errors(page: Any) -> list[str]:
 
 
 def _recent(page: Any, generation: Generation, status: str) -> Any:
-    return page.locator(
-        f"[data-recent-grid] li[data-status='{status}']:has(a[href='/generations/{generation.pk}/'])"
-    )
+    link = f"a[href='/generations/{generation.pk}/']"
+    return page.locator(f"[data-recent-grid] li[data-status='{status}']:has({link})")
 
 
 def _provisioned_user() -> Any:

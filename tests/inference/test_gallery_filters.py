@@ -54,7 +54,9 @@ def _make(owner: User, prompt: str, *, status: str, model_id: str, minutes: int)
 @pytest.fixture
 def gallery(owner: User) -> dict[str, Generation]:
     return {
-        "lighthouse": _make(owner, "A Lighthouse at dusk", status="succeeded", model_id=SDXL, minutes=1),
+        "lighthouse": _make(
+            owner, "A Lighthouse at dusk", status="succeeded", model_id=SDXL, minutes=1
+        ),
         "storm": _make(owner, "lighthouse in a storm", status="failed", model_id=FLUX, minutes=2),
         "cat": _make(owner, "a cat on a sofa", status="succeeded", model_id=FLUX, minutes=3),
         "queued": _make(owner, "a queued lighthouse", status="queued", model_id=SDXL, minutes=4),
@@ -83,7 +85,9 @@ def test_status_and_model_filters_combine_with_search(owner: User, gallery) -> N
     assert _shown(client, status="succeeded") == ["a cat on a sofa", "A Lighthouse at dusk"]
     assert _shown(client, model=FLUX) == ["a cat on a sofa", "lighthouse in a storm"]
     assert _shown(client, q="lighthouse", model=FLUX) == ["lighthouse in a storm"]
-    assert _shown(client, q="lighthouse", status="succeeded", model=SDXL) == ["A Lighthouse at dusk"]
+    assert _shown(client, q="lighthouse", status="succeeded", model=SDXL) == [
+        "A Lighthouse at dusk"
+    ]
     # An unknown status or model filters nothing (a stale bookmark still shows the gallery).
     assert len(_shown(client, status="exploded", model="nope/nope")) == 4
 

@@ -209,7 +209,9 @@ def test_api_cancel_after_payment_is_a_409_already_paid(sandbox: SandboxControl)
     user = pay_as_you_go_user()
     generation = _queued(user)
     Generation.objects.filter(pk=generation.pk).update(
-        status=GenerationStatus.RUNNING, stage="generating", payment_claimed_at=generation.created_at
+        status=GenerationStatus.RUNNING,
+        stage="generating",
+        payment_claimed_at=generation.created_at,
     )
     client = _client(user)
 
@@ -292,7 +294,7 @@ def test_the_web_cancel_and_retry_buttons(sandbox: SandboxControl) -> None:
 
     page = client.get(reverse("inference:detail", args=[generation.pk])).content.decode()
     assert f'action="/generations/{generation.pk}/cancel/"' in page
-    assert 'data-cancel>Cancel</button>' in page  # enabled: nothing paid
+    assert "data-cancel>Cancel</button>" in page  # enabled: nothing paid
     assert "data-retry" not in page
 
     response = client.post(reverse("inference:cancel", args=[generation.pk]))
@@ -314,7 +316,9 @@ def test_a_paid_running_generation_shows_a_disabled_cancel_that_says_why(
     user = pay_as_you_go_user()
     generation = _queued(user)
     Generation.objects.filter(pk=generation.pk).update(
-        status=GenerationStatus.RUNNING, stage="generating", payment_claimed_at=generation.created_at
+        status=GenerationStatus.RUNNING,
+        stage="generating",
+        payment_claimed_at=generation.created_at,
     )
 
     page = _client(user).get(reverse("inference:detail", args=[generation.pk])).content.decode()
@@ -362,4 +366,3 @@ def test_steps_of_a_queued_and_a_succeeded_generation(sandbox: SandboxControl) -
     Generation.objects.filter(pk=generation.pk).update(stage="paying", status="running")
     running = [s.state for s in generation_steps(generation=_row(generation))]
     assert running == ["done", "done", "done", "current", "todo", "todo", "todo"]
-
