@@ -93,7 +93,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "config.middleware.UserSessionsMiddleware",  # allauth's, minus the polled reads
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -122,12 +122,19 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# Persistent connections, per thread, in the worker, beat and management commands (SQLite
+# and Postgres alike). The web process runs under ASGI (config/asgi.py sets
+# PIXELHOUSE_ASGI): Django gives every ASGI request a thread of its own, so a connection
+# kept past the request would never be reused (it would leak until collected); there
+# every request closes its connection, as Django's documentation asks.
+ASGI_SERVER: bool = env.bool("PIXELHOUSE_ASGI", default=False)
+DATABASES["default"]["CONN_MAX_AGE"] = (
+    0 if ASGI_SERVER else env.int("DATABASE_CONN_MAX_AGE", default=60)
+)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share this file: wait for locks instead of failing,
     # and take the write lock up front so transactions never deadlock-upgrade.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -503,6 +510,14 @@ INFERENCE_RATE_LIMIT_WINDOW_SECONDS: int = env.int(
     "INFERENCE_RATE_LIMIT_WINDOW_SECONDS", default=60
 )
 INFERENCE_MAX_ACTIVE_PER_USER: int = env.int("INFERENCE_MAX_ACTIVE_PER_USER", default=4)
+# Push of state changes (inference/events.py): without Redis, watched rows are read this
+# often; an event stream ends after INFERENCE_STREAM_MAX_SECONDS (the client reconnects).
+INFERENCE_STREAM_POLL_SECONDS: float = env.float("INFERENCE_STREAM_POLL_SECONDS", default=0.25)
+INFERENCE_STREAM_MAX_SECONDS: int = env.int("INFERENCE_STREAM_MAX_SECONDS", default=300)
+if INFERENCE_STREAM_POLL_SECONDS <= 0 or INFERENCE_STREAM_MAX_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        "INFERENCE_STREAM_POLL_SECONDS and INFERENCE_STREAM_MAX_SECONDS must be positive."
+    )
 INFERENCE_MAX_RETRIES: int = env.int("INFERENCE_MAX_RETRIES", default=4)
 # Lifecycle: a generation is started at most INFERENCE_MAX_ATTEMPTS times (retries,
 # redeliveries after a worker died, reconcile); reconcile re-sends a queued

@@ -148,6 +148,7 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         "recent_generations": list(generation_list(owner_id=owner.pk)[:RECENT_COUNT]),
         "api_url": reverse(GENERATIONS_API_URL_NAME),
         "generation_stages": GenerationStage.table(),
+        "already_paid_message": ALREADY_PAID_MESSAGE,
         "idempotency_key": uuid.uuid4().hex,  # a new one each time the form is shown
         "max_prompt_length": settings.INFERENCE_MAX_PROMPT_LENGTH,
         "seed_max": SEED_MAX,

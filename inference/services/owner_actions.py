@@ -27,6 +27,7 @@ from inference.errors import (
     GenerationFinishedError,
     GenerationNotRetryableError,
 )
+from inference.events import generation_changed
 from inference.models import Generation, GenerationStage, GenerationStatus
 from inference.services.admission import generation_create
 from inference.services.transitions import _generation_ended_without_claim
@@ -71,6 +72,12 @@ def generation_cancel_by_owner(*, generation_id: uuid.UUID, acting_user: User) -
         )
         if canceled:
             _generation_ended_without_claim(generation_id=generation_id, reason="canceled")
+            # Watchers (event stream, long poll) hear it after commit, as every transition.
+            generation_changed(
+                generation_id=generation_id,
+                status=GenerationStatus.CANCELED,
+                stage=GenerationStage.DONE,
+            )
         generation = Generation.objects.get(pk=generation_id, owner_id=acting_user.pk)
     if not canceled:
         if generation.is_finished:

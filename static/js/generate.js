@@ -7,8 +7,13 @@
  *                                      (an Idempotency-Key header per click)
  *   GET  /api/v1/generations/{id}   -> generation {status, stage, progress, error, image_url,
  *                                      elapsed_seconds, queue_position, steps, can_cancel, ...}
+ *   GET  /api/v1/generations/{id}/events -> text/event-stream: "generation" (whole), "state"
+ *        (id, status, stage, stage_label, progress) per change, "generation" once finished
  *   POST /api/v1/generations/{id}/cancel -> 200 generation | 409 {detail, code: already_paid|finished}
  *   POST /api/v1/generations/{id}/retry  -> 201 new generation | 400 | 402 | 409 | 429
+ * A generation is watched through the event stream; if the stream cannot be opened or
+ * keeps breaking, the page polls the plain read instead (watch() below). A "state" event
+ * is merged into the last whole generation (mergeState) for the steps and the cancel button.
  * Without JavaScript the form posts to /generate/ and the server does the same work.
  */
 (function () {
@@ -173,6 +178,33 @@
     }
   }
 
+  var PAID_STAGES = { paying: true, generating: true, saving: true };
+
+  /* A "state" event (status and stage only) on top of the last whole generation: the
+     steps follow the stage, the queue position goes once it left the queue, and the
+     cancel button turns off once the stage says the payment was claimed. */
+  function mergeState(previous, update) {
+    if (!previous || Array.isArray(update.steps) || previous.id !== update.id) return update;
+    var merged = {};
+    var key;
+    for (key in previous) if (Object.prototype.hasOwnProperty.call(previous, key)) merged[key] = previous[key];
+    for (key in update) if (Object.prototype.hasOwnProperty.call(update, key)) merged[key] = update[key];
+    var stage = update.stage === "retrying" ? "queued" : update.stage;
+    var steps = Array.isArray(previous.steps) ? previous.steps : [];
+    var index = -1;
+    for (var i = 0; i < steps.length; i++) if (steps[i].stage === stage) index = i;
+    if (index >= 0 && !FINISHED[update.status]) {
+      merged.steps = steps.map(function (step, position) {
+        var state = position < index ? "done" : position === index ? "current" : "todo";
+        return { stage: step.stage, label: step.label, state: state, at: step.at };
+      });
+    }
+    if (update.status !== "queued") merged.queue_position = null;
+    if (PAID_STAGES[update.stage]) merged.can_cancel = false;
+    delete merged.elapsed_seconds; // keep ticking from the last whole read
+    return merged;
+  }
+
   function renderJob(root, data) {
     var elapsed = root.querySelector("[data-elapsed]");
     if (elapsed && typeof data.elapsed_seconds === "number") {
@@ -182,7 +214,7 @@
       else elapsed.setAttribute("data-ticking", "");
     }
     var box = root.querySelector("[data-queue-position-box]");
-    if (box) {
+    if (box && data.queue_position !== undefined) {
       box.hidden = !data.queue_position;
       var position = root.querySelector("[data-queue-position]");
       if (position) position.textContent = data.queue_position ? String(data.queue_position) : "";
@@ -190,15 +222,17 @@
     renderSteps(root.querySelector("[data-steps]"), data.steps);
     var cancel = root.querySelector("[data-cancel]");
     var refusal = root.querySelector("[data-cancel-refusal]");
-    if (cancel) {
+    var paidRunning = !FINISHED[data.status] && data.can_cancel === false;
+    if (cancel && typeof data.can_cancel === "boolean") {
       cancel.hidden = !!FINISHED[data.status] && !cancel.form;
       cancel.disabled = !data.can_cancel;
-      if (data.cancel_refusal) cancel.setAttribute("aria-describedby", "cancel-refusal");
+      if (paidRunning) cancel.setAttribute("aria-describedby", "cancel-refusal");
     }
-    if (refusal) {
+    if (refusal && typeof data.can_cancel === "boolean") {
       refusal.id = "cancel-refusal";
-      refusal.textContent = data.cancel_refusal || refusal.textContent;
-      refusal.hidden = !data.cancel_refusal;
+      // The server's words (the page carries them too, for a "state" event).
+      refusal.textContent = data.cancel_refusal || refusal.getAttribute("data-message") || "";
+      refusal.hidden = !paidRunning;
     }
     tickElapsed();
   }
@@ -262,6 +296,65 @@
         stopped = true;
       },
     };
+  }
+
+  /* ---- Push: the event stream, falling back to polling ---------------------- */
+
+  /*
+   * Follow url's generation through url + "/events" (Server-Sent Events). The browser
+   * reconnects a dropped stream by itself; a stream that fails before any event
+   * (refused, not a stream) or breaks twice in a row without one is given up for
+   * poll(url). Same handlers as poll().
+   */
+  function watch(url, handlers) {
+    if (!window.EventSource) return poll(url, handlers);
+    var stopped = false;
+    var fallback = null;
+    var failures = 0;
+    var source = new EventSource(url + "/events", { withCredentials: true });
+    function stop() {
+      stopped = true;
+      source.close();
+      if (fallback) fallback.stop();
+    }
+    function received(event) {
+      failures = 0;
+      var data;
+      try {
+        data = JSON.parse(event.data);
+      } catch (e) {
+        return null;
+      }
+      handlers.onTransient("", false);
+      return data;
+    }
+    function onGeneration(event) {
+      var data = received(event);
+      if (!data) return;
+      handlers.onUpdate(data);
+      if (FINISHED[data.status]) {
+        stop();
+        handlers.onFinished(data);
+      }
+    }
+    source.addEventListener("generation", onGeneration);
+    source.addEventListener("state", function (event) {
+      var data = received(event);
+      if (data) handlers.onUpdate(data);
+    });
+    source.addEventListener("gone", function () {
+      stop();
+      handlers.onGone();
+    });
+    source.addEventListener("error", function () {
+      if (stopped || fallback) return;
+      failures += 1;
+      if (source.readyState === EventSource.CLOSED || failures >= 2) {
+        source.close();
+        fallback = poll(url, handlers);
+      }
+    });
+    return { stop: stop };
   }
 
   /* ---- The generate page ---------------------------------------------------- */
@@ -498,8 +591,9 @@
     });
   };
 
-  GeneratePage.prototype.showJob = function (data) {
+  GeneratePage.prototype.showJob = function (update) {
     var card = this.card;
+    var data = mergeState(this.current, update);
     this.current = data;
     renderProgress(card, data);
     renderJob(card, data);
@@ -539,7 +633,7 @@
     }
     var transient = "";
     var shown = data.status;
-    this.poller = poll(this.apiUrl + "/" + encodeURIComponent(data.id), {
+    this.poller = watch(this.apiUrl + "/" + encodeURIComponent(data.id), {
       onUpdate: function (update) {
         if (FINISHED[update.status]) return; // onFinished shows it
         if (update.status !== shown) self.addRecent(update);
@@ -673,10 +767,12 @@
 
   function watchDetail(container) {
     var url = container.getAttribute("data-watch");
-    poll(url, {
+    var last = null;
+    watch(url, {
       onUpdate: function (data) {
+        last = mergeState(last, data);
         renderProgress(container, data);
-        renderJob(container, data);
+        renderJob(container, last);
       },
       onFinished: function () {
         refreshDetail(container);
