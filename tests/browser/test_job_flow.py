@@ -1,6 +1,6 @@
 """Issue 17 item 5 in a real Chromium: a job you can watch, cancel and retry.
 
-The whole stack on loopback: the live server, a real Celery worker process and the
+The whole stack on loopback: the production web process (ASGI: the event stream), a real Celery worker process and the
 sandbox. The sandbox's discovery is held back (a fault with a delay) so the run waits
 before its payment claim: long enough to see it running and cancel it.
 """
@@ -19,6 +19,7 @@ from tests.browser.test_layout import _check_layout, _sign_in
 from tests.helpers import wait_for
 from tests.inference.paying_user import ledger_kinds, pay_as_you_go_user
 from tests.sandbox_server import SandboxControl
+from tests.web_server import WebServerProcess
 from tests.worker import WorkerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
@@ -57,7 +58,7 @@ def _provisioned_user() -> Any:
 
 
 def test_watch_a_running_job_in_recent_cancel_it_before_payment_then_retry_it(
-    live_server,
+    web_server: WebServerProcess,
     sandbox: SandboxControl,
     worker_process: WorkerProcess,
     browser_page,  # noqa: F811
@@ -65,10 +66,10 @@ def test_watch_a_running_job_in_recent_cancel_it_before_payment_then_retry_it(
     with_provisioning = _provisioned_user()
     page = browser_page
     errors = _console_errors(page)
-    _sign_in(page, live_server, with_provisioning)
+    _sign_in(page, web_server, with_provisioning)
     sandbox.add_fault("GET", DISCOVER, delay=6, times=1)  # the first run waits before paying
 
-    page.goto(f"{live_server.url}/generate/")
+    page.goto(f"{web_server.url}/generate/")
     page.fill("#id_prompt", PROMPT)
     page.click("label.chip:has-text('Square (small)')")
     page.click("[data-submit]")
@@ -139,7 +140,7 @@ def test_watch_a_running_job_in_recent_cancel_it_before_payment_then_retry_it(
 
 
 def test_a_failed_job_offers_a_details_link_and_retry(
-    live_server,
+    web_server: WebServerProcess,
     sandbox: SandboxControl,
     worker_process: WorkerProcess,
     browser_page,  # noqa: F811
@@ -147,10 +148,10 @@ def test_a_failed_job_offers_a_details_link_and_retry(
     user = _provisioned_user()
     page = browser_page
     errors = _console_errors(page)
-    _sign_in(page, live_server, user)
+    _sign_in(page, web_server, user)
     sandbox.add_fault("GET", DISCOVER, status=401, body={"error": "invalid_token"}, times=1)
 
-    page.goto(f"{live_server.url}/generate/")
+    page.goto(f"{web_server.url}/generate/")
     page.fill("#id_prompt", PROMPT)
     page.click("[data-submit]")
 
@@ -170,7 +171,7 @@ def test_a_failed_job_offers_a_details_link_and_retry(
 
 
 def test_job_pages_fit_a_phone_and_a_desktop(
-    live_server,
+    web_server: WebServerProcess,
     sandbox: SandboxControl,
     browser_page,  # noqa: F811
 ) -> None:
@@ -180,17 +181,17 @@ def test_job_pages_fit_a_phone_and_a_desktop(
     from inference.services import generation_create
 
     queued = generation_create(owner=user, prompt=PROMPT, width=512, height=512, enqueue=False)
-    _sign_in(browser_page, live_server, user)
+    _sign_in(browser_page, web_server, user)
     _check_layout(
         browser_page,
-        f"{live_server.url}/generations/{queued.pk}/",
+        f"{web_server.url}/generations/{queued.pk}/",
         "detail-queued",
         ready=lambda page: page.locator("[data-steps]").wait_for(state="visible"),
     )
     assert browser_page.locator("[data-queue-position]").inner_text() == "1"
     _check_layout(
         browser_page,
-        f"{live_server.url}/gallery/?q=lighthouse&status=queued",
+        f"{web_server.url}/gallery/?q=lighthouse&status=queued",
         "gallery-filtered",
         ready=lambda page: page.locator("[data-gallery-filters]").wait_for(state="visible"),
     )
