@@ -326,7 +326,7 @@ def test_a_paid_running_generation_shows_a_disabled_cancel_that_says_why(
     assert 'data-cancel disabled aria-describedby="cancel-refusal">Cancel</button>' in page
     assert (
         '<p class="muted small" id="cancel-refusal" data-cancel-refusal data-message="'
-        "Already paid for on the network; it can&#x27;t be cancelled now\">"
+        'Already paid for on the network; it can&#x27;t be cancelled now">'
         "Already paid for on the network; it can&#x27;t be cancelled now</p>"
     ) in page
 
