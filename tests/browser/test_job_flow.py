@@ -1,8 +1,9 @@
 """Issue 17 item 5 in a real Chromium: a job you can watch, cancel and retry.
 
 The whole stack on loopback: the production web process (ASGI: the event stream), a
-real Celery worker process and the sandbox. The sandbox's discovery is held back (a fault with a delay) so the run waits
-before its payment claim: long enough to see it running and cancel it.
+real Celery worker process and the sandbox. The sandbox's discovery is held back (a
+fault with a delay) so the run waits before its payment claim: long enough to see it
+running and cancel it.
 """
 
 from __future__ import annotations
