@@ -117,6 +117,13 @@ class GenerationIn(Schema):
     )
 
 
+class StepOut(Schema):
+    stage: str = Field(description="A GenerationStage value")
+    label: str
+    state: str = Field(description="done, current, todo, failed or skipped")
+    at: datetime | None = Field(description="When the server recorded reaching it, if it does")
+
+
 class GenerationOut(Schema):
     id: UUID
     status: str
@@ -137,6 +144,17 @@ class GenerationOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    elapsed_seconds: float = Field(
+        description="Seconds since it was submitted, at the time of this response (until it "
+        "finished, once it has): a client ticks on from it, whatever its clock"
+    )
+    queue_position: int | None = Field(
+        description="While queued: 1 = the next to start (everyone's queue); else null"
+    )
+    steps: list[StepOut] = Field(description="The stages as steps, in order")
+    can_cancel: bool = Field(description="POST …/cancel would cancel it now")
+    cancel_refusal: str = Field(description="Why it cannot be canceled any more ('' if it can)")
+    can_retry: bool = Field(description="POST …/retry makes a new one (failed or canceled)")
     image_url: str | None
     detail_url: str
     payment: PaymentOut
@@ -192,6 +210,7 @@ def _digits(value: int | None) -> str | None:
 
 def generation_out(generation: Generation) -> dict[str, Any]:
     succeeded = generation.status == GenerationStatus.SUCCEEDED and bool(generation.image)
+    paid = generation.payment_claimed_at is not None
     return {
         "id": generation.pk,
         "status": generation.status,
@@ -214,6 +233,17 @@ def generation_out(generation: Generation) -> dict[str, Any]:
         "created_at": generation.created_at,
         "started_at": generation.started_at,
         "finished_at": generation.finished_at,
+        "elapsed_seconds": round(selectors.generation_elapsed_seconds(generation=generation), 3),
+        "queue_position": selectors.generation_queue_position(generation=generation),
+        "steps": [
+            {"stage": step.stage, "label": step.label, "state": step.state, "at": step.at}
+            for step in selectors.generation_steps(generation=generation)
+        ],
+        "can_cancel": not generation.is_finished and not paid,
+        "cancel_refusal": (
+            services.ALREADY_PAID_MESSAGE if paid and not generation.is_finished else ""
+        ),
+        "can_retry": generation.status in services.RETRYABLE_STATUSES,
         "image_url": (
             reverse("inference:image", kwargs={"generation_id": generation.pk})
             if succeeded
@@ -384,6 +414,76 @@ def delete_generation(request: HttpRequest, generation_id: str) -> Any:
     except GenerationConflictError as exc:
         return Status(409, {"detail": exc.message})
     return Status(204, None)
+
+
+CANCEL_DESCRIPTION = (
+    "Cancels a queued or running generation before its payment: its credit hold is "
+    "released in full and nothing reaches the network after it. 409 `already_paid` once "
+    "the payment was claimed (a ticket may be spent: it finishes as usual) and 409 "
+    "`finished` once it ended; then nothing changes."
+)
+
+
+@router.post(
+    "/generations/{generation_id}/cancel",
+    response={200: GenerationOut, 404: MessageOut, 409: RefusedOut},
+    summary="Cancel a generation before it is paid for",
+    description=CANCEL_DESCRIPTION,
+)
+def cancel_generation(request: HttpRequest, generation_id: str) -> Any:
+    generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
+    if generation is None:
+        return Status(404, {"detail": "Not found."})
+    try:
+        canceled = services.generation_cancel_by_owner(
+            generation_id=generation.pk,
+            acting_user=request.user,  # type: ignore[arg-type]
+        )
+    except GenerationConflictError as exc:  # already_paid, finished
+        return Status(409, {"detail": exc.message, "code": exc.code})
+    return Status(200, generation_out(canceled))
+
+
+RETRY_DESCRIPTION = (
+    "Makes a new generation with the same prompt, negative prompt, model, size and chosen "
+    "seed as a failed or canceled one, admitted like any submission (priced, held, "
+    "rate-limited: the same 400, 402 and 429 answers as POST /generations). 409 "
+    "`not_retryable` for a queued, running or succeeded one."
+)
+
+
+@router.post(
+    "/generations/{generation_id}/retry",
+    response={
+        201: GenerationOut,
+        400: InvalidOut,
+        402: RefusedOut,
+        404: MessageOut,
+        409: RefusedOut,
+        429: MessageOut,
+    },
+    summary="Retry a failed generation as a new one",
+    description=RETRY_DESCRIPTION,
+)
+def retry_generation(request: HttpRequest, response: HttpResponse, generation_id: str) -> Any:
+    generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
+    if generation is None:
+        return Status(404, {"detail": "Not found."})
+    try:
+        retried = services.generation_retry(
+            generation=generation,
+            acting_user=request.user,  # type: ignore[arg-type]
+        )
+    except GenerationValidationError as exc:
+        return Status(400, {"detail": exc.message, "errors": exc.field_errors})
+    except GenerationRateLimitedError as exc:
+        response["Retry-After"] = str(exc.retry_after)
+        return Status(429, {"detail": exc.message})
+    except GenerationAdmissionRefusedError as exc:
+        return Status(402, {"detail": exc.message, "code": exc.code})
+    except GenerationConflictError as exc:
+        return Status(409, {"detail": exc.message, "code": exc.code})
+    return Status(201, generation_out(retried))
 
 
 @router.get("/models", response=ModelsOut, summary="Models and size presets you can use")
