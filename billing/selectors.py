@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
@@ -12,6 +12,7 @@ from django.db.models import F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from billing import hooks
 from billing.charts import ChartPoint
 from billing.db import WeiSum, values_in
 from billing.errors import CreditRefusedError
@@ -366,6 +367,8 @@ class EntryDisplay:
     credit_type: str = ""
     #: When promotional credit expires (``None``: never, or not promotional).
     expires_at: datetime | None = None
+    #: Its image still exists (only then is it linked; ``entries_display``).
+    generation_exists: bool = False
 
 
 _WHAT: dict[str, str] = {
@@ -408,6 +411,22 @@ def entry_display(entry: LedgerEntry) -> EntryDisplay:
         sign=sign,
         affects_available=entry.effect in (EntryEffect.HOLD, EntryEffect.RELEASE),
     )
+
+
+def entries_display(entries: Iterable[LedgerEntry]) -> list[EntryDisplay]:
+    """``entry_display`` of each, knowing which images still exist (one question to the
+    ``billing.hooks`` checker for the lot): a deleted image's rows keep their text and
+    stop linking to it."""
+    rows = [entry_display(entry) for entry in entries]
+    existing = hooks.generations_existing(
+        generation_ids={row.entry.generation_id for row in rows if row.entry.generation_id}
+    )
+    return [
+        replace(row, generation_exists=row.entry.generation_id in existing)
+        if row.entry.generation_id
+        else row
+        for row in rows
+    ]
 
 
 def generation_charge(*, generation_id: uuid.UUID | str) -> LedgerEntry | None:

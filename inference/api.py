@@ -289,6 +289,76 @@ def delete_generation(request: HttpRequest, generation_id: str) -> Any:
     return Status(204, None)
 
 
+CANCEL_DESCRIPTION = (
+    "Cancels a queued or running generation before its payment: its credit hold is "
+    "released in full and nothing reaches the network after it. 409 `already_paid` once "
+    "the payment was claimed (a ticket may be spent: it finishes as usual) and 409 "
+    "`finished` once it ended; then nothing changes."
+)
+
+
+@router.post(
+    "/generations/{generation_id}/cancel",
+    response={200: GenerationOut, 404: MessageOut, 409: RefusedOut},
+    summary="Cancel a generation before it is paid for",
+    description=CANCEL_DESCRIPTION,
+)
+def cancel_generation(request: HttpRequest, generation_id: str) -> Any:
+    generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
+    if generation is None:
+        return Status(404, {"detail": "Not found."})
+    try:
+        canceled = services.generation_cancel_by_owner(
+            generation_id=generation.pk,
+            acting_user=request.user,  # type: ignore[arg-type]
+        )
+    except GenerationConflictError as exc:  # already_paid, finished
+        return Status(409, {"detail": exc.message, "code": exc.code})
+    return Status(200, generation_out(canceled))
+
+
+RETRY_DESCRIPTION = (
+    "Makes a new generation with the same prompt, negative prompt, model, size and chosen "
+    "seed as a failed or canceled one, admitted like any submission (priced, held, "
+    "rate-limited: the same 400, 402 and 429 answers as POST /generations). 409 "
+    "`not_retryable` for a queued, running or succeeded one."
+)
+
+
+@router.post(
+    "/generations/{generation_id}/retry",
+    response={
+        201: GenerationOut,
+        400: InvalidOut,
+        402: RefusedOut,
+        404: MessageOut,
+        409: RefusedOut,
+        429: MessageOut,
+    },
+    summary="Retry a failed generation as a new one",
+    description=RETRY_DESCRIPTION,
+)
+def retry_generation(request: HttpRequest, response: HttpResponse, generation_id: str) -> Any:
+    generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
+    if generation is None:
+        return Status(404, {"detail": "Not found."})
+    try:
+        retried = services.generation_retry(
+            generation=generation,
+            acting_user=request.user,  # type: ignore[arg-type]
+        )
+    except GenerationValidationError as exc:
+        return Status(400, {"detail": exc.message, "errors": exc.field_errors})
+    except GenerationRateLimitedError as exc:
+        response["Retry-After"] = str(exc.retry_after)
+        return Status(429, {"detail": exc.message})
+    except GenerationAdmissionRefusedError as exc:
+        return Status(402, {"detail": exc.message, "code": exc.code})
+    except GenerationConflictError as exc:
+        return Status(409, {"detail": exc.message, "code": exc.code})
+    return Status(201, generation_out(retried))
+
+
 @router.get("/models", response=ModelsOut, summary="Models and size presets you can use")
 def list_models(request: HttpRequest) -> Any:
     models = selectors.model_choices()

@@ -15,7 +15,7 @@ from ninja import Field, Schema
 
 from billing.money import format_usd
 from billing.selectors import GenerationMoney, generations_money
-from inference import events
+from inference import events, selectors, services
 from inference.models import Generation, GenerationStatus
 
 
@@ -73,6 +73,13 @@ class NetworkOut(Schema):
     eth_usd_rate: str | None = Field(description="USD per ETH the fee was converted at")
 
 
+class StepOut(Schema):
+    stage: str = Field(description="A GenerationStage value")
+    label: str
+    state: str = Field(description="done, current, todo, failed or skipped")
+    at: datetime | None = Field(description="When the server recorded reaching it, if it does")
+
+
 class GenerationOut(Schema):
     id: UUID
     status: str
@@ -93,6 +100,17 @@ class GenerationOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    elapsed_seconds: float = Field(
+        description="Seconds since it was submitted, at the time of this response (until it "
+        "finished, once it has): a client ticks on from it, whatever its clock"
+    )
+    queue_position: int | None = Field(
+        description="While queued: 1 = the next to start (everyone's queue); else null"
+    )
+    steps: list[StepOut] = Field(description="The stages as steps, in order")
+    can_cancel: bool = Field(description="POST …/cancel would cancel it now")
+    cancel_refusal: str = Field(description="Why it cannot be canceled any more ('' if it can)")
+    can_retry: bool = Field(description="POST …/retry makes a new one (failed or canceled)")
     image_url: str | None
     detail_url: str
     payment: PaymentOut
@@ -126,6 +144,7 @@ def generation_out(generation: Generation, money: GenerationMoney | None = None)
     if money.hold_status == "open":
         held = money.held_micros
     succeeded = generation.status == GenerationStatus.SUCCEEDED and bool(generation.image)
+    paid = generation.payment_claimed_at is not None
     return {
         "id": generation.pk,
         "status": generation.status,
@@ -148,6 +167,17 @@ def generation_out(generation: Generation, money: GenerationMoney | None = None)
         "created_at": generation.created_at,
         "started_at": generation.started_at,
         "finished_at": generation.finished_at,
+        "elapsed_seconds": round(selectors.generation_elapsed_seconds(generation=generation), 3),
+        "queue_position": selectors.generation_queue_position(generation=generation),
+        "steps": [
+            {"stage": step.stage, "label": step.label, "state": step.state, "at": step.at}
+            for step in selectors.generation_steps(generation=generation)
+        ],
+        "can_cancel": not generation.is_finished and not paid,
+        "cancel_refusal": (
+            services.ALREADY_PAID_MESSAGE if paid and not generation.is_finished else ""
+        ),
+        "can_retry": generation.status in services.RETRYABLE_STATUSES,
         "image_url": (
             reverse("inference:image", kwargs={"generation_id": generation.pk})
             if succeeded

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Container, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -18,15 +19,125 @@ from django.utils import timezone
 from billing.db import values_in
 from billing.selectors import ImageQuote, LowBalance, image_quotes, low_balance_notice
 from billing.services import account_open
-from inference.models import AdmittedImage, Generation
+from inference.models import (
+    AdmittedImage,
+    Generation,
+    GenerationStage,
+    GenerationStatus,
+)
 
 #: Manifest ids per query of the mirror's app-wide join (well under SQLite's 32,766
 #: bound parameters).
 _APP_JOIN_BATCH = 5000
 
 
-def generation_list(*, owner_id: int) -> QuerySet[Generation]:
-    return Generation.objects.for_owner(owner_id).order_by("-created_at")
+def generation_list(
+    *,
+    owner_id: int,
+    search: str = "",
+    status: str = "",
+    model_id: str = "",
+) -> QuerySet[Generation]:
+    """The owner's generations, newest first; ``search`` is a case-insensitive part of
+    the prompt, ``status`` a ``GenerationStatus`` value, ``model_id`` one model (empty:
+    any). The owner's rows are few enough that the ``generation_owner_recent`` index
+    and a scan of them answer every filter."""
+    generations = Generation.objects.for_owner(owner_id)
+    if search.strip():
+        generations = generations.filter(prompt__icontains=search.strip())
+    if status:
+        generations = generations.filter(status=status)
+    if model_id:
+        generations = generations.filter(model_id=model_id)
+    return generations.order_by("-created_at")
+
+
+def generation_queue_position(*, generation: Generation) -> int | None:
+    """1 for the next queued generation to start, None unless it is queued.
+
+    A count of the queued generations (everyone's) submitted before it, on the status
+    index: it is where it stands in the queue the workers take in order.
+    """
+    if generation.status != GenerationStatus.QUEUED:
+        return None
+    ahead = Generation.objects.filter(
+        status=GenerationStatus.QUEUED, created_at__lt=generation.created_at
+    ).count()
+    return ahead + 1
+
+
+@dataclass(frozen=True)
+class GenerationStep:
+    """One ``GenerationStage`` of a generation as a step: ``state`` is ``done``,
+    ``current``, ``todo``, ``failed`` (where a failed or canceled one ended) or
+    ``skipped``; ``at`` when the server recorded reaching it (not every stage is)."""
+
+    stage: str
+    label: str
+    state: str
+    at: datetime | None
+
+
+#: The steps a generation goes through (``retrying`` shows as the queued step).
+STEP_STAGES: tuple[GenerationStage, ...] = (
+    GenerationStage.QUEUED,
+    GenerationStage.AUTHORIZING,
+    GenerationStage.CONNECTING,
+    GenerationStage.PAYING,
+    GenerationStage.GENERATING,
+    GenerationStage.SAVING,
+    GenerationStage.DONE,
+)
+
+_FINISHED_LABELS: dict[str, str] = {
+    GenerationStatus.SUCCEEDED: "Done",
+    GenerationStatus.FAILED: "Failed",
+    GenerationStatus.CANCELED: "Canceled",
+}
+
+
+def generation_steps(*, generation: Generation) -> list[GenerationStep]:
+    """The stages as steps, with the times the row records: queued (created), running
+    from ``authorizing`` (started), ``paying`` (payment claimed), the end (finished)."""
+    times: dict[GenerationStage, datetime | None] = {
+        GenerationStage.QUEUED: generation.created_at,
+        GenerationStage.AUTHORIZING: generation.started_at,
+        GenerationStage.PAYING: generation.payment_claimed_at,
+        GenerationStage.DONE: generation.finished_at,
+    }
+    current = GenerationStage.of(generation.stage)
+    if current == GenerationStage.RETRYING:
+        current = GenerationStage.QUEUED
+    succeeded = generation.status == GenerationStatus.SUCCEEDED
+    steps: list[GenerationStep] = []
+    for stage in STEP_STAGES:
+        at = times.get(stage)
+        label = stage.label
+        if stage == GenerationStage.DONE:
+            label = _FINISHED_LABELS.get(generation.status, stage.label)
+            state = ("done" if succeeded else "failed") if generation.is_finished else "todo"
+        elif generation.is_finished:
+            reached = (
+                at is not None
+                or (stage == GenerationStage.CONNECTING and generation.started_at is not None)
+                or (stage == GenerationStage.GENERATING and generation.expected_fee_wei is not None)
+            )
+            state = "done" if succeeded or reached else "skipped"
+        elif stage.order < current.order:
+            state = "done"
+        elif stage == current:
+            state = "current"
+        else:
+            state = "todo"
+        steps.append(GenerationStep(stage=stage.value, label=label, state=state, at=at))
+    return steps
+
+
+def generation_elapsed_seconds(*, generation: Generation, now: datetime | None = None) -> float:
+    """Seconds since it was submitted (until it finished, once it has): the page ticks
+    on from this value, so a client's clock does not matter."""
+    end = generation.finished_at or now or timezone.now()
+    return max(0.0, (end - generation.created_at).total_seconds())
 
 
 def generation_get(*, owner_id: int, generation_id: uuid.UUID | str) -> Generation | None:

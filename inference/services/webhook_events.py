@@ -12,7 +12,6 @@ import uuid
 
 from accounts.webhooks import webhook_event_record
 from inference.models import Generation, GenerationStatus
-from inference.resources import generation_json
 
 #: Event types, one per terminal status.
 EVENT_TYPES = {
@@ -24,6 +23,9 @@ EVENT_TYPES = {
 
 def generation_event_record(*, generation_id: uuid.UUID | str) -> None:
     """Record the terminal event of ``generation_id`` for its owner's endpoint, if any."""
+    # Imported here: the resource reads inference.services, which imports this module.
+    from inference.resources import generation_json
+
     generation = Generation.objects.filter(pk=generation_id).first()
     if generation is None or generation.status not in EVENT_TYPES:
         return
