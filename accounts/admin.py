@@ -12,7 +12,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
 from accounts.hooks import email_changed_notify
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, User, WebhookDelivery
 from accounts.services import (
     api_key_revoke,
     user_delete,
@@ -182,3 +182,47 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
         for api_key in queryset.filter(revoked_at__isnull=True):
             api_key_revoke(api_key=api_key, acting_user=acting_user)
         self.message_user(request, "Revoked.", messages.SUCCESS)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
+    """Read-only delivery log (support: why did a user's webhook not arrive?). The
+    endpoint's signing secret appears only as its prefix."""
+
+    list_display = (
+        "event_id",
+        "event_type",
+        "endpoint",
+        "status",
+        "attempts",
+        "response_status",
+        "next_attempt_at",
+        "created_at",
+    )
+    list_filter = ("status", "event_type")
+    list_select_related = ("endpoint", "endpoint__user")
+    search_fields = ("event_id", "subject_id", "endpoint__user__email")
+    fields = (
+        "event_id",
+        "event_type",
+        "subject_id",
+        "endpoint",
+        "status",
+        "attempts",
+        "response_status",
+        "last_error",
+        "created_at",
+        "last_attempt_at",
+        "next_attempt_at",
+        "delivered_at",
+        "body",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: WebhookDelivery | None = None
+    ) -> bool:
+        return False

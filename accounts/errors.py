@@ -29,3 +29,14 @@ class ApiKeyRateLimitedError(ApiKeyError):
     def __init__(self, *, retry_after: int) -> None:
         super().__init__("This API key made too many requests. Please wait a moment.")
         self.retry_after = retry_after
+
+
+class WebhookEndpointInvalidError(Exception):
+    """A webhook URL the service refuses (``field_errors``: field name → message)."""
+
+    code = "invalid_input"
+
+    def __init__(self, field_errors: dict[str, str]) -> None:
+        super().__init__("Please correct the highlighted fields.")
+        self.message = "Please correct the highlighted fields."
+        self.field_errors = field_errors

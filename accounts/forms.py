@@ -38,3 +38,15 @@ class ApiKeyForm(forms.Form):
         """The expiry the chosen choice means, from now (call after ``is_valid()``)."""
         days = self.cleaned_data.get("expires_in_days") or ""
         return timezone.now() + timedelta(days=int(days)) if days else None
+
+
+class WebhookEndpointForm(forms.Form):
+    """The webhook URL of the API page (the rules are ``accounts.webhooks``)."""
+
+    url = forms.CharField(
+        label="Endpoint URL",
+        required=False,
+        widget=forms.URLInput(
+            attrs={"placeholder": "https://example.com/pixelhouse/webhook", "maxlength": 2000}
+        ),
+    )

@@ -191,3 +191,86 @@ class ApiKey(models.Model):
     def is_usable_at(self, moment: datetime) -> bool:
         """Not revoked and not expired at ``moment`` (the user's state is checked apart)."""
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > moment)
+
+
+#: Webhook signing secrets start with this (as Stripe's ``whsec_``), so a leaked one is
+#: recognisable; the page shows the prefix and 8 more characters.
+WEBHOOK_SECRET_PREFIX = "phwhsec_"  # noqa: S105 (a prefix, not a secret)
+WEBHOOK_SECRET_VISIBLE_LENGTH = len(WEBHOOK_SECRET_PREFIX) + 8
+WEBHOOK_URL_MAX_LENGTH = 2000
+
+
+class WebhookEndpoint(models.Model):
+    """Where an account's completion events are POSTed (one per account).
+
+    The signing secret is needed in the clear to sign each delivery, so it cannot be
+    hashed: it is stored encrypted (Fernet, a key derived from ``DJANGO_SECRET_KEY``;
+    ``accounts.webhooks``), shown once when made or rotated, never displayed or logged
+    again. ``secret_prefix`` is its first characters, for the page.
+    """
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="webhook_endpoint")
+    url = models.URLField(max_length=WEBHOOK_URL_MAX_LENGTH)
+    secret_encrypted = models.TextField(editable=False)
+    secret_prefix = models.CharField(max_length=WEBHOOK_SECRET_VISIBLE_LENGTH, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    secret_rotated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(secret_prefix__startswith=WEBHOOK_SECRET_PREFIX),
+                name="accounts_webhookendpoint_secret_prefix",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.secret_prefix}…)"
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint, and how its delivery went (the page's delivery log).
+
+    ``body`` is fixed when the event is made: every attempt sends the same bytes (and
+    the same ``id``, which receivers deduplicate on); only the signature's timestamp is
+    new per attempt. An event about a generation is made once per type
+    (``accounts_webhookdelivery_once_per_subject``).
+    """
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event_id = models.CharField(max_length=40, unique=True)
+    event_type = models.CharField(max_length=40)
+    subject_id = models.CharField(max_length=64, blank=True)
+    body = models.TextField()
+    status = models.CharField(
+        max_length=16, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        ordering = ("-created_at", "-pk")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("endpoint", "event_type", "subject_id"),
+                condition=~models.Q(subject_id=""),
+                name="accounts_webhookdelivery_once_per_subject",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} ({self.status})"

@@ -38,6 +38,7 @@ from accounts.models import (
     ProvisioningStatus,
     User,
 )
+from accounts.webhooks import webhook_endpoints_delete_for_user
 from integrations.pymthouse import PymthouseError, SecretToken, get_client
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ def user_delete(*, user: User, acting_user: User | None) -> User:
     """
     user_sessions_end(user=user)
     api_keys_revoke_all(user=user)
+    webhook_endpoints_delete_for_user(user=user)
     SocialAccount.objects.filter(user=user).delete()
     EmailAddress.objects.filter(user=user).delete()
     Authenticator.objects.filter(user=user).delete()

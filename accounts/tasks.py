@@ -57,3 +57,31 @@ def provision_user_task(self: Task, user_id: int) -> None:  # type: ignore[type-
 @shared_task(expires=240)
 def provision_pending_users_task() -> int:
     return services.users_provision_pending()
+
+
+#: A hard bound on one delivery's attempts; the real bound is WEBHOOK_RETRY_WINDOW_SECONDS
+#: (a day of exponential backoff is about 35 attempts at the defaults).
+WEBHOOK_MAX_ATTEMPTS = 60
+
+
+@shared_task(bind=True, max_retries=WEBHOOK_MAX_ATTEMPTS, soft_time_limit=60, time_limit=90)
+def webhook_delivery_send_task(self: Task, delivery_id: int) -> None:  # type: ignore[type-arg]
+    """One attempt at a webhook delivery; the service says when (if ever) to try again.
+
+    Its only argument is the delivery's id: the secret is read from the database when
+    the POST is signed.
+    """
+    from accounts.webhooks import webhook_delivery_attempt
+
+    countdown = webhook_delivery_attempt(delivery_id=delivery_id)
+    if countdown is not None and not self.request.is_eager:
+        # Eager (tests) would retry at once, in the caller's stack: the delivery stays
+        # pending with its next_attempt_at, for a later call or the resend sweep.
+        raise self.retry(countdown=countdown)
+
+
+@shared_task(expires=240)
+def webhook_deliveries_resend_due_task() -> int:
+    from accounts.webhooks import webhook_deliveries_resend_due
+
+    return webhook_deliveries_resend_due()

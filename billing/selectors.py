@@ -442,6 +442,52 @@ def generation_refund(*, generation_id: uuid.UUID | str) -> LedgerEntry | None:
 
 
 @dataclass(frozen=True)
+class GenerationMoney:
+    """What one image holds, was charged and was refunded (exact; ``None`` = none).
+
+    ``held_micros`` is the hold taken at admission: the most the image may cost, quoted
+    before it was queued. ``charged_micros`` is its usage debit, written at payment time
+    (``generation_charge_settle``) or by the usage mirror; ``charged_fee_wei`` and
+    ``eth_usd_rate`` are the network fee and the rate it was converted at.
+    """
+
+    held_micros: int | None = None
+    hold_status: str | None = None
+    max_fee_wei: int | None = None
+    charged_micros: int | None = None
+    charged_fee_wei: int | None = None
+    eth_usd_rate: str = ""
+    refunded_micros: int | None = None
+
+
+def generations_money(*, generation_ids: list[uuid.UUID]) -> dict[uuid.UUID, GenerationMoney]:
+    """:class:`GenerationMoney` of each of ``generation_ids`` (two queries for them all)."""
+    found: dict[uuid.UUID, dict[str, object]] = {pk: {} for pk in generation_ids}
+    for hold in Hold.objects.filter(generation_id__in=generation_ids):
+        found[hold.generation_id].update(
+            held_micros=int(hold.amount_micros),
+            hold_status=hold.status,
+            max_fee_wei=None if hold.max_fee_wei is None else int(hold.max_fee_wei),
+        )
+    entries = LedgerEntry.objects.filter(
+        generation_id__in=generation_ids, kind__in=[EntryKind.USAGE_DEBIT, EntryKind.REFUND]
+    ).order_by("pk")
+    for entry in entries:
+        values = found[entry.generation_id]  # type: ignore[index]
+        if entry.kind == EntryKind.USAGE_DEBIT and "charged_micros" not in values:
+            values.update(
+                charged_micros=int(entry.amount_micros),
+                charged_fee_wei=(
+                    None if entry.network_fee_wei is None else int(entry.network_fee_wei)
+                ),
+                eth_usd_rate=entry.eth_usd_rate,
+            )
+        elif entry.kind == EntryKind.REFUND and "refunded_micros" not in values:
+            values["refunded_micros"] = int(entry.amount_micros)
+    return {pk: GenerationMoney(**values) for pk, values in found.items()}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class OpenHold:
     """An open hold, as the stale-hold sweep sees it."""
 

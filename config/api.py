@@ -23,7 +23,19 @@ from inference.api import router as inference_router
 api = NinjaAPI(
     title="pixelhouse API",
     version="1.0.0",
-    description="Generate images on Livepeer AI, billed per user through pymthouse.",
+    description=(
+        "Generate images on Livepeer AI, billed per user through pymthouse.\n\n"
+        "**Auth**: `Authorization: Bearer phk_…` (a personal key from Account → API).\n\n"
+        "**Idempotency**: send `Idempotency-Key` on `POST /generations`; a retry with the "
+        "same key and body is answered with the first response and charges nothing more.\n\n"
+        "**Completion webhooks** (Account → API): on `generation.succeeded`, "
+        "`generation.failed` and `generation.canceled` the generation is POSTed as "
+        '`{"id": "evt_…", "type": …, "created": <unix seconds>, "data": <the generation>}` '
+        "with `Pixelhouse-Signature: t=<unix seconds>,v1=<hex>`, where `v1` is "
+        'HMAC-SHA256(your signing secret, `"<t>.<raw body>"`). Compare in constant time, '
+        "refuse a `t` older than 5 minutes, deduplicate on `id`; answer 2xx, or it is "
+        "retried with backoff for a day. Examples: docs/api.md."
+    ),
     urls_namespace="api-v1",
 )
 api.add_router("/", inference_router)

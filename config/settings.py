@@ -475,6 +475,25 @@ LIVEPEER_MAX_RESPONSE_BYTES: int = env.int("LIVEPEER_MAX_RESPONSE_BYTES", defaul
 LIVEPEER_ALLOW_PRIVATE_ADDRESSES: bool = env.bool("LIVEPEER_ALLOW_PRIVATE_ADDRESSES", default=False)
 # The app's own path below a runner's `…/apps/{id}/app/` (empty: the app root).
 LIVEPEER_RUNNER_APP_PATH: str = env.str("LIVEPEER_RUNNER_APP_PATH", default="")
+
+# Completion webhooks (accounts/webhooks.py, integrations/webhooks): the receiver's URL is
+# a user's, so it goes through LIVEPEER_ALLOW_PRIVATE_ADDRESSES's address guard too.
+WEBHOOK_CONNECT_TIMEOUT_SECONDS: float = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=3.05)
+WEBHOOK_READ_TIMEOUT_SECONDS: float = env.float("WEBHOOK_READ_TIMEOUT_SECONDS", default=10.0)
+# Attempt n+1 comes FIRST × 2^n seconds after attempt n (at most MAX, jittered), until
+# WINDOW seconds after the event; MAX stays below the broker's visibility timeout.
+WEBHOOK_RETRY_FIRST_SECONDS: float = env.float("WEBHOOK_RETRY_FIRST_SECONDS", default=30.0)
+WEBHOOK_RETRY_MAX_SECONDS: float = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3000.0)
+WEBHOOK_RETRY_WINDOW_SECONDS: float = env.float("WEBHOOK_RETRY_WINDOW_SECONDS", default=86400.0)
+if not (
+    0 < WEBHOOK_RETRY_FIRST_SECONDS <= WEBHOOK_RETRY_MAX_SECONDS < BROKER_VISIBILITY_TIMEOUT_SECONDS
+):
+    raise ImproperlyConfigured(
+        "Need 0 < WEBHOOK_RETRY_FIRST_SECONDS <= WEBHOOK_RETRY_MAX_SECONDS < "
+        f"the broker visibility timeout ({BROKER_VISIBILITY_TIMEOUT_SECONDS} s)."
+    )
+if WEBHOOK_CONNECT_TIMEOUT_SECONDS <= 0 or WEBHOOK_READ_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("WEBHOOK_*_TIMEOUT_SECONDS must be positive.")
 # ai-gateway backend: go-livepeer's gateway pays with its own key and ignores the
 # user's token, so pymthouse does NOT charge the end user for those calls. A user
 # token is minted and sent only when this names a gateway that honours it.
@@ -757,6 +776,14 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
         "every": 3600,
         "expire_seconds": 3000,
         "description": "Forget Idempotency-Keys older than 24 hours.",
+    },
+    # Every 5 minutes: re-send webhook deliveries whose retry is 10 minutes overdue (a
+    # retry's countdown lives in the worker that got it; accounts/webhooks.py).
+    "accounts-resend-due-webhooks": {
+        "task": "accounts.tasks.webhook_deliveries_resend_due_task",
+        "every": 300,
+        "expire_seconds": 240,
+        "description": "Re-send webhook deliveries whose retry is overdue.",
     },
     # Merchant mode only (the task does nothing in owner_rollup): re-read users'
     # pymthouse wallets into the ledger (top-ups that landed, consumption).

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -29,11 +28,11 @@ from django.conf import settings
 from django.db import connection as db_connection
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.urls import reverse
 from ninja import Field, Query, Router, Schema, Status
 from ninja.params.functions import Header
 
 from accounts.api_auth import API_AUTH
+from billing.selectors import generations_money
 from inference import events, selectors, services
 from inference.errors import (
     GenerationAdmissionRefusedError,
@@ -44,31 +43,10 @@ from inference.errors import (
     IdempotencyKeyInUseError,
     IdempotencyKeyInvalidError,
 )
-from inference.models import FINISHED_STATUSES, Generation, GenerationStatus
+from inference.models import FINISHED_STATUSES
+from inference.resources import GenerationOut, generation_json, generation_out
 
 router = Router(auth=API_AUTH, tags=["generations"])
-
-
-class ErrorOut(Schema):
-    code: str
-    message: str
-
-
-class CostOut(Schema):
-    usd_micros: str | None = Field(description="Integer USD micros as a string (1 USD = 1,000,000)")
-    wei: str | None = Field(description="Exact network fee in wei as a decimal string")
-
-
-class PaymentOut(Schema):
-    """What the payment bought, recorded at payment time (null fields until then)."""
-
-    manifest_id: str | None = Field(
-        description="The runner challenge's session id: usage joins on it"
-    )
-    price_wei: str | None = Field(description="The runner's price per unit, exact, in wei")
-    price_unit: str | None = Field(description="fixed or seconds")
-    units_paid: int | None
-    expected_fee_wei: str | None = Field(description="What the payment costs, exact, in wei")
 
 
 #: The rules ``generation_create`` enforces, published in the schema below. They are stated
@@ -117,50 +95,6 @@ class GenerationIn(Schema):
     )
 
 
-class StepOut(Schema):
-    stage: str = Field(description="A GenerationStage value")
-    label: str
-    state: str = Field(description="done, current, todo, failed or skipped")
-    at: datetime | None = Field(description="When the server recorded reaching it, if it does")
-
-
-class GenerationOut(Schema):
-    id: UUID
-    status: str
-    stage: str = Field(description="A GenerationStage value (see stage_label)")
-    state: str = Field(
-        description="'<status>/<stage>': pass it as `since` to /next; the id of each event"
-    )
-    stage_label: str
-    progress: int = Field(description="0-100, coarse progress derived from the stage")
-    prompt: str
-    negative_prompt: str
-    model_id: str
-    width: int
-    height: int
-    seed: int | None
-    image_seed: int | None
-    error: ErrorOut | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    elapsed_seconds: float = Field(
-        description="Seconds since it was submitted, at the time of this response (until it "
-        "finished, once it has): a client ticks on from it, whatever its clock"
-    )
-    queue_position: int | None = Field(
-        description="While queued: 1 = the next to start (everyone's queue); else null"
-    )
-    steps: list[StepOut] = Field(description="The stages as steps, in order")
-    can_cancel: bool = Field(description="POST …/cancel would cancel it now")
-    cancel_refusal: str = Field(description="Why it cannot be canceled any more ('' if it can)")
-    can_retry: bool = Field(description="POST …/retry makes a new one (failed or canceled)")
-    image_url: str | None
-    detail_url: str
-    payment: PaymentOut
-    cost: CostOut
-
-
 class GenerationPageOut(Schema):
     items: list[GenerationOut]
     count: int
@@ -202,68 +136,6 @@ class RefusedOut(Schema):
 class InvalidOut(Schema):
     detail: str
     errors: dict[str, str]
-
-
-def _digits(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def generation_out(generation: Generation) -> dict[str, Any]:
-    succeeded = generation.status == GenerationStatus.SUCCEEDED and bool(generation.image)
-    paid = generation.payment_claimed_at is not None
-    return {
-        "id": generation.pk,
-        "status": generation.status,
-        "stage": generation.stage,
-        "stage_label": generation.stage_label,
-        "progress": generation.progress,
-        "state": events.state_token(generation.status, generation.stage),
-        "prompt": generation.prompt,
-        "negative_prompt": generation.negative_prompt,
-        "model_id": generation.model_id,
-        "width": generation.width,
-        "height": generation.height,
-        "seed": generation.seed,
-        "image_seed": generation.image_seed,
-        "error": (
-            {"code": generation.error_code, "message": generation.error_message}
-            if generation.status == GenerationStatus.FAILED
-            else None
-        ),
-        "created_at": generation.created_at,
-        "started_at": generation.started_at,
-        "finished_at": generation.finished_at,
-        "elapsed_seconds": round(selectors.generation_elapsed_seconds(generation=generation), 3),
-        "queue_position": selectors.generation_queue_position(generation=generation),
-        "steps": [
-            {"stage": step.stage, "label": step.label, "state": step.state, "at": step.at}
-            for step in selectors.generation_steps(generation=generation)
-        ],
-        "can_cancel": not generation.is_finished and not paid,
-        "cancel_refusal": (
-            services.ALREADY_PAID_MESSAGE if paid and not generation.is_finished else ""
-        ),
-        "can_retry": generation.status in services.RETRYABLE_STATUSES,
-        "image_url": (
-            reverse("inference:image", kwargs={"generation_id": generation.pk})
-            if succeeded
-            else None
-        ),
-        "detail_url": reverse("inference:detail", kwargs={"generation_id": generation.pk}),
-        "payment": {
-            "manifest_id": generation.manifest_id or None,
-            "price_wei": _digits(generation.price_wei),
-            "price_unit": generation.price_unit or None,
-            "units_paid": generation.units_paid,
-            "expected_fee_wei": _digits(generation.expected_fee_wei),
-        },
-        "cost": {
-            "usd_micros": (
-                str(generation.cost_usd_micros) if generation.cost_usd_micros is not None else None
-            ),
-            "wei": str(generation.cost_wei) if generation.cost_wei is not None else None,
-        },
-    }
 
 
 def _user_id(request: HttpRequest) -> int:
@@ -333,7 +205,7 @@ def _generation_submit(
     try:
         with transaction.atomic():
             generation = services.generation_create(owner=request.user, **arguments)  # type: ignore[arg-type]
-            body = GenerationOut.model_validate(generation_out(generation)).model_dump(mode="json")
+            body = generation_json(generation)
             if claim is not None:
                 services.idempotent_request_complete(claim=claim, status=201, body=body)
     except GenerationValidationError as exc:
@@ -375,10 +247,11 @@ def list_generations(request: HttpRequest, page: int = 1, page_size: int = 20) -
         return Status(400, {"detail": f"page must be between 1 and {last_page}."})
     offset = (page - 1) * page_size
     items = list(queryset[offset : offset + page_size])
+    money = generations_money(generation_ids=[generation.pk for generation in items])
     return Status(
         200,
         {
-            "items": [generation_out(generation) for generation in items],
+            "items": [generation_out(generation, money[generation.pk]) for generation in items],
             "count": count,
             "page": page,
             "page_size": page_size,
@@ -559,7 +432,7 @@ def _read_out(owner_id: int, generation_id: str) -> dict[str, Any] | None:
         generation = selectors.generation_get(owner_id=owner_id, generation_id=generation_id)
         if generation is None:
             return None
-        return GenerationOut.model_validate(generation_out(generation)).model_dump(mode="json")
+        return generation_json(generation)
     finally:
         if settings.ASGI_SERVER:
             db_connection.close()

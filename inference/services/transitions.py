@@ -46,6 +46,7 @@ from inference.models import (
     GenerationStatus,
 )
 from inference.services.failures import failure_message
+from inference.services.webhook_events import generation_event_record
 from integrations.livepeer import InferenceResult, PaymentRecord
 
 logger = logging.getLogger("inference.services")
@@ -261,7 +262,10 @@ def attempt_succeed(
     generation.image.save(f"{generation.pk}.{extension}", ContentFile(image.content), save=False)
     stored_name: str = generation.image.name or ""
     try:
-        updated = _success_write(generation, attempt_id, result, stored_name)
+        with transaction.atomic():
+            updated = _success_write(generation, attempt_id, result, stored_name)
+            if updated:
+                generation_event_record(generation_id=generation.pk)
     except Exception:
         # The run ends outcome_unknown (run.py); the paid image stays on disk for support.
         logger.warning(
@@ -373,6 +377,7 @@ def generation_fail(
             _generation_paid_not_delivered(
                 generation_id=generation.pk, owner_id=generation.owner_id, reason=code
             )
+        generation_event_record(generation_id=generation.pk)
     return True
 
 
@@ -398,6 +403,7 @@ def generation_cancel(*, generation_id: str | uuid.UUID, code: FailureCode) -> b
             generation_id=generation.pk, status=generation.status, stage=generation.stage
         )
         _generation_ended_without_claim(generation_id=generation.pk, reason=code)
+        generation_event_record(generation_id=generation.pk)
     logger.info("generation %s canceled (%s)", generation.pk, code)
     return True
 

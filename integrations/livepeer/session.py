@@ -84,7 +84,7 @@ def _pinned_new_conn(conn: HTTPConnection, policy: AddressPolicy, connect: Any) 
     raise last
 
 
-def _pinned_pool_classes(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]:
+def pinned_pool_classes(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]:
     class PinnedHTTPConnection(HTTPConnection):
         def _new_conn(self) -> Any:
             return _pinned_new_conn(self, policy, super()._new_conn)
@@ -127,7 +127,7 @@ class LivepeerSession(OutgoingSession):
         if address_policy is not None:
             adapter = self.get_adapter("https://")
             assert isinstance(adapter, HTTPAdapter)
-            adapter.poolmanager.pool_classes_by_scheme = _pinned_pool_classes(address_policy)
+            adapter.poolmanager.pool_classes_by_scheme = pinned_pool_classes(address_policy)
 
 
 def url_path(url: str) -> str:

@@ -24,8 +24,9 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, User, WebhookDelivery, WebhookDeliveryStatus
 from accounts.services import api_key_create, api_key_revoke
+from accounts.webhooks import webhook_endpoint_set
 from billing.models import EntryKind, LedgerEntry, Plan
 from billing.services import account_change_plan, plans_seed, promotion_grant
 from inference.models import Generation, GenerationStatus
@@ -500,6 +501,34 @@ def test_api_page_fits_a_phone_and_a_desktop(
     )
     old = api_key_create(user=user, name="old laptop", expires_at=None, acting_user=user)
     api_key_revoke(api_key=old.api_key, acting_user=user)
+    endpoint = webhook_endpoint_set(
+        user=user,
+        url="https://hooks.example.com/pixelhouse/a-rather-long-path/for-the-render-farm",
+        acting_user=user,
+    ).endpoint
+    for number, (status, code, error) in enumerate(
+        [
+            (WebhookDeliveryStatus.DELIVERED, 200, ""),
+            (WebhookDeliveryStatus.PENDING, 503, "the receiver answered 503"),
+            (
+                WebhookDeliveryStatus.FAILED,
+                None,
+                "webhook to host hooks.example.com: ConnectTimeout",
+            ),
+        ]
+    ):
+        WebhookDelivery.objects.create(  # rows, not sends: nothing leaves the test
+            endpoint=endpoint,
+            event_id=f"evt_{number:032x}",
+            event_type="generation.succeeded",
+            subject_id=f"0000000{number}-1111-2222-3333-444444444444",
+            body="{}",
+            status=status,
+            attempts=number + 1,
+            response_status=code,
+            last_error=error,
+            next_attempt_at=now + timedelta(minutes=5),
+        )
     _sign_in(browser_page, live_server, user)
     _check_layout(
         browser_page,

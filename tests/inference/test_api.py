@@ -38,6 +38,19 @@ def test_create_returns_201_and_enqueues_exactly_one_task(
     assert body["image_url"] is None
     assert body["detail_url"] == f"/generations/{generation.pk}/"
     assert body["cost"] == {"usd_micros": None, "wei": None}
+    # A free plan holds and charges nothing; nothing has been paid to the network yet.
+    assert body["money"] == {
+        "quoted_micros": None,
+        "quoted": None,
+        "held_micros": None,
+        "held": None,
+        "hold_status": None,
+        "charged_micros": None,
+        "charged": None,
+        "refunded_micros": None,
+        "refunded": None,
+    }
+    assert body["network"] == {"fee_wei": None, "max_fee_wei": None, "eth_usd_rate": None}
     assert generation.owner_id == user.pk
     assert len(callbacks) == 1
 

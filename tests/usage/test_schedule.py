@@ -32,6 +32,11 @@ def test_every_job_is_seeded_with_its_task_interval_and_expiry() -> None:
             3600,
             3000,
         ),
+        "accounts-resend-due-webhooks": (
+            "accounts.tasks.webhook_deliveries_resend_due_task",
+            300,
+            240,
+        ),
         "billing-merchant-wallets": ("billing.tasks.merchant_wallets_refresh_task", 60, 50),
         "billing-expire-promotional-credit": ("billing.tasks.promotions_expire_task", 300, 240),
         "billing-apply-scheduled-plan-changes": (
@@ -57,7 +62,7 @@ def test_the_seed_never_overwrites_an_admin_edit() -> None:
     assert (task.enabled, task.expire_seconds) == (False, 7)
     PeriodicTask.objects.filter(name="billing-resolve-stale-holds").delete()
     assert periodic_jobs_seed() == ["billing-resolve-stale-holds"]
-    assert PeriodicTask.objects.count() == len(settings.PERIODIC_JOBS) == 9
+    assert PeriodicTask.objects.count() == len(settings.PERIODIC_JOBS) == 10
 
 
 def test_jobs_are_declared_in_one_place_only() -> None:
