@@ -228,11 +228,13 @@ def _settle(
     return _Settled(charged_micros=collectable, absorbed_micros=absorbed)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def generation_charge_settle(
     *, owner_id: int, generation_id: uuid.UUID, model_id: str, record: PaymentRecord
 ) -> None:
-    """Charge the generation at payment time (same transaction as the payment record).
+    """Charge the generation's confirmed payment: right after the paid call, in the
+    transaction that records how it ended (no savepoint of its own: its failure fails
+    that transaction).
 
     ``record.expected_fee_wei`` is the runner's real fee; ``None`` (ai-gateway backend,
     where pymthouse does not charge the user) charges ``BILLING_ESTIMATED_FEE_WEI``.

@@ -140,7 +140,7 @@ def _limits_check(*, owner_id: int) -> None:
     (the window row, held until commit): concurrent submissions of one owner queue up
     there, so the count, the cap and the insert see each other exactly. The UPDATE
     matches nothing when the window is full (or the row is new): only then is the row
-    read. A refusal raises, and the transaction's rollback undoes the increment.
+    inserted (if missing) and the UPDATE repeated. A refusal raises, and the transaction's rollback undoes the increment.
     """
     length = settings.INFERENCE_RATE_LIMIT_WINDOW_SECONDS
     now = int(time.time())
@@ -155,7 +155,11 @@ def _limits_check(*, owner_id: int) -> None:
     }
     admitted = counted.update(**increment)
     if not admitted:
-        SubmissionWindow.objects.get_or_create(owner_id=owner_id)  # a first submission
+        # The owner's first submission: the row, then the same UPDATE (a row that was
+        # there all along, full, still refuses). INSERT … ON CONFLICT DO NOTHING.
+        SubmissionWindow.objects.bulk_create(
+            [SubmissionWindow(owner_id=owner_id, window=window, count=0)], ignore_conflicts=True
+        )
         admitted = counted.update(**increment)
     active = Generation.objects.for_owner(owner_id).unfinished().count()
     if active >= settings.INFERENCE_MAX_ACTIVE_PER_USER:

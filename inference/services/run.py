@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from inference.errors import GenerationRetryableError, PaymentAlreadyClaimedError
-from inference.models import FailureCode, Generation, GenerationStage
+from inference.models import FailureCode, Generation
 from inference.services.transitions import (
     AttemptPaymentGuard,
     attempt_requeue,
@@ -32,7 +32,6 @@ from inference.services.transitions import (
     generation_fail,
     generation_fail_unexpected,
     new_attempt_id,
-    stage_set,
 )
 from integrations import livepeer
 from integrations.livepeer import (
@@ -133,27 +132,32 @@ def _attempt_run(
         height=generation.height,
         seed=generation.seed,
     )
+    # No stage write between the start and the claim: the row says ``authorizing``
+    # until it says ``paying`` (issue 16: stage writes nobody observes separately).
+    guard = AttemptPaymentGuard(
+        generation_id=generation.pk,
+        attempt_id=attempt,
+        owner_id=generation.owner_id,
+        model_id=generation.model_id,
+    )
     try:
-        credentials = _credentials(generation, backend.name)
-        stage_set(generation_id=generation.pk, attempt_id=attempt, stage=GenerationStage.CONNECTING)
-        result = backend.generate(
-            request,
-            credentials=credentials,
-            guard=AttemptPaymentGuard(
-                generation_id=generation.pk,
-                attempt_id=attempt,
-                owner_id=generation.owner_id,
-                model_id=generation.model_id,
-            ),
-            max_fee_wei=generation.max_fee_wei,
-        )
-    except PaymentAlreadyClaimedError:
-        logger.warning("generation %s: another attempt owns it; stopping", generation.pk)
-        return None
-    except (PymthouseError, LivepeerError) as exc:
-        _attempt_upstream_error(generation, attempt, exc)
-        return generation
-    return attempt_succeed(generation=generation, attempt_id=attempt, result=result)
+        try:
+            credentials = _credentials(generation, backend.name)
+            result = backend.generate(
+                request, credentials=credentials, guard=guard, max_fee_wei=generation.max_fee_wei
+            )
+        except PaymentAlreadyClaimedError:
+            logger.warning("generation %s: another attempt owns it; stopping", generation.pk)
+            return None
+        except (PymthouseError, LivepeerError) as exc:
+            _attempt_upstream_error(generation, attempt, exc)
+            return generation
+        return attempt_succeed(generation=generation, attempt_id=attempt, result=result, guard=guard)
+    finally:
+        # A confirmed payment is charged whatever became of the row (the success write
+        # and generation_fail charge it first, in their transactions; this is a no-op
+        # then): e.g. the row was deleted while the paid call ran.
+        guard.settle()
 
 
 # First match wins. A pymthouse 400 means our request shape or configuration is

@@ -73,7 +73,8 @@ def test_one_image_at_a_time_stays_within_the_statement_budget(sandbox: SandboxC
 
 def test_six_images_at_once_stay_within_the_statement_budget(sandbox: SandboxControl) -> None:
     owners = [pay_as_you_go_user() for _ in range(6)]
-    _one_image(owners[0], 0)
+    first = [_one_image(owner, 0) for owner in owners]  # each owner's first image
+    _report("first image of an owner", first[-1:])
     sandbox.set_config(runnerLatencySeconds=0.2)  # keeps the six in flight together
     barrier = threading.Barrier(6)
     counts: list[tuple[SqlCount, SqlCount, str]] = []
