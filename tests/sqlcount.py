@@ -40,7 +40,9 @@ class SqlCount:
 def sql_counted() -> Iterator[SqlCount]:
     count = SqlCount()
 
-    def wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+    def wrapper(
+        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
         count.statements += 1
         count.sql.append(sql)
         if _SAVEPOINT.match(sql):

@@ -75,14 +75,15 @@ def generation_admit(
     images_this_month: int | Callable[[], int],
     description: str = "",
 ) -> Admitted:
-    """Admit a generation (inserted in this transaction, before or after) or raise ``CreditRefusedError``.
+    """Admit a generation (inserted in this transaction, before or after) or raise
+    ``CreditRefusedError``.
 
     ``images_this_month`` counts the images of this month that count against a limit,
-    this one included (a callable is called only by a plan that counts images); ``description`` names the image in words (prompt excerpt, model)
-    for the ledger. A charging plan holds its charge for the most the image may cost at
-    the network, converted at the current rate: that hold is the most the image will
-    ever cost the user. Runs inside the caller's transaction; holds the account row lock
-    until it ends.
+    this one included (a callable is called only by a plan that counts images);
+    ``description`` names the image in words (prompt excerpt, model) for the ledger. A
+    charging plan holds its charge for the most the image may cost at the network,
+    converted at the current rate: that hold is the most the image will ever cost the
+    user. Runs inside the caller's transaction; holds the account row lock until it ends.
     """
     account = account_lock(user_id=owner_id)
     # Promotional credit past its expiry is taken back before deciding (the beat task

@@ -140,7 +140,8 @@ def _limits_check(*, owner_id: int) -> None:
     (the window row, held until commit): concurrent submissions of one owner queue up
     there, so the count, the cap and the insert see each other exactly. The UPDATE
     matches nothing when the window is full (or the row is new): only then is the row
-    inserted (if missing) and the UPDATE repeated. A refusal raises, and the transaction's rollback undoes the increment.
+    inserted (if missing) and the UPDATE repeated. A refusal raises, and the
+    transaction's rollback undoes the increment.
     """
     length = settings.INFERENCE_RATE_LIMIT_WINDOW_SECONDS
     now = int(time.time())

@@ -152,7 +152,9 @@ def _attempt_run(
         except (PymthouseError, LivepeerError) as exc:
             _attempt_upstream_error(generation, attempt, exc)
             return generation
-        return attempt_succeed(generation=generation, attempt_id=attempt, result=result, guard=guard)
+        return attempt_succeed(
+            generation=generation, attempt_id=attempt, result=result, guard=guard
+        )
     finally:
         # A confirmed payment is charged whatever became of the row (the success write
         # and generation_fail charge it first, in their transactions; this is a no-op
