@@ -27,6 +27,7 @@ from bench.report import (
     results_rows,
     stage_ms,
 )
+from bench.statements import counts_rows
 from bench.stats import Comparison, RunResult
 
 
@@ -218,6 +219,17 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
         f" p50, {comparison.overhead_ratio(95):.2f}x at p95 and"
         f" {comparison.overhead_ratio(99):.2f}x at p99; the floor's throughput is"
         f" {comparison.throughput_ratio:.2f}x the platform's.",
+        "",
+        "**SQL per image** (counted, not estimated: `bench/statements.py` runs the bench"
+        " user's images through `generation_create` and `generation_run` in the stack's"
+        " Django against the same sandbox, after the measured batches; the web request's"
+        " own statements and the client's polls are not included; issue 16's budget is"
+        " 30 statements and 6 write transactions):",
+        "",
+        _markdown_table(
+            ("concurrency", "SQL statements per image", "write transactions per image", "images"),
+            counts_rows(context.statement_counts),
+        ),
         "",
         "**Where the time goes** (p50 / p95 in ms)",
         "",

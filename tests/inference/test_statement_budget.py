@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from django.db import connections
 
+from bench.sqlcount import SqlCount, sql_counted
 from billing.models import EntryKind, LedgerEntry
 from inference.models import Generation, GenerationStatus
 from inference.services import generation_create, generation_run
 from tests.inference.paying_user import pay_as_you_go_user
 from tests.sandbox_server import SandboxControl
-from tests.sqlcount import SqlCount, sql_counted
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
