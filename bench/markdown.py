@@ -108,19 +108,22 @@ must be one no other Celery workers consume from (on a shared machine, start you
 **Where the platform's overhead comes from (read from the code).** Per generation:
 
 - *Submit* (`inference/services/admission.py`): the API request validates, then admits
-  in one transaction that starts by locking the owner's row (`SELECT … FOR UPDATE`; on
-  SQLite the write lock), so one user's concurrent submissions are admitted one at a
-  time: an active-job `COUNT`, the rate-limit window row (`get_or_create` + UPDATE), the
-  INSERT, commit, and the Celery message published after commit.
+  in one short transaction that starts with the owner's rate-limit counter (one
+  conditional UPDATE, which is also the owner's lock; on SQLite the write lock), so one
+  user's concurrent submissions are admitted one at a time: an active-job `COUNT`, the
+  billing account lock, the hold (its INSERT, the ledger entry, one account UPDATE), the
+  generation INSERT and its admission record, commit, and the Celery message published
+  after commit.
 - *Broker hand-off*: the embedded filesystem broker is polled: an idle worker looks at the
   queue directory every `polling_interval` (see the parameters table; set in
   `config/settings.py`), so a message waits up to one interval (about half of it on
   average) before any worker sees it. Redis delivers on a blocking pop, without that wait.
 - *Worker* (`inference/services/`): `attempt_start` (a conditional UPDATE from `queued`
-  plus a SELECT), then conditional UPDATEs for stage `connecting`, the payment claim, the
-  payment confirm (its own transaction), stage `saving` and the success write, and a
-  `refresh_from_db`: six writes, each its own transaction (on SQLite each takes the
-  single database write lock). The pymthouse client reads the OIDC discovery document
+  plus a SELECT), then conditional UPDATEs for the payment claim and the payment confirm
+  (each durable before the next upstream call: the paid call goes out right after the
+  confirm), and the success write with the ledger settle in one transaction, and a
+  `refresh_from_db`: four write transactions (on SQLite each takes the single database
+  write lock). The pymthouse client reads the OIDC discovery document
   from the Django cache for every mint (a SQL query on the embedded database cache). The
   Livepeer client opens a new `requests` session per generation, so every image starts
   with a fresh TCP connection, and checks the image's format and dimensions. The image is
