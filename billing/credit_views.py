@@ -24,7 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
-from billing.models import Payment, PaymentStatus, StripeCustomer
+from billing.models import PLAN_PURPOSES, Payment, PaymentStatus, StripeCustomer
 from billing.modes import payments_enabled
 from billing.money import MoneyParseError, format_usd, parse_usd_amount
 from billing.services import (
@@ -85,11 +85,10 @@ def _parse_amount(request: HttpRequest) -> int:
     return presets[choice]
 
 
-def _page(
-    request: HttpRequest, *, error: str = "", status: int = 200, custom: str = ""
-) -> HttpResponse:
-    user = _user(request)
-    account = account_open(user_id=user.pk)
+def card_context(user: User, *, error: str = "") -> dict[str, Any]:
+    """What a page that takes a card payment needs (Add credit, paying for a plan): the
+    saved card, or a SetupIntent for the card element (``billing/_card_field.html`` and
+    ``static/js/card-payment.js``), and a fresh one-click ``request_key``."""
     enabled = payments_enabled()
     customer = StripeCustomer.objects.filter(account_id=user.pk).first()
     setup_secret = ""
@@ -99,20 +98,38 @@ def _page(
         except PaymentError as exc:
             error = error or exc.message
             enabled = False
-    low, high = settings.BILLING_CREDIT_MIN_MICROS, settings.BILLING_CREDIT_MAX_MICROS
-    context: dict[str, Any] = {
-        "account": account,
+    return {
         "enabled": enabled,
         "customer": customer,
         "has_card": customer is not None and customer.has_card,
-        "presets": [(str(v), format_usd(v)) for v in settings.BILLING_CREDIT_PRESETS_MICROS],
-        "min_text": format_usd(low),
-        "max_text": format_usd(high),
         "request_key": uuid.uuid4().hex,
         "setup_secret": setup_secret,
         "publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
         "stripe_js_url": settings.STRIPE_JS_URL,
         "error": error,
+    }
+
+
+def card_render(
+    request: HttpRequest, template: str, context: dict[str, Any], *, status: int = 200
+) -> HttpResponse:
+    return _with_stripe_csp(render(request, template, context, status=status))
+
+
+def _page(
+    request: HttpRequest, *, error: str = "", status: int = 200, custom: str = ""
+) -> HttpResponse:
+    user = _user(request)
+    account = account_open(user_id=user.pk)
+    cards = card_context(user, error=error)
+    customer = cards["customer"]
+    low, high = settings.BILLING_CREDIT_MIN_MICROS, settings.BILLING_CREDIT_MAX_MICROS
+    context: dict[str, Any] = {
+        **cards,
+        "account": account,
+        "presets": [(str(v), format_usd(v)) for v in settings.BILLING_CREDIT_PRESETS_MICROS],
+        "min_text": format_usd(low),
+        "max_text": format_usd(high),
         "custom": custom,
         "auto_threshold": format_usd(
             customer.auto_topup_threshold_micros
@@ -125,10 +142,11 @@ def _page(
             else settings.BILLING_AUTO_TOPUP_AMOUNT_MICROS
         ).removeprefix("$"),
     }
-    return _with_stripe_csp(render(request, "billing/credit.html", context, status=status))
+    return card_render(request, "billing/credit.html", context, status=status)
 
 
-def _after_payment(request: HttpRequest, payment: Payment, client_secret: str) -> HttpResponse:
+def after_payment(request: HttpRequest, payment: Payment, client_secret: str) -> HttpResponse:
+    """Where a card payment's answer leads: 3-D Secure in the page, or the outcome."""
     if payment.status == PaymentStatus.REQUIRES_ACTION and client_secret:
         response = render(
             request,
@@ -141,9 +159,35 @@ def _after_payment(request: HttpRequest, payment: Payment, client_secret: str) -
             },
         )
         return _with_stripe_csp(response)
+    if payment.purpose in PLAN_PURPOSES:
+        return _after_plan_payment(request, payment)
     if payment.status == PaymentStatus.FAILED:
         return _page(request, error=payment.failure_message or "The payment failed.", status=402)
     return HttpResponseRedirect(f"{reverse('billing:dashboard')}?payment={payment.pk}")
+
+
+def _after_plan_payment(request: HttpRequest, payment: Payment) -> HttpResponse:
+    assert payment.plan is not None
+    name = payment.plan.name
+    if payment.status == PaymentStatus.SUCCEEDED:
+        messages.success(
+            request, f"Payment received: {format_usd(payment.amount_micros)} for {name}."
+        )
+        return HttpResponseRedirect(f"{reverse('billing:plans')}?payment={payment.pk}")
+    if payment.status == PaymentStatus.FAILED:
+        messages.error(
+            request,
+            f"Your payment of {format_usd(payment.amount_micros)} for {name} failed: "
+            f"{payment.failure_message or 'nothing was charged.'}",
+        )
+        return HttpResponseRedirect(reverse("billing:plan_pay", args=[payment.plan.slug]))
+    messages.warning(
+        request,
+        f"Your payment of {format_usd(payment.amount_micros)} for {name} is "
+        f"{payment.get_status_display().lower()}; the plan changes as soon as the payment "
+        "provider confirms it. Don't pay again.",
+    )
+    return HttpResponseRedirect(reverse("billing:plans"))
 
 
 @login_required
@@ -167,7 +211,7 @@ def credit_add(request: HttpRequest) -> HttpResponse:
         return _page(request, error=exc.message, status=503, custom=custom)
     except PaymentError as exc:
         return _page(request, error=exc.message, status=402, custom=custom)
-    return _after_payment(request, result.payment, result.client_secret)
+    return after_payment(request, result.payment, result.client_secret)
 
 
 @login_required
@@ -178,7 +222,7 @@ def credit_confirmed(request: HttpRequest, payment_id: uuid.UUID) -> HttpRespons
         payment = payment_refresh(user=_user(request), payment_id=payment_id)
     except PaymentError as exc:
         return _page(request, error=exc.message, status=402)
-    return _after_payment(request, payment, "")
+    return after_payment(request, payment, "")
 
 
 @login_required

@@ -11,12 +11,17 @@ an unbounded ``int``, not a ``WeiField`` value.
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
-from django.db import models
+from django.db import connection, models
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.expressions import RawSQL
 
 SQLITE_WEI_SUM = "pixelhouse_wei_sum"
 _DIGITS = re.compile(r"-?[0-9]+", re.ASCII)
@@ -84,3 +89,42 @@ class WeiSum(models.Aggregate):
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         return super().as_sql(compiler, connection, function=SQLITE_WEI_SUM, **extra_context)
+
+
+def values_in(values: Sequence[str | uuid.UUID], *, uuids: bool = False) -> RawSQL:
+    """The right side of a large ``__in`` as one bound parameter (``field__in=values_in(…)``).
+
+    Django binds and prepares every element of an ``__in`` list, which dominates a bulk
+    join of thousands of ids; this binds one array (PostgreSQL ``unnest(%s::text[])`` /
+    ``uuid[]``) or one JSON list (SQLite ``json_each``; UUIDs as the 32 hex digits the
+    column stores)."""
+    if connection.vendor == "postgresql":
+        kind = "uuid" if uuids else "text"
+        return RawSQL(f"SELECT unnest(%s::{kind}[])", [list(values)])  # noqa: S611
+    texts = [value.hex if isinstance(value, uuid.UUID) else value for value in values]
+    return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(texts)])
+
+
+@contextmanager
+def server_side_binding() -> Iterator[None]:
+    """PostgreSQL: run the block's statements with server-side parameter binding.
+
+    The project's connections bind client-side (Django's default for psycopg 3: every
+    parameter is quoted into the SQL text in Python), which dominates bulk statements
+    (a 5,000-element array, a 500-row upsert). Django supports server-side binding
+    (``OPTIONS["server_side_binding"]``); this switches the open connection's cursor
+    factory to it for one block (the usage sync's bulk writes) and back. Elsewhere a
+    no-op."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    raw = connection.connection
+    previous = raw.cursor_factory
+    raw.cursor_factory = psycopg.Cursor
+    try:
+        yield
+    finally:
+        raw.cursor_factory = previous

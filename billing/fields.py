@@ -26,6 +26,12 @@ from integrations.pymthouse.money import parse_wei as parse_wei_string
 WEI_DIGITS = 78  # len(str(2**256 - 1))
 
 
+def wei_text(value: int) -> str:
+    """The column's text on databases without NUMERIC(78,0): 78 zero-padded digits (for
+    bulk writers that prepare rows without a field per value; ``value`` already valid)."""
+    return str(value).rjust(WEI_DIGITS, "0")
+
+
 def parse_wei(value: object) -> int:
     """A wei amount: an ``int`` in ``0 ≤ x < 2**256``, or a canonical digit string.
 
@@ -83,7 +89,7 @@ class _WeiFieldBase(models.Field[_ST, _GT]):
             return None
         if connection.vendor == "postgresql":
             return value
-        return str(value).rjust(WEI_DIGITS, "0")
+        return wei_text(value)
 
     def from_db_value(
         self, value: Any, expression: Any, connection: BaseDatabaseWrapper

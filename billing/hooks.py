@@ -3,12 +3,15 @@
 billing reads no generation row; the app that owns generations registers, from its
 ``AppConfig.ready()``, the function that counts a user's images this month
 (``inference.apps`` registers ``inference.selectors.generations_counted_this_month``),
-and the one that counts a user's images per UTC day (``admitted_images_per_day``).
+and the one that counts a user's images per UTC day (``admitted_images_per_day``), and
+the one that tells which generation ids still name an image (``generations_existing``:
+the activity links only those; a deleted image's rows keep their text).
 Billing's pages and API use it to show an allowance; admission is handed the count.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import date
 
@@ -46,3 +49,24 @@ def images_per_day(*, owner_id: int, since: date) -> dict[date, int]:
         for day, count in counter(owner_id=owner_id, since=since).items():
             totals[day] = totals.get(day, 0) + count
     return totals
+
+
+#: ``checker(generation_ids=set[UUID]) -> set[UUID]``: which of them still exist.
+GenerationsExistingChecker = Callable[..., set[uuid.UUID]]
+
+_existing_checkers: list[GenerationsExistingChecker] = []
+
+
+def generations_existing_checker_register(checker: GenerationsExistingChecker) -> None:
+    """Register the checker (the last registration wins)."""
+    _existing_checkers[:] = [checker]
+
+
+def generations_existing(*, generation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``generation_ids`` still name a generation (none when no app says)."""
+    if not generation_ids:
+        return set()
+    found: set[uuid.UUID] = set()
+    for checker in _existing_checkers:
+        found |= checker(generation_ids=generation_ids)
+    return found

@@ -209,12 +209,13 @@ KIND_EFFECTS: dict[str, tuple[str, ...]] = {
     EntryKind.HOLD: (EntryEffect.HOLD,),
     EntryKind.HOLD_RELEASE: (EntryEffect.RELEASE,),
     EntryKind.USAGE_DEBIT: (EntryEffect.DEBIT,),
-    # Recorded at renewal; collected outside the product (card payments are out of scope).
+    # Paid by card (billing/services/subscriptions.py), recorded: no credit moves.
     EntryKind.SUBSCRIPTION_FEE: (EntryEffect.RECORD,),
     EntryKind.CORRECTION: (EntryEffect.CREDIT, EntryEffect.DEBIT),
     EntryKind.REFUND: (EntryEffect.CREDIT,),
     EntryKind.PURCHASE: (EntryEffect.CREDIT,),
-    EntryKind.PAYMENT_REVERSAL: (EntryEffect.DEBIT,),
+    # A debit of reversed credit; a record of a reversed subscription fee (no credit moved).
+    EntryKind.PAYMENT_REVERSAL: (EntryEffect.DEBIT, EntryEffect.RECORD),
     EntryKind.WALLET_CREDIT: (EntryEffect.CREDIT,),
     EntryKind.WALLET_DEBIT: (EntryEffect.DEBIT,),
     EntryKind.PROMOTION: (EntryEffect.CREDIT,),
@@ -558,6 +559,14 @@ PAYMENT_IN_FLIGHT = (
 class PaymentPurpose(models.TextChoices):
     PURCHASE = "purchase", "Add credit"
     AUTO_TOPUP = "auto_topup", "Auto top-up"
+    #: A plan change that costs money now (``plan``): fulfilled, never credited.
+    SUBSCRIPTION = "subscription", "Subscription"
+    #: The plan fee off-session before the period ends (``plan``, ``renews_period_end``).
+    RENEWAL = "renewal", "Subscription renewal"
+
+
+#: Purposes that pay for a plan (``subscription_fulfil``) instead of buying credit.
+PLAN_PURPOSES = (PaymentPurpose.SUBSCRIPTION, PaymentPurpose.RENEWAL)
 
 
 class Payment(models.Model):
@@ -579,6 +588,12 @@ class Payment(models.Model):
         max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.CREATED
     )
     failure_message = models.CharField(max_length=300, blank=True, default="")
+    #: The plan a subscription or renewal payment pays for (``None`` for credit).
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    #: A renewal: the end of the period it renews (one renewal per account and period).
+    renews_period_end = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -593,6 +608,16 @@ class Payment(models.Model):
                 fields=["account"],
                 condition=models.Q(purpose=PaymentPurpose.AUTO_TOPUP, status__in=PAYMENT_IN_FLIGHT),
                 name="billing_payment_one_auto_topup_in_flight",
+            ),
+            models.UniqueConstraint(
+                fields=["account", "renews_period_end"],
+                condition=models.Q(purpose=PaymentPurpose.RENEWAL),
+                name="billing_payment_one_renewal_per_period",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(purpose__in=PLAN_PURPOSES, plan__isnull=False)
+                | (~models.Q(purpose__in=PLAN_PURPOSES) & models.Q(plan__isnull=True)),
+                name="billing_payment_plan_iff_plan_purpose",
             ),
         ]
 

@@ -1,7 +1,8 @@
 """Read-only staff views of card payments (imported by billing/admin.py).
 
 Ids and statuses only: no client secret or key is stored to show. A payment's money is
-its ``purchase`` / ``payment_reversal`` ledger entries (Ledger entries, in the admin).
+its ``purchase`` / ``subscription_fee`` / ``payment_reversal`` ledger entries (Ledger
+entries, in the admin).
 """
 
 from __future__ import annotations
@@ -25,11 +26,19 @@ class _ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(Payment)
 class PaymentAdmin(_ReadOnly):
-    list_display = ("created_at", "account", "purpose", "amount", "status", "payment_intent_id")
+    list_display = (
+        "created_at",
+        "account",
+        "purpose",
+        "plan",
+        "amount",
+        "status",
+        "payment_intent_id",
+    )
     list_filter = ("status", "purpose")
     search_fields = ("payment_intent_id", "account__user__email", "id")
     raw_id_fields = ("account",)
-    list_select_related = ("account__user",)
+    list_select_related = ("account__user", "plan")
 
     @admin.display(description="amount (USD)")
     def amount(self, payment: Payment) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
@@ -11,8 +12,9 @@ from django.db.models import F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from billing import hooks
 from billing.charts import ChartPoint
-from billing.db import WeiSum
+from billing.db import WeiSum, values_in
 from billing.errors import CreditRefusedError
 from billing.hooks import images_per_day, images_this_month
 from billing.models import (
@@ -324,11 +326,25 @@ def account_daily_images(
     ]
 
 
+#: Entries with a printable receipt: credits, and subscription fees paid by card.
+_HAS_RECEIPT = Q(effect=EntryEffect.CREDIT) | Q(
+    kind=EntryKind.SUBSCRIPTION_FEE, idempotency_key__startswith="subscription_fee:payment:"
+)
+
+
+def _paid_fee(entry: LedgerEntry) -> bool:
+    return entry.kind == EntryKind.SUBSCRIPTION_FEE and (entry.idempotency_key or "").startswith(
+        "subscription_fee:payment:"
+    )
+
+
 def receipt_entry(*, account: Account, entry_id: int) -> LedgerEntry | None:
-    """A credit entry of ``account`` that has a receipt (a grant, a refund, a credit
-    correction), or ``None``: another user's entry is indistinguishable from none."""
+    """An entry of ``account`` that has a receipt (a credit: a grant, a refund, a credit
+    correction, a purchase; or a subscription fee paid by card), or ``None``: another
+    user's entry is indistinguishable from none."""
     return (
-        LedgerEntry.objects.filter(account=account, pk=entry_id, effect=EntryEffect.CREDIT)
+        LedgerEntry.objects.filter(account=account, pk=entry_id)
+        .filter(_HAS_RECEIPT)
         .select_related("account__user")
         .first()
     )
@@ -351,6 +367,8 @@ class EntryDisplay:
     credit_type: str = ""
     #: When promotional credit expires (``None``: never, or not promotional).
     expires_at: datetime | None = None
+    #: Its image still exists (only then is it linked; ``entries_display``).
+    generation_exists: bool = False
 
 
 _WHAT: dict[str, str] = {
@@ -384,7 +402,7 @@ def entry_display(entry: LedgerEntry) -> EntryDisplay:
     if promotion is not None:
         what = _WHAT[EntryKind.PROMOTION]  # the demo seed's grants of before 0014, too
     return EntryDisplay(
-        has_receipt=entry.effect == EntryEffect.CREDIT,
+        has_receipt=entry.effect == EntryEffect.CREDIT or _paid_fee(entry),
         credit_type=credit_type,
         expires_at=promotion.expires_at if promotion is not None else None,
         entry=entry,
@@ -393,6 +411,22 @@ def entry_display(entry: LedgerEntry) -> EntryDisplay:
         sign=sign,
         affects_available=entry.effect in (EntryEffect.HOLD, EntryEffect.RELEASE),
     )
+
+
+def entries_display(entries: Iterable[LedgerEntry]) -> list[EntryDisplay]:
+    """``entry_display`` of each, knowing which images still exist (one question to the
+    ``billing.hooks`` checker for the lot): a deleted image's rows keep their text and
+    stop linking to it."""
+    rows = [entry_display(entry) for entry in entries]
+    existing = hooks.generations_existing(
+        generation_ids={row.entry.generation_id for row in rows if row.entry.generation_id}
+    )
+    return [
+        replace(row, generation_exists=row.entry.generation_id in existing)
+        if row.entry.generation_id
+        else row
+        for row in rows
+    ]
 
 
 def generation_charge(*, generation_id: uuid.UUID | str) -> LedgerEntry | None:
@@ -486,3 +520,31 @@ def plan_offers(*, account: Account) -> list[PlanOffer]:
             )
         )
     return offers
+
+
+def generations_with_usage_charge_pending(
+    *, generation_ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of ``generation_ids`` a metered fee could still charge: a hold was placed and
+    neither a usage debit nor a refund was recorded (the checks ``_settle`` makes first,
+    in bulk). Stable: holds and ledger entries are never deleted, so an id left out here
+    stays out; the settle itself re-checks under the account lock."""
+    ids = sorted(generation_ids, key=lambda pk: pk.int)
+    pending: set[uuid.UUID] = set()
+    for offset in range(0, len(ids), 5000):
+        held = set(
+            Hold.objects.filter(
+                generation_id__in=values_in(ids[offset : offset + 5000], uuids=True)
+            ).values_list("generation_id", flat=True)
+        )
+        if not held:
+            continue
+        keys = [f"{prefix}:{pk}" for pk in held for prefix in ("usage_debit", "refund")]
+        done = {
+            uuid.UUID(key.split(":", 1)[1])
+            for key in LedgerEntry.objects.filter(idempotency_key__in=keys).values_list(
+                "idempotency_key", flat=True
+            )
+        }
+        pending |= held - done
+    return pending

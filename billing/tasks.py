@@ -28,6 +28,24 @@ def plan_changes_apply_due_task() -> int:
     return applied
 
 
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=270)
+def subscription_renewals_task() -> int:
+    """Charge the renewals due (docs/billing.md "Paying for a plan"); once per period."""
+    now = timezone.now()
+    renewed = 0
+    for account_id in services.renewals_due(now=now):
+        try:
+            payment = services.subscription_renewal_run(account_id=account_id, now=now)
+        except services.PaymentsUnavailableError:
+            logger.warning("billing: renewals stopped: the payment service is unavailable")
+            break
+        if payment is not None and payment.status == "succeeded":
+            renewed += 1
+    if renewed:
+        logger.info("billing: renewed %s subscription(s)", renewed)
+    return renewed
+
+
 @shared_task(
     autoretry_for=(OSError,),  # the mail server is down or refused: try again later
     retry_backoff=30,

@@ -29,13 +29,15 @@ from billing.selectors import (
     account_daily_images,
     account_daily_usage,
     account_entries,
+    entries_display,
     entry_display,
     image_quote,
     low_balance_notice,
     plan_display,
     receipt_entry,
 )
-from billing.services import account_open
+from billing.services import account_open, renewal_failure
+from billing.services.payments import RENEWAL_DECLINED
 
 ACTIVITY_PAGE_SIZE = 25
 
@@ -91,11 +93,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "images_total": sum(point.value for point in images),
         "quote": image_quote(account=account, model_id=settings.INFERENCE_MODELS[0]),
         "page": page,
-        "entries": [entry_display(entry) for entry in page.object_list],
+        "entries": entries_display(page.object_list),
         "now": timezone.now(),
         "payments_enabled": payments_enabled(),
         **_payment_shown(account_id=account.pk, payment_id=request.GET.get("payment", "")),
         "merchant_mode": settings.BILLING_MODE == "merchant",
+        "renewal_failed": renewal_failure(account=account),
+        "renewal_declined": RENEWAL_DECLINED,
     }
     return render(request, "billing/dashboard.html", context)
 

@@ -93,7 +93,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "config.middleware.UserSessionsMiddleware",  # allauth's, minus the polled reads
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -122,12 +122,19 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# Persistent connections, per thread, in the worker, beat and management commands (SQLite
+# and Postgres alike). The web process runs under ASGI (config/asgi.py sets
+# PIXELHOUSE_ASGI): Django gives every ASGI request a thread of its own, so a connection
+# kept past the request would never be reused (it would leak until collected); there
+# every request closes its connection, as Django's documentation asks.
+ASGI_SERVER: bool = env.bool("PIXELHOUSE_ASGI", default=False)
+DATABASES["default"]["CONN_MAX_AGE"] = (
+    0 if ASGI_SERVER else env.int("DATABASE_CONN_MAX_AGE", default=60)
+)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share this file: wait for locks instead of failing,
     # and take the write lock up front so transactions never deadlock-upgrade.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -503,6 +510,14 @@ INFERENCE_RATE_LIMIT_WINDOW_SECONDS: int = env.int(
     "INFERENCE_RATE_LIMIT_WINDOW_SECONDS", default=60
 )
 INFERENCE_MAX_ACTIVE_PER_USER: int = env.int("INFERENCE_MAX_ACTIVE_PER_USER", default=4)
+# Push of state changes (inference/events.py): without Redis, watched rows are read this
+# often; an event stream ends after INFERENCE_STREAM_MAX_SECONDS (the client reconnects).
+INFERENCE_STREAM_POLL_SECONDS: float = env.float("INFERENCE_STREAM_POLL_SECONDS", default=0.25)
+INFERENCE_STREAM_MAX_SECONDS: int = env.int("INFERENCE_STREAM_MAX_SECONDS", default=300)
+if INFERENCE_STREAM_POLL_SECONDS <= 0 or INFERENCE_STREAM_MAX_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        "INFERENCE_STREAM_POLL_SECONDS and INFERENCE_STREAM_MAX_SECONDS must be positive."
+    )
 INFERENCE_MAX_RETRIES: int = env.int("INFERENCE_MAX_RETRIES", default=4)
 # Lifecycle: a generation is started at most INFERENCE_MAX_ATTEMPTS times (retries,
 # redeliveries after a worker died, reconcile); reconcile re-sends a queued
@@ -633,6 +648,15 @@ BILLING_DEFAULT_PLAN: str = env.str("BILLING_DEFAULT_PLAN", default="free")
 BILLING_SUBSCRIPTION_PERIOD_DAYS: int = env.int("BILLING_SUBSCRIPTION_PERIOD_DAYS", default=30)
 if BILLING_SUBSCRIPTION_PERIOD_DAYS < 1:
     raise ImproperlyConfigured("BILLING_SUBSCRIPTION_PERIOD_DAYS must be at least 1")
+#: How long before a subscription period ends its renewal is charged to the saved card
+#: (the beat job billing-renew-subscriptions; docs/billing.md "Paying for a plan").
+BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS: int = env.int(
+    "BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS", default=86_400
+)
+if not 0 < BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS < BILLING_SUBSCRIPTION_PERIOD_DAYS * 86_400:
+    raise ImproperlyConfigured(
+        "BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS must be positive and shorter than a period"
+    )
 # Per-image fee (wei) assumed when no runner price has been observed for a model,
 # and the charge on the ai-gateway backend, where no fee is known at payment time.
 BILLING_ESTIMATED_FEE_WEI: str = env.str("BILLING_ESTIMATED_FEE_WEI", default="5000000000000")
@@ -685,6 +709,11 @@ BILLING_USAGE_SYNC_START: datetime | None = (
 BILLING_USAGE_SYNC_LEASE_SECONDS: int = env.int("BILLING_USAGE_SYNC_LEASE_SECONDS", default=900)
 BILLING_USAGE_SYNC_CHUNK: int = env.int("BILLING_USAGE_SYNC_CHUNK", default=500)
 BILLING_USAGE_SYNC_CONCURRENCY: int = env.int("BILLING_USAGE_SYNC_CONCURRENCY", default=16)
+# At least this many users new to the mirror in one run: their manifests are read for the
+# whole app in day windows (usage/services/appwide.py) instead of one call per user.
+BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS: int = env.int(
+    "BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS", default=200
+)
 # Drift: a (user, day) whose metered cost exceeds our usage debits by more than this
 # many wei is an alert (log + staff dashboard); days re-checked for new local debits.
 BILLING_DRIFT_ALERT_WEI: int = env.int("BILLING_DRIFT_ALERT_WEI", default=0)
@@ -752,6 +781,14 @@ PERIODIC_JOBS: dict[str, dict[str, Any]] = {
         "every": 300,
         "expire_seconds": 240,
         "description": "Apply plan changes scheduled for the end of a subscription period.",
+    },
+    # Every 5 minutes: charge the saved card for the subscriptions ending within
+    # BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS (once per account and period).
+    "billing-renew-subscriptions": {
+        "task": "billing.tasks.subscription_renewals_task",
+        "every": 300,
+        "expire_seconds": 240,
+        "description": "Renew subscriptions by card shortly before their period ends.",
     },
     # Mirror pymthouse usage (groupBy=user, then groupBy=manifest per changed user).
     "usage-sync": {

@@ -2,22 +2,39 @@
 
 Bearer access tokens (accounts.api_auth) or session auth with CSRF for the
 browser. Every read is owner-scoped: another user's generation is a 404.
+
+Watching a generation, three ways (each state named by ``state``, ``"<status>/<stage>"``):
+
+* ``GET /generations/{id}/events``: Server-Sent Events, pushed from the worker's
+  transitions (``inference.events``) until the generation finishes;
+* ``GET /generations/{id}/next?since=<state>&wait=<seconds>``: a long poll, for clients
+  that cannot stream: answers as soon as the state differs from ``since``;
+* ``GET /generations/{id}``: a plain read (no write of any kind, not even the session's
+  activity: ``config.middleware``).
+
+The first two are async views: under the ASGI server an open one costs a coroutine.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection as db_connection
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
-from ninja import Field, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 from ninja.params.functions import Header
 
 from accounts.api_auth import API_AUTH
-from inference import selectors, services
+from inference import events, selectors, services
 from inference.errors import (
     GenerationAdmissionRefusedError,
     GenerationConflictError,
@@ -27,7 +44,7 @@ from inference.errors import (
     IdempotencyKeyInUseError,
     IdempotencyKeyInvalidError,
 )
-from inference.models import Generation, GenerationStatus
+from inference.models import FINISHED_STATUSES, Generation, GenerationStatus
 
 router = Router(auth=API_AUTH, tags=["generations"])
 
@@ -100,10 +117,20 @@ class GenerationIn(Schema):
     )
 
 
+class StepOut(Schema):
+    stage: str = Field(description="A GenerationStage value")
+    label: str
+    state: str = Field(description="done, current, todo, failed or skipped")
+    at: datetime | None = Field(description="When the server recorded reaching it, if it does")
+
+
 class GenerationOut(Schema):
     id: UUID
     status: str
     stage: str = Field(description="A GenerationStage value (see stage_label)")
+    state: str = Field(
+        description="'<status>/<stage>': pass it as `since` to /next; the id of each event"
+    )
     stage_label: str
     progress: int = Field(description="0-100, coarse progress derived from the stage")
     prompt: str
@@ -117,6 +144,17 @@ class GenerationOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    elapsed_seconds: float = Field(
+        description="Seconds since it was submitted, at the time of this response (until it "
+        "finished, once it has): a client ticks on from it, whatever its clock"
+    )
+    queue_position: int | None = Field(
+        description="While queued: 1 = the next to start (everyone's queue); else null"
+    )
+    steps: list[StepOut] = Field(description="The stages as steps, in order")
+    can_cancel: bool = Field(description="POST …/cancel would cancel it now")
+    cancel_refusal: str = Field(description="Why it cannot be canceled any more ('' if it can)")
+    can_retry: bool = Field(description="POST …/retry makes a new one (failed or canceled)")
     image_url: str | None
     detail_url: str
     payment: PaymentOut
@@ -172,12 +210,14 @@ def _digits(value: int | None) -> str | None:
 
 def generation_out(generation: Generation) -> dict[str, Any]:
     succeeded = generation.status == GenerationStatus.SUCCEEDED and bool(generation.image)
+    paid = generation.payment_claimed_at is not None
     return {
         "id": generation.pk,
         "status": generation.status,
         "stage": generation.stage,
         "stage_label": generation.stage_label,
         "progress": generation.progress,
+        "state": events.state_token(generation.status, generation.stage),
         "prompt": generation.prompt,
         "negative_prompt": generation.negative_prompt,
         "model_id": generation.model_id,
@@ -193,6 +233,17 @@ def generation_out(generation: Generation) -> dict[str, Any]:
         "created_at": generation.created_at,
         "started_at": generation.started_at,
         "finished_at": generation.finished_at,
+        "elapsed_seconds": round(selectors.generation_elapsed_seconds(generation=generation), 3),
+        "queue_position": selectors.generation_queue_position(generation=generation),
+        "steps": [
+            {"stage": step.stage, "label": step.label, "state": step.state, "at": step.at}
+            for step in selectors.generation_steps(generation=generation)
+        ],
+        "can_cancel": not generation.is_finished and not paid,
+        "cancel_refusal": (
+            services.ALREADY_PAID_MESSAGE if paid and not generation.is_finished else ""
+        ),
+        "can_retry": generation.status in services.RETRYABLE_STATUSES,
         "image_url": (
             reverse("inference:image", kwargs={"generation_id": generation.pk})
             if succeeded
@@ -365,6 +416,76 @@ def delete_generation(request: HttpRequest, generation_id: str) -> Any:
     return Status(204, None)
 
 
+CANCEL_DESCRIPTION = (
+    "Cancels a queued or running generation before its payment: its credit hold is "
+    "released in full and nothing reaches the network after it. 409 `already_paid` once "
+    "the payment was claimed (a ticket may be spent: it finishes as usual) and 409 "
+    "`finished` once it ended; then nothing changes."
+)
+
+
+@router.post(
+    "/generations/{generation_id}/cancel",
+    response={200: GenerationOut, 404: MessageOut, 409: RefusedOut},
+    summary="Cancel a generation before it is paid for",
+    description=CANCEL_DESCRIPTION,
+)
+def cancel_generation(request: HttpRequest, generation_id: str) -> Any:
+    generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
+    if generation is None:
+        return Status(404, {"detail": "Not found."})
+    try:
+        canceled = services.generation_cancel_by_owner(
+            generation_id=generation.pk,
+            acting_user=request.user,  # type: ignore[arg-type]
+        )
+    except GenerationConflictError as exc:  # already_paid, finished
+        return Status(409, {"detail": exc.message, "code": exc.code})
+    return Status(200, generation_out(canceled))
+
+
+RETRY_DESCRIPTION = (
+    "Makes a new generation with the same prompt, negative prompt, model, size and chosen "
+    "seed as a failed or canceled one, admitted like any submission (priced, held, "
+    "rate-limited: the same 400, 402 and 429 answers as POST /generations). 409 "
+    "`not_retryable` for a queued, running or succeeded one."
+)
+
+
+@router.post(
+    "/generations/{generation_id}/retry",
+    response={
+        201: GenerationOut,
+        400: InvalidOut,
+        402: RefusedOut,
+        404: MessageOut,
+        409: RefusedOut,
+        429: MessageOut,
+    },
+    summary="Retry a failed generation as a new one",
+    description=RETRY_DESCRIPTION,
+)
+def retry_generation(request: HttpRequest, response: HttpResponse, generation_id: str) -> Any:
+    generation = selectors.generation_get(owner_id=_user_id(request), generation_id=generation_id)
+    if generation is None:
+        return Status(404, {"detail": "Not found."})
+    try:
+        retried = services.generation_retry(
+            generation=generation,
+            acting_user=request.user,  # type: ignore[arg-type]
+        )
+    except GenerationValidationError as exc:
+        return Status(400, {"detail": exc.message, "errors": exc.field_errors})
+    except GenerationRateLimitedError as exc:
+        response["Retry-After"] = str(exc.retry_after)
+        return Status(429, {"detail": exc.message})
+    except GenerationAdmissionRefusedError as exc:
+        return Status(402, {"detail": exc.message, "code": exc.code})
+    except GenerationConflictError as exc:
+        return Status(409, {"detail": exc.message, "code": exc.code})
+    return Status(201, generation_out(retried))
+
+
 @router.get("/models", response=ModelsOut, summary="Models and size presets you can use")
 def list_models(request: HttpRequest) -> Any:
     models = selectors.model_choices()
@@ -393,3 +514,173 @@ def list_models(request: HttpRequest) -> Any:
             None if first.available_micros is None else str(first.available_micros)
         ),
     }
+
+
+# --- watching: the event stream and the long poll -----------------------------------
+
+#: The longest a long poll waits (seconds).
+LONG_POLL_MAX_SECONDS = 60
+#: A comment line this often keeps proxies from closing an idle stream (seconds).
+STREAM_HEARTBEAT_SECONDS = 15.0
+#: What the browser's EventSource waits before reconnecting (milliseconds).
+STREAM_RETRY_MS = 2000
+
+EVENTS_DESCRIPTION = """\
+`text/event-stream` (Server-Sent Events) of this generation's state changes, pushed from
+the worker's own transitions, until it finishes:
+
+* first an `event: generation` whose data is the whole generation (the `GenerationOut`
+  schema of `GET /generations/{id}`);
+* then one `event: state` per change: `{"id", "status", "stage", "stage_label",
+  "progress", "state"}`. With Redis every transition is sent, in order; on the embedded
+  defaults (no Redis) the row is read every `INFERENCE_STREAM_POLL_SECONDS` and a stage
+  shorter than that may be skipped;
+* last, once finished, an `event: generation` with the whole generation again, and the
+  stream ends. A deleted generation ends it with `event: gone`.
+
+Each event's `id` is its `state`. A `: keep-alive` comment comes every 15 s; the stream
+ends after `INFERENCE_STREAM_MAX_SECONDS` (EventSource reconnects by itself, and the first
+event is again the whole generation). Same auth as the rest of the API.
+"""
+
+
+def _state_of(data: dict[str, Any]) -> str:
+    return str(data["state"])
+
+
+def _read_out(owner_id: int, generation_id: str) -> dict[str, Any] | None:
+    """The generation as the API shows it, read by a view that then waits.
+
+    In the ASGI web process the request's database connection is closed right after
+    the read: a waiting stream or long poll holds none (the read before its answer
+    opens a new one).
+    """
+    try:
+        generation = selectors.generation_get(owner_id=owner_id, generation_id=generation_id)
+        if generation is None:
+            return None
+        return GenerationOut.model_validate(generation_out(generation)).model_dump(mode="json")
+    finally:
+        if settings.ASGI_SERVER:
+            db_connection.close()
+
+
+_read_out_async = sync_to_async(_read_out)
+
+
+def _sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _is_finished(data: dict[str, Any]) -> bool:
+    return data["status"] in FINISHED_STATUSES
+
+
+def _uuid_or_none(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+async def _event_stream(owner_id: int, generation_id: str) -> AsyncIterator[str]:
+    loop_time = asyncio.get_running_loop().time
+    deadline = loop_time() + settings.INFERENCE_STREAM_MAX_SECONDS
+    yield f"retry: {STREAM_RETRY_MS}\n\n"
+    async with events.watch(generation_id) as watcher:
+        data = await _read_out_async(owner_id, generation_id)
+        if data is None:
+            yield _sse("gone", {"id": generation_id})
+            return
+        yield _sse("generation", data, _state_of(data))
+        if _is_finished(data):
+            return
+        watcher.seen(_state_of(data))
+        while (left := deadline - loop_time()) > 0:
+            state = await watcher.next(min(STREAM_HEARTBEAT_SECONDS, left))
+            if state is None:
+                yield ": keep-alive\n\n"
+                continue
+            if state.status == events.GONE:
+                yield _sse("gone", {"id": generation_id})
+                return
+            if not state.finished:
+                yield _sse("state", state.as_event(), state.token)
+                continue
+            data = await _read_out_async(owner_id, generation_id)
+            if data is None:
+                yield _sse("gone", {"id": generation_id})
+            else:
+                yield _sse("generation", data, _state_of(data))
+            return
+
+
+@router.get(
+    "/generations/{generation_id}/events",
+    response={200: None, 404: MessageOut},
+    summary="Stream a generation's state changes (Server-Sent Events)",
+    description=EVENTS_DESCRIPTION,
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "An event stream (see above)",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        }
+    },
+)
+async def generation_events(request: HttpRequest, generation_id: str) -> Any:
+    owner_id = _user_id(request)
+    generation = await sync_to_async(selectors.generation_get)(
+        owner_id=owner_id, generation_id=generation_id
+    )
+    if generation is None:
+        return Status(404, {"detail": "Not found."})
+    response = StreamingHttpResponse(
+        _event_stream(owner_id, str(generation.pk)), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-store"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event through at once
+    return response
+
+
+class NextQuery(Schema):
+    since: str = Field(
+        "", description="The `state` you have; the answer comes once the state differs"
+    )
+    wait: int = Field(
+        30, ge=0, le=LONG_POLL_MAX_SECONDS, description="The most seconds to wait for a change"
+    )
+
+
+@router.get(
+    "/generations/{generation_id}/next",
+    response={200: GenerationOut, 404: MessageOut},
+    summary="Long poll: the generation once its state differs from `since`",
+    description=(
+        "For clients that cannot read an event stream. Answers at once when the state is "
+        "not `since` (or the generation is finished), else as soon as it changes, or after "
+        "`wait` seconds with the unchanged generation: compare `state` and ask again. "
+        "Same push as the event stream; performs no write."
+    ),
+)
+async def generation_next(request: HttpRequest, generation_id: str, query: Query[NextQuery]) -> Any:
+    owner_id = _user_id(request)
+    key = _uuid_or_none(generation_id)
+    if key is None:
+        return Status(404, {"detail": "Not found."})
+    generation_id = str(key)
+    async with events.watch(generation_id) as watcher:
+        data = await _read_out_async(owner_id, generation_id)
+        if data is None:
+            return Status(404, {"detail": "Not found."})
+        if _state_of(data) != query.since or _is_finished(data) or not query.wait:
+            return Status(200, data)
+        watcher.seen(_state_of(data))
+        if await watcher.next(float(query.wait)) is None:
+            return Status(200, data)
+    data = await _read_out_async(owner_id, generation_id)
+    if data is None:
+        return Status(404, {"detail": "Not found."})
+    return Status(200, data)

@@ -93,3 +93,21 @@ class IdempotencyKeyReusedError(IdempotencyKeyError):
 
     code = "idempotency_key_reused"
     status = 422
+
+
+class GenerationAlreadyPaidError(GenerationConflictError):
+    """Cancel refused: the payment was claimed (a ticket may be spent on the network)."""
+
+    code = "already_paid"
+
+
+class GenerationFinishedError(GenerationConflictError):
+    """Cancel refused: the generation already finished."""
+
+    code = "finished"
+
+
+class GenerationNotRetryableError(GenerationConflictError):
+    """Retry refused: only a failed or canceled generation is retried."""
+
+    code = "not_retryable"

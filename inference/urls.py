@@ -14,4 +14,6 @@ urlpatterns = [
     path("generations/<uuid:generation_id>/", views.detail, name="detail"),
     path("generations/<uuid:generation_id>/image", views.image, name="image"),
     path("generations/<uuid:generation_id>/delete/", views.delete, name="delete"),
+    path("generations/<uuid:generation_id>/cancel/", views.cancel, name="cancel"),
+    path("generations/<uuid:generation_id>/retry/", views.retry, name="retry"),
 ]

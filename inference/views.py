@@ -45,19 +45,26 @@ from inference.models import (
     GenerationStatus,
 )
 from inference.selectors import (
+    generation_elapsed_seconds,
     generation_get,
     generation_list,
+    generation_queue_position,
+    generation_steps,
     model_choices,
     model_quotes,
     owner_low_balance,
     size_presets,
 )
 from inference.services import (
+    ALREADY_PAID_MESSAGE,
+    RETRYABLE_STATUSES,
     SEED_MAX,
     IdempotentReplay,
+    generation_cancel_by_owner,
     generation_create,
     generation_delete,
     generation_limits,
+    generation_retry,
     idempotent_request_begin,
     idempotent_request_complete,
     idempotent_request_release,
@@ -141,6 +148,7 @@ def _generate_context(request: HttpRequest, form: GenerationForm) -> dict[str, A
         "recent_generations": list(generation_list(owner_id=owner.pk)[:RECENT_COUNT]),
         "api_url": reverse(GENERATIONS_API_URL_NAME),
         "generation_stages": GenerationStage.table(),
+        "already_paid_message": ALREADY_PAID_MESSAGE,
         "idempotency_key": uuid.uuid4().hex,  # a new one each time the form is shown
         "max_prompt_length": settings.INFERENCE_MAX_PROMPT_LENGTH,
         "seed_max": SEED_MAX,
@@ -231,10 +239,37 @@ def _form_replay(request: HttpRequest, replay: IdempotentReplay) -> HttpResponse
 @login_required
 @require_safe
 def gallery(request: HttpRequest) -> HttpResponse:
-    paginator = Paginator(generation_list(owner_id=_owner(request).pk), GALLERY_PAGE_SIZE)
+    """Query: ``q`` (part of the prompt), ``status``, ``model``, ``page``; an unknown
+    status or model filters nothing rather than erring (a stale bookmark still works)."""
+    search = request.GET.get("q", "").strip()[:200]
+    status = request.GET.get("status", "")
+    status = status if status in GenerationStatus.values else ""
+    model = request.GET.get("model", "")
+    model = model if model in model_choices() else ""
+    generations = generation_list(
+        owner_id=_owner(request).pk, search=search, status=status, model_id=model
+    )
+    paginator = Paginator(generations, GALLERY_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     page.object_list = list(page.object_list)  # query here, not while rendering
-    return render(request, "inference/gallery.html", {"page": page, "paginator": paginator})
+    filters = {
+        key: value for key, value in (("q", search), ("status", status), ("model", model)) if value
+    }
+    return render(
+        request,
+        "inference/gallery.html",
+        {
+            "page": page,
+            "paginator": paginator,
+            "search": search,
+            "status": status,
+            "model": model,
+            "filtered": bool(filters),
+            "filter_query": urlencode(filters),
+            "statuses": GenerationStatus.choices,
+            "models": model_choices(),
+        },
+    )
 
 
 @login_required
@@ -261,6 +296,12 @@ def detail(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
         "is_succeeded": generation.status == GenerationStatus.SUCCEEDED,
         "is_failed": generation.status in (GenerationStatus.FAILED, GenerationStatus.CANCELED),
         "is_running": generation.status == GenerationStatus.RUNNING,
+        "steps": generation_steps(generation=generation),
+        "queue_position": generation_queue_position(generation=generation),
+        "elapsed_seconds": f"{generation_elapsed_seconds(generation=generation):.3f}",
+        "is_paid": generation.payment_claimed_at is not None,
+        "already_paid_message": ALREADY_PAID_MESSAGE,
+        "can_retry": generation.status in RETRYABLE_STATUSES,
         "api_url": reverse(GENERATIONS_API_URL_NAME),
         "generation_stages": GenerationStage.table(),
     }
@@ -304,3 +345,34 @@ def delete(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
         return redirect("inference:detail", generation_id=generation.pk)
     messages.success(request, "Image deleted.")
     return redirect("inference:gallery")
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
+    generation = _get_owned_or_404(request, generation_id)
+    try:
+        generation_cancel_by_owner(generation_id=generation.pk, acting_user=_owner(request))
+    except GenerationConflictError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Canceled. Nothing was charged.")
+    return redirect("inference:detail", generation_id=generation.pk)
+
+
+@login_required
+@require_POST
+def retry(request: HttpRequest, generation_id: uuid.UUID) -> HttpResponse:
+    generation = _get_owned_or_404(request, generation_id)
+    try:
+        retried = generation_retry(generation=generation, acting_user=_owner(request))
+    except GenerationValidationError as exc:
+        messages.error(request, " ".join(exc.field_errors.values()))
+    except GenerationRateLimitedError as exc:
+        messages.error(request, f"{exc.message} You can try again in {exc.retry_after} seconds.")
+    except (GenerationAdmissionRefusedError, GenerationConflictError) as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Retrying as a new image.")
+        return redirect("inference:detail", generation_id=retried.pk)
+    return redirect("inference:detail", generation_id=generation.pk)

@@ -8,6 +8,8 @@ fake Stripe.js at ``/js.stripe.com/v3/``) the way the tests and ``make run`` nee
 * **from scratch**, and never written to disk: localstripe pickles its whole store to
   ``/tmp/localstripe.pickle`` on every write (``localstripe/resources.py`` ``Store``),
   a file shared by every process on the machine; here the store lives in memory only;
+* as strict as Stripe on the **minimum charge** ($0.50 in USD: 400 ``amount_too_small``),
+  which localstripe does not check;
 * with a **signed webhook endpoint** registered through localstripe's own control route
   ``POST /_config/webhooks/{id}`` (form fields ``url``, ``secret`` and ``events[]``), so
   each event is POSTed to ``--webhook-url`` with a ``Stripe-Signature`` header made
@@ -62,6 +64,42 @@ def _memory_only() -> None:
     resources.store.clear()
 
 
+#: Stripe's minimum charge per currency, in the smallest unit (Stripe docs, "Minimum and
+#: maximum charge amounts", https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts);
+#: localstripe 1.15.10 accepts any positive amount (``PaymentIntent.__init__``).
+MINIMUM_CHARGE = {"usd": 50}
+
+
+def _minimum_charge() -> None:
+    """Refuse a PaymentIntent below Stripe's minimum as Stripe does: 400
+    ``amount_too_small``."""
+    from localstripe import resources
+    from localstripe.errors import UserError
+
+    original = resources.PaymentIntent.__init__
+    if getattr(original, "_pixelhouse_minimum", False):
+        return
+
+    def __init__(
+        self: object, amount: object = None, currency: object = None, **kwargs: object
+    ) -> None:
+        minimum = MINIMUM_CHARGE.get(str(currency).lower())
+        try:
+            cents = int(str(amount))
+        except ValueError:
+            cents = None
+        if minimum is not None and cents is not None and 0 < cents < minimum:
+            raise UserError(
+                400,
+                f"Amount must be at least ${minimum / 100:.2f} {str(currency).lower()}",
+                {"code": "amount_too_small", "param": "amount"},
+            )
+        original(self, amount=amount, currency=currency, **kwargs)
+
+    __init__._pixelhouse_minimum = True  # type: ignore[attr-defined]
+    resources.PaymentIntent.__init__ = __init__
+
+
 async def webhook_register(
     base_url: str, *, url: str, secret: str, events: tuple[str, ...] = WEBHOOK_EVENTS
 ) -> None:
@@ -77,6 +115,7 @@ async def webhook_register(
 
 async def serve(port: int, *, webhook_url: str, webhook_secret: str) -> None:
     _memory_only()
+    _minimum_charge()
     from localstripe.server import app
 
     runner = web.AppRunner(app, access_log=None)

@@ -14,6 +14,7 @@ from django.core.management import call_command
 from integrations.oidc import local_copies_clear
 from tests.sandbox_server import SandboxControl, SandboxProcess
 from tests.stripe_server import StripeProcess
+from tests.web_server import WebServerProcess, running_web_server
 from tests.worker import WorkerProcess, running_worker
 
 
@@ -112,3 +113,10 @@ def worker_process(transactional_db: Any, sandbox: SandboxControl) -> Iterator[W
     """A real Celery worker process on the test database, for this test only."""
     with running_worker() as worker:
         yield worker
+
+
+@pytest.fixture
+def web_server(transactional_db: Any, sandbox: SandboxControl) -> Iterator[WebServerProcess]:
+    """The production web process (Django under ASGI, uvicorn) on the test database."""
+    with running_web_server() as server:
+        yield server

@@ -38,7 +38,11 @@ from billing.services.payments import (
     card_setup_start,
     credit_purchase,
     payment_refresh,
+    renewal_failure,
+    renewals_due,
     stripe_event_process,
+    subscription_purchase,
+    subscription_renewal_run,
 )
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
 from billing.services.promotions import (
@@ -61,6 +65,10 @@ __all__ = [
     "card_setup_finish",
     "card_setup_start",
     "credit_purchase",
+    "renewal_failure",
+    "renewals_due",
+    "subscription_purchase",
+    "subscription_renewal_run",
     "payment_refresh",
     "stripe_event_process",
     "account_change_plan",

@@ -29,9 +29,12 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from accounts.models import User
 from billing import tasks
@@ -39,6 +42,7 @@ from billing.errors import BillingError
 from billing.lock_objects import account_lock
 from billing.models import (
     PAYMENT_IN_FLIGHT,
+    PLAN_PURPOSES,
     Account,
     EntryEffect,
     EntryKind,
@@ -46,12 +50,23 @@ from billing.models import (
     Payment,
     PaymentPurpose,
     PaymentStatus,
+    Plan,
     StripeCustomer,
     StripeEvent,
 )
 from billing.modes import payments_enabled
 from billing.money import format_usd
+from billing.plan_policy import plan_policy
+from billing.services.accounts import account_change_plan
 from billing.services.ledger import ledger_entry_append
+from billing.services.subscriptions import (
+    PlanChangeError,
+    PlanChangeQuote,
+    cancel_target,
+    card_amount,
+    plan_change_quote,
+    subscription_fulfil,
+)
 from integrations.stripe import (
     CardInfo,
     PaymentIntentInfo,
@@ -213,11 +228,31 @@ def credit_purchase(
     if not payments_enabled():
         raise PaymentsUnavailableError("Card payments are not available.")
     amount_validate(amount_micros)
+    return _card_charge(
+        user=user, amount_micros=amount_micros, request_key=request_key, purpose=purpose
+    )
+
+
+def _card_charge(
+    *,
+    user: User,
+    amount_micros: int,
+    request_key: str,
+    purpose: str,
+    plan: Plan | None = None,
+    renews_period_end: datetime | None = None,
+) -> PaymentResult:
+    """One ``Payment`` for ``request_key``, claimed by exactly one caller and sent once."""
     customer = StripeCustomer.objects.filter(account_id=user.pk).first()
     if customer is None or not customer.has_card:
         raise PaymentError("Add a card first.", code="no_card")
     payment = _payment_open(
-        user=user, amount_micros=amount_micros, request_key=request_key, purpose=purpose
+        user=user,
+        amount_micros=amount_micros,
+        request_key=request_key,
+        purpose=purpose,
+        plan=plan,
+        renews_period_end=renews_period_end,
     )
     if payment is None:
         raise PaymentError("An automatic top-up is already in progress.", code="in_flight")
@@ -231,13 +266,23 @@ def credit_purchase(
 
 
 def _payment_open(
-    *, user: User, amount_micros: int, request_key: str, purpose: str
+    *,
+    user: User,
+    amount_micros: int,
+    request_key: str,
+    purpose: str,
+    plan: Plan | None = None,
+    renews_period_end: datetime | None = None,
 ) -> Payment | None:
     """The attempt for ``request_key`` (created if new); ``None`` when an auto top-up is
     already in flight for the account (the partial unique constraint refused it)."""
     existing = Payment.objects.filter(request_key=request_key).first()
     if existing is not None:
-        if existing.account_id != user.pk or existing.amount_micros != amount_micros:
+        if (
+            existing.account_id != user.pk
+            or existing.amount_micros != amount_micros
+            or existing.plan_id != (plan.pk if plan else None)
+        ):
             raise PaymentError("This payment form was already used. Reload the page.")
         return existing
     try:
@@ -248,8 +293,12 @@ def _payment_open(
                 purpose=purpose,
                 amount_micros=amount_micros,
                 request_key=request_key,
+                plan=plan,
+                renews_period_end=renews_period_end,
             )
-            payment.full_clean(validate_constraints=False)
+            # The database decides uniqueness (IntegrityError below), never a pre-check that
+            # a concurrent twin can pass too.
+            payment.full_clean(validate_unique=False, validate_constraints=False)
             payment.save(force_insert=True)
             return payment
     except IntegrityError:
@@ -260,7 +309,7 @@ def _payment_open(
 
 
 def _payment_send(*, payment: Payment, customer: StripeCustomer, user: User) -> PaymentResult:
-    off_session = payment.purpose == PaymentPurpose.AUTO_TOPUP
+    off_session = payment.purpose in (PaymentPurpose.AUTO_TOPUP, PaymentPurpose.RENEWAL)
     try:
         intent = get_gateway().payment_intent_create(
             amount_cents=payment.amount_micros // MICROS_PER_CENT,
@@ -361,8 +410,27 @@ def _intent_apply(*, intent: PaymentIntentInfo) -> Payment | None:
     if changed:
         payment.save(update_fields=[*changed, "updated_at"])
     if intent.status == "succeeded":
-        _purchase_credit(account=account, payment=payment, intent=intent)
+        if payment.purpose in PLAN_PURPOSES:
+            _subscription_apply(account=account, payment=payment, intent=intent)
+        else:
+            _purchase_credit(account=account, payment=payment, intent=intent)
     return payment
+
+
+def _subscription_apply(*, account: Account, payment: Payment, intent: PaymentIntentInfo) -> None:
+    """A paid plan change or renewal: ``subscription_fulfil`` (once per PaymentIntent, by
+    its ``subscription_fee:payment:<pi>`` key), re-derived at the payment's creation."""
+    if intent.currency.lower() != "usd":
+        logger.error("billing: intent %s is in %s, not fulfilled", intent.id, intent.currency)
+        return
+    assert payment.plan is not None  # billing_payment_plan_iff_plan_purpose
+    subscription_fulfil(
+        user=account.user,
+        plan=payment.plan,
+        amount_micros=intent.amount_cents * MICROS_PER_CENT,
+        payment_ref=intent.id,
+        paid_at=payment.created_at,
+    )
 
 
 def _purchase_credit(*, account: Account, payment: Payment, intent: PaymentIntentInfo) -> None:
@@ -426,6 +494,39 @@ def _reverse(
     return entry
 
 
+def _subscription_reverse(
+    *, account: Account, key: str, amount_micros: int, what: str, reference: str
+) -> LedgerEntry | None:
+    """A refunded or disputed plan payment: the fee's reversal is recorded (no credit was
+    bought, so none is taken) and the subscription ends at once: the account moves to
+    the default plan, any scheduled change dropped. Once per refund or dispute id."""
+    if LedgerEntry.objects.filter(idempotency_key=key).exists():
+        return None
+    entry = ledger_entry_append(
+        account=account,
+        kind=EntryKind.PAYMENT_REVERSAL,
+        effect=EntryEffect.RECORD,
+        amount_micros=amount_micros,
+        reason=(
+            f"Subscription payment {what} ({format_usd(amount_micros)}, Stripe {reference}); "
+            "the subscription ended"
+        ),
+        idempotency_key=key,
+    )
+    target = cancel_target()
+    account_change_plan(
+        user=account.user,
+        plan=target,
+        acting_user=None,
+        reason=f"subscription payment {what} ({reference})",
+    )
+    Account.objects.filter(pk=account.pk).update(
+        pending_plan=None, subscription_ends_at=timezone.now()
+    )
+    logger.warning("billing: account %s subscription ended: payment %s", account.pk, what)
+    return entry
+
+
 # --- webhooks -----------------------------------------------------------------------
 
 
@@ -484,9 +585,10 @@ def _reversals_apply(
     if payment is None:
         return _event_record(event=event, outcome="not ours")
     account = account_lock(user_id=payment.account_id)
+    reverse = _subscription_reverse if payment.purpose in PLAN_PURPOSES else _reverse
     done = 0
     for refund in refunds or []:
-        if _reverse(
+        if reverse(
             account=account,
             key=f"reversal:refund:{refund.id}",
             amount_micros=refund.amount_cents * MICROS_PER_CENT,
@@ -496,7 +598,7 @@ def _reversals_apply(
             done += 1
     if dispute is not None:
         dispute_id, cents = dispute
-        if _reverse(
+        if reverse(
             account=account,
             key=f"reversal:dispute:{dispute_id}",
             amount_micros=cents * MICROS_PER_CENT,
@@ -505,6 +607,137 @@ def _reversals_apply(
         ):
             done += 1
     return _event_record(event=event, outcome=f"reversed {done}")
+
+
+# --- plan changes and renewals (docs/billing.md "Paying for a plan") ----------------
+
+
+class PlanPriceChangedError(PaymentError):
+    """The quote the user confirmed is no longer the price: nothing was charged."""
+
+    code = "price_changed"
+    status = 409
+
+    def __init__(self, quote: PlanChangeQuote) -> None:
+        super().__init__(
+            f"The price changed to {format_usd(quote.charge_now_micros)} since you opened "
+            "this page; nothing was charged. Check the new amount and pay again."
+        )
+        self.quote = quote
+
+
+def subscription_purchase(
+    *, user: User, plan: Plan, quoted_micros: int, request_key: str
+) -> PaymentResult:
+    """Pay by card for a change to ``plan`` that costs money now, once per ``request_key``.
+
+    The quote is derived again here: when it is not ``quoted_micros`` (what the page
+    showed) nothing is charged and ``PlanPriceChangedError`` carries the new quote. A
+    success is fulfilled (``subscription_fulfil``), never credited.
+    """
+    if not payments_enabled():
+        raise PaymentsUnavailableError("Card payments are not available.")
+    existing = Payment.objects.filter(request_key=request_key, account_id=user.pk).first()
+    if existing is not None and existing.plan_id == plan.pk:
+        return PaymentResult(payment=existing)  # a second submit of the same click
+    account = Account.objects.select_related("plan").get(pk=user.pk)
+    quote = plan_change_quote(account=account, plan=plan, now=timezone.now())
+    if not quote.charge_now_micros:
+        raise PlanChangeError("This change costs nothing now.", code="no_payment_needed")
+    if quote.charge_now_micros != quoted_micros:
+        raise PlanPriceChangedError(quote)
+    return _card_charge(
+        user=user,
+        amount_micros=quote.charge_now_micros,
+        request_key=request_key,
+        purpose=PaymentPurpose.SUBSCRIPTION,
+        plan=plan,
+    )
+
+
+def _renewal_key(account_id: int, period_end: datetime) -> str:
+    return f"renewal:{account_id}:{period_end.timestamp():.6f}"
+
+
+def _renewal_candidates(*, now: datetime) -> QuerySet[Account]:
+    lead = timedelta(seconds=settings.BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS)
+    return Account.objects.filter(
+        pending_plan__isnull=True,
+        suspended=False,
+        subscription_ends_at__gt=now,
+        subscription_ends_at__lte=now + lead,
+        plan__subscription_fee_micros__gt=0,
+        stripe_customer__payment_method_id__gt="",
+    ).select_related("plan", "user")
+
+
+def _renewal_wanted(account: Account) -> bool:
+    return (
+        plan_policy(account.plan).has_subscription
+        and not Payment.objects.filter(
+            account=account,
+            purpose=PaymentPurpose.RENEWAL,
+            renews_period_end=account.subscription_ends_at,
+        ).exists()
+    )
+
+
+def renewals_due(*, now: datetime) -> list[int]:
+    """Accounts whose subscription ends within ``BILLING_SUBSCRIPTION_RENEW_LEAD_SECONDS``
+    and renews: no scheduled change or cancel, not suspended, a saved card, no renewal
+    attempted for this period yet."""
+    candidates = _renewal_candidates(now=now).order_by("subscription_ends_at")[:1000]
+    return [account.pk for account in candidates if _renewal_wanted(account)]
+
+
+def subscription_renewal_run(*, account_id: int, now: datetime) -> Payment | None:
+    """Charge the plan fee off-session for the period after the current one, once.
+
+    "Once per period" is the ``Payment`` for ``renewal:<account>:<period end>`` (its
+    ``request_key``, and the constraint ``billing_payment_one_renewal_per_period``):
+    a concurrent run finds that row and sends nothing. A success renews the period
+    (``subscription_fulfil``); a refusal leaves the subscription to end, the reason on
+    the billing and plans pages (``renewal_failure``).
+    """
+    if not payments_enabled():
+        return None
+    account = _renewal_candidates(now=now).filter(pk=account_id).first()
+    if account is None or not _renewal_wanted(account):
+        return None
+    assert account.subscription_ends_at is not None
+    try:
+        result = _card_charge(
+            user=account.user,
+            amount_micros=card_amount(account.plan.subscription_fee_micros),
+            request_key=_renewal_key(account.pk, account.subscription_ends_at),
+            purpose=PaymentPurpose.RENEWAL,
+            plan=account.plan,
+            renews_period_end=account.subscription_ends_at,
+        )
+    except PaymentsUnavailableError:
+        raise
+    except PaymentError as exc:
+        logger.info("billing: renewal of account %s refused: %s", account_id, exc.code)
+        return Payment.objects.filter(
+            request_key=_renewal_key(account.pk, account.subscription_ends_at)
+        ).first()
+    return result.payment
+
+
+#: What the billing and plans pages say after a refused renewal.
+RENEWAL_DECLINED = "Your card was declined; renew to keep generating."
+
+
+def renewal_failure(*, account: Account) -> Payment | None:
+    """The refused renewal of ``account``'s current (or just ended) period, if any."""
+    if account.subscription_ends_at is None or not plan_policy(account.plan).has_subscription:
+        return None
+    return Payment.objects.filter(
+        account=account,
+        purpose=PaymentPurpose.RENEWAL,
+        renews_period_end=account.subscription_ends_at,
+        status=PaymentStatus.FAILED,
+    ).first()
 
 
 # --- auto top-up ----------------------------------------------------------------------

@@ -38,7 +38,7 @@ from accounts.models import User
 from billing.errors import BillingError
 from billing.lock_objects import account_lock
 from billing.models import Account, EntryEffect, EntryKind, LedgerEntry, Plan
-from billing.money import format_usd, fraction_ceil
+from billing.money import format_usd, format_usd_micros, fraction_ceil
 from billing.plan_policy import plan_policy
 from billing.services.accounts import account_change_plan
 from billing.services.ledger import ledger_entry_append
@@ -62,13 +62,28 @@ class PlanChangeQuote:
     plan: Plan
     timing: Timing
     effective_at: datetime
-    #: Paid by card now (0: nothing to pay).
+    #: Paid by card now (0: nothing to pay): whole cents, at least Stripe's minimum.
     charge_now_micros: int
     #: The subscription period after the change, when the target is a subscription.
     period_starts_at: datetime | None
     period_ends_at: datetime | None
     #: One sentence in dollars: "You pay $29.00 now for Dec 3 – Jan 2, 2027."
     summary: str
+
+
+#: Stripe charges whole cents, and at least $0.50 in USD (Stripe docs, "Minimum and
+#: maximum charge amounts", docs/upstream.md "Stripe (localstripe)").
+MICROS_PER_CENT = 10_000
+STRIPE_MINIMUM_CHARGE_MICROS = 500_000
+
+
+def card_amount(micros: int) -> int:
+    """What a card is charged for ``micros`` owed: rounded up to the cent, at least
+    Stripe's minimum charge (0 stays 0: nothing to pay)."""
+    if micros <= 0:
+        return 0
+    cents = -(-micros // MICROS_PER_CENT)
+    return max(cents * MICROS_PER_CENT, STRIPE_MINIMUM_CHARGE_MICROS)
 
 
 def _period() -> timedelta:
@@ -109,7 +124,7 @@ def plan_change_quote(*, account: Account, plan: Plan, now: datetime) -> PlanCha
                 plan=plan,
                 timing="now",
                 effective_at=now,
-                charge_now_micros=target_fee,
+                charge_now_micros=card_amount(target_fee),
                 period_starts_at=now,
                 period_ends_at=ends,
                 summary=(
@@ -137,7 +152,17 @@ def plan_change_quote(*, account: Account, plan: Plan, now: datetime) -> PlanCha
             (ends - now) // timedelta(microseconds=1),
             (ends - account.subscription_starts_at) // timedelta(microseconds=1),
         )
-        charge = fraction_ceil((target_fee - current_fee) * remaining)
+        exact = fraction_ceil((target_fee - current_fee) * remaining)
+        charge = card_amount(exact)
+        if charge == exact:
+            rounding = ""
+        elif charge == STRIPE_MINIMUM_CHARGE_MICROS:
+            rounding = (
+                f" ({format_usd_micros(exact)} raised to {format_usd(charge)}, the smallest "
+                "card payment)"
+            )
+        else:
+            rounding = f" ({format_usd_micros(exact)} rounded up to the cent)"
         return PlanChangeQuote(
             plan=plan,
             timing="now",
@@ -146,7 +171,7 @@ def plan_change_quote(*, account: Account, plan: Plan, now: datetime) -> PlanCha
             period_starts_at=account.subscription_starts_at,
             period_ends_at=ends,
             summary=(
-                f"You pay {format_usd(charge)} now: the difference between "
+                f"You pay {format_usd(charge)} now{rounding}: the difference between "
                 f"{format_usd(target_fee)} and {format_usd(current_fee)} for the rest of this "
                 f"period (to {_day(ends)}); then {format_usd(target_fee)} per period."
             ),

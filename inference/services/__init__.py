@@ -4,6 +4,7 @@
 * ``run``: ``generation_run`` (one attempt: credentials, Livepeer, outcome)
 * ``transitions``: every state change, each conditional on the owning attempt
 * ``delete``: ``generation_delete``
+* ``owner_actions``: ``generation_cancel_by_owner``, ``generation_retry``
 * ``idempotency``: ``Idempotency-Key`` on submits (claim, complete, release, purge)
 * ``reconcile``: ``generations_reconcile`` (lost messages, abandoned runs) and
   ``holds_resolve_stale`` (billing holds their hooks left open)
@@ -34,6 +35,12 @@ from inference.services.idempotency import (
     idempotent_requests_purge,
     request_fingerprint,
 )
+from inference.services.owner_actions import (
+    ALREADY_PAID_MESSAGE,
+    RETRYABLE_STATUSES,
+    generation_cancel_by_owner,
+    generation_retry,
+)
 from inference.services.reconcile import generations_reconcile, holds_resolve_stale
 from inference.services.run import generation_run
 from inference.services.transitions import (
@@ -44,6 +51,8 @@ from inference.services.transitions import (
 )
 
 __all__ = [
+    "ALREADY_PAID_MESSAGE",
+    "RETRYABLE_STATUSES",
     "FAILURE_MESSAGES",
     "SEED_MAX",
     "AttemptPaymentGuard",
@@ -51,12 +60,14 @@ __all__ = [
     "IdempotencyClaim",
     "IdempotentReplay",
     "generation_admit_step",
+    "generation_cancel_by_owner",
     "generation_create",
     "generation_delete",
     "generation_fail",
     "generation_fail_unexpected",
     "generation_limits",
     "generation_payment_confirm",
+    "generation_retry",
     "generation_run",
     "generations_reconcile",
     "holds_resolve_stale",

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from inference.errors import GenerationConflictError
+from inference.events import GONE, generation_changed
 from inference.models import AdmittedImage, Generation, GenerationStatus
 from inference.services.transitions import _generation_ended_without_claim
 
@@ -60,6 +61,7 @@ def generation_delete(*, generation: Generation, acting_user: User) -> None:
         image_name: str = locked.image.name or ""
         storage = locked.image.storage
         locked.delete()
+        generation_changed(generation_id=generation.pk, status=GONE, stage="")
         if image_name:
             transaction.on_commit(lambda: storage.delete(image_name))
     logger.info("generation %s deleted by user %s", generation.pk, acting_user.pk)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from billing.selectors import OpenHold, holds_open_stale
 from billing.services import estimated_fee_wei, hold_release, hold_settle, holds_mark_swept
 from inference import tasks
+from inference.events import generation_changed
 from inference.models import FailureCode, Generation, GenerationStage, GenerationStatus
 from inference.selectors import generation_deleted_paid_unknown
 from inference.services.transitions import generation_fail
@@ -28,6 +29,10 @@ def _send(generation_id: uuid.UUID, *, claim: Q, now: datetime, **changes: objec
     """Record the new message first (a conditional UPDATE only one sweep can win), then send it."""
     if not Generation.objects.filter(claim, pk=generation_id).update(enqueued_at=now, **changes):
         return False
+    if "status" in changes:
+        generation_changed(
+            generation_id=generation_id, status=str(changes["status"]), stage=str(changes["stage"])
+        )
     tasks.generation_run_task.delay(str(generation_id))
     return True
 

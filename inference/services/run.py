@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from inference.errors import GenerationRetryableError, PaymentAlreadyClaimedError
-from inference.models import FailureCode, Generation
+from inference.models import FailureCode, Generation, GenerationStage
 from inference.services.transitions import (
     AttemptPaymentGuard,
     attempt_requeue,
@@ -32,6 +32,7 @@ from inference.services.transitions import (
     generation_fail,
     generation_fail_unexpected,
     new_attempt_id,
+    stage_set,
 )
 from integrations import livepeer
 from integrations.livepeer import (
@@ -132,8 +133,6 @@ def _attempt_run(
         height=generation.height,
         seed=generation.seed,
     )
-    # No stage write between the start and the claim: the row says ``authorizing``
-    # until it says ``paying`` (issue 16: stage writes nobody observes separately).
     guard = AttemptPaymentGuard(
         generation_id=generation.pk,
         attempt_id=attempt,
@@ -143,6 +142,10 @@ def _attempt_run(
     try:
         try:
             credentials = _credentials(generation, backend.name)
+            # Watchers show this step (the job page, the event stream): a write of its own.
+            stage_set(
+                generation_id=generation.pk, attempt_id=attempt, stage=GenerationStage.CONNECTING
+            )
             result = backend.generate(
                 request, credentials=credentials, guard=guard, max_fee_wei=generation.max_fee_wei
             )

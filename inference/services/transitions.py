@@ -36,6 +36,7 @@ from billing.services import (
 )
 from billing.transactions import deadlock_retrying
 from inference.errors import PaymentAlreadyClaimedError
+from inference.events import generation_changed
 from inference.models import (
     IMAGE_EXTENSIONS,
     AdmittedImage,
@@ -89,6 +90,11 @@ def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> 
         )
     )
     if started:
+        generation_changed(
+            generation_id=generation_id,
+            status=GenerationStatus.RUNNING,
+            stage=GenerationStage.AUTHORIZING,
+        )
         return Generation.objects.select_related("owner").get(pk=generation_id)
     if Generation.objects.filter(
         ours, pk=generation_id, owner__is_active=False, payment_claimed_at__isnull=True
@@ -117,9 +123,12 @@ def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> 
 
 
 def stage_set(*, generation_id: uuid.UUID, attempt_id: str, stage: GenerationStage) -> None:
-    Generation.objects.filter(
+    if Generation.objects.filter(
         pk=generation_id, attempt_id=attempt_id, status=GenerationStatus.RUNNING
-    ).update(stage=stage)
+    ).update(stage=stage):
+        generation_changed(
+            generation_id=generation_id, status=GenerationStatus.RUNNING, stage=stage
+        )
 
 
 # --- payment -------------------------------------------------------------------
@@ -163,11 +172,21 @@ class AttemptPaymentGuard:
             raise PaymentAlreadyClaimedError(
                 "this attempt no longer owns the generation, or its payment is already claimed"
             )
+        generation_changed(
+            generation_id=self.generation_id,
+            status=GenerationStatus.RUNNING,
+            stage=GenerationStage.PAYING,
+        )
 
     def release(self) -> None:
-        Generation.objects.filter(pk=self.generation_id, attempt_id=self.attempt_id).update(
+        if Generation.objects.filter(pk=self.generation_id, attempt_id=self.attempt_id).update(
             payment_claimed_at=None, stage=GenerationStage.CONNECTING
-        )
+        ):
+            generation_changed(
+                generation_id=self.generation_id,
+                status=GenerationStatus.RUNNING,
+                stage=GenerationStage.CONNECTING,
+            )
 
     def confirm(self, record: PaymentRecord) -> None:
         # A paid image must be recorded: the write is re-run if it lost a deadlock.
@@ -224,7 +243,13 @@ def generation_payment_confirm(
         expected_fee_wei=record.expected_fee_wei,
         stage=GenerationStage.GENERATING,
     )
-    if not updated:
+    if updated:
+        generation_changed(
+            generation_id=generation_id,
+            status=GenerationStatus.RUNNING,
+            stage=GenerationStage.GENERATING,
+        )
+    else:
         # The hold stays open: the usage mirror or the stale-hold sweep resolves it.
         logger.error(
             "generation %s: payment confirmed for attempt %s, which no longer holds the claim",
@@ -265,6 +290,7 @@ def attempt_succeed(
     The payment ``guard`` confirmed is charged in the success write's transaction.
     """
     image = result.images[0]
+    stage_set(generation_id=generation.pk, attempt_id=attempt_id, stage=GenerationStage.SAVING)
     extension = IMAGE_EXTENSIONS.get(image.content_type, "png")
     generation.image.save(f"{generation.pk}.{extension}", ContentFile(image.content), save=False)
     stored_name: str = generation.image.name or ""
@@ -287,6 +313,9 @@ def attempt_succeed(
             "generation %s: attempt %s lost the row; result dropped", generation.pk, attempt_id
         )
         return generation
+    generation_changed(
+        generation_id=generation.pk, status=GenerationStatus.SUCCEEDED, stage=GenerationStage.DONE
+    )
     generation.refresh_from_db()
     logger.info("generation %s succeeded", generation.pk)
     return generation
@@ -351,6 +380,12 @@ def attempt_requeue(*, generation_id: uuid.UUID, attempt_id: str, code: FailureC
         error_code=code,
         enqueued_at=timezone.now(),
     )
+    if requeued:
+        generation_changed(
+            generation_id=generation_id,
+            status=GenerationStatus.QUEUED,
+            stage=GenerationStage.RETRYING,
+        )
     return bool(requeued)
 
 
@@ -397,6 +432,9 @@ def generation_fail(
                 model_id=generation.model_id,
                 record=_recorded_payment(generation),
             )
+        generation_changed(
+            generation_id=generation.pk, status=generation.status, stage=generation.stage
+        )
         if not claimed:
             _generation_ended_without_claim(generation_id=generation.pk, reason=code)
         elif refund:
@@ -423,6 +461,9 @@ def generation_cancel(*, generation_id: str | uuid.UUID, code: FailureCode) -> b
         generation.finished_at = timezone.now()
         generation.save(
             update_fields=["status", "stage", "error_code", "error_message", "finished_at"]
+        )
+        generation_changed(
+            generation_id=generation.pk, status=generation.status, stage=generation.stage
         )
         _generation_ended_without_claim(generation_id=generation.pk, reason=code)
     logger.info("generation %s canceled (%s)", generation.pk, code)

@@ -36,6 +36,7 @@ from integrations.pymthouse.money import (
 from integrations.pymthouse.session import MAX_CONCURRENT_REQUESTS
 from integrations.pymthouse.types import (
     GroupBy,
+    ManifestRow,
     ProviderMetadata,
     PymthouseUser,
     SecretToken,
@@ -77,6 +78,7 @@ __all__ = [
     "PymthouseUser",
     "SecretToken",
     "SignerSession",
+    "ManifestRow",
     "UsageBalance",
     "UsageByManifest",
     "UsageByPipelineModel",

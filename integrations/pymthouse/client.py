@@ -11,11 +11,17 @@ signer session (:meth:`PymthouseClient.mint_signer_session`).
 
 from __future__ import annotations
 
+import codecs
+import json
 import logging
 import os
+import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, get_args
+from decimal import Decimal
+from typing import Any, cast, get_args
 from urllib.parse import quote, urlsplit
 
 from integrations.oidc.discovery import WELL_KNOWN_PATH, DiscoveryError, discover
@@ -28,11 +34,17 @@ from integrations.pymthouse.errors import (
     describe,
 )
 from integrations.pymthouse.identifiers import validate_external_user_id
-from integrations.pymthouse.money import parse_count, parse_usd_micros
+from integrations.pymthouse.money import (
+    parse_count,
+    parse_exact_usd_micros,
+    parse_usd_micros,
+    parse_wei,
+)
 from integrations.pymthouse.session import PymthouseSession
 from integrations.pymthouse.transport import ClientSecretBasic, Transport, parse_model
 from integrations.pymthouse.types import (
     GroupBy,
+    ManifestRow,
     ProviderMetadata,
     PymthouseUser,
     SecretToken,
@@ -52,6 +64,16 @@ logger = logging.getLogger(__name__)
 #: The tutorial's user-token scope, which pymthouse rejects (400 invalid_scope).
 _USER_SCOPE_ALIASES = {"inference": "sign:job"}
 _FORBIDDEN_USER_SCOPES = frozenset({"admin"})
+
+
+def _reject_json_constant(name: str) -> Any:
+    raise ValueError(f"JSON constant {name} is not allowed")
+
+
+_BLANK = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_json_constant)
+#: Unread text kept before the buffer is compacted (a streamed answer).
+_COMPACT_AT = 1 << 20
 _ROWS_FOR_GROUP_BY = {
     "user": "byUser",
     "pipeline_model": "byPipelineModel",
@@ -104,6 +126,172 @@ def _user_row_id(row: Any, *, seen: dict[str, tuple[int, int]]) -> str:
     if not isinstance(external_user_id, str) or not external_user_id or external_user_id in seen:
         raise ValueError("externalUserId missing, not a string, or repeated")
     return external_user_id
+
+
+class _Stream:
+    """Incremental JSON over a chunked body: the C decoder reads one value at a time from
+    a buffer that holds at most the unread part of a few chunks."""
+
+    def __init__(self, chunks: Iterator[bytes], *, path: str) -> None:
+        self._chunks = chunks
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._buffer = ""
+        self._pos = 0
+        self._done = False
+        self._path = path
+
+    def error(self, detail: str) -> PymthouseProtocolError:
+        return PymthouseProtocolError(
+            describe(method="GET", path=self._path, status=200, detail=detail),
+            status=200,
+            method="GET",
+            path=self._path,
+        )
+
+    def _more(self) -> bool:
+        if self._done:
+            return False
+        chunk = next(self._chunks, None)
+        if self._pos > _COMPACT_AT:
+            self._buffer, self._pos = self._buffer[self._pos :], 0
+        try:
+            if chunk is None:
+                self._done = True
+                self._buffer += self._utf8.decode(b"", final=True)
+            else:
+                self._buffer += self._utf8.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise self.error("body is not UTF-8") from exc
+        return True
+
+    def punctuation(self) -> str:
+        """The next non-blank character, consumed."""
+        while True:
+            match = _BLANK.match(self._buffer, self._pos)
+            assert match is not None
+            self._pos = match.end()
+            if self._pos < len(self._buffer):
+                char = self._buffer[self._pos]
+                self._pos += 1
+                return char
+            if not self._more():
+                raise self.error("body is not JSON (truncated)")
+
+    def peek(self) -> str:
+        char = self.punctuation()
+        self._pos -= 1
+        return char
+
+    def value(self) -> Any:
+        while True:
+            match = _BLANK.match(self._buffer, self._pos)
+            assert match is not None
+            self._pos = match.end()
+            try:
+                value, end = _DECODER.raw_decode(self._buffer, self._pos)
+            except ValueError as exc:  # incomplete here, or not JSON: read on, then decide
+                if not self._more():
+                    raise self.error("body is not JSON") from exc
+                continue
+            if (
+                end == len(self._buffer)
+                and not self._done
+                and not isinstance(value, dict | list | str)
+            ):
+                # a number may go on in the next chunk
+                if self._more():
+                    continue
+            self._pos = end
+            return value
+
+    def items(self) -> Iterator[Any]:
+        """The elements of the array whose ``[`` was just consumed, up to its ``]``.
+
+        Fast path: compact JSON, an element that ends before the buffer does, and a
+        separator right after it; anything else goes through ``value``/``punctuation``."""
+        if self.peek() == "]":
+            self.punctuation()
+            return
+        scan = cast(Any, _DECODER).scan_once  # the C scanner raw_decode wraps
+        while True:
+            buffer, pos = self._buffer, self._pos
+            try:
+                item, end = scan(buffer, pos)
+            except (StopIteration, ValueError):  # blank, incomplete or not JSON: slow path
+                item, end = None, -1
+            if 0 <= end < len(buffer) and isinstance(item, dict | list | str):
+                self._pos = end
+            else:
+                item = self.value()
+            yield item
+            if self._pos < len(self._buffer) and self._buffer[self._pos] == ",":
+                self._pos += 1
+                continue
+            separator = self.punctuation()
+            if separator == "]":
+                return
+            if separator != ",":
+                raise self.error("body is not JSON")
+
+
+def _manifest_rows(chunks: Iterator[bytes], *, path: str) -> Iterator[ManifestRow]:
+    """``byManifest[]`` rows as they arrive. The top-level object is walked key by key;
+    every value but ``byManifest`` is decoded whole (they are small), and the rows of
+    ``byManifest`` are decoded and yielded one at a time."""
+    stream = _Stream(chunks, path=path)
+    if stream.punctuation() != "{":
+        raise stream.error("body is not an object")
+    if stream.peek() == "}":
+        stream.punctuation()
+        return
+    while True:
+        key = stream.value()
+        if not isinstance(key, str) or stream.punctuation() != ":":
+            raise stream.error("body is not JSON")
+        if key == "byManifest":
+            if stream.punctuation() != "[":
+                raise stream.error("byManifest is not a list")
+            for row in stream.items():
+                yield _manifest_row(row, path=path)
+        else:
+            stream.value()
+        separator = stream.punctuation()
+        if separator == "}":
+            return
+        if separator != ",":
+            raise stream.error("body is not JSON")
+
+
+def _text(value: Any, *, optional: bool = False) -> Any:
+    if (value is None and optional) or type(value) is str:
+        return value
+    raise TypeError("not a string")
+
+
+def _manifest_row(row: Any, *, path: str) -> ManifestRow:
+    """The fields and grammar ``UsageByManifest`` requires (``currency`` included)."""
+    try:
+        _text(row["currency"])
+        exact = row.get("networkFeeUsdExact")
+        return ManifestRow(
+            manifest_id=_text(row["manifestId"]),
+            network_fee_usd_micros=parse_usd_micros(row["networkFeeUsdMicros"]),
+            fee_wei=parse_wei(row["feeWei"]),
+            network_fee_usd_exact_micros=None if exact is None else parse_exact_usd_micros(exact),
+            pipeline=_text(row.get("pipeline"), optional=True),
+            model_id=_text(row.get("modelId"), optional=True),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PymthouseProtocolError(
+            describe(
+                method="GET",
+                path=path,
+                status=None,
+                detail=f"invalid byManifest row ({type(exc).__name__})",
+            ),
+            method="GET",
+            path=path,
+        ) from exc
 
 
 def _discovery_error(exc: DiscoveryError, *, issuer: str) -> PymthouseError:
@@ -379,6 +567,37 @@ class PymthouseClient(BillingMixin):
                 path=path,
             ) from exc
         return UsageByUserTotals(totals=report.totals, by_user=by_user)
+
+    @contextmanager
+    def usage_manifests(
+        self,
+        *,
+        start: date | datetime | None = None,
+        end: date | datetime | None = None,
+    ) -> Iterator[Iterator[ManifestRow]]:
+        """``groupBy=manifest`` for the whole app (no ``userId``), streamed.
+
+        pymthouse answers every manifest of the app in one call, one row per manifest id,
+        with no user id on the rows (``pymthouse/pymthouse@5ee7cfc7
+        src/lib/openmeter/usage-read.ts`` ``aggregateManifestRows``). The body is parsed
+        incrementally (``_Stream``: the C JSON scanner decodes one row at a time from a
+        buffer of a few chunks), so memory is bounded by what the caller keeps, not by the
+        answer (an unwindowed
+        answer at 1M manifests is 271 MB of JSON). Use as::
+
+            with client.usage_manifests(start=..., end=...) as rows:
+                for row in rows: ...
+
+        The money grammar is ``UsageByManifest``'s; a row that breaks it, or a body that
+        is not JSON, raises ``PymthouseProtocolError`` from the iterator. An answer
+        without ``byManifest`` yields no rows.
+        """
+        params = {"groupBy": "manifest", **_date_params(start, end)}
+        path = f"{self._builder_app_path}/usage"
+        with self._transport.request_stream(
+            "GET", self._url(path), auth=self._basic, params=params, not_found_is_auth=True
+        ) as chunks:
+            yield _manifest_rows(chunks, path=path)
 
     def balance(self, *, external_user_id: str) -> UsageBalance:
         """Spendable balance of one end user (USD micros). 404 → ``PymthouseAuthError``."""

@@ -62,6 +62,9 @@ def _parse(value: object, *, what: str, signed: bool) -> int:
 
 def parse_usd_micros(value: object) -> int:
     """Non-negative USD micros (fees, charges, grants): ``"3500010"`` → ``3500010``."""
+    # Fast path for the common case (a canonical string under 78 digits is < 2**256).
+    if type(value) is str and len(value) < 78 and _UNSIGNED.fullmatch(value):
+        return int(value)
     return _parse(value, what="USD micros", signed=False)
 
 
@@ -72,6 +75,8 @@ def parse_signed_usd_micros(value: object) -> int:
 
 def parse_wei(value: object) -> int:
     """Non-negative wei, up to ``2**256 - 1``: ``"1000000000000000000"`` → ``10**18``."""
+    if type(value) is str and len(value) < 78 and _UNSIGNED.fullmatch(value):
+        return int(value)
     return _parse(value, what="wei", signed=False)
 
 
@@ -111,6 +116,8 @@ def parse_exact_usd_micros(value: object) -> Fraction:
     ``2**53 - 1``; exponents (which ``toFixed`` emits from 1e21), signs, spaces,
     ``"1."``, ``".5"`` and non-ASCII digits are rejected.
     """
+    if type(value) is str and len(value) < 78 and _UNSIGNED.fullmatch(value):
+        return Fraction(int(value))  # whole micros (the fast path of the grammar below)
     what = "networkFeeUsdExact (USD micros)"
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise MoneyParseError(f"{what} must be a decimal string, got {type(value).__name__}")

@@ -10,7 +10,8 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
@@ -36,6 +37,8 @@ from integrations.pymthouse.types import SecretToken
 logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+#: Bytes read per chunk of a streamed answer.
+_STREAM_CHUNK = 1 << 16
 
 
 class ClientSecretBasic(AuthBase):
@@ -166,6 +169,72 @@ class Transport:
             correlation_id,
         )
         return status, payload
+
+    @contextmanager
+    def request_stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        auth: AuthBase | None = None,
+        params: Mapping[str, str] | None = None,
+        not_found_is_auth: bool = False,
+    ) -> Iterator[Iterator[bytes]]:
+        """A 200 answer's body as chunks, read while the caller consumes them (a large
+        JSON answer is never held whole); any other status raises as ``request_json``.
+        A timeout or broken connection *while* streaming is raised from the iterator."""
+        path = urlsplit(url).path
+        started = time.monotonic()
+        try:
+            response = self.session.request(method, url, params=params, auth=auth, stream=True)
+        except requests.Timeout as exc:
+            self._fail(method, path, started, "timed out", PymthouseTimeoutError, exc)
+        except requests.ConnectionError as exc:
+            if _is_read_timeout(exc):
+                self._fail(method, path, started, "timed out", PymthouseTimeoutError, exc)
+            self._fail(method, path, started, "connection failed", PymthouseUnavailableError, exc)
+        except requests.RequestException as exc:
+            self._fail(method, path, started, "transport error", PymthouseUnavailableError, exc)
+        with response:
+            if response.status_code != 200:
+                error = error_from_response(
+                    response, method=method, path=path, not_found_is_auth=not_found_is_auth
+                )
+                logger.log(
+                    logging.WARNING if error.retryable else logging.INFO,
+                    "pymthouse %s %s -> %s %s in %.0f ms (correlation_id=%s)",
+                    method,
+                    path,
+                    response.status_code,
+                    error.code or "",
+                    (time.monotonic() - started) * 1000,
+                    error.correlation_id,
+                )
+                raise error
+
+            def chunks() -> Iterator[bytes]:
+                try:
+                    yield from response.iter_content(chunk_size=_STREAM_CHUNK)
+                except requests.ConnectionError as exc:
+                    what = "timed out" if _is_read_timeout(exc) else "connection failed"
+                    error_class = (
+                        PymthouseTimeoutError
+                        if _is_read_timeout(exc)
+                        else PymthouseUnavailableError
+                    )
+                    self._fail(method, path, started, what, error_class, exc)
+                except requests.RequestException as exc:
+                    self._fail(
+                        method, path, started, "transport error", PymthouseUnavailableError, exc
+                    )
+
+            yield chunks()
+            logger.debug(
+                "pymthouse %s %s -> 200 streamed in %.0f ms",
+                method,
+                path,
+                (time.monotonic() - started) * 1000,
+            )
 
     @staticmethod
     def _fail(

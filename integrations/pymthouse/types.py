@@ -271,6 +271,19 @@ class UsageByManifest(_CamelModel):
     model_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    """One ``byManifest[]`` row parsed for bulk use (``PymthouseClient.usage_manifests``):
+    the same fields and grammar as ``UsageByManifest``, without a model object per row."""
+
+    manifest_id: str
+    network_fee_usd_micros: int
+    fee_wei: int
+    network_fee_usd_exact_micros: Fraction | None
+    pipeline: str | None
+    model_id: str | None
+
+
 class UsageReport(_CamelModel):
     """``GET /builder/apps/{app}/usage``.
 

@@ -176,29 +176,60 @@ async def usage(request: Request) -> Response:
             )
         ]
     elif group_by == "manifest":
-        by_manifest = _group(events, lambda event: (event.manifest_id,))
-        body["byManifest"] = [_manifest_row(key[0], group) for key, group in by_manifest.items()]
-        body["byManifest"] += usage_seed.manifest_rows(state, start, end, user_id, cutoff)
+        body["byManifest"] = _manifest_rows(
+            events, usage_seed.manifest_parts(state, start, end, user_id, cutoff)
+        )
     return json_response(body)
 
 
-def _manifest_row(manifest_id: str, group: list[UsageEvent]) -> dict[str, Any]:
+def _manifest_rows(
+    events: list[UsageEvent], seeded: Iterable[usage_seed.ManifestPart]
+) -> list[dict[str, Any]]:
+    """``byManifest[]`` as pymthouse's ``aggregateManifestRows`` builds it
+    (pymthouse/pymthouse@5ee7cfc7 src/lib/openmeter/usage-read.ts): one row per
+    ``manifestId`` over everything the filter lets through, so without ``userId`` the rows
+    of every user of the app are merged by manifest id (the rows carry no user id);
+    ``pipeline``/``modelId`` come from the first meter row seen for the manifest."""
+    parts: dict[str, list[Any]] = {}
+    for event in events:
+        _add_part(parts, event.manifest_id, event.fee_wei, event.usd_micros_exact, event)
+    for part in seeded:
+        _add_part(parts, part.manifest_id, part.fee_wei, Fraction(part.usd_micros), part)
+    return [
+        _manifest_row(manifest_id, fee_wei, exact, meta.pipeline, meta.model_id)
+        for manifest_id, (fee_wei, exact, meta) in parts.items()
+    ]
+
+
+def _add_part(
+    parts: dict[str, list[Any]], manifest_id: str, fee_wei: int, exact: Fraction, meta: Any
+) -> None:
+    seen = parts.get(manifest_id)
+    if seen is None:
+        parts[manifest_id] = [fee_wei, exact, meta]
+    else:
+        seen[0] += fee_wei
+        seen[1] += exact
+
+
+def _manifest_row(
+    manifest_id: str, fee_wei: int, exact: Fraction, pipeline: str, model_id: str
+) -> dict[str, Any]:
     # As pymthouse's usage-read.ts: both figures come from the manifest's summed exact
     # micros, networkFeeUsdMicros = ceil(sum) (ceilExactUsdMicrosSum) and
     # networkFeeUsdExact = that sum in micros (formatExactUsdMicros), so a manifest with
     # several events can total less than the sum of its per-event ceilings.
-    exact = sum((event.usd_micros_exact for event in group), Fraction(0))
-    micros = str(math.ceil(exact))
+    micros = str(max(math.ceil(exact), 0))
     return {
         "manifestId": manifest_id,
         "currency": "USD",
         "networkFeeUsdMicros": micros,
         "networkFeeUsdExact": format_exact_usd_micros(exact),
         "ownerChargeUsdMicros": micros,
-        "feeWei": str(sum(event.fee_wei for event in group)),
+        "feeWei": str(fee_wei),
         "billableSecs": "0",
-        "pipeline": group[0].pipeline,
-        "modelId": group[0].model_id,
+        "pipeline": pipeline,
+        "modelId": model_id,
     }
 
 

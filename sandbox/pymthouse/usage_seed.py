@@ -14,7 +14,9 @@ Control API (loopback only, like the rest of ``/__sandbox/``):
   "time": <unix seconds>}]}`` adds rows; a row for a manifest already seeded adds to it
   (more tickets on the same session), so a test can make an amount change between reads.
 - the same with ``{"generate": {"users", "manifestsPerUser", "feeWei", "usdMicros",
-  "prefix", "offset"}}`` generates ``users × manifestsPerUser`` rows in one call.
+  "prefix", "offset", "time", "days"}}`` generates ``users × manifestsPerUser`` rows in one
+  call; with ``days`` > 1, user ``i``'s rows are ``i % days`` UTC days before ``time``
+  (spread history for day-windowed reads).
 - ``DELETE /__sandbox/usage/seed`` forgets seeded usage (``/__sandbox/reset`` does too).
 """
 
@@ -25,14 +27,12 @@ import json
 import time
 import weakref
 from datetime import datetime
-from fractions import Fraction
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.money import format_exact_usd_micros
 from sandbox.state import SandboxState
 from sandbox.web import get_state, json_response
 
@@ -50,6 +50,17 @@ class SeedRow:
     time: float
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ManifestPart:
+    """One seeded manifest inside a window, for the usage route to merge by manifest id."""
+
+    manifest_id: str
+    fee_wei: int
+    usd_micros: int
+    pipeline: str
+    model_id: str
+
+
 @dataclasses.dataclass
 class SeedUser:
     manifests: dict[str, SeedRow] = dataclasses.field(default_factory=dict)
@@ -63,6 +74,9 @@ class SeedStore:
     rows: int = 0
     min_time: float = float("inf")
     max_time: float = float("-inf")
+    #: UTC day number -> the (user, manifest id) pairs whose row time fell on it when
+    #: added (a row whose time later moves is listed on both days; reads check the time).
+    by_day: dict[int, list[tuple[SeedUser, str]]] = dataclasses.field(default_factory=dict)
 
     def add(self, external_user_id: str, manifest_id: str, row: SeedRow) -> None:
         user = self.users.get(external_user_id)
@@ -72,15 +86,23 @@ class SeedStore:
         if existing is None:
             user.manifests[manifest_id] = row
             self.rows += 1
+            self.by_day.setdefault(_day(row.time), []).append((user, manifest_id))
         else:
             existing.fee_wei += row.fee_wei
             existing.usd_micros += row.usd_micros
             existing.requests += row.requests
-            existing.time = max(existing.time, row.time)
+            if row.time > existing.time:
+                if _day(row.time) != _day(existing.time):
+                    self.by_day.setdefault(_day(row.time), []).append((user, manifest_id))
+                existing.time = row.time
         user.requests += row.requests
         user.usd_micros += row.usd_micros
         self.min_time = min(self.min_time, row.time)
         self.max_time = max(self.max_time, row.time)
+
+
+def _day(moment: float) -> int:
+    return int(moment // 86400)
 
 
 _stores: weakref.WeakKeyDictionary[SandboxState, SeedStore] = weakref.WeakKeyDictionary()
@@ -144,39 +166,42 @@ def user_totals(
     return totals
 
 
-def manifest_rows(
+def manifest_parts(
     state: SandboxState,
     start: datetime | None,
     end: datetime | None,
     user_id: str | None,
     cutoff: float,
-) -> list[dict[str, Any]]:
-    """``byManifest[]`` rows of seeded usage (pymthouse's field set, §7.1)."""
+) -> list[ManifestPart]:
+    """Seeded manifests inside the window (one per user and manifest id; the route merges
+    equal manifest ids, as pymthouse does). Without ``userId`` only the window's days are
+    read (``by_day``), so a day-windowed read of a large store stays cheap."""
     store = _stores.get(state)
     if store is None:
         return []
+    pairs: list[tuple[SeedUser, str]]
     if user_id is not None:
         user = store.users.get(user_id)
-        users = [user] if user is not None else []
+        pairs = [(user, manifest_id) for manifest_id in user.manifests] if user else []
     else:
-        users = list(store.users.values())
-    return [
-        {
-            "manifestId": manifest_id,
-            "currency": "USD",
-            "networkFeeUsdMicros": str(row.usd_micros),
-            # Seeded amounts are whole micros, so the exact figure is the same integer.
-            "networkFeeUsdExact": format_exact_usd_micros(Fraction(row.usd_micros)),
-            "ownerChargeUsdMicros": str(row.usd_micros),
-            "feeWei": str(row.fee_wei),
-            "billableSecs": "0",
-            "pipeline": row.pipeline,
-            "modelId": row.model_id,
-        }
-        for user in users
-        for manifest_id, row in user.manifests.items()
-        if _visible(row.time, start, end, cutoff)
-    ]
+        first = _day(start.timestamp()) if start is not None else None
+        last = _day(end.timestamp()) if end is not None else None
+        pairs = [
+            (user, manifest_id)
+            for day in sorted(store.by_day)
+            if (first is None or day >= first) and (last is None or day <= last)
+            for user, manifest_id in store.by_day[day]
+            # a row whose time moved to a later day is listed there too: read it once
+            if _day(user.manifests[manifest_id].time) == day
+        ]
+    parts = []
+    for user, manifest_id in pairs:
+        row = user.manifests[manifest_id]
+        if _visible(row.time, start, end, cutoff):
+            parts.append(
+                ManifestPart(manifest_id, row.fee_wei, row.usd_micros, row.pipeline, row.model_id)
+            )
+    return parts
 
 
 def visibility_cutoff(state: SandboxState) -> float:
@@ -251,15 +276,15 @@ def _seed_generated(store: SeedStore, spec: Any, now: float) -> int:
     usd_micros = _digits(spec.get("usdMicros", "3"), "usdMicros")
     prefix = _text(spec.get("prefix"), "prefix", "seed-")
     moment = float(spec.get("time", now))
+    days = _count(spec.get("days", 1), "days", minimum=1)
     for index in range(offset, offset + users):
         external_user_id = f"{prefix}{index:07d}"
+        when = moment - (index % days) * 86400
         for number in range(per_user):
             store.add(
                 external_user_id,
                 f"{external_user_id}-m{number:04d}",
-                SeedRow(
-                    fee_wei, usd_micros, 1, "text-to-image", "ByteDance/SDXL-Lightning", moment
-                ),
+                SeedRow(fee_wei, usd_micros, 1, "text-to-image", "ByteDance/SDXL-Lightning", when),
             )
     return users * per_user
 

@@ -5,7 +5,15 @@
  * the CSRF token from the page's form (X-CSRFToken header):
  *   POST /api/v1/generations        -> 201 generation | 400 {detail, errors} | 429 (Retry-After)
  *                                      (an Idempotency-Key header per click)
- *   GET  /api/v1/generations/{id}   -> generation {status, stage, progress, error, image_url, ...}
+ *   GET  /api/v1/generations/{id}   -> generation {status, stage, progress, error, image_url,
+ *                                      elapsed_seconds, queue_position, steps, can_cancel, ...}
+ *   GET  /api/v1/generations/{id}/events -> text/event-stream: "generation" (whole), "state"
+ *        (id, status, stage, stage_label, progress) per change, "generation" once finished
+ *   POST /api/v1/generations/{id}/cancel -> 200 generation | 409 {detail, code: already_paid|finished}
+ *   POST /api/v1/generations/{id}/retry  -> 201 new generation | 400 | 402 | 409 | 429
+ * A generation is watched through the event stream; if the stream cannot be opened or
+ * keeps breaking, the page polls the plain read instead (watch() below). A "state" event
+ * is merged into the last whole generation (mergeState) for the steps and the cancel button.
  * Without JavaScript the form posts to /generate/ and the server does the same work.
  */
 (function () {
@@ -23,6 +31,7 @@
   var SLOW_POLL_MS = 3000;
   var SLOW_AFTER_MS = 60000;
   var FIELD_ALIASES = { width: "size", height: "size" };
+  var RUNNING_AT_LEAST_MS = 800;
 
   /* A random key for one submission (crypto.randomUUID needs a secure context). */
   function idempotencyKey() {
@@ -116,6 +125,118 @@
     if (fill) fill.style.width = progress + "%";
   }
 
+  /* ---- The job: elapsed time, queue position, stages as steps ---------------- */
+
+  function formatElapsed(seconds) {
+    var whole = Math.max(0, Math.floor(seconds));
+    if (whole < 60) return whole + " s";
+    var minutes = Math.floor(whole / 60);
+    if (minutes < 60) return minutes + " min " + (whole % 60) + " s";
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
+  }
+
+  /* The server says how long it has been (elapsed_seconds); the page ticks on from the
+     moment it heard, so the browser's clock never matters. */
+  function tickElapsed() {
+    var nodes = document.querySelectorAll("[data-elapsed][data-elapsed-seconds]");
+    for (var i = 0; i < nodes.length; i++) {
+      var base = parseFloat(nodes[i].getAttribute("data-elapsed-seconds"));
+      if (isNaN(base)) continue;
+      var since = parseFloat(nodes[i].getAttribute("data-received-at") || "");
+      if (isNaN(since)) {
+        since = Date.now();
+        nodes[i].setAttribute("data-received-at", String(since));
+      }
+      var extra = nodes[i].hasAttribute("data-ticking") ? (Date.now() - since) / 1000 : 0;
+      nodes[i].textContent = formatElapsed(base + extra);
+    }
+  }
+
+  function renderSteps(list, steps) {
+    if (!list || !Array.isArray(steps)) return;
+    list.innerHTML = "";
+    for (var i = 0; i < steps.length; i++) {
+      var item = document.createElement("li");
+      item.className = "step " + steps[i].state;
+      item.setAttribute("data-step", steps[i].stage);
+      item.setAttribute("data-state", steps[i].state);
+      var label = document.createElement("span");
+      label.className = "step-label";
+      label.textContent = steps[i].label;
+      item.appendChild(label);
+      var at = Date.parse(steps[i].at || "");
+      if (!isNaN(at)) {
+        var time = document.createElement("time");
+        time.className = "muted small";
+        time.setAttribute("datetime", steps[i].at);
+        time.setAttribute("data-step-at", "");
+        time.textContent = new Date(at).toLocaleTimeString();
+        item.appendChild(document.createTextNode(" "));
+        item.appendChild(time);
+      }
+      list.appendChild(item);
+    }
+  }
+
+  var PAID_STAGES = { paying: true, generating: true, saving: true };
+
+  /* A "state" event (status and stage only) on top of the last whole generation: the
+     steps follow the stage, the queue position goes once it left the queue, and the
+     cancel button turns off once the stage says the payment was claimed. */
+  function mergeState(previous, update) {
+    if (!previous || Array.isArray(update.steps) || previous.id !== update.id) return update;
+    var merged = {};
+    var key;
+    for (key in previous) if (Object.prototype.hasOwnProperty.call(previous, key)) merged[key] = previous[key];
+    for (key in update) if (Object.prototype.hasOwnProperty.call(update, key)) merged[key] = update[key];
+    var stage = update.stage === "retrying" ? "queued" : update.stage;
+    var steps = Array.isArray(previous.steps) ? previous.steps : [];
+    var index = -1;
+    for (var i = 0; i < steps.length; i++) if (steps[i].stage === stage) index = i;
+    if (index >= 0 && !FINISHED[update.status]) {
+      merged.steps = steps.map(function (step, position) {
+        var state = position < index ? "done" : position === index ? "current" : "todo";
+        return { stage: step.stage, label: step.label, state: state, at: step.at };
+      });
+    }
+    if (update.status !== "queued") merged.queue_position = null;
+    if (PAID_STAGES[update.stage]) merged.can_cancel = false;
+    delete merged.elapsed_seconds; // keep ticking from the last whole read
+    return merged;
+  }
+
+  function renderJob(root, data) {
+    var elapsed = root.querySelector("[data-elapsed]");
+    if (elapsed && typeof data.elapsed_seconds === "number") {
+      elapsed.setAttribute("data-elapsed-seconds", String(data.elapsed_seconds));
+      elapsed.setAttribute("data-received-at", String(Date.now()));
+      if (FINISHED[data.status]) elapsed.removeAttribute("data-ticking");
+      else elapsed.setAttribute("data-ticking", "");
+    }
+    var box = root.querySelector("[data-queue-position-box]");
+    if (box && data.queue_position !== undefined) {
+      box.hidden = !data.queue_position;
+      var position = root.querySelector("[data-queue-position]");
+      if (position) position.textContent = data.queue_position ? String(data.queue_position) : "";
+    }
+    renderSteps(root.querySelector("[data-steps]"), data.steps);
+    var cancel = root.querySelector("[data-cancel]");
+    var refusal = root.querySelector("[data-cancel-refusal]");
+    var paidRunning = !FINISHED[data.status] && data.can_cancel === false;
+    if (cancel && typeof data.can_cancel === "boolean") {
+      cancel.hidden = !!FINISHED[data.status] && !cancel.form;
+      cancel.disabled = !data.can_cancel;
+      if (paidRunning) cancel.setAttribute("aria-describedby", "cancel-refusal");
+    }
+    if (refusal && typeof data.can_cancel === "boolean") {
+      refusal.id = "cancel-refusal";
+      // The server's words (the page carries them too, for a "state" event).
+      refusal.textContent = data.cancel_refusal || refusal.getAttribute("data-message") || "";
+      refusal.hidden = !paidRunning;
+    }
+    tickElapsed();
+  }
+
   function showError(node, message) {
     if (!node) return;
     node.textContent = message;
@@ -177,6 +298,65 @@
     };
   }
 
+  /* ---- Push: the event stream, falling back to polling ---------------------- */
+
+  /*
+   * Follow url's generation through url + "/events" (Server-Sent Events). The browser
+   * reconnects a dropped stream by itself; a stream that fails before any event
+   * (refused, not a stream) or breaks twice in a row without one is given up for
+   * poll(url). Same handlers as poll().
+   */
+  function watch(url, handlers) {
+    if (!window.EventSource) return poll(url, handlers);
+    var stopped = false;
+    var fallback = null;
+    var failures = 0;
+    var source = new EventSource(url + "/events", { withCredentials: true });
+    function stop() {
+      stopped = true;
+      source.close();
+      if (fallback) fallback.stop();
+    }
+    function received(event) {
+      failures = 0;
+      var data;
+      try {
+        data = JSON.parse(event.data);
+      } catch (e) {
+        return null;
+      }
+      handlers.onTransient("", false);
+      return data;
+    }
+    function onGeneration(event) {
+      var data = received(event);
+      if (!data) return;
+      handlers.onUpdate(data);
+      if (FINISHED[data.status]) {
+        stop();
+        handlers.onFinished(data);
+      }
+    }
+    source.addEventListener("generation", onGeneration);
+    source.addEventListener("state", function (event) {
+      var data = received(event);
+      if (data) handlers.onUpdate(data);
+    });
+    source.addEventListener("gone", function () {
+      stop();
+      handlers.onGone();
+    });
+    source.addEventListener("error", function () {
+      if (stopped || fallback) return;
+      failures += 1;
+      if (source.readyState === EventSource.CLOSED || failures >= 2) {
+        source.close();
+        fallback = poll(url, handlers);
+      }
+    });
+    return { stop: stop };
+  }
+
   /* ---- The generate page ---------------------------------------------------- */
 
   function GeneratePage(form) {
@@ -191,7 +371,16 @@
     this.busy = false;
     this.cooldownTimer = null;
     this.poller = null;
+    this.current = null;
     var self = this;
+    var cancelButton = this.card.querySelector("[data-cancel]");
+    var retryButton = this.card.querySelector("[data-retry]");
+    if (cancelButton) cancelButton.addEventListener("click", function () {
+      self.cancel();
+    });
+    if (retryButton) retryButton.addEventListener("click", function () {
+      self.retry();
+    });
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       self.submit();
@@ -353,6 +542,72 @@
     showError(this.formAlert, detail || "Something went wrong on our side. Please try again.");
   };
 
+  /* Cancel or retry the shown job through the API (the same services as the detail page). */
+  GeneratePage.prototype.jobAction = function (action, onDone) {
+    var self = this;
+    var data = this.current;
+    if (!data) return;
+    var note = this.card.querySelector("[data-progress-error]");
+    fetch(this.apiUrl + "/" + encodeURIComponent(data.id) + "/" + action, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+    })
+      .then(function (response) {
+        return readJson(response).then(function (body) {
+          if (response.ok) {
+            onDone(body);
+            return;
+          }
+          if (action === "cancel" && response.status === 409) {
+            var refusal = self.card.querySelector("[data-cancel-refusal]");
+            if (refusal && body.code === "already_paid") {
+              refusal.textContent = body.detail;
+              refusal.hidden = false;
+              self.card.querySelector("[data-cancel]").disabled = true;
+              return;
+            }
+          }
+          showError(note, typeof body.detail === "string" ? body.detail : "That didn't work. Please try again.");
+        });
+      })
+      .catch(function () {
+        showError(note, "We couldn't reach pixelhouse. Check your connection and try again.");
+      });
+  };
+
+  GeneratePage.prototype.cancel = function () {
+    var self = this;
+    this.jobAction("cancel", function (data) {
+      if (self.poller) self.poller.stop();
+      self.finish(data);
+    });
+  };
+
+  GeneratePage.prototype.retry = function () {
+    var self = this;
+    this.jobAction("retry", function (data) {
+      self.start(data);
+    });
+  };
+
+  GeneratePage.prototype.showJob = function (update) {
+    var card = this.card;
+    var data = mergeState(this.current, update);
+    this.current = data;
+    renderProgress(card, data);
+    renderJob(card, data);
+    var cancel = card.querySelector("[data-cancel]");
+    if (cancel) cancel.hidden = !!FINISHED[data.status];
+    var retry = card.querySelector("[data-retry]");
+    if (retry) retry.hidden = !data.can_retry;
+    var details = card.querySelector("[data-job-detail]");
+    if (details && data.detail_url) {
+      details.href = data.detail_url;
+      details.hidden = data.status === "succeeded"; // the result's own Details link
+    }
+  };
+
   GeneratePage.prototype.start = function (data) {
     var self = this;
     var card = this.card;
@@ -367,18 +622,44 @@
     skeleton.style.aspectRatio = data.width + " / " + data.height;
     skeleton.style.width = Math.min(100, (100 * data.width) / data.height) + "%";
     skeleton.hidden = false;
-    renderProgress(card, data);
+    var refusal = card.querySelector("[data-cancel-refusal]");
+    if (refusal) refusal.hidden = true;
+    this.showJob(data);
+    this.addRecent(data); // in "Recent" from the start, updated as it goes
     this.setBusy(true, "Generating…");
     if (FINISHED[data.status]) {
       this.finish(data);
       return;
     }
     var transient = "";
-    this.poller = poll(this.apiUrl + "/" + encodeURIComponent(data.id), {
+    var shown = data.status;
+    this.poller = watch(this.apiUrl + "/" + encodeURIComponent(data.id), {
       onUpdate: function (update) {
-        renderProgress(card, update);
+        if (FINISHED[update.status]) return; // onFinished shows it
+        if (update.status !== shown) self.addRecent(update);
+        shown = update.status;
+        self.showJob(update);
       },
       onFinished: function (update) {
+        if (shown === "queued" && update.started_at && update.status !== "canceled") {
+          // It ran between two polls: show the running it did (from the server's
+          // timestamps) for a moment before the outcome.
+          shown = "running";
+          var running = {};
+          for (var key in update) if (Object.prototype.hasOwnProperty.call(update, key)) running[key] = update[key];
+          running.status = "running";
+          running.stage = "generating";
+          running.stage_label = STAGE_LABELS.generating || "";
+          running.progress = 65;
+          running.can_cancel = false;
+          running.can_retry = false;
+          self.showJob(running);
+          self.addRecent(running);
+          window.setTimeout(function () {
+            self.finish(update);
+          }, RUNNING_AT_LEAST_MS);
+          return;
+        }
         self.finish(update);
       },
       onTransient: function (message, fatal) {
@@ -398,7 +679,8 @@
 
   GeneratePage.prototype.finish = function (data) {
     var card = this.card;
-    renderProgress(card, data);
+    if (this.current && this.current.id !== data.id) return; // a retry replaced it
+    this.showJob(data);
     this.setBusy(false);
     card.querySelector("[data-result-skeleton]").hidden = true;
     if (data.status === "succeeded" && data.image_url) {
@@ -430,6 +712,7 @@
 
     var item = document.createElement("li");
     item.className = "gen-card is-new";
+    item.setAttribute("data-status", data.status);
     var link = document.createElement("a");
     link.className = "gen-card-link";
     link.href = data.detail_url;
@@ -484,9 +767,12 @@
 
   function watchDetail(container) {
     var url = container.getAttribute("data-watch");
-    poll(url, {
+    var last = null;
+    watch(url, {
       onUpdate: function (data) {
+        last = mergeState(last, data);
         renderProgress(container, data);
+        renderJob(container, last);
       },
       onFinished: function () {
         refreshDetail(container);
@@ -561,6 +847,8 @@
     var watched = document.querySelector("[data-generation-detail][data-watch]");
     if (watched && window.fetch) watchDetail(watched);
     bindConfirms(document);
+    tickElapsed();
+    window.setInterval(tickElapsed, 1000);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -75,10 +75,13 @@ def test_upgrading_pays_the_difference_for_the_rest_of_the_period_rounded_up(
     studio_user: User, pro_plan: Plan
 ) -> None:
     quote = plan_change_quote(account=account_of(studio_user), plan=pro_plan, now=NOW)
-    # (99 − 29) × 20/30 = 46.666666… → 46,666,667 µ$ (up, once).
-    assert (quote.timing, quote.charge_now_micros) == ("now", 46_666_667)
+    # (99 − 29) × 20/30 = 46.666666… → 46,666,667 µ$ (up, once), charged as whole cents.
+    assert (quote.timing, quote.charge_now_micros) == ("now", 46_670_000)
     assert quote.period_ends_at == NOW + timedelta(days=20)
-    assert quote.summary.startswith("You pay $46.67 now: the difference between $99.00 and $29.00")
+    assert quote.summary.startswith(
+        "You pay $46.67 now ($46.666667 rounded up to the cent): the difference between "
+        "$99.00 and $29.00"
+    )
 
 
 def test_a_change_that_costs_money_is_not_made_without_a_payment(

@@ -94,3 +94,54 @@ def test_a_user_without_credit_buys_some_and_generates(
     page.locator("[data-status-badge].succeeded").wait_for(timeout=90_000)
     assert Generation.objects.get(owner=user).status == GenerationStatus.SUCCEEDED
     assert errors == []
+
+
+def test_a_user_subscribes_to_studio_with_the_card_element(
+    live_server,
+    sandbox: SandboxControl,
+    stripe_sandbox: StripeProcess,
+    browser_page,  # noqa: F811
+) -> None:
+    """Plans → Studio → pay $29.00 with a new card in localstripe's card element → back on
+    Plans on Studio for 30 days, the fee recorded once (not credit), the receipt."""
+    stripe_sandbox.webhook_register(
+        url=f"{live_server.url}/billing/stripe/webhook/", secret=settings.STRIPE_WEBHOOK_SECRET
+    )
+    plans_seed()
+    user = user_create(email="subscriber@example.com", password=PASSWORD, email_verified=True)
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=login]", "subscriber@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("form button[type=submit]")
+
+    page.goto(f"{live_server.url}/billing/plans/")
+    with page.expect_navigation(url="**/billing/plans/studio/pay/"):
+        page.click("[data-plan='studio'] button:has-text('Continue to pay $29.00')")
+    assert page.inner_text("[data-pay-submit]") == "Pay $29.00"
+    box = page.locator("[data-card-element]")
+    box.locator("input[placeholder=number]").fill("4242424242424242")
+    box.locator("input[placeholder=exp_month]").fill("12")
+    box.locator("input[placeholder=exp_year]").fill("30")
+    box.locator("input[placeholder=cvc]").fill("123")
+    box.locator("input[placeholder=postal_code]").fill("10001")
+    with page.expect_navigation(url="**/billing/plans/?payment=*"):
+        page.click("[data-pay-submit]")
+
+    assert "Payment received: $29.00 for Studio subscription." in page.inner_text("body")
+    assert "You're on Studio subscription until" in page.inner_text(".page-head")
+    payment = Payment.objects.get(account_id=user.pk)
+    assert (payment.status, payment.plan.slug) == (PaymentStatus.SUCCEEDED, "studio")
+    # Stripe's own webhook arrives about a second later and fulfils nothing more.
+    wait_for(lambda: StripeEvent.objects.filter(type="payment_intent.succeeded").exists(), 15)
+    fees = LedgerEntry.objects.filter(account_id=user.pk, kind=EntryKind.SUBSCRIPTION_FEE)
+    assert [fee.amount_micros for fee in fees] == [29_000_000]
+    assert not LedgerEntry.objects.filter(account_id=user.pk, kind=EntryKind.PURCHASE).exists()
+    with page.expect_navigation():
+        page.click("[data-plan-paid] a")
+    assert page.inner_text("[data-receipt-amount]") == "$29.00"
+    assert errors == []

@@ -1,7 +1,9 @@
 """The generate page in a real Chromium: submit, watch progress, see the image.
 
-Runs the whole stack on loopback: the live server (this process), a real Celery
-worker process and the sandbox standing in for pymthouse and Livepeer.
+Runs the whole stack on loopback: the production web process (Django under ASGI,
+uvicorn), a real Celery worker process and the sandbox standing in for pymthouse and
+Livepeer. The page follows a generation through the event stream, and polls when the
+stream cannot be opened.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from accounts.services import user_create
 from inference.models import Generation, GenerationStatus
 from tests.helpers import wait_for
 from tests.sandbox_server import SandboxControl
+from tests.web_server import WebServerProcess
 from tests.worker import WorkerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
@@ -65,9 +68,27 @@ def browser_page(monkeypatch):
             browser.close()
 
 
+def _api_reads(page) -> list[str]:
+    """Every request the page makes to the generations API, recorded as "METHOD path"."""
+    seen: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            seen.append(f"{r.method} {r.url.split('://', 1)[1].split('/', 1)[1]}")
+            if "/api/v1/generations" in r.url
+            else None
+        ),
+    )
+    return seen
+
+
 def test_generate_without_reload_then_find_it_in_the_gallery(
-    live_server, sandbox: SandboxControl, worker_process: WorkerProcess, browser_page
+    web_server: WebServerProcess,
+    sandbox: SandboxControl,
+    worker_process: WorkerProcess,
+    browser_page,
 ) -> None:
+    live_server = web_server
     sandbox.set_config(runnerLatencySeconds=2.0)  # long enough to watch it run
     user = user_create(email=EMAIL, password=PASSWORD, email_verified=True)
     wait_for(
@@ -85,6 +106,7 @@ def test_generate_without_reload_then_find_it_in_the_gallery(
         ),
     )
     page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    api_requests = _api_reads(page)
 
     # Sign in through the allauth form.
     page.goto(f"{live_server.url}/accounts/login/")
@@ -122,11 +144,8 @@ def test_generate_without_reload_then_find_it_in_the_gallery(
     card = page.locator("[data-progress-card]")
     card.wait_for(state="visible")
     assert page.locator("[data-submit]").is_disabled()
-    # Normally caught while running (the runner takes 2 s, polls come every
-    # second); a loaded machine may only show it done, which is fine here.
-    page.locator("[data-status-badge].running, [data-status-badge].succeeded").wait_for(
-        timeout=60_000
-    )
+    # Shown while running: the stream pushes each change (the runner takes 2 s).
+    page.locator("[data-status-badge].running").wait_for(timeout=60_000)
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT_DIR / "browser-generate-running.png"))
     page.locator("[data-status-badge].succeeded").wait_for(timeout=90_000)
@@ -140,8 +159,14 @@ def test_generate_without_reload_then_find_it_in_the_gallery(
     assert seen[0].startswith("Queued|Waiting in the queue…|"), seen
     assert seen[-1].startswith("Succeeded|Done in "), seen
     assert seen[-1].endswith("|100"), seen
+    assert any(entry.startswith("Running|Generating your image…|65") for entry in seen), seen
     shown = [int(entry.rsplit("|", 1)[1]) for entry in seen]
     assert shown == sorted(shown), seen  # the bar never went backwards
+    # Pushed, not polled: one stream, and no read of the generation besides it.
+    assert api_requests == [
+        "POST api/v1/generations",
+        f"GET api/v1/generations/{generation.pk}/events",
+    ], api_requests
     assert page.get_attribute("[data-progress-card] .progress-status", "aria-live") == "polite"
 
     image = page.locator("[data-result-image]")
@@ -188,9 +213,93 @@ def test_generate_without_reload_then_find_it_in_the_gallery(
     assert console_errors == []
 
 
-def test_detail_page_follows_a_running_generation_until_it_finishes(
-    live_server, sandbox: SandboxControl, browser_page
+def test_the_page_polls_when_the_stream_cannot_be_opened(
+    web_server: WebServerProcess,
+    sandbox: SandboxControl,
+    worker_process: WorkerProcess,
+    browser_page,
 ) -> None:
+    sandbox.set_config(runnerLatencySeconds=2.0)
+    user = user_create(email=EMAIL, password=PASSWORD, email_verified=True)
+    wait_for(
+        lambda: User.objects.get(pk=user.pk).provisioning_status == ProvisioningStatus.PROVISIONED,
+        timeout=30,
+    )
+    page = browser_page
+    api_requests = _api_reads(page)
+    # The stream endpoint fails as a broken proxy would: a 502 that is not an event stream.
+    page.route("**/api/v1/generations/*/events", lambda route: route.fulfill(status=502))
+    page.goto(f"{web_server.url}/accounts/login/")
+    page.fill("input[name=login]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("form button[type=submit]")
+    page.goto(f"{web_server.url}/generate/")
+    page.fill("#id_prompt", PROMPT)
+    page.click("label.chip:has-text('Square (small)')")
+    page.click("[data-submit]")
+
+    page.locator("[data-status-badge].succeeded").wait_for(timeout=90_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-result-image]');"
+        " return i.complete && i.naturalWidth === 512; }"
+    )
+    generation = Generation.objects.get(owner=user)
+    assert generation.status == GenerationStatus.SUCCEEDED
+    poll = f"GET api/v1/generations/{generation.pk}"
+    assert api_requests[:2] == ["POST api/v1/generations", f"{poll}/events"], api_requests
+    assert api_requests.count(f"{poll}/events") == 1  # given up at once, not retried
+    assert api_requests.count(poll) >= 2, api_requests  # then polled until it finished
+    assert set(api_requests) == {"POST api/v1/generations", f"{poll}/events", poll}
+
+
+def test_the_page_polls_when_the_stream_breaks_mid_run(
+    web_server: WebServerProcess,
+    sandbox: SandboxControl,
+    worker_process: WorkerProcess,
+    browser_page,
+) -> None:
+    sandbox.set_config(runnerLatencySeconds=4.0)
+    user = user_create(email=EMAIL, password=PASSWORD, email_verified=True)
+    wait_for(
+        lambda: User.objects.get(pk=user.pk).provisioning_status == ProvisioningStatus.PROVISIONED,
+        timeout=30,
+    )
+    page = browser_page
+    api_requests = _api_reads(page)
+    page.goto(f"{web_server.url}/accounts/login/")
+    page.fill("input[name=login]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("form button[type=submit]")
+    page.goto(f"{web_server.url}/generate/")
+    page.fill("#id_prompt", PROMPT)
+    page.click("label.chip:has-text('Square (small)')")
+    page.click("[data-submit]")
+    page.locator("[data-status-badge].running").wait_for(timeout=60_000)  # via the stream
+
+    web_server.stop()  # the stream breaks, and its reconnection is refused
+    page.locator("[data-progress-error]:has-text('Connection lost; retrying…')").wait_for(
+        timeout=30_000
+    )
+    web_server.start()
+
+    page.locator("[data-status-badge].succeeded").wait_for(timeout=90_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-result-image]');"
+        " return i.complete && i.naturalWidth === 512; }"
+    )
+    generation = Generation.objects.get(owner=user)
+    poll = f"GET api/v1/generations/{generation.pk}"
+    assert api_requests[:2] == ["POST api/v1/generations", f"{poll}/events"], api_requests
+    assert api_requests.count(poll) >= 2, api_requests  # polled once the stream broke
+    assert page.locator("[data-progress-error]").is_hidden()
+
+
+def test_detail_page_follows_a_running_generation_until_it_finishes(
+    web_server: WebServerProcess, sandbox: SandboxControl, browser_page
+) -> None:
+    live_server = web_server
     from django.core.files.base import ContentFile
     from django.utils import timezone
 

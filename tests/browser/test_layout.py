@@ -454,6 +454,32 @@ def test_add_credit_page_fits_a_phone_and_a_desktop(
     )
 
 
+def test_plan_pay_page_fits_a_phone_and_a_desktop(
+    live_server,
+    customer_with_history,
+    stripe_sandbox,
+    browser_page,  # noqa: F811
+) -> None:
+    """Paying for Studio: a new card (the card element), then a saved card in one click."""
+    user, _ = customer_with_history
+    _sign_in(browser_page, live_server, user)
+    url = f"{live_server.url}/billing/plans/studio/pay/"
+    _check_layout(
+        browser_page,
+        url,
+        "plan-pay-new-card",
+        ready=lambda page: page.locator("[data-card-element] input").first.wait_for(),
+    )
+    card_save(user)
+    _check_layout(
+        browser_page,
+        url,
+        "plan-pay-saved-card",
+        ready=lambda page: page.locator("[data-saved-card]").wait_for(state="visible"),
+    )
+    assert browser_page.inner_text("[data-pay-submit]") == "Pay $29.00"
+
+
 def test_api_page_fits_a_phone_and_a_desktop(
     live_server,
     sandbox: SandboxControl,

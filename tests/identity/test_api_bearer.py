@@ -229,3 +229,27 @@ def test_the_billing_api_takes_the_bearer_too(ada, sandbox, path) -> None:
     response = _call(token, path=path)
     assert response.status_code == 200, response.content
     assert _call("not-a-token", path=path).status_code == 401
+
+
+def test_a_bearer_token_follows_its_own_generation_through_the_long_poll_and_the_stream(
+    ada, sandbox, sandbox_process
+) -> None:
+    tokens = sso.code_flow_tokens(sandbox_process.url, ADA)
+    mine = Generation.objects.create(
+        owner=ada, prompt="a fox", model_id="m", width=512, height=512,
+        status="succeeded", stage="done",
+    )  # fmt: skip
+    other = Generation.objects.create(
+        owner=user_create(email="someone@example.com"), prompt="x", model_id="m",
+        width=512, height=512,
+    )  # fmt: skip
+
+    answer = _call(tokens["access_token"], path=f"{LIST}/{mine.pk}/next?since=queued/queued")
+    assert answer.status_code == 200
+    assert answer.json()["state"] == "succeeded/done"
+    stream = _call(tokens["access_token"], path=f"{LIST}/{mine.pk}/events")
+    assert stream.status_code == 200
+    assert stream["Content-Type"] == "text/event-stream"
+    for path in (f"{LIST}/{other.pk}/next?wait=0", f"{LIST}/{other.pk}/events"):
+        assert _call(tokens["access_token"], path=path).status_code == 404
+    assert _call("not-a-token", path=f"{LIST}/{mine.pk}/events").status_code == 401

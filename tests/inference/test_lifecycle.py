@@ -115,7 +115,7 @@ def test_duplicate_failing_before_the_first_attempt_claims_changes_nothing(
     sandbox.add_fault("GET", DISCOVER, delay=2, times=1)  # A waits before its claim
     first = Attempt(generation)
     first.start()
-    wait_for(lambda: _row(generation).status == "running")  # started, before its claim
+    wait_for(lambda: _row(generation).stage == "connecting")
 
     duplicate = _retryable_attempt(sandbox, generation)
 
@@ -194,7 +194,7 @@ def test_an_attempt_taken_over_by_reconcile_cannot_claim_or_overwrite(
     sandbox.add_fault("GET", DISCOVER, delay=3, times=1)
     stale = Attempt(generation)
     stale.start()
-    wait_for(lambda: _row(generation).status == "running")  # started, before its claim
+    wait_for(lambda: _row(generation).stage == "connecting")
     # Reconcile believes the worker is dead and hands the generation to a new
     # attempt, which runs inline here (tasks are eager in tests) and succeeds.
     Generation.objects.filter(pk=generation.pk).update(

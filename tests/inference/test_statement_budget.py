@@ -20,8 +20,11 @@ from tests.sandbox_server import SandboxControl
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MAX_STATEMENTS = 30
-MAX_WRITE_TRANSACTIONS = 6
+# With main's push (job page steps, event stream), the connecting and saving stages are
+# observed separately, so each keeps its own write: 2 statements and 2 write
+# transactions above issue 16's 30 / 6 until stages are published without a row write.
+MAX_STATEMENTS = 32
+MAX_WRITE_TRANSACTIONS = 7
 
 
 def _one_image(owner: Any, index: int) -> tuple[SqlCount, SqlCount, str]:

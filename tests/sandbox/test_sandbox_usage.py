@@ -307,7 +307,7 @@ def test_manifest_row_ceils_the_exact_sum_not_each_event() -> None:
     # about 0.5 micros each: per-event ceilings sum to 3, the exact sum is 1.5 -> 2
     events = [event(166_666_667), event(166_666_667), event(166_666_666)]
     assert sum(e.usd_micros for e in events) == 3
-    row = usage_routes._manifest_row("m-live", events)
+    (row,) = usage_routes._manifest_rows(events, [])
     assert row["networkFeeUsdExact"] == "1.5"
     assert (row["networkFeeUsdMicros"], row["ownerChargeUsdMicros"]) == ("2", "2")
     assert row["feeWei"] == "500000000"
@@ -329,3 +329,65 @@ def test_seeded_manifest_rows_carry_exact_micros(
         ("m-seed", "30000000", "30000000"),
         ("m-zero", "0", "0"),
     ]
+
+
+def test_manifest_rows_without_user_id_cover_the_app_merged_by_manifest_id(
+    http: requests.Session, base: str, control: SandboxControl, two_users: list[str]
+) -> None:
+    """pymthouse's aggregateManifestRows with no user filter: every manifest of the app in
+    one answer, one row per manifestId (rows carry no user id), a manifest id metered for
+    two users summed into one row whose pipeline/model are the first seen."""
+    past = time.time() - 3600
+    control.seed_usage(
+        [{"externalUserId": "gamma", "manifestId": "m-shared", "feeWei": "10", "usdMicros": "2",
+          "pipeline": "text-to-image", "modelId": "first", "time": past},
+         {"externalUserId": "delta", "manifestId": "m-shared", "feeWei": "5", "usdMicros": "3",
+          "pipeline": "other", "modelId": "second", "time": past},
+         # the same id as one of alpha's live manifests: merged with its events too
+         {"externalUserId": "delta", "manifestId": two_users[0], "feeWei": "7",
+          "usdMicros": "1", "time": past}]
+    )  # fmt: skip
+    rows = usage(http, base, groupBy="manifest").json()["byManifest"]
+    by_id = {row["manifestId"]: row for row in rows}
+    assert len(rows) == len(by_id) == 4
+    assert set(by_id) == {*two_users, "m-shared"}
+    assert all("externalUserId" not in row for row in rows)
+    shared = by_id["m-shared"]
+    assert (shared["feeWei"], shared["networkFeeUsdMicros"], shared["networkFeeUsdExact"]) == (
+        "15", "5", "5",
+    )  # fmt: skip
+    assert (shared["pipeline"], shared["modelId"]) == ("text-to-image", "first")
+    merged = by_id[two_users[0]]
+    assert merged["feeWei"] == str(FEE_1024 + 7)
+    assert merged["networkFeeUsdExact"] == "15000.998169088"
+    assert merged["networkFeeUsdMicros"] == "15001"
+    # with userId only that user's part of a shared manifest is summed
+    gamma = usage(http, base, groupBy="manifest", userId="gamma").json()["byManifest"]
+    assert [(row["manifestId"], row["feeWei"]) for row in gamma] == [("m-shared", "10")]
+    alpha = usage(http, base, groupBy="manifest", userId="alpha").json()["byManifest"]
+    assert {row["manifestId"]: row["feeWei"] for row in alpha}[two_users[0]] == str(FEE_1024)
+
+
+def test_generated_usage_spread_over_days_is_read_per_day_window(
+    http: requests.Session, base: str, control: SandboxControl
+) -> None:
+    """``generate.days`` puts user i's rows i % days days back; a day window without
+    userId returns exactly that day's manifests, and the windows add up to the whole."""
+    now = time.time() - 3600
+    control.seed_usage(
+        generate={"users": 6, "manifestsPerUser": 2, "prefix": "spread-", "days": 3, "time": now}
+    )
+    today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    seen: list[str] = []
+    for back in range(3):
+        day = today - timedelta(days=back)
+        rows = usage(
+            http, base, groupBy="manifest",
+            startDate=day.isoformat(), endDate=(day + timedelta(days=1)).isoformat(),
+        ).json()["byManifest"]  # fmt: skip
+        users = {row["manifestId"].rsplit("-m", 1)[0] for row in rows}
+        assert users == {f"spread-{index:07d}" for index in range(6) if index % 3 == back}
+        seen += [row["manifestId"] for row in rows]
+    assert len(seen) == len(set(seen)) == 12
+    everything = usage(http, base, groupBy="manifest").json()["byManifest"]
+    assert sorted(row["manifestId"] for row in everything) == sorted(seen)

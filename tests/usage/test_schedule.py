@@ -39,6 +39,7 @@ def test_every_job_is_seeded_with_its_task_interval_and_expiry() -> None:
             300,
             240,
         ),
+        "billing-renew-subscriptions": ("billing.tasks.subscription_renewals_task", 300, 240),
         "usage-sync": (
             "usage.tasks.usage_sync_task",
             settings.BILLING_USAGE_SYNC_INTERVAL_SECONDS,
@@ -56,7 +57,7 @@ def test_the_seed_never_overwrites_an_admin_edit() -> None:
     assert (task.enabled, task.expire_seconds) == (False, 7)
     PeriodicTask.objects.filter(name="billing-resolve-stale-holds").delete()
     assert periodic_jobs_seed() == ["billing-resolve-stale-holds"]
-    assert PeriodicTask.objects.count() == len(settings.PERIODIC_JOBS) == 8
+    assert PeriodicTask.objects.count() == len(settings.PERIODIC_JOBS) == 9
 
 
 def test_jobs_are_declared_in_one_place_only() -> None:

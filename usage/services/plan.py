@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from fractions import Fraction
 
-from integrations.pymthouse import UsageByManifest, validate_external_user_id
+from integrations.pymthouse import ManifestRow, UsageByManifest, validate_external_user_id
 
 MAX_BIGINT = 2**63 - 1
 MAX_UINT256 = 2**256 - 1
@@ -42,6 +42,10 @@ EXTERNAL_USER_ID_MAX = 128
 MANIFEST_ID_MAX = 200
 PIPELINE_MAX = 100
 MODEL_ID_MAX = 200
+
+
+#: A ``byManifest[]`` row as either read gives it (a model per row, or the bulk read's).
+ManifestLike = UsageByManifest | ManifestRow
 
 
 class PoisonKind:
@@ -235,7 +239,7 @@ def _raw_user(ext: str, requests: int, usd: int) -> str:
     )
 
 
-def _raw_manifest(ext: str, row: UsageByManifest) -> str:
+def _raw_manifest(ext: str, row: ManifestLike) -> str:
     return json.dumps(
         {
             "externalUserId": ext,
@@ -281,7 +285,7 @@ def users_screen(
     return accepted, poison
 
 
-def _manifest_row_problem(row: UsageByManifest) -> str:
+def _manifest_row_problem(row: ManifestLike) -> str:
     if not row.manifest_id:
         return "manifestId is empty"
     if len(row.manifest_id) > MANIFEST_ID_MAX:
@@ -294,15 +298,15 @@ def _manifest_row_problem(row: UsageByManifest) -> str:
 
 
 def manifest_rows_screen(
-    fetched: Mapping[str, Sequence[UsageByManifest]],
-) -> tuple[dict[tuple[str, str], UsageByManifest], list[Poison]]:
+    fetched: Mapping[str, Sequence[ManifestLike]],
+) -> tuple[dict[tuple[str, str], ManifestLike], list[Poison]]:
     """One row per ``(externalUserId, manifestId)``, and the rows quarantined instead.
 
     A manifest listed more than once with the same amounts is one row. Listed with
     different amounts it is a conflict: every variant is quarantined, none is applied.
     """
-    rows: dict[tuple[str, str], UsageByManifest] = {}
-    conflicts: dict[tuple[str, str], list[UsageByManifest]] = {}
+    rows: dict[tuple[str, str], ManifestLike] = {}
+    conflicts: dict[tuple[str, str], list[ManifestLike]] = {}
     poison: list[Poison] = []
     for ext, answer in fetched.items():
         for row in answer:
@@ -347,7 +351,7 @@ def manifest_rows_screen(
 
 
 def new_manifest_ids(
-    rows: Mapping[tuple[str, str], UsageByManifest],
+    rows: Mapping[tuple[str, str], ManifestLike],
     existing: Mapping[tuple[str, str], StoredManifest],
 ) -> set[str]:
     """Manifest ids of the rows the mirror does not hold yet (the generation join's input)."""
@@ -356,7 +360,7 @@ def new_manifest_ids(
 
 def chunk_plan(
     *,
-    fetched: Mapping[str, Sequence[UsageByManifest]],
+    fetched: Mapping[str, Sequence[ManifestLike]],
     upstream: Mapping[str, tuple[int, int]],
     users: Mapping[str, LocalUser],
     existing: Mapping[tuple[str, str], StoredManifest],

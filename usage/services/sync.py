@@ -30,7 +30,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -41,9 +41,10 @@ from django.db import transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
-from billing.db import WeiSum
+from billing.db import WeiSum, server_side_binding
 from billing.models import LedgerEntry
 from billing.rates import rate_observe_metered
+from billing.selectors import generations_with_usage_charge_pending
 from billing.transactions import deadlock_retrying
 from inference.selectors import generations_by_manifest, generations_existing
 from inference.services.metering import MeteredCost, generations_cost_record
@@ -68,6 +69,8 @@ from usage.models import (
     UsageSyncStatus,
     UsageUserAggregate,
 )
+from usage.services.appwide import AppWideStage, app_wide_stage
+from usage.services.bulk import manifests_insert
 from usage.services.ledger import (
     LocalDebits,
     expected_charge_days,
@@ -79,6 +82,7 @@ from usage.services.plan import (
     ChunkPlan,
     DayDelta,
     LocalUser,
+    ManifestLike,
     MeteredDay,
     NewManifest,
     Poison,
@@ -107,6 +111,8 @@ class _Progress:
     revisions_new: int = 0
     settled: int = 0
     quarantined: int = 0
+    http_calls: int = 0
+    users_app_wide: int = 0
     fingerprint: str = ""
     drift_alerts: list[tuple[str, date, int]] = field(default_factory=list)
 
@@ -172,12 +178,13 @@ def usage_sync_run(
         return run
     progress = _Progress()
     try:
-        status, detail = _sync(
-            client=client or get_client(),
-            window_start=window_start,
-            window_end=started,
-            progress=progress,
-        )
+        with server_side_binding():
+            status, detail = _sync(
+                client=client or get_client(),
+                window_start=window_start,
+                window_end=started,
+                progress=progress,
+            )
     except PymthouseError as exc:
         status, detail = _status_for(exc), str(exc)[:300]
         if progress.users_applied:
@@ -286,40 +293,124 @@ def _sync(
         ).iterator(chunk_size=10_000)
     }
     changed = [ext for ext, value in upstream.items() if stored.get(ext) != value]
+    # Users the mirror has never applied: read app-wide when there are many of them.
+    fresh = [ext for ext in changed if ext not in stored]
     del stored
     progress.users_changed = len(changed)
+    progress.http_calls = 1
+    chunk_size = settings.BILLING_USAGE_SYNC_CHUNK
+    stage: AppWideStage | None = None
+    if fresh and len(fresh) >= settings.BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS:
+        stage = app_wide_stage(
+            client=client,
+            fresh=fresh,
+            upstream=upstream,
+            user_pk=_user_pks(set(fresh)),
+            chunk_size=chunk_size,
+            start=window_start,
+            end=window_end,
+        )
+        progress.http_calls += stage.calls
+        progress.users_app_wide = len(stage.explained)
+        fresh_set = set(fresh)
+        changed = fresh + [ext for ext in changed if ext not in fresh_set]
+    try:
+        _apply_changed(
+            client=client,
+            changed=changed,
+            stage=stage,
+            fresh_chunks=-(-len(fresh) // chunk_size) if stage else 0,
+            upstream=upstream,
+            window_start=window_start,
+            window_end=window_end,
+            progress=progress,
+        )
+    finally:
+        if stage is not None:
+            stage.close()
+    _refresh_local_drift(now=window_end, progress=progress)
+    _log_drift_alerts(progress)
+    detail = (
+        f"{progress.users_seen} users, {progress.users_changed} changed, "
+        f"{progress.manifests_new} new manifest rows, {progress.revisions_new} revisions, "
+        f"{progress.http_calls} calls"
+    )
+    if stage is not None:
+        detail += f" ({stage.windows} day windows; {progress.users_app_wide} users from them)"
+    if progress.quarantined:
+        detail += f", {progress.quarantined} rows quarantined"
+    return UsageSyncStatus.OK, detail
+
+
+def _user_pks(externals: set[str]) -> dict[str, int]:
+    return {
+        ext: pk
+        for ext, pk in get_user_model()
+        .objects.exclude(external_user_id="")
+        .values_list("external_user_id", "id")
+        .iterator(chunk_size=10_000)
+        if ext in externals
+    }
+
+
+def _apply_changed(
+    *,
+    client: PymthouseClient,
+    changed: list[str],
+    stage: AppWideStage | None,
+    fresh_chunks: int,
+    upstream: dict[str, tuple[int, int]],
+    window_start: datetime | None,
+    window_end: datetime,
+    progress: _Progress,
+) -> None:
+    """Apply the changed users in chunks. The first ``fresh_chunks`` chunks are the app-wide
+    stage's (same order, same size); there a user the stage explained is taken from it,
+    every other user is read with ``groupBy=manifest&userId=``."""
     chunk_size = settings.BILLING_USAGE_SYNC_CHUNK
     workers = min(max(1, settings.BILLING_USAGE_SYNC_CONCURRENCY), MAX_CONCURRENT_REQUESTS)
+    explained = stage.explained if stage is not None else set()
 
     def fetch(ext: str) -> tuple[str, Sequence[UsageByManifest]]:
         rows = client.usage(group_by="manifest", user_id=ext, start=window_start, end=window_end)
         return ext, rows.by_manifest
 
-    chunks = [changed[start : start + chunk_size] for start in range(0, len(changed), chunk_size)]
+    fresh = changed[: fresh_chunks * chunk_size] if fresh_chunks else []
+    rest = changed[len(fresh) :]
+    chunks = [fresh[start : start + chunk_size] for start in range(0, len(fresh), chunk_size)]
+    chunks += [rest[start : start + chunk_size] for start in range(0, len(rest), chunk_size)]
+
+    def submit(chunk: list[str]) -> list[Future[tuple[str, Sequence[UsageByManifest]]]]:
+        return [pool.submit(fetch, ext) for ext in chunk if ext not in explained]
+
     # The worker threads only talk HTTP (through the one client, whose connection pool is
     # sized for them); every database write stays in this thread, one transaction per
     # chunk. The next chunk is fetched while this one is applied: at most two chunks of
     # answers are held in memory.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(fetch, ext) for ext in chunks[0]] if chunks else []
+        pending = submit(chunks[0]) if chunks else []
         for index, chunk in enumerate(chunks):
             current = pending
             try:
-                fetched = dict(future.result() for future in current)
+                fetched: dict[str, Sequence[ManifestLike]] = dict(
+                    future.result() for future in current
+                )
             except BaseException:
                 for future in current:
                     future.cancel()
                 raise
-            pending = (
-                [pool.submit(fetch, ext) for ext in chunks[index + 1]]
-                if index + 1 < len(chunks)
-                else []
-            )
+            progress.http_calls += len(current)
+            pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []
+            joined: dict[tuple[int, str], tuple[uuid.UUID, date]] = {}
+            if stage is not None and index < fresh_chunks:
+                staged, joined = stage.chunk_rows(index)
+                fetched.update(staged)
             try:
                 deadlock_retrying(
                     partial(
                         _apply_chunk_counted,
                         fetched=fetched,
+                        joined=joined,
                         upstream=upstream,
                         now=window_end,
                         progress=progress,
@@ -331,15 +422,6 @@ def _sync(
                     future.cancel()
                 raise
             progress.users_applied += len(chunk)
-    _refresh_local_drift(now=window_end, progress=progress)
-    _log_drift_alerts(progress)
-    detail = (
-        f"{progress.users_seen} users, {progress.users_changed} changed, "
-        f"{progress.manifests_new} new manifest rows, {progress.revisions_new} revisions"
-    )
-    if progress.quarantined:
-        detail += f", {progress.quarantined} rows quarantined"
-    return UsageSyncStatus.OK, detail
 
 
 def _fingerprint(upstream: dict[str, tuple[int, int]], window_start: datetime | None) -> str:
@@ -367,7 +449,8 @@ def _log_drift_alerts(progress: _Progress) -> None:
 
 def _apply_chunk_counted(
     *,
-    fetched: dict[str, Sequence[UsageByManifest]],
+    fetched: dict[str, Sequence[ManifestLike]],
+    joined: dict[tuple[int, str], tuple[uuid.UUID, date]],
     upstream: dict[str, tuple[int, int]],
     now: datetime,
     progress: _Progress,
@@ -375,19 +458,23 @@ def _apply_chunk_counted(
     """``_apply_chunk``, counted into ``progress`` only once its transaction committed
     (a chunk re-run after a lost deadlock is not counted twice)."""
     scratch = replace(progress, drift_alerts=list(progress.drift_alerts))
-    _apply_chunk(fetched=fetched, upstream=upstream, now=now, progress=scratch)
+    _apply_chunk(fetched=fetched, joined=joined, upstream=upstream, now=now, progress=scratch)
     progress.__dict__.update(scratch.__dict__)
 
 
 @transaction.atomic
 def _apply_chunk(
     *,
-    fetched: dict[str, Sequence[UsageByManifest]],
+    fetched: dict[str, Sequence[ManifestLike]],
+    joined: dict[tuple[int, str], tuple[uuid.UUID, date]],
     upstream: dict[str, tuple[int, int]],
     now: datetime,
     progress: _Progress,
 ) -> None:
-    """One chunk of changed users, in one transaction: read, plan (pure), write."""
+    """One chunk of changed users, in one transaction: read, plan (pure), write.
+
+    ``joined`` is the generation join the app-wide stage already made for its users'
+    rows; the rows of users read with ``userId`` are joined here."""
     externals = list(fetched)
     users = {
         ext: LocalUser(pk=pk, email=email or "")
@@ -413,10 +500,15 @@ def _apply_chunk(
         ).values_list("external_user_id", "request_count", "last_used_at")
     }
     rows, _ = manifest_rows_screen(fetched)
+    staged = {pk for pk, _ in joined}  # users whose rows the app-wide stage joined
     generations = generations_by_manifest(
-        manifest_ids=new_manifest_ids(rows, existing),
-        owner_ids={user.pk for user in users.values()},
+        manifest_ids=new_manifest_ids(
+            {key: row for key, row in rows.items() if _pk(users, key[0]) not in staged},
+            existing,
+        ),
+        owner_ids={user.pk for user in users.values() if user.pk not in staged},
     )
+    generations.update(joined)
     plan = chunk_plan(
         fetched=fetched,
         upstream=upstream,
@@ -444,6 +536,11 @@ def _apply_chunk(
         )
 
 
+def _pk(users: dict[str, LocalUser], ext: str) -> int | None:
+    user = users.get(ext)
+    return user.pk if user else None
+
+
 def _manifests_write(plan: ChunkPlan, *, now: datetime) -> None:
     if not plan.inserts:
         return
@@ -451,24 +548,23 @@ def _manifests_write(plan: ChunkPlan, *, now: datetime) -> None:
     # through its admission record; its row is gone, so the manifest names no generation.
     joined = {new.generation_id for new in plan.inserts if new.generation_id is not None}
     present = generations_existing(generation_ids=joined) if joined else set()
-    UsageManifest.objects.bulk_create(
+    manifests_insert(
         [
-            UsageManifest(
-                external_user_id=new.external_user_id,
-                manifest_id=new.manifest_id,
-                user_id=new.user_id,
-                generation_id=new.generation_id if new.generation_id in present else None,
-                fee_wei=new.fee_wei,
-                network_fee_usd_micros=new.network_fee_usd_micros,
-                pipeline=new.pipeline,
-                model_id=new.model_id,
-                day=new.day,
-                first_seen_at=now,
+            (
+                new.external_user_id,
+                new.manifest_id,
+                new.user_id,
+                new.generation_id if new.generation_id in present else None,
+                new.fee_wei,
+                new.network_fee_usd_micros,
+                new.pipeline,
+                new.model_id,
+                new.day,
+                now,
+                False,
             )
             for new in plan.inserts
-        ],
-        batch_size=2000,
-        ignore_conflicts=True,
+        ]
     )
 
 
@@ -581,8 +677,11 @@ def _settlements_write(settlements: Sequence[Settlement]) -> int:
         }
     )
     settled = 0
+    pending = generations_with_usage_charge_pending(
+        generation_ids={settlement.generation_id for settlement in settlements}
+    )
     for settlement in settlements:
-        if settle_from_usage(
+        if settlement.generation_id in pending and settle_from_usage(
             user_id=settlement.user_id,
             generation_id=settlement.generation_id,
             fee_wei=settlement.fee_wei,

@@ -1,6 +1,8 @@
-/* Add credit: save the card with Stripe.js (confirmCardSetup) before the form is sent,
- * and complete 3-D Secure (confirmCardPayment) when the server asks for it. The server
- * creates and confirms every payment itself; this script never decides an outcome. */
+/* Card payments (Add credit, paying for a plan): in a [data-card-pay] section, save the
+ * card with Stripe.js (confirmCardSetup) before its [data-card-pay-form] is sent (the
+ * clicked button's name and value go with it), and complete 3-D Secure
+ * (confirmCardPayment) when the server asks for it. The server creates and confirms
+ * every payment itself; this script never decides an outcome. */
 (function () {
   "use strict";
 
@@ -11,7 +13,7 @@
   }
 
   function bindPurchase(root) {
-    var form = root.querySelector("#credit-form");
+    var form = root.querySelector("[data-card-pay-form]");
     var mount = root.querySelector("[data-card-element]");
     var errorBox = root.querySelector("[data-card-error]");
     var stripe = window.Stripe(root.getAttribute("data-publishable-key"));
@@ -41,11 +43,13 @@
             return;
           }
           form.elements.setup_intent.value = result.setupIntent.id;
-          var chosen = document.createElement("input");
-          chosen.type = "hidden";
-          chosen.name = "amount";
-          chosen.value = submitter ? submitter.value : "";
-          form.appendChild(chosen);
+          if (submitter && submitter.name) {
+            var chosen = document.createElement("input");
+            chosen.type = "hidden";
+            chosen.name = submitter.name;
+            chosen.value = submitter.value;
+            form.appendChild(chosen);
+          }
           form.submit();
         });
     });
@@ -59,7 +63,7 @@
     });
   }
 
-  var purchase = document.querySelector("[data-credit]");
+  var purchase = document.querySelector("[data-card-pay]");
   if (purchase) bindPurchase(purchase);
   var confirm = document.querySelector("[data-confirm-payment]");
   if (confirm) bindConfirm(confirm);
