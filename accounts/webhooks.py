@@ -27,6 +27,7 @@ import random
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -190,18 +191,31 @@ def _delivery_enqueue(delivery_id: int) -> None:
     transaction.on_commit(lambda: webhook_delivery_send_task.delay(delivery_id))
 
 
+def webhook_endpoint_exists(*, user_id: int) -> bool:
+    """Whether ``user_id`` (active) has an endpoint: one cheap query, so a caller builds an
+    event's body only for users who will receive it."""
+    return WebhookEndpoint.objects.filter(user_id=user_id, user__is_active=True).exists()
+
+
 def webhook_event_record(
-    *, user_id: int, event_type: str, subject_id: str, data: dict[str, Any]
+    *,
+    user_id: int,
+    event_type: str,
+    subject_id: str,
+    data: dict[str, Any] | Callable[[], dict[str, Any]],
 ) -> WebhookDelivery | None:
     """Record an event for ``user_id``'s endpoint and send it after commit.
 
     Called inside the transaction that made the event happen. ``None`` when the user has
     no endpoint or is inactive. Once per ``(event_type, subject_id)``: a repeat returns
-    the first delivery and enqueues nothing.
+    the first delivery and enqueues nothing. ``data`` may be a callable, built only when
+    there is an endpoint.
     """
     endpoint = WebhookEndpoint.objects.filter(user_id=user_id, user__is_active=True).first()
     if endpoint is None:
         return None
+    if callable(data):
+        data = data()
     event_id = f"evt_{uuid.uuid4().hex}"
     delivery, created = WebhookDelivery.objects.get_or_create(
         endpoint=endpoint,

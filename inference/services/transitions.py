@@ -342,7 +342,7 @@ def _success_write_and_charge(
         )
         transaction.on_commit(lambda: setattr(guard, "settled", True))
     if updated:  # after the charge: the event carries the generation with its money
-        generation_event_record(generation_id=generation.pk)
+        generation_event_record(generation_id=generation.pk, owner_id=generation.owner_id)
     return updated
 
 
