@@ -24,7 +24,6 @@ from bench.markdown import write_markdown
 from bench.platform_run import PlatformClient, PlatformOptions, login
 from bench.report import RunContext, load_average, print_table
 from bench.stack import BENCH_PASSWORD, Stack, StackError, StackOptions, cpu_used_between
-from bench.statements import statement_counts
 from bench.stats import Comparison, RunResult
 from tests.sandbox_server import SandboxControl
 
@@ -73,12 +72,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="give up on one generation after (s)"
-    )
-    parser.add_argument(
-        "--count-images",
-        type=int,
-        default=12,
-        help="images counted for SQL statements per image, at concurrency 1 and --concurrency",
     )
     parser.add_argument("--write", type=Path, help="(re)write this markdown file's section")
     parser.add_argument("--json", type=Path, help="also dump every sample to this JSON file")
@@ -237,11 +230,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             try:
                 platform, floor = run_both(stack, arguments, warmup)
-                print("counting SQL statements per image …")
-                counts = [
-                    statement_counts(stack, concurrency=level, images=arguments.count_images)
-                    for level in sorted({1, arguments.concurrency})
-                ]
             except GenerationFailedError:
                 print(stack.log_tails(), file=sys.stderr)
                 for name in stack.exited_processes():
@@ -258,11 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     comparison = Comparison(platform=platform, floor=floor)
     context = RunContext(
-        arguments=vars(arguments),
-        backends=backends,
-        warmup=warmup,
-        load_before=load_before,
-        statement_counts=counts,
+        arguments=vars(arguments), backends=backends, warmup=warmup, load_before=load_before
     )
     print_table(comparison, context)
     if arguments.write:

@@ -27,7 +27,6 @@ from bench.report import (
     results_rows,
     stage_ms,
 )
-from bench.statements import counts_rows
 from bench.stats import Comparison, RunResult
 
 
@@ -108,22 +107,19 @@ must be one no other Celery workers consume from (on a shared machine, start you
 **Where the platform's overhead comes from (read from the code).** Per generation:
 
 - *Submit* (`inference/services/admission.py`): the API request validates, then admits
-  in one short transaction that starts with the owner's rate-limit counter (one
-  conditional UPDATE, which is also the owner's lock; on SQLite the write lock), so one
-  user's concurrent submissions are admitted one at a time: an active-job `COUNT`, the
-  billing account lock, the hold (its INSERT, the ledger entry, one account UPDATE), the
-  generation INSERT and its admission record, commit, and the Celery message published
-  after commit.
+  in one transaction that starts by locking the owner's row (`SELECT … FOR UPDATE`; on
+  SQLite the write lock), so one user's concurrent submissions are admitted one at a
+  time: an active-job `COUNT`, the rate-limit window row (`get_or_create` + UPDATE), the
+  INSERT, commit, and the Celery message published after commit.
 - *Broker hand-off*: the embedded filesystem broker is polled: an idle worker looks at the
   queue directory every `polling_interval` (see the parameters table; set in
   `config/settings.py`), so a message waits up to one interval (about half of it on
   average) before any worker sees it. Redis delivers on a blocking pop, without that wait.
 - *Worker* (`inference/services/`): `attempt_start` (a conditional UPDATE from `queued`
-  plus a SELECT), then conditional UPDATEs for the payment claim and the payment confirm
-  (each durable before the next upstream call: the paid call goes out right after the
-  confirm), and the success write with the ledger settle in one transaction, and a
-  `refresh_from_db`: four write transactions (on SQLite each takes the single database
-  write lock). The pymthouse client reads the OIDC discovery document
+  plus a SELECT), then conditional UPDATEs for stage `connecting`, the payment claim, the
+  payment confirm (its own transaction), stage `saving` and the success write, and a
+  `refresh_from_db`: six writes, each its own transaction (on SQLite each takes the
+  single database write lock). The pymthouse client reads the OIDC discovery document
   from the Django cache for every mint (a SQL query on the embedded database cache). The
   Livepeer client opens a new `requests` session per generation, so every image starts
   with a fresh TCP connection, and checks the image's format and dimensions. The image is
@@ -133,21 +129,6 @@ must be one no other Celery workers consume from (on a shared machine, start you
   and user lookups, one SELECT; on SQLite a new connection per request, since
   `CONN_MAX_AGE` is forced to 0), so at a 50 ms interval the polls are most of the web
   tier's CPU per image (see the CPU tables) and compete for the cores the workers need.
-
-**Issue 16, lean admission and settlement (runs of 2026-12-03).** Counted per image
-(`bench/statements.py` in the bench, `tests/inference/test_statement_budget.py` in the
-tests), admission plus the worker's run: on the code before (commit `e50a613`) 92-95 SQL
-statements and 7 write transactions on SQLite, 89-92 and 7 on PostgreSQL + Redis (38-41
-of them in admission, about 40 savepoint and `full_clean` statements in all); now 29 and 5
-on SQLite, 26 and 5 on PostgreSQL, the same at concurrency 1 and 6 (an owner's very first
-image adds 2 statements: its rate-limit row). The ratios above did **not** reach issue
-16's target (2.0x at p50, 2.5x at p95, throughput within 1.1x) and say little about the
-code: both runs shared the 2 cores at a load average of 5-10 (other engineers' test runs;
-the PostgreSQL run also overlapped this branch's fault drill and test suite), and the
-floor itself needed 349-372 ms of overhead against 45 ms at a load of 0.9. What remains,
-besides a quiet machine to measure on: the client's polling and each web request's own
-work (the submit round trip is most of the platform-only time here), the broker hand-off,
-and new connections per request and per generation (issue 16 items 1, 5 and 6).
 
 **What changed since the previous figures** (run 2026-11-26 at commit `a034e0d`: 3.55x /
 3.53x / 3.95x at p50 / p95 / p99 on SQLite, 4.54x / 4.24x / 4.56x on PostgreSQL; platform
@@ -237,17 +218,6 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
         f" p50, {comparison.overhead_ratio(95):.2f}x at p95 and"
         f" {comparison.overhead_ratio(99):.2f}x at p99; the floor's throughput is"
         f" {comparison.throughput_ratio:.2f}x the platform's.",
-        "",
-        "**SQL per image** (counted, not estimated: `bench/statements.py` runs the bench"
-        " user's images through `generation_create` and `generation_run` in the stack's"
-        " Django against the same sandbox, after the measured batches; the web request's"
-        " own statements and the client's polls are not included; issue 16's budget is"
-        " 30 statements and 6 write transactions):",
-        "",
-        _markdown_table(
-            ("concurrency", "SQL statements per image", "write transactions per image", "images"),
-            counts_rows(context.statement_counts),
-        ),
         "",
         "**Where the time goes** (p50 / p95 in ms)",
         "",

@@ -10,13 +10,12 @@ import platform as platform_module
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.statements import StatementCounts
 from bench.stats import PERCENTILES, Comparison, RunResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +55,6 @@ class RunContext:
     backends: dict[str, Any]
     warmup: int
     load_before: str
-    statement_counts: list[StatementCounts] = field(default_factory=list)
 
     @property
     def section_key(self) -> str:
@@ -266,9 +264,4 @@ def print_table(comparison: Comparison, context: RunContext) -> None:
         print(f"  {label} stage medians (ms): " + ", ".join(parts))
         cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in result.cpu_ms_per_image().items())
         print(f"  {label} CPU ms per image: {cpu}")
-    for count in context.statement_counts:
-        print(
-            f"  concurrency {count.concurrency}: SQL statements per image {count.statements},"
-            f" write transactions {count.write_transactions}"
-        )
     print()

@@ -133,36 +133,27 @@ def _attempt_run(
         height=generation.height,
         seed=generation.seed,
     )
-    guard = AttemptPaymentGuard(
-        generation_id=generation.pk,
-        attempt_id=attempt,
-        owner_id=generation.owner_id,
-        model_id=generation.model_id,
-    )
     try:
-        try:
-            credentials = _credentials(generation, backend.name)
-            # Watchers show this step (the job page, the event stream): a write of its own.
-            stage_set(
-                generation_id=generation.pk, attempt_id=attempt, stage=GenerationStage.CONNECTING
-            )
-            result = backend.generate(
-                request, credentials=credentials, guard=guard, max_fee_wei=generation.max_fee_wei
-            )
-        except PaymentAlreadyClaimedError:
-            logger.warning("generation %s: another attempt owns it; stopping", generation.pk)
-            return None
-        except (PymthouseError, LivepeerError) as exc:
-            _attempt_upstream_error(generation, attempt, exc)
-            return generation
-        return attempt_succeed(
-            generation=generation, attempt_id=attempt, result=result, guard=guard
+        credentials = _credentials(generation, backend.name)
+        stage_set(generation_id=generation.pk, attempt_id=attempt, stage=GenerationStage.CONNECTING)
+        result = backend.generate(
+            request,
+            credentials=credentials,
+            guard=AttemptPaymentGuard(
+                generation_id=generation.pk,
+                attempt_id=attempt,
+                owner_id=generation.owner_id,
+                model_id=generation.model_id,
+            ),
+            max_fee_wei=generation.max_fee_wei,
         )
-    finally:
-        # A confirmed payment is charged whatever became of the row (the success write
-        # and generation_fail charge it first, in their transactions; this is a no-op
-        # then): e.g. the row was deleted while the paid call ran.
-        guard.settle()
+    except PaymentAlreadyClaimedError:
+        logger.warning("generation %s: another attempt owns it; stopping", generation.pk)
+        return None
+    except (PymthouseError, LivepeerError) as exc:
+        _attempt_upstream_error(generation, attempt, exc)
+        return generation
+    return attempt_succeed(generation=generation, attempt_id=attempt, result=result)
 
 
 # First match wins. A pymthouse 400 means our request shape or configuration is

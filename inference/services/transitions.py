@@ -75,8 +75,14 @@ def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> 
     ours = Q(status=GenerationStatus.QUEUED) | Q(
         status=GenerationStatus.RUNNING, attempt_id=attempt_id
     )
+    if Generation.objects.filter(
+        ours, pk=generation_id, owner__is_active=False, payment_claimed_at__isnull=True
+    ).exists():
+        # A closed account's work never reaches the signer (its hold is released).
+        generation_cancel(generation_id=generation_id, code=FailureCode.ACCOUNT_CLOSED)
+        return None
     started = (
-        Generation.objects.filter(ours, pk=generation_id, owner__is_active=True)
+        Generation.objects.filter(ours, pk=generation_id)
         .filter(payment_claimed_at__isnull=True, attempts__lt=settings.INFERENCE_MAX_ATTEMPTS)
         .update(
             status=GenerationStatus.RUNNING,
@@ -97,12 +103,6 @@ def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> 
             stage=GenerationStage.AUTHORIZING,
         )
         return Generation.objects.select_related("owner").get(pk=generation_id)
-    if Generation.objects.filter(
-        ours, pk=generation_id, owner__is_active=False, payment_claimed_at__isnull=True
-    ).exists():
-        # A closed account's work never reaches the signer (its hold is released).
-        generation_cancel(generation_id=generation_id, code=FailureCode.ACCOUNT_CLOSED)
-        return None
     row = (
         Generation.objects.filter(ours, pk=generation_id)
         .values("payment_claimed_at", "attempts")
@@ -140,8 +140,7 @@ class AttemptPaymentGuard:
 
     Makes "one ticket per generation" hold across retries, processes and hosts:
     the claim is a conditional UPDATE that only the owning attempt can win, and
-    only while no claim is held. ``confirm`` is one durable UPDATE, so the paid call
-    goes out right after the ticket; the charge follows (``settle``, issue 16).
+    only while no claim is held.
     """
 
     def __init__(
@@ -151,10 +150,6 @@ class AttemptPaymentGuard:
         self.attempt_id = attempt_id
         self.owner_id = owner_id
         self.model_id = model_id
-        #: The first payment this attempt confirmed (the one billing charges), and
-        #: whether its charge is recorded.
-        self.record: PaymentRecord | None = None
-        self.settled = False
 
     def claim(self, *, manifest_id: str | None, runner_url: str | None) -> None:
         claimed = Generation.objects.filter(
@@ -190,47 +185,34 @@ class AttemptPaymentGuard:
             )
 
     def confirm(self, record: PaymentRecord) -> None:
-        # A paid image must be recorded: the write is re-run if it lost a deadlock.
-        confirmed = deadlock_retrying(
-            lambda: generation_payment_confirm(
-                generation_id=self.generation_id, attempt_id=self.attempt_id, record=record
-            ),
-            what=f"payment confirm of generation {self.generation_id}",
-        )
-        if confirmed and self.record is None:
-            self.record = record
-
-    def settle(self) -> None:
-        """Charge the confirmed payment, in its own transaction, unless already charged
-        (idempotent in billing too: the key ``usage_debit:<id>``)."""
-        record = self.record
-        if record is None or self.settled:
-            return
+        # A paid image must be recorded: the transaction is re-run if it lost a deadlock.
         deadlock_retrying(
-            lambda: generation_charge_settle(
-                owner_id=self.owner_id,
+            lambda: generation_payment_confirm(
                 generation_id=self.generation_id,
+                attempt_id=self.attempt_id,
+                owner_id=self.owner_id,
                 model_id=self.model_id,
                 record=record,
             ),
-            what=f"charge of generation {self.generation_id}",
+            what=f"payment confirm of generation {self.generation_id}",
         )
-        self.settled = True
 
 
+@transaction.atomic
 def generation_payment_confirm(
-    *, generation_id: uuid.UUID, attempt_id: str, record: PaymentRecord
-) -> bool:
-    """Record what the payment bought, at payment time (the guard's ``confirm``): one
-    conditional UPDATE, committed before the paid call goes out. False (and logged)
-    when this attempt no longer holds the claim.
+    *,
+    generation_id: uuid.UUID,
+    attempt_id: str,
+    owner_id: int,
+    model_id: str,
+    record: PaymentRecord,
+) -> None:
+    """Record what the payment bought, at payment time (the guard's ``confirm``).
 
-    The charge is not made here but right after the paid call, by the same worker:
-    in the success write's transaction (:func:`attempt_succeed`), in the failure's
-    (:func:`generation_fail`, from the fields recorded here), or by the guard's
-    ``settle`` if neither wrote (the row was deleted). A worker that dies in between
-    leaves the claim: its redelivered attempt ends ``outcome_unknown`` through
-    :func:`generation_fail`, which charges it; the stale-hold sweep covers the rest.
+    Billing settles the charge in this same transaction, handed the owner, the model
+    and the record: ``generation_charge_settle`` is called right after the UPDATE below.
+    Lock order: the generation row, then the account (as in the usage sync;
+    ``billing.transactions``).
     """
     updated = Generation.objects.filter(
         pk=generation_id, attempt_id=attempt_id, payment_claimed_at__isnull=False
@@ -250,6 +232,9 @@ def generation_payment_confirm(
             status=GenerationStatus.RUNNING,
             stage=GenerationStage.GENERATING,
         )
+        generation_charge_settle(
+            owner_id=owner_id, generation_id=generation_id, model_id=model_id, record=record
+        )
     else:
         # The hold stays open: the usage mirror or the stale-hold sweep resolves it.
         logger.error(
@@ -257,38 +242,19 @@ def generation_payment_confirm(
             generation_id,
             attempt_id,
         )
-    return bool(updated)
-
-
-def _recorded_payment(generation: Generation) -> PaymentRecord:
-    """The payment a confirmed generation recorded (``generation_payment_confirm``)."""
-    return PaymentRecord(
-        manifest_id=generation.manifest_id or None,
-        runner_url=generation.runner_url or None,
-        price_wei=generation.price_wei,
-        price_unit=generation.price_unit,
-        units_paid=generation.units_paid,
-        expected_fee_wei=generation.expected_fee_wei,
-    )
 
 
 # --- outcomes ------------------------------------------------------------------
 
 
 def attempt_succeed(
-    *,
-    generation: Generation,
-    attempt_id: str,
-    result: InferenceResult,
-    guard: AttemptPaymentGuard | None = None,
+    *, generation: Generation, attempt_id: str, result: InferenceResult
 ) -> Generation:
     """Store the image and mark the generation succeeded, if this attempt still owns it.
 
     ``failed`` is accepted too: a paid image that arrives after reconcile gave up on
     this attempt still reaches the user. Otherwise (deleted, or another attempt owns
     the row) only the file this call wrote is removed, never one already delivered.
-
-    The payment ``guard`` confirmed is charged in the success write's transaction.
     """
     image = result.images[0]
     stage_set(generation_id=generation.pk, attempt_id=attempt_id, stage=GenerationStage.SAVING)
@@ -296,10 +262,10 @@ def attempt_succeed(
     generation.image.save(f"{generation.pk}.{extension}", ContentFile(image.content), save=False)
     stored_name: str = generation.image.name or ""
     try:
-        updated = deadlock_retrying(
-            lambda: _success_write_and_charge(generation, attempt_id, result, stored_name, guard),
-            what=f"success of generation {generation.pk}",
-        )
+        with transaction.atomic():
+            updated = _success_write(generation, attempt_id, result, stored_name)
+            if updated:
+                generation_event_record(generation_id=generation.pk)
     except Exception:
         # The run ends outcome_unknown (run.py); the paid image stays on disk for support.
         logger.warning(
@@ -320,30 +286,6 @@ def attempt_succeed(
     generation.refresh_from_db()
     logger.info("generation %s succeeded", generation.pk)
     return generation
-
-
-@transaction.atomic
-def _success_write_and_charge(
-    generation: Generation,
-    attempt_id: str,
-    result: InferenceResult,
-    stored_name: str,
-    guard: AttemptPaymentGuard | None,
-) -> int:
-    """The success write, then the charge of the confirmed payment (lock order: the
-    generation row, then the account, as everywhere)."""
-    updated = _success_write(generation, attempt_id, result, stored_name)
-    if guard is not None and guard.record is not None:
-        generation_charge_settle(
-            owner_id=guard.owner_id,
-            generation_id=guard.generation_id,
-            model_id=guard.model_id,
-            record=guard.record,
-        )
-        transaction.on_commit(lambda: setattr(guard, "settled", True))
-    if updated:  # after the charge: the event carries the generation with its money
-        generation_event_record(generation_id=generation.pk, owner_id=generation.owner_id)
-    return updated
 
 
 def _success_write(
@@ -426,15 +368,6 @@ def generation_fail(
         generation.save(
             update_fields=["status", "stage", "error_code", "error_message", "finished_at"]
         )
-        if claimed and generation.tickets_paid:
-            # A confirmed payment is charged before anything is refunded (the debit stays
-            # for staff beside the refund); a no-op when it was charged already.
-            generation_charge_settle(
-                owner_id=generation.owner_id,
-                generation_id=generation.pk,
-                model_id=generation.model_id,
-                record=_recorded_payment(generation),
-            )
         generation_changed(
             generation_id=generation.pk, status=generation.status, stage=generation.stage
         )
