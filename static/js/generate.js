@@ -668,7 +668,8 @@
     this.poller = watch(this.apiUrl + "/" + encodeURIComponent(data.id), {
       onUpdate: function (update) {
         if (FINISHED[update.status]) return; // onFinished shows it
-        if (update.status !== shown) self.addRecent(update);
+        // A "state" event carries status and stage only: Recent takes the merged whole.
+        if (update.status !== shown) self.addRecent(mergeState(self.current, update));
         shown = update.status;
         self.showJob(update);
       },
