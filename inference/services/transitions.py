@@ -126,13 +126,14 @@ def _start_returning(
     quote = connection.ops.quote_name
     meta = Generation._meta
     table, users = quote(meta.db_table), quote(User._meta.db_table)
-    columns = ", ".join(quote(field.column) for field in meta.concrete_fields)
+    fields = {field.name: field for field in meta.concrete_fields}
+    columns = ", ".join(quote(str(field.column)) for field in fields.values())
 
     def column(name: str) -> str:
-        return quote(meta.get_field(name).column)
+        return quote(str(fields[name].column))
 
     def db(name: str, value: object) -> object:
-        return meta.get_field(name).get_db_prep_value(value, connection)
+        return fields[name].get_db_prep_value(value, connection)
 
     # Only quoted identifiers from the model's meta are formatted in; values are params.
     sql = (
