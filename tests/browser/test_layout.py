@@ -571,14 +571,17 @@ def test_server_error_page_fits_a_phone_and_a_desktop(
     browser_page,  # noqa: F811
     settings: Any,
 ) -> None:
-    """Django's 500 handler renders templates/500.html with no request context."""
+    """Django's 500 handler renders templates/500.html with no request context: a signed-in
+    user sees no "Sign in" (the page cannot know who is signed in, so no account links)."""
     settings.ROOT_URLCONF = "tests.browser.failing_urls"
+    _sign_in(browser_page, live_server, UserFactory(email="phone.customer@example.com"))
     _check_layout(
         browser_page,
         f"{live_server.url}/{FAILING_PATH}",
         "server-error",
         ready=_visible("[data-error-page='500']"),
     )
+    assert browser_page.locator("header >> text=Sign in").count() == 0
 
 
 def test_merchant_pages_fit_a_phone_and_a_desktop(
@@ -648,12 +651,6 @@ def test_merchant_pages_fit_a_phone_and_a_desktop(
     )
 
     _check_layout(page, credit_url, "merchant-credit", ready=_visible("[data-top-up-form]"))
-    _check_layout(
-        page,
-        f"{live_server.url}/billing/",
-        "merchant-billing",
-        ready=_visible("[data-available-micros]"),
-    )
 
     sandbox.billing_customer(user.external_user_id, card=True)
     page.goto(f"{live_server.url}/billing/plans/")
@@ -666,6 +663,18 @@ def test_merchant_pages_fit_a_phone_and_a_desktop(
         ready=_visible("[data-current-plan]"),
     )
     assert "Your plan: Studio" in page.inner_text("[data-current-plan]")
+    assert page.locator("[data-plan] h2").all_inner_texts() == [
+        "Starter",
+        "Studio",
+        "Hobby",
+        "Pay as you go",
+    ]  # pymthouse's own Starter by its name, never its key "__pymthouse_starter__"
+    _check_layout(
+        page,
+        f"{live_server.url}/billing/",
+        "merchant-billing",
+        ready=_visible("[data-available-micros]"),
+    )
     _check_layout(
         page,
         f"{live_server.url}/billing/invoices/",
