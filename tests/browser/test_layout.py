@@ -385,13 +385,13 @@ def test_low_balance_pages_fit_a_phone_and_a_desktop(
         browser_page,
         f"{live_server.url}/generate/",
         "generate-low-balance",
-        ready=lambda page: page.locator("[data-add-credit]").wait_for(state="visible"),
+        ready=_visible("[data-add-credit]"),
     )
     _check_layout(
         browser_page,
         f"{live_server.url}/billing/",
         "billing-low-balance",
-        ready=lambda page: page.locator("[data-credit-split]").wait_for(state="visible"),
+        ready=_visible("[data-credit-split]"),
     )
     assert browser_page.locator("[data-promotional-micros]").count() == 2
     assert browser_page.locator("[data-low-balance]").is_visible()
@@ -436,7 +436,7 @@ def test_staff_billing_fits_a_phone_and_a_desktop(
         browser_page,
         f"{live_server.url}/staff/billing/",
         "staff-billing",
-        ready=lambda page: page.locator(".usage-table").wait_for(state="visible"),
+        ready=_visible(".usage-table"),
         staff=True,
     )
     assert browser_page.locator("[data-nav-staff-billing][aria-current=page]").count() == 1
@@ -457,14 +457,14 @@ def test_add_credit_page_fits_a_phone_and_a_desktop(
         browser_page,
         url,
         "credit-new-card",
-        ready=lambda page: page.locator("[data-card-element] input").first.wait_for(),
+        ready=_visible("[data-card-element] input"),
     )
     card_save(user)
     _check_layout(
         browser_page,
         url,
         "credit-saved-card",
-        ready=lambda page: page.locator("[data-saved-card]").wait_for(state="visible"),
+        ready=_visible("[data-saved-card]"),
     )
 
 
@@ -482,14 +482,14 @@ def test_plan_pay_page_fits_a_phone_and_a_desktop(
         browser_page,
         url,
         "plan-pay-new-card",
-        ready=lambda page: page.locator("[data-card-element] input").first.wait_for(),
+        ready=_visible("[data-card-element] input"),
     )
     card_save(user)
     _check_layout(
         browser_page,
         url,
         "plan-pay-saved-card",
-        ready=lambda page: page.locator("[data-saved-card]").wait_for(state="visible"),
+        ready=_visible("[data-saved-card]"),
     )
     assert browser_page.inner_text("[data-pay-submit]") == "Pay $29.00"
 
