@@ -339,6 +339,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_ACKS_LATE = False  # opted into per task, only where the task is idempotent
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fix-up closes every database connection around every task unless this
+# is set; config/celery.py then recycles them as Django does per request (CONN_MAX_AGE,
+# CONN_HEALTH_CHECKS). The fix-up still closes them all after this many tasks per process.
+CELERY_DB_REUSE_MAX = 1000
 # Task retries: exponential backoff base and cap (seconds), jittered.
 TASK_RETRY_BACKOFF_SECONDS: float = env.float("TASK_RETRY_BACKOFF_SECONDS", default=5.0)
 TASK_RETRY_BACKOFF_MAX_SECONDS: float = env.float("TASK_RETRY_BACKOFF_MAX_SECONDS", default=300.0)

@@ -44,8 +44,14 @@ def purge_broker() -> None:
 
 class WorkerProcess:
     def __init__(
-        self, *, name: str = "test", concurrency: int = 1, env: dict[str, str] | None = None
+        self,
+        *,
+        name: str = "test",
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+        include: tuple[str, ...] = (),
     ):
+        """``include``: more task modules for the worker to import (``celery worker -I``)."""
         self.name = name
         self.concurrency = concurrency
         self.extra_env = env or {}
@@ -65,6 +71,7 @@ class WorkerProcess:
                 "--without-gossip",
                 f"--hostname={self.name}-{os.getpid()}@localhost",
                 "--loglevel=INFO",
+                *(f"--include={module}" for module in include),
             ],
             what="celery worker",
             env=worker_env(self.extra_env),
