@@ -535,7 +535,7 @@ INFERENCE_RATE_LIMIT_WINDOW_SECONDS: int = env.int(
 INFERENCE_MAX_ACTIVE_PER_USER: int = env.int("INFERENCE_MAX_ACTIVE_PER_USER", default=4)
 # Push of state changes (inference/events.py): without Redis, watched rows are read this
 # often; an event stream ends after INFERENCE_STREAM_MAX_SECONDS (the client reconnects).
-INFERENCE_STREAM_POLL_SECONDS: float = env.float("INFERENCE_STREAM_POLL_SECONDS", default=0.25)
+INFERENCE_STREAM_POLL_SECONDS: float = env.float("INFERENCE_STREAM_POLL_SECONDS", default=0.1)
 INFERENCE_STREAM_MAX_SECONDS: int = env.int("INFERENCE_STREAM_MAX_SECONDS", default=300)
 if INFERENCE_STREAM_POLL_SECONDS <= 0 or INFERENCE_STREAM_MAX_SECONDS <= 0:
     raise ImproperlyConfigured(
