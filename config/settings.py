@@ -223,6 +223,11 @@ SOCIALACCOUNT_EMAIL_VERIFICATION = ACCOUNT_EMAIL_VERIFICATION
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "pixelhouse"
 USERSESSIONS_TRACK_ACTIVITY = True
+# A session's activity row is written at most this often from the same IP and user agent
+# (config/middleware.py); 0 writes it on every request, as allauth does.
+USERSESSIONS_ACTIVITY_INTERVAL_SECONDS: int = env.int(
+    "USERSESSIONS_ACTIVITY_INTERVAL_SECONDS", default=60
+)
 
 # --- Single sign-on (OIDC) ----------------------------------------------------
 # Every provider is allauth's openid_connect provider with the checks of
