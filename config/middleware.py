@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from allauth.usersessions.middleware import UserSessionsMiddleware as AllauthUserSessions
 from allauth.account.adapter import get_adapter
+from allauth.usersessions.middleware import UserSessionsMiddleware as AllauthUserSessions
 from allauth.usersessions.models import UserSession
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -50,7 +51,7 @@ def _seen_recently(request: HttpRequest) -> bool:
     agent = request.META.get("HTTP_USER_AGENT", "")[0:max_length]
     try:
         client_ip = get_adapter().get_client_ip(request)
-    except Exception:  # allauth refuses a request without an address: let it say so
+    except PermissionDenied:  # no client address: allauth refuses it, let it say so
         return False
     return (
         ip == client_ip
