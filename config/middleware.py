@@ -53,11 +53,8 @@ def _seen_recently(request: HttpRequest) -> bool:
         client_ip = get_adapter().get_client_ip(request)
     except PermissionDenied:  # no client address: allauth refuses it, let it say so
         return False
-    return (
-        ip == client_ip
-        and user_agent == agent
-        and last_seen_at > timezone.now() - timedelta(seconds=interval)
-    )
+    same_client: bool = ip == client_ip and user_agent == agent
+    return same_client and last_seen_at > timezone.now() - timedelta(seconds=interval)
 
 
 class UserSessionsMiddleware(AllauthUserSessions):  # type: ignore[misc]
