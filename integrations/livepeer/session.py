@@ -8,12 +8,24 @@ Invariants (house style R8, adapted for money-moving calls):
   http(s) redirects by hand, without credentials;
 * cookies are never stored;
 * **no urllib3 retries at all**, not even for GET or connect errors: every repeat of a
-  request here is a decision about money, made explicitly by the backend code.
+  request here is a decision about money, made explicitly by the backend code;
+* credentials and payment headers travel per request (``headers=``), never on the session.
+
+**One keep-alive session per process** (:func:`shared_session`), per timeout and
+:class:`AddressPolicy`: urllib3 keeps one connection pool per ``(scheme, host, port)``
+inside it, so N generations against one signer open one TCP connection to it, not N, and
+a pooled connection is never used for another host or port. The address check runs in
+``_new_conn``, i.e. for every new connection and only then (a reused socket stays on the
+address that was checked when it was opened). A forked child (Celery prefork) forgets
+its parent's sessions (``os.register_at_fork``), so it never writes to a parent's socket.
+A body that is not read to its end closes its connection instead of returning it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +142,56 @@ class LivepeerSession(OutgoingSession):
             adapter.poolmanager.pool_classes_by_scheme = pinned_pool_classes(address_policy)
 
 
+#: Sessions kept per process: one per (default timeout, address policy). The policy's
+#: trusted hosts come from the signer session's URLs, normally the same for every user;
+#: more combinations than this (settings changed in tests) start the map afresh.
+MAX_SHARED_SESSIONS = 8
+
+_shared: dict[tuple[tuple[float, float], AddressPolicy], LivepeerSession] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_session(
+    *, default_timeout: tuple[float, float], address_policy: AddressPolicy
+) -> LivepeerSession:
+    """This process's keep-alive session for ``default_timeout`` and ``address_policy``.
+
+    Never close it: it lives as long as the process (or until :func:`forget_sessions`).
+    urllib3's pools are thread-safe, cookies are never stored and no credential is kept on
+    the session, so threads of one process may share it.
+    """
+    key = (default_timeout, address_policy)
+    with _shared_lock:
+        session = _shared.get(key)
+        if session is None:
+            if len(_shared) >= MAX_SHARED_SESSIONS:
+                # Not closed: another thread may still be sending through one of them;
+                # its sockets close when the last reference goes.
+                _shared.clear()
+            session = _shared[key] = LivepeerSession(
+                default_timeout=default_timeout, address_policy=address_policy
+            )
+        return session
+
+
+def forget_sessions() -> None:
+    """Drop this process's sessions without closing them (tests: start from no connection)."""
+    with _shared_lock:
+        _shared.clear()
+
+
+def _after_fork_in_child() -> None:
+    # The child's copies of the sockets are the parent's connections: never used, never
+    # closed here (a close in the child does not affect the parent's, but a TLS close
+    # could), just dropped. The lock may have been copied while another thread held it.
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    _shared.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def url_path(url: str) -> str:
     """The path of ``url`` for logs and messages (never the query or the host's userinfo)."""
     return urlsplit(url).path or "/"
@@ -198,6 +260,8 @@ def read_capped(response: requests.Response, limit: int) -> None:
             if total > cap:
                 if status < 300:
                     raise BodyTooLargeError(status=status, limit=cap)
+                # The rest is unread: close the connection rather than pool it.
+                response.raw.close()
                 break
         response._content = b"".join(chunks)[:cap]
         response._content_consumed = True  # type: ignore[attr-defined]
