@@ -264,11 +264,7 @@ def test_a_forked_child_opens_its_own_connections(
 
     def child() -> bool:
         own = shared_session(default_timeout=TIMEOUT, address_policy=ALLOWED)
-        return (
-            own is not http
-            and get_client() is not pymthouse
-            and own.get(url).status_code == 200
-        )
+        return own is not http and get_client() is not pymthouse and own.get(url).status_code == 200
 
     assert _in_child(child) == 0
     assert http.get(url).status_code == 200  # the parent's connection is untouched
