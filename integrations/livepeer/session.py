@@ -18,7 +18,9 @@ a pooled connection is never used for another host or port. The address check ru
 ``_new_conn``, i.e. for every new connection and only then (a reused socket stays on the
 address that was checked when it was opened). A forked child (Celery prefork) forgets
 its parent's sessions (``os.register_at_fork``), so it never writes to a parent's socket.
-A body that is not read to its end closes its connection instead of returning it.
+A body that is not read to its end closes its connection instead of returning it, and a
+connection idle for more than ``MAX_IDLE_SECONDS`` (``integrations/http.py``) is closed
+rather than reused.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
@@ -42,7 +44,13 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from integrations.http import MAX_ERROR_BODY_BYTES, NO_RETRIES, OutgoingSession
+from integrations.http import (
+    MAX_ERROR_BODY_BYTES,
+    NO_RETRIES,
+    IdleLimitedHTTPConnectionPool,
+    IdleLimitedHTTPSConnectionPool,
+    OutgoingSession,
+)
 from integrations.livepeer.addresses import AddressRefusedError, connect_addresses
 from integrations.livepeer.errors import LivepeerProtocolError
 
@@ -105,10 +113,10 @@ def pinned_pool_classes(policy: AddressPolicy) -> dict[str, type[HTTPConnectionP
         def _new_conn(self) -> Any:
             return _pinned_new_conn(self, policy, super()._new_conn)
 
-    class PinnedHTTPConnectionPool(HTTPConnectionPool):
+    class PinnedHTTPConnectionPool(IdleLimitedHTTPConnectionPool):
         ConnectionCls = PinnedHTTPConnection
 
-    class PinnedHTTPSConnectionPool(HTTPSConnectionPool):
+    class PinnedHTTPSConnectionPool(IdleLimitedHTTPSConnectionPool):
         ConnectionCls = PinnedHTTPSConnection
 
     return {"http": PinnedHTTPConnectionPool, "https": PinnedHTTPSConnectionPool}
