@@ -255,6 +255,9 @@ OIDC_LEEWAY_SECONDS: int = env.int("OIDC_LEEWAY_SECONDS", default=60)
 # Lifetime of every OIDC discovery document and JWKS in the cache (SSO, API bearer
 # tokens and the pymthouse client's token endpoint); an unknown `kid` refetches.
 OIDC_DISCOVERY_CACHE_SECONDS: int = env.int("OIDC_DISCOVERY_CACHE_SECONDS", default=300)
+# Seconds a process answers an OIDC document from its own memory before asking the
+# shared cache again (no cache read per token mint); capped at the value above.
+OIDC_DISCOVERY_LOCAL_SECONDS: int = env.int("OIDC_DISCOVERY_LOCAL_SECONDS", default=30)
 EMAIL_BACKEND = env.str(
     "DJANGO_EMAIL_BACKEND",
     default="django.core.mail.backends.console.EmailBackend"
@@ -472,6 +475,9 @@ LIVEPEER_GATEWAY_URL: str = env.str("LIVEPEER_GATEWAY_URL", default="").rstrip("
 LIVEPEER_CONNECT_TIMEOUT: float = env.float("LIVEPEER_CONNECT_TIMEOUT", default=3.05)
 LIVEPEER_READ_TIMEOUT: float = env.float("LIVEPEER_READ_TIMEOUT", default=120.0)
 LIVEPEER_SIGNER_READ_TIMEOUT: float = env.float("LIVEPEER_SIGNER_READ_TIMEOUT", default=15.0)
+# Seconds a signer's discovery answer (orchestrators, runners, prices) is reused per
+# discovery URL in one process; runner prices and capacity may be this stale. 0: off.
+LIVEPEER_DISCOVERY_CACHE_SECONDS: float = env.float("LIVEPEER_DISCOVERY_CACHE_SECONDS", default=5.0)
 LIVEPEER_QUEUE_POLL_INTERVAL: float = env.float("LIVEPEER_QUEUE_POLL_INTERVAL", default=1.0)
 LIVEPEER_QUEUE_TIMEOUT: float = env.float("LIVEPEER_QUEUE_TIMEOUT", default=120.0)
 LIVEPEER_MAX_IMAGE_BYTES: int = env.int("LIVEPEER_MAX_IMAGE_BYTES", default=20_000_000)
