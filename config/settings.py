@@ -132,6 +132,23 @@ DATABASES["default"]["CONN_MAX_AGE"] = (
     0 if ASGI_SERVER else env.int("DATABASE_CONN_MAX_AGE", default=60)
 )
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL under ASGI: a pool per web process (Django's, psycopg_pool) lends each
+# request a connection and takes it back at the request's end, so a request does not
+# pay a new server backend (connect, auth, fork) as it would with CONN_MAX_AGE 0; the
+# pool checks a connection before lending it (CONN_HEALTH_CHECKS). Off with
+# DATABASE_POOL=false.
+DATABASE_POOL: bool = env.bool("DATABASE_POOL", default=True)
+DATABASE_POOL_MAX_SIZE: int = env.int("DATABASE_POOL_MAX_SIZE", default=8)
+if (
+    ASGI_SERVER
+    and DATABASE_POOL
+    and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+):
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": 10,  # a request waits this long for a free connection, then fails
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share this file: wait for locks instead of failing,
     # and take the write lock up front so transactions never deadlock-upgrade.

@@ -216,14 +216,15 @@ def test_open_streams_hold_no_database_connection(
     time.sleep(1.0)  # the web process's one watcher connection is open now
     before = _connections_to_this_database()
 
-    streams = [
-        EventStream(web_server, f"/api/v1/generations/{g.pk}/events", cookie)
-        for g in generations[1:]
-    ]
-    for stream in streams:
+    # One after another: the web process's pool (DATABASE_POOL) may lend concurrent
+    # requests a connection each; an open stream must have given its back.
+    streams = []
+    for g in generations[1:]:
+        stream = EventStream(web_server, f"/api/v1/generations/{g.pk}/events", cookie)
         first = stream.next()
         assert first is not None
         assert first["id"] == "queued/queued"
+        streams.append(stream)
     time.sleep(1.0)  # several fallback polls / the Redis subscription at work
 
     assert _connections_to_this_database() == before
