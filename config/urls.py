@@ -20,3 +20,5 @@ urlpatterns = [
 ]
 # MEDIA_URL is deliberately not served: generated images are private and are
 # only streamed by inference views after an ownership check.
+
+handler500 = "config.errors.server_error"

@@ -35,7 +35,7 @@ from inference.services.failures import FAILURE_MESSAGES
 from inference.services.owner_actions import CANCELED_MESSAGE
 from tests.billing.conftest import admit_generation, charge_at_payment, grant, new_generation
 from tests.billing.stripe_helpers import card_save
-from tests.browser.failing_urls import FAILING_PATH
+from tests.browser.failing_urls import DATABASE_DOWN_PATH, FAILING_PATH
 from tests.browser.test_generate_flow import browser_page  # noqa: F401  (fixture)
 from tests.factories import UserFactory
 from tests.inference.test_views import _png
@@ -568,6 +568,7 @@ def test_api_page_fits_a_phone_and_a_desktop(
 def test_server_error_page_fits_a_phone_and_a_desktop(
     live_server,
     transactional_db: Any,
+    sandbox: SandboxControl,  # signing up provisions the user at pymthouse
     browser_page,  # noqa: F811
     settings: Any,
 ) -> None:
@@ -580,6 +581,25 @@ def test_server_error_page_fits_a_phone_and_a_desktop(
         f"{live_server.url}/{FAILING_PATH}",
         "server-error",
         ready=_visible("[data-error-page='500']"),
+    )
+    assert browser_page.locator("header >> text=Sign in").count() == 0
+
+
+def test_database_unavailable_page_fits_a_phone_and_a_desktop(
+    live_server,
+    transactional_db: Any,
+    sandbox: SandboxControl,  # signing up provisions the user at pymthouse
+    browser_page,  # noqa: F811
+    settings: Any,
+) -> None:
+    """config.errors answers a database outage with templates/503.html (no context)."""
+    settings.ROOT_URLCONF = "tests.browser.failing_urls"
+    _sign_in(browser_page, live_server, UserFactory(email="phone.customer@example.com"))
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/{DATABASE_DOWN_PATH}",
+        "service-unavailable",
+        ready=_visible("[data-error-page='503']"),
     )
     assert browser_page.locator("header >> text=Sign in").count() == 0
 
