@@ -218,7 +218,9 @@ def phase_floor(users: int, per_user: int, days: int) -> dict[str, Any]:
             )
     seconds = time.perf_counter() - started
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table}")
+        # Emptied as a first sync finds it (a DELETE would leave the sync a million dead
+        # rows and bloated indexes to work through); the revisions table is empty.
+        cursor.execute(f"TRUNCATE {table} CASCADE" if postgres else f"DELETE FROM {table}")
     return {"seconds": seconds, "rows": len(rows), "load_before": load, "load_after": _load()}
 
 

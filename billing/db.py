@@ -112,8 +112,7 @@ def _array_literal(values: Sequence[str | uuid.UUID]) -> str:
     return (
         "{"
         + ",".join(
-            '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-            for value in values
+            '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values
         )
         + "}"
     )

@@ -18,7 +18,8 @@ CONFLICT DO UPDATE``; elsewhere the caller's ``bulk_create(update_conflicts=True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any, cast
 
@@ -69,30 +70,57 @@ def _table() -> str:
 
 
 def manifests_insert(rows: Sequence[Row]) -> None:
-    """Insert ``rows`` that are not in the mirror yet (by natural key). PostgreSQL: a
-    generation id with no generation row is stored as NULL, and the rows stay in
-    ``STAGE`` until the commit; elsewhere the caller passes existing generation ids only."""
-    if connection.vendor == "postgresql":
-        _insert_postgresql(rows)
-    elif rows:
+    """Insert ``rows`` that are not in the mirror yet (by natural key); the caller passes
+    existing generation ids only. PostgreSQL: ``manifests_stage`` then
+    ``manifests_insert_staged`` instead."""
+    if rows:
         _insert_generic(rows)
 
 
-def _insert_postgresql(rows: Iterable[Row]) -> None:
+def manifests_stage(rows: Iterable[Row]) -> None:
+    """PostgreSQL: ``COPY`` ``rows`` into ``STAGE`` (emptied first; emptied again at the
+    commit)."""
     columns = ", ".join(COLUMNS)
-    selected = ", ".join("g.id" if name == "generation_id" else f"s.{name}" for name in COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(_STAGE_DDL)
         cursor.execute(f"TRUNCATE {_STAGE}")
         with cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+        cursor.execute(f"ANALYZE {_STAGE}")
+
+
+def manifests_insert_staged() -> None:
+    """PostgreSQL: insert the staged rows that are not in the mirror yet (by natural key);
+    a generation id with no generation row (deleted) is stored as NULL."""
+    columns = ", ".join(COLUMNS)
+    selected = ", ".join("g.id" if name == "generation_id" else f"s.{name}" for name in COLUMNS)
+    with connection.cursor() as cursor, index_joins():
         cursor.execute(
             # constant identifiers only (the models' tables, COLUMNS), no data
             f"INSERT INTO {_table()} ({columns}) SELECT {selected} FROM {_STAGE} AS s"  # noqa: S608
             f" LEFT JOIN {Generation._meta.db_table} AS g ON g.id = s.generation_id"
             " ON CONFLICT (external_user_id, manifest_id) DO NOTHING"
         )
+
+
+@contextmanager
+def index_joins() -> Iterator[None]:
+    """PostgreSQL: join a chunk's staged rows to a large table by probing its index.
+
+    A chunk stages a few thousand to tens of thousands of rows; the generation table
+    holds the app's history. With its default costs (pages on disk) the planner prefers
+    a hash join that reads every generation row, once per statement per chunk, so the
+    first full sync would grow with users × history. Hash and merge joins are turned off
+    for the block (``SET LOCAL``) and back to the session's values after it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_hashjoin = off")
+        cursor.execute("SET LOCAL enable_mergejoin = off")
+        try:
+            yield
+        finally:
+            cursor.execute("RESET enable_hashjoin")
+            cursor.execute("RESET enable_mergejoin")
 
 
 def rows_upsert(

@@ -29,7 +29,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -71,7 +71,15 @@ from usage.models import (
     UsageUserAggregate,
 )
 from usage.services.appwide import AppWideStage, app_wide_stage
-from usage.services.bulk import STAGE, manifests_insert, rows_upsert
+from usage.services.bulk import (
+    STAGE,
+    index_joins,
+    manifests_insert,
+    manifests_insert_staged,
+    manifests_stage,
+    rows_upsert,
+)
+from usage.services.bulk import Row as ManifestValues
 from usage.services.ledger import (
     LocalDebits,
     expected_charge_days,
@@ -384,8 +392,7 @@ def _apply_changed(
     fresh = changed[: fresh_chunks * fresh_chunk_size] if fresh_chunks else []
     rest = changed[len(fresh) :]
     chunks = [
-        fresh[start : start + fresh_chunk_size]
-        for start in range(0, len(fresh), fresh_chunk_size)
+        fresh[start : start + fresh_chunk_size] for start in range(0, len(fresh), fresh_chunk_size)
     ]
     chunks += [rest[start : start + chunk_size] for start in range(0, len(rest), chunk_size)]
 
@@ -553,32 +560,46 @@ def _pk(users: dict[str, LocalUser], ext: str) -> int | None:
 def _manifests_write(plan: ChunkPlan, *, now: datetime) -> None:
     """New manifest rows. A generation deleted while its paid outcome was unknown is
     joined (and settled) through its admission record; its row is gone, so the manifest
-    names no generation (on PostgreSQL the insert's own join decides; the staged rows
-    then feed ``_settlements_write``, so this runs even for no rows)."""
-    postgresql = connection.vendor == "postgresql"
-    if not plan.inserts and not postgresql:
+    names no generation (on PostgreSQL the insert's own join decides).
+
+    PostgreSQL: the rows are staged first and the joined generations' metered cost is
+    recorded from the staging table (rows locked in id order, then one ``UPDATE … FROM``)
+    before the insert, so the insert's foreign-key checks find those rows already locked
+    by this transaction; ``_settlements_write`` then only settles."""
+    if not plan.inserts:
         return
-    present: set[uuid.UUID] | None = None
-    if not postgresql:
-        joined = {new.generation_id for new in plan.inserts if new.generation_id is not None}
-        present = generations_existing(generation_ids=joined) if joined else set()
-    manifests_insert(
-        [
-            (
-                new.external_user_id,
-                new.manifest_id,
-                new.user_id,
-                new.generation_id if present is None or new.generation_id in present else None,
-                new.fee_wei,
-                new.network_fee_usd_micros,
-                new.pipeline,
-                new.model_id,
-                new.day,
-                now,
-                False,
-            )
-            for new in plan.inserts
-        ]
+    if connection.vendor == "postgresql":
+        manifests_stage(_manifest_values(plan, now=now, present=None))
+        with index_joins():
+            if plan.settlements:
+                generations_cost_record_staged(table=STAGE)
+        manifests_insert_staged()
+        return
+    joined = {new.generation_id for new in plan.inserts if new.generation_id is not None}
+    present = generations_existing(generation_ids=joined) if joined else set()
+    manifests_insert(list(_manifest_values(plan, now=now, present=present)))
+
+
+def _manifest_values(
+    plan: ChunkPlan, *, now: datetime, present: set[uuid.UUID] | None
+) -> Iterator[ManifestValues]:
+    """The new rows as ``usage.services.bulk.COLUMNS`` values; with ``present``, a
+    generation id not in it is written as NULL."""
+    return (
+        (
+            new.external_user_id,
+            new.manifest_id,
+            new.user_id,
+            new.generation_id if present is None or new.generation_id in present else None,
+            new.fee_wei,
+            new.network_fee_usd_micros,
+            new.pipeline,
+            new.model_id,
+            new.day,
+            now,
+            False,
+        )
+        for new in plan.inserts
     )
 
 
@@ -681,11 +702,9 @@ def _settlements_write(settlements: Sequence[Settlement]) -> int:
     """
     if not settlements:
         return 0
-    if connection.vendor == "postgresql":
-        # The chunk's new rows are still staged (``_manifests_write``): the settlements
-        # are exactly its rows that name a generation, with the same amounts.
-        generations_cost_record_staged(table=STAGE)
-    else:
+    if connection.vendor != "postgresql":
+        # PostgreSQL: recorded from the staged rows by ``_manifests_write`` (the
+        # settlements are exactly its rows that name a generation, same amounts).
         generations_cost_record(
             costs={
                 settlement.generation_id: MeteredCost(
