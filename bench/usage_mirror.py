@@ -370,10 +370,10 @@ def load_ledger(database_url: str, users: int, entries: int) -> None:
             f"""
             INSERT INTO billing_ledgerentry (account_id, kind, effect, amount_micros,
                 balance_after_micros, held_after_micros, reason, idempotency_key, usage_ref,
-                created_at)
+                eth_usd_rate, rate_source, created_at)
             WITH ids AS (SELECT array_agg(user_id ORDER BY user_id) AS a FROM billing_account)
             SELECT ids.a[1 + i % {users}], 'usage_debit', 'debit', 1000000000000 + (i % 997),
-                   10::numeric ^ 30, 0, 'bench', 'bench:' || i, '',
+                   10::numeric ^ 30, 0, 'bench', 'bench:' || i, '', '', '',
                    now() - ((i % 60) || ' days')::interval - ((i % 86400) || ' seconds')::interval
             FROM generate_series(0, {entries - 1}) AS i, ids
             """,
