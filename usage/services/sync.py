@@ -41,7 +41,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
-from billing.db import WeiSum, server_side_binding
+from billing.db import WeiSum, server_side_binding, values_in
 from billing.models import LedgerEntry
 from billing.rates import rate_observe_metered
 from billing.selectors import generations_with_usage_charge_pending
@@ -492,29 +492,33 @@ def _apply_chunk(
     ``joined`` is the generation join the app-wide stage already made for its users'
     rows; the rows of users read with ``userId`` are joined here."""
     externals = list(fetched)
-    users = {
-        ext: LocalUser(pk=pk, email=email or "")
-        for ext, pk, email in get_user_model()
-        .objects.filter(external_user_id__in=externals)
-        .values_list("external_user_id", "id", "email")
-    }
-    existing = {
-        (row.external_user_id, row.manifest_id): StoredManifest(
-            pk=row.pk,
-            fee_wei=row.fee_wei or 0,
-            network_fee_usd_micros=row.network_fee_usd_micros or 0,
-            day=row.day,
-        )
-        for row in UsageManifest.objects.filter(external_user_id__in=externals).only(
-            "id", "external_user_id", "manifest_id", "fee_wei", "network_fee_usd_micros", "day"
-        )
-    }
-    previous = {
-        ext: StoredAggregate(request_count=requests, last_used_at=last_used)
-        for ext, requests, last_used in UsageUserAggregate.objects.filter(
-            external_user_id__in=externals
-        ).values_list("external_user_id", "request_count", "last_used_at")
-    }
+    # One array parameter (``values_in``) joined by probing the (external_user_id, …)
+    # indexes (``index_joins``): otherwise PostgreSQL reads the whole mirror table once per
+    # chunk (a first full sync: chunks × rows; its statistics lag the growing table).
+    with index_joins():
+        users = {
+            ext: LocalUser(pk=pk, email=email or "")
+            for ext, pk, email in get_user_model()
+            .objects.filter(external_user_id__in=values_in(externals))
+            .values_list("external_user_id", "id", "email")
+        }
+        existing = {
+            (row.external_user_id, row.manifest_id): StoredManifest(
+                pk=row.pk,
+                fee_wei=row.fee_wei or 0,
+                network_fee_usd_micros=row.network_fee_usd_micros or 0,
+                day=row.day,
+            )
+            for row in UsageManifest.objects.filter(external_user_id__in=values_in(externals)).only(
+                "id", "external_user_id", "manifest_id", "fee_wei", "network_fee_usd_micros", "day"
+            )
+        }
+        previous = {
+            ext: StoredAggregate(request_count=requests, last_used_at=last_used)
+            for ext, requests, last_used in UsageUserAggregate.objects.filter(
+                external_user_id__in=values_in(externals)
+            ).values_list("external_user_id", "request_count", "last_used_at")
+        }
     rows, _ = manifest_rows_screen(fetched)
     staged = {pk for pk, _ in joined}  # users whose rows the app-wide stage joined
     generations = generations_by_manifest(
