@@ -11,12 +11,15 @@ retry policy and its own envelope parsing.
 * redirects are never followed (a redirect would re-send ``Authorization`` or payment
   headers to wherever ``Location`` points); a caller cannot opt back in;
 * cookies are never stored (server-to-server clients, no session state);
-* urllib3 retries exactly as the given ``Retry`` says, and not at all without one.
+* urllib3 retries exactly as the given ``Retry`` says, and not at all without one;
+* keep-alive: connections are pooled per ``(scheme, host, port)`` for the session's life,
+  but one idle for more than :data:`MAX_IDLE_SECONDS` is closed instead of reused.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -25,6 +28,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 #: The HTTP library's base error, for code outside integrations/ that catches what a
@@ -49,6 +53,55 @@ NO_RETRIES = Retry(
 )
 
 
+#: A pooled connection idle longer than this is closed instead of reused (the next request
+#: opens a new one, through the address check where there is one). Below the shortest
+#: common server idle timeout (uvicorn's 5 s), so that a request is not sent on a
+#: connection the server is closing at that moment: such a request fails after it went
+#: out (POST is never retried; a paid call would be outcome-unknown).
+MAX_IDLE_SECONDS = 4.0
+_IDLE_SINCE = "_pixelhouse_idle_since"
+
+
+def _close_if_idle(conn: Any) -> None:
+    since = getattr(conn, _IDLE_SINCE, None)
+    if since is not None and time.monotonic() - since > MAX_IDLE_SECONDS:
+        conn.close()  # urllib3 reconnects a closed connection (``_new_conn`` runs again)
+
+
+class IdleLimitedHTTPConnectionPool(HTTPConnectionPool):
+    """urllib3's pool, minus reuse of a connection idle past :data:`MAX_IDLE_SECONDS`."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        _close_if_idle(conn)
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            setattr(conn, _IDLE_SINCE, time.monotonic())
+        super()._put_conn(conn)
+
+
+class IdleLimitedHTTPSConnectionPool(HTTPSConnectionPool):
+    """The HTTPS twin of :class:`IdleLimitedHTTPConnectionPool`."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        _close_if_idle(conn)
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            setattr(conn, _IDLE_SINCE, time.monotonic())
+        super()._put_conn(conn)
+
+
+IDLE_LIMITED_POOLS: dict[str, type[HTTPConnectionPool]] = {
+    "http": IdleLimitedHTTPConnectionPool,
+    "https": IdleLimitedHTTPSConnectionPool,
+}
+
+
 class OutgoingSession(requests.Session):
     """Session with default timeouts, a user agent, no redirects and no cookies."""
 
@@ -69,6 +122,7 @@ class OutgoingSession(requests.Session):
         adapter = HTTPAdapter(
             max_retries=NO_RETRIES if retry is None else retry, pool_maxsize=pool_maxsize
         )
+        adapter.poolmanager.pool_classes_by_scheme = dict(IDLE_LIMITED_POOLS)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 

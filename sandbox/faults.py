@@ -87,11 +87,16 @@ class SandboxMiddleware:
         state = self.state
         method: str = scope["method"]
         path: str = scope["path"]
-        credentials = parse_authorization_header(Headers(scope=scope).get("authorization", ""))
+        headers = Headers(scope=scope)
+        credentials = parse_authorization_header(headers.get("authorization", ""))
+        client = scope.get("client")
         record: dict[str, Any] = {
             "method": method,
             "path": path,
             "query": scope.get("query_string", b"").decode("latin-1"),
+            # The caller's address and port: one value per TCP connection.
+            "peer": f"{client[0]}:{client[1]}" if client else None,
+            "host": headers.get("host"),
             **describe_caller(credentials),
             "status": None,
             "time": iso_millis(datetime.now(UTC)),

@@ -56,6 +56,9 @@ OIDC_OP_JWKS_ENDPOINT = f"{PYMTHOUSE_ISSUER}/jwks"
 LIVEPEER_GATEWAY_URL = PYMTHOUSE_URL  # the sandbox also serves the AI gateway batch API
 # The sandbox is on loopback; a test (or worker env) turns this off to get production's refusal.
 LIVEPEER_ALLOW_PRIVATE_ADDRESSES = env.bool("TEST_LIVEPEER_ALLOW_PRIVATE_ADDRESSES", default=True)
+# Tests change the sandbox's runners and prices between generations; the tests of the
+# discovery cache turn it on (tests/integrations/livepeer/test_connections.py).
+LIVEPEER_DISCOVERY_CACHE_SECONDS = 0.0
 # config/settings.py refuses an invalid markup at import; applied here, after that check,
 # it gives a worker a configuration error it only meets mid-run (tests/inference e2e).
 LIVEPEER_MAX_PRICE_MARKUP = env.str(

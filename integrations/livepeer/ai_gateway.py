@@ -42,6 +42,7 @@ from integrations.livepeer.session import (
     LivepeerSession,
     is_timeout,
     send,
+    shared_session,
     transport_failure,
     trusted_hosts,
     url_path,
@@ -98,10 +99,8 @@ class AiGatewayBackend:
             allow_private=config.allow_private_addresses,
             trusted_hosts=trusted_hosts(config.gateway_url),
         )
-        with LivepeerSession(
-            default_timeout=config.inference_timeout, address_policy=policy
-        ) as http:
-            return _generate(http, config, request, credentials, guard)
+        http = shared_session(default_timeout=config.inference_timeout, address_policy=policy)
+        return _generate(http, config, request, credentials, guard)
 
 
 def request_body(request: ImageRequest) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class LivepeerConfig:
     allow_private_addresses: bool
     runner_app_path: str
     gateway_honours_user_tokens: bool
+    discovery_cache_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.gateway_url)
@@ -47,6 +48,8 @@ class LivepeerConfig:
         for name in ("connect_timeout", "read_timeout", "signer_read_timeout", "queue_timeout"):
             if not getattr(self, name) > 0:
                 raise ImproperlyConfigured(f"LIVEPEER_{name.upper()} must be positive")
+        if not self.discovery_cache_seconds >= 0:
+            raise ImproperlyConfigured("LIVEPEER_DISCOVERY_CACHE_SECONDS must not be negative")
         if self.queue_poll_interval < 0:
             raise ImproperlyConfigured("LIVEPEER_QUEUE_POLL_INTERVAL must not be negative")
         if self.max_image_bytes <= 0:
@@ -91,6 +94,7 @@ class LivepeerConfig:
                 allow_private_addresses=bool(values.LIVEPEER_ALLOW_PRIVATE_ADDRESSES),
                 runner_app_path=str(values.LIVEPEER_RUNNER_APP_PATH or ""),
                 gateway_honours_user_tokens=bool(values.LIVEPEER_GATEWAY_HONOURS_USER_TOKENS),
+                discovery_cache_seconds=float(values.LIVEPEER_DISCOVERY_CACHE_SECONDS),
             )
         except (TypeError, ValueError, InvalidOperation) as exc:
             raise ImproperlyConfigured(f"invalid LIVEPEER_* setting: {exc}") from exc

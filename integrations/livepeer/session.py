@@ -8,12 +8,26 @@ Invariants (house style R8, adapted for money-moving calls):
   http(s) redirects by hand, without credentials;
 * cookies are never stored;
 * **no urllib3 retries at all**, not even for GET or connect errors: every repeat of a
-  request here is a decision about money, made explicitly by the backend code.
+  request here is a decision about money, made explicitly by the backend code;
+* credentials and payment headers travel per request (``headers=``), never on the session.
+
+**One keep-alive session per process** (:func:`shared_session`), per timeout and
+:class:`AddressPolicy`: urllib3 keeps one connection pool per ``(scheme, host, port)``
+inside it, so N generations against one signer open one TCP connection to it, not N, and
+a pooled connection is never used for another host or port. The address check runs in
+``_new_conn``, i.e. for every new connection and only then (a reused socket stays on the
+address that was checked when it was opened). A forked child (Celery prefork) forgets
+its parent's sessions (``os.register_at_fork``), so it never writes to a parent's socket.
+A body that is not read to its end closes its connection instead of returning it, and a
+connection idle for more than ``MAX_IDLE_SECONDS`` (``integrations/http.py``) is closed
+rather than reused.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +36,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
@@ -30,7 +44,13 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from integrations.http import MAX_ERROR_BODY_BYTES, NO_RETRIES, OutgoingSession
+from integrations.http import (
+    MAX_ERROR_BODY_BYTES,
+    NO_RETRIES,
+    IdleLimitedHTTPConnectionPool,
+    IdleLimitedHTTPSConnectionPool,
+    OutgoingSession,
+)
 from integrations.livepeer.addresses import AddressRefusedError, connect_addresses
 from integrations.livepeer.errors import LivepeerProtocolError
 
@@ -93,10 +113,10 @@ def pinned_pool_classes(policy: AddressPolicy) -> dict[str, type[HTTPConnectionP
         def _new_conn(self) -> Any:
             return _pinned_new_conn(self, policy, super()._new_conn)
 
-    class PinnedHTTPConnectionPool(HTTPConnectionPool):
+    class PinnedHTTPConnectionPool(IdleLimitedHTTPConnectionPool):
         ConnectionCls = PinnedHTTPConnection
 
-    class PinnedHTTPSConnectionPool(HTTPSConnectionPool):
+    class PinnedHTTPSConnectionPool(IdleLimitedHTTPSConnectionPool):
         ConnectionCls = PinnedHTTPSConnection
 
     return {"http": PinnedHTTPConnectionPool, "https": PinnedHTTPSConnectionPool}
@@ -128,6 +148,56 @@ class LivepeerSession(OutgoingSession):
             adapter = self.get_adapter("https://")
             assert isinstance(adapter, HTTPAdapter)
             adapter.poolmanager.pool_classes_by_scheme = pinned_pool_classes(address_policy)
+
+
+#: Sessions kept per process: one per (default timeout, address policy). The policy's
+#: trusted hosts come from the signer session's URLs, normally the same for every user;
+#: more combinations than this (settings changed in tests) start the map afresh.
+MAX_SHARED_SESSIONS = 8
+
+_shared: dict[tuple[tuple[float, float], AddressPolicy], LivepeerSession] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_session(
+    *, default_timeout: tuple[float, float], address_policy: AddressPolicy
+) -> LivepeerSession:
+    """This process's keep-alive session for ``default_timeout`` and ``address_policy``.
+
+    Never close it: it lives as long as the process (or until :func:`forget_sessions`).
+    urllib3's pools are thread-safe, cookies are never stored and no credential is kept on
+    the session, so threads of one process may share it.
+    """
+    key = (default_timeout, address_policy)
+    with _shared_lock:
+        session = _shared.get(key)
+        if session is None:
+            if len(_shared) >= MAX_SHARED_SESSIONS:
+                # Not closed: another thread may still be sending through one of them;
+                # its sockets close when the last reference goes.
+                _shared.clear()
+            session = _shared[key] = LivepeerSession(
+                default_timeout=default_timeout, address_policy=address_policy
+            )
+        return session
+
+
+def forget_sessions() -> None:
+    """Drop this process's sessions without closing them (tests: start from no connection)."""
+    with _shared_lock:
+        _shared.clear()
+
+
+def _after_fork_in_child() -> None:
+    # The child's copies of the sockets are the parent's connections: never used, never
+    # closed here (a close in the child does not affect the parent's, but a TLS close
+    # could), just dropped. The lock may have been copied while another thread held it.
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    _shared.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def url_path(url: str) -> str:
@@ -198,6 +268,8 @@ def read_capped(response: requests.Response, limit: int) -> None:
             if total > cap:
                 if status < 300:
                     raise BodyTooLargeError(status=status, limit=cap)
+                # The rest is unread: close the connection rather than pool it.
+                response.raw.close()
                 break
         response._content = b"".join(chunks)[:cap]
         response._content_consumed = True  # type: ignore[attr-defined]

@@ -2,6 +2,22 @@
 
 Neither spends money, so both may be repeated freely by the caller; the paying call
 (``generate-live-payment``) lives in ``live_runner.py`` next to its guard handling.
+
+**Discovery is cached briefly per discovery URL** (``LIVEPEER_DISCOVERY_CACHE_SECONDS``,
+default 5 s, 0 turns it off), in this process only: a generation may see orchestrators,
+runners, prices and capacity up to that many seconds old. A vanished runner then fails
+its unpaid challenge and the next runner is tried; a price raised in that window is
+never paid, because the signer's ``maxPrice`` is built from the discovered price (times
+``LIVEPEER_MAX_PRICE_MARKUP``) and refuses anything above it.
+
+The answer is not per user: go-livepeer's ``GetOrchestrators`` serves one process-wide
+cache and does not authenticate the call (livepeer-api.md §4.2; the sandbox checks the
+Bearer but answers every user alike), so users share the entry; a cached answer skips
+that Bearer check, and a user whose token is bad is refused at ``generate-live-payment``.
+The key is the exact discovery URL (query included), so signer sessions naming
+different URLs never share one. Only a validated 200 answer is cached;
+an error is not. The payer address is cached per signer URL for
+``PAYER_ADDRESS_TTL_SECONDS``.
 """
 
 from __future__ import annotations
@@ -34,10 +50,16 @@ _payer_addresses: dict[str, tuple[str, float]] = {}
 _payer_lock = threading.Lock()
 
 
+#: ``discovery URL → (expires at (monotonic), validated answer)``; ``Discovery`` is frozen.
+_discoveries: dict[str, tuple[float, Discovery]] = {}
+_MAX_CACHED_DISCOVERIES = 64
+
+
 def clear_payer_address_cache() -> None:
-    """Forget cached payer addresses (tests; a signer key rotation)."""
+    """Forget cached payer addresses and discovery answers (tests; a key rotation)."""
     with _payer_lock:
         _payer_addresses.clear()
+        _discoveries.clear()
 
 
 def parse_json(response: requests.Response, *, what: str, request_id: str) -> Any:
@@ -74,8 +96,28 @@ class SignerClient:
         return f"{self.credentials.signer_url.rstrip('/')}/{endpoint}"
 
     def discover(self) -> Discovery:
-        """``GET {discovery_url}``: every orchestrator and its runners."""
+        """``GET {discovery_url}``: every orchestrator and its runners.
+
+        Reused for ``discovery_cache_seconds`` per exact URL (see the module docstring
+        for the staleness and why users may share it).
+        """
         url = self.credentials.discovery_url
+        ttl = self.config.discovery_cache_seconds
+        now = time.monotonic()
+        if ttl > 0:
+            with _payer_lock:
+                cached = _discoveries.get(url)
+            if cached is not None and cached[0] > now:
+                return cached[1]
+        discovery = self._fetch_discovery(url)
+        if ttl > 0:
+            with _payer_lock:
+                if len(_discoveries) >= _MAX_CACHED_DISCOVERIES:
+                    _discoveries.clear()
+                _discoveries[url] = (now + ttl, discovery)
+        return discovery
+
+    def _fetch_discovery(self, url: str) -> Discovery:
         response = self._call("GET", url, step="discover")
         payload = parse_json(response, what="discovery", request_id=self.request_id)
         if isinstance(payload, dict) and "orchestrators" in payload:

@@ -23,6 +23,12 @@ Caching (``OIDC_DISCOVERY_CACHE_SECONDS``; 0 turns it off): one entry per issuer
 shared cache, re-validated on every read, plus this process's own copy of each document
 (:func:`cached`), which is what answers while Redis is down (the shared cache then
 misses) without a fetch per request. The JWKS cache of this package uses the same two.
+In front of the shared cache, a document this process read or stored less than
+``OIDC_DISCOVERY_LOCAL_SECONDS`` ago (default 30, capped at the shared lifetime; 0: off)
+is answered from memory, so a token mint or a bearer check does not read the shared
+cache (a SQL query with the database cache) every time. Staleness: a document replaced
+or forgotten by another process is seen here up to that many seconds later; one
+forgotten in this process (:func:`forget`, an unknown ``kid``) is refetched at once.
 
 HTTP goes through a ``fetch`` callable that returns a JSON object or raises
 :class:`DiscoveryError`; :func:`fetch_json` is the default. Every failure is one neutral
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -107,6 +114,15 @@ def _http() -> OutgoingSession:
     return _session
 
 
+def _forget_session_after_fork() -> None:
+    # A forked child opens its own connections; the parent's are never used here.
+    global _session
+    _session = None
+
+
+os.register_at_fork(after_in_child=_forget_session_after_fork)
+
+
 def fetch_json(url: str) -> dict[str, Any]:
     """``GET url`` as a JSON object (no redirects, no retries), or ``DiscoveryError``."""
     try:
@@ -146,6 +162,19 @@ def fetch_json(url: str) -> dict[str, Any]:
 #: This process's own copy of each document, ``key → (expires at, document)``: what
 #: the shared cache answers when Redis is down (a miss) without a fetch per request.
 _local_copies: dict[str, tuple[float, dict[str, Any]]] = {}
+#: ``key → (fresh until, document)``: answered without reading the shared cache.
+_front: dict[str, tuple[float, dict[str, Any]]] = {}
+
+
+def _front_seconds() -> float:
+    shared = int(settings.OIDC_DISCOVERY_CACHE_SECONDS)
+    return float(max(0, min(int(settings.OIDC_DISCOVERY_LOCAL_SECONDS), shared)))
+
+
+def _keep_in_front(key: str, document: dict[str, Any]) -> None:
+    seconds = _front_seconds()
+    if seconds > 0:
+        _front[key] = (time.monotonic() + seconds, document)
 
 
 def cache_key(kind: str, url: str) -> str:
@@ -153,9 +182,14 @@ def cache_key(kind: str, url: str) -> str:
 
 
 def cached(key: str) -> dict[str, Any] | None:
-    """The shared cache's document, else this process's unexpired copy, else ``None``."""
+    """A document read here in the last ``OIDC_DISCOVERY_LOCAL_SECONDS``, else the shared
+    cache's, else this process's unexpired copy, else ``None``."""
+    front = _front.get(key)
+    if front is not None and front[0] > time.monotonic():
+        return front[1]
     document = cache.get(key)
     if isinstance(document, dict):
+        _keep_in_front(key, document)
         return document
     copy = _local_copies.get(key)
     if copy is not None and copy[0] > time.monotonic():
@@ -170,16 +204,19 @@ def remember(key: str, document: dict[str, Any]) -> None:
         return
     cache.set(key, document, timeout=timeout)
     _local_copies[key] = (time.monotonic() + timeout, document)
+    _keep_in_front(key, document)
 
 
 def forget(key: str) -> None:
     cache.delete(key)
     _local_copies.pop(key, None)
+    _front.pop(key, None)
 
 
 def local_copies_clear() -> None:
     """Forget this process's copies (tests; they follow the shared cache's lifetime)."""
     _local_copies.clear()
+    _front.clear()
 
 
 # --- discovery ----------------------------------------------------------------------------

@@ -617,9 +617,13 @@ _MAX_CACHED_CLIENTS = 4
 def get_client() -> PymthouseClient:
     """The client for the current settings (one per process and settings combination).
 
-    Settings are re-read on every call, so ``override_settings`` gets a fresh client; the
-    process id is part of the key so that a forked worker never shares a parent's
-    connection pool.
+    Its session keeps one keep-alive connection pool per pymthouse host for the life of
+    the process: N calls open one TCP connection, not N (tests/integrations/livepeer/
+    test_connections.py). Settings are re-read on every call, so ``override_settings``
+    gets a fresh client; a forked child drops its parent's clients
+    (``os.register_at_fork``) and the process id is part of the key as well, so a forked
+    worker never shares a parent's connection. Credentials are per request (``auth=``),
+    never on the session.
     """
     key = (os.getpid(), PymthouseConfig.from_settings())
     with _clients_lock:
@@ -629,3 +633,13 @@ def get_client() -> PymthouseClient:
                 _clients.clear()
             client = _clients[key] = PymthouseClient(key[1])
         return client
+
+
+def _after_fork_in_child() -> None:
+    # Dropped, not closed: the sockets are the parent's connections too.
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

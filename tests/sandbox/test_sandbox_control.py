@@ -144,9 +144,13 @@ def test_request_log_records_callers_without_secrets(
     )
     assert (log[3]["auth"], log[3]["clientId"], log[3]["query"]) == (None, None, "x=1")
     assert set(log[0]) == {
-        "method", "path", "query", "auth", "clientId", "externalUserId", "status", "time",
-        "faultId", "dropped", "answerLost",
+        "method", "path", "query", "peer", "host", "auth", "clientId", "externalUserId",
+        "status", "time", "faultId", "dropped", "answerLost",
     }  # fmt: skip
+    # One keep-alive session: every request came over one connection, from loopback.
+    assert len({r["peer"] for r in log}) == 1
+    assert str(log[0]["peer"]).startswith("127.0.0.1:")
+    assert {r["host"] for r in log} == {base.removeprefix("http://")}
     dumped = json.dumps(log)
     assert M2M_SECRET not in dumped
     assert session["access_token"] not in dumped

@@ -32,7 +32,7 @@ from integrations.livepeer.config import LivepeerConfig
 from integrations.livepeer.live_runner.call import LiveRunnerCall
 from integrations.livepeer.live_runner.pricing import Pricing, pricing_for_unit
 from integrations.livepeer.live_runner.selection import Runner, app_url, select_runners
-from integrations.livepeer.session import AddressPolicy, LivepeerSession, trusted_hosts
+from integrations.livepeer.session import AddressPolicy, shared_session, trusted_hosts
 from integrations.livepeer.types import (
     GatewayCredentials,
     ImageRequest,
@@ -80,13 +80,13 @@ class LiveRunnerBackend:
             allow_private=config.allow_private_addresses,
             trusted_hosts=trusted_hosts(credentials.signer_url, credentials.discovery_url),
         )
-        with LivepeerSession(default_timeout=config.signer_timeout, address_policy=policy) as http:
-            call = LiveRunnerCall(
-                http=http,
-                config=config,
-                request=request,
-                credentials=credentials,
-                guard=guard,
-                max_fee_wei=max_fee_wei,
-            )
-            return call.run()
+        http = shared_session(default_timeout=config.signer_timeout, address_policy=policy)
+        call = LiveRunnerCall(
+            http=http,
+            config=config,
+            request=request,
+            credentials=credentials,
+            guard=guard,
+            max_fee_wei=max_fee_wei,
+        )
+        return call.run()
