@@ -114,18 +114,21 @@ def index_joins() -> Iterator[None]:
     first full sync would grow with users × history. Hash and merge joins are turned off
     for the block (``SET LOCAL``) and back to the session's values after it. The same
     holds for a chunk's reads of the mirror by user (the table grows during the run, so its
-    statistics lag). Elsewhere a no-op."""
+    statistics lag). Elsewhere a no-op.
+
+    On an error nothing is reset here: the statement failed, so the transaction (or its
+    savepoint) is rolled back, which undoes ``SET LOCAL`` too, and the original error (a
+    deadlock ``deadlock_retrying`` must recognise) is not hidden by a failing ``RESET``."""
     if connection.vendor != "postgresql":
         yield
         return
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_hashjoin = off")
         cursor.execute("SET LOCAL enable_mergejoin = off")
-        try:
-            yield
-        finally:
-            cursor.execute("RESET enable_hashjoin")
-            cursor.execute("RESET enable_mergejoin")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("RESET enable_hashjoin")
+        cursor.execute("RESET enable_mergejoin")
 
 
 def rows_upsert(
