@@ -765,6 +765,9 @@ BILLING_USAGE_SYNC_CONCURRENCY: int = env.int("BILLING_USAGE_SYNC_CONCURRENCY", 
 BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS: int = env.int(
     "BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS", default=200
 )
+# Users new to the mirror applied per transaction from the app-wide rows (their rows are
+# staged on disk; memory is bounded by one such chunk: about 1.6 KB per manifest row).
+BILLING_USAGE_SYNC_APP_WIDE_CHUNK: int = env.int("BILLING_USAGE_SYNC_APP_WIDE_CHUNK", default=2000)
 # Drift: a (user, day) whose metered cost exceeds our usage debits by more than this
 # many wei is an alert (log + staff dashboard); days re-checked for new local debits.
 BILLING_DRIFT_ALERT_WEI: int = env.int("BILLING_DRIFT_ALERT_WEI", default=0)

@@ -76,7 +76,8 @@ def _forget_the_mirror() -> None:
 def app(sandbox: SandboxControl, settings: Any) -> dict[str, Any]:
     """Three users with generations; ``b`` also has a manifest no generation holds."""
     settings.BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS = 1
-    settings.BILLING_USAGE_SYNC_CHUNK = 2  # a, b in one chunk, c in the next
+    settings.BILLING_USAGE_SYNC_CHUNK = 2
+    settings.BILLING_USAGE_SYNC_APP_WIDE_CHUNK = 2  # a, b in one chunk, c in the next
     users = {name: UserFactory() for name in ("a", "b", "c")}
     now = time.time() - 60
     times = {"a-1": now, "a-2": now - 2 * DAY, "b-1": now, "b-orphan": now - DAY, "c-1": now}

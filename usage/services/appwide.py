@@ -143,7 +143,7 @@ def _row(staged: _Staged, *, fee_wei: int, usd: int, exact: Fraction | None) -> 
 
 def _merged(pieces: list[_Staged]) -> list[ManifestRow]:
     """One row for a manifest's parts from distinct windows; same-window repeats as is."""
-    if len({piece[0] for piece in pieces}) != len(pieces):
+    if len(pieces) > 1 and len({piece[0] for piece in pieces}) != len(pieces):
         return [
             _row(
                 piece,

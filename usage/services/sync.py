@@ -29,7 +29,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -37,15 +37,16 @@ from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
-from billing.db import WeiSum, server_side_binding
+from billing.db import WeiSum, server_side_binding, values_in
 from billing.models import LedgerEntry
 from billing.rates import rate_observe_metered
 from billing.selectors import generations_with_usage_charge_pending
 from billing.transactions import deadlock_retrying
+from inference.metering_bulk import generations_cost_record_staged
 from inference.selectors import (
     generations_by_manifest,
     generations_charged_by_their_run,
@@ -74,7 +75,15 @@ from usage.models import (
     UsageUserAggregate,
 )
 from usage.services.appwide import AppWideStage, app_wide_stage
-from usage.services.bulk import manifests_insert
+from usage.services.bulk import (
+    STAGE,
+    index_joins,
+    manifests_insert,
+    manifests_insert_staged,
+    manifests_stage,
+    rows_upsert,
+)
+from usage.services.bulk import Row as ManifestValues
 from usage.services.ledger import (
     LocalDebits,
     expected_charge_days,
@@ -302,7 +311,10 @@ def _sync(
     del stored
     progress.users_changed = len(changed)
     progress.http_calls = 1
-    chunk_size = settings.BILLING_USAGE_SYNC_CHUNK
+    # The app-wide users come from staged rows (no per-user call to overlap with), so
+    # their chunks are larger: fewer transactions and statements, memory bounded by one
+    # chunk of staged rows.
+    chunk_size = settings.BILLING_USAGE_SYNC_APP_WIDE_CHUNK
     stage: AppWideStage | None = None
     if fresh and len(fresh) >= settings.BILLING_USAGE_SYNC_APP_WIDE_MIN_USERS:
         stage = app_wide_stage(
@@ -324,6 +336,7 @@ def _sync(
             changed=changed,
             stage=stage,
             fresh_chunks=-(-len(fresh) // chunk_size) if stage else 0,
+            fresh_chunk_size=chunk_size,
             upstream=upstream,
             window_start=window_start,
             window_end=window_end,
@@ -363,14 +376,15 @@ def _apply_changed(
     changed: list[str],
     stage: AppWideStage | None,
     fresh_chunks: int,
+    fresh_chunk_size: int,
     upstream: dict[str, tuple[int, int]],
     window_start: datetime | None,
     window_end: datetime,
     progress: _Progress,
 ) -> None:
     """Apply the changed users in chunks. The first ``fresh_chunks`` chunks are the app-wide
-    stage's (same order, same size); there a user the stage explained is taken from it,
-    every other user is read with ``groupBy=manifest&userId=``."""
+    stage's (same order, ``fresh_chunk_size`` users); there a user the stage explained is
+    taken from it, every other user is read with ``groupBy=manifest&userId=``."""
     chunk_size = settings.BILLING_USAGE_SYNC_CHUNK
     workers = min(max(1, settings.BILLING_USAGE_SYNC_CONCURRENCY), MAX_CONCURRENT_REQUESTS)
     explained = stage.explained if stage is not None else set()
@@ -379,9 +393,11 @@ def _apply_changed(
         rows = client.usage(group_by="manifest", user_id=ext, start=window_start, end=window_end)
         return ext, rows.by_manifest
 
-    fresh = changed[: fresh_chunks * chunk_size] if fresh_chunks else []
+    fresh = changed[: fresh_chunks * fresh_chunk_size] if fresh_chunks else []
     rest = changed[len(fresh) :]
-    chunks = [fresh[start : start + chunk_size] for start in range(0, len(fresh), chunk_size)]
+    chunks = [
+        fresh[start : start + fresh_chunk_size] for start in range(0, len(fresh), fresh_chunk_size)
+    ]
     chunks += [rest[start : start + chunk_size] for start in range(0, len(rest), chunk_size)]
 
     def submit(chunk: list[str]) -> list[Future[tuple[str, Sequence[UsageByManifest]]]]:
@@ -480,29 +496,33 @@ def _apply_chunk(
     ``joined`` is the generation join the app-wide stage already made for its users'
     rows; the rows of users read with ``userId`` are joined here."""
     externals = list(fetched)
-    users = {
-        ext: LocalUser(pk=pk, email=email or "")
-        for ext, pk, email in get_user_model()
-        .objects.filter(external_user_id__in=externals)
-        .values_list("external_user_id", "id", "email")
-    }
-    existing = {
-        (row.external_user_id, row.manifest_id): StoredManifest(
-            pk=row.pk,
-            fee_wei=row.fee_wei or 0,
-            network_fee_usd_micros=row.network_fee_usd_micros or 0,
-            day=row.day,
-        )
-        for row in UsageManifest.objects.filter(external_user_id__in=externals).only(
-            "id", "external_user_id", "manifest_id", "fee_wei", "network_fee_usd_micros", "day"
-        )
-    }
-    previous = {
-        ext: StoredAggregate(request_count=requests, last_used_at=last_used)
-        for ext, requests, last_used in UsageUserAggregate.objects.filter(
-            external_user_id__in=externals
-        ).values_list("external_user_id", "request_count", "last_used_at")
-    }
+    # One array parameter (``values_in``) joined by probing the (external_user_id, …)
+    # indexes (``index_joins``): otherwise PostgreSQL reads the whole mirror table once per
+    # chunk (a first full sync: chunks × rows; its statistics lag the growing table).
+    with index_joins():
+        users = {
+            ext: LocalUser(pk=pk, email=email or "")
+            for ext, pk, email in get_user_model()
+            .objects.filter(external_user_id__in=values_in(externals))
+            .values_list("external_user_id", "id", "email")
+        }
+        existing = {
+            (row.external_user_id, row.manifest_id): StoredManifest(
+                pk=row.pk,
+                fee_wei=row.fee_wei or 0,
+                network_fee_usd_micros=row.network_fee_usd_micros or 0,
+                day=row.day,
+            )
+            for row in UsageManifest.objects.filter(external_user_id__in=values_in(externals)).only(
+                "id", "external_user_id", "manifest_id", "fee_wei", "network_fee_usd_micros", "day"
+            )
+        }
+        previous = {
+            ext: StoredAggregate(request_count=requests, last_used_at=last_used)
+            for ext, requests, last_used in UsageUserAggregate.objects.filter(
+                external_user_id__in=values_in(externals)
+            ).values_list("external_user_id", "request_count", "last_used_at")
+        }
     rows, _ = manifest_rows_screen(fetched)
     staged = {pk for pk, _ in joined}  # users whose rows the app-wide stage joined
     generations = generations_by_manifest(
@@ -546,29 +566,48 @@ def _pk(users: dict[str, LocalUser], ext: str) -> int | None:
 
 
 def _manifests_write(plan: ChunkPlan, *, now: datetime) -> None:
+    """New manifest rows. A generation deleted while its paid outcome was unknown is
+    joined (and settled) through its admission record; its row is gone, so the manifest
+    names no generation (on PostgreSQL the insert's own join decides).
+
+    PostgreSQL: the rows are staged first and the joined generations' metered cost is
+    recorded from the staging table (rows locked in id order, then one ``UPDATE … FROM``)
+    before the insert, so the insert's foreign-key checks find those rows already locked
+    by this transaction; ``_settlements_write`` then only settles."""
     if not plan.inserts:
         return
-    # A generation deleted while its paid outcome was unknown is joined (and settled)
-    # through its admission record; its row is gone, so the manifest names no generation.
+    if connection.vendor == "postgresql":
+        manifests_stage(_manifest_values(plan, now=now, present=None))
+        with index_joins():
+            if plan.settlements:
+                generations_cost_record_staged(table=STAGE)
+        manifests_insert_staged()
+        return
     joined = {new.generation_id for new in plan.inserts if new.generation_id is not None}
     present = generations_existing(generation_ids=joined) if joined else set()
-    manifests_insert(
-        [
-            (
-                new.external_user_id,
-                new.manifest_id,
-                new.user_id,
-                new.generation_id if new.generation_id in present else None,
-                new.fee_wei,
-                new.network_fee_usd_micros,
-                new.pipeline,
-                new.model_id,
-                new.day,
-                now,
-                False,
-            )
-            for new in plan.inserts
-        ]
+    manifests_insert(list(_manifest_values(plan, now=now, present=present)))
+
+
+def _manifest_values(
+    plan: ChunkPlan, *, now: datetime, present: set[uuid.UUID] | None
+) -> Iterator[ManifestValues]:
+    """The new rows as ``usage.services.bulk.COLUMNS`` values; with ``present``, a
+    generation id not in it is written as NULL."""
+    return (
+        (
+            new.external_user_id,
+            new.manifest_id,
+            new.user_id,
+            new.generation_id if present is None or new.generation_id in present else None,
+            new.fee_wei,
+            new.network_fee_usd_micros,
+            new.pipeline,
+            new.model_id,
+            new.day,
+            now,
+            False,
+        )
+        for new in plan.inserts
     )
 
 
@@ -673,15 +712,18 @@ def _settlements_write(settlements: Sequence[Settlement]) -> int:
     """
     if not settlements:
         return 0
-    generations_cost_record(
-        costs={
-            settlement.generation_id: MeteredCost(
-                fee_wei=settlement.fee_wei,
-                network_fee_usd_micros=settlement.network_fee_usd_micros,
-            )
-            for settlement in settlements
-        }
-    )
+    if connection.vendor != "postgresql":
+        # PostgreSQL: recorded from the staged rows by ``_manifests_write`` (the
+        # settlements are exactly its rows that name a generation, same amounts).
+        generations_cost_record(
+            costs={
+                settlement.generation_id: MeteredCost(
+                    fee_wei=settlement.fee_wei,
+                    network_fee_usd_micros=settlement.network_fee_usd_micros,
+                )
+                for settlement in settlements
+            }
+        )
     settled = 0
     joined = {settlement.generation_id for settlement in settlements}
     # A generation still running with a confirmed payment is charged by its own worker
@@ -703,7 +745,57 @@ def _settlements_write(settlements: Sequence[Settlement]) -> int:
     return settled
 
 
+_AGGREGATE_UPDATE = (
+    "user_id",
+    "request_count",
+    "network_fee_usd_micros",
+    "fee_wei",
+    "manifest_count",
+    "last_used_at",
+    "synced_at",
+    "email",
+    "search_user",
+    "search_email",
+)
+_DRIFT_UPDATE = (
+    "local_debit_wei",
+    "metered_fee_wei",
+    "local_usd_micros",
+    "metered_usd_micros",
+    "fee_diff_wei",
+    "rate_diff_usd_micros",
+    "alert",
+    "computed_at",
+)
+
+
 def _aggregates_write(aggregates: Sequence[AggregateRow], *, now: datetime) -> None:
+    if not aggregates:
+        return
+    if connection.vendor == "postgresql":
+        rows_upsert(
+            table=UsageUserAggregate._meta.db_table,
+            columns=("external_user_id", *_AGGREGATE_UPDATE),
+            rows=(
+                (
+                    row.external_user_id,
+                    row.user_id,
+                    row.request_count,
+                    row.network_fee_usd_micros,
+                    row.fee_wei,
+                    row.manifest_count,
+                    row.last_used_at,
+                    now,
+                    row.email,
+                    row.external_user_id.lower(),
+                    row.email.lower(),
+                )
+                for row in aggregates
+            ),
+            conflict=("external_user_id",),
+            update=_AGGREGATE_UPDATE,
+        )
+        return
     UsageUserAggregate.objects.bulk_create(
         [
             UsageUserAggregate(
@@ -763,6 +855,8 @@ def _write_drift(
     )
     threshold = settings.BILLING_DRIFT_ALERT_WEI
     rows = []
+    values: list[tuple[object, ...]] = []
+    postgresql = connection.vendor == "postgresql"
     for ext, day in pairs:
         debits = local.get((ext, day), LocalDebits())
         figures = drift_figures(
@@ -774,6 +868,22 @@ def _write_drift(
         )
         if figures.alert:
             progress.drift_alerts.append((ext, day, figures.fee_diff_wei))
+        if postgresql:
+            values.append(
+                (
+                    ext,
+                    day,
+                    figures.local_debit_wei,
+                    figures.metered_fee_wei,
+                    figures.local_usd_micros,
+                    figures.metered_usd_micros,
+                    figures.fee_diff_wei,
+                    figures.rate_diff_usd_micros,
+                    figures.alert,
+                    now,
+                )
+            )
+            continue
         rows.append(
             UsageDrift(
                 external_user_id=ext,
@@ -788,6 +898,15 @@ def _write_drift(
                 computed_at=now,
             )
         )
+    if postgresql:
+        rows_upsert(
+            table=UsageDrift._meta.db_table,
+            columns=("external_user_id", "day", *_DRIFT_UPDATE),
+            rows=values,
+            conflict=("external_user_id", "day"),
+            update=_DRIFT_UPDATE,
+        )
+        return
     UsageDrift.objects.bulk_create(
         rows,
         batch_size=2000,
