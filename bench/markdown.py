@@ -17,6 +17,8 @@ from bench.report import (
     CPU_COMPONENTS,
     FLOOR_STAGES,
     PLATFORM_STAGES,
+    STATEMENTS_HEADER,
+    ConcurrencyRun,
     RunContext,
     backend_facts,
     command_line,
@@ -26,8 +28,9 @@ from bench.report import (
     milliseconds_text,
     results_rows,
     stage_ms,
+    statements_rows,
 )
-from bench.stats import Comparison, RunResult
+from bench.stats import PERCENTILES, Comparison, RunResult, StatementCounts
 
 
 def _markdown_table(
@@ -170,8 +173,9 @@ fails loudly ("never started: the broker message was probably lost") and keeps t
 """
 
 
-def section_markdown(comparison: Comparison, context: RunContext) -> str:
-    platform, floor = comparison.platform, comparison.floor
+def section_markdown(
+    runs: list[ConcurrencyRun], statements: list[StatementCounts], context: RunContext
+) -> str:
     arguments = context.arguments
     lines = [
         f"### {context.section_title}",
@@ -192,25 +196,89 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
             ("parameter", "value"),
             [
                 (
-                    "measured generations per side (N)",
+                    "measured generations per side (N), per concurrency",
                     f"{arguments['n']}, in {arguments['rounds']} alternating rounds",
                 ),
-                ("client concurrency", str(arguments["concurrency"])),
+                ("client concurrency", ", ".join(map(str, arguments["concurrency"]))),
                 ("warm-up generations (not counted)", str(context.warmup)),
                 ("runner latency", f"{arguments['runner_latency']} s"),
                 ("image", f"{arguments['width']}x{arguments['height']}, {arguments['model']}"),
-                ("client poll interval", f"{arguments['poll_interval'] * 1000:.0f} ms"),
-                ("gunicorn workers (sync)", str(arguments["web_workers"])),
+                (
+                    "client",
+                    "one keep-alive `requests.Session` per thread; follows each generation"
+                    " over `GET /api/v1/generations/{id}/events` (SSE) to the final event,"
+                    " which carries the whole generation (no GET after it)",
+                ),
+                (
+                    "web",
+                    f"gunicorn `config.asgi:application -k uvicorn_worker.UvicornWorker`,"
+                    f" {arguments['web_workers']} workers, keep-alive 5 s (`PIXELHOUSE_ASGI`"
+                    " set by config/asgi.py: each request closes its DB connection)",
+                ),
                 (
                     "Celery workers x prefork concurrency",
-                    f"{arguments['workers']} x {arguments['worker_concurrency']}",
+                    f"{arguments['workers']} x {arguments['worker_concurrency']}"
+                    " (persistent DB connections, `DATABASE_CONN_MAX_AGE` 60 s)",
+                ),
+                (
+                    "SQL counting batch, per concurrency",
+                    f"{arguments['count_images']} generations, after the timed runs, on"
+                    " restarted web and workers with the counting wrapper",
                 ),
                 ("Django", "DEBUG on (the embedded development settings)"),
             ],
             numeric=False,
         ),
         "",
-        "**Results**",
+        "**Summary** (ratios are platform/floor for overhead and floor/platform for"
+        " throughput, each against the floor measured in the same run)",
+        "",
+        _markdown_table(
+            (
+                "concurrency",
+                "platform overhead p50 / p95 / p99 (ms)",
+                "floor overhead p50 / p95 / p99 (ms)",
+                "ratio p50 / p95 / p99",
+                "throughput ratio",
+                "load average before → after (1/5/15 min)",
+            ),
+            [_summary_row(run) for run in runs],
+        ),
+        "",
+    ]
+    if statements:
+        lines += [
+            "**Counted per image** (mean over each counting batch, all web and Celery"
+            " processes; how: `python -m bench --help`, `bench/sqlcount.py`):",
+            "",
+            _markdown_table(STATEMENTS_HEADER, statements_rows(statements)),
+            "",
+        ]
+    for run in runs:
+        lines += _concurrency_markdown(run, context)
+    return "\n".join(lines).rstrip("\n")
+
+
+def _summary_row(run: ConcurrencyRun) -> tuple[str, ...]:
+    comparison = run.comparison
+    platform, floor = comparison.platform, comparison.floor
+    return (
+        str(run.concurrency),
+        " / ".join(f"{platform.overhead_ms(q):.0f}" for q in PERCENTILES),
+        " / ".join(f"{floor.overhead_ms(q):.0f}" for q in PERCENTILES),
+        " / ".join(f"{comparison.overhead_ratio(q):.2f}x" for q in PERCENTILES),
+        f"{comparison.throughput_ratio:.2f}x",
+        f"{run.load_before} → {run.load_after}",
+    )
+
+
+def _concurrency_markdown(run: ConcurrencyRun, context: RunContext) -> list[str]:
+    comparison = run.comparison
+    platform, floor = comparison.platform, comparison.floor
+    return [
+        f"#### Concurrency {run.concurrency}",
+        "",
+        f"Load average {run.load_before} before these batches, {run.load_after} after.",
         "",
         _markdown_table(("", "platform", "floor", "platform/floor"), results_rows(comparison)),
         "",
@@ -219,10 +287,8 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
         f" {comparison.overhead_ratio(99):.2f}x at p99; the floor's throughput is"
         f" {comparison.throughput_ratio:.2f}x the platform's.",
         "",
-        "**Where the time goes** (p50 / p95 in ms)",
-        "",
         _markdown_table(
-            ("platform stage", "p50", "p95"),
+            ("platform stage (ms)", "p50", "p95"),
             [
                 (
                     description,
@@ -233,15 +299,15 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
             ]
             + [
                 (
-                    "polls per generation",
-                    count_text(platform, "polls", 50),
-                    count_text(platform, "polls", 95),
+                    "events read per generation",
+                    count_text(platform, "events", 50),
+                    count_text(platform, "events", 95),
                 )
             ],
         ),
         "",
         _markdown_table(
-            ("floor step", "p50", "p95"),
+            ("floor step (ms)", "p50", "p95"),
             [
                 (
                     description,
@@ -254,16 +320,16 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
         "",
         _interpretation(comparison, context),
         "",
-        "CPU time per image, by process, during the measured batch (the stack stays up,"
-        " idle, during the floor run):",
+        "CPU time per image, by process, during the measured batches (the stack stays up,"
+        " idle, during the floor's):",
         "",
         _cpu_table(platform, floor),
         "",
-        "Upstream calls per image (sandbox request log, measured batch only):",
+        "Upstream calls per image (sandbox request log, measured batches only):",
         "",
         _calls_table(platform, floor),
+        "",
     ]
-    return "\n".join(lines)
 
 
 def _interpretation(comparison: Comparison, context: RunContext) -> str:
@@ -272,23 +338,30 @@ def _interpretation(comparison: Comparison, context: RunContext) -> str:
     queue = stage_ms(platform, "queue_wait", 50)
     worker = stage_ms(platform, "worker_overhead", 50)
     client = stage_ms(platform, "client_visible_extra", 50)
+    push = stage_ms(platform, "push_delay", 50)
     floor_overhead = floor.overhead_ms(50)
-    if queue is None or worker is None or client is None:
+    if queue is None or worker is None or client is None or push is None:
         return ""
     broker = context.backends["broker"]
     interval = context.backends.get("broker_polling_interval")
     broker_note = (
         f"the filesystem broker is polled every {interval} s" if interval else f"{broker} broker"
     )
+    push_note = (
+        "Redis pub/sub"
+        if context.backends.get("redis_version")
+        else "the web process reads the watched rows every"
+        f" {context.backends.get('stream_poll_seconds', '?')} s"
+    )
     return (
         f"**Reading it.** Of the platform's median overhead of {overhead:.0f} ms (the floor"
         f" needs {floor_overhead:.0f} ms for the same upstream calls), about {queue:.0f} ms is"
         f" the broker hand-off ({broker_note}), {worker:.0f} ms is the worker"
         f" (the upstream calls, which the floor shows cost about {floor_overhead:.0f} ms, plus"
-        f" the database writes, the cache read for discovery, a new connection per generation"
-        f" and saving the image), and {client:.0f} ms is what only the client sees (the submit"
-        f" round trip before the row exists, plus polling every"
-        f" {context.arguments['poll_interval'] * 1000:.0f} ms). Medians do not add up exactly."
+        f" its database writes and saving the image), and {client:.0f} ms is what only the"
+        f" client sees: the submit round trip before the row exists and the push of the final"
+        f" event ({push:.0f} ms from the success write to the client; {push_note})."
+        " Medians do not add up exactly."
     )
 
 
@@ -331,7 +404,12 @@ def _section_markers(key: str) -> tuple[str, str]:
     return f"<!-- bench:begin {key} -->", f"<!-- bench:end {key} -->"
 
 
-def write_markdown(path: Path, comparison: Comparison, context: RunContext) -> None:
+def write_markdown(
+    path: Path,
+    runs: list[ConcurrencyRun],
+    statements: list[StatementCounts],
+    context: RunContext,
+) -> None:
     """Regenerate the preamble and this backend's section; keep the other sections."""
     sections: dict[str, str] = {}
     others = ""  # sections other benchmarks own (e.g. bench.usage_mirror), kept as they are
@@ -347,7 +425,7 @@ def write_markdown(path: Path, comparison: Comparison, context: RunContext) -> N
         after = text[matches[-1].end() :] if matches else ""
         if "\n## " in after:
             others = "## " + after.split("\n## ", 1)[1]
-    sections[context.section_key] = section_markdown(comparison, context)
+    sections[context.section_key] = section_markdown(runs, statements, context)
     # Embedded defaults first, then the rest alphabetically.
     order = sorted(sections, key=lambda key: (key != "sqlite-filesystem", key))
     parts = [PREAMBLE]
