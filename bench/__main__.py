@@ -29,7 +29,7 @@ from bench.floor_run import FloorClient, FloorOptions
 from bench.markdown import write_markdown
 from bench.platform_run import PlatformClient, PlatformOptions, login
 from bench.report import ConcurrencyRun, RunContext, load_average, print_table
-from bench.sqlcount import counts_between, read_counts
+from bench.sqlcount import counts_between, read_counts, write_statements
 from bench.stack import BENCH_PASSWORD, Stack, StackError, StackOptions, cpu_used_between
 from bench.stats import Comparison, RunResult, StatementCounts
 from tests.sandbox_server import SandboxControl
@@ -275,7 +275,7 @@ def count_statements(
     results: list[StatementCounts] = []
     for concurrency in arguments.concurrency:
         time.sleep(SETTLE_SECONDS)
-        before = read_counts(count_dir)
+        before, writes_before = read_counts(count_dir), write_statements(count_dir)
         print(f"counting: {arguments.count_images} generations, concurrency {concurrency}")
         run_batch(
             client,
@@ -286,11 +286,20 @@ def count_statements(
             first_index=2_000_000 + concurrency * 10_000,
         )
         time.sleep(SETTLE_SECONDS)
+        writes_after = write_statements(count_dir)
         results.append(
             StatementCounts(
                 concurrency=concurrency,
                 images=arguments.count_images,
                 by_role=counts_between(before, read_counts(count_dir)),
+                writes={
+                    role: {
+                        sql: count - writes_before.get(role, Counter())[sql]
+                        for sql, count in sorted(statements.items())
+                        if count > writes_before.get(role, Counter())[sql]
+                    }
+                    for role, statements in writes_after.items()
+                },
             )
         )
     return results

@@ -58,118 +58,107 @@ rewritten by a run on its backends; the text between sections is regenerated too
 **What is measured.** The sandbox (`sandbox/`, standing in for pymthouse and the Livepeer
 signer/runners) runs with a fixed runner latency (`SANDBOX_RUNNER_LATENCY_SECONDS`), so
 everything above that latency is overhead. In the same run, on the same sandbox, with the
-same N and concurrency:
+same N, at each client concurrency (1 and 6 by default):
 
 - **platform**: an isolated stack (temporary `PIXELHOUSE_VAR_DIR`, free loopback ports,
-  `migrate`, `createcachetable`, a fresh user) with gunicorn and Celery prefork workers.
-  A client logs in through the allauth form, submits N generations through
-  `POST /api/v1/generations` from a pool of `concurrency` threads (closed loop: each
-  thread submits its next generation when the previous one finished) and polls
-  `GET /api/v1/generations/{id}` until `succeeded`. End to end is client-side, monotonic,
-  from just before the POST to the poll response that saw `succeeded`.
+  `migrate`, `createcachetable`, a fresh user) with the web tier as deployed (gunicorn
+  `config.asgi:application -k uvicorn_worker.UvicornWorker`, README "Deploying on several
+  machines"; `config/asgi.py` sets `PIXELHOUSE_ASGI`) and Celery prefork workers. A client
+  logs in through the allauth form; each of `concurrency` threads (closed loop) keeps one
+  keep-alive `requests.Session`, submits `POST /api/v1/generations`, then reads
+  `GET /api/v1/generations/{id}/events` (Server-Sent Events) to its final
+  `event: generation`, which carries the whole generation, so no `GET` follows. End to end
+  is client-side, monotonic, from just before the POST to reading that final event with
+  `succeeded`.
 - **floor** (`bench/floor_run.py`): plain `requests`, no Django, making exactly the
   upstream calls the worker makes per image, with the protocol of go-livepeer `176aa415`
   that the client (`integrations/livepeer/live_runner/`) speaks: mint a signer session at
   pymthouse (`POST /api/v1/oidc/token`), `GET` discovery, `sign-orchestrator-info`
   (cached per signer, as the platform does), the unpaid call to the runner's app at
-  `…/apps/{id}/app/` (with the trailing slash; the bare URL is a 301) → 402 challenge
-  with `manifest_id`, `generate-live-payment` with `type` `fixed` and `maxPrice` in the
-  runner's unit `fixed` (the sandbox runners' default price, 4 768 371 000 000 wei per
-  call), the paid call with `Livepeer-Payment` and `Livepeer-Segment` (the orchestrator
-  consumes the payment, then runs the app), and decoding the image (PNG magic and
+  `…/apps/{id}/app/` → 402 challenge with `manifest_id`, `generate-live-payment`, the paid
+  call with `Livepeer-Payment` and `Livepeer-Segment`, and decoding the image (PNG magic and
   dimensions). One keep-alive session per thread.
 
 **overhead = end to end − runner latency**, reported as p50/p95/p99 (linear
 interpolation). Throughput is images per second over the wall clock of the batches.
-Ratios are platform/floor for overhead (how many times the floor's overhead the platform
-adds) and floor/platform for throughput. A warm-up batch (one generation per worker slot)
-runs first for both and is not counted. The N measured generations per side run in
-alternating rounds (platform, floor, platform, floor, …) so both sides see the same
-background load, and each side's samples are pooled. The "upstream calls per image"
-tables come from the sandbox's request log and show that both runs make the same calls.
+Ratios are platform/floor for overhead and floor/platform for throughput. A warm-up batch
+(one generation per worker slot) runs first for both and is not counted. The N measured
+generations per side and concurrency run in alternating rounds (platform, floor, …) so
+both sides see the same background load; each side's samples are pooled. Both share the
+machine with everything else in the run, so on a small machine the platform's own
+processes compete for the cores the upstream calls need; that is part of what it costs.
 
-Both runs share the machine with everything else in the run (the sandbox, the bench
-client, and for the platform gunicorn and the Celery workers), so on a small machine the
-platform's own processes compete for the same cores the upstream calls need; that is part
-of what the platform costs.
+**Statements and write transactions are counted, not estimated.** After the timed
+batches the bench restarts web and workers (same database, broker and sandbox) with a
+`sitecustomize.py` first on their `PYTHONPATH` (`bench/sqlcount.py`): on Django's
+`connection_created` it installs an execute wrapper on every connection of every web and
+Celery process (pool children included), which appends each event to a file per process.
+A statement is every `execute`/`executemany` through Django (BEGIN on SQLite, SAVEPOINT
+and RELEASE shown apart); a write transaction is one in which an INSERT, UPDATE, DELETE
+or `SELECT … FOR UPDATE` ran (an autocommit write is its own; a rolled-back one counts).
+The counting batches (`--count-images` per concurrency, after a warm-up) are counted
+whole, divided by their images, and split web / worker; the timed batches run in
+processes without the wrapper. The web's figure includes everything the client's
+requests cost (authentication, session, admission, the event stream's reads).
 
 **Reproduce** (from the repository root; PostgreSQL and Redis via the usual variables):
 
 ```sh
 .venv/bin/python -m bench --write docs/benchmarks.md
+redis-server --port 6391 --daemonize yes --save "" --appendonly no --bind 127.0.0.1
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/pixelhouse_bench \\
-  REDIS_URL=redis://127.0.0.1:6379/2 .venv/bin/python -m bench --write docs/benchmarks.md
+  REDIS_URL=redis://127.0.0.1:6391/0 .venv/bin/python -m bench --write docs/benchmarks.md
 ```
 
 The database in `DATABASE_URL` must exist (`createdb -h 127.0.0.1 -U postgres
-pixelhouse_bench`); the bench migrates it and adds a fresh user per run. The Redis database
-must be one no other Celery workers consume from (on a shared machine, start your own
-`redis-server --port N`), or their workers take the bench's messages. Options:
-`python -m bench --help`.
+pixelhouse_bench`); the bench migrates it and adds a fresh user per run. The Redis server
+must be one no other Celery workers consume from (hence a server of its own), or they take
+the bench's messages. Options: `python -m bench --help`.
 
-**Where the platform's overhead comes from (read from the code).** Per generation:
+**Where the platform's overhead comes from (read from the code, checked against the
+counts).** Per generation:
 
-- *Submit* (`inference/services/admission.py`): the API request validates, then admits
-  in one transaction that starts by locking the owner's row (`SELECT … FOR UPDATE`; on
-  SQLite the write lock), so one user's concurrent submissions are admitted one at a
-  time: an active-job `COUNT`, the rate-limit window row (`get_or_create` + UPDATE), the
-  INSERT, commit, and the Celery message published after commit.
-- *Broker hand-off*: the embedded filesystem broker is polled: an idle worker looks at the
-  queue directory every `polling_interval` (see the parameters table; set in
-  `config/settings.py`), so a message waits up to one interval (about half of it on
-  average) before any worker sees it. Redis delivers on a blocking pop, without that wait.
-- *Worker* (`inference/services/`): `attempt_start` (a conditional UPDATE from `queued`
-  plus a SELECT), then conditional UPDATEs for stage `connecting`, the payment claim, the
-  payment confirm (its own transaction), stage `saving` and the success write, and a
-  `refresh_from_db`: six writes, each its own transaction (on SQLite each takes the
-  single database write lock). The pymthouse client reads the OIDC discovery document
-  from the Django cache for every mint (a SQL query on the embedded database cache). The
-  Livepeer client opens a new `requests` session per generation, so every image starts
-  with a fresh TCP connection, and checks the image's format and dimensions. The image is
-  written to media storage.
-- *Client-visible*: the client learns of completion by polling, so on average half a poll
-  interval plus one poll round trip is added. Every poll is a full Django request (session
-  and user lookups, one SELECT; on SQLite a new connection per request, since
-  `CONN_MAX_AGE` is forced to 0), so at a 50 ms interval the polls are most of the web
-  tier's CPU per image (see the CPU tables) and compete for the cores the workers need.
+- *Submit* (`inference/services/admission.py`): the request authenticates (session, user),
+  validates, then admits in one transaction that locks the owner's row (on SQLite the
+  write lock), with the limit checks, the credit hold and the INSERT; the Celery message
+  and the event go out after commit.
+- *Broker hand-off*: with Redis a worker gets the message on a blocking pop. The embedded
+  filesystem broker is polled: an idle worker looks at the queue folder every
+  `CELERY_BROKER_POLLING_INTERVAL` (default 0.1 s, README settings), so a message waits up
+  to one interval.
+- *Worker* (`inference/services/run.py`, `transitions.py`): six write transactions, each
+  its own commit (on SQLite each takes the single write lock): `attempt_start`, stage
+  `connecting`, the payment claim, the payment confirm with the ledger settle, stage
+  `saving`, and the success write with the webhook event record; then a `refresh_from_db`.
+  The Livepeer client opens a new upstream session per generation. The worker's database
+  connection is not kept: Celery's Django fixup closes it before and after every task
+  (`CELERY_DB_REUSE_MAX` is not set), whatever `DATABASE_CONN_MAX_AGE` says, so every task
+  opens one (the counts show one new worker connection per image).
+- *Push*: the worker publishes each transition after its commit. With Redis the web process
+  receives it over pub/sub at once. On the embedded defaults nothing is published: each
+  web process reads its watched rows every `INFERENCE_STREAM_POLL_SECONDS` (0.25 s), so the
+  final event reaches the client on average about half that interval after the success
+  write (the "push" row), and those reads are among the web's statements.
+- *Web connections*: under ASGI every request closes its database connection (Django gives
+  each ASGI request its own thread); the submit and the stream's reads each open one.
+  Client connections are kept alive (uvicorn), so a client thread uses one TCP connection
+  for all its requests.
 
-**What changed since the previous figures** (run 2026-11-26 at commit `a034e0d`: 3.55x /
-3.53x / 3.95x at p50 / p95 / p99 on SQLite, 4.54x / 4.24x / 4.56x on PostgreSQL; platform
-median overhead 236 ms and 260 ms). The runs of 2026-11-29 at `0ffb697` measured 5.38x / 5.75x /
-6.45x on SQLite and 5.51x / 4.66x / 4.45x on PostgreSQL, platform median overhead 405 ms and
-378 ms against a floor of 75 ms and 69 ms (66 ms and 57 ms before). Three things changed at
-once, and this run cannot separate them:
+**What changed since the previous figures** (runs of 2026-11-29 at `4c26bda` / `3439583`,
+concurrency 6 only: 5.99x / 9.08x / 10.08x at p50 / p95 / p99 on SQLite, 6.27x / 8.18x /
+9.21x on PostgreSQL + Redis). Those drove gunicorn's sync workers (WSGI, a new client
+connection per request) and polled `GET /api/v1/generations/{id}` every 50 ms, each poll a
+full request with a session write. Now the web tier is the deployed ASGI one, the client
+follows the event stream on kept-alive connections, and polls are gone from the platform's
+figures. Admission and settlement are as on `main` since `eb4b0a6` (the lean-admission
+merge was reverted there). Each section below states its commit and its load averages;
+on this shared 2-core machine compare code changes only between runs made back to back.
 
-- *The protocol* (issue 6): the previous floor and platform spoke the old sandbox protocol
-  (`POST /runner/{name}/image`, a per-pixel payment with `type:""` and `inPixels`, a
-  `gatewayRequestId`); both now speak go-livepeer's (described above). The number of upstream
-  calls per image is the same (five, see the tables), and the floor's own figures moved little.
-- *The code* (issues 7 and 9): admission now locks the owner's row, so one user's concurrent
-  submissions queue up; every state change is a conditional UPDATE on the attempt; the image's
-  format and size are checked.
-- *The machine*: a different host (AMD EPYC instead of an Intel Xeon @ 2.50 GHz), shared with
-  five other engineers' test runs, at a load average of 2.1-3.4 during these runs against
-  1.1-1.6 before. The platform runs 4 gunicorn workers, 8 Celery children, the sandbox and the
-  client on the 2 cores; the floor only the client and the sandbox, so contention hurts the
-  platform more.
-
-What points at the machine rather than the code: the platform now uses *less* CPU per image
-(138 / 140 ms against 174 / 177 ms before), yet every web round trip is slower, and the
-unchanged one most: a poll `GET` (one SELECT, no lifecycle code) takes 69 / 70 ms against
-18 / 21 ms (3.8x / 3.4x), while the submit, which gained the owner lock, went from 56 / 80 ms to
-105 / 192 ms (1.9x / 2.4x). Runs are noisy at this load: an earlier run the same afternoon
-(load 2.6-6.8, same code but for the broker-outage fix in admission) measured 7.50x and 4.46x at
-p50. Treat the ratios as valid for this machine at this load; compare code changes only between
-runs made back to back.
-
-**Fixed: message loss on the embedded broker.** kombu's stock filesystem transport creates
-a message file before writing its body and claims files with `shutil.move`, so a consumer
-could read a still-empty file (`JSONDecodeError`, the worker shut down and the message was
-lost; it happened twice in about 600 generations while this bench was being written). The
-project now uses `config/broker.py`, which publishes with an atomic `os.replace` and claims
-with an atomic `os.rename`; `tests/config/test_broker.py` reproduces the loss against the
-stock transport and shows none with ours. If a message is ever lost anyway, the bench
-fails loudly ("never started: the broker message was probably lost") and keeps the logs.
+**Fixed earlier: message loss on the embedded broker.** kombu's stock filesystem
+transport could hand a consumer a still-empty message file; `config/broker.py` publishes
+with an atomic `os.replace` and claims with an atomic `os.rename`
+(`tests/config/test_broker.py`). If a message is ever lost anyway, the bench fails loudly
+("never started: the broker message was probably lost") and keeps the logs.
 """
 
 
@@ -253,10 +242,29 @@ def section_markdown(
             "",
             _markdown_table(STATEMENTS_HEADER, statements_rows(statements)),
             "",
+            *_writes_table(statements[-1]),
         ]
     for run in runs:
         lines += _concurrency_markdown(run, context)
     return "\n".join(lines).rstrip("\n")
+
+
+def _writes_table(count: StatementCounts) -> list[str]:
+    """Which statements began the write transactions, per image, in one counting batch."""
+    rows = [
+        (role, f"`{sql}`", f"{times / count.images:.2f}")
+        for role, statements in sorted(count.writes.items())
+        for sql, times in sorted(statements.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    if not rows:
+        return []
+    return [
+        f"Write transactions per image at concurrency {count.concurrency}, by the statement"
+        " that began each (first 100 characters):",
+        "",
+        _markdown_table(("process", "statement", "per image"), rows),
+        "",
+    ]
 
 
 def _summary_row(run: ConcurrencyRun) -> tuple[str, ...]:
@@ -353,6 +361,19 @@ def _interpretation(comparison: Comparison, context: RunContext) -> str:
         else "the web process reads the watched rows every"
         f" {context.backends.get('stream_poll_seconds', '?')} s"
     )
+    largest = ""
+    if interval:
+        waits = {
+            "the broker hand-off": queue,
+            "the event stream's row poll (push)": push,
+            "the worker's own work beside the upstream calls": worker - floor_overhead,
+        }
+        name = max(waits, key=lambda key: waits[key])
+        largest = (
+            f" On these embedded defaults the largest single cost at the median is {name}"
+            f" ({waits[name]:.0f} ms); the broker's polling is"
+            + (" that cost." if name == "the broker hand-off" else f" {queue:.0f} ms.")
+        )
     return (
         f"**Reading it.** Of the platform's median overhead of {overhead:.0f} ms (the floor"
         f" needs {floor_overhead:.0f} ms for the same upstream calls), about {queue:.0f} ms is"
@@ -361,7 +382,7 @@ def _interpretation(comparison: Comparison, context: RunContext) -> str:
         f" its database writes and saving the image), and {client:.0f} ms is what only the"
         f" client sees: the submit round trip before the row exists and the push of the final"
         f" event ({push:.0f} ms from the success write to the client; {push_note})."
-        " Medians do not add up exactly."
+        " Medians do not add up exactly." + largest
     )
 
 

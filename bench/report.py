@@ -33,7 +33,11 @@ CPU_COMPONENTS = (
     ("sandbox", "sandbox (pymthouse + signer + runners)"),
     ("web", "web: gunicorn + uvicorn workers (all)"),
     ("worker", "Celery (all workers and pool children)"),
-    ("postgres", "PostgreSQL backends of the bench database"),
+    (
+        "postgres",
+        "PostgreSQL backends of the bench database (only those alive at both snapshots;"
+        " with a new connection per web request and per task most are not: an undercount)",
+    ),
     ("redis", "Redis server (the whole process, shared with anything else using it)"),
     ("bench client", "bench client (this process)"),
 )

@@ -17,6 +17,9 @@ process loses nothing it counted):
   autocommit transaction). A rolled-back one counts too: it held the locks;
 * ``n``: a new database connection.
 
+The statement that began each write transaction is also appended, cut to
+:data:`SQL_PREFIX_CHARS` characters, to ``<dir>/<role>-<pid>.sql`` (to see which they are).
+
 The timed batches run in processes without any of this. :func:`read_counts` sums the
 files by role and kind; the bench reads them before and after a counting batch and
 divides the difference by the batch's images.
@@ -35,6 +38,7 @@ from typing import IO, Any
 DIR_VARIABLE = "BENCH_SQLCOUNT_DIR"
 ROLE_VARIABLE = "BENCH_SQLCOUNT_ROLE"
 KINDS = ("s", "c", "w", "n")
+SQL_PREFIX_CHARS = 100
 
 WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b|\bFOR (NO KEY )?UPDATE\b", re.IGNORECASE)
 CONTROL = re.compile(
@@ -61,10 +65,11 @@ def write_sitecustomize(directory: Path) -> Path:
 
 
 class EventLog:
-    """Appends one line per event to ``<directory>/<role>-<pid>.log``.
+    """Appends one line per event to ``<directory>/<role>-<pid>.log``, and the statement
+    that began each write transaction to ``<role>-<pid>.sql``.
 
     Opened per pid, so prefork children (forked after the parent imported this) each
-    write their own file.
+    write their own files.
     """
 
     def __init__(self, directory: Path, role: str) -> None:
@@ -72,27 +77,39 @@ class EventLog:
         self.role = role
         self._lock = threading.Lock()
         self._pid = 0
-        self._file: IO[str] | None = None
+        self._files: dict[str, IO[str]] = {}
 
-    def record(self, kind: str) -> None:
+    def _write(self, suffix: str, line: str) -> None:
         with self._lock:
             pid = os.getpid()
-            if self._file is None or pid != self._pid:
-                self._pid = pid
-                self._file = (self.directory / f"{self.role}-{pid}.log").open("a", buffering=1)
-            self._file.write(kind + "\n")
+            if pid != self._pid:
+                self._pid, self._files = pid, {}
+            if suffix not in self._files:
+                path = self.directory / f"{self.role}-{pid}{suffix}"
+                self._files[suffix] = path.open("a", buffering=1)
+            self._files[suffix].write(line + "\n")
+
+    def record(self, kind: str) -> None:
+        self._write(".log", kind)
+
+    def write_began(self, sql: str) -> None:
+        self._write(".sql", " ".join(sql.split())[:SQL_PREFIX_CHARS])
 
 
-def count_connection(connection: Any, record: Callable[[str], None]) -> None:
+def count_connection(
+    connection: Any,
+    record: Callable[[str], None],
+    write_began: Callable[[str], None] | None = None,
+) -> Callable[[], None]:
     """Count ``connection``'s statements and write transactions into ``record``.
 
     Idempotent: a Django connection object is reused across reconnects (the ASGI web
-    process closes it after every request), and is wrapped once.
+    process closes it after every request), and is wrapped once. Returns a function
+    that removes the counting again (for tests; the bench's processes never do).
     """
     record("n")
-    if getattr(connection, "_bench_sqlcount", False):
-        return
-    connection._bench_sqlcount = True
+    if getattr(connection, "_bench_sqlcount", None) is not None:
+        return connection._bench_sqlcount  # type: ignore[no-any-return]
     state = {"dirty": False}
 
     def wrapper(
@@ -101,12 +118,11 @@ def count_connection(connection: Any, record: Callable[[str], None]) -> None:
         record("s")
         if CONTROL.match(sql):
             record("c")
-        elif WRITE.search(sql):
-            if not connection.in_atomic_block:
-                record("w")
-            elif not state["dirty"]:
-                state["dirty"] = True
-                record("w")
+        elif WRITE.search(sql) and (not connection.in_atomic_block or not state["dirty"]):
+            state["dirty"] = connection.in_atomic_block
+            record("w")
+            if write_began is not None:
+                write_began(sql)
         return execute(sql, params, many, context)
 
     original_commit, original_rollback = connection.commit, connection.rollback
@@ -119,8 +135,14 @@ def count_connection(connection: Any, record: Callable[[str], None]) -> None:
         state["dirty"] = False
         original_rollback()
 
+    def uninstall() -> None:
+        connection.execute_wrappers.remove(wrapper)
+        del connection.commit, connection.rollback, connection._bench_sqlcount
+
     connection.commit, connection.rollback = commit, rollback
     connection.execute_wrappers.insert(0, wrapper)
+    connection._bench_sqlcount = uninstall
+    return uninstall
 
 
 def install(directory: Path, role: str) -> None:
@@ -129,7 +151,7 @@ def install(directory: Path, role: str) -> None:
     log = EventLog(directory, role)
 
     def on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
-        count_connection(connection, log.record)
+        count_connection(connection, log.record, log.write_began)
 
     # A strong reference: the handler must live as long as the process.
     connection_created.connect(on_connection_created, weak=False)
@@ -137,6 +159,15 @@ def install(directory: Path, role: str) -> None:
 
 def install_from_environment() -> None:
     install(Path(os.environ[DIR_VARIABLE]), os.environ.get(ROLE_VARIABLE, "process"))
+
+
+def write_statements(directory: Path) -> dict[str, Counter[str]]:
+    """The statements that began write transactions so far, by role, with how often."""
+    totals: dict[str, Counter[str]] = {}
+    for path in sorted(directory.glob("*-*.sql")):
+        role = path.name.rsplit("-", 1)[0]
+        totals.setdefault(role, Counter()).update(path.read_text().splitlines())
+    return totals
 
 
 def read_counts(directory: Path) -> dict[str, Counter[str]]:

@@ -124,6 +124,8 @@ class StatementCounts:
     concurrency: int
     images: int
     by_role: dict[str, dict[str, int]]
+    #: Per role, the statements that began write transactions (cut short), and how often.
+    writes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def per_image(self, kind: str, role: str | None = None) -> float:
         """Mean per image of one kind, for one role or all of them."""
