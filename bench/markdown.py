@@ -207,7 +207,8 @@ def section_markdown(
                 (
                     "Celery workers x prefork concurrency",
                     f"{arguments['workers']} x {arguments['worker_concurrency']}"
-                    " (persistent DB connections, `DATABASE_CONN_MAX_AGE` 60 s)",
+                    " (`DATABASE_CONN_MAX_AGE` 60 s, but Celery's Django fixup closes the"
+                    " connection before and after every task)",
                 ),
                 (
                     "SQL counting batch, per concurrency",
