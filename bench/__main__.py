@@ -260,6 +260,20 @@ def run_both(stack: Stack, arguments: argparse.Namespace, warmup: int) -> list[C
 SETTLE_SECONDS = 1.5
 
 
+def _grown(
+    before: dict[str, Counter[str]], after: dict[str, Counter[str]]
+) -> dict[str, dict[str, int]]:
+    """Per role, what was added to each count between two reads."""
+    return {
+        role: {
+            key: count - before.get(role, Counter())[key]
+            for key, count in sorted(counts.items())
+            if count > before.get(role, Counter())[key]
+        }
+        for role, counts in after.items()
+    }
+
+
 def count_statements(
     stack: Stack, arguments: argparse.Namespace, warmup: int
 ) -> list[StatementCounts]:
@@ -275,7 +289,9 @@ def count_statements(
     results: list[StatementCounts] = []
     for concurrency in arguments.concurrency:
         time.sleep(SETTLE_SECONDS)
-        before, writes_before = read_counts(count_dir), write_statements(count_dir)
+        before = read_counts(count_dir)
+        writes_before = write_statements(count_dir)
+        shapes_before = write_statements(count_dir, ".shape")
         print(f"counting: {arguments.count_images} generations, concurrency {concurrency}")
         run_batch(
             client,
@@ -286,20 +302,13 @@ def count_statements(
             first_index=2_000_000 + concurrency * 10_000,
         )
         time.sleep(SETTLE_SECONDS)
-        writes_after = write_statements(count_dir)
         results.append(
             StatementCounts(
                 concurrency=concurrency,
                 images=arguments.count_images,
                 by_role=counts_between(before, read_counts(count_dir)),
-                writes={
-                    role: {
-                        sql: count - writes_before.get(role, Counter())[sql]
-                        for sql, count in sorted(statements.items())
-                        if count > writes_before.get(role, Counter())[sql]
-                    }
-                    for role, statements in writes_after.items()
-                },
+                writes=_grown(writes_before, write_statements(count_dir)),
+                shapes=_grown(shapes_before, write_statements(count_dir, ".shape")),
             )
         )
     return results

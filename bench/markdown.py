@@ -244,6 +244,7 @@ def section_markdown(
             _markdown_table(STATEMENTS_HEADER, statements_rows(statements)),
             "",
             *_writes_table(statements[-1]),
+            *_shapes_table(statements[-1]),
         ]
     for run in runs:
         lines += _concurrency_markdown(run, context)
@@ -264,6 +265,33 @@ def _writes_table(count: StatementCounts) -> list[str]:
         " that began each (first 100 characters):",
         "",
         _markdown_table(("process", "statement", "per image"), rows),
+        "",
+    ]
+
+
+def _shapes_table(count: StatementCounts) -> list[str]:
+    """Where the statements go, per image, in one counting batch: verb and first table."""
+    shapes = sorted(
+        {shape for statements in count.shapes.values() for shape in statements},
+        key=lambda shape: (
+            -sum(statements.get(shape, 0) for statements in count.shapes.values()),
+            shape,
+        ),
+    )
+    if not shapes:
+        return []
+
+    def cell(role: str, shape: str) -> str:
+        times = count.shapes.get(role, {}).get(shape, 0)
+        return f"{times / count.images:.2f}" if times else ""
+
+    return [
+        f"Statements per image at concurrency {count.concurrency}, by verb and first table:",
+        "",
+        _markdown_table(
+            ("statement", "web", "worker"),
+            [(f"`{shape}`", cell("web", shape), cell("worker", shape)) for shape in shapes],
+        ),
         "",
     ]
 

@@ -18,7 +18,9 @@ process loses nothing it counted):
 * ``n``: a new database connection.
 
 The statement that began each write transaction is also appended, cut to
-:data:`SQL_PREFIX_CHARS` characters, to ``<dir>/<role>-<pid>.sql`` (to see which they are).
+:data:`SQL_PREFIX_CHARS` characters, to ``<dir>/<role>-<pid>.sql`` (to see which they are),
+and every statement's shape (:func:`statement_shape`: its verb and first table) to
+``<role>-<pid>.shape`` (to see where the statements go).
 
 The timed batches run in processes without any of this. :func:`read_counts` sums the
 files by role and kind; the bench reads them before and after a counting batch and
@@ -39,6 +41,9 @@ DIR_VARIABLE = "BENCH_SQLCOUNT_DIR"
 ROLE_VARIABLE = "BENCH_SQLCOUNT_ROLE"
 KINDS = ("s", "c", "w", "n")
 SQL_PREFIX_CHARS = 100
+SHAPE_CHARS = 50
+_VERB = re.compile(r"^\s*(\w+(?: TO SAVEPOINT| SAVEPOINT)?)", re.IGNORECASE)
+_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
 
 WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b|\bFOR (NO KEY )?UPDATE\b", re.IGNORECASE)
 CONTROL = re.compile(
@@ -95,11 +100,29 @@ class EventLog:
     def write_began(self, sql: str) -> None:
         self._write(".sql", " ".join(sql.split())[:SQL_PREFIX_CHARS])
 
+    def statement(self, sql: str) -> None:
+        self._write(".shape", statement_shape(sql))
+
+
+def statement_shape(sql: str) -> str:
+    """``VERB table`` of a statement (``SELECT inference_generation``), the verb alone
+    for transaction control (``SAVEPOINT``, ``RELEASE SAVEPOINT``, ``BEGIN``), or the
+    start of a query that names no table."""
+    verb = _VERB.match(sql)
+    name = verb.group(1).upper() if verb else "?"
+    if name in {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH"}:
+        table = _TABLE.search(sql)
+        if table:
+            return f"{name} {table.group(1)}"
+        return " ".join(sql.split())[:SHAPE_CHARS]  # no table: its own words
+    return name
+
 
 def count_connection(
     connection: Any,
     record: Callable[[str], None],
     write_began: Callable[[str], None] | None = None,
+    statement: Callable[[str], None] | None = None,
 ) -> Callable[[], None]:
     """Count ``connection``'s statements and write transactions into ``record``.
 
@@ -116,6 +139,8 @@ def count_connection(
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
     ) -> Any:
         record("s")
+        if statement is not None:
+            statement(sql)
         if CONTROL.match(sql):
             record("c")
         elif WRITE.search(sql) and (not connection.in_atomic_block or not state["dirty"]):
@@ -151,7 +176,7 @@ def install(directory: Path, role: str) -> None:
     log = EventLog(directory, role)
 
     def on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
-        count_connection(connection, log.record, log.write_began)
+        count_connection(connection, log.record, log.write_began, log.statement)
 
     # A strong reference: the handler must live as long as the process.
     connection_created.connect(on_connection_created, weak=False)
@@ -161,10 +186,11 @@ def install_from_environment() -> None:
     install(Path(os.environ[DIR_VARIABLE]), os.environ.get(ROLE_VARIABLE, "process"))
 
 
-def write_statements(directory: Path) -> dict[str, Counter[str]]:
-    """The statements that began write transactions so far, by role, with how often."""
+def write_statements(directory: Path, suffix: str = ".sql") -> dict[str, Counter[str]]:
+    """The statements that began write transactions so far, by role, with how often
+    (with ``suffix=".shape"``: every statement's shape)."""
     totals: dict[str, Counter[str]] = {}
-    for path in sorted(directory.glob("*-*.sql")):
+    for path in sorted(directory.glob(f"*-*{suffix}")):
         role = path.name.rsplit("-", 1)[0]
         totals.setdefault(role, Counter()).update(path.read_text().splitlines())
     return totals

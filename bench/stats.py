@@ -126,6 +126,8 @@ class StatementCounts:
     by_role: dict[str, dict[str, int]]
     #: Per role, the statements that began write transactions (cut short), and how often.
     writes: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Per role, every statement's shape (``VERB table``), and how often.
+    shapes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def per_image(self, kind: str, role: str | None = None) -> float:
         """Mean per image of one kind, for one role or all of them."""

@@ -28,6 +28,7 @@ from bench.sqlcount import (
     count_connection,
     counts_between,
     read_counts,
+    statement_shape,
     write_sitecustomize,
     write_statements,
 )
@@ -133,11 +134,12 @@ def _insert_then_fail(cursor: Any) -> None:
 def test_statements_and_write_transactions_are_counted_as_defined() -> None:
     events: list[str] = []
     began: list[str] = []
+    shapes: list[str] = []
     wrappers_before = list(connection.execute_wrappers)
     connection.ensure_connection()
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE bench_count_probe (n integer)")
-    uninstall = count_connection(connection, events.append, began.append)
+    uninstall = count_connection(connection, events.append, began.append, shapes.append)
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")  # a read outside atomic: no transaction counted
@@ -164,6 +166,18 @@ def test_statements_and_write_transactions_are_counted_as_defined() -> None:
     assert counts["w"] == 3
     assert counts["c"] == begins + 2  # SAVEPOINT and RELEASE SAVEPOINT
     assert counts["s"] == 6 + begins + 2
+    assert Counter(map(statement_shape, shapes)) == Counter(
+        {
+            "SELECT 1": 1,
+            "INSERT bench_count_probe": 2,
+            "SELECT bench_count_probe": 1,
+            "UPDATE bench_count_probe": 1,
+            "DELETE bench_count_probe": 1,
+            "SAVEPOINT": 1,
+            "RELEASE SAVEPOINT": 1,
+            **({"BEGIN": begins} if begins else {}),
+        }
+    )
     assert began == [
         "INSERT INTO bench_count_probe VALUES (1)",
         "UPDATE bench_count_probe SET n = 2",
@@ -171,6 +185,21 @@ def test_statements_and_write_transactions_are_counted_as_defined() -> None:
     ]
     assert connection.execute_wrappers == wrappers_before  # nothing left behind
     assert "commit" not in vars(connection)
+
+
+def test_a_statement_shape_is_its_verb_and_first_table() -> None:
+    assert statement_shape('SELECT "u"."id" FROM "accounts_user" WHERE "u"."id" = %s') == (
+        "SELECT accounts_user"
+    )
+    assert statement_shape('INSERT INTO "inference_generation" ("id") VALUES (%s)') == (
+        "INSERT inference_generation"
+    )
+    assert statement_shape('UPDATE "inference_generation" SET "stage" = %s') == (
+        "UPDATE inference_generation"
+    )
+    assert statement_shape('  ROLLBACK TO SAVEPOINT "s1"') == "ROLLBACK TO SAVEPOINT"
+    assert statement_shape("BEGIN IMMEDIATE") == "BEGIN"
+    assert statement_shape("SELECT  1") == "SELECT 1"
 
 
 def test_counts_are_summed_by_role_and_differenced_between_two_reads(tmp_path: Path) -> None:
@@ -274,6 +303,7 @@ def test_the_section_reports_both_concurrencies_and_the_counts_and_keeps_other_s
             images=4,
             by_role={"web": {"s": 40, "c": 8, "w": 4, "n": 8}, "worker": {"s": 60, "w": 24}},
             writes={"worker": {"UPDATE a": 8, "INSERT b": 16}, "web": {"INSERT c": 4}},
+            shapes={"web": {"SELECT a": 4, "BEGIN": 8}, "worker": {"SELECT a": 12}},
         )
     ]
     context = RunContext(
@@ -321,5 +351,6 @@ def test_the_section_reports_both_concurrencies_and_the_counts_and_keeps_other_s
         "| worker | `UPDATE a` | 2.00 |",
     ]
     assert "\n".join(writes) in text
+    assert "| `SELECT a` | 1.00 | 3.00 |\n| `BEGIN` | 2.00 |  |" in text  # most first
     assert "poll `GET" not in text
     assert "polls per generation" not in text
