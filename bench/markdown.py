@@ -235,6 +235,7 @@ def section_markdown(
             [_summary_row(run) for run in runs],
         ),
         "",
+        *_targets(runs, statements),
     ]
     if statements:
         lines += [
@@ -294,6 +295,39 @@ def _shapes_table(count: StatementCounts) -> list[str]:
         ),
         "",
     ]
+
+
+#: Issue 16's "done when", at concurrency 6: (what, limit).
+TARGETS = (
+    ("overhead p50", 2.0),
+    ("overhead p95", 2.5),
+    ("throughput", 1.1),
+    ("statements", 30),
+    ("write transactions", 6),
+)
+
+
+def _targets(runs: list[ConcurrencyRun], statements: list[StatementCounts]) -> list[str]:
+    """Issue 16's targets at concurrency 6 against this run, if it ran at 6."""
+    run = next((run for run in runs if run.concurrency == 6), None)
+    count = next((count for count in statements if count.concurrency == 6), None)
+    if run is None:
+        return []
+    measured = {
+        "overhead p50": (run.comparison.overhead_ratio(50), "x"),
+        "overhead p95": (run.comparison.overhead_ratio(95), "x"),
+        "throughput": (run.comparison.throughput_ratio, "x"),
+    }
+    if count is not None:
+        measured["statements"] = (count.per_image("s"), "")
+        measured["write transactions"] = (count.per_image("w"), "")
+    parts = []
+    for name, limit in TARGETS:
+        if name in measured:
+            value, unit = measured[name]
+            verdict = "met" if value <= limit else "not met"
+            parts.append(f"{name} ≤ {limit:g}{unit}: {value:.2f}{unit}, {verdict}")
+    return ["**Issue 16's targets at concurrency 6**: " + "; ".join(parts) + ".", ""]
 
 
 def _summary_row(run: ConcurrencyRun) -> tuple[str, ...]:

@@ -352,5 +352,10 @@ def test_the_section_reports_both_concurrencies_and_the_counts_and_keeps_other_s
     ]
     assert "\n".join(writes) in text
     assert "| `SELECT a` | 1.00 | 3.00 |\n| `BEGIN` | 2.00 |  |" in text  # most first
+    assert (
+        "**Issue 16's targets at concurrency 6**: overhead p50 ≤ 2x: 4.00x, not met;"
+        " overhead p95 ≤ 2.5x: 3.05x, not met; throughput ≤ 1.1x: 1.50x, not met;"
+        " statements ≤ 30: 25.00, met; write transactions ≤ 6: 7.00, not met."
+    ) in text
     assert "poll `GET" not in text
     assert "polls per generation" not in text
