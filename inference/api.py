@@ -548,12 +548,20 @@ async def generation_next(request: HttpRequest, generation_id: str, query: Query
         data = await _read_out_async(owner_id, generation_id)
         if data is None:
             return Status(404, {"detail": "Not found."})
-        if _state_of(data) != query.since or _is_finished(data) or not query.wait:
+        state = _state_of(data)
+        # A row behind `since` (an earlier stage of the same status: some stages are
+        # published without a row write) is not news: wait, never step a client back.
+        behind = events.token_behind(state, query.since)
+        if (state != query.since and not behind) or _is_finished(data) or not query.wait:
             return Status(200, data)
-        watcher.seen(_state_of(data))
-        if await watcher.next(float(query.wait)) is None:
+        watcher.seen(query.since if behind else state)
+        change = await watcher.next(float(query.wait))
+        if change is None:
             return Status(200, data)
     data = await _read_out_async(owner_id, generation_id)
     if data is None:
         return Status(404, {"detail": "Not found."})
+    if not change.finished and events.token_behind(_state_of(data), change.token):
+        # A stage published without a row write ("saving"): answer the stage itself.
+        data = {**data, **change.as_event()}
     return Status(200, data)

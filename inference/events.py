@@ -158,10 +158,18 @@ class Watcher:
         self.last_token: str | None = None
         self.queue: asyncio.Queue[GenerationState] = asyncio.Queue()
 
-    def offer(self, state: GenerationState) -> None:
-        if state.token != self.last_token:
-            self.last_token = state.token
-            self.queue.put_nowait(state)
+    def offer(self, state: GenerationState, *, reread: bool = False) -> None:
+        """Queue ``state`` unless the watcher has it already. A re-read of the row
+        (``reread``) never moves the watcher back to an earlier stage of the same status:
+        some stages are published without a row write (``saving``), so the row may be
+        behind the last message; messages themselves arrive in order and always count
+        (a payment released goes back from ``paying`` to ``connecting``)."""
+        if state.token == self.last_token:
+            return
+        if reread and self.last_token is not None and _behind(state, self.last_token):
+            return
+        self.last_token = state.token
+        self.queue.put_nowait(state)
 
     def seen(self, token: str) -> None:
         """The state the watcher read itself, at the start: what was offered before the
@@ -177,6 +185,20 @@ class Watcher:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
             return None
+
+
+def _behind(state: GenerationState, token: str) -> bool:
+    """Is ``state`` an earlier stage of the same status as the state named ``token``?"""
+    return token_behind(state.token, token)
+
+
+def token_behind(token: str, than: str) -> bool:
+    """Is the state ``token`` an earlier stage of the same status as the state ``than``?"""
+    status, _, stage = token.partition("/")
+    than_status, _, than_stage = than.partition("/")
+    if not than or status != than_status:
+        return False
+    return GenerationStage.of(stage).order < GenerationStage.of(than_stage).order
 
 
 class _Hub:
@@ -209,9 +231,9 @@ class _Hub:
                 del self.watchers[watcher.generation_id]
                 self.messages.pop(watcher.generation_id, None)
 
-    def deliver(self, state: GenerationState) -> None:
+    def deliver(self, state: GenerationState, *, reread: bool = False) -> None:
         for watcher in list(self.watchers.get(state.generation_id, ())):
-            watcher.offer(state)
+            watcher.offer(state, reread=reread)
 
     def message(self, state: GenerationState) -> None:
         if state.generation_id in self.watchers:
@@ -231,7 +253,9 @@ class _Hub:
         for generation_id in ids:
             if self.messages.get(generation_id, 0) != counts[generation_id]:
                 continue
-            self.deliver(states.get(generation_id) or GenerationState(generation_id, GONE, ""))
+            self.deliver(
+                states.get(generation_id) or GenerationState(generation_id, GONE, ""), reread=True
+            )
 
     def _detach(self) -> None:
         """The task is leaving: the next watcher starts a new one (said before any await)."""

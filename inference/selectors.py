@@ -281,6 +281,29 @@ def generations_existing(*, generation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
     return found
 
 
+def generations_charged_by_their_run(*, generation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``generation_ids`` are still running with a confirmed payment: their own
+    worker charges them (``transitions.attempt_succeed`` or ``generation_fail``, right
+    after the paid call), so the usage mirror and the stale-hold sweep leave them alone.
+
+    Read it with the generation rows locked (the mirror's chunk locks them first): the
+    worker's charge writes the row in its transaction, so the answer cannot go stale
+    before the caller's commit. A worker that dies leaves the row running; the attempt
+    cap or the reconcile sweep ends it through ``generation_fail``, which charges it.
+    """
+    ids = sorted(generation_ids, key=lambda pk: pk.int)
+    found: set[uuid.UUID] = set()
+    for offset in range(0, len(ids), _APP_JOIN_BATCH):
+        found.update(
+            Generation.objects.filter(
+                pk__in=values_in(ids[offset : offset + _APP_JOIN_BATCH], uuids=True),
+                status=GenerationStatus.RUNNING,
+                tickets_paid__gt=0,
+            ).values_list("pk", flat=True)
+        )
+    return found
+
+
 def generation_deleted_paid_unknown(*, generation_id: uuid.UUID) -> bool:
     """Was this generation deleted while its payment was claimed and its outcome unknown?"""
     return AdmittedImage.objects.filter(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
@@ -48,7 +49,7 @@ from billing.models import (
 from billing.money import format_usd
 from billing.plan_policy import plan_policy
 from billing.rates import Rate, rate_from_metering, rate_now, rate_text
-from billing.services.ledger import ledger_entry_append
+from billing.services.ledger import account_totals_save, ledger_entry_append
 from billing.services.payments import auto_topup_enqueue
 from billing.services.pricing import estimated_fee_wei, max_fee_estimate, price_observe
 from billing.services.promotions import promotions_expire_for_account
@@ -71,17 +72,18 @@ def generation_admit(
     owner_id: int,
     generation_id: uuid.UUID,
     model_id: str,
-    images_this_month: int,
+    images_this_month: int | Callable[[], int],
     description: str = "",
 ) -> Admitted:
-    """Admit a generation (already inserted, not yet committed) or raise ``CreditRefusedError``.
+    """Admit a generation (inserted in this transaction, before or after) or raise
+    ``CreditRefusedError``.
 
     ``images_this_month`` counts the images of this month that count against a limit,
-    this one included; ``description`` names the image in words (prompt excerpt, model)
-    for the ledger. A charging plan holds its charge for the most the image may cost at
-    the network, converted at the current rate: that hold is the most the image will
-    ever cost the user. Runs inside the caller's transaction; holds the account row lock
-    until it ends.
+    this one included (a callable is called only by a plan that counts images);
+    ``description`` names the image in words (prompt excerpt, model) for the ledger. A
+    charging plan holds its charge for the most the image may cost at the network,
+    converted at the current rate: that hold is the most the image will ever cost the
+    user. Runs inside the caller's transaction; holds the account row lock until it ends.
     """
     account = account_lock(user_id=owner_id)
     # Promotional credit past its expiry is taken back before deciding (the beat task
@@ -94,6 +96,8 @@ def generation_admit(
             code="account_suspended",
         )
     policy = plan_policy(plan)
+    if callable(images_this_month):
+        images_this_month = images_this_month() if policy.counts_images else 0
     refusal = policy.refusal(
         account=account, plan=plan, images_this_month=images_this_month, now=timezone.now()
     )
@@ -131,6 +135,7 @@ def generation_admit(
         reason=f"Held while generating {description}",
         idempotency_key=f"hold:{generation_id}",
         generation_id=generation_id,
+        new_key=True,  # the hold row was inserted just above: it has no entry yet
     )
     return Admitted(max_fee_wei=max_fee)
 
@@ -155,14 +160,18 @@ def _settle(
     was charged already, or no hold was placed (the image was admitted on a plan that
     does not charge per image, whatever the account's plan is now)."""
     key = f"usage_debit:{generation_id}"
-    if LedgerEntry.objects.filter(idempotency_key=key).exists():
-        return None
-    if LedgerEntry.objects.filter(idempotency_key=f"refund:{generation_id}").exists():
-        return None  # refunded as undelivered (generation_charge_refund): never charged
     hold = Hold.objects.filter(generation_id=generation_id).select_related("plan").first()
     if hold is None:
         return None
-    if hold.status == HoldStatus.OPEN:
+    # An open hold (read under the account lock) has no usage debit, refund or release
+    # yet: each of those closes it in the transaction that writes it.
+    is_open = hold.status == HoldStatus.OPEN
+    if not is_open:
+        if LedgerEntry.objects.filter(idempotency_key=key).exists():
+            return None
+        if LedgerEntry.objects.filter(idempotency_key=f"refund:{generation_id}").exists():
+            return None  # refunded as undelivered (generation_charge_refund): never charged
+    if is_open:
         ledger_entry_append(
             account=account,
             kind=EntryKind.HOLD_RELEASE,
@@ -172,6 +181,8 @@ def _settle(
             idempotency_key=f"hold_release:{generation_id}",
             generation_id=generation_id,
             usage_ref=usage_ref,
+            new_key=True,
+            save_account=False,  # saved once, with the debit below
         )
     plan = hold.plan or account.plan  # the plan that admitted the image
     charge = plan_policy(plan).charge(plan, fee_wei=fee_wei, usd_per_eth=rate.usd_per_eth)
@@ -202,7 +213,10 @@ def _settle(
         eth_usd_rate=rate.text,
         rate_source=rate.source,
         rate_at=rate.at,
+        new_key=is_open,
+        save_account=False,
     )
+    account_totals_save(account=account)
     hold.status = HoldStatus.SETTLED
     hold.charged_micros = collectable
     hold.absorbed_micros = absorbed
@@ -215,11 +229,13 @@ def _settle(
     return _Settled(charged_micros=collectable, absorbed_micros=absorbed)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def generation_charge_settle(
     *, owner_id: int, generation_id: uuid.UUID, model_id: str, record: PaymentRecord
 ) -> None:
-    """Charge the generation at payment time (same transaction as the payment record).
+    """Charge the generation's confirmed payment: right after the paid call, in the
+    transaction that records how it ended (no savepoint of its own: its failure fails
+    that transaction).
 
     ``record.expected_fee_wei`` is the runner's real fee; ``None`` (ai-gateway backend,
     where pymthouse does not charge the user) charges ``BILLING_ESTIMATED_FEE_WEI``.

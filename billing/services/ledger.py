@@ -72,8 +72,17 @@ def ledger_entry_append(
     eth_usd_rate: str = "",
     rate_source: str = "",
     rate_at: datetime | None = None,
+    new_key: bool = False,
+    save_account: bool = True,
 ) -> LedgerEntry:
     """Append one entry to a **locked** ``account`` and update its totals; idempotent.
+
+    ``new_key=True`` says the caller knows no entry can carry ``idempotency_key`` yet
+    (it derives from a row the caller inserted, or found open, under this lock): the
+    lookup is skipped, and the unique constraint still refuses a second entry (the
+    caller's transaction then fails). ``save_account=False`` leaves the new totals on
+    ``account`` for the caller to save with ``account_totals_save`` (one UPDATE for
+    several entries in one transaction).
 
     Raises ``InsufficientFundsError`` when a debit or hold would take the available
     balance (balance − held) below zero, and ``ValueError`` when a release exceeds
@@ -84,7 +93,9 @@ def ledger_entry_append(
         raise ValueError(f"a {kind} entry cannot have effect {effect}")
     if not reason.strip():
         raise ValueError("a ledger entry needs a reason")
-    existing = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+    existing = (
+        None if new_key else LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+    )
     if existing is not None:
         if (existing.account_id, existing.kind, existing.effect, existing.amount_micros) != (
             account.pk,
@@ -134,10 +145,15 @@ def ledger_entry_append(
         rate_source=rate_source,
         rate_at=rate_at,
     )
-    entry.full_clean(exclude=["generation"])
+    # Field checks only (lengths, choices, ranges: no queries). The foreign keys are
+    # the caller's locked rows, and the database enforces the unique key and the checks.
+    entry.clean_fields(exclude=["account", "actor", "generation", "corrects"])
     try:
-        with transaction.atomic():
-            entry.save()
+        if new_key:
+            entry.save(force_insert=True)
+        else:
+            with transaction.atomic():
+                entry.save(force_insert=True)
     except IntegrityError as exc:
         # Only a concurrent writer of the same key on another account can get here
         # (the account lock serialises this one): report it, never write twice.
@@ -158,18 +174,25 @@ def ledger_entry_append(
         effect=effect,
         entry_id=entry.pk,
     )
-    if (balance, held) != (account.balance_micros, account.held_micros) or changed:
-        account.balance_micros, account.held_micros = balance, held
-        account.save(
-            update_fields=[
-                "balance_micros",
-                "held_micros",
-                "low_balance_notified_micros",
-                "low_balance_notified_at",
-                "updated_at",
-            ]
-        )
+    dirty = (balance, held) != (account.balance_micros, account.held_micros) or changed
+    account.balance_micros, account.held_micros = balance, held
+    if dirty and save_account:
+        account_totals_save(account=account)
     return entry
+
+
+def account_totals_save(*, account: Account) -> None:
+    """Save the **locked** account's totals and low-balance state (what
+    ``ledger_entry_append`` changed in memory; one UPDATE)."""
+    account.save(
+        update_fields=[
+            "balance_micros",
+            "held_micros",
+            "low_balance_notified_micros",
+            "low_balance_notified_at",
+            "updated_at",
+        ]
+    )
 
 
 def promotion_spend_order() -> tuple[OrderBy | str, ...]:

@@ -1,9 +1,11 @@
 """Creating a generation: validation, then one atomic admission step.
 
-Admission runs in one transaction that starts by locking the owner's row, so
-concurrent submissions of one user are admitted one at a time: the active-job
-cap, the rate-limit counter and the insert see each other exactly, on every
-database and whatever the cache backend.
+Admission runs in one short transaction that starts with the owner's rate-limit
+counter (one conditional UPDATE, which is also the owner's admission lock), so
+concurrent submissions of one user are admitted one at a time: the rate-limit
+counter, the active-job cap and the insert see each other exactly, on every
+database and whatever the cache backend. Then billing's hold, the generation
+INSERT and its admission record; the run message is published after commit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailableError
 
@@ -131,52 +134,72 @@ def _validate(
 
 
 def _limits_check(*, owner_id: int) -> None:
-    """Active-job cap and fixed-window rate limit. Caller holds the owner's row lock."""
+    """Rate-limit counter, then the active-job cap, in the admission transaction.
+
+    The counter is one conditional UPDATE that also takes the owner's admission lock
+    (the window row, held until commit): concurrent submissions of one owner queue up
+    there, so the count, the cap and the insert see each other exactly. The UPDATE
+    matches nothing when the window is full (or the row is new): only then is the row
+    inserted (if missing) and the UPDATE repeated. A refusal raises, and the
+    transaction's rollback undoes the increment.
+    """
+    length = settings.INFERENCE_RATE_LIMIT_WINDOW_SECONDS
+    now = int(time.time())
+    window = now // length
+    limit = settings.INFERENCE_RATE_LIMIT_COUNT
+    counted = SubmissionWindow.objects.filter(owner_id=owner_id).filter(
+        ~Q(window=window) | Q(count__lt=limit)
+    )
+    increment = {
+        "count": Case(When(window=window, then=F("count") + 1), default=Value(1)),
+        "window": window,
+    }
+    admitted = counted.update(**increment)
+    if not admitted:
+        # The owner's first submission: the row, then the same UPDATE (a row that was
+        # there all along, full, still refuses). INSERT … ON CONFLICT DO NOTHING.
+        SubmissionWindow.objects.bulk_create(
+            [SubmissionWindow(owner_id=owner_id, window=window, count=0)], ignore_conflicts=True
+        )
+        admitted = counted.update(**increment)
     active = Generation.objects.for_owner(owner_id).unfinished().count()
     if active >= settings.INFERENCE_MAX_ACTIVE_PER_USER:
         raise GenerationRateLimitedError(
             "You already have images in progress. Wait for one to finish.", retry_after=5
         )
-    length = settings.INFERENCE_RATE_LIMIT_WINDOW_SECONDS
-    now = int(time.time())
-    window, _ = SubmissionWindow.objects.get_or_create(owner_id=owner_id)
-    if window.window != now // length:
-        window.window, window.count = now // length, 0
-    if window.count >= settings.INFERENCE_RATE_LIMIT_COUNT:
+    if not admitted:
         raise GenerationRateLimitedError(
             "You're generating too fast. Please wait a moment.",
             retry_after=max(1, length - now % length),
         )
-    window.count += 1
-    window.save(update_fields=["window", "count"])
 
 
 def generation_admit_step(*, generation: Generation) -> None:
-    """The admission hook: runs after the row is inserted, with the owner locked.
+    """The admission hook: runs just before the row is inserted, with the owner locked.
 
     Raising :class:`inference.errors.GenerationAdmissionRefusedError` (or a subclass)
     refuses the submission: the transaction rolls back, so no row, no task and no
     upstream call remain, and the API answers 402. Billing admits it (a counted limit,
     or a credit hold), handed the owner, the model and this month's count, which
-    includes this image: ``billing.services.generation_admit``. The image is recorded
-    first (``AdmittedImage``, append-only: what the count reads), in this transaction.
+    includes this image (the recorded ones plus this one, read only by a plan that
+    counts images): ``billing.services.generation_admit``. The hold's ceiling is set on
+    ``generation`` before its INSERT (the hold's foreign key to it is checked at commit).
+    The caller then inserts the row and records the image (``AdmittedImage``,
+    append-only: what the count reads), in this transaction.
     """
-    AdmittedImage.objects.create(
-        generation_id=generation.pk, owner_id=generation.owner_id, admitted_at=generation.created_at
-    )
     try:
         admitted = generation_admit(
             owner_id=generation.owner_id,
             generation_id=generation.pk,
             model_id=generation.model_id,
-            images_this_month=generations_counted_this_month(owner_id=generation.owner_id),
+            images_this_month=lambda: (
+                generations_counted_this_month(owner_id=generation.owner_id) + 1
+            ),
             description=generation_description(generation),
         )
     except CreditRefusedError as exc:
         raise GenerationAdmissionRefusedError(exc.message, code=exc.code) from exc
-    if admitted.max_fee_wei is not None:
-        generation.max_fee_wei = admitted.max_fee_wei
-        Generation.objects.filter(pk=generation.pk).update(max_fee_wei=admitted.max_fee_wei)
+    generation.max_fee_wei = admitted.max_fee_wei
 
 
 def generation_description(generation: Generation) -> str:
@@ -251,27 +274,28 @@ def generation_create(
     # Merchant mode: a fresh copy of the user's pymthouse wallet before admission reads
     # it (HTTP, so outside the admission transaction; a no-op in owner_rollup).
     wallet_refresh_if_stale(user_id=owner.pk)
+    generation = Generation(
+        owner=owner,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        model_id=model_id,
+        width=width,
+        height=height,
+        seed=seed,
+        backend=settings.INFERENCE_BACKEND,
+        enqueued_at=timezone.now() if enqueue else None,
+    )
+    # Every value above was validated by _validate or built here: no full_clean (its
+    # checks are queries that re-prove them; the database enforces its constraints).
     with transaction.atomic():
-        # The admission lock: every submission of this owner queues up here. NO KEY
-        # UPDATE, not UPDATE: it must not block the foreign-key checks (FOR KEY SHARE,
-        # deferred to COMMIT by Django) of a payment settling for this owner, which holds
-        # the billing account this admission waits for (a deadlock, found by the bench).
-        User.objects.select_for_update(no_key=True).only("pk").get(pk=owner.pk)
+        # The admission lock is the owner's rate-limit row (_limits_check), not the user
+        # row: a settling payment's foreign-key checks on the user never wait for it.
         _limits_check(owner_id=owner.pk)
-        generation = Generation(
-            owner=owner,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            model_id=model_id,
-            width=width,
-            height=height,
-            seed=seed,
-            backend=settings.INFERENCE_BACKEND,
-            enqueued_at=timezone.now() if enqueue else None,
-        )
-        generation.full_clean()
-        generation.save()
         generation_admit_step(generation=generation)
+        generation.save(force_insert=True)
+        AdmittedImage.objects.create(
+            generation_id=generation.pk, owner_id=owner.pk, admitted_at=generation.created_at
+        )
         generation_id = str(generation.pk)
         if enqueue:
             transaction.on_commit(lambda: _publish(generation_id))

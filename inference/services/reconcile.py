@@ -123,7 +123,8 @@ def _hold_fate(
 ) -> _Fate | None:
     """Decide a stale hold from its generation: settle it (succeeded, or paid and
     finished with a known fee), release it (deleted, or ended before paying, or an
-    unknown outcome past the timeout), or leave it for the usage mirror (``None``).
+    unknown outcome past the timeout), or leave it (``None``) for the usage mirror, or
+    for its own worker while it runs with a confirmed payment.
     A generation deleted while its paid outcome was unknown (``deleted_paid_unknown``,
     from its admission record) is still an unknown outcome: it waits for the mirror."""
     if generation is None and deleted_paid_unknown:
@@ -133,6 +134,10 @@ def _hold_fate(
         return None
     if generation is None:
         return _Fate("release", "deleted", "image deleted; hold released")
+    if generation.status == GenerationStatus.RUNNING and generation.tickets_paid:
+        # Its attempt is live with a confirmed payment: that worker charges it right
+        # after the paid call (or generation_fail does, if it dies). Never here.
+        return None
     paid = generation.payment_claimed_at is not None
     unknown = generation.error_code == FailureCode.OUTCOME_UNKNOWN or (
         paid and not generation.is_finished

@@ -133,27 +133,37 @@ def _attempt_run(
         height=generation.height,
         seed=generation.seed,
     )
+    guard = AttemptPaymentGuard(
+        generation_id=generation.pk,
+        attempt_id=attempt,
+        owner_id=generation.owner_id,
+        model_id=generation.model_id,
+    )
     try:
-        credentials = _credentials(generation, backend.name)
-        stage_set(generation_id=generation.pk, attempt_id=attempt, stage=GenerationStage.CONNECTING)
-        result = backend.generate(
-            request,
-            credentials=credentials,
-            guard=AttemptPaymentGuard(
-                generation_id=generation.pk,
-                attempt_id=attempt,
-                owner_id=generation.owner_id,
-                model_id=generation.model_id,
-            ),
-            max_fee_wei=generation.max_fee_wei,
+        try:
+            credentials = _credentials(generation, backend.name)
+            # A write of its own, unlike "saving": watchers on the embedded defaults (no
+            # Redis, they read the row) show this step while discovery runs.
+            stage_set(
+                generation_id=generation.pk, attempt_id=attempt, stage=GenerationStage.CONNECTING
+            )
+            result = backend.generate(
+                request, credentials=credentials, guard=guard, max_fee_wei=generation.max_fee_wei
+            )
+        except PaymentAlreadyClaimedError:
+            logger.warning("generation %s: another attempt owns it; stopping", generation.pk)
+            return None
+        except (PymthouseError, LivepeerError) as exc:
+            _attempt_upstream_error(generation, attempt, exc)
+            return generation
+        return attempt_succeed(
+            generation=generation, attempt_id=attempt, result=result, guard=guard
         )
-    except PaymentAlreadyClaimedError:
-        logger.warning("generation %s: another attempt owns it; stopping", generation.pk)
-        return None
-    except (PymthouseError, LivepeerError) as exc:
-        _attempt_upstream_error(generation, attempt, exc)
-        return generation
-    return attempt_succeed(generation=generation, attempt_id=attempt, result=result)
+    finally:
+        # A confirmed payment is charged whatever became of the row (the success write
+        # and generation_fail charge it first, in their transactions; this is a no-op
+        # then): e.g. the row was deleted while the paid call ran.
+        guard.settle()
 
 
 # First match wins. A pymthouse 400 means our request shape or configuration is

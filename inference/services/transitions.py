@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts.models import User
 from billing.services import (
     generation_charge_refund,
     generation_charge_settle,
@@ -75,34 +76,22 @@ def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> 
     ours = Q(status=GenerationStatus.QUEUED) | Q(
         status=GenerationStatus.RUNNING, attempt_id=attempt_id
     )
+    generation = _start_returning(
+        generation_id=generation_id, attempt_id=attempt_id, backend_name=backend_name, now=now
+    )
+    if generation is not None:
+        generation_changed(
+            generation_id=generation_id,
+            status=GenerationStatus.RUNNING,
+            stage=GenerationStage.AUTHORIZING,
+        )
+        return generation
     if Generation.objects.filter(
         ours, pk=generation_id, owner__is_active=False, payment_claimed_at__isnull=True
     ).exists():
         # A closed account's work never reaches the signer (its hold is released).
         generation_cancel(generation_id=generation_id, code=FailureCode.ACCOUNT_CLOSED)
         return None
-    started = (
-        Generation.objects.filter(ours, pk=generation_id)
-        .filter(payment_claimed_at__isnull=True, attempts__lt=settings.INFERENCE_MAX_ATTEMPTS)
-        .update(
-            status=GenerationStatus.RUNNING,
-            attempt_id=attempt_id,
-            attempts=F("attempts") + 1,
-            started_at=Coalesce("started_at", now),
-            attempt_started_at=now,
-            backend=backend_name,
-            stage=GenerationStage.AUTHORIZING,
-            error_code="",
-            error_message="",
-        )
-    )
-    if started:
-        generation_changed(
-            generation_id=generation_id,
-            status=GenerationStatus.RUNNING,
-            stage=GenerationStage.AUTHORIZING,
-        )
-        return Generation.objects.select_related("owner").get(pk=generation_id)
     row = (
         Generation.objects.filter(ours, pk=generation_id)
         .values("payment_claimed_at", "attempts")
@@ -123,6 +112,71 @@ def attempt_start(*, generation_id: str, attempt_id: str, backend_name: str) -> 
     return None
 
 
+def _start_returning(
+    *, generation_id: str, attempt_id: str, backend_name: str, now: datetime
+) -> Generation | None:
+    """``attempt_start``'s conditional UPDATE, returning the started row and its owner's
+    ``external_user_id`` in the same statement (``UPDATE … RETURNING``: SQLite ≥ 3.35,
+    PostgreSQL; Django's ``update()`` returns only a count). None when nothing matched.
+
+    The owner comes back as a ``User`` with only ``id`` and ``external_user_id`` loaded
+    (the rest is deferred: read on access), which is what the run needs to mint its
+    credential.
+    """
+    quote = connection.ops.quote_name
+    meta = Generation._meta
+    table, users = quote(meta.db_table), quote(User._meta.db_table)
+    fields = {field.name: field for field in meta.concrete_fields}
+    columns = ", ".join(quote(str(field.column)) for field in fields.values())
+
+    def column(name: str) -> str:
+        return quote(str(fields[name].column))
+
+    def db(name: str, value: object) -> object:
+        return fields[name].get_db_prep_value(value, connection)
+
+    # Only quoted identifiers from the model's meta are formatted in; values are params.
+    sql = (
+        f"UPDATE {table} SET {column('status')} = %s, {column('attempt_id')} = %s,"  # noqa: S608
+        f" {column('attempts')} = {column('attempts')} + 1,"
+        f" {column('started_at')} = COALESCE({column('started_at')}, %s),"
+        f" {column('attempt_started_at')} = %s, {column('backend')} = %s,"
+        f" {column('stage')} = %s, {column('error_code')} = '', {column('error_message')} = ''"
+        f" WHERE {column('id')} = %s"
+        f" AND ({column('status')} = %s"
+        f" OR ({column('status')} = %s AND {column('attempt_id')} = %s))"
+        f" AND {column('payment_claimed_at')} IS NULL AND {column('attempts')} < %s"
+        f" AND {column('owner')} IN"
+        f" (SELECT {quote('id')} FROM {users} WHERE {quote('is_active')} = %s)"
+        f" RETURNING {columns}, (SELECT {quote('external_user_id')} FROM {users}"
+        f" WHERE {users}.{quote('id')} = {table}.{column('owner')}) AS owner_external_user_id"
+    )
+    params = [
+        GenerationStatus.RUNNING.value,
+        attempt_id,
+        db("started_at", now),
+        db("attempt_started_at", now),
+        backend_name,
+        GenerationStage.AUTHORIZING.value,
+        db("id", uuid.UUID(str(generation_id))),
+        GenerationStatus.QUEUED.value,
+        GenerationStatus.RUNNING.value,
+        attempt_id,
+        settings.INFERENCE_MAX_ATTEMPTS,
+        True,
+    ]
+    started = list(Generation.objects.raw(sql, params))
+    if not started:
+        return None
+    generation = started[0]
+    generation.owner = User.from_db(
+        connection.alias,
+        ["id", "external_user_id"],
+        [generation.owner_id, getattr(generation, "owner_external_user_id")],  # noqa: B009
+    )
+    return generation
+
+
 def stage_set(*, generation_id: uuid.UUID, attempt_id: str, stage: GenerationStage) -> None:
     if Generation.objects.filter(
         pk=generation_id, attempt_id=attempt_id, status=GenerationStatus.RUNNING
@@ -140,7 +194,8 @@ class AttemptPaymentGuard:
 
     Makes "one ticket per generation" hold across retries, processes and hosts:
     the claim is a conditional UPDATE that only the owning attempt can win, and
-    only while no claim is held.
+    only while no claim is held. ``confirm`` is one durable UPDATE, so the paid call
+    goes out right after the ticket; the charge follows (``settle``, issue 16).
     """
 
     def __init__(
@@ -150,6 +205,10 @@ class AttemptPaymentGuard:
         self.attempt_id = attempt_id
         self.owner_id = owner_id
         self.model_id = model_id
+        #: The first payment this attempt confirmed (the one billing charges), and
+        #: whether its charge is recorded.
+        self.record: PaymentRecord | None = None
+        self.settled = False
 
     def claim(self, *, manifest_id: str | None, runner_url: str | None) -> None:
         claimed = Generation.objects.filter(
@@ -185,34 +244,47 @@ class AttemptPaymentGuard:
             )
 
     def confirm(self, record: PaymentRecord) -> None:
-        # A paid image must be recorded: the transaction is re-run if it lost a deadlock.
-        deadlock_retrying(
+        # A paid image must be recorded: the write is re-run if it lost a deadlock.
+        confirmed = deadlock_retrying(
             lambda: generation_payment_confirm(
-                generation_id=self.generation_id,
-                attempt_id=self.attempt_id,
-                owner_id=self.owner_id,
-                model_id=self.model_id,
-                record=record,
+                generation_id=self.generation_id, attempt_id=self.attempt_id, record=record
             ),
             what=f"payment confirm of generation {self.generation_id}",
         )
+        if confirmed and self.record is None:
+            self.record = record
+
+    def settle(self) -> None:
+        """Charge the confirmed payment, in its own transaction, unless already charged
+        (idempotent in billing too: the key ``usage_debit:<id>``)."""
+        record = self.record
+        if record is None or self.settled:
+            return
+        deadlock_retrying(
+            lambda: generation_charge_settle(
+                owner_id=self.owner_id,
+                generation_id=self.generation_id,
+                model_id=self.model_id,
+                record=record,
+            ),
+            what=f"charge of generation {self.generation_id}",
+        )
+        self.settled = True
 
 
-@transaction.atomic
 def generation_payment_confirm(
-    *,
-    generation_id: uuid.UUID,
-    attempt_id: str,
-    owner_id: int,
-    model_id: str,
-    record: PaymentRecord,
-) -> None:
-    """Record what the payment bought, at payment time (the guard's ``confirm``).
+    *, generation_id: uuid.UUID, attempt_id: str, record: PaymentRecord
+) -> bool:
+    """Record what the payment bought, at payment time (the guard's ``confirm``): one
+    conditional UPDATE, committed before the paid call goes out. False (and logged)
+    when this attempt no longer holds the claim.
 
-    Billing settles the charge in this same transaction, handed the owner, the model
-    and the record: ``generation_charge_settle`` is called right after the UPDATE below.
-    Lock order: the generation row, then the account (as in the usage sync;
-    ``billing.transactions``).
+    The charge is not made here but right after the paid call, by the same worker:
+    in the success write's transaction (:func:`attempt_succeed`), in the failure's
+    (:func:`generation_fail`, from the fields recorded here), or by the guard's
+    ``settle`` if neither wrote (the row was deleted). A worker that dies in between
+    leaves the claim: its redelivered attempt ends ``outcome_unknown`` through
+    :func:`generation_fail`, which charges it; the stale-hold sweep covers the rest.
     """
     updated = Generation.objects.filter(
         pk=generation_id, attempt_id=attempt_id, payment_claimed_at__isnull=False
@@ -232,9 +304,6 @@ def generation_payment_confirm(
             status=GenerationStatus.RUNNING,
             stage=GenerationStage.GENERATING,
         )
-        generation_charge_settle(
-            owner_id=owner_id, generation_id=generation_id, model_id=model_id, record=record
-        )
     else:
         # The hold stays open: the usage mirror or the stale-hold sweep resolves it.
         logger.error(
@@ -242,30 +311,56 @@ def generation_payment_confirm(
             generation_id,
             attempt_id,
         )
+    return bool(updated)
+
+
+def _recorded_payment(generation: Generation) -> PaymentRecord:
+    """The payment a confirmed generation recorded (``generation_payment_confirm``)."""
+    return PaymentRecord(
+        manifest_id=generation.manifest_id or None,
+        runner_url=generation.runner_url or None,
+        price_wei=generation.price_wei,
+        price_unit=generation.price_unit,
+        units_paid=generation.units_paid,
+        expected_fee_wei=generation.expected_fee_wei,
+    )
 
 
 # --- outcomes ------------------------------------------------------------------
 
 
 def attempt_succeed(
-    *, generation: Generation, attempt_id: str, result: InferenceResult
+    *,
+    generation: Generation,
+    attempt_id: str,
+    result: InferenceResult,
+    guard: AttemptPaymentGuard | None = None,
 ) -> Generation:
     """Store the image and mark the generation succeeded, if this attempt still owns it.
 
     ``failed`` is accepted too: a paid image that arrives after reconcile gave up on
     this attempt still reaches the user. Otherwise (deleted, or another attempt owns
     the row) only the file this call wrote is removed, never one already delivered.
+
+    The payment ``guard`` confirmed is charged in the success write's transaction. The
+    ``saving`` stage is published, not written, and the returned ``generation`` carries
+    what the success write stored without re-reading the row (its payment fields are as
+    the run started).
     """
     image = result.images[0]
-    stage_set(generation_id=generation.pk, attempt_id=attempt_id, stage=GenerationStage.SAVING)
+    # Published, not written: only watchers see this short step (the success write
+    # below ends it); a re-read never shows a watcher an earlier stage (inference.events).
+    generation_changed(
+        generation_id=generation.pk, status=GenerationStatus.RUNNING, stage=GenerationStage.SAVING
+    )
     extension = IMAGE_EXTENSIONS.get(image.content_type, "png")
     generation.image.save(f"{generation.pk}.{extension}", ContentFile(image.content), save=False)
     stored_name: str = generation.image.name or ""
     try:
-        with transaction.atomic():
-            updated = _success_write(generation, attempt_id, result, stored_name)
-            if updated:
-                generation_event_record(generation_id=generation.pk)
+        updated = deadlock_retrying(
+            lambda: _success_write_and_charge(generation, attempt_id, result, stored_name, guard),
+            what=f"success of generation {generation.pk}",
+        )
     except Exception:
         # The run ends outcome_unknown (run.py); the paid image stays on disk for support.
         logger.warning(
@@ -283,15 +378,57 @@ def attempt_succeed(
     generation_changed(
         generation_id=generation.pk, status=GenerationStatus.SUCCEEDED, stage=GenerationStage.DONE
     )
-    generation.refresh_from_db()
+    # What the success write stored, set here instead of re-reading the row.
+    _success_apply(generation, result, stored_name)
     logger.info("generation %s succeeded", generation.pk)
     return generation
+
+
+@transaction.atomic
+def _success_write_and_charge(
+    generation: Generation,
+    attempt_id: str,
+    result: InferenceResult,
+    stored_name: str,
+    guard: AttemptPaymentGuard | None,
+) -> int:
+    """The success write, then the charge of the confirmed payment (lock order: the
+    generation row, then the account, as everywhere)."""
+    updated = _success_write(generation, attempt_id, result, stored_name)
+    if guard is not None and guard.record is not None:
+        generation_charge_settle(
+            owner_id=guard.owner_id,
+            generation_id=guard.generation_id,
+            model_id=guard.model_id,
+            record=guard.record,
+        )
+        transaction.on_commit(lambda: setattr(guard, "settled", True))
+    if updated:  # after the charge: the event carries the generation with its money
+        generation_event_record(generation_id=generation.pk, owner_id=generation.owner_id)
+    return updated
+
+
+def _success_apply(generation: Generation, result: InferenceResult, stored_name: str) -> None:
+    """Set on ``generation`` what :func:`_success_write` stored (its ``finished_at`` is
+    the one recorded there)."""
+    image = result.images[0]
+    generation.status = GenerationStatus.SUCCEEDED
+    generation.stage = GenerationStage.DONE
+    generation.image.name = stored_name
+    generation.image_seed = image.seed
+    generation.nsfw = image.nsfw
+    generation.upstream_request_id = result.upstream_request_id or ""
+    generation.manifest_id = result.manifest_id or generation.manifest_id
+    generation.runner_url = result.runner_url or generation.runner_url
+    generation.error_code = ""
+    generation.error_message = ""
 
 
 def _success_write(
     generation: Generation, attempt_id: str, result: InferenceResult, stored_name: str
 ) -> int:
     image = result.images[0]
+    generation.finished_at = timezone.now()
     return Generation.objects.filter(
         pk=generation.pk,
         attempt_id=attempt_id,
@@ -307,7 +444,7 @@ def _success_write(
         runner_url=result.runner_url or F("runner_url"),
         error_code="",
         error_message="",
-        finished_at=timezone.now(),
+        finished_at=generation.finished_at,
     )
 
 
@@ -368,6 +505,15 @@ def generation_fail(
         generation.save(
             update_fields=["status", "stage", "error_code", "error_message", "finished_at"]
         )
+        if claimed and generation.tickets_paid:
+            # A confirmed payment is charged before anything is refunded (the debit stays
+            # for staff beside the refund); a no-op when it was charged already.
+            generation_charge_settle(
+                owner_id=generation.owner_id,
+                generation_id=generation.pk,
+                model_id=generation.model_id,
+                record=_recorded_payment(generation),
+            )
         generation_changed(
             generation_id=generation.pk, status=generation.status, stage=generation.stage
         )

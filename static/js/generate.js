@@ -300,6 +300,37 @@
 
   /* ---- Push: the event stream, falling back to polling ---------------------- */
 
+  var STAGE_ORDER = {};
+  if (Array.isArray(STAGES)) {
+    for (var o = 0; o < STAGES.length; o++) STAGE_ORDER[STAGES[o].value] = o;
+  }
+
+  /*
+   * Progress never steps back: an update at an earlier stage of the same status than the
+   * last one shown is dropped. Some stages are published without a row write ("saving"),
+   * so a read of the row (a reconnect's first event, a poll) can be behind the stream.
+   */
+  function forwardOnly(handlers) {
+    var last = null;
+    var onUpdate = handlers.onUpdate;
+    var wrapped = {};
+    for (var key in handlers) if (Object.prototype.hasOwnProperty.call(handlers, key)) wrapped[key] = handlers[key];
+    wrapped.onUpdate = function (data) {
+      if (
+        last &&
+        data.status === last.status &&
+        data.stage in STAGE_ORDER &&
+        last.stage in STAGE_ORDER &&
+        STAGE_ORDER[data.stage] < STAGE_ORDER[last.stage]
+      ) {
+        return;
+      }
+      last = { status: data.status, stage: data.stage };
+      onUpdate(data);
+    };
+    return wrapped;
+  }
+
   /*
    * Follow url's generation through url + "/events" (Server-Sent Events). The browser
    * reconnects a dropped stream by itself; a stream that fails before any event
@@ -307,6 +338,7 @@
    * poll(url). Same handlers as poll().
    */
   function watch(url, handlers) {
+    handlers = forwardOnly(handlers);
     if (!window.EventSource) return poll(url, handlers);
     var stopped = false;
     var fallback = null;
@@ -636,7 +668,8 @@
     this.poller = watch(this.apiUrl + "/" + encodeURIComponent(data.id), {
       onUpdate: function (update) {
         if (FINISHED[update.status]) return; // onFinished shows it
-        if (update.status !== shown) self.addRecent(update);
+        // A "state" event carries status and stage only: Recent takes the merged whole.
+        if (update.status !== shown) self.addRecent(mergeState(self.current, update));
         shown = update.status;
         self.showJob(update);
       },

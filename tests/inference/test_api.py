@@ -242,7 +242,8 @@ def test_a_refused_admission_is_a_402_and_leaves_nothing_behind(
     from inference.services import admission
 
     def refuse(*, generation: Generation) -> None:
-        assert Generation.objects.filter(pk=generation.pk).exists()  # inserted, owner locked
+        # Admitted just before its INSERT, with the owner's rate-limit row locked (issue 16).
+        assert not Generation.objects.filter(pk=generation.pk).exists()
         raise GenerationAdmissionRefusedError("You're out of credit.", code="insufficient_credit")
 
     # The admission hook billing plugs into (its CreditRefusedError is this error type).

@@ -12,7 +12,13 @@ from django.conf import settings
 from django.db import transaction
 from django.test import Client
 
-from inference.events import CHANNEL, GenerationState, Watcher, generation_changed
+from inference.events import (
+    CHANNEL,
+    GenerationState,
+    Watcher,
+    generation_changed,
+    token_behind,
+)
 from inference.models import Generation, GenerationStatus
 
 pytestmark = pytest.mark.django_db
@@ -85,6 +91,32 @@ def test_a_watcher_offers_each_new_state_once_and_drops_what_its_own_read_covere
         return [state.token if state else None for state in got]
 
     assert asyncio.run(scenario()) == ["running/paying", "succeeded/done", None]
+
+
+def test_a_re_read_never_steps_a_watcher_back_but_messages_always_count() -> None:
+    # "saving" is published without a row write: the row still says "generating".
+    async def scenario() -> list[str | None]:
+        watcher = Watcher("g")
+        watcher.seen("running/generating")
+        watcher.offer(GenerationState("g", "running", "saving"))  # the message
+        watcher.offer(GenerationState("g", "running", "generating"), reread=True)  # behind
+        watcher.offer(GenerationState("g", "running", "paying"), reread=True)  # behind
+        # A message moving back (a released payment) is news; so is a new status.
+        watcher.offer(GenerationState("g", "running", "connecting"))
+        watcher.offer(GenerationState("g", "succeeded", "done"), reread=True)
+        got = [await watcher.next(0.1) for _ in range(4)]
+        return [state.token if state else None for state in got]
+
+    assert asyncio.run(scenario()) == [
+        "running/saving",
+        "running/connecting",
+        "succeeded/done",
+        None,
+    ]
+    assert token_behind("running/generating", "running/saving")
+    assert not token_behind("running/saving", "running/generating")
+    assert not token_behind("queued/retrying", "running/paying")  # another status
+    assert not token_behind("running/paying", "")
 
 
 def test_the_openapi_schema_documents_the_stream_and_the_long_poll() -> None:

@@ -1,9 +1,13 @@
-"""The usage sync and a payment's confirm, as two real transactions on PostgreSQL.
+"""The usage sync and a paid image's charge, as two real transactions on PostgreSQL.
 
 Both take the generation row before the account row. Before, the sync settled one
 generation (locking the account) and then wrote the metered cost of the next one, while
 a confirm held that generation and waited for the account: a deadlock, and a confirm
-that lost it left a paid image unrecorded but charged by the sync.
+that lost it left a paid image unrecorded but charged by the sync. Since issue 16 the
+confirm is one UPDATE committed before the paid call and the charge is made in the
+success write's transaction (the generation row, then the account): that transaction
+is the one raced here. ``tests/usage/test_charge_once.py`` runs a sync during the paid
+call itself (both backends).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from billing.transactions import is_deadlock
 from inference.models import Generation, GenerationStatus
 from inference.services import transitions
 from inference.services.transitions import AttemptPaymentGuard
-from integrations.livepeer import PaymentRecord
+from integrations.livepeer import GeneratedImage, InferenceResult, PaymentRecord
 from tests.billing.conftest import admit_generation
 from tests.factories import UserFactory
 from tests.sandbox_server import SandboxControl
@@ -34,6 +38,13 @@ pytestmark = [
         connection.vendor != "postgresql", reason="row locks and deadlocks need PostgreSQL"
     ),
 ]
+
+
+# The smallest valid PNG header the image field needs (1×1), as the runner returns.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
 
 
 def _row(ext: str, manifest: str, fee_wei: int) -> dict[str, Any]:
@@ -92,7 +103,7 @@ def test_the_sync_and_a_confirm_take_the_same_lock_order(
     real_settle = transitions.generation_charge_settle
 
     def settle_once_the_sync_waits(**kwargs: Any) -> None:
-        # The confirm holds B's row (its UPDATE ran); let the sync run into it first.
+        # The success write holds B's row (its UPDATE ran); let the sync run into it first.
         generation_row_held.set()
         deadline = time.monotonic() + 10
         while not _waiting_on_a_lock() and time.monotonic() < deadline:
@@ -105,14 +116,26 @@ def test_the_sync_and_a_confirm_take_the_same_lock_order(
 
     def confirm() -> None:
         try:
-            AttemptPaymentGuard(
+            guard = AttemptPaymentGuard(
                 generation_id=paid.pk, attempt_id="att-b", owner_id=paid.owner_id,
                 model_id=paid.model_id,
-            ).confirm(
+            )  # fmt: skip
+            guard.confirm(
                 PaymentRecord(
                     manifest_id="sess-b", runner_url="http://runner.test", price_wei=900,
                     price_unit="fixed", units_paid=1, expected_fee_wei=900,
                 )
+            )  # fmt: skip
+            # The paid call answered: the success write charges the confirmed payment.
+            transitions.attempt_succeed(
+                generation=Generation.objects.get(pk=paid.pk), attempt_id="att-b",
+                result=InferenceResult(
+                    images=(GeneratedImage(content=PNG, content_type="image/png", seed=1,
+                                           nsfw=False),),
+                    runner_url="http://runner.test", manifest_id="sess-b",
+                    upstream_request_id="req-b", tickets_paid=1,
+                ),
+                guard=guard,
             )  # fmt: skip
         except BaseException as exc:
             errors.append(exc)
@@ -139,6 +162,7 @@ def test_the_sync_and_a_confirm_take_the_same_lock_order(
     # The paid image is recorded and charged once, at its runner fee.
     paid.refresh_from_db()
     assert (paid.tickets_paid, paid.expected_fee_wei, paid.cost_wei) == (1, 900, 900)
+    assert paid.status == GenerationStatus.SUCCEEDED
     debits = dict(
         LedgerEntry.objects.filter(kind="usage_debit").values_list("generation_id", "amount_micros")
     )

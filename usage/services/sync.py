@@ -46,7 +46,11 @@ from billing.models import LedgerEntry
 from billing.rates import rate_observe_metered
 from billing.selectors import generations_with_usage_charge_pending
 from billing.transactions import deadlock_retrying
-from inference.selectors import generations_by_manifest, generations_existing
+from inference.selectors import (
+    generations_by_manifest,
+    generations_charged_by_their_run,
+    generations_existing,
+)
 from inference.services.metering import MeteredCost, generations_cost_record
 from integrations.pymthouse import (
     MAX_CONCURRENT_REQUESTS,
@@ -662,8 +666,10 @@ def _metered_rate_record(inserts: Sequence[NewManifest], *, now: datetime) -> No
 def _settlements_write(settlements: Sequence[Settlement]) -> int:
     """Joined generations: record the metered cost; settle holds kept by outcome_unknown.
 
-    Lock order, as in a payment's confirm: the generation rows first (all of them, in id
-    order), then the accounts (in id order); returns how many holds were settled.
+    Lock order, as in a paid image's charge: the generation rows first (all of them, in
+    id order), then the accounts (in id order); returns how many holds were settled. A
+    generation whose attempt is still running with a confirmed payment is left to that
+    attempt (``generations_charged_by_their_run``).
     """
     if not settlements:
         return 0
@@ -677,9 +683,14 @@ def _settlements_write(settlements: Sequence[Settlement]) -> int:
         }
     )
     settled = 0
+    joined = {settlement.generation_id for settlement in settlements}
+    # A generation still running with a confirmed payment is charged by its own worker
+    # right after the paid call, at the runner's fee: not here (read under the row locks
+    # taken just above, so that worker's charge is either committed, and the ledger
+    # shows it, or waits for this chunk).
     pending = generations_with_usage_charge_pending(
-        generation_ids={settlement.generation_id for settlement in settlements}
-    )
+        generation_ids=joined
+    ) - generations_charged_by_their_run(generation_ids=joined)
     for settlement in settlements:
         if settlement.generation_id in pending and settle_from_usage(
             user_id=settlement.user_id,
