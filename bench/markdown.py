@@ -150,9 +150,17 @@ concurrency 6 only: 5.99x / 9.08x / 10.08x at p50 / p95 / p99 on SQLite, 6.27x /
 connection per request) and polled `GET /api/v1/generations/{id}` every 50 ms, each poll a
 full request with a session write. Now the web tier is the deployed ASGI one, the client
 follows the event stream on kept-alive connections, and polls are gone from the platform's
-figures. Admission and settlement are as on `main` since `eb4b0a6` (the lean-admission
-merge was reverted there). Each section below states its commit and its load averages;
-on this shared 2-core machine compare code changes only between runs made back to back.
+figures. Each section below states its commit and its load averages; on this shared
+2-core machine compare code changes only between runs made back to back.
+
+**Commits measured.** The sections below ran on branch `benchimg` with the `lean` branch's
+`6b3d026` merged (merge `00dbebf`: leaner admission and settlement, issue 16 items 2-4).
+The same bench on `benchimg` alone, just before (`8a76789`: `main`'s admission and
+settlement as of `eb4b0a6`; 2026-12-04 19:23-19:27 UTC, load 3.3-6.9), measured overhead
+11.76x / 3.97x the floor's at p50 (concurrency 1 / 6), 118 statements (62 web + 56
+worker) and 8 write transactions (2 + 6) per image on SQLite; 11.73x / 9.59x, 110
+statements (57 + 53) and 8 write transactions (2 + 6) on PostgreSQL + Redis. The counts
+are exact and repeat run to run; the timings move with the machine's load.
 
 **Fixed earlier: message loss on the embedded broker.** kombu's stock filesystem
 transport could hand a consumer a still-empty message file; `config/broker.py` publishes
