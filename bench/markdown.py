@@ -118,22 +118,25 @@ the bench's messages. Options: `python -m bench --help`.
 **Where the platform's overhead comes from (read from the code, checked against the
 counts).** Per generation:
 
-- *Submit* (`inference/services/admission.py`): the request authenticates (session, user),
-  validates, then admits in one transaction that locks the owner's row (on SQLite the
-  write lock), with the limit checks, the credit hold and the INSERT; the Celery message
-  and the event go out after commit.
+- *Submit* (`inference/services/admission.py`): the request authenticates (session, user;
+  allauth's user-session row is updated, a write transaction of its own), validates
+  outside the transaction, then admits in one transaction that locks the owner's
+  rate-limit row (its conditional UPDATE is the admission lock; on SQLite the write lock),
+  checks the limits and the credit, inserts the hold, the generation and its admitted-image
+  row; the Celery message and the event go out after commit.
 - *Broker hand-off*: with Redis a worker gets the message on a blocking pop. The embedded
   filesystem broker is polled: an idle worker looks at the queue folder every
   `CELERY_BROKER_POLLING_INTERVAL` (default 0.1 s, README settings), so a message waits up
   to one interval.
-- *Worker* (`inference/services/run.py`, `transitions.py`): six write transactions, each
+- *Worker* (`inference/services/run.py`, `transitions.py`): five write transactions, each
   its own commit (on SQLite each takes the single write lock): `attempt_start`, stage
-  `connecting`, the payment claim, the payment confirm with the ledger settle, stage
-  `saving`, and the success write with the webhook event record; then a `refresh_from_db`.
-  The Livepeer client opens a new upstream session per generation. The worker's database
-  connection is not kept: Celery's Django fixup closes it before and after every task
-  (`CELERY_DB_REUSE_MAX` is not set), whatever `DATABASE_CONN_MAX_AGE` says, so every task
-  opens one (the counts show one new worker connection per image).
+  `connecting`, the payment claim, the payment confirm, and the success write with the
+  charge (ledger settle) and the completion-webhook lookup; stage `saving` is published
+  without a row write. The Livepeer client opens a new upstream session per generation.
+  The worker's database connection is not kept: Celery's Django fixup closes it before
+  and after every task (`CELERY_DB_REUSE_MAX` is not set), whatever
+  `DATABASE_CONN_MAX_AGE` says, so every task opens one (the counts show one new worker
+  connection per image).
 - *Push*: the worker publishes each transition after its commit. With Redis the web process
   receives it over pub/sub at once. On the embedded defaults nothing is published: each
   web process reads its watched rows every `INFERENCE_STREAM_POLL_SECONDS` (0.25 s), so the
