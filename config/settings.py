@@ -223,6 +223,11 @@ SOCIALACCOUNT_EMAIL_VERIFICATION = ACCOUNT_EMAIL_VERIFICATION
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "pixelhouse"
 USERSESSIONS_TRACK_ACTIVITY = True
+# A session's activity row is written at most this often from the same IP and user agent
+# (config/middleware.py); 0 writes it on every request, as allauth does.
+USERSESSIONS_ACTIVITY_INTERVAL_SECONDS: int = env.int(
+    "USERSESSIONS_ACTIVITY_INTERVAL_SECONDS", default=60
+)
 
 # --- Single sign-on (OIDC) ----------------------------------------------------
 # Every provider is allauth's openid_connect provider with the checks of
@@ -348,6 +353,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_ACKS_LATE = False  # opted into per task, only where the task is idempotent
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fix-up closes every database connection around every task unless this
+# is set; config/celery.py then recycles them as Django does per request (CONN_MAX_AGE,
+# CONN_HEALTH_CHECKS). The fix-up still closes them all after this many tasks per process.
+CELERY_DB_REUSE_MAX = 1000
 # Task retries: exponential backoff base and cap (seconds), jittered.
 TASK_RETRY_BACKOFF_SECONDS: float = env.float("TASK_RETRY_BACKOFF_SECONDS", default=5.0)
 TASK_RETRY_BACKOFF_MAX_SECONDS: float = env.float("TASK_RETRY_BACKOFF_MAX_SECONDS", default=300.0)
@@ -540,7 +549,7 @@ INFERENCE_RATE_LIMIT_WINDOW_SECONDS: int = env.int(
 INFERENCE_MAX_ACTIVE_PER_USER: int = env.int("INFERENCE_MAX_ACTIVE_PER_USER", default=4)
 # Push of state changes (inference/events.py): without Redis, watched rows are read this
 # often; an event stream ends after INFERENCE_STREAM_MAX_SECONDS (the client reconnects).
-INFERENCE_STREAM_POLL_SECONDS: float = env.float("INFERENCE_STREAM_POLL_SECONDS", default=0.25)
+INFERENCE_STREAM_POLL_SECONDS: float = env.float("INFERENCE_STREAM_POLL_SECONDS", default=0.1)
 INFERENCE_STREAM_MAX_SECONDS: int = env.int("INFERENCE_STREAM_MAX_SECONDS", default=300)
 if INFERENCE_STREAM_POLL_SECONDS <= 0 or INFERENCE_STREAM_MAX_SECONDS <= 0:
     raise ImproperlyConfigured(

@@ -18,17 +18,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.child_process import ChildProcess, ChildProcessError
+
 # Never route loopback calls through an HTTP(S)_PROXY from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # Inherited variables that would point the child somewhere other than this port.
@@ -54,68 +51,34 @@ class SandboxProcess:
         self.port = port
         self.env = dict(env or {})
         self.url = f"http://127.0.0.1:{port}"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stdout: IO[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
+        self._child: ChildProcess | None = None
 
     def start(self, timeout: float = 20) -> None:
         """Spawn ``python -m sandbox --port N`` and wait until /api/v1/health answers 200."""
-        if self._process is not None:
+        if self._child is not None:
             raise SandboxError("sandbox already started")
         inherited = {k: v for k, v in os.environ.items() if k not in _LOCATION_VARIABLES}
         environment = {**inherited, **self.env}
         environment.setdefault("SANDBOX_LOG_LEVEL", "warning")
-        # Files, not pipes: a chatty child can never block on a full pipe.
-        self._stdout = tempfile.TemporaryFile()
-        self._stderr = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(
+        child = ChildProcess(
             [sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO_ROOT,
+            what="sandbox",
             env=environment,
-            stdout=self._stdout,
-            stderr=self._stderr,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                stderr, code = self.stderr(), self._process.returncode
-                self._cleanup()
-                self._process = None
-                raise SandboxError(f"sandbox exited with code {code}:\n{stderr}")
-            try:
-                with _OPENER.open(f"{self.url}/api/v1/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        stderr = self.stderr()
-        self.stop()
-        raise SandboxError(f"sandbox did not become healthy within {timeout}s:\n{stderr}")
+        try:
+            child.start(lambda: url_answers_200(f"{self.url}/api/v1/health"), timeout=timeout)
+        except ChildProcessError as exc:
+            raise SandboxError(str(exc)) from exc
+        self._child = child
 
     def stderr(self) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode("utf-8", "replace")
+        """What the sandbox wrote (its standard output and error)."""
+        return self._child.output() if self._child is not None else ""
 
     def stop(self) -> None:
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        self._cleanup()
-        self._process = None
-
-    def _cleanup(self) -> None:
-        for handle in (self._stdout, self._stderr):
-            if handle is not None:
-                handle.close()
-        self._stdout = self._stderr = None
+        if self._child is not None:
+            self._child.stop()
+        self._child = None
 
     def __enter__(self) -> SandboxProcess:
         self.start()
@@ -123,6 +86,15 @@ class SandboxProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def url_answers_200(url: str) -> bool:
+    """True when ``GET url`` answers 200 (loopback, no proxy)."""
+    try:
+        with _OPENER.open(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 class SandboxControl:

@@ -4,16 +4,13 @@ control routes (``/_config/...``). Stdlib only, like ``tests/sandbox_server.py``
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import IO
 
-from tests.sandbox_server import REPO_ROOT
+from tests.child_process import ChildProcess, ChildProcessError
+from tests.sandbox_server import url_answers_200
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 WEBHOOK_EVENTS = (
@@ -39,51 +36,29 @@ class StripeProcess:
             else []
         )
         self.url = f"http://127.0.0.1:{port}"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
+        self._child: ChildProcess | None = None
 
     def start(self, timeout: float = 20) -> None:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_WEBHOOK_")}
-        self._stderr = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(
+        child = ChildProcess(
             [sys.executable, "-m", "sandbox.stripe", "--port", str(self.port), *self.webhook_args],
-            cwd=REPO_ROOT,
+            what="localstripe",
             env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
+            stdout=False,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise StripeSandboxError(f"localstripe exited:\n{self.stderr()}")
-            try:
-                with _OPENER.open(f"{self.url}/js.stripe.com/v3/", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise StripeSandboxError("localstripe did not start")
+        try:
+            child.start(lambda: url_answers_200(f"{self.url}/js.stripe.com/v3/"), timeout=timeout)
+        except ChildProcessError as exc:
+            raise StripeSandboxError(str(exc)) from exc
+        self._child = child
 
     def stderr(self) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode("utf-8", "replace")
+        return self._child.output() if self._child is not None else ""
 
     def stop(self) -> None:
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        if self._stderr is not None:
-            self._stderr.close()
-        self._process = self._stderr = None
+        if self._child is not None:
+            self._child.stop()
+        self._child = None
 
     def webhook_register(
         self, *, url: str, secret: str, events: tuple[str, ...] = WEBHOOK_EVENTS

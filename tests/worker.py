@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.child_process import ChildProcess
 
 
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -47,18 +44,19 @@ def purge_broker() -> None:
 
 class WorkerProcess:
     def __init__(
-        self, *, name: str = "test", concurrency: int = 1, env: dict[str, str] | None = None
+        self,
+        *,
+        name: str = "test",
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+        include: tuple[str, ...] = (),
     ):
+        """``include``: more task modules for the worker to import (``celery worker -I``)."""
         self.name = name
         self.concurrency = concurrency
         self.extra_env = env or {}
         self.log_path = Path(settings.MEDIA_ROOT).parent / f"worker-{name}-{os.getpid()}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> WorkerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
+        self._child = ChildProcess(
             [
                 sys.executable,
                 "-m",
@@ -73,42 +71,28 @@ class WorkerProcess:
                 "--without-gossip",
                 f"--hostname={self.name}-{os.getpid()}@localhost",
                 "--loglevel=INFO",
+                *(f"--include={module}" for module in include),
             ],
-            cwd=REPO_ROOT,
+            what="celery worker",
             env=worker_env(self.extra_env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log_path=self.log_path,
+            process_group=True,  # the pool children go with it
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"celery worker exited early:\n{self.log()}")
-            if "ready." in self.log():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"celery worker did not become ready:\n{self.log()}")
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        self._child.env = worker_env(self.extra_env)  # this test's database, now
+        self._child.start(lambda: "ready." in self.log(), timeout=timeout, interval=0.1)
+        return self
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self._child.output()
 
     def kill(self) -> None:
         """SIGKILL the whole worker (parent and pool children), as a crash would."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        self._child.kill()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self._child.stop(timeout=15)
 
 
 @contextmanager

@@ -2,20 +2,10 @@
 not deliver, credited back (issue 13). SQLite rebuilds the ledger table to change the
 CHECK constraint, which drops the append-only trigger of 0002: it is recreated here."""
 
-from typing import Any
-
 from django.conf import settings
 from django.db import migrations, models
 
-SQLITE_TRIGGER = """
-CREATE TRIGGER IF NOT EXISTS billing_ledgerentry_no_update BEFORE UPDATE ON billing_ledgerentry
-BEGIN SELECT RAISE(ABORT, 'billing ledger is append-only: add a correction entry instead'); END;
-"""
-
-
-def sqlite_trigger_recreate(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor == "sqlite":
-        schema_editor.execute(SQLITE_TRIGGER)
+from billing.migrations._append_only import sqlite_trigger_recreate
 
 
 class Migration(migrations.Migration):

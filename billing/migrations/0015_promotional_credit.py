@@ -21,15 +21,7 @@ from django.conf import settings
 from django.db import migrations, models
 from django.utils import timezone
 
-SQLITE_TRIGGER = """
-CREATE TRIGGER IF NOT EXISTS billing_ledgerentry_no_update BEFORE UPDATE ON billing_ledgerentry
-BEGIN SELECT RAISE(ABORT, 'billing ledger is append-only: add a correction entry instead'); END;
-"""
-
-
-def sqlite_trigger_recreate(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor == "sqlite":
-        schema_editor.execute(SQLITE_TRIGGER)
+from billing.migrations._append_only import sqlite_trigger_recreate
 
 
 def demo_credit_to_promotional(apps: Any, schema_editor: Any) -> None:

@@ -7,22 +7,10 @@ import billing.fields
 import django.db.models.deletion
 import uuid
 from django.conf import settings
-from typing import Any
-
 from django.db import migrations, models
 
 
-SQLITE_TRIGGER = """
-CREATE TRIGGER IF NOT EXISTS billing_ledgerentry_no_update BEFORE UPDATE ON billing_ledgerentry
-BEGIN SELECT RAISE(ABORT, 'billing ledger is append-only: add a correction entry instead'); END;
-"""
-
-
-def sqlite_trigger_recreate(apps: Any, schema_editor: Any) -> None:
-    """SQLite rebuilt the ledger table for the new CHECK: put the append-only trigger
-    of 0002 back (as 0013 does)."""
-    if schema_editor.connection.vendor == "sqlite":
-        schema_editor.execute(SQLITE_TRIGGER)
+from billing.migrations._append_only import sqlite_trigger_recreate
 
 
 class Migration(migrations.Migration):

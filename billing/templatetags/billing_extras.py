@@ -59,6 +59,26 @@ def usd_exact(value: object) -> str:
     return "" if amount is None else format_usd_micros(amount)
 
 
+# pymthouse's own plans are named like keys (``__pymthouse_starter__``, docs/upstream.md
+# P9.4); a user reads "Starter".
+_BUILT_IN_PLAN = re.compile(r"^__pymthouse_([a-z0-9_]+)__$")
+_CYCLE_UNITS = {"daily": "day", "weekly": "week", "monthly": "month"}
+
+
+@register.filter
+def plan_label(value: object) -> str:
+    """A pymthouse plan's name as users read it: "Starter" for ``__pymthouse_starter__``."""
+    name = str(value or "")
+    built_in = _BUILT_IN_PLAN.match(name)
+    return built_in.group(1).replace("_", " ").capitalize() if built_in else name
+
+
+@register.filter
+def cycle_unit(value: object) -> str:
+    """``monthly`` → "month" (for "$9.00 / month")."""
+    return _CYCLE_UNITS.get(str(value), str(value))
+
+
 @register.filter(is_safe=True)
 def breakable(value: object) -> SafeString:
     """Long figures with a line-break opportunity (``<wbr>``) after each "," and ".", so

@@ -27,11 +27,15 @@ from django.utils import timezone
 from accounts.models import ApiKey, User, WebhookDelivery, WebhookDeliveryStatus
 from accounts.services import api_key_create, api_key_revoke
 from accounts.webhooks import webhook_endpoint_set
-from billing.models import EntryKind, LedgerEntry, Plan
+from billing.models import EntryKind, LedgerEntry, PendingTopUp, Plan, TopUpStatus
 from billing.services import account_change_plan, plans_seed, promotion_grant
-from inference.models import Generation, GenerationStatus
+from inference.failure_codes import FailureCode
+from inference.models import Generation, GenerationStage, GenerationStatus
+from inference.services.failures import FAILURE_MESSAGES
+from inference.services.owner_actions import CANCELED_MESSAGE
 from tests.billing.conftest import admit_generation, charge_at_payment, grant, new_generation
 from tests.billing.stripe_helpers import card_save
+from tests.browser.failing_urls import FAILING_PATH
 from tests.browser.test_generate_flow import browser_page  # noqa: F401  (fixture)
 from tests.factories import UserFactory
 from tests.inference.test_views import _png
@@ -161,14 +165,26 @@ USER_TEXT_JS = """
 NETWORK_MONEY = re.compile(r"\b(ETH|wei|gwei)\b", re.IGNORECASE)
 
 
+Go = str | Callable[[Any], None]  # a URL to open, or the steps that open the page
+
+
+def _visible(selector: str) -> Callable[[Any], None]:
+    return lambda page: page.locator(selector).first.wait_for(state="visible")
+
+
 def _check_layout(
-    page: Any, url: str, name: str, *, ready: Callable[[Any], None], staff: bool = False
+    page: Any, go: Go, name: str, *, ready: Callable[[Any], None], staff: bool = False
 ) -> None:
+    """Open the page at each width (``go``), wait until it is ``ready``, measure it, save
+    its screenshot; fail with everything found at both widths."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     for width, height in WIDTHS.items():
         page.set_viewport_size({"width": width, "height": height})
-        page.goto(url)
+        if isinstance(go, str):
+            page.goto(go)
+        else:
+            go(page)
         ready(page)
         page.wait_for_timeout(200)  # let transitions settle before measuring
         found = page.evaluate(OFFENDERS_JS, MIN_TEXT_WIDTH)
@@ -243,19 +259,99 @@ def customer_with_history(transactional_db: Any, sandbox: SandboxControl) -> Any
         Path(generation.image.path).unlink(missing_ok=True)
 
 
-def test_generate_page_fits_a_phone_and_a_desktop(
+def _images_loaded(page: Any) -> None:
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gen-thumb img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+
+
+def _detail_open(page: Any) -> None:
+    page.wait_for_function("() => document.querySelector('.detail-image').naturalWidth > 0")
+    page.locator("details.network-details summary").click()  # measured open: the widest
+    assert page.locator("details.network-details").get_attribute("open") is not None
+
+
+def _ledger_rows(page: Any) -> None:
+    page.locator(".ledger-table").wait_for(state="visible")
+    assert page.locator(".ledger-table [data-entry-id]").count() >= 20
+
+
+def _four_plans(page: Any) -> None:
+    page.locator("[data-plan='studio']").wait_for(state="visible")
+    assert page.locator("[data-plan]").count() == 4
+
+
+def _job(status: str, stage: str, **fields: Any) -> Callable[[User], Generation]:
+    """A generation of ``user`` submitted 49 s ago, left in ``status`` at ``stage`` (no
+    worker runs it); one that has finished ended a moment ago."""
+
+    def make(user: User) -> Generation:
+        generation = new_generation(
+            user, prompt="A harbour at dawn, fishing boats, mist over the water, gouache"
+        )
+        now = timezone.now()
+        times: dict[str, Any] = {"created_at": now - timedelta(seconds=49)}
+        if status != GenerationStatus.QUEUED:
+            times["started_at"] = now - timedelta(seconds=42)
+        if status in (GenerationStatus.FAILED, GenerationStatus.CANCELED):
+            times["finished_at"] = now
+        Generation.objects.filter(pk=generation.pk).update(
+            status=status, stage=stage, **times, **fields
+        )
+        return generation
+
+    return make
+
+
+# The job page in each state a person waits on or has to act on: queued (its place in
+# the queue, Cancel), running (elapsed, stage, progress, Cancel), failed with a hint
+# and canceled (Retry).
+JOBS: dict[str, Callable[[User], Generation]] = {
+    "job-queued": _job(GenerationStatus.QUEUED, GenerationStage.QUEUED),
+    "job-running": _job(GenerationStatus.RUNNING, GenerationStage.GENERATING),
+    "job-failed": _job(
+        GenerationStatus.FAILED,
+        GenerationStage.DONE,
+        error_code=FailureCode.UPSTREAM_UNAVAILABLE,
+        error_message=FAILURE_MESSAGES[FailureCode.UPSTREAM_UNAVAILABLE],
+    ),
+    "job-canceled": _job(
+        GenerationStatus.CANCELED, GenerationStage.DONE, error_message=CANCELED_MESSAGE
+    ),
+}
+
+# The pages of a user with history: (address, what shows the page is ready). ``{image}``
+# is a succeeded image, ``{receipt}`` a grant's receipt, ``{job}`` a JOBS generation.
+HISTORY_PAGES: dict[str, tuple[str, Callable[[Any], None]]] = {
+    "generate": ("/generate/", _visible("[data-quote]")),
+    "detail": ("/generations/{image}/", _detail_open),
+    "billing": ("/billing/", _ledger_rows),
+    "receipt": ("/billing/receipts/{receipt}/", _visible("[data-receipt-number]")),
+    "plans": ("/billing/plans/", _four_plans),
+    "gallery": ("/gallery/", _images_loaded),
+    "not-found": (
+        "/generations/00000000-0000-0000-0000-000000000000/",
+        _visible("[data-error-page='404']"),
+    ),
+    **{name: ("/generations/{job}/", _visible("[data-status-badge]")) for name in JOBS},
+}
+
+
+@pytest.mark.parametrize("name", HISTORY_PAGES)
+def test_user_page_fits_a_phone_and_a_desktop(
+    name: str,
     live_server,
     customer_with_history,
     browser_page,  # noqa: F811
 ) -> None:
-    user, _ = customer_with_history
+    user, image = customer_with_history
+    receipt = LedgerEntry.objects.filter(account_id=user.pk, kind=EntryKind.GRANT).latest("pk")
+    job = JOBS[name](user).pk if name in JOBS else None
+    path, ready = HISTORY_PAGES[name]
     _sign_in(browser_page, live_server, user)
-    _check_layout(
-        browser_page,
-        f"{live_server.url}/generate/",
-        "generate",
-        ready=lambda page: page.locator("[data-quote]").wait_for(state="visible"),
-    )
+    url = live_server.url + path.format(image=image.pk, receipt=receipt.pk, job=job)
+    _check_layout(browser_page, url, name, ready=ready)
 
 
 @pytest.fixture
@@ -289,99 +385,16 @@ def test_low_balance_pages_fit_a_phone_and_a_desktop(
         browser_page,
         f"{live_server.url}/generate/",
         "generate-low-balance",
-        ready=lambda page: page.locator("[data-add-credit]").wait_for(state="visible"),
+        ready=_visible("[data-add-credit]"),
     )
     _check_layout(
         browser_page,
         f"{live_server.url}/billing/",
         "billing-low-balance",
-        ready=lambda page: page.locator("[data-credit-split]").wait_for(state="visible"),
+        ready=_visible("[data-credit-split]"),
     )
     assert browser_page.locator("[data-promotional-micros]").count() == 2
     assert browser_page.locator("[data-low-balance]").is_visible()
-
-
-def test_image_page_fits_a_phone_and_a_desktop(
-    live_server,
-    customer_with_history,
-    browser_page,  # noqa: F811
-) -> None:
-    user, generation = customer_with_history
-    _sign_in(browser_page, live_server, user)
-
-    def ready(page: Any) -> None:
-        page.wait_for_function("() => document.querySelector('.detail-image').naturalWidth > 0")
-        page.locator("details.network-details summary").click()  # measured open: the widest
-
-    url = f"{live_server.url}/generations/{generation.pk}/"
-    _check_layout(browser_page, url, "detail", ready=ready)
-    assert browser_page.locator("details.network-details").get_attribute("open") is not None
-
-
-def test_billing_page_fits_a_phone_and_a_desktop(
-    live_server,
-    customer_with_history,
-    browser_page,  # noqa: F811
-) -> None:
-    user, _ = customer_with_history
-    _sign_in(browser_page, live_server, user)
-    _check_layout(
-        browser_page,
-        f"{live_server.url}/billing/",
-        "billing",
-        ready=lambda page: page.locator(".ledger-table").wait_for(state="visible"),
-    )
-    assert browser_page.locator(".ledger-table [data-entry-id]").count() >= 20
-
-
-def test_receipt_fits_a_phone_and_a_desktop(
-    live_server,
-    customer_with_history,
-    browser_page,  # noqa: F811
-) -> None:
-    user, _ = customer_with_history
-    entry = LedgerEntry.objects.filter(account_id=user.pk, kind=EntryKind.GRANT).latest("pk")
-    _sign_in(browser_page, live_server, user)
-    _check_layout(
-        browser_page,
-        f"{live_server.url}/billing/receipts/{entry.pk}/",
-        "receipt",
-        ready=lambda page: page.locator("[data-receipt-number]").wait_for(state="visible"),
-    )
-
-
-def test_plans_page_fits_a_phone_and_a_desktop(
-    live_server,
-    customer_with_history,
-    browser_page,  # noqa: F811
-) -> None:
-    user, _ = customer_with_history
-    _sign_in(browser_page, live_server, user)
-    _check_layout(
-        browser_page,
-        f"{live_server.url}/billing/plans/",
-        "plans",
-        ready=lambda page: page.locator("[data-plan='studio']").wait_for(state="visible"),
-    )
-    assert browser_page.locator("[data-plan]").count() == 4
-
-
-def test_gallery_fits_a_phone_and_a_desktop(
-    live_server,
-    customer_with_history,
-    browser_page,  # noqa: F811
-) -> None:
-    user, _ = customer_with_history
-    _sign_in(browser_page, live_server, user)
-    _check_layout(
-        browser_page,
-        f"{live_server.url}/gallery/",
-        "gallery",
-        ready=lambda page: page.wait_for_function(
-            "() => [...document.querySelectorAll('.gen-thumb img')]"
-            ".every(i => i.complete && i.naturalWidth > 0)"
-        ),
-    )
 
 
 def _usage_row(ext: str, manifest: str, fee_wei: int, usd: int, requests: int) -> dict[str, Any]:
@@ -423,7 +436,7 @@ def test_staff_billing_fits_a_phone_and_a_desktop(
         browser_page,
         f"{live_server.url}/staff/billing/",
         "staff-billing",
-        ready=lambda page: page.locator(".usage-table").wait_for(state="visible"),
+        ready=_visible(".usage-table"),
         staff=True,
     )
     assert browser_page.locator("[data-nav-staff-billing][aria-current=page]").count() == 1
@@ -444,14 +457,14 @@ def test_add_credit_page_fits_a_phone_and_a_desktop(
         browser_page,
         url,
         "credit-new-card",
-        ready=lambda page: page.locator("[data-card-element] input").first.wait_for(),
+        ready=_visible("[data-card-element] input"),
     )
     card_save(user)
     _check_layout(
         browser_page,
         url,
         "credit-saved-card",
-        ready=lambda page: page.locator("[data-saved-card]").wait_for(state="visible"),
+        ready=_visible("[data-saved-card]"),
     )
 
 
@@ -469,14 +482,14 @@ def test_plan_pay_page_fits_a_phone_and_a_desktop(
         browser_page,
         url,
         "plan-pay-new-card",
-        ready=lambda page: page.locator("[data-card-element] input").first.wait_for(),
+        ready=_visible("[data-card-element] input"),
     )
     card_save(user)
     _check_layout(
         browser_page,
         url,
         "plan-pay-saved-card",
-        ready=lambda page: page.locator("[data-saved-card]").wait_for(state="visible"),
+        ready=_visible("[data-saved-card]"),
     )
     assert browser_page.inner_text("[data-pay-submit]") == "Pay $29.00"
 
@@ -530,26 +543,144 @@ def test_api_page_fits_a_phone_and_a_desktop(
             next_attempt_at=now + timedelta(minutes=5),
         )
     _sign_in(browser_page, live_server, user)
+    api_page = f"{live_server.url}/accounts/api/"
+    _check_layout(browser_page, api_page, "api-keys", ready=_visible(".api-key-table"))
+
+    def create_key(page: Any) -> None:
+        page.goto(api_page)
+        page.fill("#id_name", f"created at {page.viewport_size['width']}px")
+        page.click("form.api-key-form button[type=submit]")
+
+    _check_layout(browser_page, create_key, "api-key-created", ready=_visible("[data-new-secret]"))
+
+    def rotate_webhook_secret(page: Any) -> None:
+        page.goto(api_page)
+        page.click("[data-webhooks] button:has-text('Rotate secret')")
+
     _check_layout(
         browser_page,
-        f"{live_server.url}/accounts/api/",
-        "api-keys",
-        ready=lambda page: page.locator(".api-key-table").wait_for(state="visible"),
+        rotate_webhook_secret,
+        "api-webhook-secret",
+        ready=_visible("[data-new-webhook-secret]"),
     )
 
-    problems: list[str] = []
-    for width, height in WIDTHS.items():
-        page = browser_page
-        page.set_viewport_size({"width": width, "height": height})
-        page.goto(f"{live_server.url}/accounts/api/")
-        page.fill("#id_name", f"created at {width}px")
-        page.click("form.api-key-form button[type=submit]")
-        page.locator("[data-new-secret]").wait_for(state="visible")
-        found = page.evaluate(OFFENDERS_JS, MIN_TEXT_WIDTH)
-        page.evaluate("window.scrollTo(0, 0)")
-        page.screenshot(path=str(SCREENSHOTS / f"api-key-created-{width}.png"), full_page=True)
-        if found["scrollWidth"] > found["innerWidth"]:
-            problems.append(f"api-key-created at {width}px scrolls sideways")
-        for kind, what in KINDS.items():
-            problems += [f"api-key-created at {width}px, {what}: {item}" for item in found[kind]]
-    assert not problems, "\n".join(problems)
+
+def test_server_error_page_fits_a_phone_and_a_desktop(
+    live_server,
+    transactional_db: Any,
+    browser_page,  # noqa: F811
+    settings: Any,
+) -> None:
+    """Django's 500 handler renders templates/500.html with no request context: a signed-in
+    user sees no "Sign in" (the page cannot know who is signed in, so no account links)."""
+    settings.ROOT_URLCONF = "tests.browser.failing_urls"
+    _sign_in(browser_page, live_server, UserFactory(email="phone.customer@example.com"))
+    _check_layout(
+        browser_page,
+        f"{live_server.url}/{FAILING_PATH}",
+        "server-error",
+        ready=_visible("[data-error-page='500']"),
+    )
+    assert browser_page.locator("header >> text=Sign in").count() == 0
+
+
+def test_merchant_pages_fit_a_phone_and_a_desktop(
+    live_server,
+    transactional_db: Any,
+    sandbox: SandboxControl,
+    browser_page,  # noqa: F811
+    settings: Any,
+) -> None:
+    """Merchant mode as the README runs it (`BILLING_MODE=merchant`, the sandbox a
+    merchant app with billing on and Connect ready): Add credit, the return page while
+    it waits, once it says "still processing" and once credited, a cancelled checkout,
+    the billing page, pymthouse's plans (one chosen), invoices and saved cards."""
+    settings.BILLING_MODE = "merchant"
+    settings.BILLING_WALLET_MAX_AGE_SECONDS = 0
+    settings.BILLING_TOPUP_CONFIRM_SECONDS = 3600  # the return page keeps waiting
+    sandbox.set_billing(
+        billingMode="merchant", billingEnabled=True, connectReady=True, creditDelaySeconds=3600
+    )
+    studio = sandbox.add_plan(
+        "Studio", type="subscription", priceUsdMicros="29000000", includedUsdMicros="20000000"
+    )
+    sandbox.add_plan("Hobby", type="subscription", priceUsdMicros="9000000")
+    sandbox.add_plan("Pay as you go", type="usage")
+    user: User = UserFactory(email="phone.customer.with.a.long.address@example.com")
+    _sign_in(browser_page, live_server, user)
+    page = browser_page
+    credit_url = f"{live_server.url}/billing/credit/"
+
+    def pay(amount: str) -> str:
+        """Add credit → pymthouse's (the sandbox's) checkout → Pay: the return page's URL."""
+        page.goto(credit_url)
+        page.fill("[data-custom-amount]", amount)
+        with page.expect_navigation():
+            page.click("[data-pay]")
+        assert page.url.startswith(sandbox.url + "/checkout/")
+        with page.expect_navigation():
+            page.click("#pay")
+        assert page.url.startswith(credit_url)
+        return str(page.url)
+
+    late = pay("12.50")  # Stripe's webhook is late: the credit has not landed
+    _check_layout(page, late, "merchant-credit-waiting", ready=_visible("[data-top-up-waiting]"))
+    settings.BILLING_TOPUP_CONFIRM_SECONDS = 1
+    page.wait_for_timeout(1100)
+    _check_layout(
+        page, late, "merchant-credit-processing", ready=_visible("[data-top-up-processing]")
+    )
+
+    sandbox.set_billing(creditDelaySeconds=0)
+    settings.BILLING_TOPUP_CONFIRM_SECONDS = 60
+    credited = pay("25.00")
+    _check_layout(
+        page, credited, "merchant-credit-credited", ready=_visible("[data-top-up-credited]")
+    )
+    assert page.inner_text("[data-top-up-available]") == "$25.00"
+
+    page.goto(credit_url)  # leave the checkout without paying
+    with page.expect_navigation():
+        page.click("[data-pay]")
+    left = PendingTopUp.objects.get(amount_micros=10_000_000, status=TopUpStatus.PENDING)
+    _check_layout(
+        page,
+        f"{live_server.url}/billing/credit/{left.pk}/cancelled/",
+        "merchant-credit-cancelled",
+        ready=_visible("[data-top-up-cancelled]"),
+    )
+
+    _check_layout(page, credit_url, "merchant-credit", ready=_visible("[data-top-up-form]"))
+
+    sandbox.billing_customer(user.external_user_id, card=True)
+    page.goto(f"{live_server.url}/billing/plans/")
+    with page.expect_navigation():
+        page.click(f"[data-plan='{studio['id']}'] [data-plan-choose]")
+    _check_layout(
+        page,
+        f"{live_server.url}/billing/plans/",
+        "merchant-plans",
+        ready=_visible("[data-current-plan]"),
+    )
+    assert "Your plan: Studio" in page.inner_text("[data-current-plan]")
+    assert page.locator("[data-plan] h2").all_inner_texts() == [
+        "Starter",
+        "Studio",
+        "Hobby",
+        "Pay as you go",
+    ]  # pymthouse's own Starter by its name, never its key "__pymthouse_starter__"
+    _check_layout(
+        page,
+        f"{live_server.url}/billing/",
+        "merchant-billing",
+        ready=_visible("[data-available-micros]"),
+    )
+    _check_layout(
+        page,
+        f"{live_server.url}/billing/invoices/",
+        "merchant-invoices",
+        ready=_visible("[data-invoice]"),
+    )
+    _check_layout(
+        page, f"{live_server.url}/billing/cards/", "merchant-cards", ready=_visible("[data-card]")
+    )

@@ -1,10 +1,11 @@
 """Polling is a cheap read: the status read, the long poll and the event stream write
 nothing, not even allauth's session activity (config.middleware); other requests still
-record it."""
+record it, at most once per USERSESSIONS_ACTIVITY_INTERVAL_SECONDS from the same client."""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from allauth.usersessions.models import UserSession
@@ -111,3 +112,51 @@ def test_a_delete_on_the_status_path_is_tracked(signed_in) -> None:
 
     assert response.status_code == 204
     assert _last_seen(user).year == timezone.now().year
+
+
+def test_a_session_seen_moments_ago_from_the_same_client_is_not_written_again(
+    signed_in,
+) -> None:
+    user, client = signed_in
+    recent = timezone.now() - timedelta(seconds=30)
+    UserSession.objects.filter(user=user).update(last_seen_at=recent)
+
+    for path in ("/gallery/", "/generate/"):
+        status, writes, _ = _writes(client, path)
+        assert status == 200
+        assert not any("usersessions_usersession" in sql for sql in writes), writes
+    assert _last_seen(user) == recent
+
+
+def test_a_new_address_or_browser_is_written_at_once(signed_in) -> None:
+    user, client = signed_in
+    recent = timezone.now() - timedelta(seconds=5)
+    UserSession.objects.filter(user=user).update(last_seen_at=recent)
+
+    status, writes, _ = _writes(client, "/gallery/")  # same client: nothing
+    assert not any("usersessions_usersession" in sql for sql in writes)
+    with CaptureQueriesContext(connection):
+        response = client.get("/gallery/", HTTP_USER_AGENT="Another browser/2.0")
+    assert response.status_code == 200
+    row = UserSession.objects.get(user=user)
+    assert row.user_agent == "Another browser/2.0"
+    assert row.last_seen_at > recent
+    other = UserSession.objects.filter(user=user).update(last_seen_at=recent)
+    assert other == 1
+    client.get("/gallery/", HTTP_USER_AGENT="Another browser/2.0", REMOTE_ADDR="10.1.2.3")
+    row = UserSession.objects.get(user=user)
+    assert row.ip == "10.1.2.3"
+    assert row.last_seen_at > recent
+
+
+def test_an_interval_of_zero_writes_on_every_request(signed_in, settings) -> None:
+    settings.USERSESSIONS_ACTIVITY_INTERVAL_SECONDS = 0
+    user, client = signed_in
+    recent = timezone.now() - timedelta(seconds=1)
+    UserSession.objects.filter(user=user).update(last_seen_at=recent)
+
+    status, writes, _ = _writes(client, "/gallery/")
+
+    assert status == 200
+    assert any("usersessions_usersession" in sql for sql in writes), writes
+    assert _last_seen(user) > recent
