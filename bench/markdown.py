@@ -119,7 +119,8 @@ the bench's messages. Options: `python -m bench --help`.
 counts).** Per generation:
 
 - *Submit* (`inference/services/admission.py`): the request authenticates (session, user;
-  allauth's user-session row is updated, a write transaction of its own), validates
+  session activity is written at most once a minute per client,
+  `USERSESSIONS_ACTIVITY_INTERVAL_SECONDS`), validates
   outside the transaction, then admits in one transaction that locks the owner's
   rate-limit row (its conditional UPDATE is the admission lock; on SQLite the write lock),
   checks the limits and the credit, inserts the hold, the generation and its admitted-image
@@ -133,13 +134,11 @@ counts).** Per generation:
   `connecting`, the payment claim, the payment confirm, and the success write with the
   charge (ledger settle) and the completion-webhook lookup; stage `saving` is published
   without a row write. The Livepeer client opens a new upstream session per generation.
-  The worker's database connection is not kept: Celery's Django fixup closes it before
-  and after every task (`CELERY_DB_REUSE_MAX` is not set), whatever
-  `DATABASE_CONN_MAX_AGE` says, so every task opens one (the counts show one new worker
-  connection per image).
+  The worker keeps its database connection between tasks (`CELERY_DB_REUSE_MAX`,
+  `config/celery.py`; recycled per `DATABASE_CONN_MAX_AGE`, as Django does per request).
 - *Push*: the worker publishes each transition after its commit. With Redis the web process
   receives it over pub/sub at once. On the embedded defaults nothing is published: each
-  web process reads its watched rows every `INFERENCE_STREAM_POLL_SECONDS` (0.25 s), so the
+  web process reads its watched rows every `INFERENCE_STREAM_POLL_SECONDS` (0.1 s), so the
   final event reaches the client on average about half that interval after the success
   write (the "push" row), and those reads are among the web's statements.
 - *Web connections*: under ASGI every request closes its database connection (Django gives
@@ -157,13 +156,15 @@ figures. Each section below states its commit and its load averages; on this sha
 2-core machine compare code changes only between runs made back to back.
 
 **Commits measured.** The sections below ran on branch `benchimg` with the `lean` branch's
-`6b3d026` merged (merge `00dbebf`: leaner admission and settlement, issue 16 items 2-4).
-The same bench on `benchimg` alone, just before (`8a76789`: `main`'s admission and
-settlement as of `eb4b0a6`; 2026-12-04 19:23-19:27 UTC, load 3.3-6.9), measured overhead
-11.76x / 3.97x the floor's at p50 (concurrency 1 / 6), 118 statements (62 web + 56
-worker) and 8 write transactions (2 + 6) per image on SQLite; 11.73x / 9.59x, 110
-statements (57 + 53) and 8 write transactions (2 + 6) on PostgreSQL + Redis. The counts
-are exact and repeat run to run; the timings move with the machine's load.
+`38fc46a` merged (merge `3d76e97`: leaner admission and settlement, issue 16 items 2-4,
+and `main` up to it: worker connections kept between tasks, session activity written at
+most once a minute, the embedded push read every 0.1 s instead of 0.25 s). Earlier the same
+day, same bench (counts exact and repeatable; timings move with the load, 3.2-6.9):
+
+| code | SQLite: p50 ratio c1 / c6; statements, writes | PostgreSQL + Redis: same |
+| --- | ---: | ---: |
+| `8a76789` (`benchimg` alone) | 11.76x / 3.97x; 118, 8 | 11.73x / 9.59x; 110, 8 |
+| `4822dd6` (with `lean` `6b3d026`) | 11.24x / 4.55x; 51-53, 7 | 7.92x / 5.27x; 45-46, 7 |
 
 **Fixed earlier: message loss on the embedded broker.** kombu's stock filesystem
 transport could hand a consumer a still-empty message file; `config/broker.py` publishes
@@ -218,8 +219,7 @@ def section_markdown(
                 (
                     "Celery workers x prefork concurrency",
                     f"{arguments['workers']} x {arguments['worker_concurrency']}"
-                    " (`DATABASE_CONN_MAX_AGE` 60 s, but Celery's Django fixup closes the"
-                    " connection before and after every task)",
+                    " (database connection kept between tasks, `DATABASE_CONN_MAX_AGE` 60 s)",
                 ),
                 (
                     "SQL counting batch, per concurrency",
