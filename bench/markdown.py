@@ -17,6 +17,8 @@ from bench.report import (
     CPU_COMPONENTS,
     FLOOR_STAGES,
     PLATFORM_STAGES,
+    STATEMENTS_HEADER,
+    ConcurrencyRun,
     RunContext,
     backend_facts,
     command_line,
@@ -26,8 +28,9 @@ from bench.report import (
     milliseconds_text,
     results_rows,
     stage_ms,
+    statements_rows,
 )
-from bench.stats import Comparison, RunResult
+from bench.stats import PERCENTILES, Comparison, RunResult, StatementCounts
 
 
 def _markdown_table(
@@ -55,123 +58,125 @@ rewritten by a run on its backends; the text between sections is regenerated too
 **What is measured.** The sandbox (`sandbox/`, standing in for pymthouse and the Livepeer
 signer/runners) runs with a fixed runner latency (`SANDBOX_RUNNER_LATENCY_SECONDS`), so
 everything above that latency is overhead. In the same run, on the same sandbox, with the
-same N and concurrency:
+same N, at each client concurrency (1 and 6 by default):
 
 - **platform**: an isolated stack (temporary `PIXELHOUSE_VAR_DIR`, free loopback ports,
-  `migrate`, `createcachetable`, a fresh user) with gunicorn and Celery prefork workers.
-  A client logs in through the allauth form, submits N generations through
-  `POST /api/v1/generations` from a pool of `concurrency` threads (closed loop: each
-  thread submits its next generation when the previous one finished) and polls
-  `GET /api/v1/generations/{id}` until `succeeded`. End to end is client-side, monotonic,
-  from just before the POST to the poll response that saw `succeeded`.
+  `migrate`, `createcachetable`, a fresh user) with the web tier as deployed (gunicorn
+  `config.asgi:application -k uvicorn_worker.UvicornWorker`, README "Deploying on several
+  machines"; `config/asgi.py` sets `PIXELHOUSE_ASGI`) and Celery prefork workers. A client
+  logs in through the allauth form; each of `concurrency` threads (closed loop) keeps one
+  keep-alive `requests.Session`, submits `POST /api/v1/generations`, then reads
+  `GET /api/v1/generations/{id}/events` (Server-Sent Events) to its final
+  `event: generation`, which carries the whole generation, so no `GET` follows. End to end
+  is client-side, monotonic, from just before the POST to reading that final event with
+  `succeeded`.
 - **floor** (`bench/floor_run.py`): plain `requests`, no Django, making exactly the
   upstream calls the worker makes per image, with the protocol of go-livepeer `176aa415`
   that the client (`integrations/livepeer/live_runner/`) speaks: mint a signer session at
   pymthouse (`POST /api/v1/oidc/token`), `GET` discovery, `sign-orchestrator-info`
   (cached per signer, as the platform does), the unpaid call to the runner's app at
-  `…/apps/{id}/app/` (with the trailing slash; the bare URL is a 301) → 402 challenge
-  with `manifest_id`, `generate-live-payment` with `type` `fixed` and `maxPrice` in the
-  runner's unit `fixed` (the sandbox runners' default price, 4 768 371 000 000 wei per
-  call), the paid call with `Livepeer-Payment` and `Livepeer-Segment` (the orchestrator
-  consumes the payment, then runs the app), and decoding the image (PNG magic and
+  `…/apps/{id}/app/` → 402 challenge with `manifest_id`, `generate-live-payment`, the paid
+  call with `Livepeer-Payment` and `Livepeer-Segment`, and decoding the image (PNG magic and
   dimensions). One keep-alive session per thread.
 
 **overhead = end to end − runner latency**, reported as p50/p95/p99 (linear
 interpolation). Throughput is images per second over the wall clock of the batches.
-Ratios are platform/floor for overhead (how many times the floor's overhead the platform
-adds) and floor/platform for throughput. A warm-up batch (one generation per worker slot)
-runs first for both and is not counted. The N measured generations per side run in
-alternating rounds (platform, floor, platform, floor, …) so both sides see the same
-background load, and each side's samples are pooled. The "upstream calls per image"
-tables come from the sandbox's request log and show that both runs make the same calls.
+Ratios are platform/floor for overhead and floor/platform for throughput. A warm-up batch
+(one generation per worker slot) runs first for both and is not counted. The N measured
+generations per side and concurrency run in alternating rounds (platform, floor, …) so
+both sides see the same background load; each side's samples are pooled. Both share the
+machine with everything else in the run, so on a small machine the platform's own
+processes compete for the cores the upstream calls need; that is part of what it costs.
 
-Both runs share the machine with everything else in the run (the sandbox, the bench
-client, and for the platform gunicorn and the Celery workers), so on a small machine the
-platform's own processes compete for the same cores the upstream calls need; that is part
-of what the platform costs.
+**Statements and write transactions are counted, not estimated.** After the timed
+batches the bench restarts web and workers (same database, broker and sandbox) with a
+`sitecustomize.py` first on their `PYTHONPATH` (`bench/sqlcount.py`): on Django's
+`connection_created` it installs an execute wrapper on every connection of every web and
+Celery process (pool children included), which appends each event to a file per process.
+A statement is every `execute`/`executemany` through Django (BEGIN on SQLite, SAVEPOINT
+and RELEASE shown apart); a write transaction is one in which an INSERT, UPDATE, DELETE
+or `SELECT … FOR UPDATE` ran (an autocommit write is its own; a rolled-back one counts).
+The counting batches (`--count-images` per concurrency, after a warm-up) are counted
+whole, divided by their images, and split web / worker; the timed batches run in
+processes without the wrapper. The web's figure includes everything the client's
+requests cost (authentication, session, admission, the event stream's reads).
 
 **Reproduce** (from the repository root; PostgreSQL and Redis via the usual variables):
 
 ```sh
 .venv/bin/python -m bench --write docs/benchmarks.md
+redis-server --port 6391 --daemonize yes --save "" --appendonly no --bind 127.0.0.1
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/pixelhouse_bench \\
-  REDIS_URL=redis://127.0.0.1:6379/2 .venv/bin/python -m bench --write docs/benchmarks.md
+  REDIS_URL=redis://127.0.0.1:6391/0 .venv/bin/python -m bench --write docs/benchmarks.md
 ```
 
 The database in `DATABASE_URL` must exist (`createdb -h 127.0.0.1 -U postgres
-pixelhouse_bench`); the bench migrates it and adds a fresh user per run. The Redis database
-must be one no other Celery workers consume from (on a shared machine, start your own
-`redis-server --port N`), or their workers take the bench's messages. Options:
-`python -m bench --help`.
+pixelhouse_bench`); the bench migrates it and adds a fresh user per run. The Redis server
+must be one no other Celery workers consume from (hence a server of its own), or they take
+the bench's messages. Options: `python -m bench --help`.
 
-**Where the platform's overhead comes from (read from the code).** Per generation:
+**Where the platform's overhead comes from (read from the code, checked against the
+counts).** Per generation:
 
-- *Submit* (`inference/services/admission.py`): the API request validates, then admits
-  in one transaction that starts by locking the owner's row (`SELECT … FOR UPDATE`; on
-  SQLite the write lock), so one user's concurrent submissions are admitted one at a
-  time: an active-job `COUNT`, the rate-limit window row (`get_or_create` + UPDATE), the
-  INSERT, commit, and the Celery message published after commit.
-- *Broker hand-off*: the embedded filesystem broker is polled: an idle worker looks at the
-  queue directory every `polling_interval` (see the parameters table; set in
-  `config/settings.py`), so a message waits up to one interval (about half of it on
-  average) before any worker sees it. Redis delivers on a blocking pop, without that wait.
-- *Worker* (`inference/services/`): `attempt_start` (a conditional UPDATE from `queued`
-  plus a SELECT), then conditional UPDATEs for stage `connecting`, the payment claim, the
-  payment confirm (its own transaction), stage `saving` and the success write, and a
-  `refresh_from_db`: six writes, each its own transaction (on SQLite each takes the
-  single database write lock). The pymthouse client reads the OIDC discovery document
-  from the Django cache for every mint (a SQL query on the embedded database cache). The
-  Livepeer client opens a new `requests` session per generation, so every image starts
-  with a fresh TCP connection, and checks the image's format and dimensions. The image is
-  written to media storage.
-- *Client-visible*: the client learns of completion by polling, so on average half a poll
-  interval plus one poll round trip is added. Every poll is a full Django request (session
-  and user lookups, one SELECT; on SQLite a new connection per request, since
-  `CONN_MAX_AGE` is forced to 0), so at a 50 ms interval the polls are most of the web
-  tier's CPU per image (see the CPU tables) and compete for the cores the workers need.
+- *Submit* (`inference/services/admission.py`): the request authenticates (session, user;
+  session activity is written at most once a minute per client,
+  `USERSESSIONS_ACTIVITY_INTERVAL_SECONDS`), validates
+  outside the transaction, then admits in one transaction that locks the owner's
+  rate-limit row (its conditional UPDATE is the admission lock; on SQLite the write lock),
+  checks the limits and the credit, inserts the hold, the generation and its admitted-image
+  row; the Celery message and the event go out after commit.
+- *Broker hand-off*: with Redis a worker gets the message on a blocking pop. The embedded
+  filesystem broker is polled: an idle worker looks at the queue folder every
+  `CELERY_BROKER_POLLING_INTERVAL` (default 0.1 s, README settings), so a message waits up
+  to one interval.
+- *Worker* (`inference/services/run.py`, `transitions.py`): five write transactions, each
+  its own commit (on SQLite each takes the single write lock): `attempt_start`, stage
+  `connecting`, the payment claim, the payment confirm, and the success write with the
+  charge (ledger settle) and the completion-webhook lookup; stage `saving` is published
+  without a row write. The Livepeer client opens a new upstream session per generation.
+  The worker keeps its database connection between tasks (`CELERY_DB_REUSE_MAX`,
+  `config/celery.py`; recycled per `DATABASE_CONN_MAX_AGE`, as Django does per request).
+- *Push*: the worker publishes each transition after its commit. With Redis the web process
+  receives it over pub/sub at once. On the embedded defaults nothing is published: each
+  web process reads its watched rows every `INFERENCE_STREAM_POLL_SECONDS` (0.1 s), so the
+  final event reaches the client on average about half that interval after the success
+  write (the "push" row), and those reads are among the web's statements.
+- *Web connections*: under ASGI every request closes its database connection (Django gives
+  each ASGI request its own thread); the submit and the stream's reads each open one.
+  Client connections are kept alive (uvicorn), so a client thread uses one TCP connection
+  for all its requests.
 
-**What changed since the previous figures** (run 2026-11-26 at commit `a034e0d`: 3.55x /
-3.53x / 3.95x at p50 / p95 / p99 on SQLite, 4.54x / 4.24x / 4.56x on PostgreSQL; platform
-median overhead 236 ms and 260 ms). The runs of 2026-11-29 at `0ffb697` measured 5.38x / 5.75x /
-6.45x on SQLite and 5.51x / 4.66x / 4.45x on PostgreSQL, platform median overhead 405 ms and
-378 ms against a floor of 75 ms and 69 ms (66 ms and 57 ms before). Three things changed at
-once, and this run cannot separate them:
+**What changed since the previous figures** (runs of 2026-11-29 at `4c26bda` / `3439583`,
+concurrency 6 only: 5.99x / 9.08x / 10.08x at p50 / p95 / p99 on SQLite, 6.27x / 8.18x /
+9.21x on PostgreSQL + Redis). Those drove gunicorn's sync workers (WSGI, a new client
+connection per request) and polled `GET /api/v1/generations/{id}` every 50 ms, each poll a
+full request with a session write. Now the web tier is the deployed ASGI one, the client
+follows the event stream on kept-alive connections, and polls are gone from the platform's
+figures. Each section below states its commit and its load averages; on this shared
+2-core machine compare code changes only between runs made back to back.
 
-- *The protocol* (issue 6): the previous floor and platform spoke the old sandbox protocol
-  (`POST /runner/{name}/image`, a per-pixel payment with `type:""` and `inPixels`, a
-  `gatewayRequestId`); both now speak go-livepeer's (described above). The number of upstream
-  calls per image is the same (five, see the tables), and the floor's own figures moved little.
-- *The code* (issues 7 and 9): admission now locks the owner's row, so one user's concurrent
-  submissions queue up; every state change is a conditional UPDATE on the attempt; the image's
-  format and size are checked.
-- *The machine*: a different host (AMD EPYC instead of an Intel Xeon @ 2.50 GHz), shared with
-  five other engineers' test runs, at a load average of 2.1-3.4 during these runs against
-  1.1-1.6 before. The platform runs 4 gunicorn workers, 8 Celery children, the sandbox and the
-  client on the 2 cores; the floor only the client and the sandbox, so contention hurts the
-  platform more.
+**Commits measured.** The sections below ran on branch `benchimg` with the `lean` branch's
+`38fc46a` merged (merge `3d76e97`: leaner admission and settlement, issue 16 items 2-4,
+and `main` up to it: worker connections kept between tasks, session activity written at
+most once a minute, the embedded push read every 0.1 s instead of 0.25 s). Earlier the same
+day, same bench (counts exact and repeatable; timings move with the load, 3.2-6.9):
 
-What points at the machine rather than the code: the platform now uses *less* CPU per image
-(138 / 140 ms against 174 / 177 ms before), yet every web round trip is slower, and the
-unchanged one most: a poll `GET` (one SELECT, no lifecycle code) takes 69 / 70 ms against
-18 / 21 ms (3.8x / 3.4x), while the submit, which gained the owner lock, went from 56 / 80 ms to
-105 / 192 ms (1.9x / 2.4x). Runs are noisy at this load: an earlier run the same afternoon
-(load 2.6-6.8, same code but for the broker-outage fix in admission) measured 7.50x and 4.46x at
-p50. Treat the ratios as valid for this machine at this load; compare code changes only between
-runs made back to back.
+| code | SQLite: p50 ratio c1 / c6; statements, writes | PostgreSQL + Redis: same |
+| --- | ---: | ---: |
+| `8a76789` (`benchimg` alone) | 11.76x / 3.97x; 118, 8 | 11.73x / 9.59x; 110, 8 |
+| `4822dd6` (with `lean` `6b3d026`) | 11.24x / 4.55x; 51-53, 7 | 7.92x / 5.27x; 45-46, 7 |
 
-**Fixed: message loss on the embedded broker.** kombu's stock filesystem transport creates
-a message file before writing its body and claims files with `shutil.move`, so a consumer
-could read a still-empty file (`JSONDecodeError`, the worker shut down and the message was
-lost; it happened twice in about 600 generations while this bench was being written). The
-project now uses `config/broker.py`, which publishes with an atomic `os.replace` and claims
-with an atomic `os.rename`; `tests/config/test_broker.py` reproduces the loss against the
-stock transport and shows none with ours. If a message is ever lost anyway, the bench
-fails loudly ("never started: the broker message was probably lost") and keeps the logs.
+**Fixed earlier: message loss on the embedded broker.** kombu's stock filesystem
+transport could hand a consumer a still-empty message file; `config/broker.py` publishes
+with an atomic `os.replace` and claims with an atomic `os.rename`
+(`tests/config/test_broker.py`). If a message is ever lost anyway, the bench fails loudly
+("never started: the broker message was probably lost") and keeps the logs.
 """
 
 
-def section_markdown(comparison: Comparison, context: RunContext) -> str:
-    platform, floor = comparison.platform, comparison.floor
+def section_markdown(
+    runs: list[ConcurrencyRun], statements: list[StatementCounts], context: RunContext
+) -> str:
     arguments = context.arguments
     lines = [
         f"### {context.section_title}",
@@ -192,25 +197,170 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
             ("parameter", "value"),
             [
                 (
-                    "measured generations per side (N)",
+                    "measured generations per side (N), per concurrency",
                     f"{arguments['n']}, in {arguments['rounds']} alternating rounds",
                 ),
-                ("client concurrency", str(arguments["concurrency"])),
+                ("client concurrency", ", ".join(map(str, arguments["concurrency"]))),
                 ("warm-up generations (not counted)", str(context.warmup)),
                 ("runner latency", f"{arguments['runner_latency']} s"),
                 ("image", f"{arguments['width']}x{arguments['height']}, {arguments['model']}"),
-                ("client poll interval", f"{arguments['poll_interval'] * 1000:.0f} ms"),
-                ("gunicorn workers (sync)", str(arguments["web_workers"])),
+                (
+                    "client",
+                    "one keep-alive `requests.Session` per thread; follows each generation"
+                    " over `GET /api/v1/generations/{id}/events` (SSE) to the final event,"
+                    " which carries the whole generation (no GET after it)",
+                ),
+                (
+                    "web",
+                    f"gunicorn `config.asgi:application -k uvicorn_worker.UvicornWorker`,"
+                    f" {arguments['web_workers']} workers, keep-alive 5 s (`PIXELHOUSE_ASGI`"
+                    " set by config/asgi.py: each request closes its DB connection)",
+                ),
                 (
                     "Celery workers x prefork concurrency",
-                    f"{arguments['workers']} x {arguments['worker_concurrency']}",
+                    f"{arguments['workers']} x {arguments['worker_concurrency']}"
+                    " (database connection kept between tasks, `DATABASE_CONN_MAX_AGE` 60 s)",
+                ),
+                (
+                    "SQL counting batch, per concurrency",
+                    f"{arguments['count_images']} generations, after the timed runs, on"
+                    " restarted web and workers with the counting wrapper",
                 ),
                 ("Django", "DEBUG on (the embedded development settings)"),
             ],
             numeric=False,
         ),
         "",
-        "**Results**",
+        "**Summary** (ratios are platform/floor for overhead and floor/platform for"
+        " throughput, each against the floor measured in the same run)",
+        "",
+        _markdown_table(
+            (
+                "concurrency",
+                "platform overhead p50 / p95 / p99 (ms)",
+                "floor overhead p50 / p95 / p99 (ms)",
+                "ratio p50 / p95 / p99",
+                "throughput ratio",
+                "load average before → after (1/5/15 min)",
+            ),
+            [_summary_row(run) for run in runs],
+        ),
+        "",
+        *_targets(runs, statements),
+    ]
+    if statements:
+        lines += [
+            "**Counted per image** (mean over each counting batch, all web and Celery"
+            " processes; how: `python -m bench --help`, `bench/sqlcount.py`):",
+            "",
+            _markdown_table(STATEMENTS_HEADER, statements_rows(statements)),
+            "",
+            *_writes_table(statements[-1]),
+            *_shapes_table(statements[-1]),
+        ]
+    for run in runs:
+        lines += _concurrency_markdown(run, context)
+    return "\n".join(lines).rstrip("\n")
+
+
+def _writes_table(count: StatementCounts) -> list[str]:
+    """Which statements began the write transactions, per image, in one counting batch."""
+    rows = [
+        (role, f"`{sql}`", f"{times / count.images:.2f}")
+        for role, statements in sorted(count.writes.items())
+        for sql, times in sorted(statements.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    if not rows:
+        return []
+    return [
+        f"Write transactions per image at concurrency {count.concurrency}, by the statement"
+        " that began each (first 100 characters):",
+        "",
+        _markdown_table(("process", "statement", "per image"), rows),
+        "",
+    ]
+
+
+def _shapes_table(count: StatementCounts) -> list[str]:
+    """Where the statements go, per image, in one counting batch: verb and first table."""
+    shapes = sorted(
+        {shape for statements in count.shapes.values() for shape in statements},
+        key=lambda shape: (
+            -sum(statements.get(shape, 0) for statements in count.shapes.values()),
+            shape,
+        ),
+    )
+    if not shapes:
+        return []
+
+    def cell(role: str, shape: str) -> str:
+        times = count.shapes.get(role, {}).get(shape, 0)
+        return f"{times / count.images:.2f}" if times else ""
+
+    return [
+        f"Statements per image at concurrency {count.concurrency}, by verb and first table:",
+        "",
+        _markdown_table(
+            ("statement", "web", "worker"),
+            [(f"`{shape}`", cell("web", shape), cell("worker", shape)) for shape in shapes],
+        ),
+        "",
+    ]
+
+
+#: Issue 16's "done when", at concurrency 6: (what, limit).
+TARGETS = (
+    ("overhead p50", 2.0),
+    ("overhead p95", 2.5),
+    ("throughput", 1.1),
+    ("statements", 30),
+    ("write transactions", 6),
+)
+
+
+def _targets(runs: list[ConcurrencyRun], statements: list[StatementCounts]) -> list[str]:
+    """Issue 16's targets at concurrency 6 against this run, if it ran at 6."""
+    run = next((run for run in runs if run.concurrency == 6), None)
+    count = next((count for count in statements if count.concurrency == 6), None)
+    if run is None:
+        return []
+    measured = {
+        "overhead p50": (run.comparison.overhead_ratio(50), "x"),
+        "overhead p95": (run.comparison.overhead_ratio(95), "x"),
+        "throughput": (run.comparison.throughput_ratio, "x"),
+    }
+    if count is not None:
+        measured["statements"] = (count.per_image("s"), "")
+        measured["write transactions"] = (count.per_image("w"), "")
+    parts = []
+    for name, limit in TARGETS:
+        if name in measured:
+            value, unit = measured[name]
+            verdict = "met" if value <= limit else "not met"
+            parts.append(f"{name} ≤ {limit:g}{unit}: {value:.2f}{unit}, {verdict}")
+    return ["**Issue 16's targets at concurrency 6**: " + "; ".join(parts) + ".", ""]
+
+
+def _summary_row(run: ConcurrencyRun) -> tuple[str, ...]:
+    comparison = run.comparison
+    platform, floor = comparison.platform, comparison.floor
+    return (
+        str(run.concurrency),
+        " / ".join(f"{platform.overhead_ms(q):.0f}" for q in PERCENTILES),
+        " / ".join(f"{floor.overhead_ms(q):.0f}" for q in PERCENTILES),
+        " / ".join(f"{comparison.overhead_ratio(q):.2f}x" for q in PERCENTILES),
+        f"{comparison.throughput_ratio:.2f}x",
+        f"{run.load_before} → {run.load_after}",
+    )
+
+
+def _concurrency_markdown(run: ConcurrencyRun, context: RunContext) -> list[str]:
+    comparison = run.comparison
+    platform, floor = comparison.platform, comparison.floor
+    return [
+        f"#### Concurrency {run.concurrency}",
+        "",
+        f"Load average {run.load_before} before these batches, {run.load_after} after.",
         "",
         _markdown_table(("", "platform", "floor", "platform/floor"), results_rows(comparison)),
         "",
@@ -219,10 +369,8 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
         f" {comparison.overhead_ratio(99):.2f}x at p99; the floor's throughput is"
         f" {comparison.throughput_ratio:.2f}x the platform's.",
         "",
-        "**Where the time goes** (p50 / p95 in ms)",
-        "",
         _markdown_table(
-            ("platform stage", "p50", "p95"),
+            ("platform stage (ms)", "p50", "p95"),
             [
                 (
                     description,
@@ -233,15 +381,15 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
             ]
             + [
                 (
-                    "polls per generation",
-                    count_text(platform, "polls", 50),
-                    count_text(platform, "polls", 95),
+                    "events read per generation",
+                    count_text(platform, "events", 50),
+                    count_text(platform, "events", 95),
                 )
             ],
         ),
         "",
         _markdown_table(
-            ("floor step", "p50", "p95"),
+            ("floor step (ms)", "p50", "p95"),
             [
                 (
                     description,
@@ -254,16 +402,16 @@ def section_markdown(comparison: Comparison, context: RunContext) -> str:
         "",
         _interpretation(comparison, context),
         "",
-        "CPU time per image, by process, during the measured batch (the stack stays up,"
-        " idle, during the floor run):",
+        "CPU time per image, by process, during the measured batches (the stack stays up,"
+        " idle, during the floor's):",
         "",
         _cpu_table(platform, floor),
         "",
-        "Upstream calls per image (sandbox request log, measured batch only):",
+        "Upstream calls per image (sandbox request log, measured batches only):",
         "",
         _calls_table(platform, floor),
+        "",
     ]
-    return "\n".join(lines)
 
 
 def _interpretation(comparison: Comparison, context: RunContext) -> str:
@@ -272,23 +420,43 @@ def _interpretation(comparison: Comparison, context: RunContext) -> str:
     queue = stage_ms(platform, "queue_wait", 50)
     worker = stage_ms(platform, "worker_overhead", 50)
     client = stage_ms(platform, "client_visible_extra", 50)
+    push = stage_ms(platform, "push_delay", 50)
     floor_overhead = floor.overhead_ms(50)
-    if queue is None or worker is None or client is None:
+    if queue is None or worker is None or client is None or push is None:
         return ""
     broker = context.backends["broker"]
     interval = context.backends.get("broker_polling_interval")
     broker_note = (
         f"the filesystem broker is polled every {interval} s" if interval else f"{broker} broker"
     )
+    push_note = (
+        "Redis pub/sub"
+        if context.backends.get("redis_version")
+        else "the web process reads the watched rows every"
+        f" {context.backends.get('stream_poll_seconds', '?')} s"
+    )
+    largest = ""
+    if interval:
+        waits = {
+            "the broker hand-off": queue,
+            "the event stream's row poll (push)": push,
+            "the worker's own work beside the upstream calls": worker - floor_overhead,
+        }
+        name = max(waits, key=lambda key: waits[key])
+        largest = (
+            f" On these embedded defaults the largest single cost at the median is {name}"
+            f" ({waits[name]:.0f} ms); the broker's polling is"
+            + (" that cost." if name == "the broker hand-off" else f" {queue:.0f} ms.")
+        )
     return (
         f"**Reading it.** Of the platform's median overhead of {overhead:.0f} ms (the floor"
         f" needs {floor_overhead:.0f} ms for the same upstream calls), about {queue:.0f} ms is"
         f" the broker hand-off ({broker_note}), {worker:.0f} ms is the worker"
         f" (the upstream calls, which the floor shows cost about {floor_overhead:.0f} ms, plus"
-        f" the database writes, the cache read for discovery, a new connection per generation"
-        f" and saving the image), and {client:.0f} ms is what only the client sees (the submit"
-        f" round trip before the row exists, plus polling every"
-        f" {context.arguments['poll_interval'] * 1000:.0f} ms). Medians do not add up exactly."
+        f" its database writes and saving the image), and {client:.0f} ms is what only the"
+        f" client sees: the submit round trip before the row exists and the push of the final"
+        f" event ({push:.0f} ms from the success write to the client; {push_note})."
+        " Medians do not add up exactly." + largest
     )
 
 
@@ -331,7 +499,12 @@ def _section_markers(key: str) -> tuple[str, str]:
     return f"<!-- bench:begin {key} -->", f"<!-- bench:end {key} -->"
 
 
-def write_markdown(path: Path, comparison: Comparison, context: RunContext) -> None:
+def write_markdown(
+    path: Path,
+    runs: list[ConcurrencyRun],
+    statements: list[StatementCounts],
+    context: RunContext,
+) -> None:
     """Regenerate the preamble and this backend's section; keep the other sections."""
     sections: dict[str, str] = {}
     others = ""  # sections other benchmarks own (e.g. bench.usage_mirror), kept as they are
@@ -347,7 +520,7 @@ def write_markdown(path: Path, comparison: Comparison, context: RunContext) -> N
         after = text[matches[-1].end() :] if matches else ""
         if "\n## " in after:
             others = "## " + after.split("\n## ", 1)[1]
-    sections[context.section_key] = section_markdown(comparison, context)
+    sections[context.section_key] = section_markdown(runs, statements, context)
     # Embedded defaults first, then the rest alphabetically.
     order = sorted(sections, key=lambda key: (key != "sqlite-filesystem", key))
     parts = [PREAMBLE]

@@ -16,23 +16,28 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.stats import PERCENTILES, Comparison, RunResult
+from bench.stats import PERCENTILES, Comparison, RunResult, StatementCounts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PLATFORM_STAGES = (
-    ("submit", "`POST /api/v1/generations` round trip (validate, rate-limit, INSERT, enqueue)"),
+    ("submit", "`POST /api/v1/generations` round trip (validate, admit, enqueue)"),
+    ("stream_first_event", "POST answered → first event of `GET …/{id}/events` read"),
     ("queue_wait", "server `created_at` → `started_at`: broker hand-off until a worker starts"),
     ("worker_overhead", "server `started_at` → `finished_at` minus runner latency"),
     ("server_overhead", "server `created_at` → `finished_at` minus runner latency"),
+    ("push_delay", "server `finished_at` → final event read by the client (wall clocks)"),
     ("client_visible_extra", "client end to end minus server `created_at` → `finished_at`"),
-    ("poll_round_trip", "one poll `GET /api/v1/generations/{id}` round trip (mean per generation)"),
 )
 CPU_COMPONENTS = (
     ("sandbox", "sandbox (pymthouse + signer + runners)"),
-    ("web", "gunicorn (all workers)"),
+    ("web", "web: gunicorn + uvicorn workers (all)"),
     ("worker", "Celery (all workers and pool children)"),
-    ("postgres", "PostgreSQL backends of the bench database"),
+    (
+        "postgres",
+        "PostgreSQL backends of the bench database (only those alive at both snapshots;"
+        " with a new connection per web request and per task most are not: an undercount)",
+    ),
     ("redis", "Redis server (the whole process, shared with anything else using it)"),
     ("bench client", "bench client (this process)"),
 )
@@ -45,6 +50,16 @@ FLOOR_STAGES = (
     ("paid_call_overhead", "paid runner call minus runner latency"),
     ("decode", "decode the data URL"),
 )
+
+
+@dataclass(frozen=True)
+class ConcurrencyRun:
+    """The timed platform and floor batches at one client concurrency."""
+
+    concurrency: int
+    comparison: Comparison
+    load_before: str
+    load_after: str
 
 
 @dataclass(frozen=True)
@@ -132,7 +147,17 @@ def git_revision() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # The generated results file itself is not code: a second backend's run
+            # after the first one wrote its section is still a clean tree.
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)docs/benchmarks.md",
+            ],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -243,25 +268,73 @@ def results_rows(comparison: Comparison) -> list[tuple[str, str, str, str]]:
 # --- console ------------------------------------------------------------------------
 
 
-def print_table(comparison: Comparison, context: RunContext) -> None:
-    rows = [("", "platform", "floor", "platform/floor"), *results_rows(comparison)]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+def statements_rows(counts: list[StatementCounts]) -> list[tuple[str, ...]]:
+    """Per concurrency: statements, transaction control, write transactions and new
+    connections per image (mean over the counting batch), web + worker."""
+
+    def split(count: StatementCounts, kind: str) -> str:
+        total = count.per_image(kind)
+        return (
+            f"{total:.1f} ({count.per_image(kind, 'web'):.1f} + "
+            f"{count.per_image(kind, 'worker'):.1f})"
+        )
+
+    return [
+        (
+            str(count.concurrency),
+            split(count, "s"),
+            split(count, "c"),
+            split(count, "w"),
+            split(count, "n"),
+            str(count.images),
+        )
+        for count in counts
+    ]
+
+
+STATEMENTS_HEADER = (
+    "concurrency",
+    "SQL statements per image (web + worker)",
+    "of which BEGIN / SAVEPOINT / RELEASE",
+    "write transactions per image (web + worker)",
+    "new DB connections per image (web + worker)",
+    "images counted",
+)
+
+
+def print_table(
+    runs: list[ConcurrencyRun], statements: list[StatementCounts], context: RunContext
+) -> None:
     print()
     print(f"image generation, {context.section_title}")
-    for row in rows:
-        print(
-            "  "
-            + row[0].ljust(widths[0])
-            + "  "
-            + "  ".join(cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))
-        )
-    print()
-    for label, result, stages in (
-        ("platform", comparison.platform, PLATFORM_STAGES),
-        ("floor", comparison.floor, FLOOR_STAGES),
-    ):
-        parts = [f"{name} {milliseconds_text(stage_ms(result, name, 50))}" for name, _ in stages]
-        print(f"  {label} stage medians (ms): " + ", ".join(parts))
-        cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in result.cpu_ms_per_image().items())
-        print(f"  {label} CPU ms per image: {cpu}")
+    for run in runs:
+        comparison = run.comparison
+        rows = [("", "platform", "floor", "platform/floor"), *results_rows(comparison)]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        print(f"\nconcurrency {run.concurrency} (load {run.load_before} → {run.load_after})")
+        for row in rows:
+            print(
+                "  "
+                + row[0].ljust(widths[0])
+                + "  "
+                + "  ".join(
+                    cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)
+                )
+            )
+        for label, result, stages in (
+            ("platform", comparison.platform, PLATFORM_STAGES),
+            ("floor", comparison.floor, FLOOR_STAGES),
+        ):
+            parts = [
+                f"{name} {milliseconds_text(stage_ms(result, name, 50))}" for name, _ in stages
+            ]
+            print(f"  {label} stage medians (ms): " + ", ".join(parts))
+            cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in result.cpu_ms_per_image().items())
+            print(f"  {label} CPU ms per image: {cpu}")
+    if statements:
+        print("\ncounted per image (separate counting batch):")
+        for row in statements_rows(statements):
+            print(
+                "  " + "; ".join(f"{h}: {v}" for h, v in zip(STATEMENTS_HEADER, row, strict=True))
+            )
     print()

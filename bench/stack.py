@@ -2,11 +2,14 @@
 
 A temporary ``PIXELHOUSE_VAR_DIR`` (SQLite file, filesystem broker, media), free loopback
 ports, the sandbox with a fixed runner latency, ``migrate`` + ``createcachetable``, one
-fresh bench user, then gunicorn and Celery workers. ``DATABASE_URL`` / ``REDIS_URL`` from
-the caller's environment are passed through (Postgres / Redis); everything else that
-could point the processes elsewhere is dropped.
+fresh bench user, then the web tier as deployed (gunicorn with uvicorn workers serving
+``config.asgi``, README "Deploying on several machines") and Celery workers.
+``DATABASE_URL`` / ``REDIS_URL`` from the caller's environment are passed through
+(Postgres / Redis); everything else that could point the processes elsewhere is dropped.
 
 Every child runs in its own process group and is stopped by its pid in ``close()``.
+:meth:`Stack.restart_counting` restarts web and workers with SQL counting
+(``bench.sqlcount``) for the counting batches; the timed batches run before, without it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import IO, Any
 
 import requests  # noqa: TID251 -- the benchmark is an outside HTTP client of the stack
 
+from bench import sqlcount
 from sandbox.config import (
     DEFAULT_M2M_CLIENT_ID,
     DEFAULT_M2M_CLIENT_SECRET,
@@ -67,6 +71,9 @@ class StackOptions:
     workers: int
     worker_concurrency: int
     keep_var_dir: bool = False
+    #: ``CELERY_BROKER_POLLING_INTERVAL`` for the stack (the filesystem broker only);
+    #: None keeps the setting's default.
+    broker_polling_interval: float | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,8 @@ class Stack:
         self.control = SandboxControl(self.sandbox_url)
         self.processes: list[ManagedProcess] = []
         self.backends: dict[str, Any] = {}
+        #: Set by :meth:`restart_counting`: where the counting processes write.
+        self.count_dir: Path | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -216,6 +225,8 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.options.broker_polling_interval is not None:
+            env["CELERY_BROKER_POLLING_INTERVAL"] = str(self.options.broker_polling_interval)
         return env
 
     def _start_sandbox(self) -> None:
@@ -285,30 +296,55 @@ class Stack:
         self.backends = json.loads(lines[-1])
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
-        process = ManagedProcess(
-            name, argv, env=self.product_environment(), log_path=self.var_dir / f"{name}.log"
-        )
+        env = self.product_environment()
+        if self.count_dir is not None:
+            site = self.count_dir / "site"
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(site), str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+            )
+            env[sqlcount.DIR_VARIABLE] = str(self.count_dir)
+            env[sqlcount.ROLE_VARIABLE] = name.split("-", 1)[0]
+        suffix = "-counting" if self.count_dir is not None else ""
+        process = ManagedProcess(name, argv, env=env, log_path=self.var_dir / f"{name}{suffix}.log")
         self.processes.append(process)
         process.start()
         return process
 
     def _start_web(self) -> None:
+        # As deployed (README, "Deploying on several machines"): config/asgi.py sets
+        # PIXELHOUSE_ASGI, so every request closes its database connection.
         web = self._spawn(
             "web",
             [
                 sys.executable,
                 "-m",
                 "gunicorn",
-                "config.wsgi:application",
+                "config.asgi:application",
+                "-k",
+                "uvicorn_worker.UvicornWorker",
                 "--bind",
                 f"127.0.0.1:{self.web_port}",
                 "--workers",
                 str(self.options.web_workers),
                 "--timeout",
                 "30",
+                "--keep-alive",
+                "5",
             ],
         )
         _wait_until_ok(web, f"{self.web_url}/accounts/login/", timeout=60)
+
+    def restart_counting(self) -> Path:
+        """Restart web and workers with SQL counting on (``bench.sqlcount``); the
+        sandbox, database and broker stay. Returns the folder the counts go to."""
+        for process in [p for p in self.processes if p.name != "sandbox"]:
+            process.stop()
+            self.processes.remove(process)
+        self.count_dir = self.var_dir / "sqlcount"
+        sqlcount.write_sitecustomize(self.count_dir / "site")
+        self._start_web()
+        self._start_workers()
+        return self.count_dir
 
     def spawn_worker(self, name: str) -> ManagedProcess:
         """One Celery worker process (prefork, ``worker_concurrency`` children), not
@@ -483,6 +519,7 @@ else:
     info["database_location"] = "temporary var dir"
 info["cache_backend"] = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
 info["broker"] = settings.CELERY_BROKER_URL.split(":", 1)[0]
+info["stream_poll_seconds"] = settings.INFERENCE_STREAM_POLL_SECONDS
 info["broker_polling_interval"] = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(
     "polling_interval"
 )

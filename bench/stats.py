@@ -110,3 +110,26 @@ class Comparison:
     def throughput_ratio(self) -> float:
         """Floor throughput / platform throughput."""
         return self.floor.throughput / self.platform.throughput
+
+
+@dataclass(frozen=True)
+class StatementCounts:
+    """What the counting processes did during one counting batch (``bench.sqlcount``).
+
+    ``by_role`` maps a process role (``web``, ``worker``) to event counts by kind:
+    ``s`` statements, ``c`` of which transaction control, ``w`` write transactions,
+    ``n`` new database connections.
+    """
+
+    concurrency: int
+    images: int
+    by_role: dict[str, dict[str, int]]
+    #: Per role, the statements that began write transactions (cut short), and how often.
+    writes: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Per role, every statement's shape (``VERB table``), and how often.
+    shapes: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def per_image(self, kind: str, role: str | None = None) -> float:
+        """Mean per image of one kind, for one role or all of them."""
+        roles = [role] if role is not None else list(self.by_role)
+        return sum(self.by_role.get(name, {}).get(kind, 0) for name in roles) / self.images

@@ -330,9 +330,18 @@ CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default=REDIS_URL or "file
 # Redis redelivers an unacknowledged message after this many seconds; it must
 # exceed the longest task hard time limit (tests assert the order).
 BROKER_VISIBILITY_TIMEOUT_SECONDS = 3600
+# The embedded filesystem broker has no blocking read: an idle worker looks at the queue
+# folder this often (seconds), so a message waits up to one interval before a worker
+# sees it. Shorter is quicker hand-off for more idle CPU (docs/benchmarks.md measures it);
+# Redis has no such wait.
+CELERY_BROKER_POLLING_INTERVAL: float = env.float("CELERY_BROKER_POLLING_INTERVAL", default=0.1)
+if CELERY_BROKER_POLLING_INTERVAL <= 0:
+    raise ImproperlyConfigured("CELERY_BROKER_POLLING_INTERVAL must be positive.")
 
 
-def filesystem_broker_options(var_dir: Path) -> dict[str, Any]:
+def filesystem_broker_options(
+    var_dir: Path, polling_interval: float = CELERY_BROKER_POLLING_INTERVAL
+) -> dict[str, Any]:
     """Folders and polling of the embedded broker under ``var_dir`` (created here)."""
     queue_dir = var_dir / "celery" / "queue"
     queue_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +349,7 @@ def filesystem_broker_options(var_dir: Path) -> dict[str, Any]:
         "data_folder_in": str(queue_dir),
         "data_folder_out": str(queue_dir),
         "control_folder": str(var_dir / "celery" / "control"),
-        "polling_interval": 0.1,
+        "polling_interval": polling_interval,
     }
 
 

@@ -49,7 +49,6 @@ class Submitter:
             width=512,
             height=512,
             model_id=None,
-            poll_interval=1.0,
             timeout=60.0,
         )
         self.count = count
