@@ -460,8 +460,15 @@ class GenerationMoney:
     refunded_micros: int | None = None
 
 
-def generations_money(*, generation_ids: list[uuid.UUID]) -> dict[uuid.UUID, GenerationMoney]:
-    """:class:`GenerationMoney` of each of ``generation_ids`` (two queries for them all)."""
+def generations_money(
+    *, generation_ids: list[uuid.UUID], never_paid: frozenset[uuid.UUID] = frozenset()
+) -> dict[uuid.UUID, GenerationMoney]:
+    """:class:`GenerationMoney` of each of ``generation_ids`` (two queries for them all).
+
+    ``never_paid``: the caller knows these never claimed a payment, so no charge or
+    refund can exist for them (both follow a claim: ``services.holds``); their ledger is
+    not read, and with all of them so, the second query is skipped.
+    """
     found: dict[uuid.UUID, dict[str, object]] = {pk: {} for pk in generation_ids}
     for hold in Hold.objects.filter(generation_id__in=generation_ids):
         found[hold.generation_id].update(
@@ -469,8 +476,11 @@ def generations_money(*, generation_ids: list[uuid.UUID]) -> dict[uuid.UUID, Gen
             hold_status=hold.status,
             max_fee_wei=None if hold.max_fee_wei is None else int(hold.max_fee_wei),
         )
+    charged_ids = [pk for pk in generation_ids if pk not in never_paid]
+    if not charged_ids:
+        return {pk: GenerationMoney(**values) for pk, values in found.items()}  # type: ignore[arg-type]
     entries = LedgerEntry.objects.filter(
-        generation_id__in=generation_ids, kind__in=[EntryKind.USAGE_DEBIT, EntryKind.REFUND]
+        generation_id__in=charged_ids, kind__in=[EntryKind.USAGE_DEBIT, EntryKind.REFUND]
     ).order_by("pk")
     for entry in entries:
         values = found[entry.generation_id]  # type: ignore[index]

@@ -133,7 +133,16 @@ def _usd(value: int | None) -> str | None:
 def generation_out(generation: Generation, money: GenerationMoney | None = None) -> dict[str, Any]:
     """The resource of ``generation``; ``money`` from ``generations_money`` (read if None)."""
     if money is None:
-        money = generations_money(generation_ids=[generation.pk])[generation.pk]
+        # Before a payment claim nothing can have been charged or refunded: the ledger
+        # is not read (a queued or just-submitted generation, the stream's first read).
+        never_paid = (
+            frozenset({generation.pk})
+            if generation.payment_claimed_at is None and not generation.tickets_paid
+            else frozenset()
+        )
+        money = generations_money(generation_ids=[generation.pk], never_paid=never_paid)[
+            generation.pk
+        ]
     cost_micros = (
         generation.cost_usd_micros
         if generation.cost_usd_micros is not None
