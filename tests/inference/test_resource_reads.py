@@ -14,14 +14,8 @@ from billing.services import generation_charge_settle
 from inference.models import Generation
 from inference.resources import generation_out
 from integrations.livepeer.types import PaymentRecord
-from tests.billing.conftest import (  # noqa: F401 (fixtures)
-    admit_generation,
-    grant,
-    make_user,
-    new_generation,
-    plans,
-    usage_user,
-)
+from tests.billing.conftest import admit_generation, new_generation
+from tests.inference.paying_user import HOLD_MICROS, pay_as_you_go_user
 
 pytestmark = pytest.mark.django_db
 
@@ -32,8 +26,8 @@ def _tables_read(generation: Generation) -> tuple[list[str], dict[str, Any]]:
     return [q["sql"].split(" FROM ")[1].split()[0].strip('"') for q in queries], out
 
 
-def test_a_generation_before_its_payment_claim_reads_its_hold_only(usage_user) -> None:
-    grant(usage_user, 1_000_000)
+def test_a_generation_before_its_payment_claim_reads_its_hold_only() -> None:
+    usage_user = pay_as_you_go_user()
     generation = new_generation(usage_user)
     admit_generation(generation)
 
@@ -42,13 +36,13 @@ def test_a_generation_before_its_payment_claim_reads_its_hold_only(usage_user) -
     assert tables.count("billing_hold") == 1
     assert "billing_ledgerentry" not in tables
     assert out["money"]["hold_status"] == "open"
-    assert out["money"]["quoted_micros"] == out["money"]["held_micros"]
+    assert out["money"]["quoted_micros"] == str(HOLD_MICROS)
     assert out["money"]["charged_micros"] is None
     assert out["money"]["refunded_micros"] is None
 
 
-def test_a_paid_generation_reads_its_charge(usage_user) -> None:
-    grant(usage_user, 1_000_000)
+def test_a_paid_generation_reads_its_charge() -> None:
+    usage_user = pay_as_you_go_user()
     generation = new_generation(usage_user)
     admit_generation(generation)
     record = PaymentRecord(
@@ -69,6 +63,6 @@ def test_a_paid_generation_reads_its_charge(usage_user) -> None:
     assert tables.count("billing_hold") == 1
     assert tables.count("billing_ledgerentry") == 1
     assert out["money"]["hold_status"] == "settled"
-    charged = int(out["money"]["charged_micros"])
-    assert charged > 0
-    assert out["money"]["charged"].startswith("$")
+    # 4,768,371,000,000 wei at $3,000/ETH × 6/5, rounded up to the micro
+    assert out["money"]["charged_micros"] == "17167"
+    assert out["money"]["charged"] == "$0.02"  # shown to the cent, rounded up
