@@ -127,13 +127,16 @@ counts).** Per generation:
   row; the Celery message and the event go out after commit.
 - *Broker hand-off*: with Redis a worker gets the message on a blocking pop. The embedded
   filesystem broker is polled: an idle worker looks at the queue folder every
-  `CELERY_BROKER_POLLING_INTERVAL` (default 0.1 s, README settings), so a message waits up
+  `CELERY_BROKER_POLLING_INTERVAL` (default 0.05 s, README settings), so a message waits up
   to one interval.
 - *Worker* (`inference/services/run.py`, `transitions.py`): five write transactions, each
   its own commit (on SQLite each takes the single write lock): `attempt_start`, stage
   `connecting`, the payment claim, the payment confirm, and the success write with the
   charge (ledger settle) and the completion-webhook lookup; stage `saving` is published
-  without a row write. The Livepeer client opens a new upstream session per generation.
+  without a row write. The Livepeer and pymthouse clients keep one keep-alive session per
+  worker process (`integrations/livepeer/session.py`), and the signer's discovery answer
+  is cached for `LIVEPEER_DISCOVERY_CACHE_SECONDS` (5 s; runners and prices up to that
+  old), so the platform makes fewer discovery calls than the floor (the calls table).
   The worker keeps its database connection between tasks (`CELERY_DB_REUSE_MAX`,
   `config/celery.py`; recycled per `DATABASE_CONN_MAX_AGE`, as Django does per request).
 - *Push*: the worker publishes each transition after its commit. With Redis the web process
@@ -141,8 +144,9 @@ counts).** Per generation:
   web process reads its watched rows every `INFERENCE_STREAM_POLL_SECONDS` (0.1 s), so the
   final event reaches the client on average about half that interval after the success
   write (the "push" row), and those reads are among the web's statements.
-- *Web connections*: under ASGI every request closes its database connection (Django gives
-  each ASGI request its own thread); the submit and the stream's reads each open one.
+- *Web connections*: under ASGI Django gives each request its own thread. On PostgreSQL a
+  pool per web process (`DATABASE_POOL`, psycopg_pool) lends each request a connection; on
+  SQLite each request opens and closes its own (a file, no server).
   Client connections are kept alive (uvicorn), so a client thread uses one TCP connection
   for all its requests.
 
@@ -155,16 +159,18 @@ follows the event stream on kept-alive connections, and polls are gone from the 
 figures. Each section below states its commit and its load averages; on this shared
 2-core machine compare code changes only between runs made back to back.
 
-**Commits measured.** The sections below ran on branch `benchimg` with the `lean` branch's
-`38fc46a` merged (merge `3d76e97`: leaner admission and settlement, issue 16 items 2-4,
-and `main` up to it: worker connections kept between tasks, session activity written at
-most once a minute, the embedded push read every 0.1 s instead of 0.25 s). Earlier the same
-day, same bench (counts exact and repeatable; timings move with the load, 3.2-6.9):
+**Commits measured.** Each section below states the commit it ran on (`main` with the
+`lean`, `conn` and `benchimg` branches merged, plus: Celery workers keep their database
+connection between tasks, session activity written at most once a minute, a PostgreSQL pool
+per web process, the embedded push read every 0.1 s, the broker polled every 0.05 s, no
+ledger read for an unpaid generation's resource). Earlier the same day, same bench (counts
+exact and repeatable; timings move with the load, 2.7-6.9):
 
 | code | SQLite: p50 ratio c1 / c6; statements, writes | PostgreSQL + Redis: same |
 | --- | ---: | ---: |
 | `8a76789` (`benchimg` alone) | 11.76x / 3.97x; 118, 8 | 11.73x / 9.59x; 110, 8 |
 | `4822dd6` (with `lean` `6b3d026`) | 11.24x / 4.55x; 51-53, 7 | 7.92x / 5.27x; 45-46, 7 |
+| `dc21569` (with `lean` `38fc46a`) | 8.23x / 6.07x; 51-54, 6 | 6.44x / 3.92x; 43-44, 6 |
 
 **Fixed earlier: message loss on the embedded broker.** kombu's stock filesystem
 transport could hand a consumer a still-empty message file; `config/broker.py` publishes

@@ -334,7 +334,7 @@ BROKER_VISIBILITY_TIMEOUT_SECONDS = 3600
 # folder this often (seconds), so a message waits up to one interval before a worker
 # sees it. Shorter is quicker hand-off for more idle CPU (docs/benchmarks.md measures it);
 # Redis has no such wait.
-CELERY_BROKER_POLLING_INTERVAL: float = env.float("CELERY_BROKER_POLLING_INTERVAL", default=0.1)
+CELERY_BROKER_POLLING_INTERVAL: float = env.float("CELERY_BROKER_POLLING_INTERVAL", default=0.05)
 if CELERY_BROKER_POLLING_INTERVAL <= 0:
     raise ImproperlyConfigured("CELERY_BROKER_POLLING_INTERVAL must be positive.")
 

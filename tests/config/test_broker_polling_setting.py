@@ -37,10 +37,10 @@ def _settings_process(tmp_path: Path, **variables: str) -> subprocess.CompletedP
     )
 
 
-def test_the_interval_defaults_to_a_tenth_of_a_second_and_is_settable(tmp_path: Path) -> None:
+def test_the_interval_defaults_to_a_twentieth_of_a_second_and_is_settable(tmp_path: Path) -> None:
     default = _settings_process(tmp_path)
     assert default.returncode == 0, default.stderr
-    assert json.loads(default.stdout.splitlines()[-1]) == 0.1
+    assert json.loads(default.stdout.splitlines()[-1]) == 0.05
 
     faster = _settings_process(tmp_path, CELERY_BROKER_POLLING_INTERVAL="0.02")
     assert faster.returncode == 0, faster.stderr
