@@ -565,41 +565,30 @@ def test_api_page_fits_a_phone_and_a_desktop(
     )
 
 
-def test_server_error_page_fits_a_phone_and_a_desktop(
+@pytest.mark.parametrize(
+    ("path", "name", "status"),
+    [(FAILING_PATH, "server-error", "500"), (DATABASE_DOWN_PATH, "service-unavailable", "503")],
+)
+def test_error_pages_fit_a_phone_and_a_desktop(
     live_server,
     transactional_db: Any,
     sandbox: SandboxControl,  # signing up provisions the user at pymthouse
     browser_page,  # noqa: F811
     settings: Any,
+    path: str,
+    name: str,
+    status: str,
 ) -> None:
-    """Django's 500 handler renders templates/500.html with no request context: a signed-in
-    user sees no "Sign in" (the page cannot know who is signed in, so no account links)."""
+    """config.errors renders templates/500.html (a bug) and templates/503.html (the
+    database unreachable) with no request context: a signed-in user sees no "Sign in"
+    (the page cannot know who is signed in, so no account links)."""
     settings.ROOT_URLCONF = "tests.browser.failing_urls"
     _sign_in(browser_page, live_server, UserFactory(email="phone.customer@example.com"))
     _check_layout(
         browser_page,
-        f"{live_server.url}/{FAILING_PATH}",
-        "server-error",
-        ready=_visible("[data-error-page='500']"),
-    )
-    assert browser_page.locator("header >> text=Sign in").count() == 0
-
-
-def test_database_unavailable_page_fits_a_phone_and_a_desktop(
-    live_server,
-    transactional_db: Any,
-    sandbox: SandboxControl,  # signing up provisions the user at pymthouse
-    browser_page,  # noqa: F811
-    settings: Any,
-) -> None:
-    """config.errors answers a database outage with templates/503.html (no context)."""
-    settings.ROOT_URLCONF = "tests.browser.failing_urls"
-    _sign_in(browser_page, live_server, UserFactory(email="phone.customer@example.com"))
-    _check_layout(
-        browser_page,
-        f"{live_server.url}/{DATABASE_DOWN_PATH}",
-        "service-unavailable",
-        ready=_visible("[data-error-page='503']"),
+        f"{live_server.url}/{path}",
+        name,
+        ready=_visible(f"[data-error-page='{status}']"),
     )
     assert browser_page.locator("header >> text=Sign in").count() == 0
 
