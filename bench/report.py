@@ -35,8 +35,8 @@ CPU_COMPONENTS = (
     ("worker", "Celery (all workers and pool children)"),
     (
         "postgres",
-        "PostgreSQL backends of the bench database (only those alive at both snapshots;"
-        " with a new connection per web request and per task most are not: an undercount)",
+        "PostgreSQL backends of the bench database (those alive at both snapshots: the web's"
+        " pools and the workers' kept connections; one that came and went is missed)",
     ),
     ("redis", "Redis server (the whole process, shared with anything else using it)"),
     ("bench client", "bench client (this process)"),
@@ -297,7 +297,7 @@ STATEMENTS_HEADER = (
     "SQL statements per image (web + worker)",
     "of which BEGIN / SAVEPOINT / RELEASE",
     "write transactions per image (web + worker)",
-    "new DB connections per image (web + worker)",
+    "Django DB connections opened per image (web + worker; on PostgreSQL the web's are pool loans)",
     "images counted",
 )
 
