@@ -15,9 +15,10 @@ MESSAGES = 600
 
 CONSUMER = """
 import json, sys
+from pathlib import Path
 from queue import Empty
 from kombu import Connection
-folder, out, deadline = sys.argv[1], sys.argv[2], float(sys.argv[3])
+folder, out, deadline, produced = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 import time
 seen = []
 with Connection("filesystem://", transport="config.broker:AtomicFilesystemTransport",
@@ -29,14 +30,15 @@ with Connection("filesystem://", transport="config.broker:AtomicFilesystemTransp
         try:
             message = queue.get(block=True, timeout=0.05)
         except Empty:
-            if seen and seen[-1] == "stop":
+            # Messages put in the same millisecond are taken in random order (the file
+            # name is <ms>_<uuid>), so a "stop" may come before the last messages: once
+            # everything is put, drain until the folder is empty (nothing queued, nothing
+            # being claimed by another consumer).
+            if Path(produced).exists() and not any(Path(folder).iterdir()):
                 break
             continue
         seen.append(message.payload["id"])
         message.ack()
-        if message.payload["id"] == "stop":
-            break
-Path = __import__("pathlib").Path
 Path(out).write_text(json.dumps(seen))
 """
 
@@ -49,9 +51,10 @@ def test_concurrent_consumers_never_lose_or_duplicate_messages(
     folder = Path(settings.TEST_VAR_DIR) / "broker-race"
     folder.mkdir(parents=True)
     outputs = [tmp_path / f"consumer-{index}.json" for index in range(consumers)]
+    produced = tmp_path / "produced"  # written once every message is put
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", CONSUMER, str(folder), str(out), "60"],
+            [sys.executable, "-c", CONSUMER, str(folder), str(out), "60", str(produced)],
             cwd=REPO_ROOT,
             stderr=subprocess.PIPE,
         )
@@ -68,6 +71,7 @@ def test_concurrent_consumers_never_lose_or_duplicate_messages(
             queue.put({"id": number, "padding": "x" * 65536})
         for _ in range(consumers):
             queue.put({"id": "stop"})
+    produced.write_text("done")
 
     errors = []
     for process in processes:
