@@ -1,73 +1,41 @@
-"""Counting SQL statements and write transactions (issue 16's per-image budget).
-
-``sql_counted()`` wraps the default connection: every statement is counted, and a
-transaction is a *write* transaction when it ran at least one INSERT, UPDATE or DELETE
-(or ``SELECT … FOR UPDATE``, which takes a write lock on SQLite and row locks on
-Postgres). A write outside ``atomic`` is its own autocommit transaction; inside one, the
-outermost block's commit ends it. Savepoints are not transactions and are not counted,
-but their statements are.
+"""Counting SQL statements and write transactions in this process (issue 16's per-image
+budget), with the bench's counter (``bench.sqlcount.count_connection``): every statement
+is counted, and a write transaction is one that ran an INSERT, UPDATE or DELETE (or
+``SELECT … FOR UPDATE``); a write outside ``atomic`` is its own autocommit transaction.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
-_WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b|\bFOR (NO KEY )?UPDATE\b", re.IGNORECASE)
-_SAVEPOINT = re.compile(r"^\s*(SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT)\b", re.I)
+from bench.sqlcount import count_connection
 
 
 @dataclass
 class SqlCount:
     statements: int = 0
-    savepoint_statements: int = 0
     write_transactions: int = 0
     sql: list[str] = field(default_factory=list)
-    _dirty: bool = False
 
-    @property
-    def data_statements(self) -> int:
-        """Statements that are not savepoint bookkeeping."""
-        return self.statements - self.savepoint_statements
+    def record(self, kind: str) -> None:
+        if kind == "s":
+            self.statements += 1
+        elif kind == "w":
+            self.write_transactions += 1
 
 
 @contextmanager
 def sql_counted() -> Iterator[SqlCount]:
+    """Count this thread's default connection while the block runs."""
     count = SqlCount()
-
-    def wrapper(
-        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
-    ) -> Any:
-        count.statements += 1
-        count.sql.append(sql)
-        if _SAVEPOINT.match(sql):
-            count.savepoint_statements += 1
-        elif _WRITE.search(sql):
-            if not connection.in_atomic_block:
-                count.write_transactions += 1
-            elif not count._dirty:
-                count._dirty = True
-                count.write_transactions += 1
-        return execute(sql, params, many, context)
-
-    original_commit, original_rollback = connection.commit, connection.rollback
-
-    def commit() -> None:
-        count._dirty = False
-        original_commit()
-
-    def rollback() -> None:
-        count._dirty = False  # a rolled-back write transaction still counts: it locked
-        original_rollback()
-
-    connection.commit, connection.rollback = commit, rollback  # type: ignore[method-assign]
+    uninstall = count_connection(
+        connections[DEFAULT_DB_ALIAS], count.record, statement=count.sql.append
+    )
     try:
-        with connection.execute_wrapper(wrapper):
-            yield count
+        yield count
     finally:
-        del connection.commit, connection.rollback
+        uninstall()
