@@ -24,7 +24,7 @@ from datetime import date, datetime
 from typing import Any, cast
 
 from django.db import connection
-from django.db.models import Field
+from django.db.models import Field, Model
 
 from billing.fields import wei_text
 from inference.models import Generation
@@ -196,3 +196,39 @@ def _insert_generic(rows: Iterable[Row]) -> None:
         )
     with connection.cursor() as cursor:
         cursor.executemany(sql, prepared)
+
+
+def model_upsert(
+    *,
+    model: type[Model],
+    rows: Sequence[dict[str, Any]],
+    conflict: Sequence[str],
+    update: Sequence[str],
+) -> None:
+    """Insert ``rows`` of ``model`` (attribute name → value, the same names in every row),
+    or update the ``update`` attributes where the ``conflict`` ones match: on PostgreSQL
+    through :func:`rows_upsert`'s staging COPY, elsewhere ``bulk_create`` with
+    ``update_conflicts``."""
+    if not rows:
+        return
+    names = list(rows[0])
+    fields = {
+        name: cast("Field[Any, Any]", model._meta.get_field(name))
+        for name in (*names, *update, *conflict)
+    }
+    if connection.vendor == "postgresql":
+        rows_upsert(
+            table=model._meta.db_table,
+            columns=[str(fields[name].column) for name in names],
+            rows=([row[name] for name in names] for row in rows),
+            conflict=[str(fields[name].column) for name in conflict],
+            update=[str(fields[name].column) for name in update],
+        )
+        return
+    model._default_manager.bulk_create(
+        [model(**row) for row in rows],
+        batch_size=2000,
+        update_conflicts=True,
+        unique_fields=[fields[name].name for name in conflict],
+        update_fields=[fields[name].name for name in update],
+    )

@@ -81,7 +81,7 @@ from usage.services.bulk import (
     manifests_insert,
     manifests_insert_staged,
     manifests_stage,
-    rows_upsert,
+    model_upsert,
 )
 from usage.services.bulk import Row as ManifestValues
 from usage.services.ledger import (
@@ -770,64 +770,26 @@ _DRIFT_UPDATE = (
 
 
 def _aggregates_write(aggregates: Sequence[AggregateRow], *, now: datetime) -> None:
-    if not aggregates:
-        return
-    if connection.vendor == "postgresql":
-        rows_upsert(
-            table=UsageUserAggregate._meta.db_table,
-            columns=("external_user_id", *_AGGREGATE_UPDATE),
-            rows=(
-                (
-                    row.external_user_id,
-                    row.user_id,
-                    row.request_count,
-                    row.network_fee_usd_micros,
-                    row.fee_wei,
-                    row.manifest_count,
-                    row.last_used_at,
-                    now,
-                    row.email,
-                    row.external_user_id.lower(),
-                    row.email.lower(),
-                )
-                for row in aggregates
-            ),
-            conflict=("external_user_id",),
-            update=_AGGREGATE_UPDATE,
-        )
-        return
-    UsageUserAggregate.objects.bulk_create(
-        [
-            UsageUserAggregate(
-                external_user_id=row.external_user_id,
-                user_id=row.user_id,
-                request_count=row.request_count,
-                network_fee_usd_micros=row.network_fee_usd_micros,
-                fee_wei=row.fee_wei,
-                manifest_count=row.manifest_count,
-                last_used_at=row.last_used_at,
-                synced_at=now,
-                email=row.email,
-                search_user=row.external_user_id.lower(),
-                search_email=row.email.lower(),
-            )
+    model_upsert(
+        model=UsageUserAggregate,
+        rows=[
+            {
+                "external_user_id": row.external_user_id,
+                "user_id": row.user_id,
+                "request_count": row.request_count,
+                "network_fee_usd_micros": row.network_fee_usd_micros,
+                "fee_wei": row.fee_wei,
+                "manifest_count": row.manifest_count,
+                "last_used_at": row.last_used_at,
+                "synced_at": now,
+                "email": row.email,
+                "search_user": row.external_user_id.lower(),
+                "search_email": row.email.lower(),
+            }
             for row in aggregates
         ],
-        batch_size=2000,
-        update_conflicts=True,
-        unique_fields=["external_user_id"],
-        update_fields=[
-            "user",
-            "request_count",
-            "network_fee_usd_micros",
-            "fee_wei",
-            "manifest_count",
-            "last_used_at",
-            "synced_at",
-            "email",
-            "search_user",
-            "search_email",
-        ],
+        conflict=("external_user_id",),
+        update=_AGGREGATE_UPDATE,
     )
 
 
@@ -855,8 +817,6 @@ def _write_drift(
     )
     threshold = settings.BILLING_DRIFT_ALERT_WEI
     rows = []
-    values: list[tuple[object, ...]] = []
-    postgresql = connection.vendor == "postgresql"
     for ext, day in pairs:
         debits = local.get((ext, day), LocalDebits())
         figures = drift_figures(
@@ -868,60 +828,22 @@ def _write_drift(
         )
         if figures.alert:
             progress.drift_alerts.append((ext, day, figures.fee_diff_wei))
-        if postgresql:
-            values.append(
-                (
-                    ext,
-                    day,
-                    figures.local_debit_wei,
-                    figures.metered_fee_wei,
-                    figures.local_usd_micros,
-                    figures.metered_usd_micros,
-                    figures.fee_diff_wei,
-                    figures.rate_diff_usd_micros,
-                    figures.alert,
-                    now,
-                )
-            )
-            continue
         rows.append(
-            UsageDrift(
-                external_user_id=ext,
-                day=day,
-                local_debit_wei=figures.local_debit_wei,
-                metered_fee_wei=figures.metered_fee_wei,
-                local_usd_micros=figures.local_usd_micros,
-                metered_usd_micros=figures.metered_usd_micros,
-                fee_diff_wei=figures.fee_diff_wei,
-                rate_diff_usd_micros=figures.rate_diff_usd_micros,
-                alert=figures.alert,
-                computed_at=now,
-            )
+            {
+                "external_user_id": ext,
+                "day": day,
+                "local_debit_wei": figures.local_debit_wei,
+                "metered_fee_wei": figures.metered_fee_wei,
+                "local_usd_micros": figures.local_usd_micros,
+                "metered_usd_micros": figures.metered_usd_micros,
+                "fee_diff_wei": figures.fee_diff_wei,
+                "rate_diff_usd_micros": figures.rate_diff_usd_micros,
+                "alert": figures.alert,
+                "computed_at": now,
+            }
         )
-    if postgresql:
-        rows_upsert(
-            table=UsageDrift._meta.db_table,
-            columns=("external_user_id", "day", *_DRIFT_UPDATE),
-            rows=values,
-            conflict=("external_user_id", "day"),
-            update=_DRIFT_UPDATE,
-        )
-        return
-    UsageDrift.objects.bulk_create(
-        rows,
-        batch_size=2000,
-        update_conflicts=True,
-        unique_fields=["external_user_id", "day"],
-        update_fields=[
-            "local_debit_wei",
-            "metered_fee_wei",
-            "local_usd_micros",
-            "metered_usd_micros",
-            "fee_diff_wei",
-            "rate_diff_usd_micros",
-            "alert",
-            "computed_at",
-        ],
+    model_upsert(
+        model=UsageDrift, rows=rows, conflict=("external_user_id", "day"), update=_DRIFT_UPDATE
     )
 
 
