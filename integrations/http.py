@@ -82,18 +82,9 @@ class IdleLimitedHTTPConnectionPool(HTTPConnectionPool):
         super()._put_conn(conn)
 
 
-class IdleLimitedHTTPSConnectionPool(HTTPSConnectionPool):
-    """The HTTPS twin of :class:`IdleLimitedHTTPConnectionPool`."""
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
-        _close_if_idle(conn)
-        return conn
-
-    def _put_conn(self, conn: Any) -> None:
-        if conn is not None:
-            setattr(conn, _IDLE_SINCE, time.monotonic())
-        super()._put_conn(conn)
+class IdleLimitedHTTPSConnectionPool(IdleLimitedHTTPConnectionPool, HTTPSConnectionPool):
+    """The HTTPS twin of :class:`IdleLimitedHTTPConnectionPool` (its scheme and connection
+    class come from ``HTTPSConnectionPool``, next in the method resolution order)."""
 
 
 IDLE_LIMITED_POOLS: dict[str, type[HTTPConnectionPool]] = {
