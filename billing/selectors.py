@@ -441,6 +441,17 @@ def generation_refund(*, generation_id: uuid.UUID | str) -> LedgerEntry | None:
     return LedgerEntry.objects.filter(generation_id=generation_id, kind=EntryKind.REFUND).first()
 
 
+def generation_held_micros(*, generation_id: uuid.UUID | str) -> int | None:
+    """What an image's open hold keeps back (the most it may cost), or None: no hold, or
+    it was charged or released."""
+    held = (
+        Hold.objects.filter(generation_id=generation_id, status=HoldStatus.OPEN)
+        .values_list("amount_micros", flat=True)
+        .first()
+    )
+    return None if held is None else int(held)
+
+
 @dataclass(frozen=True)
 class GenerationMoney:
     """What one image holds, was charged and was refunded (exact; ``None`` = none).

@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 from billing.models import LedgerEntry
 from billing.money import format_eth, format_usd, format_usd_micros
 from billing.selectors import generation_charge as select_charge
+from billing.selectors import generation_held_micros
 from billing.selectors import generation_refund as select_refund
 
 register = template.Library()
@@ -91,6 +92,13 @@ def breakable(value: object) -> SafeString:
 def generation_charge(generation_id: uuid.UUID | str) -> LedgerEntry | None:
     """The usage debit of one image (``{% generation_charge generation.id as charge %}``)."""
     return select_charge(generation_id=generation_id)
+
+
+@register.simple_tag
+def generation_held(generation_id: uuid.UUID | str) -> int | None:
+    """An image's open hold in USD micros (``{% generation_held generation.id as held %}``):
+    paid for at the network but not charged yet, or not paid yet."""
+    return generation_held_micros(generation_id=generation_id)
 
 
 @register.simple_tag

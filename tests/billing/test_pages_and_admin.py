@@ -15,7 +15,8 @@ from django.db import transaction
 from django.test import Client
 
 from accounts.models import User
-from billing.models import Account, EntryKind, LedgerEntry, Plan
+from billing.models import Account, EntryKind, Hold, LedgerEntry, Plan
+from billing.money import format_usd
 from inference.models import Generation
 from tests.billing.conftest import admit_generation, charge_at_payment, grant, new_generation
 from tests.sandbox_server import SandboxControl
@@ -112,6 +113,28 @@ def test_image_page_says_nothing_charged_without_a_debit(usage_user: User, clien
     detail = client.get(f"/generations/{generation.pk}/").content.decode()
     assert "Nothing charged" in detail
     assert "data-charge-micros" not in detail
+
+
+def test_image_page_shows_the_hold_until_the_charge(usage_user: User, client: Client) -> None:
+    """Between admission (or the network payment) and the charge, the page says what is
+    held, in dollars; once charged, the charge replaces it."""
+    grant(usage_user, 1_000_000)
+    generation = new_generation(usage_user)
+    admit_generation(generation)
+    held = int(Hold.objects.get(generation_id=generation.pk).amount_micros)
+    client.force_login(usage_user)
+
+    detail = client.get(f"/generations/{generation.pk}/").content.decode()
+
+    assert f'data-held-micros="{held}"' in detail
+    assert f"Nothing yet; up to {format_usd(held)} held" in detail
+    assert "data-charge-micros" not in detail
+    assert "wei" not in detail.split("Network details")[0]
+
+    charge_at_payment(generation_id=generation.pk, expected_fee_wei=4_768_371_000_000)
+    detail = client.get(f"/generations/{generation.pk}/").content.decode()
+    assert "data-held-micros" not in detail
+    assert "data-charge-micros" in detail
 
 
 def test_low_balance_notice_appears_at_the_threshold(usage_user: User, client: Client) -> None:
